@@ -1,0 +1,167 @@
+"""The emulator's HTTP API.
+
+- `/scaleSets/...`, `/images/resolve`: the cloud API the orchestrator uses. Transient faults
+  (429/5xx, slow answers) are injected here only, before or after the request takes effect, so a
+  lost answer to a reimage that did happen is part of what the orchestrator must survive.
+- `/vm/<scale set>/<instance>/<path>`: each instance's Application Health endpoint.
+- `/admin/...`: setting up scenarios (scale sets, images, faults) and reading the operations log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+
+from fleet.emulator.cloud import Cloud, CloudError
+from fleet.emulator.store import open_database
+from models.base import describe_validation_error
+from models.fleet import FaultSpec, HealthState, ScaleSetSpec
+from models.image import ImageReference
+
+API_PREFIX = "/scaleSets/"
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(db_path: str | Path) -> FastAPI:
+    cloud = Cloud(open_database(db_path))
+    app = FastAPI(title="Fleet emulator", version="1")
+    app.state.cloud = cloud
+    chance = random.Random(0)
+
+    @app.exception_handler(CloudError)
+    async def cloud_error(_: Request, err: CloudError) -> JSONResponse:
+        return error_response(err.status, err.code, err.message)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_body(_: Request, err: ValidationError) -> JSONResponse:
+        return error_response(400, "InvalidParameter", describe_validation_error(err))
+
+    @app.exception_handler(KeyError)
+    async def missing_field(_: Request, err: KeyError) -> JSONResponse:
+        return error_response(400, "InvalidParameter", f"{err.args[0]}: is required")
+
+    @app.middleware("http")
+    async def transient_faults(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        if not path.startswith(API_PREFIX):
+            return await call_next(request)
+        try:
+            faults = cloud.spec(path[len(API_PREFIX) :].split("/", 1)[0]).faults
+        except CloudError:
+            return await call_next(request)
+        if chance.random() < faults.transient_error_share:
+            status = chance.choice(faults.transient_status_codes)
+            if chance.random() < 0.5:
+                await call_next(request)  # it took effect, but the answer is lost
+            return error_response(status, "TransientFault", f"injected HTTP {status}")
+        if chance.random() < faults.timeout_share:
+            response = await call_next(request)
+            await asyncio.sleep(faults.timeout_seconds)
+            return response
+        return await call_next(request)
+
+    # --- the cloud API ----------------------------------------------------------------------
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/scaleSets/{name}")
+    async def get_scale_set(name: str) -> dict[str, Any]:
+        return cloud.scale_set_view(name).to_json()
+
+    @app.post("/scaleSets/{name}/instances/{instance_id}/reimage")
+    async def reimage(
+        name: str, instance_id: str, body: dict[str, Any] = Body(...)
+    ) -> JSONResponse:
+        image = ImageReference.model_validate(body["imageReference"])
+        operation = cloud.begin_reimage(name, instance_id, image, body["operationId"])
+        return JSONResponse(operation.to_json(), status_code=202)
+
+    @app.post("/scaleSets/{name}/instances/{instance_id}/restoreOsDisk")
+    async def restore(
+        name: str, instance_id: str, body: dict[str, Any] = Body(...)
+    ) -> JSONResponse:
+        operation = cloud.begin_restore(name, instance_id, body["osDisk"], body["operationId"])
+        return JSONResponse(operation.to_json(), status_code=202)
+
+    @app.get("/scaleSets/{name}/operations/{operation_id:path}")
+    async def get_operation(name: str, operation_id: str) -> dict[str, Any]:
+        return cloud.operation(name, operation_id).to_json()
+
+    @app.post("/images/resolve")
+    async def resolve_image(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        image = ImageReference.model_validate(body["imageReference"])
+        return cloud.resolve_image(image, body["location"]).to_json()
+
+    # --- per-instance health endpoints ------------------------------------------------------
+
+    @app.get("/vm/{name}/{instance_id}/{path:path}")
+    async def app_health(name: str, instance_id: str, path: str) -> JSONResponse:
+        status, body = cloud.app_health(name, instance_id)
+        return JSONResponse(body, status_code=status)
+
+    # --- administration ---------------------------------------------------------------------
+
+    @app.get("/admin/scaleSets")
+    async def list_scale_sets() -> list[str]:
+        return cloud.scale_set_names()
+
+    @app.put("/admin/scaleSets/{name}")
+    async def create_scale_set(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        spec = ScaleSetSpec.model_validate({**body, "name": name})
+        return cloud.create_scale_set(spec).to_json()
+
+    @app.get("/admin/scaleSets/{name}")
+    async def show_scale_set(name: str) -> dict[str, Any]:
+        return cloud.scale_set_view(name).to_json()
+
+    @app.delete("/admin/scaleSets/{name}", status_code=204)
+    async def delete_scale_set(name: str) -> None:
+        cloud.delete_scale_set(name)
+
+    @app.put("/admin/scaleSets/{name}/faults", status_code=204)
+    async def set_faults(name: str, body: dict[str, Any] = Body(...)) -> None:
+        cloud.set_faults(name, FaultSpec.model_validate(body))
+
+    @app.get("/admin/scaleSets/{name}/operations")
+    async def operations(name: str) -> list[dict[str, Any]]:
+        return [op.to_json() for op in cloud.operations_log(name)]
+
+    @app.delete("/admin/scaleSets/{name}/instances/{instance_id}", status_code=204)
+    async def delete_instance(name: str, instance_id: str) -> None:
+        cloud.delete_instance(name, instance_id)
+
+    @app.put("/admin/scaleSets/{name}/instances/{instance_id}/health", status_code=204)
+    async def force_health(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> None:
+        state = HealthState(body["state"]) if body.get("state") else None
+        cloud.force_health(name, instance_id, state)
+
+    @app.post("/admin/images")
+    async def publish_image(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        image = ImageReference.model_validate(body["imageReference"])
+        regions = body.get("regions") or ["*"]
+        version = cloud.publish_image(image, regions, bool(body.get("excludeFromLatest")))
+        return version.to_json()
+
+    @app.get("/admin/images")
+    async def list_images() -> list[dict[str, Any]]:
+        return [version.to_json() for version in cloud.images()]
+
+    return app
+
+
+def serve(host: str, port: int, db_path: str | Path) -> None:
+    """Run the emulator in this process until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(db_path), host=host, port=port, log_level="warning")

@@ -1,0 +1,76 @@
+"""The emulator's SQLite state: it outlives the process, so a restarted emulator carries on."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scale_sets (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    reimages_done INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS instances (
+    scale_set TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    zone TEXT,
+    update_domain INTEGER NOT NULL,
+    fault_domain INTEGER NOT NULL,
+    os_disk TEXT NOT NULL,
+    data_disks TEXT NOT NULL,
+    busy_operation TEXT,
+    ready_at REAL NOT NULL DEFAULT 0,
+    forced_health TEXT,
+    PRIMARY KEY (scale_set, instance_id)
+);
+CREATE TABLE IF NOT EXISTS os_disks (
+    name TEXT PRIMARY KEY,
+    scale_set TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    image TEXT NOT NULL,
+    app_healthy INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    definition TEXT NOT NULL,
+    version TEXT NOT NULL,
+    image TEXT NOT NULL,
+    regions TEXT NOT NULL,
+    exclude_from_latest INTEGER NOT NULL DEFAULT 0,
+    published_at REAL NOT NULL,
+    PRIMARY KEY (definition, version)
+);
+CREATE TABLE IF NOT EXISTS operations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    operation_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    scale_set TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_time REAL NOT NULL,
+    complete_at REAL NOT NULL,
+    end_time REAL,
+    image TEXT,
+    target_disk TEXT,
+    previous_os_disk TEXT,
+    os_disk TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    request_count INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS operations_due ON operations (status, complete_at);
+CREATE INDEX IF NOT EXISTS operations_by_set ON operations (scale_set, seq);
+"""
+
+
+def open_database(path: str | Path) -> sqlite3.Connection:
+    """One connection, used from the server's single event loop thread."""
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db

@@ -1,0 +1,176 @@
+"""What a fleet back end shows and accepts: scale sets, instances, images, operations, faults."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from models.base import AzureModel, ViewModel
+from models.image import ImageReference
+from models.policy import whole_number
+
+
+class HealthState(StrEnum):
+    """The Application Health extension's rich health states."""
+
+    INITIALIZING = "Initializing"
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    UNKNOWN = "Unknown"
+
+
+class CustomMetrics(AzureModel):
+    """The `rollingUpgrade` custom metrics an instance's health endpoint may report."""
+
+    phase_ordering_number: int | None = Field(default=None, alias="PhaseOrderingNumber")
+    skip_upgrade: bool = Field(default=False, alias="SkipUpgrade")
+
+
+class OsDisk(ViewModel):
+    name: str
+    image_reference: ImageReference
+
+
+class DataDisk(ViewModel):
+    lun: int
+    name: str
+    disk_size_gb: int = Field(alias="diskSizeGB")
+
+
+class InstanceView(ViewModel):
+    instance_id: str
+    zone: str | None = None
+    platform_update_domain: int = 0
+    platform_fault_domain: int = 0
+    image_reference: ImageReference
+    os_disk: OsDisk
+    data_disks: list[DataDisk] = Field(default_factory=list)
+    provisioning_state: str = "Succeeded"
+    power_state: str = "running"
+    health: HealthState = HealthState.UNKNOWN
+    custom_metrics: CustomMetrics = Field(default_factory=CustomMetrics)
+
+
+class ScaleSetView(ViewModel):
+    name: str
+    id: str
+    location: str
+    zones: list[str] = Field(default_factory=list)
+    image_reference: ImageReference
+    instances: list[InstanceView] = Field(default_factory=list)
+
+
+class OperationStatus(StrEnum):
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class OperationKind(StrEnum):
+    REIMAGE = "reimage"
+    RESTORE = "restoreOsDisk"
+
+
+class OperationError(ViewModel):
+    code: str
+    message: str
+
+
+class FleetOperation(ViewModel):
+    """A long-running operation, as the back end reports it (Azure's async operation)."""
+
+    operation_id: str
+    kind: OperationKind
+    scale_set: str
+    instance_id: str
+    status: OperationStatus
+    start_time: AwareDatetime
+    end_time: AwareDatetime | None = None
+    image_reference: ImageReference | None = None
+    previous_os_disk: str | None = None
+    os_disk: str | None = None
+    error: OperationError | None = None
+    request_count: int = 1
+    retry_after_seconds: float | None = None
+
+
+class HealthProbe(ViewModel):
+    """One probe of an instance's health endpoint."""
+
+    state: HealthState
+    custom_metrics: CustomMetrics = Field(default_factory=CustomMetrics)
+    detail: str | None = None
+
+
+class GalleryImageVersion(ViewModel):
+    """One published image version and the regions it has been replicated to."""
+
+    image_reference: ImageReference
+    regions: list[str] = Field(default_factory=list)
+    exclude_from_latest: bool = False
+    published_date: AwareDatetime | None = None
+
+
+SecondsRange = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+class TimingSpec(AzureModel):
+    """Latencies of the emulated cloud, each a [min, max] range in seconds, drawn per instance."""
+
+    reimage_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
+    restore_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
+    boot_seconds: SecondsRange = Field(default_factory=lambda: [2.0, 4.0])
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimingSpec:
+        for name in ("reimage_seconds", "restore_seconds", "boot_seconds"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name}: need 0 <= min <= max (got [{low}, {high}])")
+        return self
+
+
+class GoUnhealthy(AzureModel):
+    """Instances that turn unhealthy on their own once this many reimages have completed."""
+
+    after_reimages: Annotated[int, whole_number(1, 1_000_000)]
+    instances: list[str]
+
+
+class FaultSpec(AzureModel):
+    """Fault injection for one scale set; every draw is seeded, so a run can be repeated."""
+
+    unhealthy_images: list[str] = Field(
+        default_factory=list, description="versions that never become healthy"
+    )
+    unhealthy_after_upgrade: list[str] = Field(
+        default_factory=list, description="instance ids that fail health on any new image"
+    )
+    unhealthy_share: float = Field(default=0.0, ge=0, le=1)
+    operation_errors: dict[str, str] = Field(
+        default_factory=dict, description="instance id -> error code its reimage fails with"
+    )
+    transient_error_share: float = Field(default=0.0, ge=0, le=1)
+    transient_status_codes: list[int] = Field(default_factory=lambda: [429, 500, 503])
+    timeout_share: float = Field(default=0.0, ge=0, le=1)
+    timeout_seconds: float = Field(default=5.0, ge=0)
+    go_unhealthy: list[GoUnhealthy] = Field(default_factory=list)
+
+
+class ScaleSetSpec(AzureModel):
+    """What `upgradectl fleet create` asks the emulator for."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    location: str = "westeurope"
+    capacity: Annotated[int, whole_number(1, 10_000)] = 10
+    zones: list[str] = Field(default_factory=list)
+    update_domain_count: Annotated[int, whole_number(1, 20)] = 5
+    fault_domain_count: Annotated[int, whole_number(1, 5)] = 5
+    image_reference: ImageReference
+    data_disks_per_instance: Annotated[int, whole_number(0, 16)] = 1
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    faults: FaultSpec = Field(default_factory=FaultSpec)
+    custom_metrics: dict[str, CustomMetrics] = Field(default_factory=dict)
+    seed: int = 0

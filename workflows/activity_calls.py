@@ -1,0 +1,123 @@
+"""Typed calls of the fleet activities by name, with their timeouts and retry policies.
+
+Workflows call activities only through this module, so every timeout lives in one place and the
+sandbox never imports the implementations. Transient fleet errors are retried with backoff;
+activities raise non-retryable ApplicationErrors for permanent ones (an instance that is gone,
+an operation the back end failed), which the workflows turn into an instance's Failed outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
+
+from models import steps
+from models.fleet import FleetOperation, ScaleSetView
+from models.image import ImageReference
+from models.policy import ApplicationHealthSettings
+
+FLEET_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+)
+# Reads retry for a while, then the upgrade reports that the fleet could not be reached.
+READ_DEADLINE = timedelta(minutes=5)
+# A reimage or restore is a long-running operation; the activity polls it and heartbeats.
+OPERATION_DEADLINE = timedelta(hours=1)
+OPERATION_HEARTBEAT = timedelta(seconds=20)
+
+
+async def describe_scale_set(scale_set: str) -> ScaleSetView:
+    result = await workflow.execute_activity(
+        steps.DESCRIBE_SCALE_SET,
+        steps.DescribeScaleSetInput(scale_set=scale_set),
+        result_type=steps.DescribeScaleSetResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=timedelta(seconds=60),
+        retry_policy=FLEET_RETRY,
+        summary=f"describe {scale_set}",
+    )
+    return result.scale_set
+
+
+async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> ImageReference:
+    result = await workflow.execute_activity(
+        steps.RESOLVE_IMAGE,
+        steps.ResolveImageInput(image=image, scale_set=scale_set),
+        result_type=steps.ResolveImageResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=FLEET_RETRY,
+        summary=f"resolve {image}",
+    )
+    return result.image
+
+
+async def reimage(request: steps.ReimageInput) -> FleetOperation:
+    result = await workflow.execute_activity(
+        steps.REIMAGE_INSTANCE,
+        request,
+        result_type=steps.OperationResult,
+        schedule_to_close_timeout=OPERATION_DEADLINE,
+        heartbeat_timeout=OPERATION_HEARTBEAT,
+        retry_policy=FLEET_RETRY,
+        summary=f"reimage {request.scale_set}/{request.instance_id} → {request.image.resolved_version}",
+    )
+    return result.operation
+
+
+async def restore_os_disk(request: steps.RestoreInput) -> FleetOperation:
+    result = await workflow.execute_activity(
+        steps.RESTORE_OS_DISK,
+        request,
+        result_type=steps.OperationResult,
+        schedule_to_close_timeout=OPERATION_DEADLINE,
+        heartbeat_timeout=OPERATION_HEARTBEAT,
+        retry_policy=FLEET_RETRY,
+        summary=f"restore {request.scale_set}/{request.instance_id} → {request.os_disk}",
+    )
+    return result.operation
+
+
+def start_wait_for_health(
+    scale_set: str, instance_id: str, health: ApplicationHealthSettings, grace_remaining: float
+) -> ActivityHandle[steps.HealthResult]:
+    """Probe until Healthy (or Unhealthy after the grace period); the caller enforces the
+    deadline with a durable timer.
+
+    When the deadline fires the caller cancels the prober and moves on at once, but collects
+    the cancelled prober before its workflow ends (WAIT_CANCELLATION_COMPLETED), so no activity
+    outlives the workflow that started it.
+    """
+    return workflow.start_activity(
+        steps.WAIT_FOR_HEALTH,
+        steps.HealthInput(
+            scale_set=scale_set,
+            instance_id=instance_id,
+            health=health,
+            grace_remaining_seconds=grace_remaining,
+        ),
+        result_type=steps.HealthResult,
+        schedule_to_close_timeout=health.health_wait_timeout + timedelta(minutes=1),
+        heartbeat_timeout=timedelta(seconds=max(10, 3 * health.interval_in_seconds)),
+        retry_policy=FLEET_RETRY,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        summary=f"wait for health of {scale_set}/{instance_id}",
+    )
+
+
+async def probe_health(
+    scale_set: str, instance_id: str, health: ApplicationHealthSettings
+) -> steps.HealthResult:
+    return await workflow.execute_activity(
+        steps.PROBE_HEALTH,
+        steps.HealthInput(scale_set=scale_set, instance_id=instance_id, health=health),
+        result_type=steps.HealthResult,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=3),
+        summary=f"probe {scale_set}/{instance_id}",
+    )

@@ -1,0 +1,195 @@
+"""BatchUpgradeWorkflow: upgrade (or restore) the instances of one batch, all at once.
+
+Per instance: reimage (the back end keeps data disks and remembers the previous OS disk), wait
+for health up to the health-wait deadline, and if still not Healthy and rollback is on, restore
+the previous OS disk and probe again. Every instance ends in exactly one outcome; nothing is
+left half done, so a cancel of the upgrade lets a running batch finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.workflow import ActivityHandle
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from models import steps
+    from models.errors import FailureCause
+    from models.fleet import HealthState
+    from models.policy import format_duration
+    from models.upgrade import (
+        BATCH_UPGRADE_WORKFLOW,
+        BatchAction,
+        BatchInstance,
+        BatchRequest,
+        BatchResult,
+        InstanceOutcome,
+        InstanceState,
+    )
+    from workflows import activity_calls
+
+# Longest pause before looking again at an instance that reported Unhealthy.
+MAX_HEALTH_RECHECK = timedelta(seconds=60)
+
+# How a health failure is coded in an instance's outcome and the status's error details.
+HEALTH_FAILURE_CODES = {
+    HealthState.UNHEALTHY: "ApplicationUnhealthy",
+    HealthState.UNKNOWN: "ApplicationHealthUnknown",
+    HealthState.INITIALIZING: "ApplicationStillInitializing",
+}
+
+
+def operation_id(upgrade_id: str, instance_id: str, step: str) -> str:
+    """Stable across retries, crashes and replays: the back end runs each id once."""
+    return f"{upgrade_id}/{instance_id}/{step}"
+
+
+def joined(first: str | None, then: str) -> str:
+    return f"{first}; {then}" if first else then
+
+
+def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
+    """The back end's error code and message behind a failed activity."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or "FleetError", cause.message
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name.lower() if cause.type else "activity"
+        return "OperationTimedOut", f"the fleet did not answer in time ({kind} timeout)"
+    return "FleetError", str(cause or err)
+
+
+@workflow.defn(name=BATCH_UPGRADE_WORKFLOW)
+class BatchUpgradeWorkflow:
+    @workflow.run
+    async def run(self, request: BatchRequest) -> BatchResult:
+        self._request = request
+        self._cancelled_probers: list[ActivityHandle[steps.HealthResult]] = []
+        step = self._upgrade if request.action == BatchAction.UPGRADE else self._restore_only
+        outcomes = await asyncio.gather(*(step(instance) for instance in request.instances))
+        # Probers cancelled at their deadline acknowledge within a heartbeat or so.
+        await asyncio.gather(*self._cancelled_probers, return_exceptions=True)
+        return BatchResult(outcomes=list(outcomes))
+
+    async def _upgrade(self, instance: BatchInstance) -> InstanceOutcome:
+        request = self._request
+        outcome = InstanceOutcome(
+            instance_id=instance.instance_id,
+            state=InstanceState.FAILED,
+            start_time=workflow.now(),
+        )
+        try:
+            operation = await activity_calls.reimage(
+                steps.ReimageInput(
+                    scale_set=request.scale_set,
+                    instance_id=instance.instance_id,
+                    image=request.target_image,
+                    operation_id=operation_id(request.upgrade_id, instance.instance_id, "reimage"),
+                )
+            )
+        except ActivityError as err:
+            return self._infrastructure(outcome, err, "reimage")
+        outcome.previous_os_disk = operation.previous_os_disk
+
+        health = await self._wait_for_health(instance.instance_id)
+        outcome.health = health.state
+        if health.state == HealthState.HEALTHY:
+            return self._end(outcome, InstanceState.SUCCEEDED)
+
+        outcome.cause = FailureCause.HEALTH
+        outcome.code = HEALTH_FAILURE_CODES[health.state]
+        waited = format_duration(request.health.health_wait_timeout)
+        outcome.message = f"{health.state.value} after the {waited} health wait"
+        if not request.rollback:
+            outcome.message += f"; left on {request.target_image.resolved_version}"
+            return self._end(outcome, InstanceState.FAILED)
+        return await self._restore(outcome, outcome.previous_os_disk, "restore")
+
+    async def _restore_only(self, instance: BatchInstance) -> InstanceOutcome:
+        """Restore an instance a previous batch left failed on the new image."""
+        outcome = InstanceOutcome(
+            instance_id=instance.instance_id,
+            state=InstanceState.FAILED,
+            start_time=workflow.now(),
+        )
+        return await self._restore(outcome, instance.previous_os_disk, "policy-restore")
+
+    async def _restore(
+        self, outcome: InstanceOutcome, os_disk: str | None, step: str
+    ) -> InstanceOutcome:
+        request = self._request
+        if not os_disk:
+            outcome.cause = FailureCause.INFRASTRUCTURE
+            outcome.message = joined(outcome.message, "no previous OS disk to restore")
+            return self._end(outcome, InstanceState.FAILED)
+        try:
+            await activity_calls.restore_os_disk(
+                steps.RestoreInput(
+                    scale_set=request.scale_set,
+                    instance_id=outcome.instance_id,
+                    os_disk=os_disk,
+                    operation_id=operation_id(request.upgrade_id, outcome.instance_id, step),
+                )
+            )
+        except ActivityError as err:
+            return self._infrastructure(outcome, err, "restore")
+        after = await self._wait_for_health(outcome.instance_id)
+        outcome.health_after_restore = after.state
+        outcome.message = joined(outcome.message, "restored to the previous OS disk")
+        return self._end(outcome, InstanceState.ROLLED_BACK)
+
+    async def _wait_for_health(self, instance_id: str) -> steps.HealthResult:
+        """Wait for Healthy until the health-wait deadline, a durable timer.
+
+        A prober activity waits out Initializing and the grace period in one go. When it
+        reports the instance Unhealthy, the workflow looks again after a growing pause: the
+        instance may still recover before the deadline. Between looks no activity runs, which
+        keeps history small and lets a time-skipping test server jump to the deadline.
+        """
+        health = self._request.health
+        scale_set = self._request.scale_set
+        started = workflow.now()
+        deadline = asyncio.ensure_future(
+            workflow.sleep(health.health_wait_timeout, summary="health-wait deadline")
+        )
+        pause = timedelta(seconds=health.interval_in_seconds)
+        while True:
+            elapsed = (workflow.now() - started).total_seconds()
+            prober = activity_calls.start_wait_for_health(
+                scale_set, instance_id, health, max(0.0, health.effective_grace_period - elapsed)
+            )
+            await workflow.wait([prober, deadline], return_when=asyncio.FIRST_COMPLETED)
+            if not prober.done():
+                prober.cancel()
+                self._cancelled_probers.append(prober)
+                break
+            try:
+                if prober.result().state == HealthState.HEALTHY:
+                    deadline.cancel()
+                    return prober.result()
+            except ActivityError:
+                pass  # the prober gave up; look again like after an Unhealthy answer
+            look_again = asyncio.ensure_future(workflow.sleep(pause, summary="look again"))
+            await workflow.wait([look_again, deadline], return_when=asyncio.FIRST_COMPLETED)
+            if deadline.done():
+                look_again.cancel()
+                break
+            pause = min(pause * 2, MAX_HEALTH_RECHECK)
+        # At the deadline, one last probe says how the instance is (and may find it Healthy).
+        return await activity_calls.probe_health(scale_set, instance_id, health)
+
+    def _infrastructure(self, outcome: InstanceOutcome, err: ActivityError, step: str) -> InstanceOutcome:
+        code, message = infrastructure_failure(err)
+        outcome.cause = FailureCause.INFRASTRUCTURE
+        outcome.code = code
+        outcome.message = joined(outcome.message, f"{step} failed: {message}")
+        return self._end(outcome, InstanceState.FAILED)
+
+    @staticmethod
+    def _end(outcome: InstanceOutcome, state: InstanceState) -> InstanceOutcome:
+        outcome.state = state
+        outcome.end_time = workflow.now()
+        return outcome

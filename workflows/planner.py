@@ -1,0 +1,119 @@
+"""Batch planning: pure and deterministic, so a replayed workflow plans exactly the same batches.
+
+Rules, after Azure's automatic OS image upgrades and rolling upgrade policy:
+- a batch holds at most maxBatchInstancePercent of all instances (at least one; scale sets of
+  five or fewer go one instance at a time);
+- a batch shrinks so that the instances already unhealthy plus the batch (which is unhealthy
+  while it upgrades) stay within maxUnhealthyInstancePercent;
+- a batch never spans availability zones unless enableCrossZoneUpgrade, and holds one update
+  domain per zone;
+- unhealthy instances go first under prioritizeUnhealthyInstances, then the custom metric
+  PhaseOrderingNumber orders phases (a batch never mixes priorities or phases);
+- ties break by zone, update domain and instance id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from models.policy import RollingUpgradePolicy
+from models.sorting import natural_key
+
+_UNPHASED = 1 << 30
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An instance the planner may put in a batch."""
+
+    instance_id: str
+    zone: str | None = None
+    update_domain: int = 0
+    unhealthy: bool = False
+    phase: int | None = None
+
+
+def batch_size_limit(total: int, max_batch_instance_percent: int) -> int:
+    """The largest batch for a scale set of `total` instances."""
+    if total <= 5:
+        return 1
+    return max(1, total * max_batch_instance_percent // 100)
+
+
+def unhealthy_allowance(total: int, max_unhealthy_instance_percent: int) -> int:
+    """How many instances may be unhealthy at once, counting the batch in flight."""
+    return total * max_unhealthy_instance_percent // 100
+
+
+def _priority(candidate: Candidate, policy: RollingUpgradePolicy) -> tuple[int, int]:
+    first = 0 if policy.prioritize_unhealthy_instances and candidate.unhealthy else 1
+    phase = _UNPHASED if candidate.phase is None else candidate.phase
+    return (first, phase)
+
+
+def order_candidates(
+    candidates: Iterable[Candidate], policy: RollingUpgradePolicy
+) -> list[Candidate]:
+    return sorted(
+        candidates,
+        key=lambda c: (
+            _priority(c, policy),
+            c.zone or "",
+            c.update_domain,
+            natural_key(c.instance_id),
+        ),
+    )
+
+
+def next_batch(
+    candidates: Iterable[Candidate],
+    total: int,
+    unhealthy_count: int,
+    policy: RollingUpgradePolicy,
+) -> list[Candidate]:
+    """The next batch from `candidates`, given `unhealthy_count` unhealthy instances in the set."""
+    ordered = order_candidates(candidates, policy)
+    if not ordered:
+        return []
+    limit = batch_size_limit(total, policy.max_batch_instance_percent)
+    budget = unhealthy_allowance(total, policy.max_unhealthy_instance_percent) - unhealthy_count
+    first = ordered[0]
+    domain_of_zone: dict[str | None, int] = {}
+    batch: list[Candidate] = []
+    for candidate in ordered:
+        if len(batch) == limit:
+            break
+        if _priority(candidate, policy) != _priority(first, policy):
+            continue
+        if not policy.enable_cross_zone_upgrade and candidate.zone != first.zone:
+            continue
+        if domain_of_zone.get(candidate.zone, candidate.update_domain) != candidate.update_domain:
+            continue
+        # An instance that is already unhealthy adds nothing to the unhealthy count.
+        cost = 0 if candidate.unhealthy else 1
+        if batch and cost > budget:
+            continue
+        domain_of_zone.setdefault(candidate.zone, candidate.update_domain)
+        batch.append(candidate)
+        budget -= cost
+    return batch
+
+
+def plan_batches(
+    candidates: Sequence[Candidate],
+    total: int,
+    unhealthy_ids: Iterable[str],
+    policy: RollingUpgradePolicy,
+) -> list[list[Candidate]]:
+    """The whole plan, assuming every upgraded instance comes back healthy."""
+    unhealthy = set(unhealthy_ids)
+    remaining = list(candidates)
+    plan: list[list[Candidate]] = []
+    while remaining:
+        batch = next_batch(remaining, total, len(unhealthy), policy)
+        plan.append(batch)
+        chosen = {c.instance_id for c in batch}
+        unhealthy -= chosen
+        remaining = [c for c in remaining if c.instance_id not in chosen]
+    return plan

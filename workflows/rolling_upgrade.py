@@ -1,0 +1,233 @@
+"""RollingUpgradeWorkflow: one upgrade of one scale set, batch by batch, behind health gates.
+
+1. Admission: describe the scale set, resolve the target image, skip instances already on it;
+   `upgradectl start` waits on the `admit` update, so a refusal reaches the user at once.
+2. The pre-upgrade gate (maxUnhealthyInstancePercent), then per batch: re-read health and check
+   the in-flight gate, plan the next batch, run it as child workflow(s), fold the outcomes in,
+   check the upgraded-unhealthy gate, pause (a durable timer that a cancel interrupts).
+3. The end: Completed (returns the report), Cancelled (returns the report), or Faulted (fails
+   with the Azure error code as the ApplicationError type and the report as its details).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from models.errors import FailureCause, RefusalCode, UpgradeErrorCode
+    from models.status import ApiError, RollingUpgradeStatusInfo
+    from models.upgrade import (
+        ADMIT_UPDATE,
+        CANCEL_SIGNAL,
+        INSTANCES_QUERY,
+        PLAN_QUERY,
+        ROLLING_UPGRADE_WORKFLOW,
+        STATUS_QUERY,
+        Admission,
+        BatchAction,
+        BatchInstance,
+        BatchRequest,
+        BatchResult,
+        InstanceOutcome,
+        InstanceProgress,
+        InstanceState,
+        UpgradeReport,
+        UpgradeRequest,
+    )
+    from workflows import activity_calls
+    from workflows.batch_upgrade import BatchUpgradeWorkflow
+    from workflows.ledger import UpgradeLedger
+    from workflows.planner import next_batch
+
+# Activities in flight per child workflow stay near the server's buffered-event limit (100).
+MAX_INSTANCES_PER_CHILD = 100
+
+
+def split(items: list[BatchInstance], size: int) -> list[list[BatchInstance]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+@workflow.defn(name=ROLLING_UPGRADE_WORKFLOW)
+class RollingUpgradeWorkflow:
+    @workflow.init
+    def __init__(self, request: UpgradeRequest) -> None:
+        self._ledger = UpgradeLedger(request, workflow.now())
+        self._admission: Admission | None = None
+        self._refusal: ApplicationError | None = None
+        self._cancel_requested = False
+
+    # --- messages ---------------------------------------------------------------------------
+
+    @workflow.update(name=ADMIT_UPDATE)
+    async def admit(self) -> Admission:
+        """Returns once the upgrade is admitted (or raises why it was refused)."""
+        await workflow.wait_condition(lambda: self._admission is not None or self._refusal is not None)
+        if self._refusal is not None:
+            raise self._refusal
+        assert self._admission is not None
+        return self._admission
+
+    @workflow.signal(name=CANCEL_SIGNAL)
+    def cancel(self) -> None:
+        """No new batch starts; the batch in flight finishes (or rolls back)."""
+        if not self._cancel_requested:
+            self._cancel_requested = True
+            self._ledger.cancel_requested(workflow.now())
+
+    @workflow.query(name=STATUS_QUERY)
+    def status(self) -> RollingUpgradeStatusInfo:
+        return self._ledger.status()
+
+    @workflow.query(name=INSTANCES_QUERY)
+    def instances(self) -> list[InstanceProgress]:
+        return list(self._ledger.instances.values())
+
+    @workflow.query(name=PLAN_QUERY)
+    def plan(self) -> list[list[str]]:
+        """The batches still to come, as planned from the latest health readings."""
+        return [[c.instance_id for c in batch] for batch in self._ledger.plan()]
+
+    # --- the upgrade ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: UpgradeRequest) -> UpgradeReport:
+        ledger = self._ledger
+        info = workflow.info()
+        upgrade_id = f"{info.workflow_id}/{info.first_execution_run_id}"
+
+        try:
+            scale_set = await activity_calls.describe_scale_set(request.scale_set)
+            image = await activity_calls.resolve_image(request.target_image, scale_set)
+        except ActivityError as err:
+            return await self._refuse(err)
+        ledger.admit(scale_set, image)
+        self._admission = Admission(
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            scale_set=request.scale_set,
+            target_image=image,
+            instance_count=len(ledger.instances),
+            to_upgrade=len(ledger.candidates()),
+            skipped=len(ledger.in_state(InstanceState.SKIPPED)),
+            planned_batches=len(ledger.plan()),
+        )
+        workflow.logger.info("upgrade admitted: %s", self._admission.model_dump_json())
+
+        if breach := ledger.unhealthy_gate(before_upgrade=True):
+            return await self._fault(breach)
+
+        while ledger.candidates() and not self._cancel_requested:
+            if ledger.batches:
+                ledger.observe(await activity_calls.describe_scale_set(request.scale_set))
+                if breach := ledger.unhealthy_gate(before_upgrade=False):
+                    return await self._fault(breach)
+            batch = next_batch(
+                ledger.candidates(), ledger.total, len(ledger.unhealthy()), request.policy
+            )
+            if not batch:
+                break
+            number = ledger.start_batch((c.instance_id for c in batch), workflow.now())
+            result = await self._run_batch(
+                upgrade_id,
+                number,
+                BatchAction.UPGRADE,
+                [BatchInstance(instance_id=c.instance_id) for c in batch],
+            )
+            ledger.settle(result)
+            if breach := ledger.upgraded_gate():
+                if request.policy.rollback_failed_instances_on_policy_breach:
+                    await self._restore_failed(upgrade_id)
+                return await self._fault(breach)
+            await self._pause()
+
+        if self._cancel_requested:
+            ledger.cancelled()
+        else:
+            ledger.completed()
+        workflow.logger.info("upgrade ended: %s", ledger.code.value)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return ledger.report()
+
+    async def _run_batch(
+        self, upgrade_id: str, number: int, action: BatchAction, instances: list[BatchInstance]
+    ) -> list[InstanceOutcome]:
+        """One child per part of at most MAX_INSTANCES_PER_CHILD instances, all at once."""
+        request = self._ledger.request
+        parts = split(instances, MAX_INSTANCES_PER_CHILD)
+        base = f"{workflow.info().workflow_id}/" + (
+            f"batch-{number}" if action == BatchAction.UPGRADE else "rollback"
+        )
+        children = [
+            workflow.execute_child_workflow(
+                BatchUpgradeWorkflow.run,
+                BatchRequest(
+                    upgrade_id=upgrade_id,
+                    scale_set=request.scale_set,
+                    batch=number,
+                    action=action,
+                    instances=part,
+                    target_image=self._ledger.target_image,
+                    health=request.health,
+                    rollback=not request.disable_automatic_rollback,
+                ),
+                id=base if len(parts) == 1 else f"{base}-part-{index + 1}",
+                result_type=BatchResult,
+            )
+            for index, part in enumerate(parts)
+        ]
+        results = await asyncio.gather(*children)
+        return [outcome for result in results for outcome in result.outcomes]
+
+    async def _restore_failed(self, upgrade_id: str) -> None:
+        """rollbackFailedInstancesOnPolicyBreach: restore instances left failed on the new image."""
+        stranded = [
+            BatchInstance(instance_id=p.instance_id, previous_os_disk=p.previous_os_disk)
+            for p in self._ledger.in_state(InstanceState.FAILED)
+            if p.cause == FailureCause.HEALTH and p.previous_os_disk
+        ]
+        if stranded:
+            outcomes = await self._run_batch(
+                upgrade_id, self._ledger.batches, BatchAction.RESTORE, stranded
+            )
+            self._ledger.settle_restores(outcomes)
+
+    async def _pause(self) -> None:
+        pause = self._ledger.request.policy.pause_time_between_batches
+        if pause <= timedelta(0) or not self._ledger.candidates() or self._cancel_requested:
+            return
+        try:
+            await workflow.wait_condition(
+                lambda: self._cancel_requested,
+                timeout=pause,
+                timeout_summary="pauseTimeBetweenBatches",
+            )
+        except asyncio.TimeoutError:
+            pass
+
+    async def _fault(self, error: ApiError) -> UpgradeReport:
+        self._ledger.faulted(error)
+        workflow.logger.warning("upgrade faulted: %s: %s", error.code, error.message)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        raise ApplicationError(
+            error.message or str(error.code),
+            self._ledger.report(),
+            type=error.code,
+            non_retryable=True,
+        )
+
+    async def _refuse(self, err: ActivityError) -> UpgradeReport:
+        """Admission failed (unknown scale set or image): nothing was touched."""
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type in {c.value for c in RefusalCode}:
+            code, message = cause.type, cause.message
+        else:
+            code = UpgradeErrorCode.INTERNAL_EXECUTION_ERROR
+            message = f"could not read the scale set or image from the fleet: {cause or err}"
+        self._refusal = ApplicationError(message, type=code, non_retryable=True)
+        return await self._fault(
+            ApiError(code=code, message=message, target=self._ledger.request.scale_set)
+        )
