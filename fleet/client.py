@@ -152,6 +152,10 @@ class EmulatorClient:
             await self._call("PUT", f"/admin/scaleSets/{spec.name}", body)
         )
 
+    async def show_scale_set(self, name: str) -> ScaleSetView:
+        """The scale set as the admin API shows it (never subject to injected faults)."""
+        return ScaleSetView.model_validate(await self._call("GET", f"/admin/scaleSets/{name}"))
+
     async def delete_scale_set(self, name: str) -> None:
         await self._call("DELETE", f"/admin/scaleSets/{name}")
 

@@ -207,7 +207,6 @@ async def test_rollback_on_policy_breach_restores_failed_instances(ts_env, ts_wo
 
 async def test_pause_between_batches_is_a_durable_timer(ts_env, ts_worker, fleet):
     name = await make_scale_set(fleet, 6, update_domains=1)  # batches of 1
-    started = await ts_env.get_current_time()
     handle, _ = await upgrade(
         ts_env.client,
         ts_worker.task_queue,
@@ -221,14 +220,13 @@ async def test_pause_between_batches_is_a_durable_timer(ts_env, ts_worker, fleet
     # seconds of real time.
     by_batch = sorted(report.instances, key=lambda i: i.batch)
     gaps = [later.start_time - earlier.end_time for earlier, later in zip(by_batch, by_batch[1:])]
+    assert len(gaps) == 5
     assert all(timedelta(hours=2) <= gap < timedelta(hours=2, minutes=1) for gap in gaps)
-    elapsed = await ts_env.get_current_time() - started
-    assert timedelta(hours=10) <= elapsed < timedelta(hours=11)
+    # (The server's clock after the end says nothing: an idle time-skipping server jumps ahead.)
 
 
 async def test_default_health_wait_gives_an_instance_five_minutes(ts_env, ts_worker, fleet):
     name = await make_scale_set(fleet, 1, faults=FaultSpec(unhealthy_images=[V2.version]))
-    started = await ts_env.get_current_time()
     handle, _ = await upgrade(
         ts_env.client, ts_worker.task_queue, name, health=ApplicationHealthSettings()
     )
@@ -240,7 +238,6 @@ async def test_default_health_wait_gives_an_instance_five_minutes(ts_env, ts_wor
     # Given up at the 5-minute deadline (workflow time), not before; the restored instance
     # was healthy at once.
     assert timedelta(minutes=5) <= instance.end_time - instance.start_time < timedelta(minutes=5, seconds=30)
-    assert await ts_env.get_current_time() - started >= timedelta(minutes=5)
     ops = await fleet.operations(name)
     assert [op.kind for op in ops] == [OperationKind.REIMAGE, OperationKind.RESTORE]
 

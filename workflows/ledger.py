@@ -210,13 +210,16 @@ class UpgradeLedger:
             return None
         attempted = len(self.in_state(*ATTEMPTED))
         limit = self.request.policy.max_unhealthy_upgraded_instance_percent
-        verb = "continues" if self.code == RollingUpgradeStatusCode.ROLLING_FORWARD else "ended"
+        outcome = {
+            RollingUpgradeStatusCode.ROLLING_FORWARD: "so the upgrade goes on",
+            RollingUpgradeStatusCode.COMPLETED: "so the upgrade completed",
+        }.get(self.code, f"and the upgrade was {self.code.value.lower()}")
         return ApiError(
             code=UpgradeErrorCode.IN_PROGRESS_WITH_FAILED_VMS,
             message=(
                 f"{len(failed)} of {attempted} upgraded instances "
-                f"({gates.share(len(failed), attempted)}) failed; the upgrade {verb} because "
-                f"the policy allows {limit}% (maxUnhealthyUpgradedInstancePercent). "
+                f"({gates.share(len(failed), attempted)}) failed, within the {limit}% the policy "
+                f"allows (maxUnhealthyUpgradedInstancePercent), {outcome}. "
                 f"First failed instance: {self.describe_failure(failed[0])}."
             ),
             details=self._failure_details(),

@@ -9,7 +9,7 @@ Rules, after Azure's automatic OS image upgrades and rolling upgrade policy:
   domain per zone;
 - unhealthy instances go first under prioritizeUnhealthyInstances, then the custom metric
   PhaseOrderingNumber orders phases (a batch never mixes priorities or phases);
-- ties break by zone, update domain and instance id.
+- ties break by zone, update domain and instance id (zones take turns under cross-zone).
 """
 
 from __future__ import annotations
@@ -55,13 +55,26 @@ def _priority(candidate: Candidate, policy: RollingUpgradePolicy) -> tuple[int, 
 def order_candidates(
     candidates: Iterable[Candidate], policy: RollingUpgradePolicy
 ) -> list[Candidate]:
-    return sorted(
+    """Zone by zone; under enableCrossZoneUpgrade, zones take turns within an update domain,
+    so a cross-zone batch takes a few instances from every zone rather than most of one."""
+    ordered = sorted(
         candidates,
+        key=lambda c: (_priority(c, policy), c.zone or "", c.update_domain, natural_key(c.instance_id)),
+    )
+    if not policy.enable_cross_zone_upgrade:
+        return ordered
+    turn: dict[tuple[object, ...], int] = {}
+    position = {}
+    for candidate in ordered:
+        group = (_priority(candidate, policy), candidate.zone, candidate.update_domain)
+        position[candidate.instance_id] = turn[group] = turn.get(group, -1) + 1
+    return sorted(
+        ordered,
         key=lambda c: (
             _priority(c, policy),
-            c.zone or "",
             c.update_domain,
-            natural_key(c.instance_id),
+            position[c.instance_id],
+            c.zone or "",
         ),
     )
 

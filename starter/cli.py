@@ -1,0 +1,424 @@
+"""`upgradectl`: start, inspect, watch and cancel upgrades; run the worker and the fleet emulator.
+
+Exit codes: 0 Completed; 1 Faulted; 2 Cancelled (and usage errors); 3 the request was refused
+before anything started (invalid policy, unknown scale set or image, an upgrade already
+running); 4 anything else (Temporal or the fleet not reachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from models.base import describe_validation_error
+from models.image import ImageReference
+from models.policy import UpgradePolicy
+from models.upgrade import UpgradeReport, UpgradeRequest
+from starter import progress
+from starter.upgrades import (
+    EXIT_CODES,
+    UpgradeFailed,
+    UpgradeRefused,
+    cancel_upgrade,
+    get_status,
+    start_upgrade,
+)
+from worker.connection import Settings, connect
+
+T = TypeVar("T")
+EXIT_REFUSED = 3
+EXIT_ERROR = 4
+
+app = typer.Typer(
+    help="Durable rolling OS image upgrades for VM scale sets, on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+fleet_app = typer.Typer(help="The fleet emulator: serve it, create scale sets, inspect them.")
+app.add_typer(fleet_app, name="fleet")
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(main: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Run an async command, turning the errors users meet into one clear line."""
+
+    @wraps(main)
+    def command(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(main(*args, **kwargs))
+        except UpgradeRefused as err:
+            fail(f"{err.code}: {err.message}")
+        except UpgradeFailed as err:
+            fail(str(err), EXIT_ERROR)
+        except (ValidationError, ValueError) as err:
+            text = describe_validation_error(err) if isinstance(err, ValidationError) else str(err)
+            fail(text)
+        except RuntimeError as err:
+            if "connect" in str(err).lower():
+                fail(f"cannot reach Temporal: {err} (set TEMPORAL_ADDRESS)", EXIT_ERROR)
+            raise
+
+    return command
+
+
+def load_document(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        fail(f"cannot read {path}: {err}")
+    if not isinstance(data, dict):
+        fail(f"{path} must hold a JSON or YAML object")
+    return data
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+# --- upgrades -----------------------------------------------------------------------------------
+
+def build_request(
+    scale_set: str,
+    image: str,
+    policy_file: Optional[Path],
+    flags: dict[str, dict[str, Any]],
+    started_by: str,
+) -> UpgradeRequest:
+    """The request from a policy file (Azure's upgradePolicy sections) overlaid with flags."""
+    document: dict[str, Any] = load_document(policy_file) if policy_file else {}
+    sections = ("rollingUpgradePolicy", "automaticOSUpgradePolicy", "applicationHealth")
+    if document and not any(key in document for key in sections):
+        document = {"rollingUpgradePolicy": document}  # a bare RollingUpgradePolicy
+    for section, values in flags.items():
+        chosen = {k: v for k, v in values.items() if v is not None}
+        if chosen:
+            document[section] = {**document.get(section, {}), **chosen}
+    try:
+        policy = UpgradePolicy.model_validate(document)
+    except ValidationError as err:
+        fail("invalid upgrade policy:\n" + describe_validation_error(err))
+    try:
+        target = ImageReference.parse(image)
+    except (ValueError, ValidationError) as err:
+        fail(f"--image: {err}")
+    return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by)
+
+
+@app.command()
+@run
+async def start(
+    scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to upgrade.")],
+    image: Annotated[str, typer.Option(help="PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image id[/versions/V].")],
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections (rollingUpgradePolicy, automaticOSUpgradePolicy) and applicationHealth.")] = None,
+    max_batch_instance_percent: Annotated[Optional[int], typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_instance_percent: Annotated[Optional[int], typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_upgraded_instance_percent: Annotated[Optional[int], typer.Option(help="0-100, default 20.")] = None,
+    pause_time_between_batches: Annotated[Optional[str], typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")] = None,
+    enable_cross_zone_upgrade: Annotated[Optional[bool], typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")] = None,
+    prioritize_unhealthy_instances: Annotated[Optional[bool], typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")] = None,
+    rollback_failed_instances_on_policy_breach: Annotated[Optional[bool], typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach")] = None,
+    disable_automatic_rollback: Annotated[Optional[bool], typer.Option("--disable-automatic-rollback/--automatic-rollback")] = None,
+    health_protocol: Annotated[Optional[str], typer.Option(help="http, https or tcp.")] = None,
+    health_port: Annotated[Optional[int], typer.Option(help="1-65535, default 80.")] = None,
+    health_path: Annotated[Optional[str], typer.Option(help="requestPath, default /health.")] = None,
+    health_interval: Annotated[Optional[int], typer.Option(help="intervalInSeconds, 1-60, default 5.")] = None,
+    health_probes: Annotated[Optional[int], typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
+    health_grace_period: Annotated[Optional[int], typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
+    health_wait_timeout: Annotated[Optional[str], typer.Option(help="ISO 8601, per instance, default PT5M.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")] = False,
+    started_by: Annotated[str, typer.Option(help="Recorded as startedBy.")] = "User",
+    task_queue: Annotated[Optional[str], typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
+) -> None:
+    """Start a rolling upgrade of a scale set to an image."""
+    request = build_request(
+        scale_set,
+        image,
+        policy,
+        {
+            "rollingUpgradePolicy": {
+                "maxBatchInstancePercent": max_batch_instance_percent,
+                "maxUnhealthyInstancePercent": max_unhealthy_instance_percent,
+                "maxUnhealthyUpgradedInstancePercent": max_unhealthy_upgraded_instance_percent,
+                "pauseTimeBetweenBatches": pause_time_between_batches,
+                "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
+                "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
+                "rollbackFailedInstancesOnPolicyBreach": rollback_failed_instances_on_policy_breach,
+            },
+            "automaticOSUpgradePolicy": {"disableAutomaticRollback": disable_automatic_rollback},
+            "applicationHealth": {
+                "protocol": health_protocol,
+                "port": health_port,
+                "requestPath": health_path,
+                "intervalInSeconds": health_interval,
+                "numberOfProbes": health_probes,
+                "gracePeriod": health_grace_period,
+                "healthWaitTimeout": health_wait_timeout,
+            },
+        },
+        started_by,
+    )
+    client = await connect()
+    handle, admission = await start_upgrade(client, request, task_queue or Settings().task_queue)
+    errors.print(
+        f"started {admission.workflow_id} (run {admission.run_id}): {admission.to_upgrade} of "
+        f"{admission.instance_count} instances to {admission.target_image}, "
+        f"{admission.skipped} skipped, about {admission.planned_batches} batches",
+        highlight=False,
+    )
+    if wait:
+        report = await progress.watch(client, scale_set, errors)
+        finish(report)
+
+
+def finish(report: UpgradeReport) -> NoReturn:
+    """Print the final status and exit by its outcome."""
+    print_json(report.status.to_json())
+    raise typer.Exit(EXIT_CODES[report.status.properties.running_status.code])
+
+
+@app.command()
+@run
+async def status(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Azure's RollingUpgradeStatusInfo.")] = False,
+) -> None:
+    """The latest upgrade of a scale set: running status, progress, policy, error."""
+    client = await connect()
+    info = await get_status(client, scale_set)
+    if as_json:
+        print_json(info.to_json())
+        return
+    properties = info.properties
+    table = Table(title=f"rolling upgrade of {scale_set}", show_header=False)
+    table.add_row("status", properties.running_status.code.value)
+    table.add_row("started", properties.running_status.start_time.isoformat())
+    table.add_row(
+        "last action",
+        f"{properties.running_status.last_action.value} at {properties.running_status.last_action_time.isoformat()}",
+    )
+    p = properties.progress
+    table.add_row(
+        "progress",
+        f"{p.successful_instance_count} succeeded, {p.failed_instance_count} failed, "
+        f"{p.in_progress_instance_count} in progress, {p.pending_instance_count} pending",
+    )
+    if properties.error:
+        table.add_row("error", f"{properties.error.code}: {properties.error.message}")
+    for key, value in properties.policy.to_json().items():
+        table.add_row(f"policy.{key}", str(value))
+    console.print(table)
+
+
+@app.command()
+@run
+async def watch(scale_set: Annotated[str, typer.Argument(help="The scale set.")]) -> None:
+    """Follow the latest upgrade live; exit 0 Completed, 1 Faulted, 2 Cancelled."""
+    client = await connect()
+    finish(await progress.watch(client, scale_set, errors))
+
+
+@app.command()
+@run
+async def cancel(scale_set: Annotated[str, typer.Argument(help="The scale set.")]) -> None:
+    """Cancel the running upgrade: no new batch starts, the batch in flight finishes."""
+    client = await connect()
+    await cancel_upgrade(client, scale_set)
+    errors.print(f"cancel requested for the upgrade of {scale_set}")
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run a worker (same as `python -m worker`)."""
+    from worker.main import main
+
+    main()
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the servers up afterwards for inspection.")] = False,
+    instances: Annotated[int, typer.Option(help="Instances in the demo scale set.")] = 20,
+) -> None:
+    """Start a dev server, the emulator and a worker, and run a real upgrade with live progress."""
+    from starter.demo import run_demo
+
+    raise typer.Exit(run_demo(keep=keep, instances=instances, console=errors))
+
+
+# --- the fleet emulator -------------------------------------------------------------------------
+
+def fleet_client():  # type: ignore[no-untyped-def]
+    from fleet.client import EmulatorClient
+
+    return EmulatorClient(Settings().fleet_url)
+
+
+@fleet_app.command("serve")
+def fleet_serve(
+    host: str = "127.0.0.1",
+    port: int = 8780,
+    db: Annotated[Path, typer.Option(help="SQLite state; kept across restarts.")] = Path("fleet-emulator.db"),
+) -> None:
+    """Run the fleet emulator (HTTP, SQLite state)."""
+    from fleet.emulator.app import serve
+
+    errors.print(f"fleet emulator on http://{host}:{port} (state in {db})")
+    serve(host, port, db)
+
+
+def _range(text: Optional[str]) -> Optional[list[float]]:
+    if text is None:
+        return None
+    low, _, high = text.partition(",")
+    return [float(low), float(high or low)]
+
+
+def _ids(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
+@fleet_app.command("create")
+@run
+async def fleet_create(
+    name: Annotated[str, typer.Argument(help="Scale set name.")],
+    file: Annotated[Optional[Path], typer.Option("--file", help="A ScaleSetSpec as JSON or YAML; flags override it.")] = None,
+    instances: Annotated[Optional[int], typer.Option(help="Capacity, 1-10000.")] = None,
+    zones: Annotated[Optional[str], typer.Option(help="Comma-separated zones, e.g. 1,2,3.")] = None,
+    update_domains: Annotated[Optional[int], typer.Option(help="Update domains per zone, default 5.")] = None,
+    fault_domains: Annotated[Optional[int], typer.Option(help="Fault domains, default 5.")] = None,
+    image: Annotated[Optional[str], typer.Option(help="The model's image, PUBLISHER:OFFER:SKU:VERSION.")] = None,
+    location: Annotated[Optional[str], typer.Option()] = None,
+    data_disks: Annotated[Optional[int], typer.Option(help="Data disks per instance.")] = None,
+    reimage_seconds: Annotated[Optional[str], typer.Option(help="MIN,MAX latency of a reimage.")] = None,
+    restore_seconds: Annotated[Optional[str], typer.Option(help="MIN,MAX latency of a restore.")] = None,
+    boot_seconds: Annotated[Optional[str], typer.Option(help="MIN,MAX boot time after an operation.")] = None,
+    unhealthy_image: Annotated[Optional[str], typer.Option(help="Comma-separated versions that never become healthy.")] = None,
+    unhealthy_after_upgrade: Annotated[Optional[str], typer.Option(help="Comma-separated instance ids that fail health on a new image.")] = None,
+    unhealthy_share: Annotated[Optional[float], typer.Option(help="Share of upgraded instances that fail health (seeded).")] = None,
+    transient_error_share: Annotated[Optional[float], typer.Option(help="Share of API calls answered 429/5xx.")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+) -> None:
+    """Create (or replace) a scale set in the emulator."""
+    from models.fleet import ScaleSetSpec
+
+    document: dict[str, Any] = load_document(file) if file else {}
+    chosen = {
+        "capacity": instances,
+        "zones": _ids(zones),
+        "updateDomainCount": update_domains,
+        "faultDomainCount": fault_domains,
+        "imageReference": ImageReference.parse(image).to_json() if image else None,
+        "location": location,
+        "dataDisksPerInstance": data_disks,
+        "seed": seed,
+    }
+    document.update({k: v for k, v in chosen.items() if v is not None})
+    timing = {"reimageSeconds": _range(reimage_seconds), "restoreSeconds": _range(restore_seconds), "bootSeconds": _range(boot_seconds)}
+    faults = {
+        "unhealthyImages": _ids(unhealthy_image),
+        "unhealthyAfterUpgrade": _ids(unhealthy_after_upgrade),
+        "unhealthyShare": unhealthy_share,
+        "transientErrorShare": transient_error_share,
+    }
+    for section, values in (("timing", timing), ("faults", faults)):
+        chosen_values = {k: v for k, v in values.items() if v is not None}
+        if chosen_values:
+            document[section] = {**document.get(section, {}), **chosen_values}
+    if not document.get("imageReference"):
+        fail("--image is required (or imageReference in --file)")
+    spec = ScaleSetSpec.model_validate({**document, "name": name})
+    async with fleet_client() as fleet:
+        view = await fleet.create_scale_set(spec)
+    errors.print(f"created {name}: {len(view.instances)} instances on {view.image_reference}")
+
+
+@fleet_app.command("publish")
+@run
+async def fleet_publish(
+    image: Annotated[str, typer.Argument(help="PUBLISHER:OFFER:SKU:VERSION or GALLERY_ID/versions/V.")],
+    region: Annotated[Optional[list[str]], typer.Option(help="Replicate to this region (repeat); default everywhere.")] = None,
+    exclude_from_latest: bool = False,
+) -> None:
+    """Publish an image version to the emulator's gallery."""
+    async with fleet_client() as fleet:
+        version = await fleet.publish_image(ImageReference.parse(image), region, exclude_from_latest=exclude_from_latest)
+    errors.print(f"published {version.image_reference} to {', '.join(version.regions)}")
+
+
+@fleet_app.command("show")
+@run
+async def fleet_show(
+    name: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every instance with zone, update and fault domain, image, health and data disks."""
+    async with fleet_client() as fleet:
+        view = await fleet.show_scale_set(name)
+    if as_json:
+        print_json(view.to_json())
+        return
+    table = Table(title=f"{name} ({view.location}, model {view.image_reference})")
+    for column in ("instance", "zone", "UD", "FD", "image", "OS disk", "health", "state", "data disks"):
+        table.add_column(column)
+    for i in view.instances:
+        table.add_row(
+            i.instance_id,
+            i.zone or "-",
+            str(i.platform_update_domain),
+            str(i.platform_fault_domain),
+            i.image_reference.resolved_version,
+            i.os_disk.name,
+            i.health.value,
+            f"{i.provisioning_state}/{i.power_state}",
+            ", ".join(d.name for d in i.data_disks),
+        )
+    console.print(table)
+
+
+@fleet_app.command("ops")
+@run
+async def fleet_ops(
+    name: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The operations log: every reimage and restore, when, by which operation id."""
+    async with fleet_client() as fleet:
+        operations = await fleet.operations(name)
+    if as_json:
+        print_json([op.to_json() for op in operations])
+        return
+    table = Table(title=f"operations on {name}")
+    for column in ("started", "kind", "instance", "status", "OS disk", "requests", "operation id"):
+        table.add_column(column)
+    for op in operations:
+        table.add_row(
+            op.start_time.strftime("%H:%M:%S"),
+            op.kind.value,
+            op.instance_id,
+            op.status.value + (f" ({op.error.code})" if op.error else ""),
+            f"{op.previous_os_disk} → {op.os_disk or '?'}",
+            str(op.request_count),
+            op.operation_id,
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,127 @@
+"""`upgradectl demo` / `make demo`: the whole product on one machine, with a real upgrade.
+
+Starts a Temporal dev server (Web UI on :8233, history kept in .demo/temporal.db), the fleet
+emulator and a worker as separate processes; creates a 20-instance scale set over three zones
+in which two instances fail health on the new image; upgrades it with live progress; prints the
+final status and the Web UI address; stops what it started unless --keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from rich.console import Console
+
+from fleet.client import EmulatorClient
+from models.fleet import FaultSpec, ScaleSetSpec, TimingSpec
+from models.image import ImageReference
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
+from models.upgrade import UpgradeRequest
+from starter import processes
+from starter.progress import watch
+from starter.upgrades import EXIT_CODES, start_upgrade
+from worker.connection import connect
+
+WORKDIR = Path(".demo")
+TEMPORAL_PORT, UI_PORT, FLEET_PORT = 7233, 8233, 8780
+TASK_QUEUE = "rolling-upgrades-demo"
+SCALE_SET = "web"
+CURRENT = ImageReference.parse("Contoso:web-os:2024:2024.11.01")
+TARGET = ImageReference.parse("Contoso:web-os:2024:2024.12.01")
+# In the planner's order these land in the third and the last batch, so the upgrade rolls
+# them back and carries on: 1 of 11, then 2 of 20 failed, within the policy's 20%.
+FAILING = ["13", "17"]
+
+
+def web_ui_url(workflow_id: str, run_id: str) -> str:
+    return f"http://localhost:{UI_PORT}/namespaces/default/workflows/{quote(workflow_id, safe='')}/{run_id}/history"
+
+
+async def upgrade(console: Console, instances: int) -> int:
+    async with EmulatorClient(f"http://127.0.0.1:{FLEET_PORT}") as fleet:
+        await fleet.create_scale_set(
+            ScaleSetSpec(
+                name=SCALE_SET,
+                capacity=instances,
+                zones=["1", "2", "3"],
+                update_domain_count=2,
+                image_reference=CURRENT,
+                timing=TimingSpec(reimage_seconds=[1, 2], restore_seconds=[1, 2], boot_seconds=[1, 3]),
+                faults=FaultSpec(unhealthy_after_upgrade=FAILING),
+            )
+        )
+        await fleet.publish_image(TARGET)
+    console.print(
+        f"scale set [bold]{SCALE_SET}[/]: {instances} instances over zones 1, 2, 3 on "
+        f"{CURRENT.resolved_version}; instances {' and '.join(FAILING)} will fail health on "
+        f"{TARGET.resolved_version}"
+    )
+    request = UpgradeRequest(
+        scale_set=SCALE_SET,
+        target_image=TARGET,
+        policy=RollingUpgradePolicy(),
+        # Probe every second and give up on an instance after 20 s, so the demo is short.
+        health=ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT20S"),
+        started_by="demo",
+    )
+    client = await connect(f"127.0.0.1:{TEMPORAL_PORT}")
+    handle, admission = await start_upgrade(client, request, TASK_QUEUE)
+    url = web_ui_url(admission.workflow_id, admission.run_id)
+    console.print(f"upgrade started; follow it in the Temporal Web UI:\n  {url}", soft_wrap=True)
+    report = await watch(client, SCALE_SET, console)
+    print(json.dumps(report.status.to_json(), indent=2))
+    console.print(f"Web UI of this upgrade:\n  {url}", soft_wrap=True)
+    return EXIT_CODES[report.status.properties.running_status.code]
+
+
+def run_demo(*, keep: bool, instances: int, console: Console) -> int:
+    busy = [p for p in (TEMPORAL_PORT, UI_PORT, FLEET_PORT) if processes.port_open(p)]
+    if busy:
+        console.print(
+            f"[red]error:[/] port(s) {', '.join(map(str, busy))} already in use: is a demo "
+            "(`make demo ARGS=--keep`) still running? Stop it first."
+        )
+        return 4
+    WORKDIR.mkdir(exist_ok=True)
+    started: list[subprocess.Popen] = []
+    try:
+        console.print("starting the Temporal dev server, the fleet emulator and a worker ...")
+        started.append(
+            processes.start_dev_server(TEMPORAL_PORT, UI_PORT, WORKDIR / "temporal.db", WORKDIR / "temporal.log")
+        )
+        started.append(processes.start_emulator(FLEET_PORT, WORKDIR / "fleet.db", WORKDIR / "fleet.log"))
+        started.append(
+            processes.start_worker(
+                {
+                    "TEMPORAL_ADDRESS": f"127.0.0.1:{TEMPORAL_PORT}",
+                    "FLEET_URL": f"http://127.0.0.1:{FLEET_PORT}",
+                    "UPGRADE_TASK_QUEUE": TASK_QUEUE,
+                    "PYTHONUNBUFFERED": "1",
+                },
+                WORKDIR / "worker.log",
+            )
+        )
+        code = asyncio.run(upgrade(console, instances))
+        if keep:
+            console.print(
+                f"everything is still up (Web UI http://localhost:{UI_PORT}, fleet "
+                f"http://127.0.0.1:{FLEET_PORT}, logs in {WORKDIR}/); try `upgradectl fleet show "
+                f"{SCALE_SET}` with FLEET_URL=http://127.0.0.1:{FLEET_PORT}. Ctrl-C stops it all."
+            )
+            try:
+                while all(p.poll() is None for p in started):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return code
+    finally:
+        for process in reversed(started):
+            processes.stop(process)
+        if not keep:
+            console.print(f"stopped the servers; logs are in {WORKDIR}/")
+

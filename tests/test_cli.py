@@ -1,0 +1,125 @@
+"""`upgradectl` as users run it: a separate process against the dev server, emulator and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from models.fleet import FaultSpec
+from models.status import RollingUpgradeStatusInfo
+from tests.helpers import V2, make_scale_set
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def upgradectl(local_env, local_worker, fleet_url):
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
+        "FLEET_URL": fleet_url,
+        "UPGRADE_TASK_QUEUE": local_worker.task_queue,
+        "COLUMNS": "200",
+    }
+
+    async def call(*args: str) -> Result:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter.cli", *args,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        return Result(process.returncode, out.decode(), err.decode())
+
+    return call
+
+
+QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
+
+
+async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(upgradectl, fleet):
+    name = await make_scale_set(fleet, 6, zones=["1", "2"])
+    result = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
+    assert result.code == 0, result.err
+    assert f"started rolling-upgrade/{name}" in result.err
+    status = RollingUpgradeStatusInfo.model_validate(result.json())
+    assert status.properties.running_status.code == "Completed"
+    assert status.properties.progress.successful_instance_count == 6
+
+    shown = await upgradectl("status", name, "--json")
+    assert shown.code == 0
+    assert set(shown.json()["properties"]) == {"policy", "runningStatus", "progress"}
+    human = await upgradectl("status", name)
+    assert "Completed" in human.out and "policy.maxBatchInstancePercent" in human.out
+
+    instances = (await upgradectl("fleet", "show", name, "--json")).json()["instances"]
+    assert {i["imageReference"]["exactVersion"] for i in instances} == {V2.version}
+    assert {"zone", "platformUpdateDomain", "platformFaultDomain", "health", "dataDisks"} <= set(instances[0])
+    ops = (await upgradectl("fleet", "ops", name, "--json")).json()
+    assert sorted(op["instanceId"] for op in ops) == [str(i) for i in range(6)]
+    assert {op["kind"] for op in ops} == {"reimage"}
+
+
+async def test_a_faulted_upgrade_exits_one(upgradectl, fleet):
+    name = await make_scale_set(fleet, 5, faults=FaultSpec(unhealthy_images=[V2.version]))
+    result = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
+    assert result.code == 1
+    error = result.json()["properties"]["error"]
+    assert error["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--max-batch-instance-percent", "3"], "rollingUpgradePolicy.maxBatchInstancePercent: must be a whole number from 5 to 100 (got 3)"),
+        (["--pause-time-between-batches", "5m"], "rollingUpgradePolicy.pauseTimeBetweenBatches: must be an ISO 8601 duration from PT0S to PT48H"),
+        (["--max-unhealthy-upgraded-instance-percent", "101"], "from 0 to 100 (got 101)"),
+        (["--health-interval", "0"], "applicationHealth.intervalInSeconds: must be a whole number from 1 to 60"),
+        (["--image", "ubuntu"], "--image: image 'ubuntu' is not PUBLISHER:OFFER:SKU:VERSION"),
+    ],
+)
+async def test_invalid_requests_are_refused_naming_the_field_before_anything_starts(
+    upgradectl, fleet, flags, message
+):
+    name = await make_scale_set(fleet, 3)
+    args = ["start", "--scale-set", name, "--image", str(V2), *flags]
+    result = await upgradectl(*args)
+    assert result.code == 3
+    assert message in result.err
+    assert await fleet.operations(name) == []
+    # No upgrade workflow was started either.
+    assert (await upgradectl("status", name)).code != 0
+
+
+async def test_unknown_scale_set_is_refused(upgradectl):
+    result = await upgradectl("start", "--scale-set", "nowhere", "--image", str(V2))
+    assert result.code == 3
+    assert "ScaleSetNotFound: scale set 'nowhere' was not found" in result.err
+
+
+async def test_second_upgrade_is_refused_and_cancel_ends_the_first(upgradectl, fleet):
+    name = await make_scale_set(fleet, 6, update_domains=1)
+    first = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1H", *QUICK
+    )
+    assert first.code == 0, first.err
+    second = await upgradectl("start", "--scale-set", name, "--image", str(V2))
+    assert second.code == 3
+    assert "RollingUpgradeInProgress" in second.err and "already being upgraded" in second.err
+
+    assert (await upgradectl("cancel", name)).code == 0
+    watched = await upgradectl("watch", name)
+    assert watched.code == 2
+    assert watched.json()["properties"]["runningStatus"]["lastAction"] == "Cancel"

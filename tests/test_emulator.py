@@ -1,0 +1,124 @@
+"""The fleet emulator over HTTP: the cloud the activities talk to."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fleet.errors import FleetRequestError, FleetTransientError
+from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
+from models.image import ImageReference
+from models.policy import ApplicationHealthSettings
+from tests.helpers import V1, V2, make_scale_set
+
+HEALTH = ApplicationHealthSettings()
+
+
+async def test_instances_spread_over_zones_update_and_fault_domains(fleet):
+    name = await make_scale_set(fleet, 12, zones=["1", "2", "3"], update_domains=2, data_disks_per_instance=2)
+    view = await fleet.get_scale_set(name)
+    assert [i.zone for i in view.instances[:6]] == ["1", "2", "3", "1", "2", "3"]
+    per_zone = [i for i in view.instances if i.zone == "1"]
+    assert [i.platform_update_domain for i in per_zone] == [0, 1, 0, 1]
+    assert all(len(i.data_disks) == 2 and i.health == HealthState.HEALTHY for i in view.instances)
+    assert view.id.endswith(f"/virtualMachineScaleSets/{name}")
+
+
+async def test_reimage_replaces_the_os_disk_keeps_data_disks_and_is_idempotent(fleet):
+    name = await make_scale_set(fleet, 2)
+    before = (await fleet.get_scale_set(name)).instances[0]
+    first = await fleet.begin_reimage(name, "0", V2, "op-a")
+    again = await fleet.begin_reimage(name, "0", V2, "op-a")
+    assert first.status == again.status == OperationStatus.SUCCEEDED
+    assert again.request_count == 2
+    assert again.previous_os_disk == before.os_disk.name
+    after = (await fleet.get_scale_set(name)).instances[0]
+    assert after.image_reference.same_image(V2)
+    assert after.data_disks == before.data_disks
+    assert after.os_disk.name == again.os_disk != before.os_disk.name
+    ops = await fleet.operations(name)
+    assert len(ops) == 1  # one effect, however often it was asked for
+    with pytest.raises(FleetRequestError) as conflict:
+        await fleet.begin_reimage(name, "1", V2, "op-a")
+    assert conflict.value.code == "OperationIdConflict"
+
+
+async def test_restore_brings_back_the_previous_os_disk(fleet):
+    name = await make_scale_set(fleet, 1, faults=FaultSpec(unhealthy_images=[V2.version]))
+    operation = await fleet.begin_reimage(name, "0", V2, "op-r1")
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.UNHEALTHY
+    await fleet.begin_restore(name, "0", operation.previous_os_disk, "op-r2")
+    instance = (await fleet.get_scale_set(name)).instances[0]
+    assert instance.image_reference.same_image(V1)
+    assert instance.os_disk.name == operation.previous_os_disk
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.HEALTHY
+    with pytest.raises(FleetRequestError, match="DiskNotFound"):
+        await fleet.begin_restore(name, "0", "no-such-disk", "op-r3")
+
+
+async def test_health_goes_unknown_while_reimaging_then_initializing_while_booting(fleet):
+    timing = TimingSpec(reimage_seconds=[0.4, 0.4], restore_seconds=[0, 0], boot_seconds=[0.4, 0.4])
+    name = await make_scale_set(fleet, 1, timing=timing)
+    operation = await fleet.begin_reimage(name, "0", V2, "op-h")
+    assert operation.status == OperationStatus.IN_PROGRESS
+    assert 0 < operation.retry_after_seconds <= 0.4
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.UNKNOWN
+    with pytest.raises(FleetRequestError, match="OperationNotAllowed"):
+        await fleet.begin_reimage(name, "0", V2, "op-other")
+    await asyncio.sleep(0.45)
+    assert (await fleet.get_operation(name, "op-h")).status == OperationStatus.SUCCEEDED
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.INITIALIZING
+    await asyncio.sleep(0.45)
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.HEALTHY
+
+
+async def test_gallery_resolves_latest_and_checks_regional_replication(fleet):
+    # Its own image definition: the gallery is shared by every test of the session.
+    latest = ImageReference.parse("Contoso:gallery-test:2024")
+    await fleet.publish_image(ImageReference.parse("Contoso:gallery-test:2024:2024.12.01"))
+    newer = ImageReference.parse("Contoso:gallery-test:2024:2024.12.15")
+    await fleet.publish_image(newer, ["eastus"])
+    # Not replicated to westeurope: 'latest' there is still 2024.12.01 ...
+    assert (await fleet.resolve_image(latest, "westeurope")).exact_version == "2024.12.01"
+    assert (await fleet.resolve_image(latest, "eastus")).exact_version == "2024.12.15"
+    # ... and asking for it by version says why not.
+    with pytest.raises(FleetRequestError) as refused:
+        await fleet.resolve_image(newer, "westeurope")
+    assert refused.value.code == "ImageNotReplicatedToRegion"
+    with pytest.raises(FleetRequestError, match="ImageNotFound"):
+        await fleet.resolve_image(ImageReference.parse("Nobody:none:1:1"), "westeurope")
+
+
+async def test_operation_failures_and_deleted_instances_are_reported_with_codes(fleet):
+    name = await make_scale_set(fleet, 2, faults=FaultSpec(operation_errors={"0": "AllocationFailed"}))
+    failed = await fleet.begin_reimage(name, "0", V2, "op-f")
+    assert failed.status == OperationStatus.FAILED
+    assert failed.error.code == "AllocationFailed"
+    assert (await fleet.get_scale_set(name)).instances[0].image_reference.same_image(V1)
+    await fleet.delete_instance(name, "1")
+    with pytest.raises(FleetRequestError) as gone:
+        await fleet.begin_reimage(name, "1", V2, "op-g")
+    assert (gone.value.code, gone.value.status) == ("NotFound", 404)
+    assert (await fleet.probe_health(name, "1", HEALTH)).state == HealthState.UNKNOWN
+
+
+async def test_transient_faults_answer_429_or_5xx_on_the_cloud_api_only(fleet):
+    name = await make_scale_set(fleet, 1, faults=FaultSpec(transient_error_share=1.0))
+    with pytest.raises(FleetTransientError) as err:
+        await fleet.get_scale_set(name)
+    assert err.value.status in (429, 500, 503)
+    # Health endpoints and the admin API are not faulted.
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.HEALTHY
+    assert await fleet.operations(name) == []
+
+
+async def test_custom_metrics_reach_the_health_endpoint(fleet):
+    name = await make_scale_set(
+        fleet, 2, custom_metrics={"1": {"PhaseOrderingNumber": 2, "SkipUpgrade": True}}
+    )
+    probe = await fleet.probe_health(name, "1", HEALTH)
+    assert probe.custom_metrics.phase_ordering_number == 2
+    assert probe.custom_metrics.skip_upgrade
+    view = await fleet.get_scale_set(name)
+    assert view.instances[1].custom_metrics.skip_upgrade
