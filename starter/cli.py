@@ -26,6 +26,7 @@ from models.image import ImageReference
 from models.policy import UpgradePolicy
 from models.upgrade import UpgradeReport, UpgradeRequest
 from starter import progress
+from worker.process_exit import exit_after
 from starter.upgrades import (
     EXIT_CODES,
     UpgradeFailed,
@@ -420,5 +421,10 @@ async def fleet_ops(
     console.print(table)
 
 
+def main() -> None:
+    """The `upgradectl` entry point."""
+    exit_after(app)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -123,3 +123,27 @@ async def test_second_upgrade_is_refused_and_cancel_ends_the_first(upgradectl, f
     watched = await upgradectl("watch", name)
     assert watched.code == 2
     assert watched.json()["properties"]["runningStatus"]["lastAction"] == "Cancel"
+
+
+@pytest.mark.parametrize("signum", [15, 2])
+async def test_the_worker_process_stops_cleanly_on_sigterm_and_sigint(local_env, fleet_url, signum):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker",
+        env={
+            **os.environ,
+            "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
+            "FLEET_URL": fleet_url,
+            "UPGRADE_TASK_QUEUE": "signal-test",
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )
+    logged = b""
+    while b"worker started" not in logged:
+        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert line, f"the worker exited early: {logged.decode()}"
+        logged += line
+    assert b'"task_queue": "signal-test"' in logged  # JSON lines when not on a terminal
+    process.send_signal(signum)
+    rest = await asyncio.wait_for(process.stderr.read(), 30)
+    assert await process.wait() == 0
+    assert b"worker stopped" in rest

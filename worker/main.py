@@ -8,6 +8,7 @@ import signal
 import structlog
 
 from fleet.client import EmulatorClient
+from worker.process_exit import exit_after
 from worker.assembly import build_worker
 from worker.connection import Settings, connect
 from worker.logs import configure_logging
@@ -43,4 +44,4 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 def main() -> None:
     configure_logging()
-    asyncio.run(run_worker())
+    exit_after(lambda: asyncio.run(run_worker()))
