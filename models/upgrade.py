@@ -69,11 +69,9 @@ FINAL_FAILURES = (InstanceState.ROLLED_BACK, InstanceState.FAILED)
 ATTEMPTED = (InstanceState.SUCCEEDED, *FINAL_FAILURES)
 
 
-class InstanceOutcome(AzureModel):
-    """How one instance's upgrade (or restore) ended, as the batch workflow returns it."""
+class InstanceResult(AzureModel):
+    """What became of an instance: the fields an outcome reports and the progress keeps."""
 
-    instance_id: str
-    state: InstanceState
     cause: FailureCause | None = None
     code: str | None = None
     message: str | None = None
@@ -84,7 +82,14 @@ class InstanceOutcome(AzureModel):
     end_time: AwareDatetime | None = None
 
 
-class InstanceProgress(AzureModel):
+class InstanceOutcome(InstanceResult):
+    """How one instance's upgrade (or restore) ended, as the batch workflow returns it."""
+
+    instance_id: str
+    state: InstanceState
+
+
+class InstanceProgress(InstanceResult):
     """One instance as the upgrade sees it: where it is, and what became of it."""
 
     instance_id: str
@@ -94,14 +99,6 @@ class InstanceProgress(AzureModel):
     from_image: str
     state: InstanceState = InstanceState.PENDING
     batch: int | None = None
-    cause: FailureCause | None = None
-    code: str | None = None
-    message: str | None = None
-    previous_os_disk: str | None = None
-    health: HealthState | None = None
-    health_after_restore: HealthState | None = None
-    start_time: AwareDatetime | None = None
-    end_time: AwareDatetime | None = None
 
     @classmethod
     def of(cls, view: InstanceView) -> InstanceProgress:
@@ -115,8 +112,9 @@ class InstanceProgress(AzureModel):
         )
 
     def settle(self, outcome: InstanceOutcome) -> None:
-        for name in InstanceOutcome.model_fields:
-            if name != "instance_id" and getattr(outcome, name) is not None:
+        self.state = outcome.state
+        for name in InstanceResult.model_fields:
+            if getattr(outcome, name) is not None:
                 setattr(self, name, getattr(outcome, name))
 
 

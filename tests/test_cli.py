@@ -147,3 +147,29 @@ async def test_the_worker_process_stops_cleanly_on_sigterm_and_sigint(local_env,
     rest = await asyncio.wait_for(process.stderr.read(), 30)
     assert await process.wait() == 0
     assert b"worker stopped" in rest
+
+
+async def test_fleet_create_from_a_yaml_file_with_flags_on_top(upgradectl, fleet, tmp_path):
+    spec = tmp_path / "web.yaml"
+    spec.write_text(
+        "capacity: 4\n"
+        "zones: ['1', '2']\n"
+        "imageReference: {publisher: Contoso, offer: web-os, sku: '2024', version: 2024.11.01}\n"
+        "faults: {unhealthyAfterUpgrade: ['3']}\n"
+    )
+    created = await upgradectl("fleet", "create", "yaml-set", "--file", str(spec), "--instances", "6", "--update-domains", "3")
+    assert created.code == 0, created.err
+    view = await fleet.show_scale_set("yaml-set")
+    assert len(view.instances) == 6
+    assert {i.zone for i in view.instances} == {"1", "2"}
+    assert max(i.platform_update_domain for i in view.instances) == 2
+
+    published = await upgradectl("fleet", "publish", "Contoso:web-os:2024:2025.01.01", "--region", "westeurope")
+    assert published.code == 0 and "to westeurope" in published.err
+    shown = await upgradectl("fleet", "show", "yaml-set")
+    assert "2024.11.01" in shown.out and "Healthy" in shown.out
+
+    missing = await upgradectl("fleet", "create", "no-image", "--instances", "2")
+    assert missing.code == 3 and "--image is required" in missing.err
+    bad = await upgradectl("fleet", "create", "bad", "--image", str(V2), "--instances", "0")
+    assert bad.code == 3 and "capacity: must be a whole number from 1 to 10000" in bad.err

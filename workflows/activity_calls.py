@@ -58,27 +58,26 @@ async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> Image
 
 
 async def reimage(request: steps.ReimageInput) -> FleetOperation:
-    result = await workflow.execute_activity(
-        steps.REIMAGE_INSTANCE,
-        request,
-        result_type=steps.OperationResult,
-        schedule_to_close_timeout=OPERATION_DEADLINE,
-        heartbeat_timeout=OPERATION_HEARTBEAT,
-        retry_policy=FLEET_RETRY,
-        summary=f"reimage {request.scale_set}/{request.instance_id} → {request.image.resolved_version}",
-    )
-    return result.operation
+    summary = f"reimage {request.scale_set}/{request.instance_id} → {request.image.resolved_version}"
+    return await _operation(steps.REIMAGE_INSTANCE, request, summary)
 
 
 async def restore_os_disk(request: steps.RestoreInput) -> FleetOperation:
+    summary = f"restore {request.scale_set}/{request.instance_id} → {request.os_disk}"
+    return await _operation(steps.RESTORE_OS_DISK, request, summary)
+
+
+async def _operation(
+    activity: str, request: steps.ReimageInput | steps.RestoreInput, summary: str
+) -> FleetOperation:
     result = await workflow.execute_activity(
-        steps.RESTORE_OS_DISK,
+        activity,
         request,
         result_type=steps.OperationResult,
         schedule_to_close_timeout=OPERATION_DEADLINE,
         heartbeat_timeout=OPERATION_HEARTBEAT,
         retry_policy=FLEET_RETRY,
-        summary=f"restore {request.scale_set}/{request.instance_id} → {request.os_disk}",
+        summary=summary,
     )
     return result.operation
 
