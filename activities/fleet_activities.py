@@ -20,7 +20,12 @@ from temporalio.exceptions import ApplicationError
 from fleet.errors import FleetError
 from fleet.protocol import FleetBackend
 from models import steps
-from models.errors import FLEET_OPERATION_FAILED, TRANSIENT_FLEET_ERROR, RefusalCode
+from models.errors import (
+    FLEET_OPERATION_FAILED,
+    TRANSIENT_FLEET_ERROR,
+    UNEXPECTED_ERROR,
+    RefusalCode,
+)
 from models.fleet import FleetOperation, HealthState, OperationStatus
 
 FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
@@ -31,7 +36,10 @@ MAX_POLL_SECONDS = 2.0
 
 @contextmanager
 def fleet_errors(refusals: dict[str, RefusalCode] | None = None) -> Iterator[None]:
-    """Translate back-end errors; `refusals` maps back-end codes to refusal codes."""
+    """Translate back-end errors; `refusals` maps back-end codes to refusal codes.
+
+    Anything else (a malformed answer, a bug) is not retried: it is UNEXPECTED_ERROR.
+    """
     try:
         yield
     except FleetError as err:
@@ -39,6 +47,12 @@ def fleet_errors(refusals: dict[str, RefusalCode] | None = None) -> Iterator[Non
             raise ApplicationError(err.message, type=TRANSIENT_FLEET_ERROR) from err
         code = (refusals or {}).get(err.code, err.code)
         raise ApplicationError(err.message, type=code, non_retryable=True) from err
+    except ApplicationError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ApplicationError(
+            f"{type(err).__name__}: {err}", type=UNEXPECTED_ERROR, non_retryable=True
+        ) from err
 
 
 class FleetActivities:
@@ -128,7 +142,8 @@ class FleetActivities:
         started = time.monotonic()
         probes = healthy = failing = 0
         while True:
-            probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
+            with fleet_errors():
+                probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
             probes += 1
             healthy = healthy + 1 if probe.state == HealthState.HEALTHY else 0
             failing = failing + 1 if probe.state in FAILING_STATES else 0
@@ -143,5 +158,6 @@ class FleetActivities:
 
     @activity.defn(name=steps.PROBE_HEALTH)
     async def probe_health(self, request: steps.HealthInput) -> steps.HealthResult:
-        probe = await self.fleet.probe_health(request.scale_set, request.instance_id, request.health)
+        with fleet_errors():
+            probe = await self.fleet.probe_health(request.scale_set, request.instance_id, request.health)
         return steps.HealthResult(state=probe.state, detail=probe.detail)

@@ -165,6 +165,10 @@ class EmulatorClient:
     async def set_faults(self, name: str, faults: FaultSpec) -> None:
         await self._call("PUT", f"/admin/scaleSets/{name}/faults", faults.to_json())
 
+    async def injected_faults(self, name: str) -> int:
+        """How many transient, slow or malformed answers the emulator injected for the set."""
+        return (await self._call("GET", f"/admin/scaleSets/{name}/faults"))["injected"]
+
     async def operations(self, name: str) -> list[FleetOperation]:
         return _OPERATIONS.validate_python(
             await self._call("GET", f"/admin/scaleSets/{name}/operations")

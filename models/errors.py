@@ -36,3 +36,6 @@ class FailureCause(StrEnum):
 # Error types the fleet activities raise; the workflows match on them by name.
 TRANSIENT_FLEET_ERROR = "FleetTransientError"
 FLEET_OPERATION_FAILED = "FleetOperationFailed"
+# Anything an activity did not expect (a malformed answer, a bug): not retried, and it stops
+# the upgrade with InternalExecutionError rather than being taken for an instance failure.
+UNEXPECTED_ERROR = "UnexpectedError"

@@ -155,6 +155,9 @@ class FaultSpec(AzureModel):
     transient_error_share: float = Field(default=0.0, ge=0, le=1)
     transient_status_codes: list[int] = Field(default_factory=lambda: [429, 500, 503])
     timeout_share: float = Field(default=0.0, ge=0, le=1)
+    malformed_share: float = Field(
+        default=0.0, ge=0, le=1, description="share of API answers replaced by a malformed body"
+    )
     timeout_seconds: float = Field(default=5.0, ge=0)
     go_unhealthy: list[GoUnhealthy] = Field(default_factory=list)
 

@@ -89,6 +89,7 @@ PauseBetweenBatches = Annotated[
     timedelta, iso_duration(timedelta(0), timedelta(hours=48)), _AS_ISO
 ]
 HealthWait = Annotated[timedelta, iso_duration(timedelta(seconds=1), timedelta(hours=24)), _AS_ISO]
+UpgradeTimeout = Annotated[timedelta, iso_duration(timedelta(minutes=1), timedelta(days=30)), _AS_ISO]
 
 
 class RollingUpgradePolicy(AzureModel):
@@ -180,4 +181,9 @@ class UpgradePolicy(AzureModel):
     )
     application_health: ApplicationHealthSettings = Field(
         default_factory=ApplicationHealthSettings
+    )
+    upgrade_timeout: UpgradeTimeout | None = Field(
+        default=None,
+        description="the whole upgrade's time limit; when it passes, the batch in flight "
+        "settles and the upgrade faults with RollingUpgradeTimeoutError",
     )

@@ -11,7 +11,12 @@ from models.base import AzureModel
 from models.errors import FailureCause
 from models.fleet import HealthState, InstanceView
 from models.image import ImageReference
-from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, UpgradePolicy
+from models.policy import (
+    ApplicationHealthSettings,
+    RollingUpgradePolicy,
+    UpgradePolicy,
+    UpgradeTimeout,
+)
 from models.status import RollingUpgradeStatusInfo
 
 # The workflow and its messages by name: the starter reaches them without importing workflows/.
@@ -22,6 +27,7 @@ CANCEL_SIGNAL = "cancel"
 STATUS_QUERY = "status"
 INSTANCES_QUERY = "instances"
 PLAN_QUERY = "plan"
+REPORT_QUERY = "report"
 
 ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
@@ -40,6 +46,7 @@ class UpgradeRequest(AzureModel):
     disable_automatic_rollback: bool = False
     health: ApplicationHealthSettings = Field(default_factory=ApplicationHealthSettings)
     started_by: str = "User"
+    upgrade_timeout: UpgradeTimeout | None = None
 
     @classmethod
     def from_policy(
@@ -51,6 +58,7 @@ class UpgradeRequest(AzureModel):
             policy=policy.rolling_upgrade_policy,
             disable_automatic_rollback=policy.automatic_os_upgrade_policy.disable_automatic_rollback,
             health=policy.application_health,
+            upgrade_timeout=policy.upgrade_timeout,
             **extra,
         )
 

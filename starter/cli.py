@@ -99,7 +99,7 @@ def build_request(
     scale_set: str,
     image: str,
     policy_file: Optional[Path],
-    flags: dict[str, dict[str, Any]],
+    flags: dict[str, Any],
     started_by: str,
 ) -> UpgradeRequest:
     """The request from a policy file (Azure's upgradePolicy sections) overlaid with flags."""
@@ -108,6 +108,10 @@ def build_request(
     if document and not any(key in document for key in sections):
         document = {"rollingUpgradePolicy": document}  # a bare RollingUpgradePolicy
     for section, values in flags.items():
+        if not isinstance(values, dict):
+            if values is not None:
+                document[section] = values
+            continue
         chosen = {k: v for k, v in values.items() if v is not None}
         if chosen:
             document[section] = {**document.get(section, {}), **chosen}
@@ -143,6 +147,7 @@ async def start(
     health_probes: Annotated[Optional[int], typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
     health_grace_period: Annotated[Optional[int], typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
     health_wait_timeout: Annotated[Optional[str], typer.Option(help="ISO 8601, per instance, default PT5M.")] = None,
+    timeout: Annotated[Optional[str], typer.Option(help="The whole upgrade's time limit, ISO 8601, PT1M-P30D; none by default.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")] = False,
     started_by: Annotated[str, typer.Option(help="Recorded as startedBy.")] = "User",
     task_queue: Annotated[Optional[str], typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
@@ -172,6 +177,7 @@ async def start(
                 "gracePeriod": health_grace_period,
                 "healthWaitTimeout": health_wait_timeout,
             },
+            "upgradeTimeout": timeout,
         },
         started_by,
     )

@@ -27,6 +27,7 @@ from models.upgrade import (
     ADMIT_UPDATE,
     CANCEL_SIGNAL,
     INSTANCES_QUERY,
+    REPORT_QUERY,
     ROLLING_UPGRADE_WORKFLOW,
     STATUS_QUERY,
     Admission,
@@ -124,11 +125,14 @@ async def cancel_upgrade(client: Client, scale_set: str) -> None:
 
 
 async def final_report(handle: WorkflowHandle) -> UpgradeReport:
-    """Wait for the end; a Faulted upgrade's report travels in its failure's details."""
+    """Wait for the end. A Faulted upgrade's report travels in its failure's details; one that
+    a cancel request ended (Canceled in Temporal) still answers the `report` query."""
     try:
         return await handle.result()
     except WorkflowFailureError as err:
         cause = err.cause
-        while isinstance(cause, (ApplicationError, CancelledError)) and cause.details:
+        if isinstance(cause, ApplicationError) and cause.details:
             return UpgradeReport.model_validate(cause.details[0])
+        if isinstance(cause, CancelledError):
+            return await handle.query(REPORT_QUERY, result_type=UpgradeReport)
         raise UpgradeFailed(str(cause or err)) from err

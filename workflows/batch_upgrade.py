@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from models import steps
-    from models.errors import FailureCause
+    from models.errors import UNEXPECTED_ERROR, FailureCause, UpgradeErrorCode
     from models.fleet import HealthState
     from models.policy import format_duration
     from models.upgrade import (
@@ -54,6 +54,8 @@ def joined(first: str | None, then: str) -> str:
 def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
     """The back end's error code and message behind a failed activity."""
     cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == UNEXPECTED_ERROR:
+        return UpgradeErrorCode.INTERNAL_EXECUTION_ERROR, cause.message
     if isinstance(cause, ApplicationError):
         return cause.type or "FleetError", cause.message
     if isinstance(cause, TimeoutError):
@@ -66,6 +68,16 @@ def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
 class BatchUpgradeWorkflow:
     @workflow.run
     async def run(self, request: BatchRequest) -> BatchResult:
+        try:
+            return await self._run(request)
+        except Exception as err:  # noqa: BLE001 - fail the child, never loop on a task
+            raise ApplicationError(
+                f"batch {request.batch} failed unexpectedly: {type(err).__name__}: {err}",
+                type=UpgradeErrorCode.INTERNAL_EXECUTION_ERROR,
+                non_retryable=True,
+            ) from err
+
+    async def _run(self, request: BatchRequest) -> BatchResult:
         self._request = request
         self._cancelled_probers: list[ActivityHandle[steps.HealthResult]] = []
         step = self._upgrade if request.action == BatchAction.UPGRADE else self._restore_only
@@ -179,7 +191,10 @@ class BatchUpgradeWorkflow:
                 break
             pause = min(pause * 2, MAX_HEALTH_RECHECK)
         # At the deadline, one last probe says how the instance is (and may find it Healthy).
-        return await activity_calls.probe_health(scale_set, instance_id, health)
+        try:
+            return await activity_calls.probe_health(scale_set, instance_id, health)
+        except ActivityError as err:
+            return steps.HealthResult(state=HealthState.UNKNOWN, detail=str(err.cause or err))
 
     def _infrastructure(self, outcome: InstanceOutcome, err: ActivityError, step: str) -> InstanceOutcome:
         code, message = infrastructure_failure(err)

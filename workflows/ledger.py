@@ -13,10 +13,12 @@ from datetime import datetime
 from models.errors import FailureCause, UpgradeErrorCode
 from models.fleet import HealthState, ScaleSetView
 from models.image import ImageReference
+from models.policy import format_duration
 from models.sorting import natural_key
 from models.status import (
     ApiError,
     ApiErrorBase,
+    InnerError,
     RollingUpgradeActionType,
     RollingUpgradeProgressInfo,
     RollingUpgradeRunningStatus,
@@ -56,6 +58,9 @@ class UpgradeLedger:
         self.fault: ApiError | None = None
         self.batches = 0
         self._phases: dict[str, int | None] = {}
+        self._gone: set[str] = set()
+        timeout = request.upgrade_timeout
+        self.deadline: datetime | None = now + timeout if timeout else None
 
     # --- admission and health ---------------------------------------------------------------
 
@@ -80,11 +85,13 @@ class UpgradeLedger:
         progress.message = message
 
     def observe(self, scale_set: ScaleSetView) -> None:
-        """Take fresh health readings; a pending instance that no longer exists is skipped."""
+        """Take fresh health readings. An instance that no longer exists leaves the arithmetic
+        of the gates (a scale-in is not an outage); if it was still pending it is skipped."""
         seen = {view.instance_id: view for view in scale_set.instances}
         for instance_id, progress in self.instances.items():
             view = seen.get(instance_id)
             if view is None:
+                self._gone.add(instance_id)
                 progress.health = HealthState.UNKNOWN
                 if progress.state == InstanceState.PENDING:
                     self._skip(progress, SKIP_GONE, "the instance was deleted during the upgrade")
@@ -97,12 +104,12 @@ class UpgradeLedger:
         return [
             i
             for i, p in self.instances.items()
-            if p.health != HealthState.HEALTHY and p.code != SKIP_GONE
+            if p.health != HealthState.HEALTHY and i not in self._gone
         ]
 
     @property
     def total(self) -> int:
-        return sum(1 for p in self.instances.values() if p.code != SKIP_GONE)
+        return len(self.instances) - len(self._gone)
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -166,6 +173,40 @@ class UpgradeLedger:
         if breach:
             breach.details = self._failure_details()
         return breach
+
+    def internal_failures(self) -> ApiError | None:
+        """An operation that failed in a way nobody planned for stops the upgrade."""
+        broken = [
+            p
+            for p in self.in_state(InstanceState.FAILED)
+            if p.code == UpgradeErrorCode.INTERNAL_EXECUTION_ERROR
+        ]
+        if not broken:
+            return None
+        return ApiError(
+            code=UpgradeErrorCode.INTERNAL_EXECUTION_ERROR,
+            message=(
+                f"the upgrade stopped after an unexpected error on {len(broken)} instance(s): "
+                f"{self.describe_failure(broken[0])}"
+            ),
+            details=[ApiErrorBase(code=p.code, target=p.instance_id, message=p.message) for p in broken],
+        )
+
+    def deadline_gate(self, now: datetime) -> ApiError | None:
+        """The upgrade's own time limit, checked once the batch in flight has settled."""
+        if self.deadline is None or now < self.deadline:
+            return None
+        attempted = len(self.in_state(*ATTEMPTED))
+        return ApiError(
+            code=UpgradeErrorCode.TIMEOUT,
+            message=(
+                f"the upgrade did not finish within its timeout of "
+                f"{format_duration(self.request.upgrade_timeout)} (started "
+                f"{self.start_time.isoformat()}, deadline {self.deadline.isoformat()}); it "
+                f"stopped after the batch in flight settled, with {attempted} of "
+                f"{attempted + len(self.candidates())} instances upgraded"
+            ),
+        )
 
     @staticmethod
     def describe_failure(progress: InstanceProgress) -> str:
@@ -284,3 +325,32 @@ class UpgradeLedger:
 
     def completed(self) -> None:
         self.code = RollingUpgradeStatusCode.COMPLETED
+
+
+def internal_error(err: BaseException) -> ApiError:
+    """InternalExecutionError: something failed that the upgrade has no rule for.
+
+    The chain of causes (an activity's, a child workflow's) goes in `details`, so the user sees
+    what actually broke, not just that something did.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and len(chain) < 5:
+        chain.append(current)
+        current = getattr(current, "cause", None) or current.__cause__
+    details = []
+    for error in chain:
+        code = getattr(error, "type", None)
+        details.append(
+            ApiErrorBase(
+                code=code if isinstance(code, str) and code else type(error).__name__,
+                message=getattr(error, "message", None) or str(error),
+            )
+        )
+    root = details[-1]
+    return ApiError(
+        code=UpgradeErrorCode.INTERNAL_EXECUTION_ERROR,
+        message=f"the upgrade stopped on an unexpected error: {root.code}: {root.message}",
+        details=details,
+        innererror=InnerError(exceptiontype=type(err).__name__, errordetail=str(err)),
+    )

@@ -12,19 +12,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from models.errors import FailureCause, RefusalCode, UpgradeErrorCode
+    from models.errors import FailureCause, RefusalCode
     from models.status import ApiError, RollingUpgradeStatusInfo
     from models.upgrade import (
         ADMIT_UPDATE,
         CANCEL_SIGNAL,
         INSTANCES_QUERY,
         PLAN_QUERY,
+        REPORT_QUERY,
         ROLLING_UPGRADE_WORKFLOW,
         STATUS_QUERY,
         Admission,
@@ -40,8 +43,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import activity_calls
     from workflows.batch_upgrade import BatchUpgradeWorkflow
-    from workflows.ledger import UpgradeLedger
+    from workflows.ledger import UpgradeLedger, internal_error
     from workflows.planner import next_batch
+
+T = TypeVar("T")
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -59,6 +64,7 @@ class RollingUpgradeWorkflow:
         self._admission: Admission | None = None
         self._refusal: ApplicationError | None = None
         self._cancel_requested = False
+        self._cancel_requested_by_temporal = False
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -93,17 +99,38 @@ class RollingUpgradeWorkflow:
 
     # --- the upgrade ------------------------------------------------------------------------
 
+    @workflow.query(name=REPORT_QUERY)
+    def report(self) -> UpgradeReport:
+        return self._ledger.report()
+
+    # --- the upgrade ------------------------------------------------------------------------
+
     @workflow.run
     async def run(self, request: UpgradeRequest) -> UpgradeReport:
+        try:
+            report = await self._upgrade(request)
+        except ApplicationError:
+            raise  # a fault or refusal, already in the status
+        except Exception as err:  # noqa: BLE001 - nothing may leave a workflow retrying a task
+            return await self._fault(internal_error(err))
+        if self._cancel_requested_by_temporal:
+            raise asyncio.CancelledError("cancel requested")  # the Web UI shows it Canceled
+        return report
+
+    async def _upgrade(self, request: UpgradeRequest) -> UpgradeReport:
         ledger = self._ledger
         info = workflow.info()
         upgrade_id = f"{info.workflow_id}/{info.first_execution_run_id}"
 
         try:
-            scale_set = await activity_calls.describe_scale_set(request.scale_set)
-            image = await activity_calls.resolve_image(request.target_image, scale_set)
+            scale_set = await self._through_cancel(activity_calls.describe_scale_set(request.scale_set))
+            image = await self._through_cancel(
+                activity_calls.resolve_image(request.target_image, scale_set)
+            )
         except ActivityError as err:
-            return await self._refuse(err)
+            if refusal := refusal_of(err):
+                return await self._refuse(refusal)
+            raise
         ledger.admit(scale_set, image)
         self._admission = Admission(
             workflow_id=info.workflow_id,
@@ -122,22 +149,33 @@ class RollingUpgradeWorkflow:
 
         while ledger.candidates() and not self._cancel_requested:
             if ledger.batches:
-                ledger.observe(await activity_calls.describe_scale_set(request.scale_set))
+                if breach := self._deadline_gate():
+                    return await self._fault(breach)
+                observed = await self._through_cancel(
+                    activity_calls.describe_scale_set(request.scale_set)
+                )
+                ledger.observe(observed)
                 if breach := ledger.unhealthy_gate(before_upgrade=False):
                     return await self._fault(breach)
+                if self._cancel_requested:
+                    break
             batch = next_batch(
                 ledger.candidates(), ledger.total, len(ledger.unhealthy()), request.policy
             )
             if not batch:
                 break
             number = ledger.start_batch((c.instance_id for c in batch), workflow.now())
-            result = await self._run_batch(
-                upgrade_id,
-                number,
-                BatchAction.UPGRADE,
-                [BatchInstance(instance_id=c.instance_id) for c in batch],
+            outcomes = await self._through_cancel(
+                self._run_batch(
+                    upgrade_id,
+                    number,
+                    BatchAction.UPGRADE,
+                    [BatchInstance(instance_id=c.instance_id) for c in batch],
+                )
             )
-            ledger.settle(result)
+            ledger.settle(outcomes)
+            if breach := ledger.internal_failures():
+                return await self._fault(breach)
             if breach := ledger.upgraded_gate():
                 if request.policy.rollback_failed_instances_on_policy_breach:
                     await self._restore_failed(upgrade_id)
@@ -149,8 +187,30 @@ class RollingUpgradeWorkflow:
         else:
             ledger.completed()
         workflow.logger.info("upgrade ended: %s", ledger.code.value)
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._handlers_finished()
         return ledger.report()
+
+    async def _through_cancel(self, work: Awaitable[T]) -> T:
+        """Await work that must finish even if the upgrade is cancelled meanwhile.
+
+        A cancel request from outside (the Web UI's Cancel, `client.cancel`) arrives as a
+        CancelledError at the workflow's current await. Shielded, the batch in flight runs on
+        (its instances finish or roll back); the request only stops what comes after, exactly
+        like the cancel signal.
+        """
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                self._cancel_requested_by_temporal = True
+                self.cancel()
+
+    async def _handlers_finished(self) -> None:
+        await self._through_cancel(workflow.wait_condition(workflow.all_handlers_finished))
+
+    def _deadline_gate(self) -> ApiError | None:
+        return self._ledger.deadline_gate(workflow.now())
 
     async def _run_batch(
         self, upgrade_id: str, number: int, action: BatchAction, instances: list[BatchInstance]
@@ -196,9 +256,13 @@ class RollingUpgradeWorkflow:
             self._ledger.settle_restores(outcomes)
 
     async def _pause(self) -> None:
-        pause = self._ledger.request.policy.pause_time_between_batches
-        if pause <= timedelta(0) or not self._ledger.candidates() or self._cancel_requested:
+        """pauseTimeBetweenBatches: a durable timer that a cancel (or the upgrade timeout) cuts short."""
+        ledger = self._ledger
+        pause = ledger.request.policy.pause_time_between_batches
+        if pause <= timedelta(0) or not ledger.candidates() or self._cancel_requested:
             return
+        if ledger.deadline is not None:
+            pause = min(pause, max(ledger.deadline - workflow.now(), timedelta(seconds=1)))
         try:
             await workflow.wait_condition(
                 lambda: self._cancel_requested,
@@ -207,11 +271,14 @@ class RollingUpgradeWorkflow:
             )
         except asyncio.TimeoutError:
             pass
+        except asyncio.CancelledError:
+            self._cancel_requested_by_temporal = True
+            self.cancel()
 
     async def _fault(self, error: ApiError) -> UpgradeReport:
         self._ledger.faulted(error)
         workflow.logger.warning("upgrade faulted: %s: %s", error.code, error.message)
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._handlers_finished()
         raise ApplicationError(
             error.message or str(error.code),
             self._ledger.report(),
@@ -219,15 +286,17 @@ class RollingUpgradeWorkflow:
             non_retryable=True,
         )
 
-    async def _refuse(self, err: ActivityError) -> UpgradeReport:
+    async def _refuse(self, refusal: ApplicationError) -> UpgradeReport:
         """Admission failed (unknown scale set or image): nothing was touched."""
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type in {c.value for c in RefusalCode}:
-            code, message = cause.type, cause.message
-        else:
-            code = UpgradeErrorCode.INTERNAL_EXECUTION_ERROR
-            message = f"could not read the scale set or image from the fleet: {cause or err}"
-        self._refusal = ApplicationError(message, type=code, non_retryable=True)
+        self._refusal = refusal
         return await self._fault(
-            ApiError(code=code, message=message, target=self._ledger.request.scale_set)
+            ApiError(code=refusal.type, message=refusal.message, target=self._ledger.request.scale_set)
         )
+
+
+def refusal_of(err: ActivityError) -> ApplicationError | None:
+    """The admission activities' refusals (unknown scale set or image), as the user sees them."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in {c.value for c in RefusalCode}:
+        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+    return None

@@ -36,6 +36,7 @@ def create_app(db_path: str | Path) -> FastAPI:
     app = FastAPI(title="Fleet emulator", version="1")
     app.state.cloud = cloud
     chance = random.Random(0)
+    injected: dict[str, int] = {}
 
     @app.exception_handler(CloudError)
     async def cloud_error(_: Request, err: CloudError) -> JSONResponse:
@@ -54,19 +55,26 @@ def create_app(db_path: str | Path) -> FastAPI:
         path = request.url.path
         if not path.startswith(API_PREFIX):
             return await call_next(request)
+        name = path[len(API_PREFIX) :].split("/", 1)[0]
         try:
-            faults = cloud.spec(path[len(API_PREFIX) :].split("/", 1)[0]).faults
+            faults = cloud.spec(name).faults
         except CloudError:
             return await call_next(request)
         if chance.random() < faults.transient_error_share:
+            injected[name] = injected.get(name, 0) + 1
             status = chance.choice(faults.transient_status_codes)
             if chance.random() < 0.5:
                 await call_next(request)  # it took effect, but the answer is lost
             return error_response(status, "TransientFault", f"injected HTTP {status}")
         if chance.random() < faults.timeout_share:
+            injected[name] = injected.get(name, 0) + 1
             response = await call_next(request)
             await asyncio.sleep(faults.timeout_seconds)
             return response
+        if chance.random() < faults.malformed_share:
+            injected[name] = injected.get(name, 0) + 1
+            await call_next(request)
+            return JSONResponse({"unexpected": "a malformed answer injected by the emulator"})
         return await call_next(request)
 
     # --- the cloud API ----------------------------------------------------------------------
@@ -132,6 +140,11 @@ def create_app(db_path: str | Path) -> FastAPI:
     @app.put("/admin/scaleSets/{name}/faults", status_code=204)
     async def set_faults(name: str, body: dict[str, Any] = Body(...)) -> None:
         cloud.set_faults(name, FaultSpec.model_validate(body))
+
+    @app.get("/admin/scaleSets/{name}/faults")
+    async def get_faults(name: str) -> dict[str, Any]:
+        """The scale set's faults and how many were injected since the emulator started."""
+        return {"faults": cloud.spec(name).faults.to_json(), "injected": injected.get(name, 0)}
 
     @app.get("/admin/scaleSets/{name}/operations")
     async def operations(name: str) -> list[dict[str, Any]]:

@@ -1,0 +1,130 @@
+"""Faults the upgrade must survive or report: transient API errors, a deleted instance, an
+unexpected answer, its own timeout, and a cancel request from outside (the Web UI's Cancel)."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.client import WorkflowExecutionStatus
+
+from fleet.client import EmulatorClient
+from models.errors import FailureCause, UpgradeErrorCode
+from models.fleet import FaultSpec, OperationKind, OperationStatus, TimingSpec
+from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
+from models.upgrade import InstanceState, upgrade_workflow_id
+from starter.upgrades import get_status
+from tests.helpers import count_ops, eventually, finish, make_scale_set, upgrade
+from worker.assembly import build_worker
+
+SLOW_REIMAGE = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
+
+
+async def test_a_cancel_request_from_outside_drains_like_the_cancel_signal(ts_env, ts_worker, fleet):
+    name = await make_scale_set(fleet, 10, update_domains=1, timing=SLOW_REIMAGE)
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name)
+    await eventually(lambda: fleet.operations(name), lambda ops: len(ops) == 2)
+
+    # What the Web UI's Cancel button does.
+    await ts_env.client.get_workflow_handle(upgrade_workflow_id(name)).cancel()
+    report = await finish(ts_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == RollingUpgradeStatusCode.CANCELLED
+    assert status.running_status.last_action == RollingUpgradeActionType.CANCEL
+    states = {i.instance_id: i.state for i in report.instances}
+    assert states["0"] == states["1"] == InstanceState.SUCCEEDED  # finished, not abandoned
+    assert {s for i, s in states.items() if i not in ("0", "1")} == {InstanceState.NOT_STARTED}
+    ops = await fleet.operations(name)
+    assert count_ops(ops, OperationKind.REIMAGE) == {"0": 1, "1": 1}
+    assert {op.status for op in ops} == {OperationStatus.SUCCEEDED}
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+
+async def test_the_upgrade_timeout_faults_once_the_batch_in_flight_settles(ts_env, ts_worker, fleet):
+    name = await make_scale_set(fleet, 6, update_domains=1)
+    handle, _ = await upgrade(
+        ts_env.client,
+        ts_worker.task_queue,
+        name,
+        upgrade_timeout="PT30M",
+        policy={"pauseTimeBetweenBatches": "PT20M"},
+    )
+    report = await finish(ts_env, handle)
+
+    error = report.status.properties.error
+    assert report.status.properties.running_status.code == RollingUpgradeStatusCode.FAULTED
+    assert error.code == UpgradeErrorCode.TIMEOUT
+    assert "did not finish within its timeout of PT30M" in error.message
+    assert "with 2 of 6 instances upgraded" in error.message
+    states = [i.state for i in sorted(report.instances, key=lambda i: int(i.instance_id))]
+    assert states == [InstanceState.SUCCEEDED] * 2 + [InstanceState.NOT_STARTED] * 4
+
+
+async def test_transient_api_errors_and_timeouts_are_retried_without_duplicate_operations(
+    ts_env, fleet_url, fleet
+):
+    faults = FaultSpec(transient_error_share=0.2, timeout_share=0.05, timeout_seconds=2)
+    name = await make_scale_set(fleet, 10, update_domains=1, timing=SLOW_REIMAGE, faults=faults)
+    async with EmulatorClient(fleet_url, timeout=1) as impatient:
+        async with build_worker(ts_env.client, impatient, f"tq-{uuid.uuid4()}") as worker:
+            handle, _ = await upgrade(ts_env.client, worker.task_queue, name)
+            report = await finish(ts_env, handle)
+
+    assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert report.status.properties.progress.successful_instance_count == 10
+    ops = await fleet.operations(name)
+    assert count_ops(ops, OperationKind.REIMAGE) == {str(i): 1 for i in range(10)}
+    assert await fleet.injected_faults(name) > 0
+    # Some reimage requests were sent again after a lost answer: still one operation each.
+    assert sum(op.request_count for op in ops) >= len(ops)
+
+
+async def test_an_instance_deleted_under_us_fails_with_its_cause_and_no_retry_loop(
+    ts_env, ts_worker, fleet
+):
+    name = await make_scale_set(fleet, 10, update_domains=1, timing=SLOW_REIMAGE)
+    handle, _ = await upgrade(
+        ts_env.client, ts_worker.task_queue, name, policy={"maxUnhealthyUpgradedInstancePercent": 50}
+    )
+    await eventually(lambda: fleet.operations(name), lambda ops: len(ops) == 2)
+    await fleet.delete_instance(name, "1")
+    report = await finish(ts_env, handle)
+
+    gone = next(i for i in report.instances if i.instance_id == "1")
+    assert gone.state == InstanceState.FAILED
+    assert gone.cause == FailureCause.INFRASTRUCTURE
+    assert gone.code == "NotFound"
+    assert "deleted" in gone.message
+    assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert report.status.properties.progress.successful_instance_count == 9
+    ops = [op for op in await fleet.operations(name) if op.instance_id == "1"]
+    assert [(op.status, op.request_count) for op in ops] == [(OperationStatus.FAILED, 1)]
+
+
+async def test_an_unexpected_error_faults_with_internal_execution_error_and_its_cause(
+    ts_env, ts_worker, fleet
+):
+    name = await make_scale_set(fleet, 6, update_domains=1)
+    handle, _ = await upgrade(
+        ts_env.client, ts_worker.task_queue, name, policy={"pauseTimeBetweenBatches": "PT10M"}
+    )
+    await eventually(
+        lambda: get_status(ts_env.client, name),
+        lambda s: s.properties.progress.successful_instance_count == 1,
+    )
+    # From now on the cloud API answers nonsense.
+    await fleet.set_faults(name, FaultSpec(malformed_share=1.0))
+    report = await finish(ts_env, handle)
+
+    error = report.status.properties.error
+    assert report.status.properties.running_status.code == RollingUpgradeStatusCode.FAULTED
+    assert error.code == UpgradeErrorCode.INTERNAL_EXECUTION_ERROR
+    assert error.message.startswith(
+        "the upgrade stopped on an unexpected error: ValidationError: 4 validation errors for ScaleSetView"
+    )
+    # The whole chain: the activity, its unexpected error, and what really broke.
+    assert [d.code for d in error.details] == ["ActivityError", "UnexpectedError", "ValidationError"]
+    assert error.innererror.exceptiontype == "ActivityError"
+    # Stopped before the next batch; the workflow failed instead of retrying a task.
+    assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {"0": 1}
+    assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
