@@ -26,9 +26,11 @@ FLEET_RETRY = RetryPolicy(
 )
 # Reads retry for a while, then the upgrade reports that the fleet could not be reached.
 READ_DEADLINE = timedelta(minutes=5)
+# One read attempt; short, so a worker that dies mid-read is replaced quickly.
+READ_ATTEMPT = timedelta(seconds=15)
 # A reimage or restore is a long-running operation; the activity polls it and heartbeats.
 OPERATION_DEADLINE = timedelta(hours=1)
-OPERATION_HEARTBEAT = timedelta(seconds=20)
+OPERATION_HEARTBEAT = timedelta(seconds=10)
 
 
 async def describe_scale_set(scale_set: str) -> ScaleSetView:
@@ -37,7 +39,7 @@ async def describe_scale_set(scale_set: str) -> ScaleSetView:
         steps.DescribeScaleSetInput(scale_set=scale_set),
         result_type=steps.DescribeScaleSetResult,
         schedule_to_close_timeout=READ_DEADLINE,
-        start_to_close_timeout=timedelta(seconds=60),
+        start_to_close_timeout=READ_ATTEMPT,
         retry_policy=FLEET_RETRY,
         summary=f"describe {scale_set}",
     )
@@ -50,7 +52,7 @@ async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> Image
         steps.ResolveImageInput(image=image, scale_set=scale_set),
         result_type=steps.ResolveImageResult,
         schedule_to_close_timeout=READ_DEADLINE,
-        start_to_close_timeout=timedelta(seconds=30),
+        start_to_close_timeout=READ_ATTEMPT,
         retry_policy=FLEET_RETRY,
         summary=f"resolve {image}",
     )
@@ -116,7 +118,7 @@ async def probe_health(
         steps.PROBE_HEALTH,
         steps.HealthInput(scale_set=scale_set, instance_id=instance_id, health=health),
         result_type=steps.HealthResult,
-        start_to_close_timeout=timedelta(seconds=30),
+        start_to_close_timeout=timedelta(seconds=10),
         retry_policy=RetryPolicy(maximum_attempts=3),
         summary=f"probe {scale_set}/{instance_id}",
     )

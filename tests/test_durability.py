@@ -1,0 +1,214 @@
+"""Crashes and restarts on a real dev server: the worker is a separate process killed with
+SIGKILL at chosen moments, the dev server and the emulator are stopped and started again.
+Every test asserts from the emulator's operations log (exact counts per instance) and from the
+final status, which must equal what the same run gives without a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from fleet.client import EmulatorClient
+from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStatus, TimingSpec
+from models.policy import ApplicationHealthSettings
+from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
+from models.upgrade import UpgradeReport
+from starter import processes
+from starter.upgrades import final_report, get_status
+from tests.helpers import (
+    QUICK_HEALTH,
+    WorkerProcesses,
+    count_ops,
+    eventually,
+    make_scale_set,
+    upgrade,
+)
+from worker.connection import connect
+
+Moment = Callable[[list[FleetOperation], RollingUpgradeStatusInfo], bool]
+
+
+@dataclass
+class Scenario:
+    capacity: int = 10
+    timing: TimingSpec = field(default_factory=lambda: TimingSpec(reimage_seconds=[0.3, 0.3], restore_seconds=[0.3, 0.3], boot_seconds=[0.3, 0.3]))
+    faults: FaultSpec = field(default_factory=FaultSpec)
+    policy: dict[str, Any] = field(default_factory=dict)
+    health: ApplicationHealthSettings = field(default_factory=lambda: QUICK_HEALTH)
+
+
+def outcome(report: UpgradeReport) -> dict[str, Any]:
+    """What must not depend on a crash: codes, counts, and every instance's fate."""
+    status = report.status.properties
+    return {
+        "code": status.running_status.code,
+        "progress": status.progress.to_json(),
+        "error": status.error.code if status.error else None,
+        "failed": sorted(d.target for d in (status.error.details or [])) if status.error else [],
+        "instances": {i.instance_id: (i.state, i.cause, i.code, i.batch) for i in report.instances},
+    }
+
+
+async def run(
+    client: Any, fleet: EmulatorClient, workers: WorkerProcesses, scenario: Scenario, crash_at: Moment | None
+) -> tuple[UpgradeReport, list[FleetOperation]]:
+    name = await make_scale_set(
+        fleet, scenario.capacity, update_domains=1, timing=scenario.timing, faults=scenario.faults
+    )
+    await workers.start()
+    try:
+        handle, _ = await upgrade(client, workers.task_queue, name, health=scenario.health, policy=scenario.policy)
+        if crash_at is not None:
+
+            async def moment() -> bool:
+                return crash_at(await fleet.operations(name), await get_status(client, name))
+
+            await eventually(moment, bool, timeout=60)
+            await workers.crash()
+        report = await asyncio.wait_for(final_report(handle), 240)
+        return report, await fleet.operations(name)
+    finally:
+        workers.stop()
+
+
+async def crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario: Scenario, crash_at: Moment):
+    address = local_env.client.service_client.config.target_host
+    (baseline, baseline_ops), (crashed, crashed_ops) = await asyncio.gather(
+        run(local_env.client, fleet, WorkerProcesses(address, fleet_url, tmp_path), scenario, None),
+        run(local_env.client, fleet, WorkerProcesses(address, fleet_url, tmp_path), scenario, crash_at),
+    )
+    assert outcome(crashed) == outcome(baseline)
+    # Exactly once: one reimage per upgraded instance, at most one restore, none left running.
+    upgraded = {i.instance_id for i in crashed.instances if i.state.value in ("Succeeded", "RolledBack", "Failed")}
+    assert count_ops(crashed_ops, OperationKind.REIMAGE) == {i: 1 for i in upgraded}
+    assert all(n == 1 for n in count_ops(crashed_ops, OperationKind.RESTORE).values())
+    assert count_ops(crashed_ops, OperationKind.RESTORE) == count_ops(baseline_ops, OperationKind.RESTORE)
+    assert {op.status for op in crashed_ops} <= {OperationStatus.SUCCEEDED}
+    return crashed, crashed_ops
+
+
+def in_flight(kind: OperationKind) -> Moment:
+    return lambda ops, _: any(op.kind == kind and op.status == OperationStatus.IN_PROGRESS for op in ops)
+
+
+def waiting_for_health(ops: list[FleetOperation], status: RollingUpgradeStatusInfo) -> bool:
+    reimaged = [op for op in ops if op.kind == OperationKind.REIMAGE]
+    return (
+        len(reimaged) == 2
+        and all(op.status == OperationStatus.SUCCEEDED for op in reimaged)
+        and status.properties.progress.in_progress_instance_count == 2
+    )
+
+
+def pausing(ops: list[FleetOperation], status: RollingUpgradeStatusInfo) -> bool:
+    progress = status.properties.progress
+    return progress.successful_instance_count == 2 and progress.in_progress_instance_count == 0
+
+
+async def test_worker_killed_during_reimages(local_env, fleet, fleet_url, tmp_path):
+    scenario = Scenario(timing=TimingSpec(reimage_seconds=[3, 3], restore_seconds=[0, 0], boot_seconds=[0, 0]))
+    crashed, ops = await crash_and_compare(
+        local_env, fleet, fleet_url, tmp_path, scenario, in_flight(OperationKind.REIMAGE)
+    )
+    assert crashed.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    # The new worker asked again for the reimage it found in flight: the same operation.
+    assert any(op.request_count > 1 for op in ops)
+
+
+async def test_worker_killed_during_the_health_wait(local_env, fleet, fleet_url, tmp_path):
+    scenario = Scenario(timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0, 0], boot_seconds=[4, 4]))
+    scenario.health = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT60S")
+    crashed, _ = await crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario, waiting_for_health)
+    assert crashed.status.properties.progress.successful_instance_count == 10
+
+
+async def test_worker_killed_during_the_pause_between_batches(local_env, fleet, fleet_url, tmp_path):
+    scenario = Scenario(capacity=6, policy={"pauseTimeBetweenBatches": "PT4S"})
+    crashed, _ = await crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario, pausing)
+    # The pause still separated every batch, crash or not.
+    by_batch = sorted(crashed.instances, key=lambda i: i.batch)
+    gaps = [b.start_time - a.end_time for a, b in zip(by_batch, by_batch[1:]) if a.batch != b.batch]
+    assert gaps and all(gap.total_seconds() >= 4 for gap in gaps)
+
+
+async def test_worker_killed_during_a_rollback(local_env, fleet, fleet_url, tmp_path):
+    scenario = Scenario(
+        timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[3, 3], boot_seconds=[0, 0]),
+        faults=FaultSpec(unhealthy_after_upgrade=["1"]),
+        policy={"maxUnhealthyUpgradedInstancePercent": 50},
+    )
+    crashed, ops = await crash_and_compare(
+        local_env, fleet, fleet_url, tmp_path, scenario, in_flight(OperationKind.RESTORE)
+    )
+    assert count_ops(ops, OperationKind.RESTORE) == {"1": 1}
+    assert crashed.status.properties.progress.failed_instance_count == 1
+
+
+async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, fleet_url, tmp_path):
+    port, ui_port = processes.free_port(), processes.free_port()
+    database = tmp_path / "temporal.db"
+    server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-1.log")
+    workers = WorkerProcesses(f"127.0.0.1:{port}", fleet_url, tmp_path)
+    try:
+        client = await connect(f"127.0.0.1:{port}")
+        name = await make_scale_set(
+            fleet, 10, update_domains=1, timing=TimingSpec(reimage_seconds=[1, 1], restore_seconds=[0, 0], boot_seconds=[0, 0])
+        )
+        await workers.start()
+        handle, _ = await upgrade(client, workers.task_queue, name)
+        await eventually(lambda: fleet.operations(name), lambda ops: len(ops) >= 4, timeout=60)
+
+        processes.stop(server)  # the whole Temporal service goes away mid-upgrade ...
+        await asyncio.sleep(2)
+        server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-2.log")  # ... and comes back
+
+        report = await asyncio.wait_for(final_report(handle), 180)
+        assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+        assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(10)}
+    finally:
+        workers.stop()
+        processes.stop(server)
+
+
+async def test_the_upgrade_completes_across_an_emulator_restart(local_env, tmp_path):
+    port = processes.free_port()
+    database = tmp_path / "fleet.db"
+    emulator = processes.start_emulator(port, database, tmp_path / "fleet-1.log")
+    url = f"http://127.0.0.1:{port}"
+    workers = WorkerProcesses(local_env.client.service_client.config.target_host, url, tmp_path)
+    try:
+        async with EmulatorClient(url, timeout=5) as fleet:
+            name = await make_scale_set(
+                fleet, 10, update_domains=1, timing=TimingSpec(reimage_seconds=[2, 2], restore_seconds=[0, 0], boot_seconds=[0, 0])
+            )
+            await workers.start()
+            handle, _ = await upgrade(local_env.client, workers.task_queue, name)
+            await eventually(lambda: fleet.operations(name), in_flight_reimage, timeout=60)
+
+            emulator.send_signal(signal.SIGKILL)  # the cloud API dies with operations in flight
+            emulator.wait()
+            await asyncio.sleep(3)  # long enough for those operations' time to pass
+            emulator = processes.start_emulator(port, database, tmp_path / "fleet-2.log")
+
+            report = await asyncio.wait_for(final_report(handle), 180)
+            ops = await fleet.operations(name)
+        assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+        assert count_ops(ops, OperationKind.REIMAGE) == {str(i): 1 for i in range(10)}
+        # The operations caught by the restart completed in the emulator's saved state and
+        # were asked for again by the retried activities: one effect each.
+        assert any(op.request_count > 1 for op in ops)
+    finally:
+        workers.stop()
+        processes.stop(emulator)
+
+
+def in_flight_reimage(ops: list[FleetOperation]) -> bool:
+    return any(op.status == OperationStatus.IN_PROGRESS for op in ops)
+
+
+pytestmark = pytest.mark.durability
