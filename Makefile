@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean histories
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,3 +23,8 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache
+
+# Record the upgrade histories that the replay test replays (tests/histories/*.json).
+# `make histories ARGS="happy-path pause"` records only those scenarios.
+histories: $(STAMP)
+	$(BIN)/python -m tests.record_histories $(ARGS)

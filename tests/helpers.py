@@ -39,9 +39,10 @@ async def make_scale_set(
     update_domains: int = 5,
     faults: FaultSpec | None = None,
     timing: TimingSpec = INSTANT,
+    name: str | None = None,
     **spec: Any,
 ) -> str:
-    name = f"ss-{uuid.uuid4().hex[:10]}"
+    name = name or f"ss-{uuid.uuid4().hex[:10]}"
     await fleet.create_scale_set(
         ScaleSetSpec(
             name=name,
@@ -122,11 +123,11 @@ class WorkerProcesses:
         self.started += 1
         log = self.logs / f"worker-{self.task_queue}-{self.started}.log"
         self.process = processes.start_worker(self.env, log)
-        await eventually(
-            lambda: asyncio.sleep(0, log.exists() and "worker started" in log.read_text()),
-            bool,
-            timeout=30,
-        )
+
+        async def ready() -> bool:
+            return log.exists() and "worker started" in log.read_text()
+
+        await eventually(ready, bool, timeout=30)
 
     async def crash(self) -> None:
         """SIGKILL: no shutdown, no goodbye; then a new worker process takes over."""

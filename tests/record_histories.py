@@ -1,0 +1,187 @@
+"""`make histories`: record real upgrade histories into tests/histories/ for the replay test.
+
+Each scenario runs on a fresh dev server against a fresh emulator, with worker processes (so
+"crash-resume" is a real SIGKILL). The parent's history is written to `<scenario>.json`, each
+child's to `<scenario>.<child id suffix>.json`. Workflow ids follow from the file names (see
+`workflow_id_of`), so a file is exactly the history JSON the Web UI or CLI exports.
+
+Run it for new scenarios, or after a patched change once the old recordings are kept (see the
+README's section on changing workflow code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+
+from fleet.client import EmulatorClient
+from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
+from models.upgrade import upgrade_workflow_id
+from starter import processes
+from starter.upgrades import UpgradeRefused, cancel_upgrade, final_report, get_status
+from tests.helpers import V2, WorkerProcesses, eventually, make_scale_set, upgrade
+from worker.connection import connect
+
+HISTORIES = Path(__file__).parent / "histories"
+PREFIX = "h-"
+QUICK = TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0.2, 0.2], boot_seconds=[0.2, 0.2])
+SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0.2, 0.2], boot_seconds=[0.2, 0.2])
+
+
+def workflow_id_of(path: Path) -> str:
+    """`happy-path.json` -> rolling-upgrade/h-happy-path; `happy-path.batch-2.json` -> .../batch-2."""
+    scenario, _, child = path.name.removesuffix(".json").partition(".")
+    parent = upgrade_workflow_id(PREFIX + scenario)
+    return f"{parent}/{child}" if child else parent
+
+
+@dataclass
+class Run:
+    """What a scenario may do while its upgrade runs."""
+
+    client: Client
+    fleet: EmulatorClient
+    workers: WorkerProcesses
+    scale_set: str
+    handle: WorkflowHandle | None = None
+
+
+@dataclass
+class Scenario:
+    capacity: int = 6
+    zones: list[str] = field(default_factory=list)
+    timing: TimingSpec = field(default_factory=lambda: QUICK)
+    faults: FaultSpec = field(default_factory=FaultSpec)
+    unhealthy_before: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    during: Callable[[Run], Awaitable[None]] | None = None
+
+
+async def ops_count(run: Run, count: int) -> None:
+    await eventually(lambda: run.fleet.operations(run.scale_set), lambda ops: len(ops) >= count, 60)
+
+
+async def cancel_by_signal(run: Run) -> None:
+    await ops_count(run, 2)
+    await cancel_upgrade(run.client, run.scale_set)
+
+
+async def cancel_by_request(run: Run) -> None:
+    await ops_count(run, 2)
+    await run.handle.cancel()
+
+
+async def kill_the_worker(run: Run) -> None:
+    await eventually(
+        lambda: run.fleet.operations(run.scale_set),
+        lambda ops: any(op.status == OperationStatus.IN_PROGRESS for op in ops),
+        60,
+    )
+    await run.workers.crash()
+
+
+async def delete_an_instance(run: Run) -> None:
+    await ops_count(run, 2)
+    await run.fleet.delete_instance(run.scale_set, "1")
+
+
+async def answer_nonsense_after_a_batch(run: Run) -> None:
+    await eventually(
+        lambda: get_status(run.client, run.scale_set),
+        lambda s: s.properties.progress.successful_instance_count >= 1,
+        60,
+    )
+    await run.fleet.set_faults(run.scale_set, FaultSpec(malformed_share=1.0))
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "happy-path": Scenario(zones=["1", "2"]),
+    "rollback-breach": Scenario(faults=FaultSpec(unhealthy_images=[V2.version])),
+    "restore-on-breach": Scenario(
+        faults=FaultSpec(unhealthy_after_upgrade=["1"]),
+        options={"disable_automatic_rollback": True, "policy": {"rollbackFailedInstancesOnPolicyBreach": True}},
+    ),
+    "below-threshold": Scenario(capacity=10, faults=FaultSpec(unhealthy_after_upgrade=["5"])),
+    "pre-upgrade-gate": Scenario(capacity=5, unhealthy_before=["1", "3"]),
+    "cancel-mid-batch": Scenario(timing=SLOW.model_copy(), during=cancel_by_signal),
+    "cancel-request": Scenario(timing=SLOW.model_copy(), during=cancel_by_request),
+    "pause": Scenario(capacity=3, options={"policy": {"pauseTimeBetweenBatches": "PT2S"}}),
+    "crash-resume": Scenario(timing=SLOW.model_copy(), during=kill_the_worker),
+    "deleted-instance": Scenario(timing=SLOW.model_copy(), during=delete_an_instance, options={"policy": {"maxUnhealthyUpgradedInstancePercent": 50}}),
+    "unexpected-error": Scenario(capacity=3, options={"policy": {"pauseTimeBetweenBatches": "PT3S"}}, during=answer_nonsense_after_a_batch),
+    "timeout": Scenario(capacity=3, options={"upgrade_timeout": "PT1M", "policy": {"pauseTimeBetweenBatches": "PT40S"}}),
+    "refused": Scenario(capacity=2, options={"image": V2.model_copy(update={"version": "2099.01.01"})}),
+}
+
+
+async def record(name: str, scenario: Scenario, client: Client, fleet: EmulatorClient, workers: WorkerProcesses) -> list[Path]:
+    scale_set = await make_scale_set(
+        fleet,
+        scenario.capacity,
+        zones=scenario.zones,
+        update_domains=1,
+        timing=scenario.timing,
+        faults=scenario.faults,
+        name=PREFIX + name,  # fixed names give the histories stable workflow ids
+    )
+    for instance_id in scenario.unhealthy_before:
+        await fleet.set_health(scale_set, instance_id, HealthState.UNHEALTHY)
+    run = Run(client, fleet, workers, scale_set)
+    try:
+        run.handle, _ = await upgrade(client, workers.task_queue, scale_set, **scenario.options)
+        if scenario.during:
+            await scenario.during(run)
+        await final_report(run.handle)
+    except UpgradeRefused:
+        pass  # the refusal is the scenario
+    handle = client.get_workflow_handle(upgrade_workflow_id(scale_set))
+    parent = await handle.fetch_history()
+    written = [HISTORIES / f"{name}.json"]
+    written[0].write_text(parent.to_json())
+    for event in parent.events:
+        if event.HasField("child_workflow_execution_started_event_attributes"):
+            execution = event.child_workflow_execution_started_event_attributes.workflow_execution
+            child = await client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id).fetch_history()
+            suffix = execution.workflow_id.removeprefix(handle.id + "/")
+            written.append(HISTORIES / f"{name}.{suffix}.json")
+            written[-1].write_text(child.to_json())
+    return written
+
+
+async def main(names: list[str]) -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="histories-"))
+    port, ui_port, fleet_port = processes.free_port(), processes.free_port(), processes.free_port()
+    server = processes.start_dev_server(port, ui_port, None, workdir / "server.log")
+    emulator = processes.start_emulator(fleet_port, workdir / "fleet.db", workdir / "fleet.log")
+    try:
+        client = await connect(f"127.0.0.1:{port}")
+        async with EmulatorClient(f"http://127.0.0.1:{fleet_port}") as fleet:
+            for name in names:
+                workers = WorkerProcesses(f"127.0.0.1:{port}", fleet.base_url, workdir)
+                await workers.start()
+                try:
+                    for path in await record(name, SCENARIOS[name], client, fleet, workers):
+                        print(f"recorded {path.relative_to(HISTORIES.parent.parent)}")
+                finally:
+                    workers.stop()
+    finally:
+        processes.stop(emulator)
+        processes.stop(server)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    chosen = sys.argv[1:] or list(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    asyncio.run(main(chosen))
