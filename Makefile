@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test install clean histories
+.PHONY: demo test install clean histories histories-keep
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,10 @@ clean:
 # `make histories ARGS="happy-path pause"` records only those scenarios.
 histories: $(STAMP)
 	$(BIN)/python -m tests.record_histories $(ARGS)
+
+# Before a change guarded by workflow.patched: keep today's recordings, which must go on
+# replaying through the old code path (`make histories-keep PATCH=<patch id>`).
+histories-keep:
+	@test -n "$(PATCH)" || { echo "usage: make histories-keep PATCH=<patch id>"; exit 2; }
+	mkdir -p tests/histories/before-$(PATCH)
+	cp tests/histories/*.json tests/histories/before-$(PATCH)/

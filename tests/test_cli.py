@@ -164,7 +164,7 @@ async def test_fleet_create_from_a_yaml_file_with_flags_on_top(upgradectl, fleet
     assert {i.zone for i in view.instances} == {"1", "2"}
     assert max(i.platform_update_domain for i in view.instances) == 2
 
-    published = await upgradectl("fleet", "publish", "Contoso:web-os:2024:2025.01.01", "--region", "westeurope")
+    published = await upgradectl("fleet", "publish", "Contoso:cli-test:2024:2025.01.01", "--region", "westeurope")
     assert published.code == 0 and "to westeurope" in published.err
     shown = await upgradectl("fleet", "show", "yaml-set")
     assert "2024.11.01" in shown.out and "Healthy" in shown.out

@@ -357,3 +357,37 @@ async def test_infrastructure_errors_are_reported_as_such_not_as_unhealthy(ts_en
     instance = next(i for i in (await fleet.get_scale_set(name)).instances if i.instance_id == "3")
     assert instance.image_reference.same_image(V1)
     assert count_ops(await fleet.operations(name), OperationKind.RESTORE) == {}
+
+
+async def test_upgraded_instances_that_turn_unhealthy_later_count_against_the_policy(
+    ts_env, ts_worker, fleet
+):
+    # Batches of two; once batch 2 is done, instances 0 and 1 (batch 1) go down on their own.
+    # 2 of 10 unhealthy passes the in-flight gate (20%), but 2 of 4 upgraded (50%) does not.
+    faults = FaultSpec(go_unhealthy=[GoUnhealthy(after_reimages=4, instances=["0", "1"])])
+    name = await make_scale_set(fleet, 10, update_domains=1, faults=faults)
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name)
+    report = await finish(ts_env, handle)
+
+    error = report.status.properties.error
+    assert error.code == UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED
+    assert "2 of 4 upgraded instances (50%) are unhealthy" in error.message
+    assert "First failed instance: 0 (upgraded in batch 1, Unhealthy since)" in error.message
+    assert {(d.code, d.target) for d in error.details} == {("UnhealthySinceUpgrade", "0"), ("UnhealthySinceUpgrade", "1")}
+    assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(4)}
+
+
+async def test_a_last_health_reading_after_the_final_batch_catches_late_failures(
+    ts_env, ts_worker, fleet
+):
+    faults = FaultSpec(go_unhealthy=[GoUnhealthy(after_reimages=10, instances=["0", "2", "4"])])
+    name = await make_scale_set(fleet, 10, update_domains=1, faults=faults)
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name)
+    report = await finish(ts_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == FAULTED
+    assert "3 of 10 upgraded instances (30%) are unhealthy" in status.error.message
+    assert status.progress.successful_instance_count == 10  # all upgraded; three went down since
+    unhealthy = {i.instance_id for i in report.instances if i.health != HealthState.HEALTHY}
+    assert unhealthy == {"0", "2", "4"}

@@ -42,6 +42,7 @@ from workflows.planner import Candidate, plan_batches
 SKIP_ALREADY_ON_TARGET = "AlreadyOnTargetImage"
 SKIP_CUSTOM_METRIC = "SkipUpgradeCustomMetric"
 SKIP_GONE = "InstanceNoLongerExists"
+UNHEALTHY_SINCE_UPGRADE = "UnhealthySinceUpgrade"
 
 
 class UpgradeLedger:
@@ -160,19 +161,42 @@ class UpgradeLedger:
             self.unhealthy(), self.total, self.request.policy, before_upgrade=before_upgrade
         )
 
-    def upgraded_gate(self) -> ApiError | None:
+    def unhealthy_since_upgrade(self) -> list[InstanceProgress]:
+        """Instances upgraded successfully that the latest health reading finds unhealthy."""
+        return [
+            p
+            for p in self.in_state(InstanceState.SUCCEEDED)
+            if p.health != HealthState.HEALTHY and p.instance_id not in self._gone
+        ]
+
+    def upgraded_gate(self, *, including_later: bool = False) -> ApiError | None:
+        """maxUnhealthyUpgradedInstancePercent over the instances upgraded so far.
+
+        `including_later` also counts instances that passed their health wait but have turned
+        unhealthy since (Azure: "instances that become unhealthy post an upgrade").
+        """
         failed = self.in_state(*FINAL_FAILURES)
-        if not failed:
+        later = self.unhealthy_since_upgrade() if including_later else []
+        unhealthy = failed + later
+        if not unhealthy:
             return None
         breach = gates.upgraded_gate(
-            [p.instance_id for p in failed],
+            [p.instance_id for p in unhealthy],
             len(self.in_state(*ATTEMPTED)),
             self.request.policy,
-            self.describe_failure(failed[0]),
+            self.describe_failure(failed[0]) if failed else self.describe_later(later[0]),
         )
         if breach:
-            breach.details = self._failure_details()
+            breach.details = self._failure_details() + [
+                ApiErrorBase(code=UNHEALTHY_SINCE_UPGRADE, target=p.instance_id, message=self.describe_later(p))
+                for p in later
+            ]
         return breach
+
+    @staticmethod
+    def describe_later(progress: InstanceProgress) -> str:
+        health = progress.health.value if progress.health else "Unknown"
+        return f"{progress.instance_id} (upgraded in batch {progress.batch}, {health} since)"
 
     def internal_failures(self) -> ApiError | None:
         """An operation that failed in a way nobody planned for stops the upgrade."""

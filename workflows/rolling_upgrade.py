@@ -48,6 +48,12 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
+# Patches: each id guards a change to the commands the workflow issues, so upgrades started
+# by older code replay (see the README's section on changing workflow code).
+# 2026-11: upgraded instances that turn unhealthy after their batch count against
+# maxUnhealthyUpgradedInstancePercent, with one more health reading after the last batch.
+COUNT_UNHEALTHY_SINCE_UPGRADE = "count-unhealthy-since-upgrade"
+
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
 
@@ -157,6 +163,9 @@ class RollingUpgradeWorkflow:
                 ledger.observe(observed)
                 if breach := ledger.unhealthy_gate(before_upgrade=False):
                     return await self._fault(breach)
+                if workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
+                    if breach := ledger.upgraded_gate(including_later=True):
+                        return await self._breach(upgrade_id, breach)
                 if self._cancel_requested:
                     break
             batch = next_batch(
@@ -177,10 +186,17 @@ class RollingUpgradeWorkflow:
             if breach := ledger.internal_failures():
                 return await self._fault(breach)
             if breach := ledger.upgraded_gate():
-                if request.policy.rollback_failed_instances_on_policy_breach:
-                    await self._restore_failed(upgrade_id)
-                return await self._fault(breach)
+                return await self._breach(upgrade_id, breach)
             await self._pause()
+
+        if ledger.batches and not self._cancel_requested and workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
+            # One last health reading: an upgraded instance that went down since its batch
+            # counts against maxUnhealthyUpgradedInstancePercent, even after the last batch.
+            ledger.observe(
+                await self._through_cancel(activity_calls.describe_scale_set(request.scale_set))
+            )
+            if breach := ledger.upgraded_gate(including_later=True):
+                return await self._breach(upgrade_id, breach)
 
         if self._cancel_requested:
             ledger.cancelled()
@@ -241,6 +257,12 @@ class RollingUpgradeWorkflow:
         ]
         results = await asyncio.gather(*children)
         return [outcome for result in results for outcome in result.outcomes]
+
+    async def _breach(self, upgrade_id: str, breach: ApiError) -> UpgradeReport:
+        """The upgraded-unhealthy gate tripped: restore if the policy says so, then fault."""
+        if self._ledger.request.policy.rollback_failed_instances_on_policy_breach:
+            await self._through_cancel(self._restore_failed(upgrade_id))
+        return await self._fault(breach)
 
     async def _restore_failed(self, upgrade_id: str) -> None:
         """rollbackFailedInstancesOnPolicyBreach: restore instances left failed on the new image."""
