@@ -80,3 +80,33 @@ class RollingUpgradeStatusInfo(AzureModel):
     location: str | None = None
     tags: dict[str, str] | None = None
     properties: RollingUpgradeStatusProperties
+
+
+class UpgradeOperationHistoryStatus(AzureModel):
+    code: RollingUpgradeStatusCode
+    start_time: AwareDatetime
+    end_time: AwareDatetime | None = None
+
+
+class RollbackStatusInfo(AzureModel):
+    """Azure's rollbackInfo of an upgrade's history entry."""
+
+    successfully_rolledback_instance_count: int = 0
+    failed_rolledback_instance_count: int = 0
+
+
+class UpgradeOperationHistoricalStatusInfoProperties(AzureModel):
+    running_status: UpgradeOperationHistoryStatus
+    progress: RollingUpgradeProgressInfo
+    error: ApiError | None = None
+    started_by: str = "Unknown"
+    target_image_reference: dict[str, str] | None = None
+    rollback_info: RollbackStatusInfo = Field(default_factory=RollbackStatusInfo)
+
+
+class UpgradeOperationHistoricalStatusInfo(AzureModel):
+    """One entry of `upgradectl history` (Azure: Get OS Upgrade History)."""
+
+    properties: UpgradeOperationHistoricalStatusInfoProperties
+    type: str = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
+    location: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -16,11 +17,19 @@ from models.policy import (
     RollingUpgradePolicy,
     UpgradePolicy,
     UpgradeTimeout,
+    format_duration,
 )
-from models.status import RollingUpgradeStatusInfo
+from models.status import (
+    RollbackStatusInfo,
+    RollingUpgradeStatusInfo,
+    UpgradeOperationHistoricalStatusInfo,
+    UpgradeOperationHistoricalStatusInfoProperties,
+    UpgradeOperationHistoryStatus,
+)
 
 # The workflow and its messages by name: the starter reaches them without importing workflows/.
 ROLLING_UPGRADE_WORKFLOW = "RollingUpgradeWorkflow"
+PREFLIGHT_WORKFLOW = "UpgradePreflightWorkflow"
 BATCH_UPGRADE_WORKFLOW = "BatchUpgradeWorkflow"
 ADMIT_UPDATE = "admit"
 CANCEL_SIGNAL = "cancel"
@@ -47,6 +56,28 @@ class UpgradeRequest(AzureModel):
     health: ApplicationHealthSettings = Field(default_factory=ApplicationHealthSettings)
     started_by: str = "User"
     upgrade_timeout: UpgradeTimeout | None = None
+
+    def effective_policy(self) -> list[tuple[str, str]]:
+        """Every setting the upgrade runs with, as (name, value) rows."""
+        policy, health = self.policy, self.health
+        flag = lambda value: "true" if value else "false"  # noqa: E731 - Azure's spelling
+        return [
+            ("target image", str(self.target_image)),
+            ("maxBatchInstancePercent", str(policy.max_batch_instance_percent)),
+            ("maxUnhealthyInstancePercent", str(policy.max_unhealthy_instance_percent)),
+            ("maxUnhealthyUpgradedInstancePercent", str(policy.max_unhealthy_upgraded_instance_percent)),
+            ("pauseTimeBetweenBatches", format_duration(policy.pause_time_between_batches)),
+            ("enableCrossZoneUpgrade", flag(policy.enable_cross_zone_upgrade)),
+            ("prioritizeUnhealthyInstances", flag(policy.prioritize_unhealthy_instances)),
+            ("rollbackFailedInstancesOnPolicyBreach", flag(policy.rollback_failed_instances_on_policy_breach)),
+            ("disableAutomaticRollback", flag(self.disable_automatic_rollback)),
+            ("health probe", f"{health.protocol} :{health.port}{health.request_path or ''}"),
+            ("intervalInSeconds / numberOfProbes", f"{health.interval_in_seconds} / {health.number_of_probes}"),
+            ("gracePeriod", f"{health.effective_grace_period} s"),
+            ("healthWaitTimeout", format_duration(health.health_wait_timeout)),
+            ("upgradeTimeout", format_duration(self.upgrade_timeout) if self.upgrade_timeout else "none"),
+            ("startedBy", self.started_by),
+        ]
 
     @classmethod
     def from_policy(
@@ -126,6 +157,21 @@ class InstanceProgress(InstanceResult):
                 setattr(self, name, getattr(outcome, name))
 
 
+class Preflight(AzureModel):
+    """The upgrade as it would start now: what `upgradectl start` shows before starting it, and
+    the Web UI's summary and details of the upgrade workflow."""
+
+    scale_set: str
+    instance_count: int
+    from_images: dict[str, int]
+    target_image: ImageReference
+    to_upgrade: int
+    skipped: int
+    planned_batches: int
+    summary: str
+    details: str
+
+
 class Admission(AzureModel):
     """What the upgrade accepted: returned to `upgradectl start` before any instance is touched."""
 
@@ -139,22 +185,38 @@ class Admission(AzureModel):
     planned_batches: int
 
 
-class RollbackInfo(AzureModel):
-    """Azure's rollbackInfo of an upgrade's history entry."""
-
-    successfully_rolledback_instance_count: int = 0
-    failed_rolledback_instance_count: int = 0
-
-
 class UpgradeReport(AzureModel):
     """The end of an upgrade: Azure's status plus what Azure's shape has no room for."""
 
     status: RollingUpgradeStatusInfo
     target_image: ImageReference
-    rollback_info: RollbackInfo = Field(default_factory=RollbackInfo)
+    rollback_info: RollbackStatusInfo = Field(default_factory=RollbackStatusInfo)
     skipped_instance_count: int = 0
     batches: int = 0
     instances: list[InstanceProgress] = Field(default_factory=list)
+    request: UpgradeRequest | None = None
+
+    def history_entry(self, end_time: datetime | None) -> UpgradeOperationHistoricalStatusInfo:
+        """This upgrade as an entry of Azure's OS upgrade history (error details capped at 20)."""
+        properties = self.status.properties
+        error = properties.error
+        if error is not None and error.details and len(error.details) > 20:
+            error = error.model_copy(update={"details": error.details[:20]})
+        return UpgradeOperationHistoricalStatusInfo(
+            location=self.status.location,
+            properties=UpgradeOperationHistoricalStatusInfoProperties(
+                running_status=UpgradeOperationHistoryStatus(
+                    code=properties.running_status.code,
+                    start_time=properties.running_status.start_time,
+                    end_time=end_time,
+                ),
+                progress=properties.progress,
+                error=error,
+                started_by=self.request.started_by if self.request else "Unknown",
+                target_image_reference=self.target_image.to_json(),
+                rollback_info=self.rollback_info,
+            ),
+        )
 
 
 class BatchAction(StrEnum):

@@ -24,7 +24,7 @@ from rich.table import Table
 from models.base import describe_validation_error
 from models.image import ImageReference
 from models.policy import UpgradePolicy
-from models.upgrade import UpgradeReport, UpgradeRequest
+from models.upgrade import REPORT_QUERY, UpgradeReport, UpgradeRequest
 from starter import progress
 from worker.process_exit import exit_after
 from starter.upgrades import (
@@ -32,8 +32,8 @@ from starter.upgrades import (
     UpgradeFailed,
     UpgradeRefused,
     cancel_upgrade,
-    get_status,
     start_upgrade,
+    upgrade_handle,
 )
 from worker.connection import Settings, connect
 
@@ -149,6 +149,7 @@ async def start(
     health_wait_timeout: Annotated[Optional[str], typer.Option(help="ISO 8601, per instance, default PT5M.")] = None,
     timeout: Annotated[Optional[str], typer.Option(help="The whole upgrade's time limit, ISO 8601, PT1M-P30D; none by default.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --wait: one JSON status line per change instead of the live view.")] = False,
     started_by: Annotated[str, typer.Option(help="Recorded as startedBy.")] = "User",
     task_queue: Annotated[Optional[str], typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
 ) -> None:
@@ -190,13 +191,13 @@ async def start(
         highlight=False,
     )
     if wait:
-        report = await progress.watch(client, scale_set, errors)
-        finish(report)
+        finish(await progress.watch(client, scale_set, errors, as_json=as_json), printed=as_json)
 
 
-def finish(report: UpgradeReport) -> NoReturn:
-    """Print the final status and exit by its outcome."""
-    print_json(report.status.to_json())
+def finish(report: UpgradeReport, *, printed: bool = False) -> NoReturn:
+    """Print the final status (unless the JSON lines already did) and exit by its outcome."""
+    if not printed:
+        print_json(report.status.to_json())
     raise typer.Exit(EXIT_CODES[report.status.properties.running_status.code])
 
 
@@ -208,11 +209,11 @@ async def status(
 ) -> None:
     """The latest upgrade of a scale set: running status, progress, policy, error."""
     client = await connect()
-    info = await get_status(client, scale_set)
+    report = await upgrade_handle(client, scale_set).query(REPORT_QUERY, result_type=UpgradeReport)
     if as_json:
-        print_json(info.to_json())
+        print_json(report.status.to_json())
         return
-    properties = info.properties
+    properties = report.status.properties
     table = Table(title=f"rolling upgrade of {scale_set}", show_header=False)
     table.add_row("status", properties.running_status.code.value)
     table.add_row("started", properties.running_status.start_time.isoformat())
@@ -224,21 +225,60 @@ async def status(
     table.add_row(
         "progress",
         f"{p.successful_instance_count} succeeded, {p.failed_instance_count} failed, "
-        f"{p.in_progress_instance_count} in progress, {p.pending_instance_count} pending",
+        f"{p.in_progress_instance_count} in progress, {p.pending_instance_count} pending, "
+        f"{report.skipped_instance_count} skipped, batch {report.batches}",
     )
     if properties.error:
         table.add_row("error", f"{properties.error.code}: {properties.error.message}")
-    for key, value in properties.policy.to_json().items():
-        table.add_row(f"policy.{key}", str(value))
+    for name, value in report.request.effective_policy() if report.request else []:
+        table.add_row(name, value)
     console.print(table)
 
 
 @app.command()
 @run
-async def watch(scale_set: Annotated[str, typer.Argument(help="The scale set.")]) -> None:
+async def history(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    everything: Annotated[bool, typer.Option("--all", help="Everything retained, not the last five within two months.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Azure's osUpgradeHistory document.")] = False,
+) -> None:
+    """Past upgrades of a scale set, newest first (Azure: Get OS Upgrade History)."""
+    from starter.history import upgrade_history
+
+    client = await connect()
+    entries = await upgrade_history(client, scale_set, everything=everything)
+    if as_json:
+        print_json({"value": [entry.to_json() for entry in entries]})
+        return
+    table = Table(title=f"upgrades of {scale_set}" + ("" if everything else " (last five within two months)"))
+    for column in ("started", "ended", "status", "succeeded", "failed", "rolled back", "target image", "started by", "error"):
+        table.add_column(column)
+    for entry in entries:
+        p = entry.properties
+        image = p.target_image_reference or {}
+        table.add_row(
+            p.running_status.start_time.strftime("%Y-%m-%d %H:%M:%S"),
+            p.running_status.end_time.strftime("%H:%M:%S") if p.running_status.end_time else "-",
+            p.running_status.code.value,
+            str(p.progress.successful_instance_count),
+            str(p.progress.failed_instance_count),
+            f"{p.rollback_info.successfully_rolledback_instance_count} ok, {p.rollback_info.failed_rolledback_instance_count} failed",
+            image.get("exactVersion") or image.get("version", "-"),
+            p.started_by,
+            p.error.code if p.error else "",
+        )
+    console.print(table)
+
+
+@app.command()
+@run
+async def watch(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON status line per change instead of the live view.")] = False,
+) -> None:
     """Follow the latest upgrade live; exit 0 Completed, 1 Faulted, 2 Cancelled."""
     client = await connect()
-    finish(await progress.watch(client, scale_set, errors))
+    finish(await progress.watch(client, scale_set, errors, as_json=as_json), printed=as_json)
 
 
 @app.command()

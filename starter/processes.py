@@ -19,6 +19,9 @@ from pathlib import Path
 
 import httpx
 
+# The upgrade's search attributes (workflows/search_attributes.py), for the dev server's flags.
+SEARCH_ATTRIBUTES = ("ScaleSet", "TargetImage", "UpgradeStatus", "StartedBy")
+
 
 def venv_binary(name: str) -> str:
     """A binary next to this interpreter (the venv's bin), else on PATH."""
@@ -99,6 +102,7 @@ def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
         # The dev server's single shard paces workflow steps at 50 ms by default.
         "--dynamic-config-value",
         "history.transferProcessorMaxPollRPS=1000",
+        *[arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")],
     ]
     if db is not None:
         args += ["--db-filename", str(db)]

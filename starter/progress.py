@@ -1,10 +1,12 @@
-"""The live view of an upgrade: counts, a bar, every instance by zone, and the error if any."""
+"""Following an upgrade: the live view (a bar per state, the batch in flight, elapsed and ETA,
+every instance by zone) or, with --json, one JSON line per change of the status."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime, timezone
+import json
+import sys
+from datetime import datetime, timedelta, timezone
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -16,9 +18,9 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from models.sorting import natural_key
-from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
-from models.upgrade import InstanceProgress, InstanceState, UpgradeReport
-from starter.upgrades import final_report, get_instances, get_status, upgrade_handle
+from models.status import RollingUpgradeStatusCode
+from models.upgrade import PLAN_QUERY, REPORT_QUERY, InstanceProgress, InstanceState, UpgradeReport
+from starter.upgrades import final_report, upgrade_handle
 
 STATE_STYLES = {
     InstanceState.PENDING: "grey50",
@@ -37,37 +39,66 @@ CODE_STYLES = {
 }
 
 
-def _elapsed(since: datetime) -> str:
-    seconds = int((datetime.now(timezone.utc) - since).total_seconds())
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+def clock(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours}h" if hours else "") + f"{rest // 60}m{rest % 60:02d}s"
 
 
-def render(status: RollingUpgradeStatusInfo, instances: list[InstanceProgress]) -> RenderableType:
+def eta(report: UpgradeReport, batches_left: int) -> timedelta | None:
+    """The average batch so far, times the batches still planned, plus the pauses between."""
+    spans: dict[int, list[datetime]] = {}
+    for instance in report.instances:
+        if instance.batch and instance.start_time and instance.end_time:
+            spans.setdefault(instance.batch, []).extend([instance.start_time, instance.end_time])
+    if not spans or not batches_left:
+        return None
+    average = sum((max(t) - min(t) for t in spans.values()), timedelta()) / len(spans)
+    pause = report.request.policy.pause_time_between_batches if report.request else timedelta()
+    return (average + pause) * batches_left
+
+
+def render(report: UpgradeReport, batches_left: int, now: datetime | None = None) -> RenderableType:
+    now = now or datetime.now(timezone.utc)
+    status = report.status
     properties = status.properties
     progress = properties.progress
     code = properties.running_status.code
-    done = progress.successful_instance_count + progress.failed_instance_count
-    batches = [i.batch for i in instances if i.batch]
-    title = Text.assemble(
-        (f"{status.name} ", "bold"),
-        (code.value, CODE_STYLES[code]),
-        f"  batch {max(batches) if batches else 0}",
-        f"  elapsed {_elapsed(properties.running_status.start_time)}",
-    )
-    if properties.running_status.last_action.value == "Cancel" and code == RollingUpgradeStatusCode.ROLLING_FORWARD:
+    running = code == RollingUpgradeStatusCode.ROLLING_FORWARD
+    title = Text.assemble((f"{status.name} ", "bold"), (code.value, CODE_STYLES[code]))
+    title.append(f"  batch {report.batches} of {report.batches + batches_left}")
+    title.append(f"  elapsed {clock(now - properties.running_status.start_time)}")
+    if running and (left := eta(report, batches_left)) is not None:
+        title.append(f"  ETA ~{clock(left)}")
+    if running and properties.running_status.last_action.value == "Cancel":
         title.append("  (cancelling: the batch in flight finishes)", "magenta")
 
-    counts = Table.grid(padding=(0, 2))
-    counts.add_row(
-        Text(f"succeeded {progress.successful_instance_count}", "green"),
-        Text(f"failed {progress.failed_instance_count}", "red"),
-        Text(f"in progress {progress.in_progress_instance_count}", "yellow"),
-        Text(f"pending {progress.pending_instance_count}", "grey50"),
-        Text(f"skipped {sum(i.state == InstanceState.SKIPPED for i in instances)}", "blue"),
-    )
-    bar = Table.grid()
-    bar.add_row(ProgressBar(total=max(progress.total, 1), completed=done, width=50), f" {done}/{progress.total}")
+    total = max(progress.total, 1)
+    bars = Table.grid(padding=(0, 1))
+    for label, count, style in (
+        ("succeeded", progress.successful_instance_count, "green"),
+        ("failed", progress.failed_instance_count, "red"),
+        ("in progress", progress.in_progress_instance_count, "yellow"),
+        ("pending", progress.pending_instance_count, "grey50"),
+    ):
+        bar = ProgressBar(total=total, completed=count, width=40, complete_style=style, finished_style=style)
+        bars.add_row(Text(label, style), bar, Text(str(count), style))
 
+    in_flight = [i for i in report.instances if i.state == InstanceState.IN_PROGRESS]
+    parts: list[RenderableType] = [title, bars]
+    if in_flight:
+        parts.append(Text(f"batch {report.batches} in flight: " + ", ".join(i.instance_id for i in in_flight), "yellow"))
+    parts.append(_by_zone(report.instances))
+    if error := properties.error:
+        parts.append(Text(f"{error.code}: {error.message}", "red" if code == RollingUpgradeStatusCode.FAULTED else "yellow"))
+    legend = Text("  ".join(f"[{s.value}]" for s in STATE_STYLES), "grey50")
+    for state, style in STATE_STYLES.items():
+        legend.highlight_words([f"[{state.value}]"], style)
+    parts.append(legend)
+    return Panel(Group(*parts), title="rolling upgrade", border_style="cyan")
+
+
+def _by_zone(instances: list[InstanceProgress]) -> Table:
     zones: dict[str, list[InstanceProgress]] = {}
     for instance in sorted(instances, key=lambda i: natural_key(i.instance_id)):
         zones.setdefault(instance.zone or "-", []).append(instance)
@@ -78,43 +109,45 @@ def render(status: RollingUpgradeStatusInfo, instances: list[InstanceProgress]) 
             chips.append(f" {instance.instance_id} ", STATE_STYLES[instance.state] + " reverse")
             chips.append(" ")
         grid.add_row(Text(f"zone {zone}", "bold"), chips)
-
-    parts: list[RenderableType] = [title, counts, bar, grid]
-    if error := properties.error:
-        parts.append(Text(f"{error.code}: {error.message}", "red" if code == RollingUpgradeStatusCode.FAULTED else "yellow"))
-    legend = Text("  ".join(f"[{s.value}]" for s in STATE_STYLES), "grey50")
-    for state, style in STATE_STYLES.items():
-        legend.highlight_words([f"[{state.value}]"], style)
-    parts.append(legend)
-    return Panel(Group(*parts), title="rolling upgrade", border_style="cyan")
+    return grid
 
 
 async def watch(
-    client: Client,
-    scale_set: str,
-    console: Console,
-    *,
-    interval: float = 0.5,
-    on_change: Callable[[RollingUpgradeStatusInfo], None] | None = None,
+    client: Client, scale_set: str, console: Console, *, as_json: bool = False, interval: float = 0.5
 ) -> UpgradeReport:
-    """Show the upgrade live until it ends; returns its final report."""
+    """Follow the latest upgrade until it ends; returns its final report."""
     handle = upgrade_handle(client, scale_set)
     last = None
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
+    with Live(console=console, refresh_per_second=4, transient=False) if not as_json else _Quiet() as live:
         while True:
             description = await handle.describe()
             try:
-                status = await get_status(client, scale_set)
-                instances = await get_instances(client, scale_set)
+                report = await handle.query(REPORT_QUERY, result_type=UpgradeReport)
+                batches_left = len(await handle.query(PLAN_QUERY, result_type=list[list[str]]))
             except RPCError:
-                status = None  # a query can fail while a worker restarts; try again
-            if status is not None:
-                live.update(render(status, instances))
-                if on_change and status.to_json() != last:
-                    last = status.to_json()
-                    on_change(status)
+                report = None  # a query can fail while a worker restarts; try again
+            if report is not None:
+                if as_json:
+                    document = report.status.to_json()
+                    if document != last:
+                        last = document
+                        sys.stdout.write(json.dumps(document) + "\n")
+                        sys.stdout.flush()
+                else:
+                    live.update(render(report, batches_left))
             if description.status != WorkflowExecutionStatus.RUNNING:
                 break
             await asyncio.sleep(interval)
-    console.line()
+    if not as_json:
+        console.line()
     return await final_report(handle)
+
+
+class _Quiet:
+    """Stands in for rich's Live when only JSON lines are written."""
+
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

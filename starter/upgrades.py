@@ -9,6 +9,7 @@ policy. Both are refusals before any instance is touched.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from temporalio.client import (
     Client,
@@ -22,9 +23,12 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.errors import RefusalCode
+from workflows import search_attributes
 from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
 from models.upgrade import (
     ADMIT_UPDATE,
+    PREFLIGHT_WORKFLOW,
+    Preflight,
     CANCEL_SIGNAL,
     INSTANCES_QUERY,
     REPORT_QUERY,
@@ -64,8 +68,14 @@ async def start_upgrade(
     *,
     admission_timeout: float = 60.0,
 ) -> tuple[WorkflowHandle, Admission]:
-    """Start the upgrade and return once the workflow has admitted it."""
+    """Preflight the upgrade, start it, and return once the workflow has admitted it.
+
+    The preflight (a short workflow) reads the scale set and resolves the image, so a refusal
+    comes before anything starts, and the upgrade starts with its Web UI summary (scale set,
+    from and to image, instance count) and details (the effective policy).
+    """
     workflow_id = upgrade_workflow_id(request.scale_set)
+    preflight = await run_preflight(client, request, task_queue, admission_timeout)
     start = WithStartWorkflowOperation(
         ROLLING_UPGRADE_WORKFLOW,
         request,
@@ -73,6 +83,11 @@ async def start_upgrade(
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         result_type=UpgradeReport,
+        static_summary=preflight.summary,
+        static_details=preflight.details,
+        search_attributes=search_attributes.at_start(
+            request.scale_set, str(preflight.target_image), request.started_by
+        ),
     )
     try:
         admission = await asyncio.wait_for(
@@ -101,6 +116,34 @@ async def start_upgrade(
             f"within {admission_timeout:.0f} s: is a worker polling task queue {task_queue!r}?"
         ) from None
     return await start.workflow_handle(), admission
+
+
+async def run_preflight(
+    client: Client, request: UpgradeRequest, task_queue: str, timeout: float
+) -> Preflight:
+    workflow_id = f"{upgrade_workflow_id(request.scale_set)}/preflight/{uuid.uuid4()}"
+    try:
+        return await asyncio.wait_for(
+            client.execute_workflow(
+                PREFLIGHT_WORKFLOW,
+                request,
+                id=workflow_id,
+                task_queue=task_queue,
+                result_type=Preflight,
+                static_summary=f"preflight of an upgrade of {request.scale_set}",
+            ),
+            timeout,
+        )
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise UpgradeRefused(cause.type or "Refused", cause.message) from None
+        raise
+    except asyncio.TimeoutError:
+        raise UpgradeFailed(
+            f"no worker answered the preflight of {request.scale_set!r} within {timeout:.0f} s: "
+            f"is a worker polling task queue {task_queue!r}?"
+        ) from None
 
 
 def upgrade_handle(client: Client, scale_set: str) -> WorkflowHandle:

@@ -4,8 +4,13 @@ per test, so tests never see each other's workflows."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,8 @@ from temporalio.worker import Worker
 from fleet.client import EmulatorClient
 from starter import processes
 from worker.assembly import build_worker
+from worker.search_attribute_setup import ensure_search_attributes
+from workflows import search_attributes
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +46,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=processes.venv_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
+    await ensure_search_attributes(env.client)
     yield env
     await env.shutdown()
 
@@ -50,6 +58,8 @@ async def local_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
         dev_server_extra_args=["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"],
+        search_attributes=search_attributes.ALL,
+        ui=True,
     )
     yield env
     await env.shutdown()
@@ -70,3 +80,34 @@ async def local_worker(local_env: WorkflowEnvironment, fleet: EmulatorClient) ->
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def upgradectl(local_env, local_worker, fleet_url):
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
+        "FLEET_URL": fleet_url,
+        "UPGRADE_TASK_QUEUE": local_worker.task_queue,
+        "COLUMNS": "200",
+    }
+
+    async def call(*args: str) -> Result:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter.cli", *args,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        return Result(process.returncode, out.decode(), err.decode())
+
+    return call

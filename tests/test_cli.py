@@ -6,44 +6,12 @@ import asyncio
 import json
 import os
 import sys
-from dataclasses import dataclass
 
 import pytest
 
 from models.fleet import FaultSpec
 from models.status import RollingUpgradeStatusInfo
 from tests.helpers import V2, make_scale_set
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        return json.loads(self.out)
-
-
-@pytest.fixture
-def upgradectl(local_env, local_worker, fleet_url):
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
-        "FLEET_URL": fleet_url,
-        "UPGRADE_TASK_QUEUE": local_worker.task_queue,
-        "COLUMNS": "200",
-    }
-
-    async def call(*args: str) -> Result:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starter.cli", *args,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 120)
-        return Result(process.returncode, out.decode(), err.decode())
-
-    return call
 
 
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
@@ -62,7 +30,11 @@ async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(
     assert shown.code == 0
     assert set(shown.json()["properties"]) == {"policy", "runningStatus", "progress"}
     human = await upgradectl("status", name)
-    assert "Completed" in human.out and "policy.maxBatchInstancePercent" in human.out
+    assert "Completed" in human.out
+    # The effective policy, health settings and all.
+    for setting in ("maxBatchInstancePercent", "healthWaitTimeout", "PT2S", "disableAutomaticRollback", "upgradeTimeout"):
+        assert setting in human.out
+    assert (await upgradectl("watch", name)).code == 0  # a finished upgrade: its outcome at once
 
     instances = (await upgradectl("fleet", "show", name, "--json")).json()["instances"]
     assert {i["imageReference"]["exactVersion"] for i in instances} == {V2.version}
@@ -78,6 +50,22 @@ async def test_a_faulted_upgrade_exits_one(upgradectl, fleet):
     assert result.code == 1
     error = result.json()["properties"]["error"]
     assert error["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
+    watched = await upgradectl("watch", name)
+    assert watched.code == 1 and watched.json()["properties"]["runningStatus"]["code"] == "Faulted"
+
+
+async def test_watch_json_writes_one_status_line_per_change(upgradectl, fleet):
+    name = await make_scale_set(fleet, 3, update_domains=1)
+    started = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1S", *QUICK)
+    assert started.code == 0
+    watched = await upgradectl("watch", name, "--json")
+    assert watched.code == 0
+    lines = [json.loads(line) for line in watched.out.splitlines()]
+    assert len(lines) >= 2 and len({json.dumps(line) for line in lines}) == len(lines)
+    assert lines[-1]["properties"]["runningStatus"]["code"] == "Completed"
+    assert lines[-1]["properties"]["progress"]["successfulInstanceCount"] == 3
+    counts = [line["properties"]["progress"]["successfulInstanceCount"] for line in lines]
+    assert counts == sorted(counts) and counts[0] < 3
 
 
 @pytest.mark.parametrize(

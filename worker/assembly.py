@@ -9,10 +9,11 @@ from temporalio.worker import Worker
 
 from activities.fleet_activities import FleetActivities
 from fleet.protocol import FleetBackend
+from workflows.admission import UpgradePreflightWorkflow
 from workflows.batch_upgrade import BatchUpgradeWorkflow
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
 
-WORKFLOWS = [RollingUpgradeWorkflow, BatchUpgradeWorkflow]
+WORKFLOWS = [RollingUpgradeWorkflow, BatchUpgradeWorkflow, UpgradePreflightWorkflow]
 
 
 def build_worker(

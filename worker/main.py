@@ -9,6 +9,7 @@ import structlog
 
 from fleet.client import EmulatorClient
 from worker.process_exit import exit_after
+from worker.search_attribute_setup import ensure_search_attributes
 from worker.assembly import build_worker
 from worker.connection import Settings, connect
 from worker.logs import configure_logging
@@ -19,6 +20,8 @@ log = structlog.get_logger("worker")
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     client = await connect()
+    if added := await ensure_search_attributes(client):
+        log.info("registered search attributes", names=added, namespace=client.namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -25,6 +25,7 @@ from models.status import (
     RollingUpgradeStatusCode,
     RollingUpgradeStatusInfo,
     RollingUpgradeStatusProperties,
+    RollbackStatusInfo,
 )
 from models.upgrade import (
     ATTEMPTED,
@@ -32,7 +33,6 @@ from models.upgrade import (
     InstanceOutcome,
     InstanceProgress,
     InstanceState,
-    RollbackInfo,
     UpgradeReport,
     UpgradeRequest,
 )
@@ -318,13 +318,14 @@ class UpgradeLedger:
         return UpgradeReport(
             status=self.status(),
             target_image=self.target_image,
-            rollback_info=RollbackInfo(
+            rollback_info=RollbackStatusInfo(
                 successfully_rolledback_instance_count=len(rolled_back),
                 failed_rolledback_instance_count=len(restore_failed),
             ),
             skipped_instance_count=len(self.in_state(InstanceState.SKIPPED)),
             batches=self.batches,
             instances=list(self.instances.values()),
+            request=self.request,
         )
 
     # --- endings ----------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from models.errors import FailureCause, RefusalCode
+    from models.errors import FailureCause
     from models.status import ApiError, RollingUpgradeStatusInfo
     from models.upgrade import (
         ADMIT_UPDATE,
@@ -41,7 +41,8 @@ with workflow.unsafe.imports_passed_through():
         UpgradeReport,
         UpgradeRequest,
     )
-    from workflows import activity_calls
+    from workflows import activity_calls, presentation, search_attributes
+    from workflows.admission import admit
     from workflows.batch_upgrade import BatchUpgradeWorkflow
     from workflows.ledger import UpgradeLedger, internal_error
     from workflows.planner import next_batch
@@ -53,6 +54,9 @@ T = TypeVar("T")
 # 2026-11: upgraded instances that turn unhealthy after their batch count against
 # maxUnhealthyUpgradedInstancePercent, with one more health reading after the last batch.
 COUNT_UNHEALTHY_SINCE_UPGRADE = "count-unhealthy-since-upgrade"
+# 2026-11: the UpgradeStatus and TargetImage search attributes follow the upgrade, and its
+# outcome is kept in the memo for `upgradectl history`.
+VISIBILITY = "visibility"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -89,6 +93,7 @@ class RollingUpgradeWorkflow:
         if not self._cancel_requested:
             self._cancel_requested = True
             self._ledger.cancel_requested(workflow.now())
+            self._publish()
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RollingUpgradeStatusInfo:
@@ -113,6 +118,8 @@ class RollingUpgradeWorkflow:
 
     @workflow.run
     async def run(self, request: UpgradeRequest) -> UpgradeReport:
+        self._visible = workflow.patched(VISIBILITY)
+        self._publish()
         try:
             report = await self._upgrade(request)
         except ApplicationError:
@@ -129,15 +136,13 @@ class RollingUpgradeWorkflow:
         upgrade_id = f"{info.workflow_id}/{info.first_execution_run_id}"
 
         try:
-            scale_set = await self._through_cancel(activity_calls.describe_scale_set(request.scale_set))
-            image = await self._through_cancel(
-                activity_calls.resolve_image(request.target_image, scale_set)
-            )
-        except ActivityError as err:
-            if refusal := refusal_of(err):
-                return await self._refuse(refusal)
-            raise
+            scale_set, image = await self._through_cancel(admit(request))
+        except ApplicationError as refusal:
+            return await self._refuse(refusal)
         ledger.admit(scale_set, image)
+        if self._visible:
+            workflow.upsert_search_attributes([search_attributes.TARGET_IMAGE.value_set(str(image))])
+        self._publish()
         self._admission = Admission(
             workflow_id=info.workflow_id,
             run_id=info.run_id,
@@ -174,6 +179,7 @@ class RollingUpgradeWorkflow:
             if not batch:
                 break
             number = ledger.start_batch((c.instance_id for c in batch), workflow.now())
+            self._publish()
             outcomes = await self._through_cancel(
                 self._run_batch(
                     upgrade_id,
@@ -183,6 +189,7 @@ class RollingUpgradeWorkflow:
                 )
             )
             ledger.settle(outcomes)
+            self._publish()
             if breach := ledger.internal_failures():
                 return await self._fault(breach)
             if breach := ledger.upgraded_gate():
@@ -203,8 +210,21 @@ class RollingUpgradeWorkflow:
         else:
             ledger.completed()
         workflow.logger.info("upgrade ended: %s", ledger.code.value)
+        self._ended()
         await self._handlers_finished()
         return ledger.report()
+
+    def _publish(self) -> None:
+        """Keep the Web UI's current details in step with the ledger."""
+        workflow.set_current_details(presentation.current_details(self._ledger))
+
+    def _ended(self) -> None:
+        """The outcome, for the Web UI's lists and `upgradectl history`."""
+        self._publish()
+        if self._visible:
+            ledger = self._ledger
+            workflow.upsert_search_attributes([search_attributes.UPGRADE_STATUS.value_set(ledger.code.value)])
+            workflow.upsert_memo({"upgrade": ledger.report().history_entry(workflow.now()).to_json()})
 
     async def _through_cancel(self, work: Awaitable[T]) -> T:
         """Await work that must finish even if the upgrade is cancelled meanwhile.
@@ -237,6 +257,12 @@ class RollingUpgradeWorkflow:
         base = f"{workflow.info().workflow_id}/" + (
             f"batch-{number}" if action == BatchAction.UPGRADE else "rollback"
         )
+        ids = [i.instance_id for i in instances]
+        summary = (
+            presentation.batch_summary(self._ledger, number, ids)
+            if action == BatchAction.UPGRADE
+            else presentation.restore_summary(ids)
+        )
         children = [
             workflow.execute_child_workflow(
                 BatchUpgradeWorkflow.run,
@@ -252,6 +278,7 @@ class RollingUpgradeWorkflow:
                 ),
                 id=base if len(parts) == 1 else f"{base}-part-{index + 1}",
                 result_type=BatchResult,
+                static_summary=summary,
             )
             for index, part in enumerate(parts)
         ]
@@ -276,6 +303,7 @@ class RollingUpgradeWorkflow:
                 upgrade_id, self._ledger.batches, BatchAction.RESTORE, stranded
             )
             self._ledger.settle_restores(outcomes)
+            self._publish()
 
     async def _pause(self) -> None:
         """pauseTimeBetweenBatches: a durable timer that a cancel (or the upgrade timeout) cuts short."""
@@ -300,6 +328,7 @@ class RollingUpgradeWorkflow:
     async def _fault(self, error: ApiError) -> UpgradeReport:
         self._ledger.faulted(error)
         workflow.logger.warning("upgrade faulted: %s: %s", error.code, error.message)
+        self._ended()
         await self._handlers_finished()
         raise ApplicationError(
             error.message or str(error.code),
@@ -315,10 +344,3 @@ class RollingUpgradeWorkflow:
             ApiError(code=refusal.type, message=refusal.message, target=self._ledger.request.scale_set)
         )
 
-
-def refusal_of(err: ActivityError) -> ApplicationError | None:
-    """The admission activities' refusals (unknown scale set or image), as the user sees them."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type in {c.value for c in RefusalCode}:
-        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
-    return None

@@ -1,0 +1,67 @@
+"""`upgradectl history`: Azure's OS upgrade history from Temporal visibility."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from models.fleet import FaultSpec
+from models.image import ImageReference
+from starter.history import history_query
+from tests.helpers import V2, eventually, make_scale_set
+
+QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
+V3 = ImageReference.parse("Contoso:web-os:2024:2024.12.24")
+
+
+def test_the_default_is_azures_window_of_two_months():
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    assert history_query("web", everything=False, now=now) == (
+        'WorkflowType = "RollingUpgradeWorkflow" AND ScaleSet = "web" AND StartTime > "2026-09-22T12:00:00Z"'
+    )
+    assert "StartTime" not in history_query("web", everything=True, now=now)
+
+
+async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_shape(upgradectl, fleet):
+    name = await make_scale_set(fleet, 5, faults=FaultSpec(unhealthy_images=[V3.version]))
+    await fleet.publish_image(V3)
+
+    faulted = await upgradectl("start", "--scale-set", name, "--image", str(V3), "--wait", *QUICK)
+    assert faulted.code == 1
+    started = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1H", *QUICK)
+    assert started.code == 0
+    await eventually(lambda: fleet.operations(name), lambda ops: len(ops) >= 2)
+    assert (await upgradectl("cancel", name)).code == 0
+    assert (await upgradectl("watch", name)).code == 2
+    completed = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
+    assert completed.code == 0
+    # Three more (nothing left to upgrade, so they complete at once): six in all.
+    for _ in range(3):
+        assert (await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait")).code == 0
+
+    async def listed(*flags: str) -> list[dict]:
+        result = await upgradectl("history", name, "--json", *flags)
+        assert result.code == 0, result.err
+        return result.json()["value"]
+
+    everything = await eventually(lambda: listed("--all"), lambda entries: len(entries) == 6, timeout=30)
+    recent = await listed()
+    assert recent == everything[:5]  # newest first, the last five by default
+
+    codes = [entry["properties"]["runningStatus"]["code"] for entry in everything]
+    assert codes == ["Completed"] * 4 + ["Cancelled", "Faulted"]
+    oldest = everything[-1]
+    assert oldest["type"] == "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
+    properties = oldest["properties"]
+    assert set(properties) == {"runningStatus", "progress", "error", "startedBy", "targetImageReference", "rollbackInfo"}
+    assert set(properties["runningStatus"]) == {"code", "startTime", "endTime"}
+    assert properties["rollbackInfo"] == {"successfullyRolledbackInstanceCount": 1, "failedRolledbackInstanceCount": 0}
+    assert properties["error"]["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
+    assert properties["targetImageReference"]["exactVersion"] == V3.version
+    assert properties["startedBy"] == "User"
+    cancelled = everything[-2]["properties"]
+    assert cancelled["progress"]["pendingInstanceCount"] > 0
+    assert cancelled["runningStatus"]["endTime"] > cancelled["runningStatus"]["startTime"]
+
+    table = await upgradectl("history", name)
+    assert "Cancelled" in table.out and "Faulted" not in table.out and "last five" in table.out
+    assert "Faulted" in (await upgradectl("history", name, "--all")).out

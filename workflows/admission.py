@@ -1,0 +1,60 @@
+"""Admission of an upgrade: read the scale set, resolve the image, or refuse with why.
+
+Shared by the preflight (run by `upgradectl start` before it starts anything) and by the
+upgrade itself, which admits again: the fleet may have changed in between.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from models.errors import RefusalCode
+    from models.fleet import ScaleSetView
+    from models.image import ImageReference
+    from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
+    from workflows import activity_calls, presentation
+    from workflows.ledger import UpgradeLedger
+
+
+def refusal_of(err: ActivityError) -> ApplicationError | None:
+    """The admission activities' refusals (unknown scale set or image), as the user sees them."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in {c.value for c in RefusalCode}:
+        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
+    return None
+
+
+async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, ImageReference]:
+    """The scale set as it is and the exact target image; raises the refusal if refused."""
+    try:
+        scale_set = await activity_calls.describe_scale_set(request.scale_set)
+        image = await activity_calls.resolve_image(request.target_image, scale_set)
+    except ActivityError as err:
+        if refusal := refusal_of(err):
+            raise refusal from None
+        raise
+    return scale_set, image
+
+
+@workflow.defn(name=PREFLIGHT_WORKFLOW)
+class UpgradePreflightWorkflow:
+    """What an upgrade would do if started now; fails with the refusal if it would be refused."""
+
+    @workflow.run
+    async def run(self, request: UpgradeRequest) -> Preflight:
+        scale_set, image = await admit(request)
+        ledger = UpgradeLedger(request, workflow.now())
+        ledger.admit(scale_set, image)
+        return Preflight(
+            scale_set=request.scale_set,
+            instance_count=len(ledger.instances),
+            from_images=presentation.from_images(ledger),
+            target_image=image,
+            to_upgrade=len(ledger.candidates()),
+            skipped=len(ledger.in_state(InstanceState.SKIPPED)),
+            planned_batches=len(ledger.plan()),
+            summary=presentation.upgrade_summary(ledger),
+            details=presentation.policy_details(request),
+        )

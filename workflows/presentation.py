@@ -1,0 +1,85 @@
+"""What the Temporal Web UI shows of an upgrade: summaries, details and live current details.
+
+Pure text from the ledger and the request, so the workflows can compute it deterministically.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from models.markdown import table
+from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
+from workflows.ledger import UpgradeLedger
+
+
+def from_images(ledger: UpgradeLedger) -> dict[str, int]:
+    """The images the instances to upgrade are on now, most common first."""
+    counts = Counter(p.from_image for p in ledger.instances.values() if p.state != InstanceState.SKIPPED)
+    return dict(counts.most_common())
+
+
+def upgrade_summary(ledger: UpgradeLedger) -> str:
+    images = list(from_images(ledger))
+    target = ledger.target_image
+    source = "nothing to upgrade"
+    if images:
+        # Only the version, when the image is the target's at another version.
+        same_image = str(target)[: -len(target.resolved_version)]
+        source = images[0].removeprefix(same_image)
+        source += f" (+{len(images) - 1} more)" if len(images) > 1 else ""
+    count = len(ledger.instances)
+    return f"{ledger.request.scale_set}: {source} → {target.resolved_version} · {count} instances"
+
+
+def policy_details(request: UpgradeRequest) -> str:
+    """The effective policy, as a table."""
+    return "**Effective policy**\n\n" + table(("setting", "value"), request.effective_policy())
+
+
+def _domains(instances: Iterable[InstanceProgress]) -> str:
+    zones = sorted({p.zone or "-" for p in instances})
+    domains = sorted({p.update_domain for p in instances})
+    zone_text = "zone " + ", ".join(zones) if zones != ["-"] else "no zone"
+    return f"{zone_text}, update domain {', '.join(map(str, domains))}"
+
+
+def batch_summary(ledger: UpgradeLedger, number: int, instance_ids: list[str]) -> str:
+    planned = ledger.batches + len(ledger.plan())
+    members = [ledger.instances[i] for i in instance_ids]
+    return f"batch {number} of {planned}: {len(members)} instance(s), {_domains(members)}"
+
+
+def restore_summary(instance_ids: list[str]) -> str:
+    return f"rollback after the policy breach: {len(instance_ids)} instance(s)"
+
+
+def current_details(ledger: UpgradeLedger) -> str:
+    """The live view: status, counts, the batch in flight, the error if any."""
+    progress = ledger.progress()
+    skipped = len(ledger.in_state(InstanceState.SKIPPED))
+    planned = ledger.batches + len(ledger.plan())
+    lines = [
+        f"**{ledger.code.value}** · batch {ledger.batches} of {planned} · "
+        f"started {ledger.start_time.isoformat(timespec='seconds')}",
+        "",
+        table(
+            ("succeeded", "failed", "in progress", "pending", "skipped"),
+            [(
+                progress.successful_instance_count,
+                progress.failed_instance_count,
+                progress.in_progress_instance_count,
+                progress.pending_instance_count,
+                skipped,
+            )],
+        ),
+    ]
+    in_flight = ledger.in_state(InstanceState.IN_PROGRESS)
+    if in_flight:
+        ids = ", ".join(p.instance_id for p in in_flight)
+        lines += ["", f"Current batch {ledger.batches}: {ids} ({_domains(in_flight)})"]
+    if ledger.last_action.value == "Cancel":
+        lines += ["", "Cancel requested: no new batch starts."]
+    if error := ledger.error():
+        lines += ["", f"`{error.code}`: {error.message}"]
+    return "\n".join(lines)
