@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from models.base import AzureModel
+from models.notifications import Notifications
 
 _TIMEDELTA = TypeAdapter(timedelta)
 
@@ -182,6 +183,7 @@ class UpgradePolicy(AzureModel):
     application_health: ApplicationHealthSettings = Field(
         default_factory=ApplicationHealthSettings
     )
+    notifications: Notifications = Field(default_factory=lambda: Notifications())
     upgrade_timeout: UpgradeTimeout | None = Field(
         default=None,
         description="the whole upgrade's time limit; when it passes, the batch in flight "

@@ -20,6 +20,7 @@ REIMAGE_INSTANCE = "reimage_instance"
 RESTORE_OS_DISK = "restore_os_disk"
 WAIT_FOR_HEALTH = "wait_for_health"
 PROBE_HEALTH = "probe_health"
+DELIVER_WEBHOOK = "deliver_webhook"
 
 
 class DescribeScaleSetInput(AzureModel):

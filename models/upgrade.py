@@ -12,6 +12,7 @@ from models.base import AzureModel
 from models.errors import FailureCause
 from models.fleet import HealthState, InstanceView
 from models.image import ImageReference
+from models.notifications import NotificationRecord, Notifications
 from models.policy import (
     ApplicationHealthSettings,
     RollingUpgradePolicy,
@@ -56,6 +57,7 @@ class UpgradeRequest(AzureModel):
     health: ApplicationHealthSettings = Field(default_factory=ApplicationHealthSettings)
     started_by: str = "User"
     upgrade_timeout: UpgradeTimeout | None = None
+    notifications: Notifications = Field(default_factory=Notifications)
 
     def effective_policy(self) -> list[tuple[str, str]]:
         """Every setting the upgrade runs with, as (name, value) rows."""
@@ -77,6 +79,7 @@ class UpgradeRequest(AzureModel):
             ("healthWaitTimeout", format_duration(health.health_wait_timeout)),
             ("upgradeTimeout", format_duration(self.upgrade_timeout) if self.upgrade_timeout else "none"),
             ("startedBy", self.started_by),
+            ("webhooks", ", ".join(self.notifications.webhooks) or "none"),
         ]
 
     @classmethod
@@ -90,6 +93,7 @@ class UpgradeRequest(AzureModel):
             disable_automatic_rollback=policy.automatic_os_upgrade_policy.disable_automatic_rollback,
             health=policy.application_health,
             upgrade_timeout=policy.upgrade_timeout,
+            notifications=policy.notifications,
             **extra,
         )
 
@@ -195,6 +199,7 @@ class UpgradeReport(AzureModel):
     batches: int = 0
     instances: list[InstanceProgress] = Field(default_factory=list)
     request: UpgradeRequest | None = None
+    notifications: list[NotificationRecord] = Field(default_factory=list)
 
     def history_entry(self, end_time: datetime | None) -> UpgradeOperationHistoricalStatusInfo:
         """This upgrade as an entry of Azure's OS upgrade history (error details capped at 20)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -147,6 +148,8 @@ async def start(
     health_probes: Annotated[Optional[int], typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
     health_grace_period: Annotated[Optional[int], typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
     health_wait_timeout: Annotated[Optional[str], typer.Option(help="ISO 8601, per instance, default PT5M.")] = None,
+    webhook: Annotated[Optional[list[str]], typer.Option(help="Notify this URL (repeat for more; default $UPGRADE_WEBHOOKS, comma-separated).")] = None,
+    notify_per_batch: Annotated[Optional[bool], typer.Option("--notify-per-batch/--no-notify-per-batch", help="Also notify after every batch.")] = None,
     timeout: Annotated[Optional[str], typer.Option(help="The whole upgrade's time limit, ISO 8601, PT1M-P30D; none by default.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --wait: one JSON status line per change instead of the live view.")] = False,
@@ -179,6 +182,10 @@ async def start(
                 "healthWaitTimeout": health_wait_timeout,
             },
             "upgradeTimeout": timeout,
+            "notifications": {
+                "webhooks": webhook or _ids(os.environ.get("UPGRADE_WEBHOOKS")),
+                "perBatch": notify_per_batch,
+            },
         },
         started_by,
     )
@@ -230,6 +237,9 @@ async def status(
     )
     if properties.error:
         table.add_row("error", f"{properties.error.code}: {properties.error.message}")
+    for record in report.notifications:
+        outcome = "delivered" if record.delivered else f"NOT delivered: {record.error}"
+        table.add_row(f"notification {record.event.value}", f"{record.url}: {outcome}")
     for name, value in report.request.effective_policy() if report.request else []:
         table.add_row(name, value)
     console.print(table)

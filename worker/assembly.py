@@ -8,6 +8,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.fleet_activities import FleetActivities
+from activities.webhooks import WebhookActivities
 from fleet.protocol import FleetBackend
 from workflows.admission import UpgradePreflightWorkflow
 from workflows.batch_upgrade import BatchUpgradeWorkflow
@@ -22,6 +23,7 @@ def build_worker(
     task_queue: str,
     *,
     max_concurrent_activities: int = 1000,
+    webhook_secret: str | None = None,
     **options: object,
 ) -> Worker:
     # Health waits are long, mostly idle activities: one per instance of a batch in flight.
@@ -31,7 +33,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=FleetActivities(fleet).all(),
+        activities=[*FleetActivities(fleet).all(), *WebhookActivities(webhook_secret).all()],
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -17,6 +17,7 @@ from temporalio.workflow import ActivityCancellationType, ActivityHandle
 from models import steps
 from models.fleet import FleetOperation, ScaleSetView
 from models.image import ImageReference
+from models.notifications import WebhookDelivery
 from models.policy import ApplicationHealthSettings
 
 FLEET_RETRY = RetryPolicy(
@@ -121,4 +122,16 @@ async def probe_health(
         start_to_close_timeout=timedelta(seconds=10),
         retry_policy=RetryPolicy(maximum_attempts=3),
         summary=f"probe {scale_set}/{instance_id}",
+    )
+
+
+async def deliver_webhook(delivery: WebhookDelivery) -> None:
+    """A few quick retries: a notification may be lost, the upgrade may not wait on it."""
+    await workflow.execute_activity(
+        steps.DELIVER_WEBHOOK,
+        delivery,
+        start_to_close_timeout=timedelta(seconds=15),
+        schedule_to_close_timeout=timedelta(seconds=60),
+        retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=4),
+        summary=f"notify {delivery.event.value} to {delivery.url}",
     )

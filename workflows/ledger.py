@@ -13,6 +13,7 @@ from datetime import datetime
 from models.errors import FailureCause, UpgradeErrorCode
 from models.fleet import HealthState, ScaleSetView
 from models.image import ImageReference
+from models.notifications import NotificationRecord
 from models.policy import format_duration
 from models.sorting import natural_key
 from models.status import (
@@ -60,6 +61,7 @@ class UpgradeLedger:
         self.batches = 0
         self._phases: dict[str, int | None] = {}
         self._gone: set[str] = set()
+        self.notifications: list[NotificationRecord] = []
         timeout = request.upgrade_timeout
         self.deadline: datetime | None = now + timeout if timeout else None
 
@@ -326,6 +328,7 @@ class UpgradeLedger:
             batches=self.batches,
             instances=list(self.instances.values()),
             request=self.request,
+            notifications=self.notifications,
         )
 
     # --- endings ----------------------------------------------------------------------------

@@ -43,7 +43,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import activity_calls, presentation, search_attributes
     from workflows.admission import admit
+    from models.notifications import NotificationEvent
     from workflows.batch_upgrade import BatchUpgradeWorkflow
+    from workflows.notifier import Notifier
     from workflows.ledger import UpgradeLedger, internal_error
     from workflows.planner import next_batch
 
@@ -75,6 +77,9 @@ class RollingUpgradeWorkflow:
         self._refusal: ApplicationError | None = None
         self._cancel_requested = False
         self._cancel_requested_by_temporal = False
+        info = workflow.info()
+        self._notifier = Notifier(request.notifications, f"{info.workflow_id}/{info.first_execution_run_id}")
+        self._ledger.notifications = self._notifier.records  # the report shows them as they go
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -120,6 +125,7 @@ class RollingUpgradeWorkflow:
     async def run(self, request: UpgradeRequest) -> UpgradeReport:
         self._visible = workflow.patched(VISIBILITY)
         self._publish()
+        self._notify(NotificationEvent.SUBMISSION)
         try:
             report = await self._upgrade(request)
         except ApplicationError:
@@ -140,6 +146,7 @@ class RollingUpgradeWorkflow:
         except ApplicationError as refusal:
             return await self._refuse(refusal)
         ledger.admit(scale_set, image)
+        self._notify(NotificationEvent.SUBMISSION_OUTCOME)
         if self._visible:
             workflow.upsert_search_attributes([search_attributes.TARGET_IMAGE.value_set(str(image))])
         self._publish()
@@ -190,6 +197,7 @@ class RollingUpgradeWorkflow:
             )
             ledger.settle(outcomes)
             self._publish()
+            self._notify(NotificationEvent.BATCH_OUTCOME, key=f"/batch-{number}")
             if breach := ledger.internal_failures():
                 return await self._fault(breach)
             if breach := ledger.upgraded_gate():
@@ -210,21 +218,37 @@ class RollingUpgradeWorkflow:
         else:
             ledger.completed()
         workflow.logger.info("upgrade ended: %s", ledger.code.value)
-        self._ended()
-        await self._handlers_finished()
+        await self._close()
         return ledger.report()
 
     def _publish(self) -> None:
         """Keep the Web UI's current details in step with the ledger."""
         workflow.set_current_details(presentation.current_details(self._ledger))
 
-    def _ended(self) -> None:
-        """The outcome, for the Web UI's lists and `upgradectl history`."""
+    def _notify(self, event: NotificationEvent, key: str = "") -> None:
+        info = workflow.info()
+        body = {
+            "scaleSet": self._ledger.request.scale_set,
+            "workflowId": info.workflow_id,
+            "runId": info.run_id,
+            "time": workflow.now().isoformat(),
+            "status": self._ledger.status().to_json(),
+        }
+        self._notifier.notify(event, body, key)
+
+    async def _close(self) -> None:
+        """The outcome for the Web UI, `upgradectl history` and the webhooks; then the end."""
         self._publish()
+        if self._admission is not None:
+            self._notify(NotificationEvent.COMPLETION_OUTCOME)
+        else:
+            self._notify(NotificationEvent.SUBMISSION_OUTCOME)  # refused: with the reason
         if self._visible:
             ledger = self._ledger
             workflow.upsert_search_attributes([search_attributes.UPGRADE_STATUS.value_set(ledger.code.value)])
             workflow.upsert_memo({"upgrade": ledger.report().history_entry(workflow.now()).to_json()})
+        await self._through_cancel(self._notifier.drain())
+        await self._handlers_finished()
 
     async def _through_cancel(self, work: Awaitable[T]) -> T:
         """Await work that must finish even if the upgrade is cancelled meanwhile.
@@ -328,8 +352,7 @@ class RollingUpgradeWorkflow:
     async def _fault(self, error: ApiError) -> UpgradeReport:
         self._ledger.faulted(error)
         workflow.logger.warning("upgrade faulted: %s: %s", error.code, error.message)
-        self._ended()
-        await self._handlers_finished()
+        await self._close()
         raise ApplicationError(
             error.message or str(error.code),
             self._ledger.report(),
