@@ -121,13 +121,23 @@ class FleetActivities:
                 wait = MAX_POLL_SECONDS
             await asyncio.sleep(min(max(wait, MIN_POLL_SECONDS), MAX_POLL_SECONDS))
             operation = await self.fleet.get_operation(operation.scale_set, operation.operation_id)
+        context = {"scale_set": operation.scale_set, "instance": operation.instance_id, "step": operation.kind.value}
         if operation.status == OperationStatus.FAILED:
+            activity.logger.warning("%s failed: %s", operation.kind.value, operation.error, extra=context)
             error = operation.error
             raise ApplicationError(
                 error.message if error else f"{operation.kind} failed",
                 type=error.code if error else FLEET_OPERATION_FAILED,
                 non_retryable=True,
             )
+        activity.logger.info(
+            "%s done: %s → %s (asked %s time(s))",
+            operation.kind.value,
+            operation.previous_os_disk,
+            operation.os_disk,
+            operation.request_count,
+            extra=context,
+        )
         return operation
 
     @activity.defn(name=steps.WAIT_FOR_HEALTH)
@@ -148,6 +158,11 @@ class FleetActivities:
             healthy = healthy + 1 if probe.state == HealthState.HEALTHY else 0
             failing = failing + 1 if probe.state in FAILING_STATES else 0
             if healthy >= settings.number_of_probes:
+                activity.logger.info(
+                    "healthy after %s probe(s)",
+                    probes,
+                    extra={"scale_set": request.scale_set, "instance": request.instance_id},
+                )
                 return steps.HealthResult(state=HealthState.HEALTHY, probes=probes)
             in_grace = time.monotonic() - started < request.grace_remaining_seconds
             if not in_grace and failing >= settings.number_of_probes:

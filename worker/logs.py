@@ -1,7 +1,9 @@
 """One structlog set-up for the worker: JSON lines, or a console view on a terminal.
 
-The SDK's own loggers (workflow.logger, activity.logger) go through the same renderer, so every
-line has the same shape. workflow.logger already drops records while a workflow replays.
+The SDK's workflow.logger and activity.logger go through the same renderer, with their context
+(workflow id, run id, activity, attempt) as fields rather than pasted into the message; our own
+calls add `batch` and `instance`. workflow.logger stays silent while a workflow replays its
+history, so a line is written once however often a workflow is replayed.
 """
 
 from __future__ import annotations
@@ -9,21 +11,43 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any, TextIO
 
 import structlog
+from temporalio import activity, workflow
+
+CONTEXT_FIELDS = ("temporal_workflow", "temporal_activity", "scale_set", "batch", "instance", "step")
 
 
-def configure_logging(level: str | None = None) -> None:
+def lift_temporal_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Flatten the SDK's context dicts into top-level fields."""
+    if context := event.pop("temporal_workflow", None):
+        event.setdefault("workflow_id", context.get("workflow_id"))
+        event.setdefault("run_id", context.get("run_id"))
+        event.setdefault("workflow_type", context.get("workflow_type"))
+    if context := event.pop("temporal_activity", None):
+        event.setdefault("workflow_id", context.get("workflow_id"))
+        event.setdefault("run_id", context.get("workflow_run_id"))
+        event["activity"] = context.get("activity_type")
+        event["attempt"] = context.get("attempt")
+    return event
+
+
+def configure_logging(
+    level: str | None = None, *, stream: TextIO | None = None, json_lines: bool | None = None
+) -> None:
     level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
-    renderer = (
-        structlog.dev.ConsoleRenderer()
-        if sys.stderr.isatty()
-        else structlog.processors.JSONRenderer()
-    )
+    stream = stream or sys.stderr
+    if json_lines is None:
+        json_lines = not stream.isatty()
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(allow=CONTEXT_FIELDS),
+        lift_temporal_context,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
@@ -32,9 +56,13 @@ def configure_logging(level: str | None = None) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler()
+    renderer = structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

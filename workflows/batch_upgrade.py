@@ -203,8 +203,18 @@ class BatchUpgradeWorkflow:
         outcome.message = joined(outcome.message, f"{step} failed: {message}")
         return self._end(outcome, InstanceState.FAILED)
 
-    @staticmethod
-    def _end(outcome: InstanceOutcome, state: InstanceState) -> InstanceOutcome:
+    def _end(self, outcome: InstanceOutcome, state: InstanceState) -> InstanceOutcome:
         outcome.state = state
         outcome.end_time = workflow.now()
+        workflow.logger.info(
+            "instance %s: %s",
+            state.value,
+            outcome.message or "on the target image and healthy",
+            extra={
+                "scale_set": self._request.scale_set,
+                "batch": self._request.batch,
+                "instance": outcome.instance_id,
+                "step": self._request.action.value,
+            },
+        )
         return outcome

@@ -160,7 +160,14 @@ class RollingUpgradeWorkflow:
             skipped=len(ledger.in_state(InstanceState.SKIPPED)),
             planned_batches=len(ledger.plan()),
         )
-        workflow.logger.info("upgrade admitted: %s", self._admission.model_dump_json())
+        workflow.logger.info(
+            "upgrade admitted: %s of %s instances to %s, about %s batches",
+            self._admission.to_upgrade,
+            self._admission.instance_count,
+            image,
+            self._admission.planned_batches,
+            extra={"scale_set": request.scale_set},
+        )
 
         if breach := ledger.unhealthy_gate(before_upgrade=True):
             return await self._fault(breach)
@@ -187,6 +194,10 @@ class RollingUpgradeWorkflow:
                 break
             number = ledger.start_batch((c.instance_id for c in batch), workflow.now())
             self._publish()
+            workflow.logger.info(
+                "batch started",
+                extra={"scale_set": request.scale_set, "batch": number, "instance": [c.instance_id for c in batch]},
+            )
             outcomes = await self._through_cancel(
                 self._run_batch(
                     upgrade_id,
@@ -217,7 +228,7 @@ class RollingUpgradeWorkflow:
             ledger.cancelled()
         else:
             ledger.completed()
-        workflow.logger.info("upgrade ended: %s", ledger.code.value)
+        workflow.logger.info("upgrade ended: %s", ledger.code.value, extra={"scale_set": request.scale_set})
         await self._close()
         return ledger.report()
 
@@ -351,7 +362,12 @@ class RollingUpgradeWorkflow:
 
     async def _fault(self, error: ApiError) -> UpgradeReport:
         self._ledger.faulted(error)
-        workflow.logger.warning("upgrade faulted: %s: %s", error.code, error.message)
+        workflow.logger.warning(
+            "upgrade faulted: %s: %s",
+            error.code,
+            error.message,
+            extra={"scale_set": self._ledger.request.scale_set, "batch": self._ledger.batches},
+        )
         await self._close()
         raise ApplicationError(
             error.message or str(error.code),
