@@ -60,9 +60,19 @@ async def local_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"],
         search_attributes=search_attributes.ALL,
         ui=True,
+        ui_port=UI_PORT,
     )
     yield env
     await env.shutdown()
+
+
+UI_PORT = processes.free_port()
+
+
+@pytest.fixture(scope="session")
+def web_ui_url(local_env: WorkflowEnvironment) -> str:
+    """The local dev server's Temporal Web UI."""
+    return f"http://127.0.0.1:{UI_PORT}"
 
 
 @pytest.fixture

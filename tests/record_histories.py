@@ -15,18 +15,20 @@ import asyncio
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from fleet.client import EmulatorClient
 from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
-from models.upgrade import upgrade_workflow_id
+from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.upgrades import UpgradeRefused, cancel_upgrade, final_report, get_status
+from starter.upgrades import cancel_upgrade, final_report, get_status
 from tests.helpers import V2, WorkerProcesses, eventually, make_scale_set, upgrade
 from worker.connection import connect
 
@@ -62,6 +64,7 @@ class Scenario:
     faults: FaultSpec = field(default_factory=FaultSpec)
     unhealthy_before: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    refused: bool = False  # record the preflight's refusal and the upgrade's own refusal
     during: Callable[[Run], Awaitable[None]] | None = None
 
 
@@ -102,6 +105,23 @@ async def answer_nonsense_after_a_batch(run: Run) -> None:
     await run.fleet.set_faults(run.scale_set, FaultSpec(malformed_share=1.0))
 
 
+def webhook_receiver() -> str:
+    """A local endpoint that accepts every notification (for the "notifications" scenario)."""
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/hooks"
+
+
 SCENARIOS: dict[str, Scenario] = {
     "happy-path": Scenario(zones=["1", "2"]),
     "rollback-breach": Scenario(faults=FaultSpec(unhealthy_images=[V2.version])),
@@ -118,7 +138,18 @@ SCENARIOS: dict[str, Scenario] = {
     "deleted-instance": Scenario(timing=SLOW.model_copy(), during=delete_an_instance, options={"policy": {"maxUnhealthyUpgradedInstancePercent": 50}}),
     "unexpected-error": Scenario(capacity=3, options={"policy": {"pauseTimeBetweenBatches": "PT3S"}}, during=answer_nonsense_after_a_batch),
     "timeout": Scenario(capacity=3, options={"upgrade_timeout": "PT1M", "policy": {"pauseTimeBetweenBatches": "PT40S"}}),
-    "refused": Scenario(capacity=2, options={"image": V2.model_copy(update={"version": "2099.01.01"})}),
+    "refused": Scenario(
+        capacity=2, refused=True, options={"target_image": V2.model_copy(update={"version": "2099.01.01"})}
+    ),
+    "notifications": Scenario(
+        capacity=3,
+        options={
+            "notifications": {
+                "webhooks": [webhook_receiver(), f"http://127.0.0.1:{processes.free_port()}/nobody-listens"],
+                "perBatch": True,
+            }
+        },
+    ),
 }
 
 
@@ -135,17 +166,18 @@ async def record(name: str, scenario: Scenario, client: Client, fleet: EmulatorC
     for instance_id in scenario.unhealthy_before:
         await fleet.set_health(scale_set, instance_id, HealthState.UNHEALTHY)
     run = Run(client, fleet, workers, scale_set)
-    try:
+    written: list[Path] = []
+    handle = client.get_workflow_handle(upgrade_workflow_id(scale_set))
+    if scenario.refused:
+        written.append(await refuse_both_ways(client, workers.task_queue, name, scale_set, scenario))
+    else:
         run.handle, _ = await upgrade(client, workers.task_queue, scale_set, **scenario.options)
         if scenario.during:
             await scenario.during(run)
         await final_report(run.handle)
-    except UpgradeRefused:
-        pass  # the refusal is the scenario
-    handle = client.get_workflow_handle(upgrade_workflow_id(scale_set))
     parent = await handle.fetch_history()
-    written = [HISTORIES / f"{name}.json"]
-    written[0].write_text(parent.to_json())
+    written.append(HISTORIES / f"{name}.json")
+    written[-1].write_text(parent.to_json())
     for event in parent.events:
         if event.HasField("child_workflow_execution_started_event_attributes"):
             execution = event.child_workflow_execution_started_event_attributes.workflow_execution
@@ -154,6 +186,29 @@ async def record(name: str, scenario: Scenario, client: Client, fleet: EmulatorC
             written.append(HISTORIES / f"{name}.{suffix}.json")
             written[-1].write_text(child.to_json())
     return written
+
+
+async def refuse_both_ways(
+    client: Client, task_queue: str, name: str, scale_set: str, scenario: Scenario
+) -> Path:
+    """The preflight refuses; the upgrade itself, started without one (as when the fleet
+    changes between preflight and start), refuses too."""
+    request = UpgradeRequest(scale_set=scale_set, **scenario.options)
+    preflight_id = f"{upgrade_workflow_id(scale_set)}/preflight"
+    try:
+        await client.execute_workflow(PREFLIGHT_WORKFLOW, request, id=preflight_id, task_queue=task_queue)
+    except WorkflowFailureError:
+        pass
+    path = HISTORIES / f"{name}.preflight.json"
+    path.write_text((await client.get_workflow_handle(preflight_id).fetch_history()).to_json())
+    handle = await client.start_workflow(
+        ROLLING_UPGRADE_WORKFLOW, request, id=upgrade_workflow_id(scale_set), task_queue=task_queue
+    )
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass
+    return path
 
 
 async def main(names: list[str]) -> None:

@@ -64,14 +64,14 @@ def current_details(ledger: UpgradeLedger) -> str:
         f"started {ledger.start_time.isoformat(timespec='seconds')}",
         "",
         table(
-            ("succeeded", "failed", "in progress", "pending", "skipped"),
-            [(
-                progress.successful_instance_count,
-                progress.failed_instance_count,
-                progress.in_progress_instance_count,
-                progress.pending_instance_count,
-                skipped,
-            )],
+            ("instances", "count"),
+            [
+                ("succeeded", progress.successful_instance_count),
+                ("failed", progress.failed_instance_count),
+                ("in progress", progress.in_progress_instance_count),
+                ("pending", progress.pending_instance_count),
+                ("skipped", skipped),
+            ],
         ),
     ]
     in_flight = ledger.in_state(InstanceState.IN_PROGRESS)
