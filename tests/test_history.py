@@ -10,7 +10,8 @@ from starter.history import history_query
 from tests.helpers import V2, eventually, make_scale_set
 
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
-V3 = ImageReference.parse("Contoso:web-os:2024:2024.12.24")
+# Its own SKU, so the versions it publishes stay out of the gallery other tests read.
+V3 = ImageReference.parse("Contoso:web-os:history-test:2024.12.24")
 
 
 def test_the_default_is_azures_window_of_two_months():

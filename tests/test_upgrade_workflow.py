@@ -314,7 +314,7 @@ async def test_a_second_upgrade_of_the_same_scale_set_is_refused(ts_env, ts_work
         (
             ImageReference.parse("Contoso:web-os:2024:2030.01.01"),
             RefusalCode.IMAGE_NOT_FOUND,
-            "is not in the gallery (versions: 2024.11.01, 2024.12.01)",
+            "is not in the gallery (versions: 2024.11.01, 2024.12.01",
         ),
         (
             ImageReference.parse("Fabrikam:other-os:1:1.0"),
