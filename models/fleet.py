@@ -94,6 +94,9 @@ class FleetOperation(ViewModel):
     error: OperationError | None = None
     request_count: int = 1
     retry_after_seconds: float | None = None
+    ready_time: AwareDatetime | None = Field(
+        default=None, description="when the instance had booted after this operation"
+    )
 
 
 class HealthProbe(ViewModel):

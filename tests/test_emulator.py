@@ -122,3 +122,23 @@ async def test_custom_metrics_reach_the_health_endpoint(fleet):
     assert probe.custom_metrics.skip_upgrade
     view = await fleet.get_scale_set(name)
     assert view.instances[1].custom_metrics.skip_upgrade
+
+
+def test_a_state_file_from_an_older_emulator_is_brought_up_to_date(tmp_path):
+    import sqlite3
+
+    from fleet.emulator.store import SCHEMA, open_database
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA.replace(",\n    ready_at REAL\n", "\n"))
+    old.close()
+    columns = [row["name"] for row in open_database(path).execute("PRAGMA table_info(operations)")]
+    assert "ready_at" in columns
+
+
+async def test_operations_record_when_the_instance_was_ready(fleet):
+    timing = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0.3, 0.3])
+    name = await make_scale_set(fleet, 1, timing=timing)
+    operation = await fleet.begin_reimage(name, "0", V2, "op-ready")
+    assert (operation.ready_time - operation.end_time).total_seconds() == pytest.approx(0.3, abs=0.01)

@@ -488,6 +488,7 @@ class Cloud:
                 else None
             ),
             request_count=row["request_count"],
+            ready_time=row["ready_at"],
             retry_after_seconds=(
                 max(0.0, row["complete_at"] - self.clock())
                 if status == OperationStatus.IN_PROGRESS
@@ -515,7 +516,7 @@ class Cloud:
         if not exists:
             return self._fail(op, "NotFound", "the instance was deleted during the operation")
         if op["error_code"]:
-            self._release(name, instance_id, ended + boot)
+            self._release(op, ended + boot)
             return self._fail(op, op["error_code"], f"{op['kind']} failed: {op['error_code']}")
 
         if op["kind"] == OperationKind.REIMAGE.value:
@@ -543,7 +544,7 @@ class Cloud:
             " WHERE scale_set = ? AND instance_id = ?",
             (new_disk, name, instance_id),
         )
-        self._release(name, instance_id, ended + boot)
+        self._release(op, ended + boot)
         self.db.execute(
             "UPDATE operations SET status = ?, end_time = ?, os_disk = ? WHERE operation_id = ?",
             (OperationStatus.SUCCEEDED.value, ended, new_disk, op["operation_id"]),
@@ -551,11 +552,15 @@ class Cloud:
         if op["kind"] == OperationKind.REIMAGE.value:
             self._count_reimage(spec)
 
-    def _release(self, name: str, instance_id: str, ready_at: float) -> None:
+    def _release(self, op: sqlite3.Row, ready_at: float) -> None:
+        """The instance is free again and boots; it answers its health endpoint at `ready_at`."""
         self.db.execute(
             "UPDATE instances SET busy_operation = NULL, ready_at = ?"
             " WHERE scale_set = ? AND instance_id = ?",
-            (ready_at, name, instance_id),
+            (ready_at, op["scale_set"], op["instance_id"]),
+        )
+        self.db.execute(
+            "UPDATE operations SET ready_at = ? WHERE operation_id = ?", (ready_at, op["operation_id"])
         )
 
     def _fail(self, op: sqlite3.Row, code: str, message: str) -> None:

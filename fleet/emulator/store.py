@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS operations (
     os_disk TEXT,
     error_code TEXT,
     error_message TEXT,
-    request_count INTEGER NOT NULL DEFAULT 1
+    request_count INTEGER NOT NULL DEFAULT 1,
+    ready_at REAL
 );
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, complete_at);
 CREATE INDEX IF NOT EXISTS operations_by_set ON operations (scale_set, seq);
@@ -73,4 +74,17 @@ def open_database(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(SCHEMA)
+    migrate(db)
     return db
+
+
+# Columns added since the first schema: (table, column, definition).
+ADDED_COLUMNS = [("operations", "ready_at", "REAL")]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a database written by an older emulator up to date (state files outlive versions)."""
+    for table, column, definition in ADDED_COLUMNS:
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
