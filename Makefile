@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test install clean histories histories-keep
+.PHONY: demo test install clean histories histories-keep bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ histories-keep:
 	@test -n "$(PATCH)" || { echo "usage: make histories-keep PATCH=<patch id>"; exit 2; }
 	mkdir -p tests/histories/before-$(PATCH)
 	cp tests/histories/*.json tests/histories/before-$(PATCH)/
+
+# Benchmarks (not part of `make test`): figures printed and written to bench/results/.
+# `make bench ARGS=critical` runs one scenario (overhead, critical, concurrency, history).
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)

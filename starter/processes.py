@@ -7,6 +7,7 @@ virtual environment; nothing is downloaded.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -129,3 +131,37 @@ def stop(process: subprocess.Popen | None, timeout: float = 15.0, sig: int = sig
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class WorkerProcesses:
+    """`python -m worker` (or another worker module) processes on one task queue, started and
+    killed like a real fleet."""
+
+    def __init__(self, address: str, fleet_url: str, logs: Path, module: str = "worker") -> None:
+        self.module = module
+        self.task_queue = f"tq-{uuid.uuid4()}"
+        self.env = {"TEMPORAL_ADDRESS": address, "FLEET_URL": fleet_url, "UPGRADE_TASK_QUEUE": self.task_queue}
+        self.logs = logs
+        self.process: subprocess.Popen | None = None
+        self.started = 0
+
+    async def start(self) -> None:
+        self.started += 1
+        log = self.logs / f"worker-{self.task_queue}-{self.started}.log"
+        self.process = start_process([sys.executable, "-m", self.module], log, self.env)
+
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "worker started" in log.read_text()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"the worker did not start; see {log}")
+            await asyncio.sleep(0.1)
+
+    async def crash(self) -> None:
+        """SIGKILL: no shutdown, no goodbye; then a new worker process takes over."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        await self.start()
+
+    def stop(self) -> None:
+        stop(self.process)

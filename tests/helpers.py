@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle
@@ -19,7 +16,7 @@ from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec,
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import Admission, UpgradeReport, UpgradeRequest
-from starter import processes
+from starter.processes import WorkerProcesses  # noqa: F401 - the tests' worker processes
 from starter.upgrades import final_report, start_upgrade
 
 T = TypeVar("T")
@@ -107,34 +104,3 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
         await asyncio.sleep(0.1)
-
-
-class WorkerProcesses:
-    """`python -m worker` processes on one task queue, started and killed like a real fleet."""
-
-    def __init__(self, address: str, fleet_url: str, logs: Path) -> None:
-        self.task_queue = f"tq-{uuid.uuid4()}"
-        self.env = {"TEMPORAL_ADDRESS": address, "FLEET_URL": fleet_url, "UPGRADE_TASK_QUEUE": self.task_queue}
-        self.logs = logs
-        self.process: subprocess.Popen | None = None
-        self.started = 0
-
-    async def start(self) -> None:
-        self.started += 1
-        log = self.logs / f"worker-{self.task_queue}-{self.started}.log"
-        self.process = processes.start_worker(self.env, log)
-
-        async def ready() -> bool:
-            return log.exists() and "worker started" in log.read_text()
-
-        await eventually(ready, bool, timeout=30)
-
-    async def crash(self) -> None:
-        """SIGKILL: no shutdown, no goodbye; then a new worker process takes over."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        await self.start()
-
-    def stop(self) -> None:
-        processes.stop(self.process)
