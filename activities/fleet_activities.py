@@ -26,7 +26,7 @@ from models.errors import (
     UNEXPECTED_ERROR,
     RefusalCode,
 )
-from models.fleet import FleetOperation, HealthState, OperationStatus
+from models.fleet import FleetOperation, HealthReading, HealthState, OperationStatus
 
 FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
 # Polling a long-running operation: honour the back end's Retry-After within these bounds.
@@ -62,6 +62,7 @@ class FleetActivities:
     def all(self) -> list[object]:
         return [
             self.describe_scale_set,
+            self.read_health,
             self.resolve_image,
             self.reimage_instance,
             self.restore_os_disk,
@@ -76,6 +77,11 @@ class FleetActivities:
         with fleet_errors({"ResourceNotFound": RefusalCode.SCALE_SET_NOT_FOUND}):
             view = await self.fleet.get_scale_set(request.scale_set)
         return steps.DescribeScaleSetResult(scale_set=view)
+
+    @activity.defn(name=steps.READ_HEALTH)
+    async def read_health(self, request: steps.ReadHealthInput) -> HealthReading:
+        with fleet_errors({"ResourceNotFound": RefusalCode.SCALE_SET_NOT_FOUND}):
+            return await self.fleet.read_health(request.scale_set)
 
     @activity.defn(name=steps.RESOLVE_IMAGE)
     async def resolve_image(self, request: steps.ResolveImageInput) -> steps.ResolveImageResult:

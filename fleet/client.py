@@ -16,6 +16,7 @@ from models.fleet import (
     FleetOperation,
     GalleryImageVersion,
     HealthProbe,
+    HealthReading,
     HealthState,
     ScaleSetSpec,
     ScaleSetView,
@@ -109,6 +110,9 @@ class EmulatorClient:
 
     async def get_scale_set(self, name: str) -> ScaleSetView:
         return ScaleSetView.model_validate(await self._call("GET", f"/scaleSets/{name}"))
+
+    async def read_health(self, name: str) -> HealthReading:
+        return HealthReading.model_validate(await self._call("GET", f"/scaleSets/{name}/health"))
 
     async def resolve_image(self, image: ImageReference, location: str) -> ImageReference:
         body = {"imageReference": image.to_json(), "location": location}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from models.fleet import FleetOperation, HealthProbe, ScaleSetView
+from models.fleet import FleetOperation, HealthProbe, HealthReading, ScaleSetView
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 
@@ -12,6 +12,9 @@ from models.policy import ApplicationHealthSettings
 class FleetBackend(Protocol):
     async def get_scale_set(self, name: str) -> ScaleSetView:
         """The scale set with every instance and its current health."""
+
+    async def read_health(self, name: str) -> HealthReading:
+        """Every instance's health and phase, compactly."""
 
     async def resolve_image(self, image: ImageReference, location: str) -> ImageReference:
         """The image at an exact version available in `location` ('latest' resolved)."""

@@ -99,6 +99,25 @@ class FleetOperation(ViewModel):
     )
 
 
+class HealthReading(ViewModel):
+    """Every instance's health and phase, and nothing else: what the upgrade re-reads before
+    each batch (a few bytes an instance, where a full view is hundreds)."""
+
+    health: dict[str, HealthState]
+    phases: dict[str, int] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, view: ScaleSetView) -> HealthReading:
+        return cls(
+            health={i.instance_id: i.health for i in view.instances},
+            phases={
+                i.instance_id: i.custom_metrics.phase_ordering_number
+                for i in view.instances
+                if i.custom_metrics.phase_ordering_number is not None
+            },
+        )
+
+
 class HealthProbe(ViewModel):
     """One probe of an instance's health endpoint."""
 

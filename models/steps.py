@@ -21,6 +21,7 @@ RESTORE_OS_DISK = "restore_os_disk"
 WAIT_FOR_HEALTH = "wait_for_health"
 PROBE_HEALTH = "probe_health"
 DELIVER_WEBHOOK = "deliver_webhook"
+READ_HEALTH = "read_health"
 
 
 class DescribeScaleSetInput(AzureModel):
@@ -29,6 +30,10 @@ class DescribeScaleSetInput(AzureModel):
 
 class DescribeScaleSetResult(AzureModel):
     scale_set: ScaleSetView
+
+
+class ReadHealthInput(AzureModel):
+    scale_set: str
 
 
 class ResolveImageInput(AzureModel):

@@ -15,7 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 from models import steps
-from models.fleet import FleetOperation, ScaleSetView
+from models.fleet import FleetOperation, HealthReading, ScaleSetView
 from models.image import ImageReference
 from models.notifications import WebhookDelivery
 from models.policy import ApplicationHealthSettings
@@ -45,6 +45,18 @@ async def describe_scale_set(scale_set: str) -> ScaleSetView:
         summary=f"describe {scale_set}",
     )
     return result.scale_set
+
+
+async def read_health(scale_set: str) -> HealthReading:
+    return await workflow.execute_activity(
+        steps.READ_HEALTH,
+        steps.ReadHealthInput(scale_set=scale_set),
+        result_type=HealthReading,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=READ_ATTEMPT,
+        retry_policy=FLEET_RETRY,
+        summary=f"read the health of {scale_set}",
+    )
 
 
 async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> ImageReference:

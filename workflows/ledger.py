@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from models.errors import FailureCause, UpgradeErrorCode
-from models.fleet import HealthState, ScaleSetView
+from models.fleet import HealthReading, HealthState, ScaleSetView
 from models.image import ImageReference
 from models.notifications import NotificationRecord
 from models.policy import format_duration
@@ -87,20 +87,19 @@ class UpgradeLedger:
         progress.code = code
         progress.message = message
 
-    def observe(self, scale_set: ScaleSetView) -> None:
+    def observe(self, reading: HealthReading) -> None:
         """Take fresh health readings. An instance that no longer exists leaves the arithmetic
         of the gates (a scale-in is not an outage); if it was still pending it is skipped."""
-        seen = {view.instance_id: view for view in scale_set.instances}
         for instance_id, progress in self.instances.items():
-            view = seen.get(instance_id)
-            if view is None:
+            health = reading.health.get(instance_id)
+            if health is None:
                 self._gone.add(instance_id)
                 progress.health = HealthState.UNKNOWN
                 if progress.state == InstanceState.PENDING:
                     self._skip(progress, SKIP_GONE, "the instance was deleted during the upgrade")
                 continue
-            progress.health = view.health
-            self._phases[instance_id] = view.custom_metrics.phase_ordering_number
+            progress.health = health
+            self._phases[instance_id] = reading.phases.get(instance_id)
 
     def unhealthy(self) -> list[str]:
         """Instances of the scale set that are not Healthy right now (deleted ones excluded)."""

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from models.errors import FailureCause
+    from models.fleet import HealthReading
     from models.status import ApiError, RollingUpgradeStatusInfo
     from models.upgrade import (
         ADMIT_UPDATE,
@@ -59,6 +60,10 @@ COUNT_UNHEALTHY_SINCE_UPGRADE = "count-unhealthy-since-upgrade"
 # 2026-11: the UpgradeStatus and TargetImage search attributes follow the upgrade, and its
 # outcome is kept in the memo for `upgradectl history`.
 VISIBILITY = "visibility"
+# 2026-11: the gates re-read only health (a few bytes an instance) instead of describing the
+# whole scale set before each batch, which put every instance's full view in the history again
+# for every batch.
+COMPACT_HEALTH_READS = "compact-health-reads"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -176,10 +181,7 @@ class RollingUpgradeWorkflow:
             if ledger.batches:
                 if breach := self._deadline_gate():
                     return await self._fault(breach)
-                observed = await self._through_cancel(
-                    activity_calls.describe_scale_set(request.scale_set)
-                )
-                ledger.observe(observed)
+                ledger.observe(await self._through_cancel(self._read_health()))
                 if breach := ledger.unhealthy_gate(before_upgrade=False):
                     return await self._fault(breach)
                 if workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
@@ -218,9 +220,7 @@ class RollingUpgradeWorkflow:
         if ledger.batches and not self._cancel_requested and workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
             # One last health reading: an upgraded instance that went down since its batch
             # counts against maxUnhealthyUpgradedInstancePercent, even after the last batch.
-            ledger.observe(
-                await self._through_cancel(activity_calls.describe_scale_set(request.scale_set))
-            )
+            ledger.observe(await self._through_cancel(self._read_health()))
             if breach := ledger.upgraded_gate(including_later=True):
                 return await self._breach(upgrade_id, breach)
 
@@ -231,6 +231,13 @@ class RollingUpgradeWorkflow:
         workflow.logger.info("upgrade ended: %s", ledger.code.value, extra={"scale_set": request.scale_set})
         await self._close()
         return ledger.report()
+
+    async def _read_health(self) -> HealthReading:
+        """Fresh health readings, before each batch and after the last."""
+        scale_set = self._ledger.request.scale_set
+        if workflow.patched(COMPACT_HEALTH_READS):
+            return await activity_calls.read_health(scale_set)
+        return HealthReading.of(await activity_calls.describe_scale_set(scale_set))
 
     def _publish(self) -> None:
         """Keep the Web UI's current details in step with the ledger."""

@@ -87,6 +87,10 @@ def create_app(db_path: str | Path) -> FastAPI:
     async def get_scale_set(name: str) -> dict[str, Any]:
         return cloud.scale_set_view(name).to_json()
 
+    @app.get("/scaleSets/{name}/health")
+    async def read_health(name: str) -> dict[str, Any]:
+        return cloud.health_reading(name)
+
     @app.post("/scaleSets/{name}/instances/{instance_id}/reimage")
     async def reimage(
         name: str, instance_id: str, body: dict[str, Any] = Body(...)
