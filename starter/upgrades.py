@@ -9,6 +9,7 @@ policy. Both are refusals before any instance is touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 from temporalio.client import (
@@ -99,6 +100,10 @@ async def start_upgrade(
     except (WorkflowAlreadyStartedError, RPCError) as err:
         if isinstance(err, RPCError) and err.status != RPCStatusCode.ALREADY_EXISTS:
             raise
+        # The SDK parks the same failure on the start operation; read it, or asyncio reports
+        # "Future exception was never retrieved" when the operation is collected.
+        with contextlib.suppress(WorkflowAlreadyStartedError, RPCError):
+            await start.workflow_handle()
         raise UpgradeRefused(
             RefusalCode.UPGRADE_IN_PROGRESS,
             f"scale set {request.scale_set!r} is already being upgraded (workflow "
