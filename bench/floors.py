@@ -2,8 +2,8 @@
 
 (a) A bare Temporal workflow that runs the same number of no-op activities as the upgrade
     needed, at most 100 in flight (the per-workflow limit the upgrade respects too).
-(b) A plain asyncio loop, not durable, making the same HTTP calls to the emulator: describe the
-    scale set per batch, then per instance reimage, poll the operation, probe until healthy.
+(b) A plain asyncio loop, not durable, making the same HTTP calls to the emulator: read the
+    scale set's health per batch, then per instance reimage, poll the operation, probe until healthy.
 
 `python -m bench.floors` runs the worker for (a) as its own process, like the upgrade's worker.
 """
@@ -57,7 +57,7 @@ async def http_floor(fleet_url: str, scale_set: str, batches: list[list[str]], i
                 await asyncio.sleep(interval)
 
         for batch in batches:
-            await fleet.get_scale_set(scale_set)
+            await fleet.read_health(scale_set)
             await asyncio.gather(*(upgrade_one(i) for i in batch))
 
 
@@ -75,6 +75,7 @@ async def _serve() -> None:
         workflows=[NoopWorkflow],
         activities=[noop],
         max_concurrent_activities=1000,
+        max_eager_activity_reservations_per_workflow_task=WINDOW,  # as the upgrade's worker
     ):
         print("worker started", flush=True)
         await asyncio.Event().wait()

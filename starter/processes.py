@@ -88,6 +88,11 @@ def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
     return process
 
 
+# A batch's reimages, scheduled in one workflow task, come back to the worker with its reply
+# instead of one by one through matching (see deploy/temporal/dynamicconfig/).
+EAGER_ACTIVITIES = ("--dynamic-config-value", "system.enableActivityEagerExecution=true")
+
+
 def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
     args = [
         venv_binary("temporal"),
@@ -104,6 +109,7 @@ def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
         # The dev server's single shard paces workflow steps at 50 ms by default.
         "--dynamic-config-value",
         "history.transferProcessorMaxPollRPS=1000",
+        *EAGER_ACTIVITIES,
         *[arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")],
     ]
     if db is not None:

@@ -57,7 +57,11 @@ async def local_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=processes.venv_binary("temporal"),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
-        dev_server_extra_args=["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"],
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "history.transferProcessorMaxPollRPS=1000",
+            *processes.EAGER_ACTIVITIES,
+        ],
         search_attributes=search_attributes.ALL,
         ui=True,
         ui_port=UI_PORT,

@@ -12,7 +12,7 @@ from activities.webhooks import WebhookActivities
 from fleet.protocol import FleetBackend
 from workflows.admission import UpgradePreflightWorkflow
 from workflows.batch_upgrade import BatchUpgradeWorkflow
-from workflows.rolling_upgrade import RollingUpgradeWorkflow
+from workflows.rolling_upgrade import MAX_INSTANCES_PER_CHILD, RollingUpgradeWorkflow
 
 WORKFLOWS = [RollingUpgradeWorkflow, BatchUpgradeWorkflow, UpgradePreflightWorkflow]
 
@@ -37,5 +37,8 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_heartbeat_throttle_interval=timedelta(seconds=1),
+        # A batch child schedules all its reimages in one workflow task; where the server allows
+        # eager execution they all come back with its reply (the SDK's default takes three).
+        max_eager_activity_reservations_per_workflow_task=MAX_INSTANCES_PER_CHILD,
         **options,  # type: ignore[arg-type]
     )
