@@ -18,6 +18,8 @@ class HistoryStats:
     parent_events: int
     child_events: list[int]
     activities: int
+    parent_bytes: int
+    largest_child_bytes: int
 
     @property
     def total_events(self) -> int:
@@ -28,14 +30,17 @@ async def history_stats(client: Client, workflow_id: str) -> HistoryStats:
     """Events of the upgrade and of each batch child, and how many activities they ran."""
     parent = await client.get_workflow_handle(workflow_id).fetch_history()
     child_events: list[int] = []
+    largest_child_bytes = 0
     activities = sum(1 for e in parent.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
     for event in parent.events:
         if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             execution = event.child_workflow_execution_started_event_attributes.workflow_execution
             child = await client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id).fetch_history()
             child_events.append(len(child.events))
+            largest_child_bytes = max(largest_child_bytes, sum(e.ByteSize() for e in child.events))
             activities += sum(1 for e in child.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    return HistoryStats(len(parent.events), child_events, activities)
+    parent_bytes = sum(e.ByteSize() for e in parent.events)
+    return HistoryStats(len(parent.events), child_events, activities, parent_bytes, largest_child_bytes)
 
 
 def peak_rss_mb(pid: int) -> float:

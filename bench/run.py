@@ -147,6 +147,7 @@ async def overhead(lab: Lab, size: int) -> dict[str, Any]:
         "activities_per_s": round(stats.activities / run.wall, 1),
         "history_events": stats.total_events,
         "history_events_per_instance": round(stats.total_events / size, 2),
+        "parent_history_kb": round(stats.parent_bytes / 1024, 1),
         "worker_peak_rss_mb": round(rss, 1),
         "floor_a_bare_workflow_s": round(floor_a, 3),
         "floor_a_ms_per_instance": round(1000 * floor_a / size, 2),
@@ -226,6 +227,7 @@ async def history_size(lab: Lab) -> dict[str, Any]:
         "children": len(stats.child_events),
         "largest_child_events": max(stats.child_events),
         "parent_events": stats.parent_events,
+        "largest_child_history_kb": round(stats.largest_child_bytes / 1024, 1),
         "warning_at": HISTORY_WARNING,
         "limit_at": HISTORY_LIMIT,
         "wall_s": round(run.wall, 3),
@@ -303,9 +305,12 @@ async def run(chosen: list[str], console: Console) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Measure what orchestration costs on top of the fleet.")
-    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=list(SCENARIOS))
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Measure what orchestration costs on top of the fleet.")
+    parser.add_argument("scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(SCENARIOS)}; all by default")
     args = parser.parse_args()
+    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     console = Console()
     results = asyncio.run(run(args.scenarios or list(SCENARIOS), console))
     document = {
