@@ -44,5 +44,5 @@ class DeadlineClock:
             waiting = [when for when, deadline in self._pending if not deadline.done()]
             if not waiting:
                 return
-            earliest = min(waiting)
-            await workflow.sleep(max(earliest - now, timedelta(milliseconds=1)), summary="health-wait deadline")
+            wait = max(min(waiting) - now, timedelta(milliseconds=1))
+            await workflow.sleep(wait, summary="health-wait deadline")
