@@ -111,9 +111,7 @@ async def start_upgrade(
             f"with `upgradectl cancel {request.scale_set}`",
         ) from None
     except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            raise UpgradeRefused(cause.type or "Refused", cause.message) from None
+        refuse_if_declined(err.cause)
         raise
     except asyncio.TimeoutError:
         raise UpgradeFailed(
@@ -121,6 +119,13 @@ async def start_upgrade(
             f"within {admission_timeout:.0f} s: is a worker polling task queue {task_queue!r}?"
         ) from None
     return await start.workflow_handle(), admission
+
+
+def refuse_if_declined(cause: BaseException | None) -> None:
+    """A workflow that declined the upgrade says why in an ApplicationError: its type is the
+    refusal code."""
+    if isinstance(cause, ApplicationError):
+        raise UpgradeRefused(cause.type or "Refused", cause.message) from None
 
 
 async def run_preflight(
@@ -140,9 +145,7 @@ async def run_preflight(
             timeout,
         )
     except WorkflowFailureError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            raise UpgradeRefused(cause.type or "Refused", cause.message) from None
+        refuse_if_declined(err.cause)
         raise
     except asyncio.TimeoutError:
         raise UpgradeFailed(
