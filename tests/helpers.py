@@ -17,7 +17,7 @@ from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import Admission, UpgradeReport, UpgradeRequest
 from starter.processes import WorkerProcesses  # noqa: F401 - the tests' worker processes
-from starter.upgrades import final_report, start_upgrade
+from starter.upgrades import final_report, get_status, start_upgrade
 
 T = TypeVar("T")
 
@@ -73,6 +73,19 @@ async def upgrade(
         **policy,
     )
     return await start_upgrade(client, request, task_queue)
+
+
+async def upgrade_paused_after_first_batch(
+    client: Client, task_queue: str, fleet: EmulatorClient
+) -> tuple[str, WorkflowHandle, Admission]:
+    """A six-instance upgrade across two zones, held in its hour-long pause after batch 1: a
+    running upgrade to inspect."""
+    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)
+    handle, admission = await upgrade(client, task_queue, name, policy={"pauseTimeBetweenBatches": "PT1H"})
+    await eventually(
+        lambda: get_status(client, name), lambda s: s.properties.progress.successful_instance_count == 1
+    )
+    return name, handle, admission
 
 
 async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> UpgradeReport:

@@ -14,8 +14,8 @@ from urllib.parse import quote
 import pytest
 
 from models.upgrade import upgrade_workflow_id
-from starter.upgrades import cancel_upgrade, final_report, get_status
-from tests.helpers import eventually, make_scale_set, upgrade
+from starter.upgrades import cancel_upgrade, final_report
+from tests.helpers import upgrade_paused_after_first_batch
 
 # As the workplace's probe starts it: no sandbox as root, and no calls to Google's services.
 CHROMIUM_ARGS = [
@@ -89,13 +89,7 @@ async def test_the_web_ui_shows_summary_and_current_details_of_running_and_finis
     local_env, local_worker, fleet, browser, web_ui_url
 ):
     client = local_env.client
-    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)
-    handle, admission = await upgrade(
-        client, local_worker.task_queue, name, policy={"pauseTimeBetweenBatches": "PT1H"}
-    )
-    await eventually(
-        lambda: get_status(client, name), lambda s: s.properties.progress.successful_instance_count == 1
-    )
+    name, handle, admission = await upgrade_paused_after_first_batch(client, local_worker.task_queue, fleet)
     url = (
         f"{web_ui_url}/namespaces/default/workflows/"
         f"{quote(upgrade_workflow_id(name), safe='')}/{admission.run_id}/user-metadata"

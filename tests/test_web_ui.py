@@ -7,9 +7,10 @@ from __future__ import annotations
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.enums.v1 import EventType
 
+from models.fleet import FaultSpec
 from models.upgrade import upgrade_workflow_id
-from starter.upgrades import cancel_upgrade, final_report, get_status
-from tests.helpers import eventually, make_scale_set, upgrade
+from starter.upgrades import cancel_upgrade, final_report
+from tests.helpers import V2, eventually, make_scale_set, upgrade, upgrade_paused_after_first_batch
 from workflows import search_attributes
 
 
@@ -20,13 +21,7 @@ async def current_details(handle) -> str:
 
 async def test_the_web_ui_shows_summary_details_and_live_progress(local_env, local_worker, fleet):
     client = local_env.client
-    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)
-    handle, admission = await upgrade(
-        client, local_worker.task_queue, name, policy={"pauseTimeBetweenBatches": "PT1H"}
-    )
-    await eventually(
-        lambda: get_status(client, name), lambda s: s.properties.progress.successful_instance_count == 1
-    )
+    name, handle, admission = await upgrade_paused_after_first_batch(client, local_worker.task_queue, fleet)
 
     # Running: a static summary and the effective policy as static details.
     description = await handle.describe()
@@ -80,9 +75,6 @@ async def _ids(client, query: str) -> list[str]:
 
 
 async def test_a_faulted_upgrade_is_findable_by_status(local_env, local_worker, fleet):
-    from models.fleet import FaultSpec
-    from tests.helpers import V2
-
     name = await make_scale_set(fleet, 5, faults=FaultSpec(unhealthy_images=[V2.version]))
     handle, _ = await upgrade(local_env.client, local_worker.task_queue, name)
     report = await final_report(handle)
