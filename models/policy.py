@@ -17,6 +17,7 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -129,6 +130,9 @@ class ApplicationHealthSettings(AzureModel):
     gracePeriod (seconds) defaults to intervalInSeconds x numberOfProbes: answers other than
     Healthy inside it are reported as Initializing. healthWaitTimeout is how long an upgraded
     instance may take to become healthy before it is given up (Azure: 5 minutes).
+    healthStates is how answers are read: "rich" (extension v2: the body's
+    ApplicationHealthState, Unknown when it is missing or the answer is not 2xx) or "binary"
+    (extension v1, load-balancer style: 2xx is Healthy, anything else Unhealthy).
     """
 
     protocol: Literal["http", "https", "tcp"] = "http"
@@ -138,6 +142,14 @@ class ApplicationHealthSettings(AzureModel):
     number_of_probes: Annotated[int, whole_number(1, 24)] = 1
     grace_period: Annotated[int, whole_number(0, 7200)] | None = None
     health_wait_timeout: HealthWait = timedelta(minutes=5)
+    health_states: Literal["rich", "binary"] = "rich"
+
+    @field_validator("health_states", mode="before")
+    @classmethod
+    def _known_mode(cls, value: Any) -> Any:
+        if value not in ("rich", "binary"):
+            raise ValueError(f"must be rich or binary (got {value!r})")
+        return value
 
     @model_validator(mode="before")
     @classmethod
