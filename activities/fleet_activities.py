@@ -179,6 +179,15 @@ class FleetActivities:
 
     @activity.defn(name=steps.PROBE_HEALTH)
     async def probe_health(self, request: steps.HealthInput) -> steps.HealthResult:
-        with fleet_errors():
-            probe = await self.fleet.probe_health(request.scale_set, request.instance_id, request.health)
-        return steps.HealthResult(state=probe.state, detail=probe.detail)
+        """The last look at the health-wait deadline: Healthy only after numberOfProbes Healthy
+        answers in a row, every intervalInSeconds; the first other answer is the verdict."""
+        settings = request.health
+        probes = 0
+        while True:
+            with fleet_errors():
+                probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
+            probes += 1
+            activity.heartbeat({"probes": probes, "state": probe.state.value, "detail": probe.detail})
+            if probe.state != HealthState.HEALTHY or probes >= settings.number_of_probes:
+                return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
+            await asyncio.sleep(settings.interval_in_seconds)

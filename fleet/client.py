@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -10,8 +9,8 @@ import httpx
 from pydantic import TypeAdapter
 
 from fleet.errors import FleetError, FleetRequestError, FleetTransientError
+from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from models.fleet import (
-    CustomMetrics,
     FaultSpec,
     FleetOperation,
     GalleryImageVersion,
@@ -21,44 +20,32 @@ from models.fleet import (
     ScaleSetSpec,
     ScaleSetView,
 )
+from models.health import interpret
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 
 DEFAULT_FLEET_URL = "http://127.0.0.1:8780"
 _OPERATIONS = TypeAdapter(list[FleetOperation])
 _IMAGES = TypeAdapter(list[GalleryImageVersion])
-_STATES = {state.value for state in HealthState}
 
 
 def fleet_url_from_env() -> str:
     return os.environ.get("FLEET_URL", DEFAULT_FLEET_URL).rstrip("/")
 
 
-def parse_health(response: httpx.Response, protocol: str) -> HealthProbe:
-    """Read an Application Health extension answer: rich states in the body, else the status."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("ApplicationHealthState") in _STATES:
-        state = HealthState(body["ApplicationHealthState"])
-        if protocol == "tcp" and state != HealthState.HEALTHY:
-            # A TCP probe only knows whether the port answers: binary health.
-            state = HealthState.UNHEALTHY if response.is_success else HealthState.UNKNOWN
-        metrics = CustomMetrics()
-        if raw := body.get("customMetrics"):
-            try:
-                metrics = CustomMetrics.model_validate(json.loads(raw).get("rollingUpgrade", {}))
-            except (ValueError, AttributeError):
-                pass
-        return HealthProbe(state=state, custom_metrics=metrics, detail=body.get("detail"))
-    if response.status_code == 404:
-        return HealthProbe(state=HealthState.UNKNOWN, detail="no such instance")
-    healthy = response.is_success and protocol == "tcp"
-    return HealthProbe(
-        state=HealthState.HEALTHY if healthy else HealthState.UNHEALTHY,
-        detail=f"HTTP {response.status_code} without a health state",
-    )
+def parse_health(response: httpx.Response, settings: ApplicationHealthSettings) -> HealthProbe:
+    """Read one answer of an instance's health endpoint as the Application Health extension
+    does (models.health.interpret); the emulator's no-connection answer is no answer at all."""
+    if response.headers.get(NO_CONNECTION_HEADER) == NO_CONNECTION_VALUE:
+        probe = interpret(settings.protocol, settings.health_states, None, None)
+        reason = response.text.strip()
+        return probe.model_copy(update={"detail": f"{probe.detail}: {reason}" if reason else probe.detail})
+    return interpret(settings.protocol, settings.health_states, response.status_code, response.text)
+
+
+# Azure answers 409 Conflict / AnotherOperationInProgress while an instance is busy with another
+# operation: the same request succeeds once that one is done.
+RETRYABLE_CONFLICTS = frozenset({"Conflict", "AnotherOperationInProgress"})
 
 
 class EmulatorClient:
@@ -99,11 +86,12 @@ class EmulatorClient:
             code, message = error["code"], error["message"]
         except (ValueError, KeyError, TypeError):
             code, message = f"HTTP{response.status_code}", response.text[:200]
-        kind = (
-            FleetTransientError
-            if response.status_code == 429 or response.status_code >= 500
-            else FleetRequestError
+        transient = (
+            response.status_code == 429
+            or response.status_code >= 500
+            or (response.status_code == 409 and code in RETRYABLE_CONFLICTS)
         )
+        kind = FleetTransientError if transient else FleetRequestError
         raise kind(code, message, response.status_code)
 
     # --- FleetBackend -----------------------------------------------------------------------
@@ -144,9 +132,10 @@ class EmulatorClient:
         path = settings.request_path if settings.protocol != "tcp" else f"/tcp/{settings.port}"
         try:
             response = await self._http.get(f"/vm/{scale_set}/{instance_id}{path}")
-        except httpx.TransportError as err:
-            return HealthProbe(state=HealthState.UNKNOWN, detail=f"no answer: {err!r}")
-        return parse_health(response, settings.protocol)
+        except httpx.TransportError as err:  # refused, unreachable, timed out
+            probe = interpret(settings.protocol, settings.health_states, None, None)
+            return probe.model_copy(update={"detail": f"{probe.detail}: {err!r}"})
+        return parse_health(response, settings)
 
     # --- emulator administration ------------------------------------------------------------
 
@@ -184,6 +173,35 @@ class EmulatorClient:
     async def set_health(self, name: str, instance_id: str, state: HealthState | None) -> None:
         body = {"state": state.value if state else None}
         await self._call("PUT", f"/admin/scaleSets/{name}/instances/{instance_id}/health", body)
+
+    async def scale_out(
+        self, name: str, count: int, image: ImageReference | None = None
+    ) -> ScaleSetView:
+        """Add `count` instances to the scale set, placed over zones, update and fault domains
+        as create places them, ids continuing the ordinals; booted on the scale set model's
+        image, or on `image` (an exact version or 'latest', resolved in the set's region)."""
+        body: dict[str, Any] = {"count": count}
+        if image is not None:
+            body["imageReference"] = image.to_json()
+        return ScaleSetView.model_validate(
+            await self._call("POST", f"/admin/scaleSets/{name}/scaleOut", body)
+        )
+
+    async def start_operation(
+        self, name: str, instance_id: str, seconds: float, operation_id: str | None = None
+    ) -> FleetOperation:
+        """Keep an instance busy from outside the upgrade: a restart lasting `seconds`."""
+        body: dict[str, Any] = {"seconds": seconds}
+        if operation_id:
+            body["operationId"] = operation_id
+        path = f"/admin/scaleSets/{name}/instances/{instance_id}/restart"
+        return FleetOperation.model_validate(await self._call("POST", path, body))
+
+    async def set_probe_answers(self, name: str, instance_id: str, answers: list[str]) -> None:
+        """Script the instance endpoint's next answers, one per probe: "Healthy", "Unhealthy",
+        "Unknown" (an error answer) or "Down" (no connection); then it answers as usual."""
+        path = f"/admin/scaleSets/{name}/instances/{instance_id}/probeAnswers"
+        await self._call("PUT", path, {"answers": answers})
 
     async def publish_image(
         self, image: ImageReference, regions: list[str] | None = None, *, exclude_from_latest: bool = False

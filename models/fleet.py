@@ -1,9 +1,14 @@
-"""What a fleet back end shows and accepts: scale sets, instances, images, operations, faults."""
+"""What a fleet back end shows and accepts: scale sets, instances, images, operations, faults.
+
+Documents a back end shows (and that travel between workflows and activities) are ViewModels:
+fields a newer back end or worker adds are ignored, not refused. What a user writes (a scale
+set spec, faults, timing) is an AzureModel: an unknown field there is a typo, refused.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
@@ -21,8 +26,9 @@ class HealthState(StrEnum):
     UNKNOWN = "Unknown"
 
 
-class CustomMetrics(AzureModel):
-    """The `rollingUpgrade` custom metrics an instance's health endpoint may report."""
+class CustomMetrics(ViewModel):
+    """The `rollingUpgrade` custom metrics an instance's health endpoint may report (metrics
+    Azure adds later are ignored)."""
 
     phase_ordering_number: int | None = Field(default=None, alias="PhaseOrderingNumber")
     skip_upgrade: bool = Field(default=False, alias="SkipUpgrade")
@@ -71,6 +77,8 @@ class OperationStatus(StrEnum):
 class OperationKind(StrEnum):
     REIMAGE = "reimage"
     RESTORE = "restoreOsDisk"
+    # Started from outside the upgrade (the emulator's admin API): keeps an instance busy.
+    RESTART = "restart"
 
 
 class OperationError(ViewModel):
@@ -198,4 +206,10 @@ class ScaleSetSpec(AzureModel):
     timing: TimingSpec = Field(default_factory=TimingSpec)
     faults: FaultSpec = Field(default_factory=FaultSpec)
     custom_metrics: dict[str, CustomMetrics] = Field(default_factory=dict)
+    app_endpoint: Literal["rich", "binary"] = Field(
+        default="rich",
+        description="how every instance's health endpoint answers: rich states in a JSON body "
+        "(200 with ApplicationHealthState Healthy or Unhealthy) or binary (200 when healthy, "
+        "503 when not); see fleet/emulator/cloud.py Cloud.app_health",
+    )
     seed: int = 0

@@ -70,10 +70,10 @@ def interpret(
             state=HealthState.UNKNOWN,
             detail=f"HTTP {status} with an invalid ApplicationHealthState ({reported!r})",
         )
-    detail = document.get("detail")
     metrics, problem = _custom_metrics(document.get("customMetrics"))
-    note = "; ".join(str(part) for part in (detail, problem) if part)
-    return HealthProbe(state=state, custom_metrics=metrics, detail=note or None)
+    said = document.get("detail")  # not Azure's; the emulator says why
+    note = "; ".join(str(part) for part in (f"HTTP {status}: {reported}", said, problem) if part)
+    return HealthProbe(state=state, custom_metrics=metrics, detail=note)
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:

@@ -3,11 +3,16 @@
 Workflows call activities by these names, so they never import the implementations (which do
 I/O) into the sandbox. One input model per activity, so fields can be added without breaking
 recorded histories.
+
+Every payload ignores fields it does not know: during a rolling deploy a newer worker may send
+a field an older one has never heard of, and the older one must still run the step.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import ConfigDict, Field, field_validator
 
 from models.base import AzureModel
 from models.fleet import FleetOperation, HealthState, ScaleSetView
@@ -24,53 +29,71 @@ DELIVER_WEBHOOK = "deliver_webhook"
 READ_HEALTH = "read_health"
 
 
-class DescribeScaleSetInput(AzureModel):
+class Payload(AzureModel):
+    """An activity's input or output: unknown fields are ignored, not refused."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class DescribeScaleSetInput(Payload):
     scale_set: str
 
 
-class DescribeScaleSetResult(AzureModel):
+class DescribeScaleSetResult(Payload):
     scale_set: ScaleSetView
 
 
-class ReadHealthInput(AzureModel):
+class ReadHealthInput(Payload):
     scale_set: str
 
 
-class ResolveImageInput(AzureModel):
+class ResolveImageInput(Payload):
     image: ImageReference
     scale_set: ScaleSetView = Field(description="where the image must be replicated to")
 
 
-class ResolveImageResult(AzureModel):
+class ResolveImageResult(Payload):
     image: ImageReference
 
 
-class ReimageInput(AzureModel):
+class ReimageInput(Payload):
     scale_set: str
     instance_id: str
     image: ImageReference
     operation_id: str
 
 
-class RestoreInput(AzureModel):
+class RestoreInput(Payload):
     scale_set: str
     instance_id: str
     os_disk: str
     operation_id: str
 
 
-class OperationResult(AzureModel):
+class OperationResult(Payload):
     operation: FleetOperation
 
 
-class HealthInput(AzureModel):
+class HealthInput(Payload):
     scale_set: str
     instance_id: str
     health: ApplicationHealthSettings
     grace_remaining_seconds: float = 0.0
 
+    @field_validator("health", mode="before")
+    @classmethod
+    def _known_health_fields(cls, value: Any) -> Any:
+        """The health settings refuse unknown fields (a typo in a policy file), but a newer
+        worker may send settings with a field this one does not know: drop those."""
+        if not isinstance(value, dict):
+            return value
+        known = set()
+        for name, field in ApplicationHealthSettings.model_fields.items():
+            known.update({name, field.alias or name})
+        return {key: item for key, item in value.items() if key in known}
 
-class HealthResult(AzureModel):
+
+class HealthResult(Payload):
     state: HealthState
     probes: int = 1
     detail: str | None = None

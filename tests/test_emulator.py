@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
 from fleet.errors import FleetRequestError, FleetTransientError
-from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
+from models.fleet import FaultSpec, HealthState, OperationKind, OperationStatus, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 from tests.helpers import V1, V2, make_scale_set
@@ -63,14 +64,38 @@ async def test_health_goes_unknown_while_reimaging_then_initializing_while_booti
     operation = await fleet.begin_reimage(name, "0", V2, "op-h")
     assert operation.status == OperationStatus.IN_PROGRESS
     assert 0 < operation.retry_after_seconds <= 0.4
+    assert (await fleet.read_health(name)).health["0"] == HealthState.UNKNOWN
     assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.UNKNOWN
-    with pytest.raises(FleetRequestError, match="OperationNotAllowed"):
+    # Busy with another operation: Azure's 409, worth trying again later.
+    with pytest.raises(FleetTransientError) as busy:
         await fleet.begin_reimage(name, "0", V2, "op-other")
+    assert (busy.value.status, busy.value.code) == (409, "AnotherOperationInProgress")
     await asyncio.sleep(0.45)
     assert (await fleet.get_operation(name, "op-h")).status == OperationStatus.SUCCEEDED
-    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.INITIALIZING
+    # Booting: the extension says Initializing; the application does not answer yet.
+    assert (await fleet.read_health(name)).health["0"] == HealthState.INITIALIZING
+    assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.UNKNOWN
     await asyncio.sleep(0.45)
+    assert (await fleet.read_health(name)).health["0"] == HealthState.HEALTHY
     assert (await fleet.probe_health(name, "0", HEALTH)).state == HealthState.HEALTHY
+
+
+async def test_an_operation_started_from_outside_keeps_the_instance_busy(fleet):
+    name = await make_scale_set(fleet, 2)
+    outside = await fleet.start_operation(name, "1", seconds=0.5, operation_id=f"maintenance-{name}")
+    assert (outside.kind, outside.status) == (OperationKind.RESTART, OperationStatus.IN_PROGRESS)
+    with pytest.raises(FleetTransientError) as busy:
+        await fleet.begin_reimage(name, "1", V2, "op-busy")
+    assert busy.value.code == "AnotherOperationInProgress"
+    await asyncio.sleep(0.55)
+    done = await fleet.begin_reimage(name, "1", V2, "op-busy")
+    assert done.status == OperationStatus.SUCCEEDED
+    ops = await fleet.operations(name)
+    assert [(op.kind, op.status) for op in ops] == [
+        (OperationKind.RESTART, OperationStatus.SUCCEEDED),
+        (OperationKind.REIMAGE, OperationStatus.SUCCEEDED),
+    ]
+    assert ops[0].os_disk == ops[0].previous_os_disk  # a restart keeps the OS disk
 
 
 async def test_gallery_resolves_latest_and_checks_regional_replication(fleet):
@@ -88,6 +113,57 @@ async def test_gallery_resolves_latest_and_checks_regional_replication(fleet):
     assert refused.value.code == "ImageNotReplicatedToRegion"
     with pytest.raises(FleetRequestError, match="ImageNotFound"):
         await fleet.resolve_image(ImageReference.parse("Nobody:none:1:1"), "westeurope")
+
+
+async def test_latest_of_versions_all_excluded_from_latest_is_not_found_not_unreplicated(fleet):
+    sku = f"Contoso:excluded-test:{uuid.uuid4().hex[:8]}"
+    await fleet.publish_image(ImageReference.parse(f"{sku}:1.0.0"), exclude_from_latest=True)
+    await fleet.publish_image(ImageReference.parse(f"{sku}:1.1.0"), ["eastus"], exclude_from_latest=True)
+    with pytest.raises(FleetRequestError) as refused:
+        await fleet.resolve_image(ImageReference.parse(sku), "westeurope")
+    assert (refused.value.status, refused.value.code) == (404, "ImageNotFound")
+    assert refused.value.message.startswith(
+        f"every version of {sku}:latest is excluded from latest (versions: 1.0.0, 1.1.0)"
+    )
+    # An exact version still resolves.
+    assert (await fleet.resolve_image(ImageReference.parse(f"{sku}:1.0.0"), "westeurope")).exact_version == "1.0.0"
+    # A version that may be 'latest' but lives elsewhere: that one is "not replicated".
+    await fleet.publish_image(ImageReference.parse(f"{sku}:0.9.0"), ["eastus"])
+    with pytest.raises(FleetRequestError) as elsewhere:
+        await fleet.resolve_image(ImageReference.parse(sku), "westeurope")
+    assert elsewhere.value.code == "ImageNotReplicatedToRegion"
+    assert (await fleet.resolve_image(ImageReference.parse(sku), "eastus")).exact_version == "0.9.0"
+
+
+async def test_scale_out_places_new_instances_like_create_and_continues_the_ids(fleet):
+    name = await make_scale_set(fleet, 6, zones=["1", "2", "3"], update_domains=2)
+    created = await make_scale_set(fleet, 9, zones=["1", "2", "3"], update_domains=2, name=f"{name}-ref")
+    await fleet.delete_instance(name, "5")  # the highest id: never handed out again
+    view = await fleet.scale_out(name, 3)
+    ids = [i.instance_id for i in view.instances]
+    assert ids == ["0", "1", "2", "3", "4", "6", "7", "8"]
+    reference = {i.instance_id: i for i in (await fleet.get_scale_set(created)).instances}
+    for instance in view.instances[5:]:
+        twin = reference[instance.instance_id]
+        assert (instance.zone, instance.platform_update_domain, instance.platform_fault_domain) == (
+            twin.zone, twin.platform_update_domain, twin.platform_fault_domain
+        )
+        assert instance.image_reference.same_image(V1)  # the scale set model's image
+        assert instance.health == HealthState.HEALTHY
+        assert len(instance.data_disks) == 1
+    reading = await fleet.read_health(name)
+    assert sorted(reading.health, key=int) == ids
+    assert ids == [i.instance_id for i in (await fleet.get_scale_set(name)).instances]
+
+    on_new = await fleet.scale_out(name, 2, image=V2)
+    added = on_new.instances[-2:]
+    assert [i.instance_id for i in added] == ["9", "10"]
+    assert all(i.image_reference.exact_version == V2.version for i in added)
+    assert (await fleet.probe_health(name, "10", HEALTH)).state == HealthState.HEALTHY
+    with pytest.raises(FleetRequestError, match="InvalidParameter"):
+        await fleet.scale_out(name, 0)
+    with pytest.raises(FleetRequestError, match="ImageNotFound"):
+        await fleet.scale_out(name, 1, image=ImageReference.parse("Contoso:web-os:2024:9.9.9"))
 
 
 async def test_operation_failures_and_deleted_instances_are_reported_with_codes(fleet):

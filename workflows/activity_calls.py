@@ -124,14 +124,32 @@ def start_wait_for_health(
     )
 
 
+# One probe's answer, at most (the fleet client's own timeout is 10 s).
+PROBE_ATTEMPT = timedelta(seconds=10)
+
+
+def probe_timeouts(health: ApplicationHealthSettings) -> tuple[timedelta, timedelta]:
+    """The last look's start-to-close (numberOfProbes answers, intervalInSeconds apart) and
+    heartbeat timeouts (one heartbeat a probe)."""
+    interval = timedelta(seconds=health.interval_in_seconds)
+    probes = health.number_of_probes
+    start_to_close = (probes - 1) * interval + probes * PROBE_ATTEMPT
+    heartbeat = interval + PROBE_ATTEMPT + timedelta(seconds=5)
+    return start_to_close, heartbeat
+
+
 async def probe_health(
     scale_set: str, instance_id: str, health: ApplicationHealthSettings
 ) -> steps.HealthResult:
+    """The last look at the health-wait deadline: Healthy needs numberOfProbes Healthy answers
+    in a row."""
+    start_to_close, heartbeat = probe_timeouts(health)
     return await workflow.execute_activity(
         steps.PROBE_HEALTH,
         steps.HealthInput(scale_set=scale_set, instance_id=instance_id, health=health),
         result_type=steps.HealthResult,
-        start_to_close_timeout=timedelta(seconds=10),
+        start_to_close_timeout=start_to_close,
+        heartbeat_timeout=heartbeat,
         retry_policy=RetryPolicy(maximum_attempts=3),
         summary=f"probe {scale_set}/{instance_id}",
     )

@@ -3,14 +3,20 @@
 - `/scaleSets/...`, `/images/resolve`: the cloud API the orchestrator uses. Transient faults
   (429/5xx, slow answers) are injected here only, before or after the request takes effect, so a
   lost answer to a reimage that did happen is part of what the orchestrator must survive.
-- `/vm/<scale set>/<instance>/<path>`: each instance's Application Health endpoint.
-- `/admin/...`: setting up scenarios (scale sets, images, faults) and reading the operations log.
+- `/vm/<scale set>/<instance>/<path>`: each instance's Application Health endpoint, answering
+  as its scale set's `appEndpoint` (rich or binary) says; `/vm/.../tcp/<port>` is a TCP probe.
+  An instance that does not accept the connection (stopped, booting, gone, or a TCP port of an
+  unhealthy application) answers 502 with `X-Emulated-Connection: refused`: clients read that
+  as no connection at all.
+- `/admin/...`: setting up scenarios (scale sets, images, faults, scale-out, an operation from
+  outside, scripted health answers) and reading the operations log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,8 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from fleet.emulator.cloud import Cloud, CloudError
+from fleet.emulator.cloud import Cloud, CloudError, EndpointAnswer
+from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from fleet.emulator.store import open_database
 from models.base import describe_validation_error
 from models.fleet import FaultSpec, HealthState, ScaleSetSpec
@@ -118,9 +125,19 @@ def create_app(db_path: str | Path) -> FastAPI:
     # --- per-instance health endpoints ------------------------------------------------------
 
     @app.get("/vm/{name}/{instance_id}/{path:path}")
-    async def app_health(name: str, instance_id: str, path: str) -> JSONResponse:
-        status, body = cloud.app_health(name, instance_id)
-        return JSONResponse(body, status_code=status)
+    async def app_health(name: str, instance_id: str, path: str) -> Response:
+        try:
+            answer = cloud.app_health(name, instance_id, path)
+        except CloudError as err:  # no such scale set: nothing listens there either
+            answer = EndpointAnswer(None, err.message)
+        if answer.status is None:
+            return Response(
+                answer.body,
+                status_code=502,
+                media_type="text/plain",
+                headers={NO_CONNECTION_HEADER: NO_CONNECTION_VALUE},
+            )
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
     # --- administration ---------------------------------------------------------------------
 
@@ -162,6 +179,31 @@ def create_app(db_path: str | Path) -> FastAPI:
     async def force_health(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> None:
         state = HealthState(body["state"]) if body.get("state") else None
         cloud.force_health(name, instance_id, state)
+
+    @app.post("/admin/scaleSets/{name}/scaleOut")
+    async def scale_out(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        """Add instances: {"count": n, "imageReference": optional, default the model's}."""
+        count = body["count"]
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise CloudError(400, "InvalidParameter", f"count: must be a whole number (got {count!r})")
+        image = body.get("imageReference")
+        image = ImageReference.model_validate(image) if image else None
+        return cloud.scale_out(name, count, image).to_json()
+
+    @app.post("/admin/scaleSets/{name}/instances/{instance_id}/restart")
+    async def restart(
+        name: str, instance_id: str, body: dict[str, Any] = Body(...)
+    ) -> JSONResponse:
+        """Keep an instance busy with an operation of its own: {"seconds": s, "operationId"}."""
+        seconds = float(body.get("seconds", 1.0))
+        operation_id = body.get("operationId") or f"restart-{name}-{instance_id}-{uuid.uuid4().hex[:8]}"
+        operation = cloud.begin_restart(name, instance_id, seconds, operation_id)
+        return JSONResponse(operation.to_json(), status_code=202)
+
+    @app.put("/admin/scaleSets/{name}/instances/{instance_id}/probeAnswers", status_code=204)
+    async def probe_answers(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> None:
+        """The endpoint's next answers, one per probe: Healthy, Unhealthy, Unknown or Down."""
+        cloud.set_probe_answers(name, instance_id, list(body["answers"]))
 
     @app.post("/admin/images")
     async def publish_image(body: dict[str, Any] = Body(...)) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from models.fleet import (
     CustomMetrics,
@@ -36,6 +36,20 @@ from models.sorting import natural_key
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 ALL_REGIONS = "*"
+# What an instance's application is doing, as its health endpoint shows it: one of the health
+# states it can answer (Healthy, Unhealthy, Unknown: an error answer) or DOWN (not listening:
+# stopped for an operation, booting, deleted).
+AppState = str
+DOWN = "Down"
+APP_STATES = (HealthState.HEALTHY.value, HealthState.UNHEALTHY.value, HealthState.UNKNOWN.value, DOWN)
+
+
+class EndpointAnswer(NamedTuple):
+    """An instance endpoint's answer: status None means no connection (refused)."""
+
+    status: int | None
+    body: str
+    content_type: str = "text/plain"
 
 
 class CloudError(Exception):
@@ -72,6 +86,8 @@ class Cloud:
     def __init__(self, db: sqlite3.Connection, clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.clock = clock
+        # Scripted answers of health endpoints, one per probe (tests only; not persisted).
+        self.probe_answers: dict[tuple[str, str], list[AppState]] = {}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -107,34 +123,88 @@ class Cloud:
                 "INSERT INTO scale_sets (name, spec, created_at) VALUES (?, ?, ?)",
                 (spec.name, spec.model_dump_json(), now),
             )
-            zones = spec.zones or [None]
             for ordinal in range(spec.capacity):
-                instance_id = str(ordinal)
-                within_zone = ordinal // len(zones)
-                disk = f"{spec.name}-{instance_id}-osdisk-0"
-                data_disks = [
-                    DataDisk(lun=lun, name=f"{spec.name}-{instance_id}-data-{lun}", disk_size_gb=128)
-                    for lun in range(spec.data_disks_per_instance)
-                ]
-                self.db.execute(
-                    "INSERT INTO os_disks VALUES (?, ?, ?, ?, 1, ?)",
-                    (disk, spec.name, instance_id, image.model_dump_json(), now),
-                )
-                self.db.execute(
-                    "INSERT INTO instances (scale_set, instance_id, ordinal, zone, update_domain,"
-                    " fault_domain, os_disk, data_disks) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        spec.name,
-                        instance_id,
-                        ordinal,
-                        zones[ordinal % len(zones)],
-                        within_zone % spec.update_domain_count,
-                        within_zone % spec.fault_domain_count,
-                        disk,
-                        json.dumps([d.to_json() for d in data_disks]),
-                    ),
-                )
+                self._add_instance(spec, ordinal, image, healthy=True, ready_at=0.0, now=now)
         return self.scale_set_view(spec.name)
+
+    def _add_instance(
+        self,
+        spec: ScaleSetSpec,
+        ordinal: int,
+        image: ImageReference,
+        *,
+        healthy: bool,
+        ready_at: float,
+        now: float,
+    ) -> None:
+        """Place instance `ordinal`: zones round-robin, then update and fault domains in turn
+        within its zone."""
+        zones = spec.zones or [None]
+        instance_id = str(ordinal)
+        within_zone = ordinal // len(zones)
+        disk = f"{spec.name}-{instance_id}-osdisk-0"
+        data_disks = [
+            DataDisk(lun=lun, name=f"{spec.name}-{instance_id}-data-{lun}", disk_size_gb=128)
+            for lun in range(spec.data_disks_per_instance)
+        ]
+        self.db.execute(
+            "INSERT INTO os_disks VALUES (?, ?, ?, ?, ?, ?)",
+            (disk, spec.name, instance_id, image.model_dump_json(), int(healthy), now),
+        )
+        self.db.execute(
+            "INSERT INTO instances (scale_set, instance_id, ordinal, zone, update_domain,"
+            " fault_domain, os_disk, data_disks, ready_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                spec.name,
+                instance_id,
+                ordinal,
+                zones[ordinal % len(zones)],
+                within_zone % spec.update_domain_count,
+                within_zone % spec.fault_domain_count,
+                disk,
+                json.dumps([d.to_json() for d in data_disks]),
+                ready_at,
+            ),
+        )
+
+    def scale_out(
+        self, name: str, count: int, image: ImageReference | None = None
+    ) -> ScaleSetView:
+        """Add `count` instances, placed as create places them, with ids continuing the
+        ordinals (never reusing a deleted instance's id). They boot on the scale set model's
+        image, or on `image` (resolved in the scale set's region; 'latest' allowed)."""
+        spec = self.spec(name)
+        if not 1 <= count <= 1000:
+            raise CloudError(400, "InvalidParameter", f"count: must be from 1 to 1000 (got {count})")
+        if spec.capacity + count > 10_000:
+            raise CloudError(
+                400, "InvalidParameter", f"capacity would exceed 10000 ({spec.capacity} + {count})"
+            )
+        model_image = spec.image_reference
+        target = model_image if image is None else self.resolve_image(image, spec.location)
+        on_model = target.same_image(model_image)
+        used = [
+            int(row[0])
+            for row in self.db.execute(
+                "SELECT instance_id FROM os_disks WHERE scale_set = ?"
+                " UNION SELECT instance_id FROM instances WHERE scale_set = ?",
+                (name, name),
+            )
+            if str(row[0]).isdigit()
+        ]
+        first = max(used, default=-1) + 1
+        now = self.clock()
+        grown = spec.model_copy(update={"capacity": spec.capacity + count})
+        with self._transaction():
+            for ordinal in range(first, first + count):
+                instance_id = str(ordinal)
+                boot = within(spec.timing.boot_seconds, spec.seed, "boot", "scale-out", instance_id)
+                healthy = on_model or self._healthy_on(spec, instance_id, target)
+                self._add_instance(grown, ordinal, target, healthy=healthy, ready_at=now + boot, now=now)
+            self.db.execute(
+                "UPDATE scale_sets SET spec = ? WHERE name = ?", (grown.model_dump_json(), name)
+            )
+        return self.scale_set_view(name)
 
     def _delete(self, name: str) -> None:
         for table in ("instances", "os_disks", "operations"):
@@ -247,17 +317,63 @@ class Cloud:
             return HealthState.HEALTHY, "the application answers"
         return HealthState.UNHEALTHY, "the application fails its health check"
 
-    def app_health(self, name: str, instance_id: str) -> tuple[int, dict[str, Any]]:
-        """The instance's health endpoint: HTTP status and rich-state body."""
+    def set_probe_answers(self, name: str, instance_id: str, answers: list[AppState]) -> None:
+        """Script the next answers of an instance's endpoint, one per probe; once they are used
+        up it answers from the instance's state again."""
+        self._instance(name, instance_id)
+        unknown = [a for a in answers if a not in APP_STATES]
+        if unknown:
+            raise CloudError(
+                400, "InvalidParameter", f"answers: each must be one of {', '.join(APP_STATES)} (got {unknown})"
+            )
+        self.probe_answers[(name, instance_id)] = list(answers)
+
+    def _app_state(self, spec: ScaleSetSpec, name: str, instance_id: str) -> tuple[AppState, str]:
+        try:
+            row = self._instance(name, instance_id)
+        except CloudError:
+            return DOWN, "no such instance"
+        if script := self.probe_answers.get((name, instance_id)):
+            return script.pop(0), "a scripted answer"
+        if row["busy_operation"]:
+            return DOWN, "the instance is stopped for an operation"
+        if self.clock() < row["ready_at"]:
+            return DOWN, "the instance is booting"
+        if row["forced_health"]:
+            state = HealthState(row["forced_health"])
+            # Initializing is the extension's own state; the application is not answering yet.
+            return (DOWN if state == HealthState.INITIALIZING else state.value), "health set from outside"
+        if row["app_healthy"]:
+            return HealthState.HEALTHY.value, "the application answers"
+        return HealthState.UNHEALTHY.value, "the application fails its health check"
+
+    def app_health(self, name: str, instance_id: str, path: str = "health") -> EndpointAnswer:
+        """The instance's health endpoint, answering as the scale set's `appEndpoint` says.
+
+        - rich: 200 with `{"ApplicationHealthState": "Healthy" | "Unhealthy"}` (plus the custom
+          metrics as a JSON string, and a `detail`); an application in error answers 500.
+        - binary: 200 with a plain `OK` when healthy, 503 otherwise (load-balancer style).
+        - a TCP probe (path `tcp/<port>`): the port accepts the connection (200, empty) only
+          while the application is healthy; an unhealthy one is emulated as not listening.
+        - an instance that is stopped, booting or gone: no connection (status None), which
+          the HTTP layer sends as 502 with the header `X-Emulated-Connection: refused`.
+        """
         self.settle()
         spec = self.spec(name)
-        row = self._instance(name, instance_id)
-        state, detail = self._health(spec, row)
-        body: dict[str, Any] = {"ApplicationHealthState": state.value, "detail": detail}
+        state, detail = self._app_state(spec, name, instance_id)
+        if state == DOWN:
+            return EndpointAnswer(None, detail)
+        healthy = state == HealthState.HEALTHY.value
+        if path.startswith("tcp/"):
+            return EndpointAnswer(200, "") if healthy else EndpointAnswer(None, detail)
+        if spec.app_endpoint == "binary":
+            return EndpointAnswer(200, "OK") if healthy else EndpointAnswer(503, "Service Unavailable")
+        if state == HealthState.UNKNOWN.value:
+            return EndpointAnswer(500, f"Internal Server Error: {detail}")
+        body: dict[str, Any] = {"ApplicationHealthState": state, "detail": detail}
         if metrics := spec.custom_metrics.get(instance_id):
             body["customMetrics"] = json.dumps({"rollingUpgrade": metrics.to_json()})
-        status = 200 if state in (HealthState.HEALTHY, HealthState.INITIALIZING) else 503
-        return status, body
+        return EndpointAnswer(200, json.dumps(body), "application/json")
 
     @staticmethod
     def _healthy_on(spec: ScaleSetSpec, instance_id: str, image: ImageReference) -> bool:
@@ -333,12 +449,21 @@ class Cloud:
             return ALL_REGIONS in regions or location in regions
 
         if image.version == LATEST:
-            usable = [r for r in rows if replicated(r) and not r["exclude_from_latest"]]
+            candidates = [r for r in rows if not r["exclude_from_latest"]]
+            if not candidates:
+                known = ", ".join(sorted((r["version"] for r in rows), key=natural_key))
+                raise CloudError(
+                    404,
+                    "ImageNotFound",
+                    f"every version of {image} is excluded from latest (versions: {known}); "
+                    "ask for an exact version",
+                )
+            usable = [r for r in candidates if replicated(r)]
             if not usable:
                 raise CloudError(
                     409,
                     "ImageNotReplicatedToRegion",
-                    f"no version of {image} is replicated to {location}",
+                    f"no version of {image} that may be 'latest' is replicated to {location}",
                 )
             newest = max(usable, key=lambda r: natural_key(r["version"]))
             return image.at_version(newest["version"])
@@ -397,6 +522,20 @@ class Cloud:
             target_disk=os_disk,
         )
 
+    def begin_restart(
+        self, name: str, instance_id: str, seconds: float, operation_id: str
+    ) -> FleetOperation:
+        """An operation started from outside the upgrade (as another tool or the platform
+        would): the instance is busy for `seconds`, then boots again on the same OS disk."""
+        self.settle()
+        if repeated := self._repeat(operation_id, OperationKind.RESTART, name, instance_id):
+            return repeated
+        instance = self._idle_instance(name, instance_id)
+        return self._begin(
+            operation_id, OperationKind.RESTART, name, instance_id, instance["os_disk"], seconds,
+            target_disk=instance["os_disk"],
+        )
+
     def _repeat(
         self, operation_id: str, kind: OperationKind, name: str, instance_id: str
     ) -> FleetOperation | None:
@@ -424,8 +563,9 @@ class Cloud:
         if busy := instance["busy_operation"]:
             raise CloudError(
                 409,
-                "OperationNotAllowed",
-                f"instance {name}/{instance_id} is busy with operation {busy!r}",
+                "AnotherOperationInProgress",
+                f"instance {name}/{instance_id} is busy with operation {busy!r}; "
+                "try again once it has finished",
             )
         return instance
 

@@ -1,0 +1,286 @@
+"""Health as Azure's Application Health extension reads it: every protocol x mode x answer as a
+table, then each kind of endpoint through the emulator over HTTP, and the probers' counting of
+consecutive answers (numberOfProbes) and the grace period, as activities."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.fleet_activities import FleetActivities
+from models import steps
+from models.base import describe_validation_error
+from models.fleet import HealthReading, HealthState, ScaleSetView, TimingSpec
+from models.health import interpret
+from models.policy import ApplicationHealthSettings, UpgradePolicy
+from tests.helpers import V2, make_scale_set
+
+HEALTHY, UNHEALTHY, UNKNOWN = HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.UNKNOWN
+
+
+def rich(state: object, **extra: object) -> str:
+    return json.dumps({"ApplicationHealthState": state, **extra})
+
+
+METRICS = json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 3, "SkipUpgrade": True}})
+
+# (protocol, mode, status (None: no connection / timeout), body, expected state)
+TABLE = [
+    # binary (extension v1, load-balancer style): 2xx is Healthy, anything else Unhealthy
+    ("http", "binary", 200, "", HEALTHY),
+    ("http", "binary", 200, "OK", HEALTHY),
+    ("https", "binary", 204, None, HEALTHY),
+    ("http", "binary", 200, rich("Unhealthy"), HEALTHY),  # the body means nothing in binary
+    ("http", "binary", 301, "", UNHEALTHY),
+    ("http", "binary", 404, "", UNHEALTHY),
+    ("http", "binary", 503, "Service Unavailable", UNHEALTHY),
+    ("https", "binary", 500, rich("Healthy"), UNHEALTHY),
+    ("http", "binary", None, None, UNHEALTHY),
+    ("https", "binary", None, None, UNHEALTHY),
+    # rich states (extension v2): the body's state on a 2xx; Unknown otherwise
+    ("http", "rich", 200, rich("Healthy"), HEALTHY),
+    ("https", "rich", 200, rich("Healthy"), HEALTHY),
+    ("http", "rich", 202, rich("Healthy"), HEALTHY),
+    ("http", "rich", 200, rich("Unhealthy"), UNHEALTHY),
+    ("https", "rich", 200, rich("Unhealthy"), UNHEALTHY),
+    ("http", "rich", 200, "", UNKNOWN),  # a plain 200: no state
+    ("http", "rich", 200, None, UNKNOWN),
+    ("http", "rich", 200, "OK", UNKNOWN),
+    ("http", "rich", 200, "[]", UNKNOWN),
+    ("http", "rich", 200, json.dumps({"status": "Healthy"}), UNKNOWN),
+    ("http", "rich", 200, rich("Initializing"), UNKNOWN),  # the extension's state, not an answer
+    ("http", "rich", 200, rich("Unknown"), UNKNOWN),
+    ("http", "rich", 200, rich("healthy"), UNKNOWN),
+    ("http", "rich", 200, rich(None), UNKNOWN),
+    ("http", "rich", 200, rich(1), UNKNOWN),
+    ("http", "rich", 503, rich("Unhealthy"), UNKNOWN),
+    ("http", "rich", 500, rich("Healthy"), UNKNOWN),
+    ("https", "rich", 404, "", UNKNOWN),
+    ("http", "rich", 302, "", UNKNOWN),
+    ("http", "rich", None, None, UNKNOWN),
+    ("https", "rich", None, None, UNKNOWN),
+    # TCP, either mode: a connect is Healthy, a refused or failed one Unhealthy
+    ("tcp", "binary", 200, "", HEALTHY),
+    ("tcp", "rich", 200, "", HEALTHY),
+    ("tcp", "rich", 503, rich("Unhealthy"), HEALTHY),  # it connected; that is all TCP knows
+    ("tcp", "binary", None, None, UNHEALTHY),
+    ("tcp", "rich", None, None, UNHEALTHY),
+]
+
+
+@pytest.mark.parametrize(("protocol", "mode", "status", "body", "expected"), TABLE)
+def test_interpret_reads_an_answer_as_the_extension_does(protocol, mode, status, body, expected):
+    probe = interpret(protocol, mode, status, body)
+    assert probe.state == expected
+    assert probe.state != HealthState.INITIALIZING  # only the extension itself says that
+    assert probe.detail
+
+
+@pytest.mark.parametrize(
+    ("body", "phase", "skip", "note"),
+    [
+        (rich("Healthy", customMetrics=METRICS), 3, True, None),
+        (rich("Unhealthy", customMetrics=METRICS), 3, True, None),
+        (rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 1}})), 1, False, None),
+        (rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 1, "New": 2}})), 1, False, None),
+        (rich("Healthy", customMetrics="{}"), None, False, None),
+        (rich("Healthy", customMetrics="not json"), None, False, "customMetrics ignored"),
+        (rich("Healthy", customMetrics=json.dumps([1])), None, False, "customMetrics ignored"),
+        # an object, not a JSON string: not what the extension accepts
+        (rich("Healthy", customMetrics={"rollingUpgrade": {"PhaseOrderingNumber": 2}}), None, False, "JSON string"),
+        (rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"SkipUpgrade": "maybe"}})), None, False, "invalid"),
+    ],
+)
+def test_custom_metrics_come_as_a_json_string_with_rich_states(body, phase, skip, note):
+    probe = interpret("http", "rich", 200, body)
+    assert probe.state in (HEALTHY, UNHEALTHY)  # unreadable metrics never change the state
+    assert probe.custom_metrics.phase_ordering_number == phase
+    assert probe.custom_metrics.skip_upgrade is skip
+    if note:
+        assert note in probe.detail
+    # Binary endpoints have no custom metrics.
+    assert interpret("http", "binary", 200, body).custom_metrics.phase_ordering_number is None
+
+
+def test_the_health_mode_is_a_setting_with_a_default_and_a_clear_refusal():
+    assert ApplicationHealthSettings().health_states == "rich"
+    binary = ApplicationHealthSettings.model_validate({"healthStates": "binary"})
+    assert binary.health_states == "binary"
+    assert binary.to_json()["healthStates"] == "binary"
+    with pytest.raises(ValidationError) as err:
+        UpgradePolicy.model_validate({"applicationHealth": {"healthStates": "fancy"}})
+    assert describe_validation_error(err.value) == (
+        "applicationHealth.healthStates: must be rich or binary (got 'fancy')"
+    )
+
+
+def test_payloads_between_workflows_and_activities_ignore_fields_they_do_not_know():
+    health = {"protocol": "http", "numberOfProbes": 2, "probeJitter": "PT1S"}
+    request = steps.HealthInput.model_validate(
+        {"scaleSet": "web", "instanceId": "3", "health": health, "priority": "high"}
+    )
+    assert (request.instance_id, request.health.number_of_probes) == ("3", 2)
+    assert steps.HealthResult.model_validate({"state": "Healthy", "latencyMs": 4}).state == HEALTHY
+    assert steps.ReimageInput.model_validate(
+        {"scaleSet": "web", "instanceId": "1", "image": V2.to_json(), "operationId": "x", "surge": 1}
+    ).operation_id == "x"
+    reading = HealthReading.model_validate(
+        {"health": {"0": "Healthy"}, "phases": {}, "generation": 7}
+    )
+    assert reading.health == {"0": HEALTHY}
+    view = ScaleSetView.model_validate(
+        {
+            "name": "web", "id": "/x", "location": "westeurope", "imageReference": V2.to_json(),
+            "sku": {"name": "Standard_D2s_v5"},
+            "instances": [{
+                "instanceId": "0", "imageReference": V2.to_json(),
+                "osDisk": {"name": "d", "imageReference": V2.to_json()},
+                "customMetrics": {"PhaseOrderingNumber": 1, "Weight": 5}, "tags": {},
+            }],
+        }
+    )
+    assert view.instances[0].custom_metrics.phase_ordering_number == 1
+    # What a user writes still refuses a typo.
+    with pytest.raises(ValidationError):
+        ApplicationHealthSettings.model_validate({"probeJitter": "PT1S"})
+
+
+# --- each kind of endpoint, through the emulator over HTTP ------------------------------------
+
+RICH = ApplicationHealthSettings()
+BINARY = ApplicationHealthSettings(health_states="binary")
+TCP = ApplicationHealthSettings(protocol="tcp", port=8080)
+TCP_BINARY = ApplicationHealthSettings(protocol="tcp", port=8080, health_states="binary")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "settings", "answers"),
+    [
+        # the application's state → what the probe reads
+        ("rich", RICH, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNKNOWN, "Down": UNKNOWN}),
+        ("binary", BINARY, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
+        # a plain-200 endpoint probed as if it had rich states: never Healthy
+        ("binary", RICH, {"Healthy": UNKNOWN, "Unhealthy": UNKNOWN, "Unknown": UNKNOWN, "Down": UNKNOWN}),
+        ("rich", BINARY, {"Healthy": HEALTHY, "Unhealthy": HEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
+        ("rich", TCP, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
+        ("binary", TCP_BINARY, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
+    ],
+)
+async def test_each_kind_of_endpoint_reads_as_azure_reads_it(fleet, endpoint, settings, answers):
+    name = await make_scale_set(fleet, 1, app_endpoint=endpoint)
+    await fleet.set_probe_answers(name, "0", list(answers))
+    seen = {answer: (await fleet.probe_health(name, "0", settings)).state for answer in answers}
+    assert seen == answers
+    # With the script used up, the endpoint answers from the instance's state again.
+    assert (await fleet.probe_health(name, "0", settings)).state == answers["Healthy"]
+
+
+async def test_a_binary_endpoint_answers_plain_200_when_healthy_and_503_when_not(fleet_url, fleet):
+    import httpx
+
+    name = await make_scale_set(fleet, 2, app_endpoint="binary")
+    await fleet.set_health(name, "1", UNHEALTHY)
+    async with httpx.AsyncClient(base_url=fleet_url) as http:
+        healthy = await http.get(f"/vm/{name}/0/health")
+        failing = await http.get(f"/vm/{name}/1/health")
+        refused = await http.get(f"/vm/{name}/9/health")
+    assert (healthy.status_code, healthy.text) == (200, "OK")
+    assert failing.status_code == 503
+    assert refused.headers["X-Emulated-Connection"] == "refused"
+    assert (await fleet.probe_health(name, "1", BINARY)).state == UNHEALTHY
+    assert (await fleet.probe_health(name, "9", BINARY)).state == UNHEALTHY
+    assert (await fleet.probe_health(name, "9", RICH)).state == UNKNOWN
+
+
+# --- numberOfProbes and gracePeriod: the probers as activities against the emulator -----------
+
+
+def quick(**settings: object) -> ApplicationHealthSettings:
+    return ApplicationHealthSettings(
+        interval_in_seconds=1, health_wait_timeout=timedelta(seconds=30), **settings
+    )
+
+
+async def run(fleet, activity, name: str, settings: ApplicationHealthSettings, grace: float = 0.0):
+    activities = FleetActivities(fleet)
+    request = steps.HealthInput(
+        scale_set=name, instance_id="0", health=settings, grace_remaining_seconds=grace
+    )
+    env = ActivityEnvironment()
+    heartbeats: list[object] = []
+    env.on_heartbeat = lambda *details: heartbeats.extend(details)
+    result = await env.run(getattr(activities, activity), request)
+    return result, heartbeats
+
+
+async def test_wait_for_health_needs_number_of_probes_healthy_answers_in_a_row(fleet):
+    name = await make_scale_set(fleet, 1)
+    await fleet.set_probe_answers(name, "0", ["Healthy", "Unhealthy", "Healthy", "Down", "Healthy"])
+    result, _ = await run(fleet, "wait_for_health", name, quick(number_of_probes=2), grace=30)
+    # One Healthy answer among failures is not enough: the 5th and 6th answers are the pair.
+    assert (result.state, result.probes) == (HEALTHY, 6)
+
+
+async def test_wait_for_health_ends_on_number_of_probes_failures_in_a_row_after_the_grace(fleet):
+    name = await make_scale_set(fleet, 1)
+    await fleet.set_probe_answers(name, "0", ["Unhealthy", "Healthy", "Unhealthy", "Unhealthy"])
+    result, _ = await run(fleet, "wait_for_health", name, quick(number_of_probes=2))
+    assert (result.state, result.probes) == (UNHEALTHY, 4)
+
+
+async def test_failures_inside_the_grace_period_are_initializing_not_final(fleet):
+    name = await make_scale_set(fleet, 1)
+    await fleet.set_probe_answers(name, "0", ["Down", "Unhealthy", "Down", "Healthy"])
+    result, heartbeats = await run(fleet, "wait_for_health", name, quick(), grace=3.5)
+    assert (result.state, result.probes) == (HEALTHY, 4)
+    assert [h["state"] for h in heartbeats] == ["Initializing"] * 3
+    # Without a grace period the first failure is final (numberOfProbes 1).
+    await fleet.set_probe_answers(name, "0", ["Down", "Healthy"])
+    result, _ = await run(fleet, "wait_for_health", name, quick(), grace=0)
+    assert (result.state, result.probes) == (UNKNOWN, 1)
+
+
+@pytest.mark.parametrize(
+    ("answers", "state", "probes"),
+    [
+        (["Healthy", "Healthy", "Healthy"], HEALTHY, 3),
+        (["Healthy", "Healthy", "Unhealthy"], UNHEALTHY, 3),  # one probe said Healthy: not enough
+        (["Healthy", "Down"], UNKNOWN, 2),
+        (["Unhealthy", "Healthy", "Healthy", "Healthy"], UNHEALTHY, 1),
+    ],
+)
+async def test_the_last_look_at_the_deadline_needs_number_of_probes_healthy_answers(
+    fleet, answers, state, probes
+):
+    name = await make_scale_set(fleet, 1)
+    await fleet.set_probe_answers(name, "0", answers)
+    result, heartbeats = await run(fleet, "probe_health", name, quick(number_of_probes=3))
+    assert (result.state, result.probes) == (state, probes)
+    assert len(heartbeats) == probes
+
+
+def test_the_last_look_has_time_for_every_probe():
+    from workflows.activity_calls import probe_timeouts
+
+    for interval, probes in [(1, 1), (5, 1), (5, 3), (60, 24)]:
+        settings = ApplicationHealthSettings(
+            interval_in_seconds=interval, number_of_probes=probes, health_wait_timeout=timedelta(hours=1)
+        )
+        start_to_close, heartbeat = probe_timeouts(settings)
+        assert start_to_close >= timedelta(seconds=(probes - 1) * interval + probes * 10)
+        assert heartbeat > timedelta(seconds=interval)
+
+
+async def test_an_instance_booting_reads_initializing_in_the_view_and_no_answer_at_its_endpoint(fleet):
+    timing = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[5, 5])
+    name = await make_scale_set(fleet, 1, timing=timing)
+    await fleet.begin_reimage(name, "0", V2, f"op-boot-{name}")
+    assert (await fleet.get_scale_set(name)).instances[0].health == HealthState.INITIALIZING
+    assert (await fleet.read_health(name)).health["0"] == HealthState.INITIALIZING
+    assert (await fleet.probe_health(name, "0", RICH)).state == UNKNOWN
+    assert (await fleet.probe_health(name, "0", BINARY)).state == UNHEALTHY
+    assert (await fleet.probe_health(name, "0", TCP)).state == UNHEALTHY
