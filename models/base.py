@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
@@ -41,14 +42,22 @@ class ViewModel(AzureModel):
     model_config = ConfigDict(extra="ignore")
 
 
+_DOCS_LINK = re.compile(r"\s*\[?\s*For further information visit https://errors\.pydantic\.dev/\S*\s*\]?")
+
+
+def without_docs_link(text: str) -> str:
+    """pydantic's text without its "For further information visit https://errors.pydantic.dev/…"."""
+    return _DOCS_LINK.sub("", text)
+
+
 def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the field by its JSON path."""
+    """One line per problem, each naming the field by its JSON path (never pydantic's links)."""
     lines = []
-    for problem in err.errors():
+    for problem in err.errors(include_url=False):
         path = ".".join(str(part) for part in problem["loc"] if part != "__root__")
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
-        message = problem["msg"].removeprefix("Value error, ")
+        message = without_docs_link(problem["msg"].removeprefix("Value error, "))
         if problem["type"] == "extra_forbidden":
             message = "is not a known field"
         elif problem["type"] == "missing":

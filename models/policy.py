@@ -180,14 +180,86 @@ class ApplicationHealthSettings(AzureModel):
 
 
 class AutomaticOSUpgradePolicy(AzureModel):
-    """The part of Azure's automaticOSUpgradePolicy that shapes a rolling upgrade."""
+    """Azure's automaticOSUpgradePolicy, every field of it.
+
+    disableAutomaticRollback shapes the upgrade. The others are about when Azure starts an
+    upgrade by itself; `upgradectl start` runs one now, so they are read (and noted) but not
+    acted on: see `UpgradePolicy.notes`.
+    """
 
     disable_automatic_rollback: bool = False
+    enable_automatic_os_upgrade: bool | None = Field(default=None, alias="enableAutomaticOSUpgrade")
+    use_rolling_upgrade_policy: bool | None = None
+    os_rolling_upgrade_deferral: bool | None = Field(default=None, alias="osRollingUpgradeDeferral")
+
+
+# Azure's upgradePolicy sections, plus ours, as a policy file may spell them.
+_SECTIONS = {
+    "rollingupgradepolicy": "rollingUpgradePolicy",
+    "automaticosupgradepolicy": "automaticOSUpgradePolicy",
+    "applicationhealth": "applicationHealth",
+    "notifications": "notifications",
+    "upgradetimeout": "upgradeTimeout",
+    "mode": "mode",
+}
+# Azure reads property names case-insensitively (the ARM template example writes
+# "RollingUpgradePolicy", "MaxUnhealthyInstancePercent"); its example's "BatchInstancePercent"
+# is maxBatchInstancePercent.
+_ROLLING_FIELDS = {
+    **{
+        name.lower(): name
+        for name in (
+            "maxBatchInstancePercent",
+            "maxUnhealthyInstancePercent",
+            "maxUnhealthyUpgradedInstancePercent",
+            "pauseTimeBetweenBatches",
+            "enableCrossZoneUpgrade",
+            "prioritizeUnhealthyInstances",
+            "rollbackFailedInstancesOnPolicyBreach",
+            "maxSurge",
+        )
+    },
+    "batchinstancepercent": "maxBatchInstancePercent",
+}
+_AUTOMATIC_FIELDS = {
+    name.lower(): name
+    for name in (
+        "enableAutomaticOSUpgrade",
+        "disableAutomaticRollback",
+        "useRollingUpgradePolicy",
+        "osRollingUpgradeDeferral",
+    )
+}
+_NOT_ACTED_ON = {
+    "mode": "`upgradectl start` rolls the image out in batches now, whatever the mode",
+    "automaticOSUpgradePolicy.enableAutomaticOSUpgrade": "this command runs one upgrade now; "
+    "automatic upgrades come with `upgradectl auto`",
+    "automaticOSUpgradePolicy.useRollingUpgradePolicy": "an upgrade always follows "
+    "rollingUpgradePolicy",
+    "automaticOSUpgradePolicy.osRollingUpgradeDeferral": "this command runs one upgrade now, "
+    "never deferred",
+}
+
+
+def _renamed(section: Any, names: dict[str, str]) -> Any:
+    """Known keys in their canonical spelling; unknown ones as written (refused later)."""
+    if not isinstance(section, dict):
+        return section
+    return {names.get(str(key).lower(), key) if isinstance(key, str) else key: value
+            for key, value in section.items()}
 
 
 class UpgradePolicy(AzureModel):
-    """A policy file: Azure's upgradePolicy sections plus the health settings."""
+    """A policy file: Azure's upgradePolicy (mode, rollingUpgradePolicy,
+    automaticOSUpgradePolicy) plus the health settings, notifications and time limit.
 
+    `normalize` reads what Azure writes: the whole thing wrapped in "upgradePolicy", keys in any
+    case ("RollingUpgradePolicy"), or just a rolling upgrade policy's fields.
+    """
+
+    mode: Literal["Automatic", "Manual", "Rolling"] | None = Field(
+        default=None, description="read, not acted on: see notes()"
+    )
     rolling_upgrade_policy: RollingUpgradePolicy = Field(default_factory=RollingUpgradePolicy)
     automatic_os_upgrade_policy: AutomaticOSUpgradePolicy = Field(
         default_factory=AutomaticOSUpgradePolicy, alias="automaticOSUpgradePolicy"
@@ -201,3 +273,44 @@ class UpgradePolicy(AzureModel):
         description="the whole upgrade's time limit; when it passes, the batch in flight "
         "settles and the upgrade faults with RollingUpgradeTimeoutError",
     )
+
+    @staticmethod
+    def normalize(document: dict[str, Any]) -> dict[str, Any]:
+        """A policy document with Azure's spellings made canonical (pure; flags go on top)."""
+        if not document:
+            return {}
+        wrapper = next((k for k in document if isinstance(k, str) and k.lower() == "upgradepolicy"), None)
+        if wrapper is not None and isinstance(document[wrapper], dict):
+            document = {**document[wrapper], **{k: v for k, v in document.items() if k != wrapper}}
+        if not any(isinstance(k, str) and k.lower() in _SECTIONS for k in document):
+            document = {"rollingUpgradePolicy": document}  # a bare RollingUpgradePolicy
+        document = _renamed(document, _SECTIONS)
+        if "rollingUpgradePolicy" in document:
+            document["rollingUpgradePolicy"] = _renamed(document["rollingUpgradePolicy"], _ROLLING_FIELDS)
+        if "automaticOSUpgradePolicy" in document:
+            document["automaticOSUpgradePolicy"] = _renamed(
+                document["automaticOSUpgradePolicy"], _AUTOMATIC_FIELDS
+            )
+        if isinstance(document.get("mode"), str):
+            document["mode"] = document["mode"].capitalize()  # Azure: case-insensitive
+        return document
+
+    @model_validator(mode="before")
+    @classmethod
+    def _azure_spellings(cls, data: Any) -> Any:
+        return cls.normalize(data) if isinstance(data, dict) else data
+
+    def notes(self) -> list[str]:
+        """One line per field that was given but is not acted on, and why."""
+        automatic = self.automatic_os_upgrade_policy
+        given = {
+            "mode": self.mode,
+            "automaticOSUpgradePolicy.enableAutomaticOSUpgrade": automatic.enable_automatic_os_upgrade,
+            "automaticOSUpgradePolicy.useRollingUpgradePolicy": automatic.use_rolling_upgrade_policy,
+            "automaticOSUpgradePolicy.osRollingUpgradeDeferral": automatic.os_rolling_upgrade_deferral,
+        }
+        return [
+            f"{path} is read but not acted on: {_NOT_ACTED_ON[path]}"
+            for path, value in given.items()
+            if value is not None
+        ]

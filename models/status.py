@@ -1,10 +1,18 @@
-"""Azure's RollingUpgradeStatusInfo (REST: Rolling Upgrades - Get Latest), field for field."""
+"""Azure's RollingUpgradeStatusInfo (REST: Rolling Upgrades - Get Latest), field for field.
+
+What the workflows produce always has every field; what Azure answers may not (the REST
+reference's minimal example has only `id` and `location`), and its `policy` reports whatever the
+scale set has, fields and values this product would refuse in a request included (maxSurge,
+any pauseTimeBetweenBatches). Such documents parse too.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import AwareDatetime, Field
+from typing import Annotated
+
+from pydantic import AwareDatetime, ConfigDict, Field
 
 from models.base import AzureModel
 from models.policy import RollingUpgradePolicy
@@ -29,11 +37,25 @@ class RollingUpgradeRunningStatus(AzureModel):
     last_action_time: AwareDatetime
 
 
+# The words for the four progress counts, shared by the live view, `status` and the Web UI.
+PROGRESS_WORDS = ("succeeded", "failed", "in progress", "pending")
+
+
 class RollingUpgradeProgressInfo(AzureModel):
     successful_instance_count: int = 0
     failed_instance_count: int = 0
     in_progress_instance_count: int = 0
     pending_instance_count: int = 0
+
+    def labelled(self) -> list[tuple[str, int]]:
+        """(word, count) for succeeded, failed, in progress and pending, in that order."""
+        counts = (
+            self.successful_instance_count,
+            self.failed_instance_count,
+            self.in_progress_instance_count,
+            self.pending_instance_count,
+        )
+        return list(zip(PROGRESS_WORDS, counts))
 
     @property
     def total(self) -> int:
@@ -64,11 +86,43 @@ class ApiError(AzureModel):
     innererror: InnerError | None = Field(default=None, alias="innererror")
 
 
+class UpgradeWait(AzureModel):
+    """Why no batch is starting now, since when and until when at the most (not in Azure's
+    shape: Azure has no way to say that an upgrade is holding back)."""
+
+    reason: str
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+
+
+class ReportedRollingUpgradePolicy(AzureModel):
+    """A rolling upgrade policy as a status reports it: read as it is, never checked, fields
+    this product does not know kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    max_batch_instance_percent: int | None = None
+    max_unhealthy_instance_percent: int | None = None
+    max_unhealthy_upgraded_instance_percent: int | None = None
+    pause_time_between_batches: str | None = None
+    enable_cross_zone_upgrade: bool | None = None
+    prioritize_unhealthy_instances: bool | None = None
+    rollback_failed_instances_on_policy_breach: bool | None = None
+    max_surge: bool | None = None
+
+
+# Ours when it is one this product would run with, else as reported.
+StatusPolicy = Annotated[
+    RollingUpgradePolicy | ReportedRollingUpgradePolicy, Field(union_mode="left_to_right")
+]
+
+
 class RollingUpgradeStatusProperties(AzureModel):
-    policy: RollingUpgradePolicy
+    policy: StatusPolicy | None = None
     running_status: RollingUpgradeRunningStatus
     progress: RollingUpgradeProgressInfo
     error: ApiError | None = None
+    wait: UpgradeWait | None = None
 
 
 class RollingUpgradeStatusInfo(AzureModel):
@@ -79,7 +133,8 @@ class RollingUpgradeStatusInfo(AzureModel):
     type: str = "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
     location: str | None = None
     tags: dict[str, str] | None = None
-    properties: RollingUpgradeStatusProperties
+    # Always present in what the workflows report; Azure's minimal answer has none.
+    properties: RollingUpgradeStatusProperties | None = None
 
 
 class UpgradeOperationHistoryStatus(AzureModel):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -149,3 +152,200 @@ def test_status_serializes_as_the_azure_rest_document():
     error = {"details": [{"code": "c", "target": "t", "message": "m"}], "innererror": {"exceptiontype": "x", "errordetail": "y"}, "code": "c", "target": "t", "message": "m"}
     document["properties"]["error"] = error
     assert RollingUpgradeStatusInfo.model_validate(document).to_json()["properties"]["error"] == error
+
+
+SEED_POLICY = {
+    # The ARM template block of Azure's automatic OS image upgrade page (seed 000), as written
+    # there, with the automaticOSUpgradePolicy fields of the REST schema added.
+    "upgradePolicy": {
+        "mode": "Automatic",
+        "RollingUpgradePolicy": {
+            "BatchInstancePercent": 20,
+            "MaxUnhealthyInstancePercent": 25,
+            "MaxUnhealthyUpgradedInstancePercent": 25,
+            "PauseTimeBetweenBatches": "PT0S",
+        },
+        "automaticOSUpgradePolicy": {
+            "enableAutomaticOSUpgrade": True,
+            "disableAutomaticRollback": False,
+            "useRollingUpgradePolicy": True,
+            "osRollingUpgradeDeferral": False,
+        },
+    }
+}
+
+
+def test_azures_own_upgrade_policy_block_is_read_and_what_is_not_acted_on_is_noted():
+    policy = UpgradePolicy.model_validate(SEED_POLICY)
+    rolling = policy.rolling_upgrade_policy
+    assert (rolling.max_batch_instance_percent, rolling.max_unhealthy_instance_percent) == (20, 25)
+    assert rolling.max_unhealthy_upgraded_instance_percent == 25
+    assert policy.mode == "Automatic"
+    notes = policy.notes()
+    assert len(notes) == 4
+    assert any(n.startswith("automaticOSUpgradePolicy.enableAutomaticOSUpgrade is read but not acted on") for n in notes)
+    assert all("is read but not acted on: " in n for n in notes)
+
+
+def test_every_field_of_azures_upgrade_policy_schema_is_accepted():
+    document = {
+        "mode": "rolling",
+        "rollingUpgradePolicy": {
+            "maxBatchInstancePercent": 10,
+            "maxUnhealthyInstancePercent": 30,
+            "maxUnhealthyUpgradedInstancePercent": 5,
+            "pauseTimeBetweenBatches": "PT1M",
+            "enableCrossZoneUpgrade": True,
+            "prioritizeUnhealthyInstances": True,
+            "rollbackFailedInstancesOnPolicyBreach": True,
+            "maxSurge": False,
+        },
+        "automaticOSUpgradePolicy": {
+            "enableAutomaticOSUpgrade": False,
+            "disableAutomaticRollback": True,
+            "useRollingUpgradePolicy": False,
+            "osRollingUpgradeDeferral": True,
+        },
+    }
+    policy = UpgradePolicy.model_validate(document)
+    assert policy.mode == "Rolling"
+    assert policy.rolling_upgrade_policy.pause_time_between_batches == timedelta(minutes=1)
+    assert policy.automatic_os_upgrade_policy.disable_automatic_rollback
+    assert policy.automatic_os_upgrade_policy.os_rolling_upgrade_deferral is True
+    # Wrapped in "upgradePolicy", keys in Azure's case, applicationHealth beside it: the same.
+    wrapped = UpgradePolicy.model_validate({"upgradePolicy": document, "applicationHealth": {"port": 8080}})
+    assert wrapped.rolling_upgrade_policy == policy.rolling_upgrade_policy
+    assert wrapped.application_health.port == 8080
+    # A bare rolling upgrade policy still works; given nothing, nothing is noted.
+    assert UpgradePolicy.model_validate({"maxBatchInstancePercent": 10}).rolling_upgrade_policy.max_batch_instance_percent == 10
+    assert UpgradePolicy().notes() == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"rollingUpgradePolicy": {"maxBatchPercent": 10}}, "rollingUpgradePolicy.maxBatchPercent: is not a known field"),
+        ({"upgradePolicy": {"automaticOSUpgradePolicy": {"enableAutoUpgrade": True}}}, "automaticOSUpgradePolicy.enableAutoUpgrade: is not a known field"),
+        ({"RollingUpgradePolicy": {"maxSurge": True}}, "maxSurge is not supported: instances are upgraded in place"),
+        ({"mode": "Sideways"}, "mode: Input should be 'Automatic', 'Manual' or 'Rolling'"),
+    ],
+)
+def test_unknown_fields_are_still_refused_by_name(data, message):
+    assert message in problem(UpgradePolicy, data)
+
+
+def test_validation_errors_never_carry_pydantics_documentation_link():
+    with pytest.raises(ValidationError) as err:
+        ImageReference.parse("/gallery/images/web/versions/")
+    assert "errors.pydantic.dev" in str(err.value)  # what pydantic itself prints
+    assert "errors.pydantic.dev" not in describe_validation_error(err.value)
+    assert "version must not be empty" in describe_validation_error(err.value)
+
+
+def azure_status_examples() -> list[dict]:
+    """The sample responses of the REST reference 'Rolling Upgrades - Get Latest' (seed 002)."""
+    seed = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "002_cef4be0f562f9243.txt"
+    text = seed.read_text() if seed.exists() else AZURE_STATUS_EXAMPLES
+    decoder = json.JSONDecoder()
+    return [decoder.raw_decode(text, m.end())[0] for m in re.finditer(r"Sample response\s*", text)]
+
+
+# Verbatim from the seed, for a checkout without ../shared/seeds.
+AZURE_STATUS_EXAMPLES = """
+Sample response
+
+{
+  "properties": {
+    "policy": {
+      "maxBatchInstancePercent": 49,
+      "maxUnhealthyInstancePercent": 81,
+      "maxUnhealthyUpgradedInstancePercent": 98,
+      "pauseTimeBetweenBatches": "aaaaaaaaaaaaaaa",
+      "enableCrossZoneUpgrade": true,
+      "prioritizeUnhealthyInstances": true,
+      "rollbackFailedInstancesOnPolicyBreach": true,
+      "maxSurge": true
+    },
+    "runningStatus": {
+      "code": "RollingForward",
+      "startTime": "2021-11-30T13:06:23.362Z",
+      "lastAction": "Start",
+      "lastActionTime": "2021-11-30T13:06:23.362Z"
+    },
+    "progress": {
+      "successfulInstanceCount": 6,
+      "failedInstanceCount": 25,
+      "inProgressInstanceCount": 20,
+      "pendingInstanceCount": 27
+    },
+    "error": {
+      "details": [
+        {
+          "code": "aaaaaaaaaaaaaaaaaaaaaaaa",
+          "target": "aaaa",
+          "message": "aa"
+        }
+      ],
+      "innererror": {
+        "exceptiontype": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "errordetail": "aaaaaaaaaaaaaaaaaaaaaaaa"
+      },
+      "code": "aaaaaaa",
+      "target": "aaaaaaa",
+      "message": "aaaaaaaaa"
+    }
+  },
+  "id": "aaaaaaaaaa",
+  "name": "aaaaaaaaaaaaaaaaaaa",
+  "type": "aaaaaaaaaaaaaaaaaaaaa",
+  "location": "aaaaaa",
+  "tags": {
+    "key8533": "aaaaaaaaaaaaaaaaaaaaaaaa"
+  }
+}
+
+Sample response
+
+{
+  "location": "aaaaaa",
+  "id": "aaaaaaaaaa"
+}
+"""
+
+
+def test_the_rest_references_sample_statuses_parse():
+    examples = azure_status_examples()
+    assert len(examples) == 2
+    full, minimal = (RollingUpgradeStatusInfo.model_validate(document) for document in examples)
+    assert full.properties.running_status.code == "RollingForward"
+    assert full.properties.running_status.last_action == "Start"
+    assert full.properties.progress.total == 6 + 25 + 20 + 27
+    assert full.properties.error.details[0].target == "aaaa"
+    assert full.tags == {"key8533": "aaaaaaaaaaaaaaaaaaaaaaaa"}
+    # The policy is reported as it is, values this product would refuse in a request included.
+    reported = full.to_json()["properties"]["policy"]
+    assert reported == examples[0]["properties"]["policy"]
+    assert (minimal.id, minimal.location, minimal.properties) == ("aaaaaaaaaa", "aaaaaa", None)
+    # Every status code and action Azure names parses.
+    document = examples[0]
+    for code in ("RollingForward", "Cancelled", "Completed", "Faulted"):
+        for action in ("Start", "Cancel"):
+            document["properties"]["runningStatus"].update(code=code, lastAction=action)
+            parsed = RollingUpgradeStatusInfo.model_validate(document)
+            assert (parsed.properties.running_status.code, parsed.properties.running_status.last_action) == (code, action)
+
+
+def test_a_status_of_ours_keeps_its_policy_typed_and_its_shape():
+    status = RollingUpgradeStatusInfo.model_validate(
+        {
+            "name": "web",
+            "properties": {
+                "policy": RollingUpgradePolicy(pause_time_between_batches="PT5M").to_json(),
+                "runningStatus": {"code": "Completed", "startTime": "2021-11-30T13:06:23Z", "lastActionTime": "2021-11-30T13:06:23Z"},
+                "progress": {"successfulInstanceCount": 3},
+            },
+        }
+    )
+    assert isinstance(status.properties.policy, RollingUpgradePolicy)
+    assert status.properties.policy.pause_time_between_batches == timedelta(minutes=5)
+    assert status.properties.progress.labelled() == [("succeeded", 3), ("failed", 0), ("in progress", 0), ("pending", 0)]
