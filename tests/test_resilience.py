@@ -127,3 +127,35 @@ async def test_an_unexpected_error_faults_with_internal_execution_error_and_its_
     # Stopped before the next batch; the workflow failed instead of retrying a task.
     assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {"0": 1}
     assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+
+
+async def test_an_instance_busy_with_another_operation_is_waited_for_not_failed(
+    local_env, local_worker, fleet
+):
+    # Real time (the local server): the reimage's retries back off 1 s, 2 s, ... as they would.
+    name = await make_scale_set(fleet, 10, update_domains=1)
+    outside = await fleet.start_operation(name, "0", seconds=2.5, operation_id=f"maintenance-{name}")
+    handle, _ = await upgrade(local_env.client, local_worker.task_queue, name)
+    report = await finish(local_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert status.progress.successful_instance_count == 10
+    ops = await fleet.operations(name)
+    assert count_ops(ops, OperationKind.REIMAGE) == {str(i): 1 for i in range(10)}
+    ours = next(op for op in ops if op.kind == OperationKind.REIMAGE and op.instance_id == "0")
+    theirs = next(op for op in ops if op.operation_id == outside.operation_id)
+    assert (ours.status, ours.request_count) == (OperationStatus.SUCCEEDED, 1)
+    assert ours.start_time >= theirs.end_time  # it waited for the other operation
+    # The reimage was refused while the instance was busy, and tried again (not failed).
+    started = [
+        event.activity_task_started_event_attributes
+        async for event in local_env.client.get_workflow_handle(
+            f"{upgrade_workflow_id(name)}/batch-1"
+        ).fetch_history_events()
+        if event.HasField("activity_task_started_event_attributes")
+    ]
+    retried = [s for s in started if s.attempt > 1]
+    assert retried
+    assert any("busy with operation" in s.last_failure.message for s in retried)
+    assert {s.last_failure.application_failure_info.type for s in retried} == {"FleetTransientError"}
