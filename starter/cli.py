@@ -1,8 +1,19 @@
 """`upgradectl`: start, inspect, watch and cancel upgrades; run the worker and the fleet emulator.
 
-Exit codes: 0 Completed; 1 Faulted; 2 Cancelled (and usage errors); 3 the request was refused
-before anything started (invalid policy, unknown scale set or image, an upgrade already
-running); 4 anything else (Temporal or the fleet not reachable).
+Exit codes (README: Exit codes):
+  0  Completed
+  1  Faulted
+  2  Cancelled, and usage errors (an unknown option, a missing or malformed option value)
+  3  refused before anything started: an invalid policy or option value, an unreadable policy
+     or spec file, an unknown scale set or image, an upgrade already running, a request the
+     fleet refused
+  4  anything else: Temporal or the fleet not reachable (or lost for too long), no worker
+  5  no such upgrade: the scale set has no upgrade (`status`, `watch`, `cancel`), or none
+     running to cancel
+
+Every error is one line (or one line per invalid field) on stderr, never a traceback. Text a
+user or a back end chose is printed with control characters made visible, never as rich markup
+or emoji, and cut short when long (starter/terminal.py).
 """
 
 from __future__ import annotations
@@ -18,29 +29,40 @@ from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 import yaml
-from pydantic import ValidationError
-from rich.console import Console
+from pydantic import TypeAdapter, ValidationError
 from rich.table import Table
+from rich.text import Text
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
-from models.base import describe_validation_error
+from fleet.errors import FleetError, FleetRequestError
+from models.base import describe_validation_error, without_docs_link
 from models.image import ImageReference
 from models.policy import UpgradePolicy
-from models.upgrade import REPORT_QUERY, UpgradeReport, UpgradeRequest
+from models.upgrade import ScaleSetName, UpgradeReport, UpgradeRequest
 from starter import progress
-from worker.process_exit import exit_after
+from starter.terminal import PATH_LIMIT, clean, clean_message, console as terminal_console, plain
 from starter.upgrades import (
     EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_NO_UPGRADE,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    NoSuchUpgrade,
     UpgradeFailed,
     UpgradeRefused,
     cancel_upgrade,
+    read_report,
     start_upgrade,
-    upgrade_handle,
 )
 from worker.connection import Settings, connect
+from worker.process_exit import exit_after
 
 T = TypeVar("T")
-EXIT_REFUSED = 3
-EXIT_ERROR = 4
+try:  # typer >= 0.26 carries its own click; its errors derive from TyperException
+    from typer import TyperException as CommandLineError
+except ImportError:  # pragma: no cover - older typer on click
+    from click import ClickException as CommandLineError
 
 app = typer.Typer(
     help="Durable rolling OS image upgrades for VM scale sets, on Temporal.",
@@ -49,13 +71,34 @@ app = typer.Typer(
 )
 fleet_app = typer.Typer(help="The fleet emulator: serve it, create scale sets, inspect them.")
 app.add_typer(fleet_app, name="fleet")
-console = Console()
-errors = Console(stderr=True)
+console = terminal_console()
+errors = terminal_console(stderr=True)
+_SCALE_SET_NAME = TypeAdapter(ScaleSetName)
+
+
+def say(message: str, style: str = "") -> None:
+    """One message on stderr, its user text made harmless."""
+    errors.print(Text(clean_message(message), style=style), soft_wrap=True)
 
 
 def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(Text.assemble(("error: ", "bold red"), clean_message(message)), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def fleet_url() -> str:
+    from fleet.client import fleet_url_from_env  # its DEFAULT_FLEET_URL is the one default
+
+    return fleet_url_from_env()
+
+
+def fleet_failure(err: FleetError) -> NoReturn:
+    """The fleet refused (3) or could not be reached or failed (4), in its own words."""
+    if isinstance(err, FleetRequestError) or not err.retryable:
+        fail(f"the fleet refused: {err.code}: {err.message}", EXIT_REFUSED)
+    if err.code in ("ConnectionError", "Timeout"):
+        fail(f"cannot reach the fleet at {fleet_url()}: {err.message} (set FLEET_URL)", EXIT_ERROR)
+    fail(f"the fleet failed: {err.code}: {err.message}", EXIT_ERROR)
 
 
 def run(main: Callable[..., Awaitable[T]]) -> Callable[..., T]:
@@ -65,29 +108,76 @@ def run(main: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     def command(*args: Any, **kwargs: Any) -> T:
         try:
             return asyncio.run(main(*args, **kwargs))
+        except (typer.Exit, typer.Abort, CommandLineError, KeyboardInterrupt):
+            raise
         except UpgradeRefused as err:
             fail(f"{err.code}: {err.message}")
+        except NoSuchUpgrade as err:
+            fail(str(err), EXIT_NO_UPGRADE)
         except UpgradeFailed as err:
             fail(str(err), EXIT_ERROR)
-        except (ValidationError, ValueError) as err:
-            text = describe_validation_error(err) if isinstance(err, ValidationError) else str(err)
-            fail(text)
+        except FleetError as err:
+            fleet_failure(err)
+        except ValidationError as err:
+            fail(describe_validation_error(err))
         except RuntimeError as err:
             if "connect" in str(err).lower():
-                fail(f"cannot reach Temporal: {err} (set TEMPORAL_ADDRESS)", EXIT_ERROR)
-            raise
+                fail(f"cannot reach Temporal: {without_docs_link(str(err))} (set TEMPORAL_ADDRESS)", EXIT_ERROR)
+            fail(f"{type(err).__name__}: {err}", EXIT_ERROR)
+        except RPCError as err:
+            fail(f"Temporal: {err.status.name if err.status else 'error'}: {err.message}", EXIT_ERROR)
+        except (WorkflowFailureError, WorkflowUpdateFailedError) as err:
+            fail(f"{err}: {err.cause}", EXIT_ERROR)
+        except ValueError as err:
+            fail(without_docs_link(str(err)))
+        except Exception as err:  # noqa: BLE001 - one line, never a traceback
+            fail(f"unexpected {type(err).__name__}: {without_docs_link(str(err))}", EXIT_ERROR)
 
     return command
 
 
-def load_document(path: Path) -> dict[str, Any]:
+def load_document(path: Path, option: str) -> dict[str, Any]:
+    """A JSON or YAML object from a file; anything else is refused naming the option and file."""
+    where = f"{option} {clean(path, PATH_LIMIT)}"
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        fail(f"cannot read {path}: {err}")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        fail(f"{where}: not a text file (byte {err.start} is not UTF-8); give a JSON or YAML file")
+    except OSError as err:
+        fail(f"{where}: cannot read it: {err.strerror or err}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        if isinstance(err, yaml.reader.ReaderError):  # a control character, say
+            character = chr(err.character) if isinstance(err.character, int) else err.character
+            at = f" at character {err.position + 1}"
+            problem = f"{clean(character)!s} is not allowed"
+        fail(f"{where}: not valid JSON or YAML{at}: {problem}")
     if not isinstance(data, dict):
-        fail(f"{path} must hold a JSON or YAML object")
+        fail(f"{where}: must hold a JSON or YAML object (found {type(data).__name__})")
+    if not all(isinstance(key, str) for key in data):
+        fail(f"{where}: every key must be a string")
     return data
+
+
+def parse_image(text: str, option: str = "--image") -> ImageReference:
+    try:
+        return ImageReference.parse(text)
+    except ValidationError as err:
+        fail(f"{option}: " + "; ".join(describe_validation_error(err).splitlines()))
+    except ValueError as err:
+        fail(f"{option}: {err}")
+
+
+def scale_set_name(name: str, where: str = "NAME") -> str:
+    """A name the fleet could hold; anything else is refused before any call."""
+    try:
+        return _SCALE_SET_NAME.validate_python(name)
+    except ValidationError:
+        fail(f"{where}: '{clean(name)}' is not a scale set name (letters, digits, '.', '_', '-'; up to 64)")
 
 
 def print_json(document: Any) -> None:
@@ -103,11 +193,9 @@ def build_request(
     flags: dict[str, Any],
     started_by: str,
 ) -> UpgradeRequest:
-    """The request from a policy file (Azure's upgradePolicy sections) overlaid with flags."""
-    document: dict[str, Any] = load_document(policy_file) if policy_file else {}
-    sections = ("rollingUpgradePolicy", "automaticOSUpgradePolicy", "applicationHealth")
-    if document and not any(key in document for key in sections):
-        document = {"rollingUpgradePolicy": document}  # a bare RollingUpgradePolicy
+    """The request from a policy file (Azure's upgradePolicy) overlaid with flags; a note on
+    stderr for every field given that is read but not acted on."""
+    document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
     for section, values in flags.items():
         if not isinstance(values, dict):
             if values is not None:
@@ -115,16 +203,21 @@ def build_request(
             continue
         chosen = {k: v for k, v in values.items() if v is not None}
         if chosen:
-            document[section] = {**document.get(section, {}), **chosen}
+            current = document.get(section)
+            document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
     try:
         policy = UpgradePolicy.model_validate(document)
     except ValidationError as err:
-        fail("invalid upgrade policy:\n" + describe_validation_error(err))
+        where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
+        fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
+    target = parse_image(image)
+    for note in policy.notes():
+        say(f"note: {note}", "yellow")
     try:
-        target = ImageReference.parse(image)
-    except (ValueError, ValidationError) as err:
-        fail(f"--image: {err}")
-    return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by)
+        return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by)
+    except ValidationError as err:
+        problems = describe_validation_error(err).replace("scale_set:", "--scale-set:").replace("scaleSet:", "--scale-set:")
+        fail("; ".join(problems.splitlines()))
 
 
 @app.command()
@@ -191,11 +284,10 @@ async def start(
     )
     client = await connect()
     handle, admission = await start_upgrade(client, request, task_queue or Settings().task_queue)
-    errors.print(
-        f"started {admission.workflow_id} (run {admission.run_id}): {admission.to_upgrade} of "
-        f"{admission.instance_count} instances to {admission.target_image}, "
-        f"{admission.skipped} skipped, about {admission.planned_batches} batches",
-        highlight=False,
+    say(
+        f"started {clean(admission.workflow_id)} (run {admission.run_id}): {admission.to_upgrade} of "
+        f"{admission.instance_count} instances to {clean(admission.target_image)}, "
+        f"{admission.skipped} skipped, about {admission.planned_batches} batches"
     )
     if wait:
         finish(await progress.watch(client, scale_set, errors, as_json=as_json), printed=as_json)
@@ -216,32 +308,30 @@ async def status(
 ) -> None:
     """The latest upgrade of a scale set: running status, progress, policy, error."""
     client = await connect()
-    report = await upgrade_handle(client, scale_set).query(REPORT_QUERY, result_type=UpgradeReport)
+    report = await read_report(client, scale_set)
     if as_json:
         print_json(report.status.to_json())
         return
     properties = report.status.properties
-    table = Table(title=f"rolling upgrade of {scale_set}", show_header=False)
+    table = Table(title=plain(f"rolling upgrade of {clean(scale_set)}"), show_header=False)
     table.add_row("status", properties.running_status.code.value)
     table.add_row("started", properties.running_status.start_time.isoformat())
     table.add_row(
         "last action",
         f"{properties.running_status.last_action.value} at {properties.running_status.last_action_time.isoformat()}",
     )
-    p = properties.progress
+    counts = [f"{count} {word}" for word, count in properties.progress.labelled()]
     table.add_row(
         "progress",
-        f"{p.successful_instance_count} succeeded, {p.failed_instance_count} failed, "
-        f"{p.in_progress_instance_count} in progress, {p.pending_instance_count} pending, "
-        f"{report.skipped_instance_count} skipped, batch {report.batches}",
+        ", ".join([*counts, f"{report.skipped_instance_count} skipped"]) + f", batch {report.batches}",
     )
     if properties.error:
-        table.add_row("error", f"{properties.error.code}: {properties.error.message}")
+        table.add_row("error", plain(f"{properties.error.code}: {properties.error.message}", limit=None))
     for record in report.notifications:
         outcome = "delivered" if record.delivered else f"NOT delivered: {record.error}"
-        table.add_row(f"notification {record.event.value}", f"{record.url}: {outcome}")
+        table.add_row(f"notification {record.event.value}", plain(f"{record.url}: {outcome}", limit=None))
     for name, value in report.request.effective_policy() if report.request else []:
-        table.add_row(name, value)
+        table.add_row(name, plain(value, limit=None))
     console.print(table)
 
 
@@ -260,7 +350,7 @@ async def history(
     if as_json:
         print_json({"value": [entry.to_json() for entry in entries]})
         return
-    table = Table(title=f"upgrades of {scale_set}" + ("" if everything else " (last five within two months)"))
+    table = Table(title=plain(f"upgrades of {clean(scale_set)}" + ("" if everything else " (last five within two months)"), limit=None))
     for column in ("started", "ended", "status", "succeeded", "failed", "rolled back", "target image", "started by", "error"):
         table.add_column(column)
     for entry in entries:
@@ -273,9 +363,9 @@ async def history(
             str(p.progress.successful_instance_count),
             str(p.progress.failed_instance_count),
             f"{p.rollback_info.successfully_rolledback_instance_count} ok, {p.rollback_info.failed_rolledback_instance_count} failed",
-            image.get("exactVersion") or image.get("version", "-"),
-            p.started_by,
-            p.error.code if p.error else "",
+            plain(image.get("exactVersion") or image.get("version", "-")),
+            plain(p.started_by),
+            plain(p.error.code if p.error else ""),
         )
     console.print(table)
 
@@ -297,7 +387,7 @@ async def cancel(scale_set: Annotated[str, typer.Argument(help="The scale set.")
     """Cancel the running upgrade: no new batch starts, the batch in flight finishes."""
     client = await connect()
     await cancel_upgrade(client, scale_set)
-    errors.print(f"cancel requested for the upgrade of {scale_set}")
+    say(f"cancel requested for the upgrade of {clean(scale_set)}")
 
 
 @app.command("worker")
@@ -324,7 +414,7 @@ def demo(
 def fleet_client():  # type: ignore[no-untyped-def]
     from fleet.client import EmulatorClient
 
-    return EmulatorClient(Settings().fleet_url)
+    return EmulatorClient()  # FLEET_URL, else fleet.client.DEFAULT_FLEET_URL
 
 
 @fleet_app.command("serve")
@@ -336,15 +426,18 @@ def fleet_serve(
     """Run the fleet emulator (HTTP, SQLite state)."""
     from fleet.emulator.app import serve
 
-    errors.print(f"fleet emulator on http://{host}:{port} (state in {db})")
+    say(f"fleet emulator on http://{clean(host)}:{port} (state in {clean(db, PATH_LIMIT)})")
     serve(host, port, db)
 
 
-def _range(text: Optional[str]) -> Optional[list[float]]:
+def _range(text: Optional[str], option: str) -> Optional[list[float]]:
     if text is None:
         return None
     low, _, high = text.partition(",")
-    return [float(low), float(high or low)]
+    try:
+        return [float(low), float(high or low)]
+    except ValueError:
+        fail(f"{option}: must be MIN,MAX seconds or one number, such as 1,3 (got '{clean(text)}')")
 
 
 def _ids(text: Optional[str]) -> Optional[list[str]]:
@@ -375,19 +468,23 @@ async def fleet_create(
     """Create (or replace) a scale set in the emulator."""
     from models.fleet import ScaleSetSpec
 
-    document: dict[str, Any] = load_document(file) if file else {}
+    document: dict[str, Any] = load_document(file, "--file") if file else {}
     chosen = {
         "capacity": instances,
         "zones": _ids(zones),
         "updateDomainCount": update_domains,
         "faultDomainCount": fault_domains,
-        "imageReference": ImageReference.parse(image).to_json() if image else None,
+        "imageReference": parse_image(image).to_json() if image else None,
         "location": location,
         "dataDisksPerInstance": data_disks,
         "seed": seed,
     }
     document.update({k: v for k, v in chosen.items() if v is not None})
-    timing = {"reimageSeconds": _range(reimage_seconds), "restoreSeconds": _range(restore_seconds), "bootSeconds": _range(boot_seconds)}
+    timing = {
+        "reimageSeconds": _range(reimage_seconds, "--reimage-seconds"),
+        "restoreSeconds": _range(restore_seconds, "--restore-seconds"),
+        "bootSeconds": _range(boot_seconds, "--boot-seconds"),
+    }
     faults = {
         "unhealthyImages": _ids(unhealthy_image),
         "unhealthyAfterUpgrade": _ids(unhealthy_after_upgrade),
@@ -397,13 +494,18 @@ async def fleet_create(
     for section, values in (("timing", timing), ("faults", faults)):
         chosen_values = {k: v for k, v in values.items() if v is not None}
         if chosen_values:
-            document[section] = {**document.get(section, {}), **chosen_values}
+            current = document.get(section)
+            document[section] = {**(current if isinstance(current, dict) else {}), **chosen_values}
     if not document.get("imageReference"):
         fail("--image is required (or imageReference in --file)")
-    spec = ScaleSetSpec.model_validate({**document, "name": name})
+    try:
+        spec = ScaleSetSpec.model_validate({**document, "name": name})
+    except ValidationError as err:
+        where = f" (--file {clean(file, PATH_LIMIT)})" if file else ""
+        fail(f"invalid scale set{where}:\n" + describe_validation_error(err))
     async with fleet_client() as fleet:
         view = await fleet.create_scale_set(spec)
-    errors.print(f"created {name}: {len(view.instances)} instances on {view.image_reference}")
+    say(f"created {clean(name)}: {len(view.instances)} instances on {clean(view.image_reference)}")
 
 
 @fleet_app.command("publish")
@@ -414,9 +516,10 @@ async def fleet_publish(
     exclude_from_latest: bool = False,
 ) -> None:
     """Publish an image version to the emulator's gallery."""
+    reference = parse_image(image, "IMAGE")
     async with fleet_client() as fleet:
-        version = await fleet.publish_image(ImageReference.parse(image), region, exclude_from_latest=exclude_from_latest)
-    errors.print(f"published {version.image_reference} to {', '.join(version.regions)}")
+        version = await fleet.publish_image(reference, region, exclude_from_latest=exclude_from_latest)
+    say(f"published {clean(version.image_reference)} to {clean(', '.join(version.regions))}")
 
 
 @fleet_app.command("show")
@@ -426,25 +529,26 @@ async def fleet_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Every instance with zone, update and fault domain, image, health and data disks."""
+    scale_set_name(name)
     async with fleet_client() as fleet:
         view = await fleet.show_scale_set(name)
     if as_json:
         print_json(view.to_json())
         return
-    table = Table(title=f"{name} ({view.location}, model {view.image_reference})")
+    table = Table(title=plain(f"{clean(name)} ({clean(view.location)}, model {clean(view.image_reference)})", limit=None))
     for column in ("instance", "zone", "UD", "FD", "image", "OS disk", "health", "state", "data disks"):
         table.add_column(column)
     for i in view.instances:
         table.add_row(
-            i.instance_id,
-            i.zone or "-",
+            plain(i.instance_id),
+            plain(i.zone or "-"),
             str(i.platform_update_domain),
             str(i.platform_fault_domain),
-            i.image_reference.resolved_version,
-            i.os_disk.name,
+            plain(i.image_reference.resolved_version),
+            plain(i.os_disk.name),
             i.health.value,
-            f"{i.provisioning_state}/{i.power_state}",
-            ", ".join(d.name for d in i.data_disks),
+            plain(f"{i.provisioning_state}/{i.power_state}"),
+            plain(", ".join(d.name for d in i.data_disks), limit=None),
         )
     console.print(table)
 
@@ -456,30 +560,52 @@ async def fleet_ops(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The operations log: every reimage and restore, when, by which operation id."""
+    scale_set_name(name)
     async with fleet_client() as fleet:
         operations = await fleet.operations(name)
     if as_json:
         print_json([op.to_json() for op in operations])
         return
-    table = Table(title=f"operations on {name}")
+    table = Table(title=plain(f"operations on {clean(name)}", limit=None))
     for column in ("started", "kind", "instance", "status", "OS disk", "requests", "operation id"):
         table.add_column(column)
     for op in operations:
         table.add_row(
             op.start_time.strftime("%H:%M:%S"),
             op.kind.value,
-            op.instance_id,
-            op.status.value + (f" ({op.error.code})" if op.error else ""),
-            f"{op.previous_os_disk} → {op.os_disk or '?'}",
+            plain(op.instance_id),
+            plain(op.status.value + (f" ({op.error.code})" if op.error else "")),
+            plain(f"{op.previous_os_disk} → {op.os_disk or '?'}", limit=None),
             str(op.request_count),
-            op.operation_id,
+            plain(op.operation_id, limit=None),
         )
     console.print(table)
 
 
+def cli(args: Optional[list[str]] = None) -> int:
+    """Run `upgradectl` with these arguments; returns the exit code. Usage errors (an unknown
+    option, a missing or malformed value) are one line plus a hint, exit 2, with the user's
+    text made harmless; click's own panel would echo it raw."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="upgradectl", standalone_mode=False)
+    except CommandLineError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            return EXIT_USAGE  # typer printed the help while raising it
+        errors.print(Text.assemble(("error: ", "bold red"), clean_message(err.format_message())), soft_wrap=True)
+        context = getattr(err, "ctx", None)
+        where = context.command_path if context is not None else "upgradectl"
+        errors.print(Text(f"try `{clean(where)} --help`", "grey50"), soft_wrap=True)
+        return getattr(err, "exit_code", EXIT_USAGE)
+    except typer.Abort:
+        errors.print(Text("aborted", "bold red"))
+        return EXIT_ERROR
+    return code if isinstance(code, int) else 0
+
+
 def main() -> None:
     """The `upgradectl` entry point."""
-    exit_after(app)
+    exit_after(lambda: sys.exit(cli()))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from datetime import datetime, timedelta, timezone
 
 from rich.console import Console, Group, RenderableType
@@ -20,8 +23,17 @@ from temporalio.service import RPCError
 from models.sorting import natural_key
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import PLAN_QUERY, REPORT_QUERY, InstanceProgress, InstanceState, UpgradeReport
-from starter.upgrades import final_report, upgrade_handle
+from starter.terminal import clean, plain
+from starter.upgrades import (
+    QUERY_TIMEOUT,
+    UpgradeFailed,
+    await_admission,
+    describe_upgrade,
+    final_report,
+    upgrade_handle,
+)
 
+T = TypeVar("T")
 STATE_STYLES = {
     InstanceState.PENDING: "grey50",
     InstanceState.IN_PROGRESS: "bold yellow",
@@ -65,7 +77,7 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
     progress = properties.progress
     code = properties.running_status.code
     running = code == RollingUpgradeStatusCode.ROLLING_FORWARD
-    title = Text.assemble((f"{status.name} ", "bold"), (code.value, CODE_STYLES[code]))
+    title = Text.assemble((clean(status.name) + " ", "bold"), (code.value, CODE_STYLES[code]))
     title.append(f"  batch {report.batches} of {report.batches + batches_left}")
     title.append(f"  elapsed {clock(now - properties.running_status.start_time)}")
     if running and (left := eta(report, batches_left)) is not None:
@@ -75,22 +87,17 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
 
     total = max(progress.total, 1)
     bars = Table.grid(padding=(0, 1))
-    for label, count, style in (
-        ("succeeded", progress.successful_instance_count, "green"),
-        ("failed", progress.failed_instance_count, "red"),
-        ("in progress", progress.in_progress_instance_count, "yellow"),
-        ("pending", progress.pending_instance_count, "grey50"),
-    ):
+    for (label, count), style in zip(progress.labelled(), ("green", "red", "yellow", "grey50")):
         bar = ProgressBar(total=total, completed=count, width=40, complete_style=style, finished_style=style)
         bars.add_row(Text(label, style), bar, Text(str(count), style))
 
     in_flight = [i for i in report.instances if i.state == InstanceState.IN_PROGRESS]
     parts: list[RenderableType] = [title, bars]
     if in_flight:
-        parts.append(Text(f"batch {report.batches} in flight: " + ", ".join(i.instance_id for i in in_flight), "yellow"))
+        parts.append(Text(f"batch {report.batches} in flight: " + ", ".join(clean(i.instance_id) for i in in_flight), "yellow"))
     parts.append(_by_zone(report.instances))
     if error := properties.error:
-        parts.append(Text(f"{error.code}: {error.message}", "red" if code == RollingUpgradeStatusCode.FAULTED else "yellow"))
+        parts.append(plain(f"{error.code}: {error.message}", "red" if code == RollingUpgradeStatusCode.FAULTED else "yellow", None))
     legend = Text("  ".join(f"[{s.value}]" for s in STATE_STYLES), "grey50")
     for state, style in STATE_STYLES.items():
         legend.highlight_words([f"[{state.value}]"], style)
@@ -106,26 +113,46 @@ def _by_zone(instances: list[InstanceProgress]) -> Table:
     for zone, members in sorted(zones.items()):
         chips = Text()
         for instance in members:
-            chips.append(f" {instance.instance_id} ", STATE_STYLES[instance.state] + " reverse")
+            chips.append(f" {clean(instance.instance_id)} ", STATE_STYLES[instance.state] + " reverse")
             chips.append(" ")
-        grid.add_row(Text(f"zone {zone}", "bold"), chips)
+        grid.add_row(Text(f"zone {clean(zone)}", "bold"), chips)
     return grid
 
 
+RECONNECT_LIMIT = 600.0  # seconds without Temporal before `watch` gives up
+PATIENCE = 3.0  # seconds a describe may take before `watch` says the connection is lost
+
+
 async def watch(
-    client: Client, scale_set: str, console: Console, *, as_json: bool = False, interval: float = 0.5
+    client: Client,
+    scale_set: str,
+    console: Console,
+    *,
+    as_json: bool = False,
+    interval: float = 0.5,
+    reconnect_limit: float = RECONNECT_LIMIT,
 ) -> UpgradeReport:
-    """Follow the latest upgrade until it ends; returns its final report."""
+    """Follow the latest upgrade until it ends; returns its final report.
+
+    Waits (bounded) for a just-started upgrade's admission first, so the first status counts
+    every instance. Rides out a Temporal restart: says so on `console` and carries on once
+    Temporal answers again (giving up after `reconnect_limit` seconds).
+    """
     handle = upgrade_handle(client, scale_set)
+    description = await describe_upgrade(handle, scale_set)
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        await await_admission(handle)
+    link = _Link(console, reconnect_limit)
     last = None
     with Live(console=console, refresh_per_second=4, transient=False) if not as_json else _Quiet() as live:
+        link.live = live
         while True:
-            description = await handle.describe()
+            description = await link.answer(lambda: handle.describe(rpc_timeout=QUERY_TIMEOUT))
             try:
-                report = await handle.query(REPORT_QUERY, result_type=UpgradeReport)
-                batches_left = len(await handle.query(PLAN_QUERY, result_type=list[list[str]]))
+                report = await handle.query(REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=QUERY_TIMEOUT)
+                batches_left = len(await handle.query(PLAN_QUERY, result_type=list[list[str]], rpc_timeout=QUERY_TIMEOUT))
             except RPCError:
-                report = None  # a query can fail while a worker restarts; try again
+                report = None  # a query can fail while a worker (or Temporal) restarts; try again
             if report is not None:
                 if as_json:
                     document = report.status.to_json()
@@ -138,9 +165,56 @@ async def watch(
             if description.status != WorkflowExecutionStatus.RUNNING:
                 break
             await asyncio.sleep(interval)
+    link.live = None
     if not as_json:
         console.line()
-    return await final_report(handle)
+    return await link.answer(lambda: final_report(handle))
+
+
+class _Link:
+    """The connection to Temporal as `watch` sees it: a call that fails, or gets no answer
+    within PATIENCE seconds, means it is lost; that is said once, and again when it is back."""
+
+    def __init__(self, console: Console, limit: float) -> None:
+        self.console = console
+        self.limit = limit
+        self.since: float | None = None
+        self.live: object = None
+
+    async def answer(self, call: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            task = asyncio.ensure_future(call())
+            try:
+                done, _ = await asyncio.wait({task}, timeout=PATIENCE)
+                while not done:
+                    self._lost("no answer")
+                    done, _ = await asyncio.wait({task}, timeout=PATIENCE)
+                result = task.result()
+            except RPCError as err:
+                self._lost(err.message)
+                await asyncio.sleep(1.0)
+                continue
+            finally:
+                if not task.done():
+                    task.cancel()
+            if self.since is not None:
+                self.since = None
+                self._say(Text("reconnected to Temporal", "green"))
+            return result
+
+    def _lost(self, reason: str) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            self._say(Text(f"lost the connection to Temporal; reconnecting… ({clean(reason)})", "yellow"))
+        elif now - self.since > self.limit:
+            raise UpgradeFailed(
+                f"lost the connection to Temporal for {self.limit:.0f} s ({clean(reason)})"
+            )
+
+    def _say(self, text: Text) -> None:
+        live = self.live
+        (live.console if isinstance(live, Live) else self.console).print(text, soft_wrap=True)
 
 
 class _Quiet:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from datetime import timedelta
 
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -42,11 +45,22 @@ from models.upgrade import (
     upgrade_workflow_id,
 )
 
+# `upgradectl`'s exit codes (README: Exit codes), one home for all of them.
+EXIT_COMPLETED = 0
+EXIT_FAULTED = 1
+EXIT_CANCELLED = 2  # also a usage error (click's own code)
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_ERROR = 4
+EXIT_NO_UPGRADE = 5
 EXIT_CODES = {
-    RollingUpgradeStatusCode.COMPLETED: 0,
-    RollingUpgradeStatusCode.FAULTED: 1,
-    RollingUpgradeStatusCode.CANCELLED: 2,
+    RollingUpgradeStatusCode.COMPLETED: EXIT_COMPLETED,
+    RollingUpgradeStatusCode.FAULTED: EXIT_FAULTED,
+    RollingUpgradeStatusCode.CANCELLED: EXIT_CANCELLED,
 }
+# How long `status` and `watch` wait for a just-started upgrade's admission, and for a query.
+ADMISSION_WAIT = 60.0
+QUERY_TIMEOUT = timedelta(seconds=30)
 
 
 class UpgradeRefused(Exception):
@@ -60,6 +74,10 @@ class UpgradeRefused(Exception):
 
 class UpgradeFailed(Exception):
     """The workflow failed in a way that carries no upgrade report."""
+
+
+class NoSuchUpgrade(Exception):
+    """The scale set has no upgrade (or, for a cancel, no running one)."""
 
 
 async def start_upgrade(
@@ -171,8 +189,81 @@ async def get_instances(client: Client, scale_set: str) -> list[InstanceProgress
     )
 
 
+async def describe_upgrade(handle: WorkflowHandle, scale_set: str) -> WorkflowExecutionDescription:
+    """The latest upgrade's execution, or NoSuchUpgrade if the scale set never had one."""
+    try:
+        return await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise NoSuchUpgrade(f"scale set {scale_set!r} has no upgrade") from None
+        raise
+
+
+async def await_admission(handle: WorkflowHandle, timeout: float = ADMISSION_WAIT) -> None:
+    """Wait (bounded) until a running upgrade is admitted or refused, so that its status counts
+    every instance of the scale set. The `admit` update returns at once when it already is."""
+    try:
+        await asyncio.wait_for(handle.execute_update(ADMIT_UPDATE, result_type=Admission), timeout)
+    except WorkflowUpdateFailedError:
+        pass  # refused: the status says why
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:  # it finished meanwhile: its status stands
+            raise
+    except asyncio.TimeoutError:
+        raise UpgradeFailed(
+            f"upgrade {handle.id} was not admitted within {timeout:.0f} s: is a worker running?"
+        ) from None
+
+
+async def read_report(
+    client: Client, scale_set: str, *, admission_wait: float = ADMISSION_WAIT
+) -> UpgradeReport:
+    """The latest upgrade's report, once it is admitted (a refused or finished one at once)."""
+    handle = upgrade_handle(client, scale_set)
+    description = await describe_upgrade(handle, scale_set)
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        await await_admission(handle, admission_wait)
+    return await query_report(handle)
+
+
+async def query_report(handle: WorkflowHandle) -> UpgradeReport:
+    try:
+        return await handle.query(REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise UpgradeFailed(
+                f"no worker answered for upgrade {handle.id} within "
+                f"{QUERY_TIMEOUT.total_seconds():.0f} s: is a worker running?"
+            ) from None
+        raise
+
+
 async def cancel_upgrade(client: Client, scale_set: str) -> None:
-    await upgrade_handle(client, scale_set).signal(CANCEL_SIGNAL)
+    """Ask the running upgrade to stop; NoSuchUpgrade if none is running."""
+    handle = upgrade_handle(client, scale_set)
+    description = await describe_upgrade(handle, scale_set)
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        raise NoSuchUpgrade(
+            f"the latest upgrade of {scale_set!r} already ended "
+            f"({_ended(description)}): nothing to cancel"
+        )
+    try:
+        await handle.signal(CANCEL_SIGNAL)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise NoSuchUpgrade(
+                f"the latest upgrade of {scale_set!r} ended just now: nothing to cancel"
+            ) from None
+        raise
+
+
+def _ended(description: WorkflowExecutionDescription) -> str:
+    status = description.status.name.replace("_", " ").lower() if description.status else "closed"
+    words = {"failed": "Faulted or refused", "canceled": "Cancelled"}
+    text = words.get(status, status)
+    if description.close_time:
+        text += f" at {description.close_time.isoformat(timespec='seconds')}"
+    return text
 
 
 async def final_report(handle: WorkflowHandle) -> UpgradeReport:

@@ -1,0 +1,384 @@
+"""`upgradectl` against hostile and broken input: one line naming the option or field, the
+documented exit code, nothing echoed that can drive a terminal, never a traceback.
+
+Most of these need no server: they run the real entry point (`starter.cli.cli`) in-process, as
+`upgradectl` does, with Temporal pointed at a closed port. The fleet's refusals use the session's
+emulator; the absent and finished upgrades, the admission wait and the Temporal restart use real
+dev servers and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from models.fleet import FaultSpec, TimingSpec
+from models.upgrade import ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
+from starter import processes
+from starter.cli import build_request, cli
+from starter.terminal import clean
+from starter.upgrades import final_report
+from tests.conftest import Result
+from tests.helpers import QUICK_HEALTH, V1, V2, WorkerProcesses, eventually, make_scale_set
+from tests.test_models import SEED_POLICY
+from worker.assembly import build_worker
+from worker.connection import connect
+
+CLOSED = f"127.0.0.1:{processes.free_port()}"  # nothing listens here
+# What may never reach a terminal raw: ESC, a C1 CSI, BEL, a bidi override.
+HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("TEMPORAL_ADDRESS", CLOSED)
+    monkeypatch.setenv("FLEET_URL", f"http://{CLOSED}")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def call(capsys, *args: str) -> Result:
+    code = cli(list(args))
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def assert_harmless(result: Result) -> None:
+    text = result.out + result.err
+    assert "Traceback" not in text
+    for char in HOSTILE:
+        assert char not in text, f"{char!r} echoed raw: {text!r}"
+    assert "╭" not in text  # no panels: one line, plus a hint for usage errors
+
+
+# --- the cleaning itself -----------------------------------------------------------------------
+
+def test_clean_makes_control_and_bidi_characters_visible_and_caps_the_length():
+    assert clean("a\x1b[2Jb\x9b\x07\u202e\u2066c") == "a\\x1b[2Jb\\x9b\\x07\\u202e\\u2066c"
+    assert clean("[/] :b: ok") == "[/] :b: ok"
+    assert clean("x" * 10_000) == "x" * 80 + "…"
+    assert clean("line\nbreak") == "line\\x0abreak"
+
+
+# --- markup, emoji, control characters, length --------------------------------------------------
+
+def test_markup_and_emoji_codes_in_user_text_are_printed_as_they_are(offline, capsys):
+    result = call(capsys, "start", "--scale-set", "web", "--image", "a[/]:b")
+    assert result.code == 3
+    assert "--image: image 'a[/]:b' is not PUBLISHER:OFFER:SKU:VERSION" in result.err
+    assert_harmless(result)
+
+    result = call(capsys, "start", "--scale-set", "web", "--image", ":b:")
+    assert result.code == 3
+    assert "':b:'" in result.err and "🅱" not in result.err
+
+
+def test_control_characters_in_a_file_name_are_made_visible(offline, capsys, tmp_path):
+    name = str(tmp_path / "p\x1b[2J\x1b[41m\x9b\x07\u202eolicy[/].json")
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", name)
+    assert result.code == 3
+    assert "--policy" in result.err and "\\x1b[2J\\x1b[41m\\x9b\\x07\\u202eolicy[/].json" in result.err
+    assert_harmless(result)
+    assert len(result.err.splitlines()) == 1
+
+
+def test_a_huge_value_is_not_echoed_in_full(offline, capsys):
+    huge = "P" + "1" * 10_000
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--pause-time-between-batches", huge)
+    assert result.code == 3
+    assert "rollingUpgradePolicy.pauseTimeBetweenBatches" in result.err
+    assert "…" in result.err and len(result.err) < 1_000
+    assert_harmless(result)
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def test_a_binary_policy_file_is_refused_naming_the_option_and_the_file(offline, capsys, tmp_path):
+    policy = tmp_path / "policy.bin"
+    policy.write_bytes(b"\xff\xfe\x00\x1b[2J binary")
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3
+    assert result.err.startswith(f"error: --policy {policy}: not a text file")
+    assert len(result.err.splitlines()) == 1
+    assert_harmless(result)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"rollingUpgradePolicy": {"maxBatchInstancePercent": 10,', "not valid JSON or YAML at line 1"),
+        ("key: [unclosed\n\x1b[2J", "not valid JSON or YAML at character 16: \\x1b is not allowed"),
+        ("- 1\n- 2\n", "must hold a JSON or YAML object (found list)"),
+        ("just text", "must hold a JSON or YAML object (found str)"),
+    ],
+)
+def test_a_malformed_policy_file_is_one_line_naming_the_option_and_the_file(offline, capsys, tmp_path, content, message):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(content)
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3
+    assert result.err.startswith(f"error: --policy {policy}: ") and message in result.err
+    assert len(result.err.splitlines()) == 1
+    assert_harmless(result)
+
+
+def test_a_pydantic_error_names_the_option_without_a_documentation_link(offline, capsys):
+    result = call(capsys, "start", "--scale-set", "web", "--image", "/gallery/images/web/versions/")
+    assert result.code == 3
+    assert result.err.startswith("error: --image: version must not be empty")
+    assert "pydantic.dev" not in result.err and "For further information" not in result.err
+    bad_spec = call(capsys, "fleet", "create", "web", "--image", str(V1), "--instances", "0")
+    assert bad_spec.code == 3 and "capacity: must be a whole number from 1 to 10000" in bad_spec.err
+    assert "pydantic.dev" not in bad_spec.err
+
+
+# --- numbers and usage errors ----------------------------------------------------------------------
+
+NUMERIC = [
+    ("start", "--max-batch-instance-percent"),
+    ("start", "--max-unhealthy-instance-percent"),
+    ("start", "--max-unhealthy-upgraded-instance-percent"),
+    ("start", "--health-port"),
+    ("start", "--health-interval"),
+    ("start", "--health-probes"),
+    ("start", "--health-grace-period"),
+    ("fleet create", "--instances"),
+    ("fleet create", "--update-domains"),
+    ("fleet create", "--fault-domains"),
+    ("fleet create", "--data-disks"),
+    ("fleet create", "--unhealthy-share"),
+    ("fleet create", "--transient-error-share"),
+    ("fleet create", "--seed"),
+    ("fleet create", "--reimage-seconds"),
+    ("fleet create", "--restore-seconds"),
+    ("fleet create", "--boot-seconds"),
+    ("fleet serve", "--port"),
+    ("demo", "--instances"),
+]
+
+
+@pytest.mark.parametrize(("command", "option"), NUMERIC)
+def test_every_numeric_option_names_itself_when_its_value_is_not_a_number(offline, capsys, command, option):
+    args = {
+        "start": ["start", "--scale-set", "web", "--image", str(V2)],
+        "fleet create": ["fleet", "create", "web", "--image", str(V1)],
+        "fleet serve": ["fleet", "serve"],
+        "demo": ["demo"],
+    }[command]
+    result = call(capsys, *args, option, "abc\x1b[2J")
+    assert result.code in (2, 3)  # click's usage error, or ours for MIN,MAX ranges
+    assert option in result.err.splitlines()[0]
+    assert len(result.err.splitlines()) <= 2
+    assert_harmless(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status", "web", "--bogus\x1b[2J\u202e"], "No such option: --bogus\\x1b[2J\\u202e"),
+        (["status"], "Missing argument"),
+        (["start", "--scale-set", "web"], "Missing option '--image'"),
+        (["start", "--scale-set"], "requires an argument"),
+        (["nonsense\x1b]0;title\x07"], "No such command 'nonsense\\x1b]0;title\\x07'"),
+        (["fleet", "create", "web", "--capacity", "x"], "No such option: --capacity"),
+    ],
+)
+def test_usage_errors_are_one_line_and_a_hint_with_exit_two(offline, capsys, args, message):
+    result = call(capsys, *args)
+    assert result.code == 2
+    lines = result.err.splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("try `upgradectl")
+    assert_harmless(result)
+
+
+def test_help_still_works(offline, capsys):
+    result = call(capsys, "status", "--help")
+    assert result.code == 0 and "Usage" in result.out
+
+
+# --- Azure's policy JSON --------------------------------------------------------------------------
+
+def test_azures_own_upgrade_policy_json_is_taken_with_a_note_per_field_not_acted_on(offline, capsys, tmp_path):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps(SEED_POLICY))
+    request = build_request("web", str(V2), policy, {"rollingUpgradePolicy": {"maxUnhealthyInstancePercent": 30}}, "User")
+    assert isinstance(request, UpgradeRequest)
+    assert request.policy.max_batch_instance_percent == 20
+    assert request.policy.max_unhealthy_instance_percent == 30  # the flag over the file
+    assert request.policy.max_unhealthy_upgraded_instance_percent == 25
+    assert request.disable_automatic_rollback is False
+    notes = capsys.readouterr().err.splitlines()
+    assert (
+        "note: automaticOSUpgradePolicy.enableAutomaticOSUpgrade is read but not acted on: this "
+        "command runs one upgrade now; automatic upgrades come with `upgradectl auto`"
+    ) in notes
+    assert len(notes) == 4 and all(n.startswith("note: ") for n in notes)
+    assert "is not a known field" not in "".join(notes)
+
+
+def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, capsys, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("upgradePolicy:\n  RollingUpgradePolicy:\n    maxBatchPercent: 10\n    maxSurge: true\n")
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3
+    assert "rollingUpgradePolicy.maxBatchPercent: is not a known field" in result.err
+    policy.write_text("upgradePolicy:\n  RollingUpgradePolicy:\n    maxSurge: true\n")
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3 and "maxSurge is not supported: instances are upgraded in place" in result.err
+
+
+# --- the fleet ---------------------------------------------------------------------------------------
+
+def run_cli(*args: str, env: dict[str, str]) -> Result:
+    done = subprocess.run(
+        [sys.executable, "-m", "starter.cli", *args],
+        env={**os.environ, "COLUMNS": "200", **env}, capture_output=True, text=True, timeout=60,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits_four(fleet_url, tmp_path):
+    env = {"FLEET_URL": fleet_url, "TEMPORAL_ADDRESS": CLOSED}
+    name = f"refusals-{uuid.uuid4().hex[:8]}"
+    cases = [
+        (["fleet", "create", name, "--instances", "2", "--image", "Contoso:web-os:2024:latest"], "the fleet refused: "),
+        (["fleet", "publish", "Contoso:web-os:2024:latest"], "the fleet refused: "),
+        (["fleet", "show", "nowhere"], "the fleet refused: "),
+        (["fleet", "show", "nowhere\x1b[2J"], "NAME: 'nowhere\\x1b[2J' is not a scale set name"),
+        (["fleet", "ops", "nowhere"], "the fleet refused: "),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, env=env)
+        assert result.code == 3, (args, result.err)
+        assert result.err.startswith(f"error: {message}") and len(result.err.splitlines()) == 1, result.err
+        assert_harmless(result)
+
+    for args in (["fleet", "show", "web"], ["fleet", "ops", "web"], ["fleet", "publish", str(V2)],
+                 ["fleet", "create", name, "--image", str(V1)]):
+        result = run_cli(*args, env={"FLEET_URL": f"http://{CLOSED}"})
+        assert result.code == 4, (args, result.err)
+        assert result.err.startswith(f"error: cannot reach the fleet at http://{CLOSED}"), result.err
+        assert "Traceback" not in result.err
+
+
+def test_temporal_unreachable_exits_four(fleet_url):
+    for args in (["status", "web"], ["watch", "web"], ["cancel", "web"], ["history", "web"],
+                 ["start", "--scale-set", "web", "--image", str(V2)]):
+        result = run_cli(*args, env={"TEMPORAL_ADDRESS": CLOSED, "FLEET_URL": fleet_url})
+        assert result.code == 4, (args, result.err)
+        assert result.err.startswith("error: cannot reach Temporal"), result.err
+        assert "Traceback" not in result.err
+
+
+# --- no upgrade, a finished upgrade ------------------------------------------------------------------
+
+async def test_no_upgrade_and_a_finished_one_exit_five_in_one_line(upgradectl, fleet):
+    name = await make_scale_set(fleet, 2)
+    for command in ("status", "watch", "cancel"):
+        result = await upgradectl(command, name)
+        assert result.code == 5, (command, result.err)
+        assert result.err == f"error: scale set '{name}' has no upgrade\n"
+    hostile = await upgradectl("status", "web\x1b[2J[/]:b:")
+    assert hostile.code == 5 and "web\\x1b[2J[/]:b:" in hostile.err
+    assert_harmless(hostile)
+
+    done = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait",
+                            "--health-interval", "1", "--health-wait-timeout", "PT2S")
+    assert done.code == 0, done.err
+    cancelled = await upgradectl("cancel", name)
+    assert cancelled.code == 5
+    assert cancelled.err.startswith(f"error: the latest upgrade of '{name}' already ended (completed at ")
+    assert cancelled.err.rstrip().endswith("nothing to cancel") and len(cancelled.err.splitlines()) == 1
+    assert (await upgradectl("status", name)).code == 0  # a finished upgrade still answers
+
+
+# --- status waits for admission ------------------------------------------------------------------------
+
+async def test_status_right_after_the_start_counts_every_instance(local_env, fleet, fleet_url):
+    """The upgrade starts with no worker polling, so admission waits for one: `status` must
+    wait for it too, not answer a status that counts nothing."""
+    name = await make_scale_set(fleet, 4, update_domains=1)
+    task_queue = f"tq-{uuid.uuid4()}"
+    request = UpgradeRequest(scale_set=name, target_image=V2, health=QUICK_HEALTH,
+                             policy={"pauseTimeBetweenBatches": "PT1H"})
+    handle = await local_env.client.start_workflow(
+        ROLLING_UPGRADE_WORKFLOW, request, id=upgrade_workflow_id(name), task_queue=task_queue
+    )
+    env = {**os.environ, "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host, "FLEET_URL": fleet_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter.cli", "status", name, "--json",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.sleep(3)  # status is waiting; now a worker comes
+        async with build_worker(local_env.client, fleet, task_queue):
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode == 0, err.decode()
+            progress = json.loads(out)["properties"]["progress"]
+            assert sum(progress.values()) == 4, progress
+            await handle.signal("cancel")
+            await final_report(handle)
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+# --- watch rides out a Temporal restart ------------------------------------------------------------------
+
+async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
+    port, ui_port = processes.free_port(), processes.free_port()
+    database = tmp_path / "temporal.db"
+    server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-1.log")
+    workers = WorkerProcesses(f"127.0.0.1:{port}", fleet_url, tmp_path)
+    watcher = None
+    try:
+        client = await connect(f"127.0.0.1:{port}")
+        name = await make_scale_set(
+            fleet, 6, update_domains=1,
+            timing=TimingSpec(reimage_seconds=[1, 1], restore_seconds=[0, 0], boot_seconds=[0, 0]),
+        )
+        await workers.start()
+        env = {**os.environ, "TEMPORAL_ADDRESS": f"127.0.0.1:{port}", "FLEET_URL": fleet_url,
+               "UPGRADE_TASK_QUEUE": workers.task_queue}
+        started = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter.cli", "start", "--scale-set", name, "--image", str(V2),
+            "--health-interval", "1", "--pause-time-between-batches", "PT2S", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        assert await started.wait() == 0
+        watcher = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter.cli", "watch", name, "--json", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        first = await asyncio.wait_for(watcher.stdout.readline(), 60)  # it follows the upgrade
+        assert json.loads(first)["properties"]["runningStatus"]["code"] == "RollingForward"
+
+        processes.stop(server)  # Temporal goes away while `watch` follows the upgrade ...
+        await asyncio.sleep(3)
+        if watcher.returncode is not None:
+            raise AssertionError(f"watch exited {watcher.returncode}: {(await watcher.communicate())[1].decode()}")
+        # ... and `watch` waits for it
+        server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-2.log")
+
+        out, err = await asyncio.wait_for(watcher.communicate(), 180)
+        assert watcher.returncode == 0, err.decode()
+        assert "lost the connection to Temporal; reconnecting…" in err.decode()
+        assert "reconnected to Temporal" in err.decode()
+        assert "Traceback" not in err.decode()
+        last = json.loads((first + out).decode().splitlines()[-1])
+        assert last["properties"]["runningStatus"]["code"] == "Completed"
+        assert last["properties"]["progress"]["successfulInstanceCount"] == 6
+        description = await (await connect(f"127.0.0.1:{port}")).get_workflow_handle(upgrade_workflow_id(name)).describe()
+        assert description.status == WorkflowExecutionStatus.COMPLETED
+    finally:
+        if watcher is not None and watcher.returncode is None:
+            watcher.kill()
+        workers.stop()
+        processes.stop(server)
