@@ -210,6 +210,8 @@ class Cloud:
         for table in ("instances", "os_disks", "operations"):
             self.db.execute(f"DELETE FROM {table} WHERE scale_set = ?", (name,))
         self.db.execute("DELETE FROM scale_sets WHERE name = ?", (name,))
+        for key in [key for key in self.probe_answers if key[0] == name]:
+            del self.probe_answers[key]
 
     def delete_scale_set(self, name: str) -> None:
         self.spec(name)
