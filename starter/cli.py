@@ -437,7 +437,11 @@ def _range(text: Optional[str], option: str) -> Optional[list[float]]:
     try:
         return [float(low), float(high or low)]
     except ValueError:
-        fail(f"{option}: must be MIN,MAX seconds or one number, such as 1,3 (got '{clean(text)}')")
+        # A usage error like click's own for a number option: exit 2, the option named.
+        raise typer.BadParameter(
+            f"must be MIN,MAX seconds or one number, such as 1,3 (got '{clean(text)}')",
+            param_hint=f"'{option}'",
+        ) from None
 
 
 def _ids(text: Optional[str]) -> Optional[list[str]]:
