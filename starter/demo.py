@@ -59,7 +59,8 @@ async def upgrade(console: Console, instances: int) -> int:
     console.print(
         f"scale set [bold]{SCALE_SET}[/]: {instances} instances over zones 1, 2, 3 on "
         f"{CURRENT.resolved_version}; instances {' and '.join(FAILING)} will fail health on "
-        f"{TARGET.resolved_version}"
+        f"{TARGET.resolved_version}",
+        markup=True,  # our own text: upgradectl's consoles print markup only when asked
     )
     request = UpgradeRequest(
         scale_set=SCALE_SET,
@@ -84,7 +85,8 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
     if busy:
         console.print(
             f"[red]error:[/] port(s) {', '.join(map(str, busy))} already in use: is a demo "
-            "(`make demo ARGS=--keep`) still running? Stop it first."
+            "(`make demo ARGS=--keep`) still running? Stop it first.",
+            markup=True,
         )
         return 4
     WORKDIR.mkdir(exist_ok=True)
