@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, Field
 
-from models.base import AzureModel
+from models.base import AzureModel, ViewModel
 from models.errors import FailureCause
 from models.fleet import HealthState, InstanceView
 from models.image import ImageReference
@@ -47,8 +47,9 @@ def upgrade_workflow_id(scale_set: str) -> str:
     return f"rolling-upgrade/{scale_set}"
 
 
-class UpgradeRequest(AzureModel):
-    """The input of RollingUpgradeWorkflow; fields are only ever added, with defaults."""
+class UpgradeRequest(ViewModel):
+    """The input of RollingUpgradeWorkflow; fields are only ever added, with defaults (and
+    fields a newer starter adds are ignored, not refused)."""
 
     scale_set: ScaleSetName
     target_image: ImageReference
@@ -112,8 +113,11 @@ FINAL_FAILURES = (InstanceState.ROLLED_BACK, InstanceState.FAILED)
 ATTEMPTED = (InstanceState.SUCCEEDED, *FINAL_FAILURES)
 
 
-class InstanceResult(AzureModel):
-    """What became of an instance: the fields an outcome reports and the progress keeps."""
+class InstanceResult(ViewModel):
+    """What became of an instance: the fields an outcome reports and the progress keeps.
+
+    Payloads between workflows accept fields they do not know: during a deploy, a worker of
+    the previous release may read what one of the next release wrote."""
 
     cause: FailureCause | None = None
     code: str | None = None
@@ -121,6 +125,11 @@ class InstanceResult(AzureModel):
     previous_os_disk: str | None = None
     health: HealthState | None = None
     health_after_restore: HealthState | None = None
+    restored: bool | None = Field(
+        default=None,
+        description="None: no restore was tried; True: restored and healthy again; False: the "
+        "restore failed, was impossible (no previous OS disk) or left the instance unhealthy",
+    )
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
 
@@ -161,7 +170,7 @@ class InstanceProgress(InstanceResult):
                 setattr(self, name, getattr(outcome, name))
 
 
-class Preflight(AzureModel):
+class Preflight(ViewModel):
     """The upgrade as it would start now: what `upgradectl start` shows before starting it, and
     the Web UI's summary and details of the upgrade workflow."""
 
@@ -176,7 +185,7 @@ class Preflight(AzureModel):
     details: str
 
 
-class Admission(AzureModel):
+class Admission(ViewModel):
     """What the upgrade accepted: returned to `upgradectl start` before any instance is touched."""
 
     workflow_id: str
@@ -189,7 +198,7 @@ class Admission(AzureModel):
     planned_batches: int
 
 
-class UpgradeReport(AzureModel):
+class UpgradeReport(ViewModel):
     """The end of an upgrade: Azure's status plus what Azure's shape has no room for."""
 
     status: RollingUpgradeStatusInfo
@@ -229,12 +238,12 @@ class BatchAction(StrEnum):
     RESTORE = "restore"
 
 
-class BatchInstance(AzureModel):
+class BatchInstance(ViewModel):
     instance_id: str
     previous_os_disk: str | None = None
 
 
-class BatchRequest(AzureModel):
+class BatchRequest(ViewModel):
     """The input of BatchUpgradeWorkflow: one batch (or part of one) of one upgrade."""
 
     upgrade_id: str
@@ -247,5 +256,5 @@ class BatchRequest(AzureModel):
     rollback: bool = True
 
 
-class BatchResult(AzureModel):
+class BatchResult(ViewModel):
     outcomes: list[InstanceOutcome]

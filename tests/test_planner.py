@@ -10,6 +10,7 @@ from models.fleet import CustomMetrics, HealthState, InstanceView, OsDisk, Scale
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceState, UpgradeRequest
 from tests.helpers import V1, V2
+from workflows import reporting
 from workflows.ledger import UpgradeLedger
 from workflows.planner import Candidate, batch_size_limit, next_batch, plan_batches
 
@@ -85,15 +86,35 @@ def test_prioritize_unhealthy_instances_upgrades_them_first():
     assert plan_batches(instances, 20, ["3", "7"], DEFAULT)[0][0].instance_id == "0"
 
 
-def test_batch_shrinks_so_unhealthy_plus_batch_stay_within_the_limit():
-    # 20% of 20 = 4 may be unhealthy at once. Two instances outside the candidates (say,
-    # failed in an earlier batch) are unhealthy, so only 2 more may go down.
-    candidates = fleet(18, domains=1)
-    assert len(next_batch(candidates, 20, 0, DEFAULT)) == 4
-    assert len(next_batch(candidates, 20, 2, DEFAULT)) == 2
-    assert len(next_batch(candidates, 20, 3, DEFAULT)) == 1
-    # Never below one instance.
-    assert len(next_batch(candidates, 20, 4, DEFAULT)) == 1
+@pytest.mark.parametrize(
+    ("total", "candidates", "unhealthy", "within_budget", "expected"),
+    [
+        # 20% of 20 = 4 may be unhealthy at once; unhealthy instances outside the candidates
+        # (say, failed in an earlier batch) leave room for fewer.
+        (20, 18, 0, True, 4),
+        (20, 18, 2, True, 2),
+        (20, 18, 3, True, 1),
+        # No room: no batch starts (the upgrade waits for health to recover) ...
+        (20, 18, 4, True, 0),
+        (10, 8, 2, True, 0),
+        # ... though one instance may always go down when every other one is healthy.
+        (3, 3, 0, True, 1),
+        (3, 2, 1, True, 0),
+        # Upgrades started before the exact-core patch replay the old floor of one.
+        (20, 18, 4, False, 1),
+        (10, 8, 2, False, 1),
+    ],
+)
+def test_batch_shrinks_so_unhealthy_plus_batch_stay_within_the_limit(
+    total, candidates, unhealthy, within_budget, expected
+):
+    batch = next_batch(fleet(candidates, domains=1), total, unhealthy, DEFAULT, within_budget=within_budget)
+    assert len(batch) == expected
+
+
+def test_the_plan_assumes_unhealthy_instances_recover_when_they_leave_no_room():
+    plan = plan_batches(fleet(8, domains=1), 10, ["8", "9"], DEFAULT)
+    assert [len(batch) for batch in plan] == [2, 2, 2, 2]
 
 
 def test_an_unhealthy_instance_in_the_batch_does_not_count_twice():
@@ -149,4 +170,4 @@ def test_instances_already_on_the_target_image_or_opted_out_are_skipped():
     states = {i: p.state for i, p in ledger.instances.items()}
     assert states == {"0": InstanceState.PENDING, "1": InstanceState.SKIPPED, "2": InstanceState.SKIPPED}
     assert [c.instance_id for c in ledger.candidates()] == ["0"]
-    assert ledger.progress().total == 1
+    assert reporting.progress(ledger).total == 1

@@ -13,6 +13,7 @@ from models.fleet import FaultSpec, OperationKind, OperationStatus, TimingSpec
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState, upgrade_workflow_id
 from starter.upgrades import get_status
+from workflows.failures import SKIP_GONE
 from tests.helpers import count_ops, eventually, finish, make_scale_set, upgrade
 from worker.assembly import build_worker
 
@@ -79,22 +80,18 @@ async def test_transient_api_errors_and_timeouts_are_retried_without_duplicate_o
     assert sum(op.request_count for op in ops) >= len(ops)
 
 
-async def test_an_instance_deleted_under_us_fails_with_its_cause_and_no_retry_loop(
-    ts_env, ts_worker, fleet
-):
+async def test_an_instance_deleted_under_us_is_reported_once_and_not_retried(ts_env, ts_worker, fleet):
     name = await make_scale_set(fleet, 10, update_domains=1, timing=SLOW_REIMAGE)
-    handle, _ = await upgrade(
-        ts_env.client, ts_worker.task_queue, name, policy={"maxUnhealthyUpgradedInstancePercent": 50}
-    )
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name)
     await eventually(lambda: fleet.operations(name), lambda ops: len(ops) == 2)
     await fleet.delete_instance(name, "1")
     report = await finish(ts_env, handle)
 
     gone = next(i for i in report.instances if i.instance_id == "1")
-    assert gone.state == InstanceState.FAILED
+    assert gone.state == InstanceState.SKIPPED
     assert gone.cause == FailureCause.INFRASTRUCTURE
-    assert gone.code == "NotFound"
-    assert "deleted" in gone.message
+    assert gone.code == SKIP_GONE
+    assert "the instance was deleted during its batch" in gone.message
     assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
     assert report.status.properties.progress.successful_instance_count == 9
     ops = [op for op in await fleet.operations(name) if op.instance_id == "1"]

@@ -78,7 +78,7 @@ async def test_bad_image_rolls_back_and_faults_after_the_breaching_batch(ts_env,
     # The message names the figures and the first failed instance.
     assert "2 of 2 upgraded instances (100%) are unhealthy" in status.error.message
     assert "policy allows 20%" in status.error.message
-    assert "First failed instance: 0 (Unhealthy after the PT2S health wait" in status.error.message
+    assert "Most common error: ApplicationUnhealthy on 2 instance(s), e.g. 0 (Unhealthy after the PT2S health wait" in status.error.message
     assert {d.target for d in status.error.details} == {"0", "1"}
     assert status.progress.failed_instance_count == 2
     assert status.progress.pending_instance_count == 8
@@ -372,7 +372,7 @@ async def test_upgraded_instances_that_turn_unhealthy_later_count_against_the_po
     error = report.status.properties.error
     assert error.code == UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED
     assert "2 of 4 upgraded instances (50%) are unhealthy" in error.message
-    assert "First failed instance: 0 (upgraded in batch 1, Unhealthy since)" in error.message
+    assert "Most common error: UnhealthySinceUpgrade on 2 instance(s), e.g. 0 (upgraded in batch 1, Unhealthy since)" in error.message
     assert {(d.code, d.target) for d in error.details} == {("UnhealthySinceUpgrade", "0"), ("UnhealthySinceUpgrade", "1")}
     assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(4)}
 

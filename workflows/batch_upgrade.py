@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.workflow import ActivityHandle
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from models import steps
-    from models.errors import UNEXPECTED_ERROR, FailureCause, UpgradeErrorCode
+    from models.errors import FailureCause
     from models.fleet import HealthState
     from models.policy import format_duration
     from models.upgrade import (
@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import activity_calls
     from workflows.deadlines import DeadlineClock
+    from workflows.failures import HEALTH_FAILURE_CODES, infrastructure_failure
 
 # Patches (see RollingUpgradeWorkflow's list and the README).
 # 2026-11: every instance's health-wait deadline on one timer per batch child (DeadlineClock)
@@ -39,13 +40,6 @@ ONE_DEADLINE_TIMER = "one-deadline-timer"
 
 # Longest pause before looking again at an instance that reported Unhealthy.
 MAX_HEALTH_RECHECK = timedelta(seconds=60)
-
-# How a health failure is coded in an instance's outcome and the status's error details.
-HEALTH_FAILURE_CODES = {
-    HealthState.UNHEALTHY: "ApplicationUnhealthy",
-    HealthState.UNKNOWN: "ApplicationHealthUnknown",
-    HealthState.INITIALIZING: "ApplicationStillInitializing",
-}
 
 
 def operation_id(upgrade_id: str, instance_id: str, step: str) -> str:
@@ -57,33 +51,12 @@ def joined(first: str | None, then: str) -> str:
     return f"{first}; {then}" if first else then
 
 
-def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
-    """The back end's error code and message behind a failed activity."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type == UNEXPECTED_ERROR:
-        return UpgradeErrorCode.INTERNAL_EXECUTION_ERROR, cause.message
-    if isinstance(cause, ApplicationError):
-        return cause.type or "FleetError", cause.message
-    if isinstance(cause, TimeoutError):
-        kind = cause.type.name.lower() if cause.type else "activity"
-        return "OperationTimedOut", f"the fleet did not answer in time ({kind} timeout)"
-    return "FleetError", str(cause or err)
-
-
 @workflow.defn(name=BATCH_UPGRADE_WORKFLOW)
 class BatchUpgradeWorkflow:
     @workflow.run
     async def run(self, request: BatchRequest) -> BatchResult:
-        try:
-            return await self._run(request)
-        except Exception as err:  # noqa: BLE001 - fail the child, never loop on a task
-            raise ApplicationError(
-                f"batch {request.batch} failed unexpectedly: {type(err).__name__}: {err}",
-                type=UpgradeErrorCode.INTERNAL_EXECUTION_ERROR,
-                non_retryable=True,
-            ) from err
-
-    async def _run(self, request: BatchRequest) -> BatchResult:
+        # A bug here fails the workflow task (Temporal retries it until a fixed worker runs it);
+        # every error of the fleet is an instance's outcome instead.
         self._request = request
         self._clock = DeadlineClock() if workflow.patched(ONE_DEADLINE_TIMER) else None
         self._cancelled_probers: list[ActivityHandle[steps.HealthResult]] = []
@@ -140,6 +113,7 @@ class BatchUpgradeWorkflow:
         self, outcome: InstanceOutcome, os_disk: str | None, step: str
     ) -> InstanceOutcome:
         request = self._request
+        outcome.restored = False  # until the instance is back and healthy
         if not os_disk:
             outcome.cause = FailureCause.INFRASTRUCTURE
             outcome.message = joined(outcome.message, "no previous OS disk to restore")
@@ -157,7 +131,12 @@ class BatchUpgradeWorkflow:
             return self._infrastructure(outcome, err, "restore")
         after = await self._wait_for_health(outcome.instance_id)
         outcome.health_after_restore = after.state
-        outcome.message = joined(outcome.message, "restored to the previous OS disk")
+        outcome.restored = after.state == HealthState.HEALTHY
+        outcome.message = joined(
+            outcome.message,
+            "restored to the previous OS disk"
+            + ("" if outcome.restored else f", but {after.state.value} after it"),
+        )
         return self._end(outcome, InstanceState.ROLLED_BACK)
 
     async def _wait_for_health(self, instance_id: str) -> steps.HealthResult:

@@ -1,12 +1,23 @@
-"""The health gates of a rolling upgrade: pure arithmetic with messages that name the figures."""
+"""The gates of a rolling upgrade: each returns the breach that stops it, or nothing.
+
+Pure arithmetic over the ledger, with messages that name the figures and say that the upgrade
+stops. The checklist in RollingUpgradeWorkflow decides when each gate runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from models.errors import UpgradeErrorCode
-from models.policy import RollingUpgradePolicy
-from models.status import ApiError
+from models.policy import RollingUpgradePolicy, format_duration
+from models.status import ApiError, ApiErrorBase
+from models.upgrade import ATTEMPTED, FINAL_FAILURES, InstanceProgress, InstanceState
+from workflows import failures
+from workflows.ledger import UpgradeLedger
+from workflows.planner import unhealthy_allowance
+
+STOPS = "The upgrade stops: no new batch starts."
 
 
 def exceeds(count: int, total: int, percent: int) -> bool:
@@ -18,7 +29,7 @@ def share(count: int, total: int) -> str:
     return f"{round(count * 100 / total, 1):g}%" if total else "0%"
 
 
-def _named(ids: Sequence[str], limit: int = 5) -> str:
+def named(ids: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(ids[:limit])
     return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
@@ -41,23 +52,135 @@ def unhealthy_gate(
         message=(
             f"{len(unhealthy)} of {total} instances ({share(len(unhealthy), total)}) were "
             f"unhealthy {when}. The policy allows {limit}% (maxUnhealthyInstancePercent). "
-            f"Unhealthy instances: {_named(list(unhealthy))}."
+            f"Unhealthy instances: {named(list(unhealthy))}."
         ),
     )
 
 
-def upgraded_gate(
-    failed: Sequence[str], attempted: int, policy: RollingUpgradePolicy, first_failure: str
-) -> ApiError | None:
-    """maxUnhealthyUpgradedInstancePercent, checked after every batch."""
-    limit = policy.max_unhealthy_upgraded_instance_percent
-    if not failed or not exceeds(len(failed), attempted, limit):
+def in_flight_gate(ledger: UpgradeLedger, *, before_upgrade: bool) -> ApiError | None:
+    return unhealthy_gate(
+        ledger.unhealthy(), ledger.total, ledger.request.policy, before_upgrade=before_upgrade
+    )
+
+
+def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> ApiError | None:
+    """maxUnhealthyUpgradedInstancePercent over the instances upgraded so far.
+
+    `including_later` also counts instances that passed their health wait but have turned
+    unhealthy since (Azure: "instances that become unhealthy post an upgrade"). The message
+    aggregates the most common error, as Azure's does.
+    """
+    failed = ledger.failed()
+    later = ledger.unhealthy_since_upgrade() if including_later else []
+    unhealthy = len(failed) + len(later)
+    attempted = len(ledger.attempted())
+    limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
+    if not unhealthy or not exceeds(unhealthy, attempted, limit):
         return None
+    if ledger.exact:
+        pairs = [(p.code, failures.describe(p)) for p in failed]
+        pairs += [(failures.UNHEALTHY_SINCE_UPGRADE, describe_later(p)) for p in later]
+        cause = f"Most common error: {failures.most_common(pairs)}."
+    else:
+        first = failures.describe(failed[0]) if failed else describe_later(later[0])
+        cause = f"First failed instance: {first}."
     return ApiError(
         code=UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED,
         message=(
-            f"{len(failed)} of {attempted} upgraded instances ({share(len(failed), attempted)}) "
+            f"{unhealthy} of {attempted} upgraded instances ({share(unhealthy, attempted)}) "
             f"are unhealthy; the policy allows {limit}% "
-            f"(maxUnhealthyUpgradedInstancePercent). First failed instance: {first_failure}."
+            f"(maxUnhealthyUpgradedInstancePercent). {cause}"
+            + (f" {STOPS}" if ledger.exact else "")
+        ),
+        details=failure_details(ledger)
+        + [
+            ApiErrorBase(
+                code=failures.UNHEALTHY_SINCE_UPGRADE, target=p.instance_id, message=describe_later(p)
+            )
+            for p in later
+        ],
+    )
+
+
+def describe_later(progress: InstanceProgress) -> str:
+    health = progress.health.value if progress.health else "Unknown"
+    return f"{progress.instance_id} (upgraded in batch {progress.batch}, {health} since)"
+
+
+def failure_details(ledger: UpgradeLedger) -> list[ApiErrorBase]:
+    return [
+        ApiErrorBase(
+            code=p.code,
+            target=p.instance_id,
+            message=f"{p.cause.value if p.cause else 'Unknown'} failure: {p.message}",
+        )
+        for p in ledger.in_state(*FINAL_FAILURES)
+    ]
+
+
+def internal_failures(ledger: UpgradeLedger) -> ApiError | None:
+    """An operation that failed in a way nobody planned for stops the upgrade."""
+    broken = [
+        p
+        for p in ledger.in_state(InstanceState.FAILED)
+        if p.code == UpgradeErrorCode.INTERNAL_EXECUTION_ERROR
+    ]
+    if not broken:
+        return None
+    return ApiError(
+        code=UpgradeErrorCode.INTERNAL_EXECUTION_ERROR,
+        message=(
+            f"the upgrade stopped after an unexpected error on {len(broken)} instance(s): "
+            f"{failures.describe(broken[0])}"
+        ),
+        details=[ApiErrorBase(code=p.code, target=p.instance_id, message=p.message) for p in broken],
+    )
+
+
+def deadline_gate(ledger: UpgradeLedger, now: datetime) -> ApiError | None:
+    """The upgrade's own time limit (upgradeTimeout), checked once the batch in flight settled."""
+    if ledger.deadline is None or now < ledger.deadline:
+        return None
+    attempted = len(ledger.in_state(*ATTEMPTED))
+    timeout = ledger.request.upgrade_timeout or timedelta(0)
+    return ApiError(
+        code=UpgradeErrorCode.TIMEOUT,
+        message=(
+            f"the upgrade did not finish within its timeout of {format_duration(timeout)} "
+            f"(started {ledger.start_time.isoformat()}, deadline {ledger.deadline.isoformat()}); "
+            f"it stopped after the batch in flight settled, with {attempted} of "
+            f"{attempted + len(ledger.candidates())} instances upgraded"
+        ),
+    )
+
+
+def room(ledger: UpgradeLedger) -> int:
+    """How many more healthy instances may go down now (maxUnhealthyInstancePercent, at
+    least one instance when all others are healthy)."""
+    allowed = max(1, unhealthy_allowance(ledger.total, ledger.request.policy.max_unhealthy_instance_percent))
+    return allowed - len(ledger.unhealthy())
+
+
+def budget_wait_reason(ledger: UpgradeLedger) -> str:
+    """Why no batch can start while instances outside the batch are unhealthy."""
+    unhealthy = ledger.unhealthy()
+    policy = ledger.request.policy
+    allowed = max(1, unhealthy_allowance(ledger.total, policy.max_unhealthy_instance_percent))
+    return (
+        f"waiting for health to recover: {len(unhealthy)} of {ledger.total} instances are "
+        f"unhealthy ({named(unhealthy)}) and the policy allows {allowed} down at once "
+        f"(maxUnhealthyInstancePercent {policy.max_unhealthy_instance_percent}%), so the next "
+        "batch would exceed it"
+    )
+
+
+def budget_gate(ledger: UpgradeLedger, waited: timedelta) -> ApiError:
+    """Health did not recover in time for the next batch to start within the budget."""
+    return ApiError(
+        code=UpgradeErrorCode.UNHEALTHY_EXCEEDED_IN_UPGRADE,
+        message=(
+            f"no batch could start for {format_duration(waited)}: "
+            f"{budget_wait_reason(ledger).removeprefix('waiting for health to recover: ')}. "
+            f"{STOPS}"
         ),
     )

@@ -4,7 +4,9 @@ Rules, after Azure's automatic OS image upgrades and rolling upgrade policy:
 - a batch holds at most maxBatchInstancePercent of all instances (at least one; scale sets of
   five or fewer go one instance at a time);
 - a batch shrinks so that the instances already unhealthy plus the batch (which is unhealthy
-  while it upgrades) stay within maxUnhealthyInstancePercent;
+  while it upgrades) stay within maxUnhealthyInstancePercent (at least one instance down is
+  allowed when all others are healthy); when even one more would exceed it, no batch starts
+  (the upgrade waits for health to recover);
 - a batch never spans availability zones unless enableCrossZoneUpgrade, and holds one update
   domain per zone;
 - unhealthy instances go first under prioritizeUnhealthyInstances, then the custom metric
@@ -84,13 +86,21 @@ def next_batch(
     total: int,
     unhealthy_count: int,
     policy: RollingUpgradePolicy,
+    *,
+    within_budget: bool = True,
 ) -> list[Candidate]:
-    """The next batch from `candidates`, given `unhealthy_count` unhealthy instances in the set."""
+    """The next batch from `candidates`, given `unhealthy_count` unhealthy instances in the set;
+    empty when no healthy instance may go down now.
+
+    `within_budget=False` is the rule of upgrades started before the exact-core patch: the
+    first instance of a batch always went, whatever the budget.
+    """
     ordered = order_candidates(candidates, policy)
     if not ordered:
         return []
     limit = batch_size_limit(total, policy.max_batch_instance_percent)
-    budget = unhealthy_allowance(total, policy.max_unhealthy_instance_percent) - unhealthy_count
+    allowance = unhealthy_allowance(total, policy.max_unhealthy_instance_percent)
+    budget = (max(1, allowance) if within_budget else allowance) - unhealthy_count
     first = ordered[0]
     domain_of_zone: dict[str | None, int] = {}
     batch: list[Candidate] = []
@@ -105,7 +115,7 @@ def next_batch(
             continue
         # An instance that is already unhealthy adds nothing to the unhealthy count.
         cost = 0 if candidate.unhealthy else 1
-        if batch and cost > budget:
+        if cost > budget and (batch or within_budget):
             continue
         domain_of_zone.setdefault(candidate.zone, candidate.update_domain)
         batch.append(candidate)
@@ -118,13 +128,21 @@ def plan_batches(
     total: int,
     unhealthy_ids: Iterable[str],
     policy: RollingUpgradePolicy,
+    *,
+    within_budget: bool = True,
 ) -> list[list[Candidate]]:
-    """The whole plan, assuming every upgraded instance comes back healthy."""
+    """The whole plan, assuming every upgraded instance comes back healthy (and, where the
+    unhealthy instances leave no room for a batch, that they recover)."""
     unhealthy = set(unhealthy_ids)
     remaining = list(candidates)
     plan: list[list[Candidate]] = []
     while remaining:
-        batch = next_batch(remaining, total, len(unhealthy), policy)
+        batch = next_batch(remaining, total, len(unhealthy), policy, within_budget=within_budget)
+        if not batch:
+            if not unhealthy:
+                break  # cannot happen: one instance always fits when all are healthy
+            unhealthy = set()
+            continue
         plan.append(batch)
         chosen = {c.instance_id for c in batch}
         unhealthy -= chosen

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 from models.markdown import table
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
+from workflows import reporting
 from workflows.ledger import UpgradeLedger
 
 
@@ -56,7 +57,7 @@ def restore_summary(instance_ids: list[str]) -> str:
 
 def current_details(ledger: UpgradeLedger) -> str:
     """The live view: status, counts, the batch in flight, the error if any."""
-    progress = ledger.progress()
+    progress = reporting.progress(ledger)
     skipped = len(ledger.in_state(InstanceState.SKIPPED))
     planned = ledger.batches + len(ledger.plan())
     lines = [
@@ -80,6 +81,9 @@ def current_details(ledger: UpgradeLedger) -> str:
         lines += ["", f"Current batch {ledger.batches}: {ids} ({_domains(in_flight)})"]
     if ledger.last_action.value == "Cancel":
         lines += ["", "Cancel requested: no new batch starts."]
-    if error := ledger.error():
+    if wait := ledger.wait:
+        until = f" (until {wait.until.isoformat(timespec='seconds')} at the most)" if wait.until else ""
+        lines += ["", f"Since {wait.since.isoformat(timespec='seconds')}, {wait.reason}{until}."]
+    if error := reporting.error(ledger):
         lines += ["", f"`{error.code}`: {error.message}"]
     return "\n".join(lines)

@@ -1,28 +1,33 @@
 """RollingUpgradeWorkflow: one upgrade of one scale set, batch by batch, behind health gates.
 
-1. Admission: describe the scale set, resolve the target image, skip instances already on it;
-   `upgradectl start` waits on the `admit` update, so a refusal reaches the user at once.
-2. The pre-upgrade gate (maxUnhealthyInstancePercent), then per batch: re-read health and check
-   the in-flight gate, plan the next batch, run it as child workflow(s), fold the outcomes in,
-   check the upgraded-unhealthy gate, pause (a durable timer that a cancel interrupts).
-3. The end: Completed (returns the report), Cancelled (returns the report), or Faulted (fails
-   with the Azure error code as the ApplicationError type and the report as its details).
+`_upgrade` reads as the checklist of DESIGN.md: admit (describe the scale set, resolve the target,
+skip instances already on it; `upgradectl start` waits on the `admit` update, so a refusal reaches
+the user at once) → nothing to do? → gate before start → per batch: fresh health and the gates,
+plan (waiting for health to recover when the policy leaves no room), run the batch, settle,
+decide, publish, pause → a last health reading → the end.
+
+Every way to stop (a gate, the timeout, an infrastructure fault, a refusal) is a `Stop` returned
+up the checklist; `_end` alone restores what the policy says, writes the status and the history
+entry, notifies and ends. A bug in this code is not a stop: it fails the workflow task, which
+Temporal retries until a fixed worker resumes the upgrade.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from models.errors import FailureCause
     from models.fleet import HealthReading
-    from models.status import ApiError, RollingUpgradeStatusInfo
+    from models.notifications import NotificationEvent
+    from models.status import ApiError, RollingUpgradeStatusInfo, UpgradeWait
     from models.upgrade import (
         ADMIT_UPDATE,
         CANCEL_SIGNAL,
@@ -42,13 +47,13 @@ with workflow.unsafe.imports_passed_through():
         UpgradeReport,
         UpgradeRequest,
     )
-    from workflows import activity_calls, presentation, search_attributes
+    from workflows import activity_calls, gates, presentation, reporting, search_attributes
     from workflows.admission import admit
-    from models.notifications import NotificationEvent
     from workflows.batch_upgrade import BatchUpgradeWorkflow
+    from workflows.failures import internal_error
+    from workflows.ledger import UpgradeLedger
     from workflows.notifier import Notifier
-    from workflows.ledger import UpgradeLedger, internal_error
-    from workflows.planner import next_batch
+    from workflows.planner import Candidate, next_batch
 
 T = TypeVar("T")
 
@@ -64,13 +69,29 @@ VISIBILITY = "visibility"
 # whole scale set before each batch, which put every instance's full view in the history again
 # for every batch.
 COMPACT_HEALTH_READS = "compact-health-reads"
+# 2026-12: the core exact to the seeds: nothing to do completes at once; deleted instances leave
+# the gates; instances added by a scale-out are upgraded; no batch starts beyond
+# maxUnhealthyInstancePercent (the upgrade waits for health to recover); every policy breach
+# restores under rollbackFailedInstancesOnPolicyBreach; the timeout is checked after every batch.
+EXACT_CORE = "exact-core"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
+# While unhealthy instances leave no room for a batch: how often health is read again.
+RECOVERY_RECHECK = timedelta(seconds=30)
 
 
 def split(items: list[BatchInstance], size: int) -> list[list[BatchInstance]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+@dataclass
+class Stop:
+    """Why the upgrade stops before its end. After a policy `breach`,
+    rollbackFailedInstancesOnPolicyBreach restores the instances left failed on the new image."""
+
+    error: ApiError
+    breach: bool = False
 
 
 @workflow.defn(name=ROLLING_UPGRADE_WORKFLOW)
@@ -83,7 +104,8 @@ class RollingUpgradeWorkflow:
         self._cancel_requested = False
         self._cancel_requested_by_temporal = False
         info = workflow.info()
-        self._notifier = Notifier(request.notifications, f"{info.workflow_id}/{info.first_execution_run_id}")
+        self._upgrade_id = f"{info.workflow_id}/{info.first_execution_run_id}"
+        self._notifier = Notifier(request.notifications, self._upgrade_id)
         self._ledger.notifications = self._notifier.records  # the report shows them as they go
 
     # --- messages ---------------------------------------------------------------------------
@@ -107,7 +129,7 @@ class RollingUpgradeWorkflow:
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RollingUpgradeStatusInfo:
-        return self._ledger.status()
+        return reporting.status(self._ledger)
 
     @workflow.query(name=INSTANCES_QUERY)
     def instances(self) -> list[InstanceProgress]:
@@ -118,43 +140,64 @@ class RollingUpgradeWorkflow:
         """The batches still to come, as planned from the latest health readings."""
         return [[c.instance_id for c in batch] for batch in self._ledger.plan()]
 
-    # --- the upgrade ------------------------------------------------------------------------
-
     @workflow.query(name=REPORT_QUERY)
     def report(self) -> UpgradeReport:
-        return self._ledger.report()
+        return reporting.report(self._ledger)
 
-    # --- the upgrade ------------------------------------------------------------------------
+    # --- the checklist ----------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: UpgradeRequest) -> UpgradeReport:
         self._visible = workflow.patched(VISIBILITY)
+        self._ledger.exact = workflow.patched(EXACT_CORE)
         self._publish()
         self._notify(NotificationEvent.SUBMISSION)
         try:
-            report = await self._upgrade(request)
-        except ApplicationError:
-            raise  # a fault or refusal, already in the status
-        except Exception as err:  # noqa: BLE001 - nothing may leave a workflow retrying a task
-            return await self._fault(internal_error(err))
+            stop = await self._upgrade(request)
+        except (ActivityError, ChildWorkflowError) as err:
+            stop = Stop(internal_error(err))  # the fleet failed in a way no rule covers
+        report = await self._end(stop)
         if self._cancel_requested_by_temporal:
             raise asyncio.CancelledError("cancel requested")  # the Web UI shows it Canceled
         return report
 
-    async def _upgrade(self, request: UpgradeRequest) -> UpgradeReport:
+    async def _upgrade(self, request: UpgradeRequest) -> Stop | None:
+        """The upgrade, step by step; returns why it stopped, or None once done or cancelled."""
         ledger = self._ledger
-        info = workflow.info()
-        upgrade_id = f"{info.workflow_id}/{info.first_execution_run_id}"
+        if stop := await self._admit(request):
+            return stop
+        if ledger.exact and not ledger.candidates():
+            return None  # every instance is on the target already: nothing to do, whatever its health
+        if breach := gates.in_flight_gate(ledger, before_upgrade=True):
+            return Stop(breach)
+        while True:
+            if ledger.batches and not self._cancel_requested:
+                if stop := await self._check_health():
+                    return stop
+            if self._cancel_requested or not ledger.candidates():
+                return None
+            batch = await self._next_batch()
+            if isinstance(batch, Stop):
+                return batch
+            if not batch:
+                return None  # cancelled while waiting, or nothing left to upgrade
+            if stop := await self._batch(batch):
+                return stop
+            await self._pause()
 
+    async def _admit(self, request: UpgradeRequest) -> Stop | None:
+        ledger = self._ledger
         try:
             scale_set, image = await self._through_cancel(admit(request))
-        except ApplicationError as refusal:
-            return await self._refuse(refusal)
+        except ApplicationError as refusal:  # nothing was touched
+            self._refusal = refusal
+            return Stop(ApiError(code=refusal.type, message=refusal.message, target=request.scale_set))
         ledger.admit(scale_set, image)
         self._notify(NotificationEvent.SUBMISSION_OUTCOME)
         if self._visible:
             workflow.upsert_search_attributes([search_attributes.TARGET_IMAGE.value_set(str(image))])
         self._publish()
+        info = workflow.info()
         self._admission = Admission(
             workflow_id=info.workflow_id,
             run_id=info.run_id,
@@ -173,71 +216,210 @@ class RollingUpgradeWorkflow:
             self._admission.planned_batches,
             extra={"scale_set": request.scale_set},
         )
+        return None
 
-        if breach := ledger.unhealthy_gate(before_upgrade=True):
-            return await self._fault(breach)
+    async def _check_health(self) -> Stop | None:
+        """Before every batch after the first, and once after the last: the deadline, fresh
+        health readings, the in-flight gate (while instances remain) and the upgraded gate."""
+        ledger = self._ledger
+        last = not ledger.candidates()
+        if last and not workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
+            return None  # upgrades started before that patch took no last reading
+        if not last and (breach := gates.deadline_gate(ledger, workflow.now())):
+            return Stop(breach, breach=ledger.exact)
+        await self._read_health()
+        if not last or ledger.candidates():  # (a scale-out may add some at the last reading)
+            if breach := gates.in_flight_gate(ledger, before_upgrade=False):
+                return Stop(breach, breach=ledger.exact)
+        if workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
+            if breach := gates.upgraded_gate(ledger, including_later=True):
+                return Stop(breach, breach=True)
+        return None
 
-        while ledger.candidates() and not self._cancel_requested:
-            if ledger.batches:
-                if breach := self._deadline_gate():
-                    return await self._fault(breach)
-                ledger.observe(await self._through_cancel(self._read_health()))
-                if breach := ledger.unhealthy_gate(before_upgrade=False):
-                    return await self._fault(breach)
-                if workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
-                    if breach := ledger.upgraded_gate(including_later=True):
-                        return await self._breach(upgrade_id, breach)
-                if self._cancel_requested:
-                    break
-            batch = next_batch(
-                ledger.candidates(), ledger.total, len(ledger.unhealthy()), request.policy
+    async def _read_health(self) -> None:
+        """Fresh health readings; instances a scale-out added are described and join the plan."""
+        ledger = self._ledger
+        added = ledger.observe(await self._through_cancel(self._health_reading()))
+        if added and ledger.exact:
+            view = await self._through_cancel(activity_calls.describe_scale_set(ledger.request.scale_set))
+            wanted = set(added)
+            joined = ledger.add(
+                (i for i in view.instances if i.instance_id in wanted),
+                note="added to the scale set during the upgrade",
             )
-            if not batch:
-                break
-            number = ledger.start_batch((c.instance_id for c in batch), workflow.now())
-            self._publish()
             workflow.logger.info(
-                "batch started",
-                extra={"scale_set": request.scale_set, "batch": number, "instance": [c.instance_id for c in batch]},
+                "instances added during the upgrade: %s",
+                ", ".join(joined),
+                extra={"scale_set": ledger.request.scale_set},
             )
-            outcomes = await self._through_cancel(
-                self._run_batch(
-                    upgrade_id,
-                    number,
-                    BatchAction.UPGRADE,
-                    [BatchInstance(instance_id=c.instance_id) for c in batch],
-                )
-            )
-            ledger.settle(outcomes)
             self._publish()
-            self._notify(NotificationEvent.BATCH_OUTCOME, key=f"/batch-{number}")
-            if breach := ledger.internal_failures():
-                return await self._fault(breach)
-            if breach := ledger.upgraded_gate():
-                return await self._breach(upgrade_id, breach)
-            await self._pause()
 
-        if ledger.batches and not self._cancel_requested and workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
-            # One last health reading: an upgraded instance that went down since its batch
-            # counts against maxUnhealthyUpgradedInstancePercent, even after the last batch.
-            ledger.observe(await self._through_cancel(self._read_health()))
-            if breach := ledger.upgraded_gate(including_later=True):
-                return await self._breach(upgrade_id, breach)
-
-        if self._cancel_requested:
-            ledger.cancelled()
-        else:
-            ledger.completed()
-        workflow.logger.info("upgrade ended: %s", ledger.code.value, extra={"scale_set": request.scale_set})
-        await self._close()
-        return ledger.report()
-
-    async def _read_health(self) -> HealthReading:
-        """Fresh health readings, before each batch and after the last."""
+    async def _health_reading(self) -> HealthReading:
         scale_set = self._ledger.request.scale_set
         if workflow.patched(COMPACT_HEALTH_READS):
             return await activity_calls.read_health(scale_set)
         return HealthReading.of(await activity_calls.describe_scale_set(scale_set))
+
+    def _plan_next(self) -> list[Candidate]:
+        ledger = self._ledger
+        return next_batch(
+            ledger.candidates(),
+            ledger.total,
+            len(ledger.unhealthy()),
+            ledger.request.policy,
+            within_budget=ledger.exact,
+        )
+
+    async def _next_batch(self) -> list[Candidate] | Stop:
+        """The planner's next batch. When the unhealthy instances leave no room for one within
+        maxUnhealthyInstancePercent, wait for them to recover (durably, re-reading health, at
+        most the health wait) rather than take the set further down; stop if they do not."""
+        ledger = self._ledger
+        batch = self._plan_next()
+        if batch or not ledger.exact:
+            return batch
+        since = workflow.now()
+        until = since + ledger.request.health.health_wait_timeout
+        if ledger.deadline is not None:
+            until = min(until, ledger.deadline)
+        while not batch:
+            ledger.wait = UpgradeWait(reason=gates.budget_wait_reason(ledger), since=since, until=until)
+            self._publish()
+            if workflow.now() >= until:
+                if breach := gates.deadline_gate(ledger, workflow.now()):
+                    return Stop(breach, breach=True)
+                return Stop(gates.budget_gate(ledger, until - since), breach=True)
+            if await self._sleep(min(RECOVERY_RECHECK, until - workflow.now()), "waiting for health to recover"):
+                break  # cancelled
+            await self._read_health()
+            if breach := gates.in_flight_gate(ledger, before_upgrade=False):
+                return Stop(breach, breach=True)
+            if not ledger.candidates():
+                break
+            batch = self._plan_next()
+        ledger.wait = None
+        self._publish()
+        return batch
+
+    async def _batch(self, batch: list[Candidate]) -> Stop | None:
+        """Run one batch; settle its outcomes, decide, and only then publish the status."""
+        ledger = self._ledger
+        number = ledger.start_batch((c.instance_id for c in batch), workflow.now())
+        self._publish()
+        workflow.logger.info(
+            "batch started",
+            extra={
+                "scale_set": ledger.request.scale_set,
+                "batch": number,
+                "instance": [c.instance_id for c in batch],
+            },
+        )
+        outcomes = await self._through_cancel(
+            self._run_batch(number, BatchAction.UPGRADE, [BatchInstance(instance_id=c.instance_id) for c in batch])
+        )
+        ledger.settle(outcomes)
+        if ledger.exact and any(o.cause == FailureCause.HEALTH for o in outcomes):
+            await self._read_health()  # an instance deleted during its health wait is gone, not failed
+        stop = self._decide(outcomes)
+        if stop is not None:
+            ledger.stopping(stop.error)
+        self._publish()
+        self._notify(NotificationEvent.BATCH_OUTCOME, key=f"/batch-{number}")
+        return stop
+
+    def _decide(self, outcomes: list[InstanceOutcome]) -> Stop | None:
+        ledger = self._ledger
+        if breach := gates.internal_failures(ledger):
+            return Stop(breach)
+        if breach := gates.upgraded_gate(ledger):
+            return Stop(breach, breach=True)
+        if ledger.exact and (breach := gates.deadline_gate(ledger, workflow.now())):
+            return Stop(breach, breach=True)
+        return None
+
+    async def _pause(self) -> None:
+        """pauseTimeBetweenBatches: a durable timer that a cancel (or the upgrade timeout) cuts short."""
+        ledger = self._ledger
+        pause = ledger.request.policy.pause_time_between_batches
+        if pause <= timedelta(0) or not ledger.candidates() or self._cancel_requested:
+            return
+        if ledger.deadline is not None:
+            pause = min(pause, max(ledger.deadline - workflow.now(), timedelta(seconds=1)))
+        await self._sleep(pause, "pauseTimeBetweenBatches")
+
+    async def _sleep(self, duration: timedelta, summary: str) -> bool:
+        """A durable wait that a cancel cuts short; True if the upgrade was cancelled."""
+        try:
+            await workflow.wait_condition(lambda: self._cancel_requested, timeout=duration, timeout_summary=summary)
+        except asyncio.TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            self._cancel_requested_by_temporal = True
+            self.cancel()
+        return self._cancel_requested
+
+    # --- the one way out --------------------------------------------------------------------
+
+    async def _end(self, stop: Stop | None) -> UpgradeReport:
+        """Restore what the policy says, write the status and the history entry, notify, end:
+        Completed or Cancelled return the report; Faulted fails with the Azure error code as the
+        ApplicationError type and the report as its details."""
+        ledger = self._ledger
+        scale_set = ledger.request.scale_set
+        if stop is None:
+            if self._cancel_requested:
+                ledger.cancelled()
+            else:
+                ledger.completed()
+            workflow.logger.info("upgrade ended: %s", ledger.code.value, extra={"scale_set": scale_set})
+            await self._close()
+            return reporting.report(ledger)
+        ledger.stopping(stop.error)
+        if stop.breach and ledger.request.policy.rollback_failed_instances_on_policy_breach:
+            self._publish()
+            await self._through_cancel(self._restore_failed())
+        ledger.faulted(stop.error)
+        workflow.logger.warning(
+            "upgrade faulted: %s: %s",
+            stop.error.code,
+            stop.error.message,
+            extra={"scale_set": scale_set, "batch": ledger.batches},
+        )
+        await self._close()
+        raise ApplicationError(
+            stop.error.message or str(stop.error.code),
+            reporting.report(ledger),
+            type=stop.error.code,
+            non_retryable=True,
+        )
+
+    async def _restore_failed(self) -> None:
+        """rollbackFailedInstancesOnPolicyBreach: restore instances left failed on the new image."""
+        stranded = [
+            BatchInstance(instance_id=p.instance_id, previous_os_disk=p.previous_os_disk)
+            for p in self._ledger.in_state(InstanceState.FAILED)
+            if p.cause == FailureCause.HEALTH and p.previous_os_disk
+        ]
+        if stranded:
+            outcomes = await self._run_batch(self._ledger.batches, BatchAction.RESTORE, stranded)
+            self._ledger.settle_restores(outcomes)
+            self._publish()
+
+    async def _close(self) -> None:
+        """The outcome for the Web UI, `upgradectl history` and the webhooks; then the end."""
+        self._publish()
+        if self._admission is not None:
+            self._notify(NotificationEvent.COMPLETION_OUTCOME)
+        else:
+            self._notify(NotificationEvent.SUBMISSION_OUTCOME)  # refused: with the reason
+        if self._visible:
+            ledger = self._ledger
+            workflow.upsert_search_attributes([search_attributes.UPGRADE_STATUS.value_set(ledger.code.value)])
+            workflow.upsert_memo({"upgrade": reporting.report(ledger).history_entry(workflow.now()).to_json()})
+        await self._through_cancel(self._notifier.drain())
+        await self._through_cancel(workflow.wait_condition(workflow.all_handlers_finished))
+
+    # --- plumbing ---------------------------------------------------------------------------
 
     def _publish(self) -> None:
         """Keep the Web UI's current details in step with the ledger."""
@@ -250,23 +432,9 @@ class RollingUpgradeWorkflow:
             "workflowId": info.workflow_id,
             "runId": info.run_id,
             "time": workflow.now().isoformat(),
-            "status": self._ledger.status().to_json(),
+            "status": reporting.status(self._ledger).to_json(),
         }
         self._notifier.notify(event, body, key)
-
-    async def _close(self) -> None:
-        """The outcome for the Web UI, `upgradectl history` and the webhooks; then the end."""
-        self._publish()
-        if self._admission is not None:
-            self._notify(NotificationEvent.COMPLETION_OUTCOME)
-        else:
-            self._notify(NotificationEvent.SUBMISSION_OUTCOME)  # refused: with the reason
-        if self._visible:
-            ledger = self._ledger
-            workflow.upsert_search_attributes([search_attributes.UPGRADE_STATUS.value_set(ledger.code.value)])
-            workflow.upsert_memo({"upgrade": ledger.report().history_entry(workflow.now()).to_json()})
-        await self._through_cancel(self._notifier.drain())
-        await self._handlers_finished()
 
     async def _through_cancel(self, work: Awaitable[T]) -> T:
         """Await work that must finish even if the upgrade is cancelled meanwhile.
@@ -284,24 +452,18 @@ class RollingUpgradeWorkflow:
                 self._cancel_requested_by_temporal = True
                 self.cancel()
 
-    async def _handlers_finished(self) -> None:
-        await self._through_cancel(workflow.wait_condition(workflow.all_handlers_finished))
-
-    def _deadline_gate(self) -> ApiError | None:
-        return self._ledger.deadline_gate(workflow.now())
-
     async def _run_batch(
-        self, upgrade_id: str, number: int, action: BatchAction, instances: list[BatchInstance]
+        self, number: int, action: BatchAction, instances: list[BatchInstance]
     ) -> list[InstanceOutcome]:
         """One child per part of at most MAX_INSTANCES_PER_CHILD instances, all at once."""
-        request = self._ledger.request
+        ledger = self._ledger
         parts = split(instances, MAX_INSTANCES_PER_CHILD)
         base = f"{workflow.info().workflow_id}/" + (
             f"batch-{number}" if action == BatchAction.UPGRADE else "rollback"
         )
         ids = [i.instance_id for i in instances]
         summary = (
-            presentation.batch_summary(self._ledger, number, ids)
+            presentation.batch_summary(ledger, number, ids)
             if action == BatchAction.UPGRADE
             else presentation.restore_summary(ids)
         )
@@ -309,14 +471,14 @@ class RollingUpgradeWorkflow:
             workflow.execute_child_workflow(
                 BatchUpgradeWorkflow.run,
                 BatchRequest(
-                    upgrade_id=upgrade_id,
-                    scale_set=request.scale_set,
+                    upgrade_id=self._upgrade_id,
+                    scale_set=ledger.request.scale_set,
                     batch=number,
                     action=action,
                     instances=part,
-                    target_image=self._ledger.target_image,
-                    health=request.health,
-                    rollback=not request.disable_automatic_rollback,
+                    target_image=ledger.target_image,
+                    health=ledger.request.health,
+                    rollback=not ledger.request.disable_automatic_rollback,
                 ),
                 id=base if len(parts) == 1 else f"{base}-part-{index + 1}",
                 result_type=BatchResult,
@@ -326,67 +488,3 @@ class RollingUpgradeWorkflow:
         ]
         results = await asyncio.gather(*children)
         return [outcome for result in results for outcome in result.outcomes]
-
-    async def _breach(self, upgrade_id: str, breach: ApiError) -> UpgradeReport:
-        """The upgraded-unhealthy gate tripped: restore if the policy says so, then fault."""
-        if self._ledger.request.policy.rollback_failed_instances_on_policy_breach:
-            await self._through_cancel(self._restore_failed(upgrade_id))
-        return await self._fault(breach)
-
-    async def _restore_failed(self, upgrade_id: str) -> None:
-        """rollbackFailedInstancesOnPolicyBreach: restore instances left failed on the new image."""
-        stranded = [
-            BatchInstance(instance_id=p.instance_id, previous_os_disk=p.previous_os_disk)
-            for p in self._ledger.in_state(InstanceState.FAILED)
-            if p.cause == FailureCause.HEALTH and p.previous_os_disk
-        ]
-        if stranded:
-            outcomes = await self._run_batch(
-                upgrade_id, self._ledger.batches, BatchAction.RESTORE, stranded
-            )
-            self._ledger.settle_restores(outcomes)
-            self._publish()
-
-    async def _pause(self) -> None:
-        """pauseTimeBetweenBatches: a durable timer that a cancel (or the upgrade timeout) cuts short."""
-        ledger = self._ledger
-        pause = ledger.request.policy.pause_time_between_batches
-        if pause <= timedelta(0) or not ledger.candidates() or self._cancel_requested:
-            return
-        if ledger.deadline is not None:
-            pause = min(pause, max(ledger.deadline - workflow.now(), timedelta(seconds=1)))
-        try:
-            await workflow.wait_condition(
-                lambda: self._cancel_requested,
-                timeout=pause,
-                timeout_summary="pauseTimeBetweenBatches",
-            )
-        except asyncio.TimeoutError:
-            pass
-        except asyncio.CancelledError:
-            self._cancel_requested_by_temporal = True
-            self.cancel()
-
-    async def _fault(self, error: ApiError) -> UpgradeReport:
-        self._ledger.faulted(error)
-        workflow.logger.warning(
-            "upgrade faulted: %s: %s",
-            error.code,
-            error.message,
-            extra={"scale_set": self._ledger.request.scale_set, "batch": self._ledger.batches},
-        )
-        await self._close()
-        raise ApplicationError(
-            error.message or str(error.code),
-            self._ledger.report(),
-            type=error.code,
-            non_retryable=True,
-        )
-
-    async def _refuse(self, refusal: ApplicationError) -> UpgradeReport:
-        """Admission failed (unknown scale set or image): nothing was touched."""
-        self._refusal = refusal
-        return await self._fault(
-            ApiError(code=refusal.type, message=refusal.message, target=self._ledger.request.scale_set)
-        )
-

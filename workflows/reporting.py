@@ -1,0 +1,115 @@
+"""The upgrade as Azure reports it: RollingUpgradeStatusInfo, and the final report.
+
+Derived from the ledger every time it is asked, so the four progress counts always add up to the
+instances being upgraded, and the error always says what the next gate decided: once the upgrade
+has decided to stop, the error is the reason it stops, from then on.
+"""
+
+from __future__ import annotations
+
+from models.errors import UpgradeErrorCode
+from models.status import (
+    ApiError,
+    RollbackStatusInfo,
+    RollingUpgradeProgressInfo,
+    RollingUpgradeRunningStatus,
+    RollingUpgradeStatusCode,
+    RollingUpgradeStatusInfo,
+    RollingUpgradeStatusProperties,
+)
+from models.upgrade import FINAL_FAILURES, InstanceProgress, InstanceState, UpgradeReport
+from workflows import failures, gates
+from workflows.ledger import UpgradeLedger
+
+GOES_ON = {
+    RollingUpgradeStatusCode.ROLLING_FORWARD: "so the upgrade goes on",
+    RollingUpgradeStatusCode.COMPLETED: "so the upgrade completed",
+}
+
+
+def progress(ledger: UpgradeLedger) -> RollingUpgradeProgressInfo:
+    counts = {state: 0 for state in InstanceState}
+    for instance in ledger.instances.values():
+        counts[instance.state] += 1
+    return RollingUpgradeProgressInfo(
+        successful_instance_count=counts[InstanceState.SUCCEEDED],
+        failed_instance_count=sum(counts[s] for s in FINAL_FAILURES),
+        in_progress_instance_count=counts[InstanceState.IN_PROGRESS],
+        pending_instance_count=counts[InstanceState.PENDING] + counts[InstanceState.NOT_STARTED],
+    )
+
+
+def error(ledger: UpgradeLedger) -> ApiError | None:
+    """The reason the upgrade stops, or failures within what the policy allows."""
+    if ledger.fault is not None:
+        return ledger.fault
+    failed = ledger.in_state(*FINAL_FAILURES)
+    if not failed:
+        return None
+    attempted = len(ledger.attempted())
+    counted = len(ledger.failed())
+    limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
+    outcome = GOES_ON.get(ledger.code, f"and the upgrade was {ledger.code.value.lower()}")
+    summary = (
+        f"Most common error: {failures.most_common((p.code, failures.describe(p)) for p in failed)}."
+        if ledger.exact
+        else f"First failed instance: {failures.describe(failed[0])}."
+    )
+    return ApiError(
+        code=UpgradeErrorCode.IN_PROGRESS_WITH_FAILED_VMS,
+        message=(
+            f"{counted} of {attempted} upgraded instances ({gates.share(counted, attempted)}) "
+            f"failed, within the {limit}% the policy allows "
+            f"(maxUnhealthyUpgradedInstancePercent), {outcome}. {summary}"
+        ),
+        details=gates.failure_details(ledger),
+    )
+
+
+def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
+    return RollingUpgradeStatusInfo(
+        id=ledger.resource_id,
+        name=ledger.request.scale_set,
+        location=ledger.location,
+        properties=RollingUpgradeStatusProperties(
+            policy=ledger.request.policy,
+            running_status=RollingUpgradeRunningStatus(
+                code=ledger.code,
+                start_time=ledger.start_time,
+                last_action=ledger.last_action,
+                last_action_time=ledger.last_action_time,
+            ),
+            progress=progress(ledger),
+            error=error(ledger),
+            wait=ledger.wait,
+        ),
+    )
+
+
+def rollback_info(ledger: UpgradeLedger) -> RollbackStatusInfo:
+    """Restores that brought an instance back healthy, and those that did not (failed, had no
+    previous OS disk, or left the instance unhealthy)."""
+    restores = [restored(p) for p in ledger.instances.values()]
+    return RollbackStatusInfo(
+        successfully_rolledback_instance_count=restores.count(True),
+        failed_rolledback_instance_count=restores.count(False),
+    )
+
+
+def restored(instance: InstanceProgress) -> bool | None:
+    if instance.restored is None and instance.state == InstanceState.ROLLED_BACK:
+        return True  # an outcome recorded before outcomes said how a restore went
+    return instance.restored
+
+
+def report(ledger: UpgradeLedger) -> UpgradeReport:
+    return UpgradeReport(
+        status=status(ledger),
+        target_image=ledger.target_image,
+        rollback_info=rollback_info(ledger),
+        skipped_instance_count=len(ledger.in_state(InstanceState.SKIPPED)),
+        batches=ledger.batches,
+        instances=list(ledger.instances.values()),
+        request=ledger.request,
+        notifications=ledger.notifications,
+    )
