@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test install clean histories histories-keep bench
+.PHONY: demo test lint install clean histories histories-keep bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/upgradectl demo $(ARGS)
 
-test: $(STAMP)
+# Lint, format check and type check first: a tree that fails them is not tested.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 clean:
