@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -49,7 +50,7 @@ def fleet_errors(refusals: dict[str, RefusalCode] | None = None) -> Iterator[Non
         raise ApplicationError(err.message, type=code, non_retryable=True) from err
     except ApplicationError:
         raise
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ApplicationError(
             f"{type(err).__name__}: {err}", type=UNEXPECTED_ERROR, non_retryable=True
         ) from err
@@ -59,7 +60,7 @@ class FleetActivities:
     def __init__(self, fleet: FleetBackend) -> None:
         self.fleet = fleet
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [
             self.describe_scale_set,
             self.read_health,
@@ -71,9 +72,7 @@ class FleetActivities:
         ]
 
     @activity.defn(name=steps.DESCRIBE_SCALE_SET)
-    async def describe_scale_set(
-        self, request: steps.DescribeScaleSetInput
-    ) -> steps.DescribeScaleSetResult:
+    async def describe_scale_set(self, request: steps.DescribeScaleSetInput) -> steps.DescribeScaleSetResult:
         with fleet_errors({"ResourceNotFound": RefusalCode.SCALE_SET_NOT_FOUND}):
             view = await self.fleet.get_scale_set(request.scale_set)
         return steps.DescribeScaleSetResult(scale_set=view)
@@ -127,7 +126,11 @@ class FleetActivities:
                 wait = MAX_POLL_SECONDS
             await asyncio.sleep(min(max(wait, MIN_POLL_SECONDS), MAX_POLL_SECONDS))
             operation = await self.fleet.get_operation(operation.scale_set, operation.operation_id)
-        context = {"scale_set": operation.scale_set, "instance": operation.instance_id, "step": operation.kind.value}
+        context = {
+            "scale_set": operation.scale_set,
+            "instance": operation.instance_id,
+            "step": operation.kind.value,
+        }
         if operation.status == OperationStatus.FAILED:
             activity.logger.warning("%s failed: %s", operation.kind.value, operation.error, extra=context)
             error = operation.error

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from temporalio import activity
@@ -24,7 +26,7 @@ class WebhookActivities:
         self.secret = secret if secret is not None else os.environ.get("UPGRADE_WEBHOOK_SECRET")
         self.timeout = timeout
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [self.deliver_webhook]
 
     @activity.defn(name=steps.DELIVER_WEBHOOK)
@@ -41,9 +43,13 @@ class WebhookActivities:
             async with httpx.AsyncClient(timeout=self.timeout) as http:
                 response = await http.post(delivery.url, content=body, headers=headers)
         except httpx.HTTPError as err:
-            raise ApplicationError(f"{delivery.url}: {type(err).__name__}: {err}", type="WebhookUnreachable") from err
+            raise ApplicationError(
+                f"{delivery.url}: {type(err).__name__}: {err}", type="WebhookUnreachable"
+            ) from err
         if response.status_code in (408, 429) or response.status_code >= 500:
-            raise ApplicationError(f"{delivery.url} answered {response.status_code}", type="WebhookRetryLater")
+            raise ApplicationError(
+                f"{delivery.url} answered {response.status_code}", type="WebhookRetryLater"
+            )
         if not response.is_success:
             raise ApplicationError(
                 f"{delivery.url} refused the notification: HTTP {response.status_code}",

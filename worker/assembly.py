@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -24,7 +25,7 @@ def build_worker(
     *,
     max_concurrent_activities: int = 1000,
     webhook_secret: str | None = None,
-    **options: object,
+    **options: Any,  # more of Worker's keyword arguments
 ) -> Worker:
     # Health waits are long, mostly idle activities: one per instance of a batch in flight.
     # Heartbeats go out at least every second, so a prober cancelled at its health-wait
@@ -40,5 +41,5 @@ def build_worker(
         # A batch child schedules all its reimages in one workflow task; where the server allows
         # eager execution they all come back with its reply (the SDK's default takes three).
         max_eager_activity_reservations_per_workflow_task=MAX_INSTANCES_PER_CHILD,
-        **options,  # type: ignore[arg-type]
+        **options,
     )

@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 from temporalio import activity, workflow
 
 CONTEXT_FIELDS = ("temporal_workflow", "temporal_activity", "scale_set", "batch", "instance", "step")
 
 
-def lift_temporal_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def lift_temporal_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     """Flatten the SDK's context dicts into top-level fields."""
     if context := event.pop("temporal_workflow", None):
         event.setdefault("workflow_id", context.get("workflow_id"))
@@ -42,7 +43,7 @@ def configure_logging(
         json_lines = not stream.isatty()
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

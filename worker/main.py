@@ -8,11 +8,11 @@ import signal
 import structlog
 
 from fleet.client import EmulatorClient
-from worker.process_exit import exit_after
-from worker.search_attribute_setup import ensure_search_attributes
 from worker.assembly import build_worker
 from worker.connection import Settings, connect
 from worker.logs import configure_logging
+from worker.process_exit import exit_after
+from worker.search_attribute_setup import ensure_search_attributes
 
 log = structlog.get_logger("worker")
 

@@ -26,9 +26,7 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     """Register the missing ones; returns their names (empty when all were there)."""
     operator = client.operator_service
     try:
-        known = await operator.list_search_attributes(
-            ListSearchAttributesRequest(namespace=client.namespace)
-        )
+        known = await operator.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
         present = set(known.custom_attributes) | set(known.system_attributes)
     except RPCError as err:
         if err.status != RPCStatusCode.UNIMPLEMENTED:
