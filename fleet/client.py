@@ -76,9 +76,7 @@ class EmulatorClient:
         except httpx.TimeoutException as err:
             raise FleetTransientError("Timeout", f"{method} {path} timed out") from err
         except httpx.TransportError as err:
-            raise FleetTransientError(
-                "ConnectionError", f"{method} {self.base_url}{path}: {err}"
-            ) from err
+            raise FleetTransientError("ConnectionError", f"{method} {self.base_url}{path}: {err}") from err
         if response.is_success:
             return response.json() if response.content else None
         try:
@@ -141,9 +139,7 @@ class EmulatorClient:
 
     async def create_scale_set(self, spec: ScaleSetSpec) -> ScaleSetView:
         body = spec.to_json()
-        return ScaleSetView.model_validate(
-            await self._call("PUT", f"/admin/scaleSets/{spec.name}", body)
-        )
+        return ScaleSetView.model_validate(await self._call("PUT", f"/admin/scaleSets/{spec.name}", body))
 
     async def show_scale_set(self, name: str) -> ScaleSetView:
         """The scale set as the admin API shows it (never subject to injected faults)."""
@@ -163,9 +159,7 @@ class EmulatorClient:
         return (await self._call("GET", f"/admin/scaleSets/{name}/faults"))["injected"]
 
     async def operations(self, name: str) -> list[FleetOperation]:
-        return _OPERATIONS.validate_python(
-            await self._call("GET", f"/admin/scaleSets/{name}/operations")
-        )
+        return _OPERATIONS.validate_python(await self._call("GET", f"/admin/scaleSets/{name}/operations"))
 
     async def delete_instance(self, name: str, instance_id: str) -> None:
         await self._call("DELETE", f"/admin/scaleSets/{name}/instances/{instance_id}")
@@ -174,9 +168,7 @@ class EmulatorClient:
         body = {"state": state.value if state else None}
         await self._call("PUT", f"/admin/scaleSets/{name}/instances/{instance_id}/health", body)
 
-    async def scale_out(
-        self, name: str, count: int, image: ImageReference | None = None
-    ) -> ScaleSetView:
+    async def scale_out(self, name: str, count: int, image: ImageReference | None = None) -> ScaleSetView:
         """Add `count` instances to the scale set, placed over zones, update and fault domains
         as create places them, ids continuing the ordinals; booted on the scale set model's
         image, or on `image` (an exact version or 'latest', resolved in the set's region)."""

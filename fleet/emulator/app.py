@@ -25,8 +25,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from fleet.emulator.cloud import Cloud, CloudError, EndpointAnswer
-from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from fleet.emulator.store import open_database
+from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from models.base import describe_validation_error
 from models.fleet import FaultSpec, HealthState, ScaleSetSpec
 from models.image import ImageReference
@@ -99,17 +99,13 @@ def create_app(db_path: str | Path) -> FastAPI:
         return cloud.health_reading(name)
 
     @app.post("/scaleSets/{name}/instances/{instance_id}/reimage")
-    async def reimage(
-        name: str, instance_id: str, body: dict[str, Any] = Body(...)
-    ) -> JSONResponse:
+    async def reimage(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
         image = ImageReference.model_validate(body["imageReference"])
         operation = cloud.begin_reimage(name, instance_id, image, body["operationId"])
         return JSONResponse(operation.to_json(), status_code=202)
 
     @app.post("/scaleSets/{name}/instances/{instance_id}/restoreOsDisk")
-    async def restore(
-        name: str, instance_id: str, body: dict[str, Any] = Body(...)
-    ) -> JSONResponse:
+    async def restore(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
         operation = cloud.begin_restore(name, instance_id, body["osDisk"], body["operationId"])
         return JSONResponse(operation.to_json(), status_code=202)
 
@@ -191,9 +187,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         return cloud.scale_out(name, count, image).to_json()
 
     @app.post("/admin/scaleSets/{name}/instances/{instance_id}/restart")
-    async def restart(
-        name: str, instance_id: str, body: dict[str, Any] = Body(...)
-    ) -> JSONResponse:
+    async def restart(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
         """Keep an instance busy with an operation of its own: {"seconds": s, "operationId"}."""
         seconds = float(body.get("seconds", 1.0))
         operation_id = body.get("operationId") or f"restart-{name}-{instance_id}-{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -139,7 +139,7 @@ class Cloud:
     ) -> None:
         """Place instance `ordinal`: zones round-robin, then update and fault domains in turn
         within its zone."""
-        zones = spec.zones or [None]
+        zones: Sequence[str | None] = spec.zones or [None]
         instance_id = str(ordinal)
         within_zone = ordinal // len(zones)
         disk = f"{spec.name}-{instance_id}-osdisk-0"
@@ -167,9 +167,7 @@ class Cloud:
             ),
         )
 
-    def scale_out(
-        self, name: str, count: int, image: ImageReference | None = None
-    ) -> ScaleSetView:
+    def scale_out(self, name: str, count: int, image: ImageReference | None = None) -> ScaleSetView:
         """Add `count` instances, placed as create places them, with ids continuing the
         ordinals (never reusing a deleted instance's id). They boot on the scale set model's
         image, or on `image` (resolved in the scale set's region; 'latest' allowed)."""
@@ -201,9 +199,7 @@ class Cloud:
                 boot = within(spec.timing.boot_seconds, spec.seed, "boot", "scale-out", instance_id)
                 healthy = on_model or self._healthy_on(spec, instance_id, target)
                 self._add_instance(grown, ordinal, target, healthy=healthy, ready_at=now + boot, now=now)
-            self.db.execute(
-                "UPDATE scale_sets SET spec = ? WHERE name = ?", (grown.model_dump_json(), name)
-            )
+            self.db.execute("UPDATE scale_sets SET spec = ? WHERE name = ?", (grown.model_dump_json(), name))
         return self.scale_set_view(name)
 
     def _delete(self, name: str) -> None:
@@ -220,15 +216,11 @@ class Cloud:
 
     def set_faults(self, name: str, faults: FaultSpec) -> None:
         spec = self.spec(name).model_copy(update={"faults": faults})
-        self.db.execute(
-            "UPDATE scale_sets SET spec = ? WHERE name = ?", (spec.model_dump_json(), name)
-        )
+        self.db.execute("UPDATE scale_sets SET spec = ? WHERE name = ?", (spec.model_dump_json(), name))
 
     def delete_instance(self, name: str, instance_id: str) -> None:
         self._instance(name, instance_id)
-        self.db.execute(
-            "DELETE FROM instances WHERE scale_set = ? AND instance_id = ?", (name, instance_id)
-        )
+        self.db.execute("DELETE FROM instances WHERE scale_set = ? AND instance_id = ?", (name, instance_id))
 
     def force_health(self, name: str, instance_id: str, state: HealthState | None) -> None:
         self._instance(name, instance_id)
@@ -326,7 +318,9 @@ class Cloud:
         unknown = [a for a in answers if a not in APP_STATES]
         if unknown:
             raise CloudError(
-                400, "InvalidParameter", f"answers: each must be one of {', '.join(APP_STATES)} (got {unknown})"
+                400,
+                "InvalidParameter",
+                f"answers: each must be one of {', '.join(APP_STATES)} (got {unknown})",
             )
         self.probe_answers[(name, instance_id)] = list(answers)
 
@@ -472,9 +466,7 @@ class Cloud:
         row = next((r for r in rows if r["version"] == image.version), None)
         if row is None:
             known = ", ".join(sorted((r["version"] for r in rows), key=natural_key))
-            raise CloudError(
-                404, "ImageNotFound", f"image {image} is not in the gallery (versions: {known})"
-            )
+            raise CloudError(404, "ImageNotFound", f"image {image} is not in the gallery (versions: {known})")
         if not replicated(row):
             raise CloudError(
                 409,
@@ -498,13 +490,17 @@ class Cloud:
         seconds = within(spec.timing.reimage_seconds, spec.seed, "reimage", operation_id)
         failure = spec.faults.operation_errors.get(instance_id)
         return self._begin(
-            operation_id, OperationKind.REIMAGE, name, instance_id, instance["os_disk"], seconds,
-            image=exact, error_code=failure,
+            operation_id,
+            OperationKind.REIMAGE,
+            name,
+            instance_id,
+            instance["os_disk"],
+            seconds,
+            image=exact,
+            error_code=failure,
         )
 
-    def begin_restore(
-        self, name: str, instance_id: str, os_disk: str, operation_id: str
-    ) -> FleetOperation:
+    def begin_restore(self, name: str, instance_id: str, os_disk: str, operation_id: str) -> FleetOperation:
         self.settle()
         if repeated := self._repeat(operation_id, OperationKind.RESTORE, name, instance_id):
             return repeated
@@ -520,13 +516,16 @@ class Cloud:
             )
         seconds = within(spec.timing.restore_seconds, spec.seed, "restore", operation_id)
         return self._begin(
-            operation_id, OperationKind.RESTORE, name, instance_id, instance["os_disk"], seconds,
+            operation_id,
+            OperationKind.RESTORE,
+            name,
+            instance_id,
+            instance["os_disk"],
+            seconds,
             target_disk=os_disk,
         )
 
-    def begin_restart(
-        self, name: str, instance_id: str, seconds: float, operation_id: str
-    ) -> FleetOperation:
+    def begin_restart(self, name: str, instance_id: str, seconds: float, operation_id: str) -> FleetOperation:
         """An operation started from outside the upgrade (as another tool or the platform
         would): the instance is busy for `seconds`, then boots again on the same OS disk."""
         self.settle()
@@ -534,7 +533,12 @@ class Cloud:
             return repeated
         instance = self._idle_instance(name, instance_id)
         return self._begin(
-            operation_id, OperationKind.RESTART, name, instance_id, instance["os_disk"], seconds,
+            operation_id,
+            OperationKind.RESTART,
+            name,
+            instance_id,
+            instance["os_disk"],
+            seconds,
             target_disk=instance["os_disk"],
         )
 
@@ -542,17 +546,14 @@ class Cloud:
         self, operation_id: str, kind: OperationKind, name: str, instance_id: str
     ) -> FleetOperation | None:
         """A repeated operation id is the same operation: count the request, change nothing."""
-        row = self.db.execute(
-            "SELECT * FROM operations WHERE operation_id = ?", (operation_id,)
-        ).fetchone()
+        row = self.db.execute("SELECT * FROM operations WHERE operation_id = ?", (operation_id,)).fetchone()
         if row is None:
             return None
         if (row["kind"], row["scale_set"], row["instance_id"]) != (kind.value, name, instance_id):
             raise CloudError(
                 409,
                 "OperationIdConflict",
-                f"operation {operation_id!r} is a {row['kind']} of "
-                f"{row['scale_set']}/{row['instance_id']}",
+                f"operation {operation_id!r} is a {row['kind']} of {row['scale_set']}/{row['instance_id']}",
             )
         self.db.execute(
             "UPDATE operations SET request_count = request_count + 1 WHERE operation_id = ?",
@@ -650,9 +651,7 @@ class Cloud:
             request_count=row["request_count"],
             ready_time=row["ready_at"],
             retry_after_seconds=(
-                max(0.0, row["complete_at"] - self.clock())
-                if status == OperationStatus.IN_PROGRESS
-                else None
+                max(0.0, row["complete_at"] - self.clock()) if status == OperationStatus.IN_PROGRESS else None
             ),
         )
 
@@ -700,8 +699,7 @@ class Cloud:
         else:
             new_disk = op["target_disk"]
         self.db.execute(
-            "UPDATE instances SET os_disk = ?, forced_health = NULL"
-            " WHERE scale_set = ? AND instance_id = ?",
+            "UPDATE instances SET os_disk = ?, forced_health = NULL WHERE scale_set = ? AND instance_id = ?",
             (new_disk, name, instance_id),
         )
         self._release(op, ended + boot)
