@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from temporalio import activity, workflow
+
+if TYPE_CHECKING:
+    from models.image import ImageReference
 
 NOOP_WORKFLOW = "BenchNoopWorkflow"
 WINDOW = 100
@@ -39,7 +43,9 @@ class NoopWorkflow:
         return len(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def http_floor(fleet_url: str, scale_set: str, batches: list[list[str]], image: object, interval: float) -> None:
+async def http_floor(
+    fleet_url: str, scale_set: str, batches: list[list[str]], image: ImageReference, interval: float
+) -> None:
     """The upgrade's HTTP calls with nothing around them: the fastest the fleet allows."""
     from fleet.client import EmulatorClient
     from models.fleet import HealthState, OperationStatus
@@ -49,7 +55,9 @@ async def http_floor(fleet_url: str, scale_set: str, batches: list[list[str]], i
     async with EmulatorClient(fleet_url) as fleet:
 
         async def upgrade_one(instance_id: str) -> None:
-            operation = await fleet.begin_reimage(scale_set, instance_id, image, f"floor/{scale_set}/{instance_id}")
+            operation = await fleet.begin_reimage(
+                scale_set, instance_id, image, f"floor/{scale_set}/{instance_id}"
+            )
             while operation.status == OperationStatus.IN_PROGRESS:
                 await asyncio.sleep(min(max(operation.retry_after_seconds or 0, 0.05), 2.0))
                 operation = await fleet.get_operation(scale_set, operation.operation_id)

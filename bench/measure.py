@@ -35,10 +35,14 @@ async def history_stats(client: Client, workflow_id: str) -> HistoryStats:
     for event in parent.events:
         if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
             execution = event.child_workflow_execution_started_event_attributes.workflow_execution
-            child = await client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id).fetch_history()
+            child = await client.get_workflow_handle(
+                execution.workflow_id, run_id=execution.run_id
+            ).fetch_history()
             child_events.append(len(child.events))
             largest_child_bytes = max(largest_child_bytes, sum(e.ByteSize() for e in child.events))
-            activities += sum(1 for e in child.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+            activities += sum(
+                1 for e in child.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            )
     parent_bytes = sum(e.ByteSize() for e in parent.events)
     return HistoryStats(len(parent.events), child_events, activities, parent_bytes, largest_child_bytes)
 
@@ -81,6 +85,8 @@ def ideal_seconds(report: UpgradeReport, operations: list[FleetOperation], inter
         slowest = 0.0
         for instance_id in batch:
             op = ops[instance_id]
+            if op.end_time is None or op.ready_time is None:
+                raise ValueError(f"the reimage of instance {instance_id} has not finished")
             reimage = (op.end_time - op.start_time).total_seconds()
             boot = (op.ready_time - op.end_time).total_seconds()
             slowest = max(slowest, reimage + math.ceil(boot / interval - 1e-9) * interval)

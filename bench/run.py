@@ -24,7 +24,7 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,12 @@ from temporalio.client import Client
 from bench import measure
 from bench.floors import NOOP_WORKFLOW, http_floor
 from fleet.client import EmulatorClient
-from models.fleet import ScaleSetSpec, TimingSpec
+from models.fleet import FleetOperation, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import UpgradeReport, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.upgrades import final_report, start_upgrade
+from starter.upgrades import final_report, reported_properties, start_upgrade
 from worker.connection import connect
 
 RESULTS = Path(__file__).parent / "results"
@@ -67,7 +67,7 @@ class Upgrade:
     wall: float
     report: UpgradeReport
 
-    async def operations(self, lab: Lab):  # type: ignore[no-untyped-def]
+    async def operations(self, lab: Lab) -> list[FleetOperation]:
         return await lab.fleet.operations(self.scale_set)
 
 
@@ -116,6 +116,7 @@ async def overhead(lab: Lab, size: int) -> dict[str, Any]:
     workers = await with_worker(lab)
     try:
         run = await upgrade(lab, workers.task_queue, f"overhead-{size}-{uuid.uuid4().hex[:6]}", size, INSTANT)
+        assert workers.process is not None  # with_worker started it
         rss = measure.peak_rss_mb(workers.process.pid)
     finally:
         workers.stop()
@@ -125,21 +126,26 @@ async def overhead(lab: Lab, size: int) -> dict[str, Any]:
     try:
         started = time.monotonic()
         await lab.client.execute_workflow(
-            NOOP_WORKFLOW, stats.activities, id=f"bench-noop-{uuid.uuid4()}", task_queue=floor_workers.task_queue
+            NOOP_WORKFLOW,
+            stats.activities,
+            id=f"bench-noop-{uuid.uuid4()}",
+            task_queue=floor_workers.task_queue,
         )
         floor_a = time.monotonic() - started
     finally:
         floor_workers.stop()
 
     floor_set = f"floor-{size}-{uuid.uuid4().hex[:6]}"
-    await lab.fleet.create_scale_set(ScaleSetSpec(name=floor_set, capacity=size, image_reference=V1, timing=INSTANT))
+    await lab.fleet.create_scale_set(
+        ScaleSetSpec(name=floor_set, capacity=size, image_reference=V1, timing=INSTANT)
+    )
     started = time.monotonic()
     await http_floor(lab.fleet_url, floor_set, measure.batches_of(run.report), V2, interval=1.0)
     floor_b = time.monotonic() - started
 
     return {
         "instances": size,
-        "status": run.report.status.properties.running_status.code.value,
+        "status": reported_properties(run.report).running_status.code.value,
         "batches": run.report.batches,
         "wall_s": round(run.wall, 3),
         "ms_per_instance": round(1000 * run.wall / size, 2),
@@ -188,9 +194,13 @@ async def concurrency(lab: Lab, sets: int = 20, size: int = 50) -> dict[str, Any
     try:
         started = time.monotonic()
         runs = await asyncio.gather(
-            *(upgrade(lab, workers.task_queue, f"fleet-{i}-{uuid.uuid4().hex[:6]}", size, REALISTIC) for i in range(sets))
+            *(
+                upgrade(lab, workers.task_queue, f"fleet-{i}-{uuid.uuid4().hex[:6]}", size, REALISTIC)
+                for i in range(sets)
+            )
         )
         total = time.monotonic() - started
+        assert workers.process is not None  # with_worker started it
         rss = measure.peak_rss_mb(workers.process.pid)
     finally:
         workers.stop()
@@ -215,8 +225,14 @@ async def history_size(lab: Lab) -> dict[str, Any]:
     )
     try:
         run = await upgrade(
-            lab, workers.task_queue, f"history-{uuid.uuid4().hex[:6]}", 1000, INSTANT, policy,
-            zones=["1", "2", "3"], update_domains=1,
+            lab,
+            workers.task_queue,
+            f"history-{uuid.uuid4().hex[:6]}",
+            1000,
+            INSTANT,
+            policy,
+            zones=["1", "2", "3"],
+            update_domains=1,
         )
     finally:
         workers.stop()
@@ -235,17 +251,45 @@ async def history_size(lab: Lab) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    s1, s3, s4, s5 = (results.get(k) for k in ("overhead_1000", "critical_path", "concurrency", "history_size"))
+    s1, s3, s4, s5 = (
+        results.get(k) for k in ("overhead_1000", "critical_path", "concurrency", "history_size")
+    )
     rows = []
     if s1:
-        rows.append({"target": "1,000 instances within 2x of floor (a) per instance", "value": s1["ratio_to_floor_a"], "limit": 2.0})
+        rows.append(
+            {
+                "target": "1,000 instances within 2x of floor (a) per instance",
+                "value": s1["ratio_to_floor_a"],
+                "limit": 2.0,
+            }
+        )
     if s3:
-        rows.append({"target": "critical path wall / ideal <= 1.05", "value": s3["wall_over_ideal"], "limit": 1.05})
-        rows.append({"target": "detection lag p99 <= one probe interval (1 s)", "value": s3["detection_lag_p99_s"], "limit": 1.0})
+        rows.append(
+            {"target": "critical path wall / ideal <= 1.05", "value": s3["wall_over_ideal"], "limit": 1.05}
+        )
+        rows.append(
+            {
+                "target": "detection lag p99 <= one probe interval (1 s)",
+                "value": s3["detection_lag_p99_s"],
+                "limit": 1.0,
+            }
+        )
     if s3 and s4:
-        rows.append({"target": "concurrency keeps the ratio within 10%", "value": round(s4["wall_over_ideal_mean"] / s3["wall_over_ideal"], 4), "limit": 1.10})
+        rows.append(
+            {
+                "target": "concurrency keeps the ratio within 10%",
+                "value": round(s4["wall_over_ideal_mean"] / s3["wall_over_ideal"], 4),
+                "limit": 1.10,
+            }
+        )
     if s5:
-        rows.append({"target": "largest batch child below the 10,240-event warning", "value": s5["largest_child_events"], "limit": HISTORY_WARNING})
+        rows.append(
+            {
+                "target": "largest batch child below the 10,240-event warning",
+                "value": s5["largest_child_events"],
+                "limit": HISTORY_WARNING,
+            }
+        )
     for row in rows:
         row["met"] = row["value"] <= row["limit"]
     return rows
@@ -263,7 +307,9 @@ def show(console: Console, results: dict[str, Any]) -> None:
     for column in ("target", "value", "limit", "met"):
         table.add_column(column)
     for row in results["targets"]:
-        table.add_row(row["target"], str(row["value"]), str(row["limit"]), "yes" if row["met"] else "[red]NO[/]")
+        table.add_row(
+            row["target"], str(row["value"]), str(row["limit"]), "yes" if row["met"] else "[red]NO[/]"
+        )
     console.print(table)
 
 
@@ -305,8 +351,12 @@ async def run(chosen: list[str], console: Console) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Measure what orchestration costs on top of the fleet.")
-    parser.add_argument("scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(SCENARIOS)}; all by default")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Measure what orchestration costs on top of the fleet."
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(SCENARIOS)}; all by default"
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
     if unknown:
@@ -314,8 +364,12 @@ def main() -> None:
     console = Console()
     results = asyncio.run(run(args.scenarios or list(SCENARIOS), console))
     document = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         **results,
     }
     RESULTS.mkdir(exist_ok=True)
