@@ -22,10 +22,10 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 import yaml
@@ -41,7 +41,8 @@ from models.image import ImageReference
 from models.policy import UpgradePolicy
 from models.upgrade import ScaleSetName, UpgradeReport, UpgradeRequest
 from starter import progress
-from starter.terminal import PATH_LIMIT, clean, clean_message, console as terminal_console, plain
+from starter.terminal import PATH_LIMIT, clean, clean_message, plain
+from starter.terminal import console as terminal_console
 from starter.upgrades import (
     EXIT_CODES,
     EXIT_ERROR,
@@ -53,16 +54,21 @@ from starter.upgrades import (
     UpgradeRefused,
     cancel_upgrade,
     read_report,
+    reported_properties,
     start_upgrade,
 )
 from worker.connection import Settings, connect
 from worker.process_exit import exit_after
 
+if TYPE_CHECKING:
+    from fleet.client import EmulatorClient
+
 T = TypeVar("T")
 try:  # typer >= 0.26 carries its own click; its errors derive from TyperException
     from typer import TyperException as CommandLineError
 except ImportError:  # pragma: no cover - older typer on click
-    from click import ClickException as CommandLineError
+    # Another class under the same name, for the typer this falls back to; mypy sees today's.
+    from click import ClickException as CommandLineError  # type: ignore[assignment]
 
 app = typer.Typer(
     help="Durable rolling OS image upgrades for VM scale sets, on Temporal.",
@@ -101,7 +107,7 @@ def fleet_failure(err: FleetError) -> NoReturn:
     fail(f"the fleet failed: {err.code}: {err.message}", EXIT_ERROR)
 
 
-def run(main: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+def run(main: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     """Run an async command, turning the errors users meet into one clear line."""
 
     @wraps(main)
@@ -122,7 +128,9 @@ def run(main: Callable[..., Awaitable[T]]) -> Callable[..., T]:
             fail(describe_validation_error(err))
         except RuntimeError as err:
             if "connect" in str(err).lower():
-                fail(f"cannot reach Temporal: {without_docs_link(str(err))} (set TEMPORAL_ADDRESS)", EXIT_ERROR)
+                fail(
+                    f"cannot reach Temporal: {without_docs_link(str(err))} (set TEMPORAL_ADDRESS)", EXIT_ERROR
+                )
             fail(f"{type(err).__name__}: {err}", EXIT_ERROR)
         except RPCError as err:
             fail(f"Temporal: {err.status.name if err.status else 'error'}: {err.message}", EXIT_ERROR)
@@ -186,10 +194,11 @@ def print_json(document: Any) -> None:
 
 # --- upgrades -----------------------------------------------------------------------------------
 
+
 def build_request(
     scale_set: str,
     image: str,
-    policy_file: Optional[Path],
+    policy_file: Path | None,
     flags: dict[str, Any],
     started_by: str,
 ) -> UpgradeRequest:
@@ -216,7 +225,11 @@ def build_request(
     try:
         return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by)
     except ValidationError as err:
-        problems = describe_validation_error(err).replace("scale_set:", "--scale-set:").replace("scaleSet:", "--scale-set:")
+        problems = (
+            describe_validation_error(err)
+            .replace("scale_set:", "--scale-set:")
+            .replace("scaleSet:", "--scale-set:")
+        )
         fail("; ".join(problems.splitlines()))
 
 
@@ -224,30 +237,67 @@ def build_request(
 @run
 async def start(
     scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to upgrade.")],
-    image: Annotated[str, typer.Option(help="PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image id[/versions/V].")],
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections (rollingUpgradePolicy, automaticOSUpgradePolicy) and applicationHealth.")] = None,
-    max_batch_instance_percent: Annotated[Optional[int], typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_instance_percent: Annotated[Optional[int], typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_upgraded_instance_percent: Annotated[Optional[int], typer.Option(help="0-100, default 20.")] = None,
-    pause_time_between_batches: Annotated[Optional[str], typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")] = None,
-    enable_cross_zone_upgrade: Annotated[Optional[bool], typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")] = None,
-    prioritize_unhealthy_instances: Annotated[Optional[bool], typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")] = None,
-    rollback_failed_instances_on_policy_breach: Annotated[Optional[bool], typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach")] = None,
-    disable_automatic_rollback: Annotated[Optional[bool], typer.Option("--disable-automatic-rollback/--automatic-rollback")] = None,
-    health_protocol: Annotated[Optional[str], typer.Option(help="http, https or tcp.")] = None,
-    health_port: Annotated[Optional[int], typer.Option(help="1-65535, default 80.")] = None,
-    health_path: Annotated[Optional[str], typer.Option(help="requestPath, default /health.")] = None,
-    health_interval: Annotated[Optional[int], typer.Option(help="intervalInSeconds, 1-60, default 5.")] = None,
-    health_probes: Annotated[Optional[int], typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
-    health_grace_period: Annotated[Optional[int], typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
-    health_wait_timeout: Annotated[Optional[str], typer.Option(help="ISO 8601, per instance, default PT5M.")] = None,
-    webhook: Annotated[Optional[list[str]], typer.Option(help="Notify this URL (repeat for more; default $UPGRADE_WEBHOOKS, comma-separated).")] = None,
-    notify_per_batch: Annotated[Optional[bool], typer.Option("--notify-per-batch/--no-notify-per-batch", help="Also notify after every batch.")] = None,
-    timeout: Annotated[Optional[str], typer.Option(help="The whole upgrade's time limit, ISO 8601, PT1M-P30D; none by default.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="With --wait: one JSON status line per change instead of the live view.")] = False,
+    image: Annotated[
+        str, typer.Option(help="PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image id[/versions/V].")
+    ],
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="JSON/YAML: Azure's upgradePolicy sections (rollingUpgradePolicy, "
+            "automaticOSUpgradePolicy) and applicationHealth.",
+        ),
+    ] = None,
+    max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_upgraded_instance_percent: Annotated[
+        int | None, typer.Option(help="0-100, default 20.")
+    ] = None,
+    pause_time_between_batches: Annotated[
+        str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
+    ] = None,
+    enable_cross_zone_upgrade: Annotated[
+        bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")
+    ] = None,
+    prioritize_unhealthy_instances: Annotated[
+        bool | None, typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")
+    ] = None,
+    rollback_failed_instances_on_policy_breach: Annotated[
+        bool | None,
+        typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach"),
+    ] = None,
+    disable_automatic_rollback: Annotated[
+        bool | None, typer.Option("--disable-automatic-rollback/--automatic-rollback")
+    ] = None,
+    health_protocol: Annotated[str | None, typer.Option(help="http, https or tcp.")] = None,
+    health_port: Annotated[int | None, typer.Option(help="1-65535, default 80.")] = None,
+    health_path: Annotated[str | None, typer.Option(help="requestPath, default /health.")] = None,
+    health_interval: Annotated[int | None, typer.Option(help="intervalInSeconds, 1-60, default 5.")] = None,
+    health_probes: Annotated[int | None, typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
+    health_grace_period: Annotated[int | None, typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
+    health_wait_timeout: Annotated[
+        str | None, typer.Option(help="ISO 8601, per instance, default PT5M.")
+    ] = None,
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option(help="Notify this URL (repeat for more; default $UPGRADE_WEBHOOKS, comma-separated)."),
+    ] = None,
+    notify_per_batch: Annotated[
+        bool | None,
+        typer.Option("--notify-per-batch/--no-notify-per-batch", help="Also notify after every batch."),
+    ] = None,
+    timeout: Annotated[
+        str | None, typer.Option(help="The whole upgrade's time limit, ISO 8601, PT1M-P30D; none by default.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")
+    ] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="With --wait: one JSON status line per change instead of the live view."),
+    ] = False,
     started_by: Annotated[str, typer.Option(help="Recorded as startedBy.")] = "User",
-    task_queue: Annotated[Optional[str], typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
+    task_queue: Annotated[str | None, typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
 ) -> None:
     """Start a rolling upgrade of a scale set to an image."""
     request = build_request(
@@ -283,7 +333,7 @@ async def start(
         started_by,
     )
     client = await connect()
-    handle, admission = await start_upgrade(client, request, task_queue or Settings().task_queue)
+    _, admission = await start_upgrade(client, request, task_queue or Settings().task_queue)
     say(
         f"started {clean(admission.workflow_id)} (run {admission.run_id}): {admission.to_upgrade} of "
         f"{admission.instance_count} instances to {clean(admission.target_image)}, "
@@ -297,7 +347,7 @@ def finish(report: UpgradeReport, *, printed: bool = False) -> NoReturn:
     """Print the final status (unless the JSON lines already did) and exit by its outcome."""
     if not printed:
         print_json(report.status.to_json())
-    raise typer.Exit(EXIT_CODES[report.status.properties.running_status.code])
+    raise typer.Exit(EXIT_CODES[reported_properties(report).running_status.code])
 
 
 @app.command()
@@ -312,14 +362,12 @@ async def status(
     if as_json:
         print_json(report.status.to_json())
         return
-    properties = report.status.properties
+    properties = reported_properties(report)
     table = Table(title=plain(f"rolling upgrade of {clean(scale_set)}"), show_header=False)
     table.add_row("status", properties.running_status.code.value)
     table.add_row("started", properties.running_status.start_time.isoformat())
-    table.add_row(
-        "last action",
-        f"{properties.running_status.last_action.value} at {properties.running_status.last_action_time.isoformat()}",
-    )
+    running = properties.running_status
+    table.add_row("last action", f"{running.last_action.value} at {running.last_action_time.isoformat()}")
     counts = [f"{count} {word}" for word, count in properties.progress.labelled()]
     table.add_row(
         "progress",
@@ -339,7 +387,9 @@ async def status(
 @run
 async def history(
     scale_set: Annotated[str, typer.Argument(help="The scale set.")],
-    everything: Annotated[bool, typer.Option("--all", help="Everything retained, not the last five within two months.")] = False,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Everything retained, not the last five within two months.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Azure's osUpgradeHistory document.")] = False,
 ) -> None:
     """Past upgrades of a scale set, newest first (Azure: Get OS Upgrade History)."""
@@ -350,8 +400,23 @@ async def history(
     if as_json:
         print_json({"value": [entry.to_json() for entry in entries]})
         return
-    table = Table(title=plain(f"upgrades of {clean(scale_set)}" + ("" if everything else " (last five within two months)"), limit=None))
-    for column in ("started", "ended", "status", "succeeded", "failed", "rolled back", "target image", "started by", "error"):
+    table = Table(
+        title=plain(
+            f"upgrades of {clean(scale_set)}" + ("" if everything else " (last five within two months)"),
+            limit=None,
+        )
+    )
+    for column in (
+        "started",
+        "ended",
+        "status",
+        "succeeded",
+        "failed",
+        "rolled back",
+        "target image",
+        "started by",
+        "error",
+    ):
         table.add_column(column)
     for entry in entries:
         p = entry.properties
@@ -362,7 +427,8 @@ async def history(
             p.running_status.code.value,
             str(p.progress.successful_instance_count),
             str(p.progress.failed_instance_count),
-            f"{p.rollback_info.successfully_rolledback_instance_count} ok, {p.rollback_info.failed_rolledback_instance_count} failed",
+            f"{p.rollback_info.successfully_rolledback_instance_count} ok, "
+            f"{p.rollback_info.failed_rolledback_instance_count} failed",
             plain(image.get("exactVersion") or image.get("version", "-")),
             plain(p.started_by),
             plain(p.error.code if p.error else ""),
@@ -374,7 +440,9 @@ async def history(
 @run
 async def watch(
     scale_set: Annotated[str, typer.Argument(help="The scale set.")],
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON status line per change instead of the live view.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON status line per change instead of the live view.")
+    ] = False,
 ) -> None:
     """Follow the latest upgrade live; exit 0 Completed, 1 Faulted, 2 Cancelled."""
     client = await connect()
@@ -400,7 +468,9 @@ def worker_command() -> None:
 
 @app.command()
 def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the servers up afterwards for inspection.")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the servers up afterwards for inspection.")
+    ] = False,
     instances: Annotated[int, typer.Option(help="Instances in the demo scale set.")] = 20,
 ) -> None:
     """Start a dev server, the emulator and a worker, and run a real upgrade with live progress."""
@@ -411,7 +481,8 @@ def demo(
 
 # --- the fleet emulator -------------------------------------------------------------------------
 
-def fleet_client():  # type: ignore[no-untyped-def]
+
+def fleet_client() -> EmulatorClient:
     from fleet.client import EmulatorClient
 
     return EmulatorClient()  # FLEET_URL, else fleet.client.DEFAULT_FLEET_URL
@@ -430,7 +501,7 @@ def fleet_serve(
     serve(host, port, db)
 
 
-def _range(text: Optional[str], option: str) -> Optional[list[float]]:
+def _range(text: str | None, option: str) -> list[float] | None:
     if text is None:
         return None
     low, _, high = text.partition(",")
@@ -444,7 +515,7 @@ def _range(text: Optional[str], option: str) -> Optional[list[float]]:
         ) from None
 
 
-def _ids(text: Optional[str]) -> Optional[list[str]]:
+def _ids(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
@@ -452,22 +523,32 @@ def _ids(text: Optional[str]) -> Optional[list[str]]:
 @run
 async def fleet_create(
     name: Annotated[str, typer.Argument(help="Scale set name.")],
-    file: Annotated[Optional[Path], typer.Option("--file", help="A ScaleSetSpec as JSON or YAML; flags override it.")] = None,
-    instances: Annotated[Optional[int], typer.Option(help="Capacity, 1-10000.")] = None,
-    zones: Annotated[Optional[str], typer.Option(help="Comma-separated zones, e.g. 1,2,3.")] = None,
-    update_domains: Annotated[Optional[int], typer.Option(help="Update domains per zone, default 5.")] = None,
-    fault_domains: Annotated[Optional[int], typer.Option(help="Fault domains, default 5.")] = None,
-    image: Annotated[Optional[str], typer.Option(help="The model's image, PUBLISHER:OFFER:SKU:VERSION.")] = None,
-    location: Annotated[Optional[str], typer.Option()] = None,
-    data_disks: Annotated[Optional[int], typer.Option(help="Data disks per instance.")] = None,
-    reimage_seconds: Annotated[Optional[str], typer.Option(help="MIN,MAX latency of a reimage.")] = None,
-    restore_seconds: Annotated[Optional[str], typer.Option(help="MIN,MAX latency of a restore.")] = None,
-    boot_seconds: Annotated[Optional[str], typer.Option(help="MIN,MAX boot time after an operation.")] = None,
-    unhealthy_image: Annotated[Optional[str], typer.Option(help="Comma-separated versions that never become healthy.")] = None,
-    unhealthy_after_upgrade: Annotated[Optional[str], typer.Option(help="Comma-separated instance ids that fail health on a new image.")] = None,
-    unhealthy_share: Annotated[Optional[float], typer.Option(help="Share of upgraded instances that fail health (seeded).")] = None,
-    transient_error_share: Annotated[Optional[float], typer.Option(help="Share of API calls answered 429/5xx.")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="A ScaleSetSpec as JSON or YAML; flags override it.")
+    ] = None,
+    instances: Annotated[int | None, typer.Option(help="Capacity, 1-10000.")] = None,
+    zones: Annotated[str | None, typer.Option(help="Comma-separated zones, e.g. 1,2,3.")] = None,
+    update_domains: Annotated[int | None, typer.Option(help="Update domains per zone, default 5.")] = None,
+    fault_domains: Annotated[int | None, typer.Option(help="Fault domains, default 5.")] = None,
+    image: Annotated[str | None, typer.Option(help="The model's image, PUBLISHER:OFFER:SKU:VERSION.")] = None,
+    location: Annotated[str | None, typer.Option()] = None,
+    data_disks: Annotated[int | None, typer.Option(help="Data disks per instance.")] = None,
+    reimage_seconds: Annotated[str | None, typer.Option(help="MIN,MAX latency of a reimage.")] = None,
+    restore_seconds: Annotated[str | None, typer.Option(help="MIN,MAX latency of a restore.")] = None,
+    boot_seconds: Annotated[str | None, typer.Option(help="MIN,MAX boot time after an operation.")] = None,
+    unhealthy_image: Annotated[
+        str | None, typer.Option(help="Comma-separated versions that never become healthy.")
+    ] = None,
+    unhealthy_after_upgrade: Annotated[
+        str | None, typer.Option(help="Comma-separated instance ids that fail health on a new image.")
+    ] = None,
+    unhealthy_share: Annotated[
+        float | None, typer.Option(help="Share of upgraded instances that fail health (seeded).")
+    ] = None,
+    transient_error_share: Annotated[
+        float | None, typer.Option(help="Share of API calls answered 429/5xx.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Create (or replace) a scale set in the emulator."""
     from models.fleet import ScaleSetSpec
@@ -516,7 +597,9 @@ async def fleet_create(
 @run
 async def fleet_publish(
     image: Annotated[str, typer.Argument(help="PUBLISHER:OFFER:SKU:VERSION or GALLERY_ID/versions/V.")],
-    region: Annotated[Optional[list[str]], typer.Option(help="Replicate to this region (repeat); default everywhere.")] = None,
+    region: Annotated[
+        list[str] | None, typer.Option(help="Replicate to this region (repeat); default everywhere.")
+    ] = None,
     exclude_from_latest: bool = False,
 ) -> None:
     """Publish an image version to the emulator's gallery."""
@@ -539,7 +622,11 @@ async def fleet_show(
     if as_json:
         print_json(view.to_json())
         return
-    table = Table(title=plain(f"{clean(name)} ({clean(view.location)}, model {clean(view.image_reference)})", limit=None))
+    table = Table(
+        title=plain(
+            f"{clean(name)} ({clean(view.location)}, model {clean(view.image_reference)})", limit=None
+        )
+    )
     for column in ("instance", "zone", "UD", "FD", "image", "OS disk", "health", "state", "data disks"):
         table.add_column(column)
     for i in view.instances:
@@ -586,7 +673,7 @@ async def fleet_ops(
     console.print(table)
 
 
-def cli(args: Optional[list[str]] = None) -> int:
+def cli(args: list[str] | None = None) -> int:
     """Run `upgradectl` with these arguments; returns the exit code. Usage errors (an unknown
     option, a missing or malformed value) are one line plus a hint, exit 2, with the user's
     text made harmless; click's own panel would echo it raw."""
@@ -596,7 +683,9 @@ def cli(args: Optional[list[str]] = None) -> int:
     except CommandLineError as err:
         if type(err).__name__ == "NoArgsIsHelpError":
             return EXIT_USAGE  # typer printed the help while raising it
-        errors.print(Text.assemble(("error: ", "bold red"), clean_message(err.format_message())), soft_wrap=True)
+        errors.print(
+            Text.assemble(("error: ", "bold red"), clean_message(err.format_message())), soft_wrap=True
+        )
         context = getattr(err, "ctx", None)
         where = context.command_path if context is not None else "upgradectl"
         errors.print(Text(f"try `{clean(where)} --help`", "grey50"), soft_wrap=True)

@@ -24,7 +24,7 @@ from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import UpgradeRequest
 from starter import processes
 from starter.progress import watch
-from starter.upgrades import EXIT_CODES, start_upgrade
+from starter.upgrades import EXIT_CODES, reported_properties, start_upgrade
 from worker.connection import connect
 
 WORKDIR = Path(".demo")
@@ -39,7 +39,8 @@ FAILING = ["13", "17"]
 
 
 def web_ui_url(workflow_id: str, run_id: str) -> str:
-    return f"http://localhost:{UI_PORT}/namespaces/default/workflows/{quote(workflow_id, safe='')}/{run_id}/history"
+    workflow = quote(workflow_id, safe="")
+    return f"http://localhost:{UI_PORT}/namespaces/default/workflows/{workflow}/{run_id}/history"
 
 
 async def upgrade(console: Console, instances: int) -> int:
@@ -71,13 +72,13 @@ async def upgrade(console: Console, instances: int) -> int:
         started_by="demo",
     )
     client = await connect(f"127.0.0.1:{TEMPORAL_PORT}")
-    handle, admission = await start_upgrade(client, request, TASK_QUEUE)
+    _, admission = await start_upgrade(client, request, TASK_QUEUE)
     url = web_ui_url(admission.workflow_id, admission.run_id)
     console.print(f"upgrade started; follow it in the Temporal Web UI:\n  {url}", soft_wrap=True)
     report = await watch(client, SCALE_SET, console)
     print(json.dumps(report.status.to_json(), indent=2))
     console.print(f"Web UI of this upgrade:\n  {url}", soft_wrap=True)
-    return EXIT_CODES[report.status.properties.running_status.code]
+    return EXIT_CODES[reported_properties(report).running_status.code]
 
 
 def run_demo(*, keep: bool, instances: int, console: Console) -> int:
@@ -94,7 +95,9 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
     try:
         console.print("starting the Temporal dev server, the fleet emulator and a worker ...")
         started.append(
-            processes.start_dev_server(TEMPORAL_PORT, UI_PORT, WORKDIR / "temporal.db", WORKDIR / "temporal.log")
+            processes.start_dev_server(
+                TEMPORAL_PORT, UI_PORT, WORKDIR / "temporal.db", WORKDIR / "temporal.log"
+            )
         )
         started.append(processes.start_emulator(FLEET_PORT, WORKDIR / "fleet.db", WORKDIR / "fleet.log"))
         started.append(
@@ -126,4 +129,3 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
             processes.stop(process)
         if not keep:
             console.print(f"stopped the servers; logs are in {WORKDIR}/")
-

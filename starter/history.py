@@ -8,7 +8,7 @@ memo) is asked for its report. Like Azure, the default is the last five within t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
@@ -22,7 +22,7 @@ AZURE_COUNT = 5
 def history_query(scale_set: str, *, everything: bool, now: datetime) -> str:
     query = f'WorkflowType = "{ROLLING_UPGRADE_WORKFLOW}" AND ScaleSet = "{scale_set}"'
     if not everything:
-        since = (now - AZURE_WINDOW).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = (now - AZURE_WINDOW).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         query += f' AND StartTime > "{since}"'
     return query
 
@@ -41,8 +41,10 @@ async def upgrade_history(
     client: Client, scale_set: str, *, everything: bool = False, now: datetime | None = None
 ) -> list[UpgradeOperationHistoricalStatusInfo]:
     """Newest first."""
-    now = now or datetime.now(timezone.utc)
-    executions = [e async for e in client.list_workflows(history_query(scale_set, everything=everything, now=now))]
+    now = now or datetime.now(UTC)
+    executions = [
+        e async for e in client.list_workflows(history_query(scale_set, everything=everything, now=now))
+    ]
     executions.sort(key=lambda e: e.start_time, reverse=True)
     if not everything:
         executions = executions[:AZURE_COUNT]

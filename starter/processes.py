@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -45,13 +45,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(check: object, what: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 30.0, process: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except (OSError, httpx.HTTPError):
             pass
@@ -65,9 +67,7 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_process(
-    args: list[str], log_path: Path, env: Mapping[str, str] | None = None
-) -> subprocess.Popen:
+def start_process(args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
@@ -146,7 +146,11 @@ class WorkerProcesses:
     def __init__(self, address: str, fleet_url: str, logs: Path, module: str = "worker") -> None:
         self.module = module
         self.task_queue = f"tq-{uuid.uuid4()}"
-        self.env = {"TEMPORAL_ADDRESS": address, "FLEET_URL": fleet_url, "UPGRADE_TASK_QUEUE": self.task_queue}
+        self.env = {
+            "TEMPORAL_ADDRESS": address,
+            "FLEET_URL": fleet_url,
+            "UPGRADE_TASK_QUEUE": self.task_queue,
+        }
         self.logs = logs
         self.process: subprocess.Popen | None = None
         self.started = 0

@@ -8,8 +8,8 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
-from datetime import datetime, timedelta, timezone
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -71,9 +71,13 @@ def eta(report: UpgradeReport, batches_left: int) -> timedelta | None:
 
 
 def render(report: UpgradeReport, batches_left: int, now: datetime | None = None) -> RenderableType:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     status = report.status
     properties = status.properties
+    if properties is None:  # the workflows always report them; Azure's minimal status has none
+        return Panel(
+            Text(clean(status.name or "") + " (no status yet)"), title="rolling upgrade", border_style="cyan"
+        )
     progress = properties.progress
     code = properties.running_status.code
     running = code == RollingUpgradeStatusCode.ROLLING_FORWARD
@@ -94,10 +98,21 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
     in_flight = [i for i in report.instances if i.state == InstanceState.IN_PROGRESS]
     parts: list[RenderableType] = [title, bars]
     if in_flight:
-        parts.append(Text(f"batch {report.batches} in flight: " + ", ".join(clean(i.instance_id) for i in in_flight), "yellow"))
+        parts.append(
+            Text(
+                f"batch {report.batches} in flight: " + ", ".join(clean(i.instance_id) for i in in_flight),
+                "yellow",
+            )
+        )
     parts.append(_by_zone(report.instances))
     if error := properties.error:
-        parts.append(plain(f"{error.code}: {error.message}", "red" if code == RollingUpgradeStatusCode.FAULTED else "yellow", None))
+        parts.append(
+            plain(
+                f"{error.code}: {error.message}",
+                "red" if code == RollingUpgradeStatusCode.FAULTED else "yellow",
+                None,
+            )
+        )
     legend = Text("  ".join(f"[{s.value}]" for s in STATE_STYLES), "grey50")
     for state, style in STATE_STYLES.items():
         legend.highlight_words([f"[{state.value}]"], style)
@@ -149,8 +164,12 @@ async def watch(
         while True:
             description = await link.answer(lambda: handle.describe(rpc_timeout=QUERY_TIMEOUT))
             try:
-                report = await handle.query(REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=QUERY_TIMEOUT)
-                batches_left = len(await handle.query(PLAN_QUERY, result_type=list[list[str]], rpc_timeout=QUERY_TIMEOUT))
+                report = await handle.query(
+                    REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=QUERY_TIMEOUT
+                )
+                batches_left = len(
+                    await handle.query(PLAN_QUERY, result_type=list[list[str]], rpc_timeout=QUERY_TIMEOUT)
+                )
             except RPCError:
                 report = None  # a query can fail while a worker (or Temporal) restarts; try again
             if report is not None:
@@ -208,9 +227,7 @@ class _Link:
             self.since = now
             self._say(Text(f"lost the connection to Temporal; reconnecting… ({clean(reason)})", "yellow"))
         elif now - self.since > self.limit:
-            raise UpgradeFailed(
-                f"lost the connection to Temporal for {self.limit:.0f} s ({clean(reason)})"
-            )
+            raise UpgradeFailed(f"lost the connection to Temporal for {self.limit:.0f} s ({clean(reason)})")
 
     def _say(self, text: Text) -> None:
         live = self.live
@@ -224,4 +241,7 @@ class _Quiet:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, renderable: RenderableType) -> None:
         return None

@@ -46,8 +46,7 @@ def clean(value: object, limit: int | None = VALUE_LIMIT, *, keep_newlines: bool
     if cut:
         text = text[:limit]
     out = "".join(
-        char if not _unsafe(char) or (keep_newlines and char == "\n") else _visible(char)
-        for char in text
+        char if not _unsafe(char) or (keep_newlines and char == "\n") else _visible(char) for char in text
     )
     return out + ELLIPSIS if cut else out
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -27,23 +28,23 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.errors import RefusalCode
-from workflows import search_attributes
-from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
+from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo, RollingUpgradeStatusProperties
 from models.upgrade import (
     ADMIT_UPDATE,
-    PREFLIGHT_WORKFLOW,
-    Preflight,
     CANCEL_SIGNAL,
     INSTANCES_QUERY,
+    PREFLIGHT_WORKFLOW,
     REPORT_QUERY,
     ROLLING_UPGRADE_WORKFLOW,
     STATUS_QUERY,
     Admission,
     InstanceProgress,
+    Preflight,
     UpgradeReport,
     UpgradeRequest,
     upgrade_workflow_id,
 )
+from workflows import search_attributes
 
 # `upgradectl`'s exit codes (README: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0
@@ -80,6 +81,15 @@ class NoSuchUpgrade(Exception):
     """The scale set has no upgrade (or, for a cancel, no running one)."""
 
 
+def reported_properties(report: UpgradeReport) -> RollingUpgradeStatusProperties:
+    """The report's status properties: the workflows always fill them in (only Azure's minimal
+    status document has none), so a report without them is a failure, not an outcome."""
+    properties = report.status.properties
+    if properties is None:
+        raise UpgradeFailed(f"the upgrade of {report.status.name or 'the scale set'} reported no status")
+    return properties
+
+
 async def start_upgrade(
     client: Client,
     request: UpgradeRequest,
@@ -95,7 +105,7 @@ async def start_upgrade(
     """
     workflow_id = upgrade_workflow_id(request.scale_set)
     preflight = await run_preflight(client, request, task_queue, admission_timeout)
-    start = WithStartWorkflowOperation(
+    start: WithStartWorkflowOperation[Any, UpgradeReport] = WithStartWorkflowOperation(
         ROLLING_UPGRADE_WORKFLOW,
         request,
         id=workflow_id,
@@ -131,7 +141,7 @@ async def start_upgrade(
     except WorkflowUpdateFailedError as err:
         refuse_if_declined(err.cause)
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpgradeFailed(
             f"the upgrade was submitted as workflow {workflow_id} but no worker admitted it "
             f"within {admission_timeout:.0f} s: is a worker polling task queue {task_queue!r}?"
@@ -165,7 +175,7 @@ async def run_preflight(
     except WorkflowFailureError as err:
         refuse_if_declined(err.cause)
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpgradeFailed(
             f"no worker answered the preflight of {request.scale_set!r} within {timeout:.0f} s: "
             f"is a worker polling task queue {task_queue!r}?"
@@ -178,15 +188,11 @@ def upgrade_handle(client: Client, scale_set: str) -> WorkflowHandle:
 
 
 async def get_status(client: Client, scale_set: str) -> RollingUpgradeStatusInfo:
-    return await upgrade_handle(client, scale_set).query(
-        STATUS_QUERY, result_type=RollingUpgradeStatusInfo
-    )
+    return await upgrade_handle(client, scale_set).query(STATUS_QUERY, result_type=RollingUpgradeStatusInfo)
 
 
 async def get_instances(client: Client, scale_set: str) -> list[InstanceProgress]:
-    return await upgrade_handle(client, scale_set).query(
-        INSTANCES_QUERY, result_type=list[InstanceProgress]
-    )
+    return await upgrade_handle(client, scale_set).query(INSTANCES_QUERY, result_type=list[InstanceProgress])
 
 
 async def describe_upgrade(handle: WorkflowHandle, scale_set: str) -> WorkflowExecutionDescription:
@@ -209,7 +215,7 @@ async def await_admission(handle: WorkflowHandle, timeout: float = ADMISSION_WAI
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:  # it finished meanwhile: its status stands
             raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpgradeFailed(
             f"upgrade {handle.id} was not admitted within {timeout:.0f} s: is a worker running?"
         ) from None
@@ -244,8 +250,7 @@ async def cancel_upgrade(client: Client, scale_set: str) -> None:
     description = await describe_upgrade(handle, scale_set)
     if description.status != WorkflowExecutionStatus.RUNNING:
         raise NoSuchUpgrade(
-            f"the latest upgrade of {scale_set!r} already ended "
-            f"({_ended(description)}): nothing to cancel"
+            f"the latest upgrade of {scale_set!r} already ended ({_ended(description)}): nothing to cancel"
         )
     try:
         await handle.signal(CANCEL_SIGNAL)
