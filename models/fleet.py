@@ -17,6 +17,10 @@ from models.image import ImageReference
 from models.policy import whole_number
 
 
+# Azure's rule for a scale set's name; the one pattern every input naming a scale set checks.
+ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
 class HealthState(StrEnum):
     """The Application Health extension's rich health states."""
 
@@ -195,7 +199,7 @@ class FaultSpec(AzureModel):
 class ScaleSetSpec(AzureModel):
     """What `upgradectl fleet create` asks the emulator for."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    name: ScaleSetName
     location: str = "westeurope"
     capacity: Annotated[int, whole_number(1, 10_000)] = 10
     zones: list[str] = Field(default_factory=list)

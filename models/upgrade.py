@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, Field
 
 from models.base import AzureModel, ViewModel
 from models.errors import FailureCause
-from models.fleet import HealthState, InstanceView
+from models.fleet import HealthState, InstanceView, ScaleSetName
 from models.image import ImageReference
 from models.notifications import NotificationRecord, Notifications
 from models.policy import (
@@ -39,7 +39,6 @@ INSTANCES_QUERY = "instances"
 PLAN_QUERY = "plan"
 REPORT_QUERY = "report"
 
-ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 def upgrade_workflow_id(scale_set: str) -> str:

@@ -228,6 +228,9 @@ async def read_report(
     handle = upgrade_handle(client, scale_set)
     description = await describe_upgrade(handle, scale_set)
     if description.status == WorkflowExecutionStatus.RUNNING:
+        report = await query_report(handle)
+        if report.status.id is not None:
+            return report  # admitted already: no update (each would add two history events)
         await await_admission(handle, admission_wait)
     return await query_report(handle)
 

@@ -12,7 +12,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from fleet.client import EmulatorClient
-from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec, TimingSpec
+from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import Admission, UpgradeReport, UpgradeRequest
@@ -117,3 +117,15 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
         await asyncio.sleep(0.1)
+
+
+async def unhealthy_on_target(fleet, name: str, ids: list[str]) -> None:
+    """Instances already on V2 (so not upgraded) that are unhealthy: they use up the budget."""
+    for instance_id in ids:
+        await fleet.begin_reimage(name, instance_id, V2.at_version(V2.version), f"setup-{name}-{instance_id}")
+    await eventually(
+        lambda: fleet.get_scale_set(name),
+        lambda view: all(i.image_reference.same_image(V2) for i in view.instances if i.instance_id in ids),
+    )
+    for instance_id in ids:
+        await fleet.set_health(name, instance_id, HealthState.UNHEALTHY)

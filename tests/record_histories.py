@@ -12,6 +12,7 @@ README's section on changing workflow code).
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 import shutil
 import sys
 import tempfile
@@ -26,10 +27,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from fleet.client import EmulatorClient
 from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
+from models.policy import ApplicationHealthSettings
 from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
 from starter.upgrades import cancel_upgrade, final_report, get_status
-from tests.helpers import V2, WorkerProcesses, eventually, make_scale_set, upgrade
+from tests.helpers import V2, WorkerProcesses, eventually, make_scale_set, unhealthy_on_target, upgrade
 from worker.connection import connect
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -66,6 +68,7 @@ class Scenario:
     options: dict[str, Any] = field(default_factory=dict)
     refused: bool = False  # record the preflight's refusal and the upgrade's own refusal
     during: Callable[[Run], Awaitable[None]] | None = None
+    before: Callable[[Run], Awaitable[None]] | None = None
 
 
 async def ops_count(run: Run, count: int) -> None:
@@ -105,6 +108,21 @@ async def answer_nonsense_after_a_batch(run: Run) -> None:
     await run.fleet.set_faults(run.scale_set, FaultSpec(malformed_share=1.0))
 
 
+async def scale_out_after_the_first_batch(run: Run) -> None:
+    await ops_count(run, 1)
+    await run.fleet.scale_out(run.scale_set, 2)
+
+
+async def two_unhealthy_on_the_target(run: Run) -> None:
+    await unhealthy_on_target(run.fleet, run.scale_set, ["8", "9"])
+
+
+async def recover_once_waiting(run: Run) -> None:
+    await eventually(lambda: get_status(run.client, run.scale_set), lambda s: s.properties.wait is not None, 60)
+    for instance_id in ("8", "9"):
+        await run.fleet.set_health(run.scale_set, instance_id, None)
+
+
 def webhook_receiver() -> str:
     """A local endpoint that accepts every notification (for the "notifications" scenario)."""
 
@@ -138,6 +156,13 @@ SCENARIOS: dict[str, Scenario] = {
     "deleted-instance": Scenario(timing=SLOW.model_copy(), during=delete_an_instance, options={"policy": {"maxUnhealthyUpgradedInstancePercent": 50}}),
     "unexpected-error": Scenario(capacity=3, options={"policy": {"pauseTimeBetweenBatches": "PT3S"}}, during=answer_nonsense_after_a_batch),
     "timeout": Scenario(capacity=3, options={"upgrade_timeout": "PT1M", "policy": {"pauseTimeBetweenBatches": "PT40S"}}),
+    "scale-out": Scenario(capacity=4, options={"policy": {"pauseTimeBetweenBatches": "PT2S"}}, during=scale_out_after_the_first_batch),
+    "health-budget": Scenario(
+        capacity=10,
+        before=two_unhealthy_on_the_target,
+        during=recover_once_waiting,
+        options={"health": ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=90))},
+    ),
     "refused": Scenario(
         capacity=2, refused=True, options={"target_image": V2.model_copy(update={"version": "2099.01.01"})}
     ),
@@ -166,6 +191,8 @@ async def record(name: str, scenario: Scenario, client: Client, fleet: EmulatorC
     for instance_id in scenario.unhealthy_before:
         await fleet.set_health(scale_set, instance_id, HealthState.UNHEALTHY)
     run = Run(client, fleet, workers, scale_set)
+    if scenario.before:
+        await scenario.before(run)
     written: list[Path] = []
     handle = client.get_workflow_handle(upgrade_workflow_id(scale_set))
     if scenario.refused:

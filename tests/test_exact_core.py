@@ -27,7 +27,17 @@ from models.upgrade import (
     upgrade_workflow_id,
 )
 from starter.upgrades import get_status
-from tests.helpers import QUICK_HEALTH, V1, V2, count_ops, eventually, finish, make_scale_set, upgrade
+from tests.helpers import (
+    QUICK_HEALTH,
+    V1,
+    V2,
+    count_ops,
+    eventually,
+    finish,
+    make_scale_set,
+    unhealthy_on_target,
+    upgrade,
+)
 from worker.assembly import build_worker
 from workflows import rolling_upgrade
 from workflows.failures import SKIP_GONE
@@ -88,18 +98,6 @@ async def test_instances_added_during_the_upgrade_are_upgraded_or_skipped(ts_env
     after = await fleet.get_scale_set(name)
     assert all(i.image_reference.same_image(V2) for i in after.instances)
     assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(8)}
-
-
-async def unhealthy_on_target(fleet, name: str, ids: list[str]) -> None:
-    """Instances already on V2 (so not upgraded) that are unhealthy: they use up the budget."""
-    for instance_id in ids:
-        await fleet.begin_reimage(name, instance_id, V2.at_version(V2.version), f"setup-{name}-{instance_id}")
-    await eventually(
-        lambda: fleet.get_scale_set(name),
-        lambda view: all(i.image_reference.same_image(V2) for i in view.instances if i.instance_id in ids),
-    )
-    for instance_id in ids:
-        await fleet.set_health(name, instance_id, HealthState.UNHEALTHY)
 
 
 async def test_no_batch_starts_beyond_the_unhealthy_budget_until_health_recovers(ts_env, ts_worker, fleet):

@@ -14,9 +14,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from fleet.client import fleet_url_from_env
+
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_TASK_QUEUE = "rolling-upgrades"
-DEFAULT_FLEET_URL = "http://127.0.0.1:8780"
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,7 @@ class Settings:
     task_queue: str = field(
         default_factory=lambda: os.environ.get("UPGRADE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
     )
-    fleet_url: str = field(
-        default_factory=lambda: os.environ.get("FLEET_URL", DEFAULT_FLEET_URL).rstrip("/")
-    )
+    fleet_url: str = field(default_factory=fleet_url_from_env)
     max_concurrent_activities: int = field(
         default_factory=lambda: int(os.environ.get("UPGRADE_MAX_CONCURRENT_ACTIVITIES", "1000"))
     )
