@@ -118,8 +118,13 @@ def upgradectl(local_env, local_worker, fleet_url):
 
     async def call(*args: str) -> Result:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starter.cli", *args,
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "starter.cli",
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(), 120)
         return Result(process.returncode, out.decode(), err.decode())

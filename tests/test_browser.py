@@ -6,6 +6,7 @@ it), driven by Playwright with that system browser; no browser build is ever dow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -41,13 +42,19 @@ def chromium() -> str:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300)
         installed = subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, text=True, timeout=900
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         path = find_chromium()
         if path is None:
             pytest.skip(f"Chromium could not be installed with apt-get: {installed.stderr.strip()[-300:]}")
     if path is None:
-        pytest.skip("Chromium is not installed and cannot be here (needs root and apt-get): apt-get install chromium")
+        pytest.skip(
+            "Chromium is not installed and cannot be here (needs root and apt-get): apt-get install chromium"
+        )
     return path
 
 
@@ -72,10 +79,8 @@ async def metadata_text(browser, url: str, expect: str) -> str:
         for _ in range(60):
             texts = []
             for frame in page.frames:
-                try:
+                with contextlib.suppress(Exception):  # a frame still loading; read it next time
                     texts.append(await frame.inner_text("body"))
-                except Exception:  # noqa: BLE001 - a frame still loading; read it next time
-                    pass
             text = "\n".join(texts)
             if expect in text and "Effective policy" in text:
                 return text

@@ -13,7 +13,6 @@ from models.fleet import FaultSpec
 from models.status import RollingUpgradeStatusInfo
 from tests.helpers import V2, make_scale_set
 
-
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
 
 
@@ -32,7 +31,13 @@ async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(
     human = await upgradectl("status", name)
     assert "Completed" in human.out
     # The effective policy, health settings and all.
-    for setting in ("maxBatchInstancePercent", "healthWaitTimeout", "PT2S", "disableAutomaticRollback", "upgradeTimeout"):
+    for setting in (
+        "maxBatchInstancePercent",
+        "healthWaitTimeout",
+        "PT2S",
+        "disableAutomaticRollback",
+        "upgradeTimeout",
+    ):
         assert setting in human.out
     assert (await upgradectl("watch", name)).code == 0  # a finished upgrade: its outcome at once
 
@@ -56,7 +61,9 @@ async def test_a_faulted_upgrade_exits_one(upgradectl, fleet):
 
 async def test_watch_json_writes_one_status_line_per_change(upgradectl, fleet):
     name = await make_scale_set(fleet, 3, update_domains=1)
-    started = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1S", *QUICK)
+    started = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1S", *QUICK
+    )
     assert started.code == 0
     watched = await upgradectl("watch", name, "--json")
     assert watched.code == 0
@@ -71,10 +78,19 @@ async def test_watch_json_writes_one_status_line_per_change(upgradectl, fleet):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--max-batch-instance-percent", "3"], "rollingUpgradePolicy.maxBatchInstancePercent: must be a whole number from 5 to 100 (got 3)"),
-        (["--pause-time-between-batches", "5m"], "rollingUpgradePolicy.pauseTimeBetweenBatches: must be an ISO 8601 duration from PT0S to PT48H"),
+        (
+            ["--max-batch-instance-percent", "3"],
+            "rollingUpgradePolicy.maxBatchInstancePercent: must be a whole number from 5 to 100 (got 3)",
+        ),
+        (
+            ["--pause-time-between-batches", "5m"],
+            "rollingUpgradePolicy.pauseTimeBetweenBatches: must be an ISO 8601 duration from PT0S to PT48H",
+        ),
         (["--max-unhealthy-upgraded-instance-percent", "101"], "from 0 to 100 (got 101)"),
-        (["--health-interval", "0"], "applicationHealth.intervalInSeconds: must be a whole number from 1 to 60"),
+        (
+            ["--health-interval", "0"],
+            "applicationHealth.intervalInSeconds: must be a whole number from 1 to 60",
+        ),
         (["--image", "ubuntu"], "--image: image 'ubuntu' is not PUBLISHER:OFFER:SKU:VERSION"),
     ],
 )
@@ -116,7 +132,9 @@ async def test_second_upgrade_is_refused_and_cancel_ends_the_first(upgradectl, f
 @pytest.mark.parametrize("signum", [15, 2])
 async def test_the_worker_process_stops_cleanly_on_sigterm_and_sigint(local_env, fleet_url, signum):
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker",
+        sys.executable,
+        "-m",
+        "worker",
         env={
             **os.environ,
             "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
@@ -145,14 +163,18 @@ async def test_fleet_create_from_a_yaml_file_with_flags_on_top(upgradectl, fleet
         "imageReference: {publisher: Contoso, offer: web-os, sku: '2024', version: 2024.11.01}\n"
         "faults: {unhealthyAfterUpgrade: ['3']}\n"
     )
-    created = await upgradectl("fleet", "create", "yaml-set", "--file", str(spec), "--instances", "6", "--update-domains", "3")
+    created = await upgradectl(
+        "fleet", "create", "yaml-set", "--file", str(spec), "--instances", "6", "--update-domains", "3"
+    )
     assert created.code == 0, created.err
     view = await fleet.show_scale_set("yaml-set")
     assert len(view.instances) == 6
     assert {i.zone for i in view.instances} == {"1", "2"}
     assert max(i.platform_update_domain for i in view.instances) == 2
 
-    published = await upgradectl("fleet", "publish", "Contoso:cli-test:2024:2025.01.01", "--region", "westeurope")
+    published = await upgradectl(
+        "fleet", "publish", "Contoso:cli-test:2024:2025.01.01", "--region", "westeurope"
+    )
     assert published.code == 0 and "to westeurope" in published.err
     shown = await upgradectl("fleet", "show", "yaml-set")
     assert "2024.11.01" in shown.out and "Healthy" in shown.out

@@ -14,19 +14,18 @@ import os
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from models.fleet import FaultSpec, TimingSpec
+from models.fleet import TimingSpec
 from models.upgrade import ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
 from starter.cli import build_request, cli
 from starter.terminal import clean
 from starter.upgrades import final_report
 from tests.conftest import Result
-from tests.helpers import QUICK_HEALTH, V1, V2, WorkerProcesses, eventually, make_scale_set
+from tests.helpers import QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set
 from tests.test_models import SEED_POLICY
 from worker.assembly import build_worker
 from worker.connection import connect
@@ -59,6 +58,7 @@ def assert_harmless(result: Result) -> None:
 
 # --- the cleaning itself -----------------------------------------------------------------------
 
+
 def test_clean_makes_control_and_bidi_characters_visible_and_caps_the_length():
     assert clean("a\x1b[2Jb\x9b\x07\u202e\u2066c") == "a\\x1b[2Jb\\x9b\\x07\\u202e\\u2066c"
     assert clean("[/] :b: ok") == "[/] :b: ok"
@@ -67,6 +67,7 @@ def test_clean_makes_control_and_bidi_characters_visible_and_caps_the_length():
 
 
 # --- markup, emoji, control characters, length --------------------------------------------------
+
 
 def test_markup_and_emoji_codes_in_user_text_are_printed_as_they_are(offline, capsys):
     result = call(capsys, "start", "--scale-set", "web", "--image", "a[/]:b")
@@ -90,7 +91,9 @@ def test_control_characters_in_a_file_name_are_made_visible(offline, capsys, tmp
 
 def test_a_huge_value_is_not_echoed_in_full(offline, capsys):
     huge = "P" + "1" * 10_000
-    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--pause-time-between-batches", huge)
+    result = call(
+        capsys, "start", "--scale-set", "web", "--image", str(V2), "--pause-time-between-batches", huge
+    )
     assert result.code == 3
     assert "rollingUpgradePolicy.pauseTimeBetweenBatches" in result.err
     assert "…" in result.err and len(result.err) < 1_000
@@ -98,6 +101,7 @@ def test_a_huge_value_is_not_echoed_in_full(offline, capsys):
 
 
 # --- files ---------------------------------------------------------------------------------------
+
 
 def test_a_binary_policy_file_is_refused_naming_the_option_and_the_file(offline, capsys, tmp_path):
     policy = tmp_path / "policy.bin"
@@ -118,7 +122,9 @@ def test_a_binary_policy_file_is_refused_naming_the_option_and_the_file(offline,
         ("just text", "must hold a JSON or YAML object (found str)"),
     ],
 )
-def test_a_malformed_policy_file_is_one_line_naming_the_option_and_the_file(offline, capsys, tmp_path, content, message):
+def test_a_malformed_policy_file_is_one_line_naming_the_option_and_the_file(
+    offline, capsys, tmp_path, content, message
+):
     policy = tmp_path / "policy.yaml"
     policy.write_text(content)
     result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
@@ -205,10 +211,15 @@ def test_help_still_works(offline, capsys):
 
 # --- Azure's policy JSON --------------------------------------------------------------------------
 
-def test_azures_own_upgrade_policy_json_is_taken_with_a_note_per_field_not_acted_on(offline, capsys, tmp_path):
+
+def test_azures_own_upgrade_policy_json_is_taken_with_a_note_per_field_not_acted_on(
+    offline, capsys, tmp_path
+):
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(SEED_POLICY))
-    request = build_request("web", str(V2), policy, {"rollingUpgradePolicy": {"maxUnhealthyInstancePercent": 30}}, "User")
+    request = build_request(
+        "web", str(V2), policy, {"rollingUpgradePolicy": {"maxUnhealthyInstancePercent": 30}}, "User"
+    )
     assert isinstance(request, UpgradeRequest)
     assert request.policy.max_batch_instance_percent == 20
     assert request.policy.max_unhealthy_instance_percent == 30  # the flag over the file
@@ -225,7 +236,9 @@ def test_azures_own_upgrade_policy_json_is_taken_with_a_note_per_field_not_acted
 
 def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, capsys, tmp_path):
     policy = tmp_path / "policy.yaml"
-    policy.write_text("upgradePolicy:\n  RollingUpgradePolicy:\n    maxBatchPercent: 10\n    maxSurge: true\n")
+    policy.write_text(
+        "upgradePolicy:\n  RollingUpgradePolicy:\n    maxBatchPercent: 10\n    maxSurge: true\n"
+    )
     result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
     assert result.code == 3
     assert "rollingUpgradePolicy.maxBatchPercent: is not a known field" in result.err
@@ -236,10 +249,14 @@ def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, 
 
 # --- the fleet ---------------------------------------------------------------------------------------
 
+
 def run_cli(*args: str, env: dict[str, str]) -> Result:
     done = subprocess.run(
         [sys.executable, "-m", "starter.cli", *args],
-        env={**os.environ, "COLUMNS": "200", **env}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -248,7 +265,10 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
     env = {"FLEET_URL": fleet_url, "TEMPORAL_ADDRESS": CLOSED}
     name = f"refusals-{uuid.uuid4().hex[:8]}"
     cases = [
-        (["fleet", "create", name, "--instances", "2", "--image", "Contoso:web-os:2024:latest"], "the fleet refused: "),
+        (
+            ["fleet", "create", name, "--instances", "2", "--image", "Contoso:web-os:2024:latest"],
+            "the fleet refused: ",
+        ),
         (["fleet", "publish", "Contoso:web-os:2024:latest"], "the fleet refused: "),
         (["fleet", "show", "nowhere"], "the fleet refused: "),
         (["fleet", "show", "nowhere\x1b[2J"], "NAME: 'nowhere\\x1b[2J' is not a scale set name"),
@@ -260,8 +280,12 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
         assert result.err.startswith(f"error: {message}") and len(result.err.splitlines()) == 1, result.err
         assert_harmless(result)
 
-    for args in (["fleet", "show", "web"], ["fleet", "ops", "web"], ["fleet", "publish", str(V2)],
-                 ["fleet", "create", name, "--image", str(V1)]):
+    for args in (
+        ["fleet", "show", "web"],
+        ["fleet", "ops", "web"],
+        ["fleet", "publish", str(V2)],
+        ["fleet", "create", name, "--image", str(V1)],
+    ):
         result = run_cli(*args, env={"FLEET_URL": f"http://{CLOSED}"})
         assert result.code == 4, (args, result.err)
         assert result.err.startswith(f"error: cannot reach the fleet at http://{CLOSED}"), result.err
@@ -269,8 +293,13 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
 
 
 def test_temporal_unreachable_exits_four(fleet_url):
-    for args in (["status", "web"], ["watch", "web"], ["cancel", "web"], ["history", "web"],
-                 ["start", "--scale-set", "web", "--image", str(V2)]):
+    for args in (
+        ["status", "web"],
+        ["watch", "web"],
+        ["cancel", "web"],
+        ["history", "web"],
+        ["start", "--scale-set", "web", "--image", str(V2)],
+    ):
         result = run_cli(*args, env={"TEMPORAL_ADDRESS": CLOSED, "FLEET_URL": fleet_url})
         assert result.code == 4, (args, result.err)
         assert result.err.startswith("error: cannot reach Temporal"), result.err
@@ -278,6 +307,7 @@ def test_temporal_unreachable_exits_four(fleet_url):
 
 
 # --- no upgrade, a finished upgrade ------------------------------------------------------------------
+
 
 async def test_no_upgrade_and_a_finished_one_exit_five_in_one_line(upgradectl, fleet):
     name = await make_scale_set(fleet, 2)
@@ -289,8 +319,18 @@ async def test_no_upgrade_and_a_finished_one_exit_five_in_one_line(upgradectl, f
     assert hostile.code == 5 and "web\\x1b[2J[/]:b:" in hostile.err
     assert_harmless(hostile)
 
-    done = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait",
-                            "--health-interval", "1", "--health-wait-timeout", "PT2S")
+    done = await upgradectl(
+        "start",
+        "--scale-set",
+        name,
+        "--image",
+        str(V2),
+        "--wait",
+        "--health-interval",
+        "1",
+        "--health-wait-timeout",
+        "PT2S",
+    )
     assert done.code == 0, done.err
     cancelled = await upgradectl("cancel", name)
     assert cancelled.code == 5
@@ -301,20 +341,33 @@ async def test_no_upgrade_and_a_finished_one_exit_five_in_one_line(upgradectl, f
 
 # --- status waits for admission ------------------------------------------------------------------------
 
+
 async def test_status_right_after_the_start_counts_every_instance(local_env, fleet, fleet_url):
     """The upgrade starts with no worker polling, so admission waits for one: `status` must
     wait for it too, not answer a status that counts nothing."""
     name = await make_scale_set(fleet, 4, update_domains=1)
     task_queue = f"tq-{uuid.uuid4()}"
-    request = UpgradeRequest(scale_set=name, target_image=V2, health=QUICK_HEALTH,
-                             policy={"pauseTimeBetweenBatches": "PT1H"})
+    request = UpgradeRequest(
+        scale_set=name, target_image=V2, health=QUICK_HEALTH, policy={"pauseTimeBetweenBatches": "PT1H"}
+    )
     handle = await local_env.client.start_workflow(
         ROLLING_UPGRADE_WORKFLOW, request, id=upgrade_workflow_id(name), task_queue=task_queue
     )
-    env = {**os.environ, "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host, "FLEET_URL": fleet_url}
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
+        "FLEET_URL": fleet_url,
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "starter.cli", "status", name, "--json",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "starter.cli",
+        "status",
+        name,
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         await asyncio.sleep(3)  # status is waiting; now a worker comes
@@ -332,6 +385,7 @@ async def test_status_right_after_the_start_counts_every_instance(local_env, fle
 
 # --- watch rides out a Temporal restart ------------------------------------------------------------------
 
+
 async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
     port, ui_port = processes.free_port(), processes.free_port()
     database = tmp_path / "temporal.db"
@@ -339,23 +393,48 @@ async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
     workers = WorkerProcesses(f"127.0.0.1:{port}", fleet_url, tmp_path)
     watcher = None
     try:
-        client = await connect(f"127.0.0.1:{port}")
+        await connect(f"127.0.0.1:{port}")  # the server answers
         name = await make_scale_set(
-            fleet, 6, update_domains=1,
+            fleet,
+            6,
+            update_domains=1,
             timing=TimingSpec(reimage_seconds=[1, 1], restore_seconds=[0, 0], boot_seconds=[0, 0]),
         )
         await workers.start()
-        env = {**os.environ, "TEMPORAL_ADDRESS": f"127.0.0.1:{port}", "FLEET_URL": fleet_url,
-               "UPGRADE_TASK_QUEUE": workers.task_queue}
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+            "FLEET_URL": fleet_url,
+            "UPGRADE_TASK_QUEUE": workers.task_queue,
+        }
         started = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starter.cli", "start", "--scale-set", name, "--image", str(V2),
-            "--health-interval", "1", "--pause-time-between-batches", "PT2S", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "start",
+            "--scale-set",
+            name,
+            "--image",
+            str(V2),
+            "--health-interval",
+            "1",
+            "--pause-time-between-batches",
+            "PT2S",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         assert await started.wait() == 0
         watcher = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "starter.cli", "watch", name, "--json", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "watch",
+            name,
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         first = await asyncio.wait_for(watcher.stdout.readline(), 60)  # it follows the upgrade
         assert json.loads(first)["properties"]["runningStatus"]["code"] == "RollingForward"
@@ -363,7 +442,9 @@ async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
         processes.stop(server)  # Temporal goes away while `watch` follows the upgrade ...
         await asyncio.sleep(3)
         if watcher.returncode is not None:
-            raise AssertionError(f"watch exited {watcher.returncode}: {(await watcher.communicate())[1].decode()}")
+            raise AssertionError(
+                f"watch exited {watcher.returncode}: {(await watcher.communicate())[1].decode()}"
+            )
         # ... and `watch` waits for it
         server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-2.log")
 
@@ -375,7 +456,11 @@ async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
         last = json.loads((first + out).decode().splitlines()[-1])
         assert last["properties"]["runningStatus"]["code"] == "Completed"
         assert last["properties"]["progress"]["successfulInstanceCount"] == 6
-        description = await (await connect(f"127.0.0.1:{port}")).get_workflow_handle(upgrade_workflow_id(name)).describe()
+        description = (
+            await (await connect(f"127.0.0.1:{port}"))
+            .get_workflow_handle(upgrade_workflow_id(name))
+            .describe()
+        )
         assert description.status == WorkflowExecutionStatus.COMPLETED
     finally:
         if watcher is not None and watcher.returncode is None:

@@ -4,6 +4,7 @@ stand-ins for `temporal` and `temporal-sql-tool` that record what they were aske
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -404,7 +405,7 @@ def test_schema_job_creates_and_updates_both_databases(services, tmp_path):
     steps: dict[str, list[tuple[str, str | None]]] = {}
     for entry in sql:
         args = entry["args"]
-        options = dict(zip(args, args[1:]))
+        options = dict(itertools.pairwise(args))
         assert options["--plugin"] == env["DB"] == "postgres12"
         assert options["--ep"] == env["POSTGRES_SEEDS"] == "postgresql"
         assert options["-u"] == env["POSTGRES_USER"]

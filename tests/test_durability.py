@@ -6,6 +6,7 @@ final status, which must equal what the same run gives without a crash."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,11 @@ Moment = Callable[[list[FleetOperation], RollingUpgradeStatusInfo], bool]
 @dataclass
 class Scenario:
     capacity: int = 10
-    timing: TimingSpec = field(default_factory=lambda: TimingSpec(reimage_seconds=[0.3, 0.3], restore_seconds=[0.3, 0.3], boot_seconds=[0.3, 0.3]))
+    timing: TimingSpec = field(
+        default_factory=lambda: TimingSpec(
+            reimage_seconds=[0.3, 0.3], restore_seconds=[0.3, 0.3], boot_seconds=[0.3, 0.3]
+        )
+    )
     faults: FaultSpec = field(default_factory=FaultSpec)
     policy: dict[str, Any] = field(default_factory=dict)
     health: ApplicationHealthSettings = field(default_factory=lambda: QUICK_HEALTH)
@@ -62,7 +67,9 @@ async def run(
     )
     await workers.start()
     try:
-        handle, _ = await upgrade(client, workers.task_queue, name, health=scenario.health, policy=scenario.policy)
+        handle, _ = await upgrade(
+            client, workers.task_queue, name, health=scenario.health, policy=scenario.policy
+        )
         if crash_at is not None:
 
             async def moment() -> bool:
@@ -84,7 +91,9 @@ async def crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario: Sce
     )
     assert outcome(crashed) == outcome(baseline)
     # Exactly once: one reimage per upgraded instance, at most one restore, none left running.
-    upgraded = {i.instance_id for i in crashed.instances if i.state.value in ("Succeeded", "RolledBack", "Failed")}
+    upgraded = {
+        i.instance_id for i in crashed.instances if i.state.value in ("Succeeded", "RolledBack", "Failed")
+    }
     assert count_ops(crashed_ops, OperationKind.REIMAGE) == {i: 1 for i in upgraded}
     assert all(n == 1 for n in count_ops(crashed_ops, OperationKind.RESTORE).values())
     assert count_ops(crashed_ops, OperationKind.RESTORE) == count_ops(baseline_ops, OperationKind.RESTORE)
@@ -111,7 +120,9 @@ def pausing(ops: list[FleetOperation], status: RollingUpgradeStatusInfo) -> bool
 
 
 async def test_worker_killed_during_reimages(local_env, fleet, fleet_url, tmp_path):
-    scenario = Scenario(timing=TimingSpec(reimage_seconds=[3, 3], restore_seconds=[0, 0], boot_seconds=[0, 0]))
+    scenario = Scenario(
+        timing=TimingSpec(reimage_seconds=[3, 3], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    )
     crashed, ops = await crash_and_compare(
         local_env, fleet, fleet_url, tmp_path, scenario, in_flight(OperationKind.REIMAGE)
     )
@@ -121,7 +132,9 @@ async def test_worker_killed_during_reimages(local_env, fleet, fleet_url, tmp_pa
 
 
 async def test_worker_killed_during_the_health_wait(local_env, fleet, fleet_url, tmp_path):
-    scenario = Scenario(timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0, 0], boot_seconds=[4, 4]))
+    scenario = Scenario(
+        timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0, 0], boot_seconds=[4, 4])
+    )
     scenario.health = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT60S")
     crashed, _ = await crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario, waiting_for_health)
     assert crashed.status.properties.progress.successful_instance_count == 10
@@ -132,7 +145,7 @@ async def test_worker_killed_during_the_pause_between_batches(local_env, fleet, 
     crashed, _ = await crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario, pausing)
     # The pause still separated every batch, crash or not.
     by_batch = sorted(crashed.instances, key=lambda i: i.batch)
-    gaps = [b.start_time - a.end_time for a, b in zip(by_batch, by_batch[1:]) if a.batch != b.batch]
+    gaps = [b.start_time - a.end_time for a, b in itertools.pairwise(by_batch) if a.batch != b.batch]
     assert gaps and all(gap.total_seconds() >= 4 for gap in gaps)
 
 
@@ -157,7 +170,10 @@ async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, fleet_ur
     try:
         client = await connect(f"127.0.0.1:{port}")
         name = await make_scale_set(
-            fleet, 10, update_domains=1, timing=TimingSpec(reimage_seconds=[1, 1], restore_seconds=[0, 0], boot_seconds=[0, 0])
+            fleet,
+            10,
+            update_domains=1,
+            timing=TimingSpec(reimage_seconds=[1, 1], restore_seconds=[0, 0], boot_seconds=[0, 0]),
         )
         await workers.start()
         handle, _ = await upgrade(client, workers.task_queue, name)
@@ -165,11 +181,15 @@ async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, fleet_ur
 
         processes.stop(server)  # the whole Temporal service goes away mid-upgrade ...
         await asyncio.sleep(2)
-        server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-2.log")  # ... and comes back
+        server = processes.start_dev_server(
+            port, ui_port, database, tmp_path / "server-2.log"
+        )  # ... and comes back
 
         report = await asyncio.wait_for(final_report(handle), 180)
         assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
-        assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(10)}
+        assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {
+            str(i): 1 for i in range(10)
+        }
     finally:
         workers.stop()
         processes.stop(server)
@@ -184,7 +204,10 @@ async def test_the_upgrade_completes_across_an_emulator_restart(local_env, tmp_p
     try:
         async with EmulatorClient(url, timeout=5) as fleet:
             name = await make_scale_set(
-                fleet, 10, update_domains=1, timing=TimingSpec(reimage_seconds=[2, 2], restore_seconds=[0, 0], boot_seconds=[0, 0])
+                fleet,
+                10,
+                update_domains=1,
+                timing=TimingSpec(reimage_seconds=[2, 2], restore_seconds=[0, 0], boot_seconds=[0, 0]),
             )
             await workers.start()
             handle, _ = await upgrade(local_env.client, workers.task_queue, name)

@@ -126,7 +126,9 @@ async def test_latest_of_versions_all_excluded_from_latest_is_not_found_not_unre
         f"every version of {sku}:latest is excluded from latest (versions: 1.0.0, 1.1.0)"
     )
     # An exact version still resolves.
-    assert (await fleet.resolve_image(ImageReference.parse(f"{sku}:1.0.0"), "westeurope")).exact_version == "1.0.0"
+    assert (
+        await fleet.resolve_image(ImageReference.parse(f"{sku}:1.0.0"), "westeurope")
+    ).exact_version == "1.0.0"
     # A version that may be 'latest' but lives elsewhere: that one is "not replicated".
     await fleet.publish_image(ImageReference.parse(f"{sku}:0.9.0"), ["eastus"])
     with pytest.raises(FleetRequestError) as elsewhere:
@@ -146,7 +148,9 @@ async def test_scale_out_places_new_instances_like_create_and_continues_the_ids(
     for instance in view.instances[5:]:
         twin = reference[instance.instance_id]
         assert (instance.zone, instance.platform_update_domain, instance.platform_fault_domain) == (
-            twin.zone, twin.platform_update_domain, twin.platform_fault_domain
+            twin.zone,
+            twin.platform_update_domain,
+            twin.platform_fault_domain,
         )
         assert instance.image_reference.same_image(V1)  # the scale set model's image
         assert instance.health == HealthState.HEALTHY

@@ -85,14 +85,36 @@ def test_interpret_reads_an_answer_as_the_extension_does(protocol, mode, status,
     [
         (rich("Healthy", customMetrics=METRICS), 3, True, None),
         (rich("Unhealthy", customMetrics=METRICS), 3, True, None),
-        (rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 1}})), 1, False, None),
-        (rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 1, "New": 2}})), 1, False, None),
+        (
+            rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 1}})),
+            1,
+            False,
+            None,
+        ),
+        (
+            rich(
+                "Healthy", customMetrics=json.dumps({"rollingUpgrade": {"PhaseOrderingNumber": 1, "New": 2}})
+            ),
+            1,
+            False,
+            None,
+        ),
         (rich("Healthy", customMetrics="{}"), None, False, None),
         (rich("Healthy", customMetrics="not json"), None, False, "customMetrics ignored"),
         (rich("Healthy", customMetrics=json.dumps([1])), None, False, "customMetrics ignored"),
         # an object, not a JSON string: not what the extension accepts
-        (rich("Healthy", customMetrics={"rollingUpgrade": {"PhaseOrderingNumber": 2}}), None, False, "JSON string"),
-        (rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"SkipUpgrade": "maybe"}})), None, False, "invalid"),
+        (
+            rich("Healthy", customMetrics={"rollingUpgrade": {"PhaseOrderingNumber": 2}}),
+            None,
+            False,
+            "JSON string",
+        ),
+        (
+            rich("Healthy", customMetrics=json.dumps({"rollingUpgrade": {"SkipUpgrade": "maybe"}})),
+            None,
+            False,
+            "invalid",
+        ),
     ],
 )
 def test_custom_metrics_come_as_a_json_string_with_rich_states(body, phase, skip, note):
@@ -125,22 +147,30 @@ def test_payloads_between_workflows_and_activities_ignore_fields_they_do_not_kno
     )
     assert (request.instance_id, request.health.number_of_probes) == ("3", 2)
     assert steps.HealthResult.model_validate({"state": "Healthy", "latencyMs": 4}).state == HEALTHY
-    assert steps.ReimageInput.model_validate(
-        {"scaleSet": "web", "instanceId": "1", "image": V2.to_json(), "operationId": "x", "surge": 1}
-    ).operation_id == "x"
-    reading = HealthReading.model_validate(
-        {"health": {"0": "Healthy"}, "phases": {}, "generation": 7}
+    assert (
+        steps.ReimageInput.model_validate(
+            {"scaleSet": "web", "instanceId": "1", "image": V2.to_json(), "operationId": "x", "surge": 1}
+        ).operation_id
+        == "x"
     )
+    reading = HealthReading.model_validate({"health": {"0": "Healthy"}, "phases": {}, "generation": 7})
     assert reading.health == {"0": HEALTHY}
     view = ScaleSetView.model_validate(
         {
-            "name": "web", "id": "/x", "location": "westeurope", "imageReference": V2.to_json(),
+            "name": "web",
+            "id": "/x",
+            "location": "westeurope",
+            "imageReference": V2.to_json(),
             "sku": {"name": "Standard_D2s_v5"},
-            "instances": [{
-                "instanceId": "0", "imageReference": V2.to_json(),
-                "osDisk": {"name": "d", "imageReference": V2.to_json()},
-                "customMetrics": {"PhaseOrderingNumber": 1, "Weight": 5}, "tags": {},
-            }],
+            "instances": [
+                {
+                    "instanceId": "0",
+                    "imageReference": V2.to_json(),
+                    "osDisk": {"name": "d", "imageReference": V2.to_json()},
+                    "customMetrics": {"PhaseOrderingNumber": 1, "Weight": 5},
+                    "tags": {},
+                }
+            ],
         }
     )
     assert view.instances[0].custom_metrics.phase_ordering_number == 1
@@ -162,12 +192,20 @@ TCP_BINARY = ApplicationHealthSettings(protocol="tcp", port=8080, health_states=
     [
         # the application's state → what the probe reads
         ("rich", RICH, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNKNOWN, "Down": UNKNOWN}),
-        ("binary", BINARY, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
+        (
+            "binary",
+            BINARY,
+            {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY},
+        ),
         # a plain-200 endpoint probed as if it had rich states: never Healthy
         ("binary", RICH, {"Healthy": UNKNOWN, "Unhealthy": UNKNOWN, "Unknown": UNKNOWN, "Down": UNKNOWN}),
         ("rich", BINARY, {"Healthy": HEALTHY, "Unhealthy": HEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
         ("rich", TCP, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
-        ("binary", TCP_BINARY, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
+        (
+            "binary",
+            TCP_BINARY,
+            {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY},
+        ),
     ],
 )
 async def test_each_kind_of_endpoint_reads_as_azure_reads_it(fleet, endpoint, settings, answers):

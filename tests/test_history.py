@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from models.fleet import FaultSpec
 from models.image import ImageReference
@@ -15,7 +15,7 @@ V3 = ImageReference.parse("Contoso:web-os:history-test:2024.12.24")
 
 
 def test_the_default_is_azures_window_of_two_months():
-    now = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     assert history_query("web", everything=False, now=now) == (
         'WorkflowType = "RollingUpgradeWorkflow" AND ScaleSet = "web" AND StartTime > "2026-09-22T12:00:00Z"'
     )
@@ -28,7 +28,9 @@ async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_
 
     faulted = await upgradectl("start", "--scale-set", name, "--image", str(V3), "--wait", *QUICK)
     assert faulted.code == 1
-    started = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1H", *QUICK)
+    started = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1H", *QUICK
+    )
     assert started.code == 0
     await eventually(lambda: fleet.operations(name), lambda ops: len(ops) >= 2)
     assert (await upgradectl("cancel", name)).code == 0
@@ -53,9 +55,19 @@ async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_
     oldest = everything[-1]
     assert oldest["type"] == "Microsoft.Compute/virtualMachineScaleSets/rollingUpgrades"
     properties = oldest["properties"]
-    assert set(properties) == {"runningStatus", "progress", "error", "startedBy", "targetImageReference", "rollbackInfo"}
+    assert set(properties) == {
+        "runningStatus",
+        "progress",
+        "error",
+        "startedBy",
+        "targetImageReference",
+        "rollbackInfo",
+    }
     assert set(properties["runningStatus"]) == {"code", "startTime", "endTime"}
-    assert properties["rollbackInfo"] == {"successfullyRolledbackInstanceCount": 1, "failedRolledbackInstanceCount": 0}
+    assert properties["rollbackInfo"] == {
+        "successfullyRolledbackInstanceCount": 1,
+        "failedRolledbackInstanceCount": 0,
+    }
     assert properties["error"]["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
     assert properties["targetImageReference"]["exactVersion"] == V3.version
     assert properties["startedBy"] == "User"

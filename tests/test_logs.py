@@ -18,11 +18,18 @@ from worker.logs import configure_logging
 
 async def test_logs_carry_context_and_replays_never_repeat_them(ts_env, fleet):
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level, workflow.logger.workflow_info_on_message, activity.logger.activity_info_on_message)
+    saved = (
+        root.handlers[:],
+        root.level,
+        workflow.logger.workflow_info_on_message,
+        activity.logger.activity_info_on_message,
+    )
     buffer = io.StringIO()
     configure_logging("INFO", stream=buffer, json_lines=True)
     try:
-        name = await make_scale_set(fleet, 6, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["2"]))
+        name = await make_scale_set(
+            fleet, 6, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["2"])
+        )
         # No workflow cache: every workflow task replays the whole history from the start.
         async with build_worker(ts_env.client, fleet, f"tq-{uuid.uuid4()}", max_cached_workflows=0) as worker:
             handle, _ = await upgrade(
@@ -30,7 +37,12 @@ async def test_logs_carry_context_and_replays_never_repeat_them(ts_env, fleet):
             )
             await finish(ts_env, handle)
     finally:
-        root.handlers[:], level, workflow.logger.workflow_info_on_message, activity.logger.activity_info_on_message = saved
+        (
+            root.handlers[:],
+            level,
+            workflow.logger.workflow_info_on_message,
+            activity.logger.activity_info_on_message,
+        ) = saved
         root.setLevel(level)
 
     lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]

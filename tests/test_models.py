@@ -48,14 +48,26 @@ def test_defaults_are_azures():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"maxBatchInstancePercent": 3}, "policy.maxBatchInstancePercent: must be a whole number from 5 to 100 (got 3)"),
+        (
+            {"maxBatchInstancePercent": 3},
+            "policy.maxBatchInstancePercent: must be a whole number from 5 to 100 (got 3)",
+        ),
         ({"maxBatchInstancePercent": 101}, "from 5 to 100 (got 101)"),
-        ({"maxUnhealthyInstancePercent": 4}, "policy.maxUnhealthyInstancePercent: must be a whole number from 5 to 100"),
+        (
+            {"maxUnhealthyInstancePercent": 4},
+            "policy.maxUnhealthyInstancePercent: must be a whole number from 5 to 100",
+        ),
         ({"maxUnhealthyUpgradedInstancePercent": -1}, "from 0 to 100 (got -1)"),
-        ({"pauseTimeBetweenBatches": "5 minutes"}, "policy.pauseTimeBetweenBatches: must be an ISO 8601 duration from PT0S to PT48H"),
+        (
+            {"pauseTimeBetweenBatches": "5 minutes"},
+            "policy.pauseTimeBetweenBatches: must be an ISO 8601 duration from PT0S to PT48H",
+        ),
         ({"pauseTimeBetweenBatches": "PT5X"}, "such as PT30S or PT5M (got 'PT5X')"),
         ({"pauseTimeBetweenBatches": "PT49H"}, "must be from PT0S to PT48H (got PT49H)"),
-        ({"maxBatchInstancePercent": 30}, "maxBatchInstancePercent (30) may not exceed maxUnhealthyInstancePercent (20)"),
+        (
+            {"maxBatchInstancePercent": 30},
+            "maxBatchInstancePercent (30) may not exceed maxUnhealthyInstancePercent (20)",
+        ),
         ({"maxSurge": True}, "maxSurge is not supported"),
         ({"maxBatchPercent": 30}, "policy.maxBatchPercent: is not a known field"),
     ],
@@ -103,9 +115,28 @@ def test_policy_file_reads_azures_upgrade_policy_sections():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Canonical:ubuntu-24_04-lts:server:24.04.202411030", {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "24.04.202411030"}),
-        ("Canonical:ubuntu-24_04-lts:server", {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}),
-        ("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/gal/images/web/versions/1.2.0", {"id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/gal/images/web", "version": "1.2.0"}),
+        (
+            "Canonical:ubuntu-24_04-lts:server:24.04.202411030",
+            {
+                "publisher": "Canonical",
+                "offer": "ubuntu-24_04-lts",
+                "sku": "server",
+                "version": "24.04.202411030",
+            },
+        ),
+        (
+            "Canonical:ubuntu-24_04-lts:server",
+            {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+        ),
+        (
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/gal/images/web"
+            "/versions/1.2.0",
+            {
+                "id": "/subscriptions/s/resourceGroups/g/providers"
+                "/Microsoft.Compute/galleries/gal/images/web",
+                "version": "1.2.0",
+            },
+        ),
     ],
 )
 def test_image_references_parse_from_urns_and_gallery_ids(text, expected):
@@ -149,7 +180,13 @@ def test_status_serializes_as_the_azure_rest_document():
         "pendingInstanceCount",
     }
     # The REST example's own error block parses.
-    error = {"details": [{"code": "c", "target": "t", "message": "m"}], "innererror": {"exceptiontype": "x", "errordetail": "y"}, "code": "c", "target": "t", "message": "m"}
+    error = {
+        "details": [{"code": "c", "target": "t", "message": "m"}],
+        "innererror": {"exceptiontype": "x", "errordetail": "y"},
+        "code": "c",
+        "target": "t",
+        "message": "m",
+    }
     document["properties"]["error"] = error
     assert RollingUpgradeStatusInfo.model_validate(document).to_json()["properties"]["error"] == error
 
@@ -183,7 +220,10 @@ def test_azures_own_upgrade_policy_block_is_read_and_what_is_not_acted_on_is_not
     assert policy.mode == "Automatic"
     notes = policy.notes()
     assert len(notes) == 4
-    assert any(n.startswith("automaticOSUpgradePolicy.enableAutomaticOSUpgrade is read but not acted on") for n in notes)
+    assert any(
+        n.startswith("automaticOSUpgradePolicy.enableAutomaticOSUpgrade is read but not acted on")
+        for n in notes
+    )
     assert all("is read but not acted on: " in n for n in notes)
 
 
@@ -217,16 +257,30 @@ def test_every_field_of_azures_upgrade_policy_schema_is_accepted():
     assert wrapped.rolling_upgrade_policy == policy.rolling_upgrade_policy
     assert wrapped.application_health.port == 8080
     # A bare rolling upgrade policy still works; given nothing, nothing is noted.
-    assert UpgradePolicy.model_validate({"maxBatchInstancePercent": 10}).rolling_upgrade_policy.max_batch_instance_percent == 10
+    assert (
+        UpgradePolicy.model_validate(
+            {"maxBatchInstancePercent": 10}
+        ).rolling_upgrade_policy.max_batch_instance_percent
+        == 10
+    )
     assert UpgradePolicy().notes() == []
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"rollingUpgradePolicy": {"maxBatchPercent": 10}}, "rollingUpgradePolicy.maxBatchPercent: is not a known field"),
-        ({"upgradePolicy": {"automaticOSUpgradePolicy": {"enableAutoUpgrade": True}}}, "automaticOSUpgradePolicy.enableAutoUpgrade: is not a known field"),
-        ({"RollingUpgradePolicy": {"maxSurge": True}}, "maxSurge is not supported: instances are upgraded in place"),
+        (
+            {"rollingUpgradePolicy": {"maxBatchPercent": 10}},
+            "rollingUpgradePolicy.maxBatchPercent: is not a known field",
+        ),
+        (
+            {"upgradePolicy": {"automaticOSUpgradePolicy": {"enableAutoUpgrade": True}}},
+            "automaticOSUpgradePolicy.enableAutoUpgrade: is not a known field",
+        ),
+        (
+            {"RollingUpgradePolicy": {"maxSurge": True}},
+            "maxSurge is not supported: instances are upgraded in place",
+        ),
         ({"mode": "Sideways"}, "mode: Input should be 'Automatic', 'Manual' or 'Rolling'"),
     ],
 )
@@ -332,7 +386,10 @@ def test_the_rest_references_sample_statuses_parse():
         for action in ("Start", "Cancel"):
             document["properties"]["runningStatus"].update(code=code, lastAction=action)
             parsed = RollingUpgradeStatusInfo.model_validate(document)
-            assert (parsed.properties.running_status.code, parsed.properties.running_status.last_action) == (code, action)
+            assert (parsed.properties.running_status.code, parsed.properties.running_status.last_action) == (
+                code,
+                action,
+            )
 
 
 def test_a_status_of_ours_keeps_its_policy_typed_and_its_shape():
@@ -341,11 +398,20 @@ def test_a_status_of_ours_keeps_its_policy_typed_and_its_shape():
             "name": "web",
             "properties": {
                 "policy": RollingUpgradePolicy(pause_time_between_batches="PT5M").to_json(),
-                "runningStatus": {"code": "Completed", "startTime": "2021-11-30T13:06:23Z", "lastActionTime": "2021-11-30T13:06:23Z"},
+                "runningStatus": {
+                    "code": "Completed",
+                    "startTime": "2021-11-30T13:06:23Z",
+                    "lastActionTime": "2021-11-30T13:06:23Z",
+                },
                 "progress": {"successfulInstanceCount": 3},
             },
         }
     )
     assert isinstance(status.properties.policy, RollingUpgradePolicy)
     assert status.properties.policy.pause_time_between_batches == timedelta(minutes=5)
-    assert status.properties.progress.labelled() == [("succeeded", 3), ("failed", 0), ("in progress", 0), ("pending", 0)]
+    assert status.properties.progress.labelled() == [
+        ("succeeded", 3),
+        ("failed", 0),
+        ("in progress", 0),
+        ("pending", 0),
+    ]

@@ -29,7 +29,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
                 receiver.received.append(
@@ -75,7 +75,10 @@ async def test_webhooks_get_the_three_events_in_order_signed(ts_env, signing_wor
     assert all(r["signed"] for r in receiver.received)
     assert len({r["delivery"] for r in receiver.received}) == 3
     submitted, admitted, completed = (r["body"] for r in receiver.received)
-    assert submitted["scaleSet"] == name and submitted["status"]["properties"]["progress"]["pendingInstanceCount"] == 0
+    assert (
+        submitted["scaleSet"] == name
+        and submitted["status"]["properties"]["progress"]["pendingInstanceCount"] == 0
+    )
     assert admitted["status"]["properties"]["progress"]["pendingInstanceCount"] == 6
     assert completed["status"]["properties"]["runningStatus"]["code"] == "Completed"
     assert completed["status"]["properties"]["progress"]["successfulInstanceCount"] == 6
@@ -97,11 +100,16 @@ async def test_per_batch_notifications_come_between_start_and_end(ts_env, signin
     await finish(ts_env, handle)
     events = [r["event"] for r in receiver.received]
     assert events == ["Submission", "SubmissionOutcome", *["BatchOutcome"] * 6, "CompletionOutcome"]
-    batches = [r["body"]["status"]["properties"]["progress"]["successfulInstanceCount"] for r in receiver.received[2:8]]
+    batches = [
+        r["body"]["status"]["properties"]["progress"]["successfulInstanceCount"]
+        for r in receiver.received[2:8]
+    ]
     assert batches == [1, 2, 3, 4, 5, 6]
 
 
-async def test_an_unreachable_webhook_neither_blocks_nor_fails_the_upgrade(ts_env, signing_worker, fleet, receiver):
+async def test_an_unreachable_webhook_neither_blocks_nor_fails_the_upgrade(
+    ts_env, signing_worker, fleet, receiver
+):
     unreachable = f"http://127.0.0.1:{processes.free_port()}/nobody-listens"
     name = await make_scale_set(fleet, 6, update_domains=1)
     handle, _ = await upgrade(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC
 
 import pytest
 
@@ -156,7 +157,7 @@ def _view(instance_id: str, image=V1, skip: bool = False) -> InstanceView:
 
 
 def test_instances_already_on_the_target_image_or_opted_out_are_skipped():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     view = ScaleSetView(
         name="web",
@@ -165,7 +166,7 @@ def test_instances_already_on_the_target_image_or_opted_out_are_skipped():
         image_reference=V1,
         instances=[_view("0"), _view("1", image=V2.at_version(V2.version)), _view("2", skip=True)],
     )
-    ledger = UpgradeLedger(UpgradeRequest(scale_set="web", target_image=V2), datetime.now(timezone.utc))
+    ledger = UpgradeLedger(UpgradeRequest(scale_set="web", target_image=V2), datetime.now(UTC))
     ledger.admit(view, V2.at_version(V2.version))
     states = {i: p.state for i, p in ledger.instances.items()}
     assert states == {"0": InstanceState.PENDING, "1": InstanceState.SKIPPED, "2": InstanceState.SKIPPED}

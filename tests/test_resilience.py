@@ -13,9 +13,9 @@ from models.fleet import FaultSpec, OperationKind, OperationStatus, TimingSpec
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState, upgrade_workflow_id
 from starter.upgrades import get_status
-from workflows.failures import SKIP_GONE
 from tests.helpers import count_ops, eventually, finish, make_scale_set, upgrade
 from worker.assembly import build_worker
+from workflows.failures import SKIP_GONE
 
 SLOW_REIMAGE = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
 
@@ -66,10 +66,12 @@ async def test_transient_api_errors_and_timeouts_are_retried_without_duplicate_o
 ):
     faults = FaultSpec(transient_error_share=0.2, timeout_share=0.05, timeout_seconds=2)
     name = await make_scale_set(fleet, 10, update_domains=1, timing=SLOW_REIMAGE, faults=faults)
-    async with EmulatorClient(fleet_url, timeout=1) as impatient:
-        async with build_worker(ts_env.client, impatient, f"tq-{uuid.uuid4()}") as worker:
-            handle, _ = await upgrade(ts_env.client, worker.task_queue, name)
-            report = await finish(ts_env, handle)
+    async with (
+        EmulatorClient(fleet_url, timeout=1) as impatient,
+        build_worker(ts_env.client, impatient, f"tq-{uuid.uuid4()}") as worker,
+    ):
+        handle, _ = await upgrade(ts_env.client, worker.task_queue, name)
+        report = await finish(ts_env, handle)
 
     assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
     assert report.status.properties.progress.successful_instance_count == 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState
-from starter.upgrades import UpgradeRefused, cancel_upgrade, get_instances, get_status
+from starter.upgrades import UpgradeRefused, cancel_upgrade, get_status
 from tests.helpers import V1, V2, count_ops, eventually, finish, make_scale_set, upgrade
 
 COMPLETED = RollingUpgradeStatusCode.COMPLETED
@@ -66,9 +67,7 @@ async def test_happy_path_upgrades_every_instance_and_counts_add_up(ts_env, ts_w
 
 
 async def test_bad_image_rolls_back_and_faults_after_the_breaching_batch(ts_env, ts_worker, fleet):
-    name = await make_scale_set(
-        fleet, 10, update_domains=1, faults=FaultSpec(unhealthy_images=[V2.version])
-    )
+    name = await make_scale_set(fleet, 10, update_domains=1, faults=FaultSpec(unhealthy_images=[V2.version]))
     handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name)
     report = await finish(ts_env, handle)
 
@@ -78,7 +77,10 @@ async def test_bad_image_rolls_back_and_faults_after_the_breaching_batch(ts_env,
     # The message names the figures and the first failed instance.
     assert "2 of 2 upgraded instances (100%) are unhealthy" in status.error.message
     assert "policy allows 20%" in status.error.message
-    assert "Most common error: ApplicationUnhealthy on 2 instance(s), e.g. 0 (Unhealthy after the PT2S health wait" in status.error.message
+    assert (
+        "Most common error: ApplicationUnhealthy on 2 instance(s), "
+        "e.g. 0 (Unhealthy after the PT2S health wait" in status.error.message
+    )
     assert {d.target for d in status.error.details} == {"0", "1"}
     assert status.progress.failed_instance_count == 2
     assert status.progress.pending_instance_count == 8
@@ -98,9 +100,7 @@ async def test_bad_image_rolls_back_and_faults_after_the_breaching_batch(ts_env,
     assert count_ops(ops, OperationKind.RESTORE) == {"0": 1, "1": 1}
 
 
-async def test_failures_below_threshold_continue_and_complete_with_the_failed_count(
-    ts_env, ts_worker, fleet
-):
+async def test_failures_below_threshold_continue_and_complete_with_the_failed_count(ts_env, ts_worker, fleet):
     timing = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0.3, 0.3])
     name = await make_scale_set(
         fleet, 10, update_domains=1, timing=timing, faults=FaultSpec(unhealthy_after_upgrade=["5"])
@@ -162,15 +162,9 @@ async def test_in_flight_gate_stops_at_the_end_of_the_current_batch(ts_env, ts_w
     assert {s for i, s in states.items() if i not in ("0", "1")} == {InstanceState.NOT_STARTED}
 
 
-async def test_disable_automatic_rollback_leaves_failed_instances_on_the_new_image(
-    ts_env, ts_worker, fleet
-):
-    name = await make_scale_set(
-        fleet, 10, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["1"])
-    )
-    handle, _ = await upgrade(
-        ts_env.client, ts_worker.task_queue, name, disable_automatic_rollback=True
-    )
+async def test_disable_automatic_rollback_leaves_failed_instances_on_the_new_image(ts_env, ts_worker, fleet):
+    name = await make_scale_set(fleet, 10, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["1"]))
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, disable_automatic_rollback=True)
     report = await finish(ts_env, handle)
 
     assert report.status.properties.error.code == UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED
@@ -184,9 +178,7 @@ async def test_disable_automatic_rollback_leaves_failed_instances_on_the_new_ima
 
 
 async def test_rollback_on_policy_breach_restores_failed_instances(ts_env, ts_worker, fleet):
-    name = await make_scale_set(
-        fleet, 10, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["1"])
-    )
+    name = await make_scale_set(fleet, 10, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["1"]))
     handle, _ = await upgrade(
         ts_env.client,
         ts_worker.task_queue,
@@ -219,7 +211,7 @@ async def test_pause_between_batches_is_a_durable_timer(ts_env, ts_worker, fleet
     # Six batches, five pauses of two hours between them (none after the last), skipped in
     # seconds of real time.
     by_batch = sorted(report.instances, key=lambda i: i.batch)
-    gaps = [later.start_time - earlier.end_time for earlier, later in zip(by_batch, by_batch[1:])]
+    gaps = [later.start_time - earlier.end_time for earlier, later in itertools.pairwise(by_batch)]
     assert len(gaps) == 5
     assert all(timedelta(hours=2) <= gap < timedelta(hours=2, minutes=1) for gap in gaps)
     # (The server's clock after the end says nothing: an idle time-skipping server jumps ahead.)
@@ -227,9 +219,7 @@ async def test_pause_between_batches_is_a_durable_timer(ts_env, ts_worker, fleet
 
 async def test_default_health_wait_gives_an_instance_five_minutes(ts_env, ts_worker, fleet):
     name = await make_scale_set(fleet, 1, faults=FaultSpec(unhealthy_images=[V2.version]))
-    handle, _ = await upgrade(
-        ts_env.client, ts_worker.task_queue, name, health=ApplicationHealthSettings()
-    )
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, health=ApplicationHealthSettings())
     report = await finish(ts_env, handle)
 
     instance = report.instances[0]
@@ -372,14 +362,18 @@ async def test_upgraded_instances_that_turn_unhealthy_later_count_against_the_po
     error = report.status.properties.error
     assert error.code == UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED
     assert "2 of 4 upgraded instances (50%) are unhealthy" in error.message
-    assert "Most common error: UnhealthySinceUpgrade on 2 instance(s), e.g. 0 (upgraded in batch 1, Unhealthy since)" in error.message
-    assert {(d.code, d.target) for d in error.details} == {("UnhealthySinceUpgrade", "0"), ("UnhealthySinceUpgrade", "1")}
+    assert (
+        "Most common error: UnhealthySinceUpgrade on 2 instance(s), "
+        "e.g. 0 (upgraded in batch 1, Unhealthy since)" in error.message
+    )
+    assert {(d.code, d.target) for d in error.details} == {
+        ("UnhealthySinceUpgrade", "0"),
+        ("UnhealthySinceUpgrade", "1"),
+    }
     assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(4)}
 
 
-async def test_a_last_health_reading_after_the_final_batch_catches_late_failures(
-    ts_env, ts_worker, fleet
-):
+async def test_a_last_health_reading_after_the_final_batch_catches_late_failures(ts_env, ts_worker, fleet):
     faults = FaultSpec(go_unhealthy=[GoUnhealthy(after_reimages=10, instances=["0", "2", "4"])])
     name = await make_scale_set(fleet, 10, update_domains=1, faults=faults)
     handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name)

@@ -4,8 +4,8 @@ query, search attributes from describe and from list queries; for a running and 
 
 from __future__ import annotations
 
-from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from models.fleet import FaultSpec
 from models.upgrade import upgrade_workflow_id
@@ -40,7 +40,13 @@ async def test_the_web_ui_shows_summary_details_and_live_progress(local_env, loc
     # Live current details: a Markdown table of the counts.
     live = await current_details(handle)
     assert live.startswith("**RollingForward** · batch 1 of 6")
-    for row in ("| succeeded | 1 |", "| failed | 0 |", "| in progress | 0 |", "| pending | 5 |", "| skipped | 0 |"):
+    for row in (
+        "| succeeded | 1 |",
+        "| failed | 0 |",
+        "| in progress | 0 |",
+        "| pending | 5 |",
+        "| skipped | 0 |",
+    ):
         assert row in live
 
     # Each batch child has its own summary, each activity its own.
@@ -63,9 +69,7 @@ async def test_the_web_ui_shows_summary_details_and_live_progress(local_env, loc
     assert finished.typed_search_attributes.get(search_attributes.UPGRADE_STATUS) == "Cancelled"
     assert (await current_details(handle)).startswith("**Cancelled** · batch 1 of")
     query = f'ScaleSet = "{name}" AND UpgradeStatus = "Cancelled" AND WorkflowType = "RollingUpgradeWorkflow"'
-    found = await eventually(
-        lambda: _ids(client, query), lambda ids: len(ids) == 1, timeout=30
-    )
+    found = await eventually(lambda: _ids(client, query), lambda ids: len(ids) == 1, timeout=30)
     assert found == [upgrade_workflow_id(name)]
     assert admission.run_id == finished.run_id
 
