@@ -12,13 +12,14 @@ README's section on changing workflow code).
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import contextlib
 import shutil
 import sys
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,9 @@ async def two_unhealthy_on_the_target(run: Run) -> None:
 
 
 async def recover_once_waiting(run: Run) -> None:
-    await eventually(lambda: get_status(run.client, run.scale_set), lambda s: s.properties.wait is not None, 60)
+    await eventually(
+        lambda: get_status(run.client, run.scale_set), lambda s: s.properties.wait is not None, 60
+    )
     for instance_id in ("8", "9"):
         await run.fleet.set_health(run.scale_set, instance_id, None)
 
@@ -127,7 +130,7 @@ def webhook_receiver() -> str:
     """A local endpoint that accepts every notification (for the "notifications" scenario)."""
 
     class Accept(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(204)
             self.end_headers()
@@ -145,7 +148,10 @@ SCENARIOS: dict[str, Scenario] = {
     "rollback-breach": Scenario(faults=FaultSpec(unhealthy_images=[V2.version])),
     "restore-on-breach": Scenario(
         faults=FaultSpec(unhealthy_after_upgrade=["1"]),
-        options={"disable_automatic_rollback": True, "policy": {"rollbackFailedInstancesOnPolicyBreach": True}},
+        options={
+            "disable_automatic_rollback": True,
+            "policy": {"rollbackFailedInstancesOnPolicyBreach": True},
+        },
     ),
     "below-threshold": Scenario(capacity=10, faults=FaultSpec(unhealthy_after_upgrade=["5"])),
     "pre-upgrade-gate": Scenario(capacity=5, unhealthy_before=["1", "3"]),
@@ -153,15 +159,33 @@ SCENARIOS: dict[str, Scenario] = {
     "cancel-request": Scenario(timing=SLOW.model_copy(), during=cancel_by_request),
     "pause": Scenario(capacity=3, options={"policy": {"pauseTimeBetweenBatches": "PT2S"}}),
     "crash-resume": Scenario(timing=SLOW.model_copy(), during=kill_the_worker),
-    "deleted-instance": Scenario(timing=SLOW.model_copy(), during=delete_an_instance, options={"policy": {"maxUnhealthyUpgradedInstancePercent": 50}}),
-    "unexpected-error": Scenario(capacity=3, options={"policy": {"pauseTimeBetweenBatches": "PT3S"}}, during=answer_nonsense_after_a_batch),
-    "timeout": Scenario(capacity=3, options={"upgrade_timeout": "PT1M", "policy": {"pauseTimeBetweenBatches": "PT40S"}}),
-    "scale-out": Scenario(capacity=4, options={"policy": {"pauseTimeBetweenBatches": "PT2S"}}, during=scale_out_after_the_first_batch),
+    "deleted-instance": Scenario(
+        timing=SLOW.model_copy(),
+        during=delete_an_instance,
+        options={"policy": {"maxUnhealthyUpgradedInstancePercent": 50}},
+    ),
+    "unexpected-error": Scenario(
+        capacity=3,
+        options={"policy": {"pauseTimeBetweenBatches": "PT3S"}},
+        during=answer_nonsense_after_a_batch,
+    ),
+    "timeout": Scenario(
+        capacity=3, options={"upgrade_timeout": "PT1M", "policy": {"pauseTimeBetweenBatches": "PT40S"}}
+    ),
+    "scale-out": Scenario(
+        capacity=4,
+        options={"policy": {"pauseTimeBetweenBatches": "PT2S"}},
+        during=scale_out_after_the_first_batch,
+    ),
     "health-budget": Scenario(
         capacity=10,
         before=two_unhealthy_on_the_target,
         during=recover_once_waiting,
-        options={"health": ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=90))},
+        options={
+            "health": ApplicationHealthSettings(
+                interval_in_seconds=1, health_wait_timeout=timedelta(seconds=90)
+            )
+        },
     ),
     "refused": Scenario(
         capacity=2, refused=True, options={"target_image": V2.model_copy(update={"version": "2099.01.01"})}
@@ -178,7 +202,9 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-async def record(name: str, scenario: Scenario, client: Client, fleet: EmulatorClient, workers: WorkerProcesses) -> list[Path]:
+async def record(
+    name: str, scenario: Scenario, client: Client, fleet: EmulatorClient, workers: WorkerProcesses
+) -> list[Path]:
     scale_set = await make_scale_set(
         fleet,
         scenario.capacity,
@@ -208,7 +234,9 @@ async def record(name: str, scenario: Scenario, client: Client, fleet: EmulatorC
     for event in parent.events:
         if event.HasField("child_workflow_execution_started_event_attributes"):
             execution = event.child_workflow_execution_started_event_attributes.workflow_execution
-            child = await client.get_workflow_handle(execution.workflow_id, run_id=execution.run_id).fetch_history()
+            child = await client.get_workflow_handle(
+                execution.workflow_id, run_id=execution.run_id
+            ).fetch_history()
             suffix = execution.workflow_id.removeprefix(handle.id + "/")
             written.append(HISTORIES / f"{name}.{suffix}.json")
             written[-1].write_text(child.to_json())
@@ -222,19 +250,15 @@ async def refuse_both_ways(
     changes between preflight and start), refuses too."""
     request = UpgradeRequest(scale_set=scale_set, **scenario.options)
     preflight_id = f"{upgrade_workflow_id(scale_set)}/preflight"
-    try:
+    with contextlib.suppress(WorkflowFailureError):
         await client.execute_workflow(PREFLIGHT_WORKFLOW, request, id=preflight_id, task_queue=task_queue)
-    except WorkflowFailureError:
-        pass
     path = HISTORIES / f"{name}.preflight.json"
     path.write_text((await client.get_workflow_handle(preflight_id).fetch_history()).to_json())
     handle = await client.start_workflow(
         ROLLING_UPGRADE_WORKFLOW, request, id=upgrade_workflow_id(scale_set), task_queue=task_queue
     )
-    try:
+    with contextlib.suppress(WorkflowFailureError):
         await handle.result()
-    except WorkflowFailureError:
-        pass
     return path
 
 

@@ -79,7 +79,8 @@ async def test_instances_added_during_the_upgrade_are_upgraded_or_skipped(ts_env
     )
     assert admission.instance_count == 6
     await eventually(
-        lambda: get_status(ts_env.client, name), lambda s: s.properties.progress.successful_instance_count >= 1
+        lambda: get_status(ts_env.client, name),
+        lambda s: s.properties.progress.successful_instance_count >= 1,
     )
     await fleet.scale_out(name, 2)  # on the model's image (V1): to upgrade
     await fleet.scale_out(name, 1, image=V2)  # already on the target: skipped
@@ -108,13 +109,19 @@ async def test_no_batch_starts_beyond_the_unhealthy_budget_until_health_recovers
     handle, admission = await upgrade(ts_env.client, ts_worker.task_queue, name, health=health)
     assert admission.to_upgrade == 8
 
-    waiting = await eventually(lambda: get_status(ts_env.client, name), lambda s: s.properties.wait is not None)
+    waiting = await eventually(
+        lambda: get_status(ts_env.client, name), lambda s: s.properties.wait is not None
+    )
     wait = waiting.properties.wait
     assert "2 of 10 instances are unhealthy (8, 9)" in wait.reason
     assert "allows 2 down at once" in wait.reason
     assert wait.until is not None and wait.until > wait.since
     assert waiting.properties.running_status.code == RollingUpgradeStatusCode.ROLLING_FORWARD
-    assert not [op for op in await fleet.operations(name) if op.kind == OperationKind.REIMAGE and not op.operation_id.startswith("setup-")]
+    assert not [
+        op
+        for op in await fleet.operations(name)
+        if op.kind == OperationKind.REIMAGE and not op.operation_id.startswith("setup-")
+    ]
 
     for instance_id in ("8", "9"):
         await fleet.set_health(name, instance_id, None)
@@ -311,4 +318,3 @@ async def test_payloads_accept_fields_a_newer_release_adds(ts_env, ts_worker, fl
         pydantic_data_converter.payload_converter.to_payloads([{"outcomes": [outcome]}]), [BatchResult]
     )[0]
     assert result.outcomes[0].state == InstanceState.SUCCEEDED
-
