@@ -67,10 +67,7 @@ def current_details(ledger: UpgradeLedger) -> str:
         table(
             ("instances", "count"),
             [
-                ("succeeded", progress.successful_instance_count),
-                ("failed", progress.failed_instance_count),
-                ("in progress", progress.in_progress_instance_count),
-                ("pending", progress.pending_instance_count),
+                *progress.labelled(),
                 ("skipped", skipped),
             ],
         ),

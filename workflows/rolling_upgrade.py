@@ -148,8 +148,7 @@ class RollingUpgradeWorkflow:
 
     @workflow.run
     async def run(self, request: UpgradeRequest) -> UpgradeReport:
-        self._visible = workflow.patched(VISIBILITY)
-        self._ledger.exact = workflow.patched(EXACT_CORE)
+        self._adopt_patches()
         self._publish()
         self._notify(NotificationEvent.SUBMISSION)
         try:
@@ -160,6 +159,11 @@ class RollingUpgradeWorkflow:
         if self._cancel_requested_by_temporal:
             raise asyncio.CancelledError("cancel requested")  # the Web UI shows it Canceled
         return report
+
+    def _adopt_patches(self) -> None:
+        """The patches decided once, at the start: an upgrade keeps the rules it started with."""
+        self._visible = workflow.patched(VISIBILITY)
+        self._ledger.exact = workflow.patched(EXACT_CORE)
 
     async def _upgrade(self, request: UpgradeRequest) -> Stop | None:
         """The upgrade, step by step; returns why it stopped, or None once done or cancelled."""
