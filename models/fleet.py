@@ -16,7 +16,6 @@ from models.base import AzureModel, ViewModel
 from models.image import ImageReference
 from models.policy import whole_number
 
-
 # Azure's rule for a scale set's name; the one pattern every input naming a scale set checks.
 ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 

@@ -34,9 +34,7 @@ Mode = Literal["rich", "binary"]
 RICH_STATES = {"Healthy": HealthState.HEALTHY, "Unhealthy": HealthState.UNHEALTHY}
 
 
-def interpret(
-    protocol: Protocol, mode: Mode, status: int | None, body: str | None
-) -> HealthProbe:
+def interpret(protocol: Protocol, mode: Mode, status: int | None, body: str | None) -> HealthProbe:
     """One probe's health state.
 
     `status` is the HTTP status code, or None when there was no answer: a refused or failed
@@ -48,8 +46,8 @@ def interpret(
             return HealthProbe(state=HealthState.UNHEALTHY, detail="TCP connect failed")
         return HealthProbe(state=HealthState.HEALTHY, detail="TCP connect succeeded")
     if status is None:
-        state = HealthState.UNKNOWN if mode == "rich" else HealthState.UNHEALTHY
-        return HealthProbe(state=state, detail="no answer (refused, unreachable or timed out)")
+        silent = HealthState.UNKNOWN if mode == "rich" else HealthState.UNHEALTHY
+        return HealthProbe(state=silent, detail="no answer (refused, unreachable or timed out)")
     success = 200 <= status < 300
     if mode == "binary":
         return HealthProbe(
@@ -60,9 +58,7 @@ def interpret(
         return HealthProbe(state=HealthState.UNKNOWN, detail=f"HTTP {status} (not 2xx)")
     document = _json_object(body)
     if document is None:
-        return HealthProbe(
-            state=HealthState.UNKNOWN, detail=f"HTTP {status} without a JSON object body"
-        )
+        return HealthProbe(state=HealthState.UNKNOWN, detail=f"HTTP {status} without a JSON object body")
     reported = document.get("ApplicationHealthState")
     state = RICH_STATES.get(reported) if isinstance(reported, str) else None
     if state is None:

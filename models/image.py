@@ -52,8 +52,7 @@ class ImageReference(AzureModel):
             parts = text.split(":")
             if len(parts) not in (3, 4) or not all(parts):
                 raise ValueError(
-                    f"image {text!r} is not PUBLISHER:OFFER:SKU:VERSION "
-                    "or GALLERY_IMAGE_ID/versions/VERSION"
+                    f"image {text!r} is not PUBLISHER:OFFER:SKU:VERSION or GALLERY_IMAGE_ID/versions/VERSION"
                 )
             fields = dict(zip(("publisher", "offer", "sku", "version"), parts))
         return cls.model_validate(fields)
@@ -71,10 +70,7 @@ class ImageReference(AzureModel):
 
     def same_image(self, other: ImageReference) -> bool:
         """The same definition at the same concrete version."""
-        return (
-            self.definition == other.definition
-            and self.resolved_version == other.resolved_version
-        )
+        return self.definition == other.definition and self.resolved_version == other.resolved_version
 
     def at_version(self, version: str) -> ImageReference:
         return self.model_copy(update={"exact_version": version})

@@ -70,8 +70,7 @@ def iso_duration(low: timedelta, high: timedelta) -> BeforeValidator:
                 duration = _TIMEDELTA.validate_python(value.strip().upper())
             except ValidationError:
                 raise ValueError(
-                    f"must be an ISO 8601 duration from {span}, such as PT30S or PT5M "
-                    f"(got {value!r})"
+                    f"must be an ISO 8601 duration from {span}, such as PT30S or PT5M (got {value!r})"
                 ) from None
         else:
             raise ValueError(
@@ -87,9 +86,7 @@ def iso_duration(low: timedelta, high: timedelta) -> BeforeValidator:
 Percent5To100 = Annotated[int, whole_number(5, 100)]
 Percent0To100 = Annotated[int, whole_number(0, 100)]
 _AS_ISO = PlainSerializer(format_duration, return_type=str, when_used="json")
-PauseBetweenBatches = Annotated[
-    timedelta, iso_duration(timedelta(0), timedelta(hours=48)), _AS_ISO
-]
+PauseBetweenBatches = Annotated[timedelta, iso_duration(timedelta(0), timedelta(hours=48)), _AS_ISO]
 HealthWait = Annotated[timedelta, iso_duration(timedelta(seconds=1), timedelta(hours=24)), _AS_ISO]
 UpgradeTimeout = Annotated[timedelta, iso_duration(timedelta(minutes=1), timedelta(days=30)), _AS_ISO]
 
@@ -234,10 +231,8 @@ _NOT_ACTED_ON = {
     "mode": "`upgradectl start` rolls the image out in batches now, whatever the mode",
     "automaticOSUpgradePolicy.enableAutomaticOSUpgrade": "this command runs one upgrade now; "
     "automatic upgrades come with `upgradectl auto`",
-    "automaticOSUpgradePolicy.useRollingUpgradePolicy": "an upgrade always follows "
-    "rollingUpgradePolicy",
-    "automaticOSUpgradePolicy.osRollingUpgradeDeferral": "this command runs one upgrade now, "
-    "never deferred",
+    "automaticOSUpgradePolicy.useRollingUpgradePolicy": "an upgrade always follows rollingUpgradePolicy",
+    "automaticOSUpgradePolicy.osRollingUpgradeDeferral": "this command runs one upgrade now, never deferred",
 }
 
 
@@ -245,8 +240,10 @@ def _renamed(section: Any, names: dict[str, str]) -> Any:
     """Known keys in their canonical spelling; unknown ones as written (refused later)."""
     if not isinstance(section, dict):
         return section
-    return {names.get(str(key).lower(), key) if isinstance(key, str) else key: value
-            for key, value in section.items()}
+    return {
+        names.get(str(key).lower(), key) if isinstance(key, str) else key: value
+        for key, value in section.items()
+    }
 
 
 class UpgradePolicy(AzureModel):
@@ -264,9 +261,7 @@ class UpgradePolicy(AzureModel):
     automatic_os_upgrade_policy: AutomaticOSUpgradePolicy = Field(
         default_factory=AutomaticOSUpgradePolicy, alias="automaticOSUpgradePolicy"
     )
-    application_health: ApplicationHealthSettings = Field(
-        default_factory=ApplicationHealthSettings
-    )
+    application_health: ApplicationHealthSettings = Field(default_factory=ApplicationHealthSettings)
     notifications: Notifications = Field(default_factory=lambda: Notifications())
     upgrade_timeout: UpgradeTimeout | None = Field(
         default=None,

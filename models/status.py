@@ -9,7 +9,6 @@ any pauseTimeBetweenBatches). Such documents parse too.
 from __future__ import annotations
 
 from enum import StrEnum
-
 from typing import Annotated
 
 from pydantic import AwareDatetime, ConfigDict, Field

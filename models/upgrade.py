@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
 
 from pydantic import AwareDatetime, Field
 
-from models.base import AzureModel, ViewModel
+from models.base import ViewModel
 from models.errors import FailureCause
 from models.fleet import HealthState, InstanceView, ScaleSetName
 from models.image import ImageReference
@@ -38,7 +37,6 @@ STATUS_QUERY = "status"
 INSTANCES_QUERY = "instances"
 PLAN_QUERY = "plan"
 REPORT_QUERY = "report"
-
 
 
 def upgrade_workflow_id(scale_set: str) -> str:
@@ -71,10 +69,16 @@ class UpgradeRequest(ViewModel):
             ("pauseTimeBetweenBatches", format_duration(policy.pause_time_between_batches)),
             ("enableCrossZoneUpgrade", flag(policy.enable_cross_zone_upgrade)),
             ("prioritizeUnhealthyInstances", flag(policy.prioritize_unhealthy_instances)),
-            ("rollbackFailedInstancesOnPolicyBreach", flag(policy.rollback_failed_instances_on_policy_breach)),
+            (
+                "rollbackFailedInstancesOnPolicyBreach",
+                flag(policy.rollback_failed_instances_on_policy_breach),
+            ),
             ("disableAutomaticRollback", flag(self.disable_automatic_rollback)),
             ("health probe", f"{health.protocol} :{health.port}{health.request_path or ''}"),
-            ("intervalInSeconds / numberOfProbes", f"{health.interval_in_seconds} / {health.number_of_probes}"),
+            (
+                "intervalInSeconds / numberOfProbes",
+                f"{health.interval_in_seconds} / {health.number_of_probes}",
+            ),
             ("gracePeriod", f"{health.effective_grace_period} s"),
             ("healthWaitTimeout", format_duration(health.health_wait_timeout)),
             ("upgradeTimeout", format_duration(self.upgrade_timeout) if self.upgrade_timeout else "none"),
@@ -212,6 +216,8 @@ class UpgradeReport(ViewModel):
     def history_entry(self, end_time: datetime | None) -> UpgradeOperationHistoricalStatusInfo:
         """This upgrade as an entry of Azure's OS upgrade history (error details capped at 20)."""
         properties = self.status.properties
+        if properties is None:  # the workflows always report them; Azure's minimal status has none
+            raise ValueError("an upgrade status without properties has no history entry")
         error = properties.error
         if error is not None and error.details and len(error.details) > 20:
             error = error.model_copy(update={"details": error.details[:20]})
