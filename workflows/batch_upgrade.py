@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.workflow import ActivityHandle
 from temporalio.exceptions import ActivityError
+from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from models import steps
@@ -109,9 +110,7 @@ class BatchUpgradeWorkflow:
         )
         return await self._restore(outcome, instance.previous_os_disk, "policy-restore")
 
-    async def _restore(
-        self, outcome: InstanceOutcome, os_disk: str | None, step: str
-    ) -> InstanceOutcome:
+    async def _restore(self, outcome: InstanceOutcome, os_disk: str | None, step: str) -> InstanceOutcome:
         request = self._request
         outcome.restored = False  # until the instance is back and healthy
         if not os_disk:
@@ -150,6 +149,7 @@ class BatchUpgradeWorkflow:
         health = self._request.health
         scale_set = self._request.scale_set
         started = workflow.now()
+        deadline: asyncio.Future[Any]  # awaited together with the prober, an ActivityHandle
         if self._clock is not None:
             deadline = self._clock.after(health.health_wait_timeout)
         else:  # upgrades started before ONE_DEADLINE_TIMER: a timer per instance

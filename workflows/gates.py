@@ -89,8 +89,7 @@ def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> Ap
         message=(
             f"{unhealthy} of {attempted} upgraded instances ({share(unhealthy, attempted)}) "
             f"are unhealthy; the policy allows {limit}% "
-            f"(maxUnhealthyUpgradedInstancePercent). {cause}"
-            + (f" {STOPS}" if ledger.exact else "")
+            f"(maxUnhealthyUpgradedInstancePercent). {cause}" + (f" {STOPS}" if ledger.exact else "")
         ),
         details=failure_details(ledger)
         + [

@@ -113,9 +113,7 @@ class UpgradeLedger:
     def unhealthy(self) -> list[str]:
         """Instances of the scale set that are not Healthy right now (deleted ones excluded)."""
         return [
-            i
-            for i, p in self.instances.items()
-            if p.health != HealthState.HEALTHY and i not in self._gone
+            i for i, p in self.instances.items() if p.health != HealthState.HEALTHY and i not in self._gone
         ]
 
     @property

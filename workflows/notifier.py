@@ -44,9 +44,17 @@ class Notifier:
             await activity_calls.deliver_webhook(delivery)
         except ActivityError as err:
             error = str(err.cause or err)
-            workflow.logger.warning("notification %s to %s failed: %s", delivery.event.value, delivery.url, error)
+            workflow.logger.warning(
+                "notification %s to %s failed: %s", delivery.event.value, delivery.url, error
+            )
         self.records.append(
-            NotificationRecord(event=delivery.event, url=delivery.url, delivered=error is None, time=workflow.now(), error=error)
+            NotificationRecord(
+                event=delivery.event,
+                url=delivery.url,
+                delivered=error is None,
+                time=workflow.now(),
+                error=error,
+            )
         )
 
     async def drain(self) -> None:

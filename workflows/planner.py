@@ -54,9 +54,7 @@ def _priority(candidate: Candidate, policy: RollingUpgradePolicy) -> tuple[int, 
     return (first, phase)
 
 
-def order_candidates(
-    candidates: Iterable[Candidate], policy: RollingUpgradePolicy
-) -> list[Candidate]:
+def order_candidates(candidates: Iterable[Candidate], policy: RollingUpgradePolicy) -> list[Candidate]:
     """Zone by zone; under enableCrossZoneUpgrade, zones take turns within an update domain,
     so a cross-zone batch takes a few instances from every zone rather than most of one."""
     ordered = sorted(

@@ -293,7 +293,9 @@ class RollingUpgradeWorkflow:
                 if breach := gates.deadline_gate(ledger, workflow.now()):
                     return Stop(breach, breach=True)
                 return Stop(gates.budget_gate(ledger, until - since), breach=True)
-            if await self._sleep(min(RECOVERY_RECHECK, until - workflow.now()), "waiting for health to recover"):
+            if await self._sleep(
+                min(RECOVERY_RECHECK, until - workflow.now()), "waiting for health to recover"
+            ):
                 break  # cancelled
             await self._read_health()
             if breach := gates.in_flight_gate(ledger, before_upgrade=False):
@@ -319,7 +321,9 @@ class RollingUpgradeWorkflow:
             },
         )
         outcomes = await self._through_cancel(
-            self._run_batch(number, BatchAction.UPGRADE, [BatchInstance(instance_id=c.instance_id) for c in batch])
+            self._run_batch(
+                number, BatchAction.UPGRADE, [BatchInstance(instance_id=c.instance_id) for c in batch]
+            )
         )
         ledger.settle(outcomes)
         if ledger.exact and any(o.cause == FailureCause.HEALTH for o in outcomes):
@@ -354,8 +358,10 @@ class RollingUpgradeWorkflow:
     async def _sleep(self, duration: timedelta, summary: str) -> bool:
         """A durable wait that a cancel cuts short; True if the upgrade was cancelled."""
         try:
-            await workflow.wait_condition(lambda: self._cancel_requested, timeout=duration, timeout_summary=summary)
-        except asyncio.TimeoutError:
+            await workflow.wait_condition(
+                lambda: self._cancel_requested, timeout=duration, timeout_summary=summary
+            )
+        except TimeoutError:
             pass
         except asyncio.CancelledError:
             self._cancel_requested_by_temporal = True
@@ -419,7 +425,9 @@ class RollingUpgradeWorkflow:
         if self._visible:
             ledger = self._ledger
             workflow.upsert_search_attributes([search_attributes.UPGRADE_STATUS.value_set(ledger.code.value)])
-            workflow.upsert_memo({"upgrade": reporting.report(ledger).history_entry(workflow.now()).to_json()})
+            workflow.upsert_memo(
+                {"upgrade": reporting.report(ledger).history_entry(workflow.now()).to_json()}
+            )
         await self._through_cancel(self._notifier.drain())
         await self._through_cancel(workflow.wait_condition(workflow.all_handlers_finished))
 
@@ -472,7 +480,9 @@ class RollingUpgradeWorkflow:
             else presentation.restore_summary(ids)
         )
         children = [
-            workflow.execute_child_workflow(
+            # The SDK's typed overloads for a method reference take no result_type, which it
+            # accepts (and this workflow has always passed) at run time.
+            workflow.execute_child_workflow(  # type: ignore[call-overload]
                 BatchUpgradeWorkflow.run,
                 BatchRequest(
                     upgrade_id=self._upgrade_id,
