@@ -22,9 +22,7 @@ DEFAULT_TASK_QUEUE = "rolling-upgrades"
 
 @dataclass(frozen=True)
 class Settings:
-    task_queue: str = field(
-        default_factory=lambda: os.environ.get("UPGRADE_TASK_QUEUE", DEFAULT_TASK_QUEUE)
-    )
+    task_queue: str = field(default_factory=lambda: os.environ.get("UPGRADE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
     fleet_url: str = field(default_factory=fleet_url_from_env)
     max_concurrent_activities: int = field(
         default_factory=lambda: int(os.environ.get("UPGRADE_MAX_CONCURRENT_ACTIVITIES", "1000"))
