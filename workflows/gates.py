@@ -153,13 +153,6 @@ def deadline_gate(ledger: UpgradeLedger, now: datetime) -> ApiError | None:
     )
 
 
-def room(ledger: UpgradeLedger) -> int:
-    """How many more healthy instances may go down now (maxUnhealthyInstancePercent, at
-    least one instance when all others are healthy)."""
-    allowed = max(1, unhealthy_allowance(ledger.total, ledger.request.policy.max_unhealthy_instance_percent))
-    return allowed - len(ledger.unhealthy())
-
-
 def budget_wait_reason(ledger: UpgradeLedger) -> str:
     """Why no batch can start while instances outside the batch are unhealthy."""
     unhealthy = ledger.unhealthy()

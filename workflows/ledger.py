@@ -103,9 +103,6 @@ class UpgradeLedger:
         if progress.state in leaves:
             self._skip(progress, SKIP_GONE, message)
 
-    def gone(self, instance_id: str) -> bool:
-        return instance_id in self._gone
-
     def counted(self, *states: InstanceState) -> list[InstanceProgress]:
         """Instances in these states that still exist (what the gates count)."""
         return [p for p in self.in_state(*states) if p.instance_id not in self._gone]
