@@ -8,11 +8,24 @@ class FleetError(Exception):
 
     retryable = False
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        *,
+        retry_after: float | None = None,
+        maybe_accepted: bool = False,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
+        # Seconds the service asked us to wait (Retry-After), if it said.
+        self.retry_after = retry_after
+        # An action whose answer was lost (a 5xx, a timeout, a dropped connection) may have
+        # been accepted all the same: read the instance before sending it again.
+        self.maybe_accepted = maybe_accepted
 
 
 class FleetTransientError(FleetError):

@@ -1,47 +1,52 @@
-"""The one small protocol every fleet back end implements; activities see only this."""
+"""The one small protocol every fleet back end implements; activities see only this.
+
+Azure has no idempotency key for actions: two reimage POSTs are two reimages. So a back end
+sends an action exactly once when asked (no automatic resend, whatever the SDK would do), and
+says when an error leaves it unknown whether the action was accepted
+(`FleetTransientError.maybe_accepted`). The activities make an upgrade exactly-once on top of
+that: they read the instance before acting and after any doubt, and keep the operation they
+started (its status URL) in their heartbeat details, where a retried attempt finds it.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from models.fleet import FleetOperation, HealthProbe, HealthReading, ScaleSetView
+from models.fleet import FleetOperation, HealthProbe, HealthReading, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 
 
 class FleetBackend(Protocol):
     async def get_scale_set(self, name: str) -> ScaleSetView:
-        """The scale set with every instance and its current health."""
+        """The scale set's model and every instance with its current health."""
 
     async def read_health(self, name: str) -> HealthReading:
         """Every instance's health and phase, compactly."""
 
+    async def get_instance(self, scale_set: str, instance_id: str) -> InstanceView:
+        """One instance as it is now (image exact version, OS disk, provisioning state): what
+        an action reconciles against. Raises FleetRequestError code NotFound when it is gone."""
+
     async def resolve_image(self, image: ImageReference, location: str) -> ImageReference:
         """The image at an exact version available in `location` ('latest' resolved)."""
 
-    async def begin_reimage(
-        self, scale_set: str, instance_id: str, image: ImageReference, operation_id: str
-    ) -> FleetOperation:
-        """Start replacing the OS disk (data disks kept); a repeated id is the same operation."""
+    async def begin_reimage(self, scale_set: str, instance_id: str, image: ImageReference) -> FleetOperation:
+        """Send one reimage of the instance to the image's exact version (data disks kept);
+        the accepted operation, with the status URL to poll. Never resent automatically."""
 
-    async def begin_restore(
-        self, scale_set: str, instance_id: str, os_disk: str, operation_id: str
-    ) -> FleetOperation:
-        """Start restoring a previous OS disk; a repeated id is the same operation."""
+    async def begin_restore(self, scale_set: str, instance_id: str, restore_point: str) -> FleetOperation:
+        """Send one restore of the OS disk an instance had before (`InstanceView.restore_point`
+        read before the reimage). Never resent automatically."""
 
-    async def get_operation(self, scale_set: str, operation_id: str) -> FleetOperation:
-        """The current state of a long-running operation."""
+    async def get_operation(self, operation: FleetOperation) -> FleetOperation:
+        """The current state of an operation this back end accepted (polls its status URL)."""
 
     async def probe_health(
         self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
     ) -> HealthProbe:
-        """Probe the instance's application health endpoint once."""
+        """The instance's health as its Application Health extension reports it now (vmHealth in
+        the instance view). Concurrent calls for one scale set share one read of the set."""
 
     async def aclose(self) -> None:
         """Release connections."""
-
-
-# The emulator cannot refuse a TCP connection on behalf of one instance of many behind one
-# port, so it answers 502 with this header instead: a client reads it as no connection at all.
-NO_CONNECTION_HEADER = "X-Emulated-Connection"
-NO_CONNECTION_VALUE = "refused"

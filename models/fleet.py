@@ -49,7 +49,9 @@ class DataDisk(ViewModel):
 
 
 class InstanceView(ViewModel):
+    # Uniform: the instance id ("0", "1", ...); Flexible: the VM's name.
     instance_id: str
+    vm_name: str | None = None
     zone: str | None = None
     platform_update_domain: int = 0
     platform_fault_domain: int = 0
@@ -60,6 +62,23 @@ class InstanceView(ViewModel):
     power_state: str = "running"
     health: HealthState = HealthState.UNKNOWN
     custom_metrics: CustomMetrics = Field(default_factory=CustomMetrics)
+    restore_point: str | None = Field(
+        default=None,
+        description="what FleetBackend.begin_restore needs to bring this OS disk back: the "
+        "disk's id (Flexible: OS disk swap) or the image at its exact version (Uniform)",
+    )
+    error_code: str | None = Field(
+        default=None, description="the error of the instance's last operation when it failed"
+    )
+
+    @property
+    def busy(self) -> bool:
+        """An operation is under way on the instance (Azure: provisioningState Updating)."""
+        return self.provisioning_state in ("Updating", "Creating", "Deleting")
+
+
+OrchestrationMode = Literal["Uniform", "Flexible"]
+UpgradeMode = Literal["Manual", "Automatic", "Rolling"]
 
 
 class ScaleSetView(ViewModel):
@@ -68,6 +87,11 @@ class ScaleSetView(ViewModel):
     location: str
     zones: list[str] = Field(default_factory=list)
     image_reference: ImageReference
+    orchestration_mode: OrchestrationMode = "Uniform"
+    upgrade_mode: UpgradeMode = "Manual"
+    automatic_os_upgrade: bool = Field(
+        default=False, description="automaticOSUpgradePolicy.enableAutomaticOSUpgrade of the set"
+    )
     instances: list[InstanceView] = Field(default_factory=list)
 
 
@@ -75,6 +99,7 @@ class OperationStatus(StrEnum):
     IN_PROGRESS = "InProgress"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    CANCELED = "Canceled"
 
 
 class OperationKind(StrEnum):
@@ -107,6 +132,9 @@ class FleetOperation(ViewModel):
     retry_after_seconds: float | None = None
     ready_time: AwareDatetime | None = Field(
         default=None, description="when the instance had booted after this operation"
+    )
+    status_url: str | None = Field(
+        default=None, description="where the back end polls it (Azure-AsyncOperation)"
     )
 
 
