@@ -50,3 +50,9 @@ class FleetBackend(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+
+
+# The emulator cannot refuse a TCP connection on behalf of one instance of many behind one
+# port, so it answers 502 with this header instead: a client reads it as no connection at all.
+NO_CONNECTION_HEADER = "X-Emulated-Connection"
+NO_CONNECTION_VALUE = "refused"
