@@ -221,6 +221,47 @@ class FaultSpec(AzureModel):
     )
     timeout_seconds: float = Field(default=5.0, ge=0)
     go_unhealthy: list[GoUnhealthy] = Field(default_factory=list)
+    # ARM faults (fleet/emulator/faults.py). Each ARM call draws once: a transient error
+    # (transient_error_share), else a dropped connection, a slow answer, a malformed body.
+    after_accept_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of transient 5xx errors that come after the request took effect "
+        "(the action was accepted, the answer is an error); 429s always come before",
+    )
+    dropped_connection_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of ARM calls whose connection drops after the request took effect "
+        "(a body shorter than its Content-Length): the client sees no HTTP status",
+    )
+    throttle_calls: Annotated[int, whole_number(0, 1_000_000)] = Field(
+        default=0, description="a 429 storm: the next N ARM calls of the scale set answer 429"
+    )
+    throttle_seconds: float = Field(
+        default=0.0, ge=0, description="a 429 storm: every ARM call answers 429 for S seconds from now"
+    )
+    retry_after_seconds: Annotated[int, whole_number(0, 3600)] = Field(
+        default=1, description="Retry-After of the 429 answers"
+    )
+    faults_on_polls: bool = Field(
+        default=True, description="inject on operation-status polls too (Azure throttles them)"
+    )
+
+
+class HealthExtensionSpec(AzureModel):
+    """The scale set's Application Health extension (ApplicationHealthLinux): its settings, as
+    Azure shows them; `rich` is typeHandlerVersion 2.0 (rich health states), else 1.0 (binary)."""
+
+    protocol: Literal["http", "https", "tcp"] = "http"
+    port: Annotated[int, whole_number(1, 65535)] = 80
+    request_path: str = "/health"
+    interval_in_seconds: Annotated[int, whole_number(1, 60)] = 5
+    number_of_probes: Annotated[int, whole_number(1, 24)] = 1
+    grace_period: Annotated[int, whole_number(0, 7200)] | None = None
+    rich: bool = True
 
 
 class ScaleSetSpec(AzureModel):
@@ -244,3 +285,20 @@ class ScaleSetSpec(AzureModel):
         "503 when not); see fleet/emulator/cloud.py Cloud.app_health",
     )
     seed: int = 0
+    orchestration_mode: OrchestrationMode = "Uniform"
+    upgrade_mode: UpgradeMode = "Manual"
+    automatic_os_upgrade: bool = False
+    health_extension: HealthExtensionSpec | None = Field(
+        default=None,
+        description="the Application Health extension's settings; None: the defaults, rich "
+        "unless appEndpoint is binary",
+    )
+    page_size: Annotated[int, whole_number(1, 1000)] = Field(
+        default=100, description="instances per page of ARM lists (nextLink beyond)"
+    )
+    vm_size: str = "Standard_D2s_v3"
+
+    @property
+    def extension(self) -> HealthExtensionSpec:
+        """The health extension in effect (old specs: appEndpoint decides rich or binary)."""
+        return self.health_extension or HealthExtensionSpec(rich=self.app_endpoint == "rich")

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -79,12 +80,36 @@ def start_process(args: list[str], log_path: Path, env: Mapping[str, str] | None
     )
 
 
-def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
-    process = start_process(
-        [sys.executable, "-m", "fleet.emulator", "--port", str(port), "--db", str(db)], log_path
-    )
-    url = f"http://127.0.0.1:{port}/healthz"
-    wait_until(lambda: httpx.get(url, timeout=1).is_success, "the fleet emulator", process=process)
+def emulator_ca_file(db: Path) -> Path:
+    """The CA file clients of the emulator using database `db` must trust (made on its first
+    start beside the database, kept across restarts)."""
+    from fleet.emulator.tls import ca_file
+
+    return ca_file(db)
+
+
+def emulator_url(port: int) -> str:
+    """The emulator's HTTPS endpoint: ARM (the SDK's base_url) and /admin."""
+    return f"https://127.0.0.1:{port}"
+
+
+def start_emulator(port: int, db: Path, log_path: Path, http_port: int | None = None) -> subprocess.Popen:
+    """The fleet emulator over HTTPS on `port` (emulator_url; trust emulator_ca_file(db)); with
+    `http_port`, also plain HTTP there, for fleet.client.EmulatorClient's old API."""
+    args = [sys.executable, "-m", "fleet.emulator", "--port", str(port), "--db", str(db)]
+    if http_port is not None:
+        args += ["--http-port", str(http_port)]
+    process = start_process(args, log_path)
+    url = f"{emulator_url(port)}/healthz"
+    ca = emulator_ca_file(db)
+
+    def ready() -> bool:
+        return (
+            ca.exists()
+            and httpx.get(url, timeout=1, verify=ssl.create_default_context(cafile=str(ca))).is_success
+        )
+
+    wait_until(ready, "the fleet emulator", process=process)
     return process
 
 

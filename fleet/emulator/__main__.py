@@ -1,13 +1,21 @@
-"""`python -m fleet.emulator --port 8780 --db fleet.db`: the emulator as its own process."""
+"""`python -m fleet.emulator --port 8780 --db fleet.db`: the emulator as its own process, over
+HTTPS with a local CA kept beside the database (see fleet/emulator/tls.py)."""
 
 import argparse
 
-from fleet.emulator.app import serve
+from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
+from fleet.emulator.tls import ca_file, ensure_certificates, serve
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the fleet emulator.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8780)
+    parser.add_argument("--port", type=int, default=8780, help="HTTPS: ARM and /admin")
+    parser.add_argument("--http-port", type=int, default=None, help="also plain HTTP (old API)")
     parser.add_argument("--db", default="fleet-emulator.db")
     args = parser.parse_args()
-    serve(args.host, args.port, args.db)
+    ensure_certificates(args.db, args.host)
+    print(f"ARM endpoint:   https://{args.host}:{args.port}", flush=True)
+    print(f"subscription:   {SUBSCRIPTION}", flush=True)
+    print(f"resource group: {RESOURCE_GROUP}", flush=True)
+    print(f"CA file:        {ca_file(args.db).resolve()}", flush=True)
+    serve(args.host, args.port, args.db, args.http_port)

@@ -1,5 +1,7 @@
 """The emulator's HTTP API.
 
+- `/subscriptions/...`: Azure Resource Manager's Compute API (fleet/emulator/arm.py), with
+  Azure's faults (fleet/emulator/faults.py). Served over HTTPS (fleet/emulator/tls.py).
 - `/scaleSets/...`, `/images/resolve`: the cloud API the orchestrator uses. Transient faults
   (429/5xx, slow answers) are injected here only, before or after the request takes effect, so a
   lost answer to a reimage that did happen is part of what the orchestrator must survive.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from fleet.emulator.arm import arm_router
 from fleet.emulator.cloud import Cloud, CloudError, EndpointAnswer
+from fleet.emulator.faults import FaultInjector
 from fleet.emulator.store import open_database
 from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from models.base import describe_validation_error
@@ -43,7 +48,11 @@ def create_app(db_path: str | Path) -> FastAPI:
     app = FastAPI(title="Fleet emulator", version="1")
     app.state.cloud = cloud
     chance = random.Random(0)
-    injected: dict[str, int] = {}
+    api_versions: Counter[str] = Counter()
+    arm_faults = FaultInjector(cloud)
+    injected = arm_faults.injected  # one count for both APIs
+    app.include_router(arm_router(cloud, api_versions))
+    app.middleware("http")(arm_faults)
 
     @app.exception_handler(CloudError)
     async def cloud_error(_: Request, err: CloudError) -> JSONResponse:
@@ -101,12 +110,12 @@ def create_app(db_path: str | Path) -> FastAPI:
     @app.post("/scaleSets/{name}/instances/{instance_id}/reimage")
     async def reimage(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
         image = ImageReference.model_validate(body["imageReference"])
-        operation = cloud.begin_reimage(name, instance_id, image, body["operationId"])
+        operation = cloud.begin_reimage(name, instance_id, image)
         return JSONResponse(operation.to_json(), status_code=202)
 
     @app.post("/scaleSets/{name}/instances/{instance_id}/restoreOsDisk")
     async def restore(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
-        operation = cloud.begin_restore(name, instance_id, body["osDisk"], body["operationId"])
+        operation = cloud.begin_restore(name, instance_id, body["osDisk"])
         return JSONResponse(operation.to_json(), status_code=202)
 
     @app.get("/scaleSets/{name}/operations/{operation_id:path}")
@@ -156,7 +165,20 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.put("/admin/scaleSets/{name}/faults", status_code=204)
     async def set_faults(name: str, body: dict[str, Any] = Body(...)) -> None:
-        cloud.set_faults(name, FaultSpec.model_validate(body))
+        faults = FaultSpec.model_validate(body)
+        cloud.set_faults(name, faults)
+        arm_faults.faults_set(name, faults)
+
+    @app.get("/admin/apiVersions")
+    async def seen_api_versions() -> dict[str, int]:
+        """Every api-version ARM calls carried, with how many calls carried it."""
+        return dict(api_versions)
+
+    @app.post("/admin/extensionVersions", status_code=204)
+    async def publish_extension_version(body: dict[str, Any] = Body(...)) -> None:
+        """{"publisher", "type", "version", "regions": optional, default everywhere}."""
+        regions = body.get("regions") or ["*"]
+        cloud.publish_extension_version(body["publisher"], body["type"], body["version"], regions)
 
     @app.get("/admin/scaleSets/{name}/faults")
     async def get_faults(name: str) -> dict[str, Any]:
@@ -203,7 +225,13 @@ def create_app(db_path: str | Path) -> FastAPI:
     async def publish_image(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         image = ImageReference.model_validate(body["imageReference"])
         regions = body.get("regions") or ["*"]
-        version = cloud.publish_image(image, regions, bool(body.get("excludeFromLatest")))
+        version = cloud.publish_image(
+            image,
+            regions,
+            bool(body.get("excludeFromLatest")),
+            body.get("endOfLifeDate"),
+            body.get("excludedFromLatestIn"),
+        )
         return version.to_json()
 
     @app.get("/admin/images")
@@ -213,8 +241,8 @@ def create_app(db_path: str | Path) -> FastAPI:
     return app
 
 
-def serve(host: str, port: int, db_path: str | Path) -> None:
-    """Run the emulator in this process until interrupted."""
-    import uvicorn
+def serve(host: str, port: int, db_path: str | Path, http_port: int | None = None) -> None:
+    """Run the emulator in this process until interrupted, over HTTPS (fleet/emulator/tls.py)."""
+    from fleet.emulator import tls
 
-    uvicorn.run(create_app(db_path), host=host, port=port, log_level="warning")
+    tls.serve(host, port, db_path, http_port)

@@ -12,8 +12,10 @@ import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from models.fleet import (
@@ -22,6 +24,7 @@ from models.fleet import (
     FaultSpec,
     FleetOperation,
     GalleryImageVersion,
+    HealthProbe,
     HealthState,
     InstanceView,
     OperationError,
@@ -31,10 +34,13 @@ from models.fleet import (
     ScaleSetSpec,
     ScaleSetView,
 )
+from models.health import Mode, interpret
 from models.image import LATEST, ImageReference
 from models.sorting import natural_key
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+RESOURCE_GROUP = "fleet-emulator"
+PROVIDER = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute"
 ALL_REGIONS = "*"
 # What an instance's application is doing, as its health endpoint shows it: one of the health
 # states it can answer (Healthy, Unhealthy, Unknown: an error answer) or DOWN (not listening:
@@ -71,15 +77,28 @@ def within(bounds: list[float], *keys: object) -> float:
     return low + (high - low) * draw(*keys)
 
 
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
 def definition_key(image: ImageReference) -> str:
     return "|".join(image.definition)
 
 
 def resource_id(name: str) -> str:
-    return (
-        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/fleet-emulator/providers/"
-        f"Microsoft.Compute/virtualMachineScaleSets/{name}"
-    )
+    return f"{PROVIDER}/virtualMachineScaleSets/{name}"
+
+
+def disk_id(disk: str) -> str:
+    return f"{PROVIDER}/disks/{disk}"
+
+
+def instance_name(spec: ScaleSetSpec, ordinal: int) -> str:
+    """Uniform: the instance id "0", "1"...; Flexible: the VM's name `{vmss}_{8 hex}`, stable
+    per ordinal (and, as in Azure, the id a Flexible instance goes by)."""
+    if spec.orchestration_mode == "Uniform":
+        return str(ordinal)
+    return f"{spec.name}_{hashlib.sha256(f'{spec.name}|{ordinal}'.encode()).hexdigest()[:8]}"
 
 
 class Cloud:
@@ -140,7 +159,7 @@ class Cloud:
         """Place instance `ordinal`: zones round-robin, then update and fault domains in turn
         within its zone."""
         zones: Sequence[str | None] = spec.zones or [None]
-        instance_id = str(ordinal)
+        instance_id = instance_name(spec, ordinal)
         within_zone = ordinal // len(zones)
         disk = f"{spec.name}-{instance_id}-osdisk-0"
         data_disks = [
@@ -181,21 +200,15 @@ class Cloud:
         model_image = spec.image_reference
         target = model_image if image is None else self.resolve_image(image, spec.location)
         on_model = target.same_image(model_image)
-        used = [
-            int(row[0])
-            for row in self.db.execute(
-                "SELECT instance_id FROM os_disks WHERE scale_set = ?"
-                " UNION SELECT instance_id FROM instances WHERE scale_set = ?",
-                (name, name),
-            )
-            if str(row[0]).isdigit()
-        ]
-        first = max(used, default=-1) + 1
+        # Every instance ever placed keeps its first OS disk: their count is the next ordinal.
+        first = self.db.execute(
+            "SELECT COUNT(DISTINCT instance_id) FROM os_disks WHERE scale_set = ?", (name,)
+        ).fetchone()[0]
         now = self.clock()
         grown = spec.model_copy(update={"capacity": spec.capacity + count})
         with self._transaction():
             for ordinal in range(first, first + count):
-                instance_id = str(ordinal)
+                instance_id = instance_name(spec, ordinal)
                 boot = within(spec.timing.boot_seconds, spec.seed, "boot", "scale-out", instance_id)
                 healthy = on_model or self._healthy_on(spec, instance_id, target)
                 self._add_instance(grown, ordinal, target, healthy=healthy, ready_at=now + boot, now=now)
@@ -229,7 +242,9 @@ class Cloud:
             (state.value if state else None, name, instance_id),
         )
 
-    def scale_set_view(self, name: str) -> ScaleSetView:
+    def scale_set_view(self, name: str, *, probe: bool = False) -> ScaleSetView:
+        """The scale set and its instances. `probe`: health as the extension's probe answers
+        now, consuming scripted answers (ARM reads); else as the instance's state says."""
         self.settle()
         spec = self.spec(name)
         rows = self.db.execute(
@@ -243,8 +258,32 @@ class Cloud:
             location=spec.location,
             zones=spec.zones,
             image_reference=spec.image_reference,
-            instances=[self._instance_view(spec, row) for row in rows],
+            orchestration_mode=spec.orchestration_mode,
+            upgrade_mode=spec.upgrade_mode,
+            automatic_os_upgrade=spec.automatic_os_upgrade,
+            instances=[self._instance_view(spec, row, probe) for row in rows],
         )
+
+    def instance_view(self, name: str, instance_id: str, *, probe: bool = False) -> InstanceView:
+        self.settle()
+        return self._instance_view(self.spec(name), self._instance(name, instance_id), probe)
+
+    def etag(self, name: str) -> int:
+        self.spec(name)
+        return int(self.db.execute("SELECT etag FROM scale_sets WHERE name = ?", (name,)).fetchone()[0])
+
+    def flexible_scale_set_of(self, vm_name: str) -> str:
+        """The Flexible scale set a VM belongs to (404 NotFound when there is none)."""
+        for row in self.db.execute("SELECT scale_set FROM instances WHERE instance_id = ?", (vm_name,)):
+            if self.spec(row["scale_set"]).orchestration_mode == "Flexible":
+                return str(row["scale_set"])
+        raise CloudError(404, "ResourceNotFound", f"virtual machine {vm_name!r} was not found")
+
+    def flexible_vms(self) -> list[tuple[str, str]]:
+        """(scale set, VM name) of every Flexible instance, in order."""
+        flexible = {n for n in self.scale_set_names() if self.spec(n).orchestration_mode == "Flexible"}
+        rows = self.db.execute("SELECT scale_set, instance_id FROM instances ORDER BY scale_set, ordinal")
+        return [(r["scale_set"], r["instance_id"]) for r in rows if r["scale_set"] in flexible]
 
     def health_reading(self, name: str) -> dict[str, Any]:
         """HealthReading's JSON, built straight from the rows (it is read before every batch)."""
@@ -275,16 +314,26 @@ class Cloud:
             raise CloudError(404, "NotFound", f"instance {name}/{instance_id} was not found")
         return row
 
-    def _instance_view(self, spec: ScaleSetSpec, row: sqlite3.Row) -> InstanceView:
+    def _instance_view(self, spec: ScaleSetSpec, row: sqlite3.Row, probe: bool = False) -> InstanceView:
         image = ImageReference.model_validate_json(row["image"])
-        health, _ = self._health(spec, row)
         now = self.clock()
         if row["busy_operation"]:
             provisioning, power = "Updating", "stopped"
         else:
-            provisioning, power = "Succeeded", "starting" if now < row["ready_at"] else "running"
+            provisioning = "Failed" if row["error_code"] else "Succeeded"
+            power = "starting" if now < row["ready_at"] else "running"
+        if probe:
+            reading = self._probe(spec, row, consume=True)
+            health, metrics = reading.state, reading.custom_metrics
+        else:
+            health = self._health(spec, row)[0]
+            metrics = spec.custom_metrics.get(row["instance_id"], CustomMetrics())
+        flexible = spec.orchestration_mode == "Flexible"
         return InstanceView(
             instance_id=row["instance_id"],
+            vm_name=row["instance_id"] if flexible else f"{spec.name}_{row['instance_id']}",
+            restore_point=disk_id(row["os_disk"]) if flexible else str(image),
+            error_code=row["error_code"],
             zone=row["zone"],
             platform_update_domain=row["update_domain"],
             platform_fault_domain=row["fault_domain"],
@@ -294,22 +343,31 @@ class Cloud:
             provisioning_state=provisioning,
             power_state=power,
             health=health,
-            custom_metrics=spec.custom_metrics.get(row["instance_id"], CustomMetrics()),
+            custom_metrics=metrics,
         )
 
     # --- health -----------------------------------------------------------------------------
 
     def _health(self, spec: ScaleSetSpec, row: sqlite3.Row) -> tuple[HealthState, str]:
-        """What the Application Health extension on the instance reports right now."""
+        """What the Application Health extension on the instance reports, without consuming a
+        scripted answer (admin reads)."""
+        reading = self._probe(spec, row, consume=False)
+        return reading.state, reading.detail or ""
+
+    def _probe(self, spec: ScaleSetSpec, row: sqlite3.Row, consume: bool) -> HealthProbe:
+        """One probe of the instance's application by its Application Health extension, read
+        as the extension reads it (models.health.interpret with the extension's settings). The
+        extension itself says unknown while the VM is stopped and initializing while it boots."""
         if row["busy_operation"]:
-            return HealthState.UNKNOWN, "the instance is stopped for an operation"
+            return HealthProbe(state=HealthState.UNKNOWN, detail="the instance is stopped for an operation")
         if self.clock() < row["ready_at"]:
-            return HealthState.INITIALIZING, "the instance is booting"
-        if row["forced_health"]:
-            return HealthState(row["forced_health"]), "health set from outside"
-        if row["app_healthy"]:
-            return HealthState.HEALTHY, "the application answers"
-        return HealthState.UNHEALTHY, "the application fails its health check"
+            return HealthProbe(state=HealthState.INITIALIZING, detail="the instance is booting")
+        if row["forced_health"] == HealthState.INITIALIZING.value:
+            return HealthProbe(state=HealthState.INITIALIZING, detail="health set from outside")
+        extension = spec.extension
+        answer = self._answer(spec, row, self._app_state(spec, row, consume), tcp=extension.protocol == "tcp")
+        mode: Mode = "rich" if extension.rich else "binary"
+        return interpret(extension.protocol, mode, answer.status, answer.body)
 
     def set_probe_answers(self, name: str, instance_id: str, answers: list[AppState]) -> None:
         """Script the next answers of an instance's endpoint, one per probe; once they are used
@@ -324,13 +382,10 @@ class Cloud:
             )
         self.probe_answers[(name, instance_id)] = list(answers)
 
-    def _app_state(self, spec: ScaleSetSpec, name: str, instance_id: str) -> tuple[AppState, str]:
-        try:
-            row = self._instance(name, instance_id)
-        except CloudError:
-            return DOWN, "no such instance"
-        if script := self.probe_answers.get((name, instance_id)):
-            return script.pop(0), "a scripted answer"
+    def _app_state(self, spec: ScaleSetSpec, row: sqlite3.Row, consume: bool) -> tuple[AppState, str]:
+        script = self.probe_answers.get((spec.name, row["instance_id"]))
+        if script:
+            return (script.pop(0) if consume else script[0]), "a scripted answer"
         if row["busy_operation"]:
             return DOWN, "the instance is stopped for an operation"
         if self.clock() < row["ready_at"]:
@@ -356,13 +411,22 @@ class Cloud:
         """
         self.settle()
         spec = self.spec(name)
-        state, detail = self._app_state(spec, name, instance_id)
+        try:
+            row = self._instance(name, instance_id)
+        except CloudError:
+            return EndpointAnswer(None, "no such instance")
+        return self._answer(spec, row, self._app_state(spec, row, True), tcp=path.startswith("tcp/"))
+
+    @staticmethod
+    def _answer(spec: ScaleSetSpec, row: sqlite3.Row, app: tuple[AppState, str], tcp: bool) -> EndpointAnswer:
+        state, detail = app
+        instance_id = row["instance_id"]
         if state == DOWN:
             return EndpointAnswer(None, detail)
         healthy = state == HealthState.HEALTHY.value
-        if path.startswith("tcp/"):
+        if tcp:
             return EndpointAnswer(200, "") if healthy else EndpointAnswer(None, detail)
-        if spec.app_endpoint == "binary":
+        if not spec.extension.rich:
             return EndpointAnswer(200, "OK") if healthy else EndpointAnswer(503, "Service Unavailable")
         if state == HealthState.UNKNOWN.value:
             return EndpointAnswer(500, f"Internal Server Error: {detail}")
@@ -385,11 +449,19 @@ class Cloud:
     # --- image gallery ----------------------------------------------------------------------
 
     def _publish(
-        self, image: ImageReference, regions: list[str], exclude: bool, now: float, replace: bool
+        self,
+        image: ImageReference,
+        regions: list[str],
+        exclude: bool,
+        now: float,
+        replace: bool,
+        end_of_life: str | None = None,
+        excluded_regions: list[str] | None = None,
     ) -> None:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         self.db.execute(
-            f"{verb} INTO images VALUES (?, ?, ?, ?, ?, ?)",
+            f"{verb} INTO images (definition, version, image, regions, exclude_from_latest,"
+            " published_at, end_of_life, excluded_regions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 definition_key(image),
                 image.resolved_version,
@@ -397,17 +469,48 @@ class Cloud:
                 json.dumps(regions),
                 int(exclude),
                 now,
+                end_of_life,
+                json.dumps(excluded_regions or []),
             ),
         )
 
     def publish_image(
-        self, image: ImageReference, regions: list[str], exclude_from_latest: bool
+        self,
+        image: ImageReference,
+        regions: list[str],
+        exclude_from_latest: bool,
+        end_of_life: str | None = None,
+        excluded_regions: list[str] | None = None,
     ) -> GalleryImageVersion:
+        """Publish a version; `excluded_regions`: target regions where it is excluded from
+        latest (Azure's per-region excludeFromLatest); `end_of_life`: its endOfLifeDate."""
         if image.version == LATEST:
             raise CloudError(400, "InvalidParameter", "publish an exact version, not 'latest'")
         exact = image.at_version(image.version)
-        self._publish(exact, regions, exclude_from_latest, self.clock(), replace=True)
+        self._publish(exact, regions, exclude_from_latest, self.clock(), True, end_of_life, excluded_regions)
         return self._gallery_version(self._image_row(exact))
+
+    def image_rows(self, definition: str) -> list[sqlite3.Row]:
+        """Every version of one image definition (definition_key), oldest published first."""
+        return self.db.execute(
+            "SELECT * FROM images WHERE definition = ? ORDER BY published_at, version", (definition,)
+        ).fetchall()
+
+    # --- extension versions -----------------------------------------------------------------
+
+    def publish_extension_version(self, publisher: str, type_: str, version: str, regions: list[str]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO extension_versions VALUES (?, ?, ?, ?)",
+            (publisher, type_, version, json.dumps(regions)),
+        )
+
+    def extension_versions(self, publisher: str, type_: str, location: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT * FROM extension_versions WHERE lower(publisher) = lower(?) AND lower(type) = lower(?)",
+            (publisher, type_),
+        ).fetchall()
+        regions = [(r["version"], json.loads(r["regions"])) for r in rows]
+        return [v for v, where in regions if ALL_REGIONS in where or location in where]
 
     def _image_row(self, image: ImageReference) -> sqlite3.Row:
         return self.db.execute(
@@ -445,7 +548,11 @@ class Cloud:
             return ALL_REGIONS in regions or location in regions
 
         if image.version == LATEST:
-            candidates = [r for r in rows if not r["exclude_from_latest"]]
+            candidates = [
+                r
+                for r in rows
+                if not r["exclude_from_latest"] and location not in json.loads(r["excluded_regions"])
+            ]
             if not candidates:
                 known = ", ".join(sorted((r["version"] for r in rows), key=natural_key))
                 raise CloudError(
@@ -479,16 +586,23 @@ class Cloud:
     # --- long-running operations ------------------------------------------------------------
 
     def begin_reimage(
-        self, name: str, instance_id: str, image: ImageReference, operation_id: str
+        self,
+        name: str,
+        instance_id: str,
+        image: ImageReference | None = None,
+        arm_operation: str | None = None,
     ) -> FleetOperation:
+        """Write a new OS disk from `image` (resolved in the set's region); None: the image the
+        instance runs, at its exact version. Every call is a new operation (no deduplication)."""
         self.settle()
-        if repeated := self._repeat(operation_id, OperationKind.REIMAGE, name, instance_id):
-            return repeated
         spec = self.spec(name)
         instance = self._idle_instance(name, instance_id)
+        if image is None:
+            current = ImageReference.model_validate_json(instance["image"])
+            image = current.at_version(current.resolved_version)
         exact = self.resolve_image(image, spec.location)
-        seconds = within(spec.timing.reimage_seconds, spec.seed, "reimage", operation_id)
-        failure = spec.faults.operation_errors.get(instance_id)
+        operation_id = str(uuid.uuid4())
+        seconds = within(spec.timing.reimage_seconds, spec.seed, "reimage", instance_id, operation_id)
         return self._begin(
             operation_id,
             OperationKind.REIMAGE,
@@ -497,13 +611,15 @@ class Cloud:
             instance["os_disk"],
             seconds,
             image=exact,
-            error_code=failure,
+            error_code=spec.faults.operation_errors.get(instance_id),
+            arm_operation=arm_operation,
         )
 
-    def begin_restore(self, name: str, instance_id: str, os_disk: str, operation_id: str) -> FleetOperation:
+    def begin_restore(
+        self, name: str, instance_id: str, os_disk: str, arm_operation: str | None = None
+    ) -> FleetOperation:
+        """Swap the instance's OS disk for one it had before (Flexible OS disk swap)."""
         self.settle()
-        if repeated := self._repeat(operation_id, OperationKind.RESTORE, name, instance_id):
-            return repeated
         spec = self.spec(name)
         instance = self._idle_instance(name, instance_id)
         disk = self.db.execute(
@@ -514,7 +630,8 @@ class Cloud:
             raise CloudError(
                 404, "DiskNotFound", f"OS disk {os_disk!r} of instance {name}/{instance_id} was not found"
             )
-        seconds = within(spec.timing.restore_seconds, spec.seed, "restore", operation_id)
+        operation_id = str(uuid.uuid4())
+        seconds = within(spec.timing.restore_seconds, spec.seed, "restore", instance_id, operation_id)
         return self._begin(
             operation_id,
             OperationKind.RESTORE,
@@ -523,17 +640,18 @@ class Cloud:
             instance["os_disk"],
             seconds,
             target_disk=os_disk,
+            arm_operation=arm_operation,
         )
 
-    def begin_restart(self, name: str, instance_id: str, seconds: float, operation_id: str) -> FleetOperation:
+    def begin_restart(
+        self, name: str, instance_id: str, seconds: float, operation_id: str | None = None
+    ) -> FleetOperation:
         """An operation started from outside the upgrade (as another tool or the platform
         would): the instance is busy for `seconds`, then boots again on the same OS disk."""
         self.settle()
-        if repeated := self._repeat(operation_id, OperationKind.RESTART, name, instance_id):
-            return repeated
         instance = self._idle_instance(name, instance_id)
         return self._begin(
-            operation_id,
+            operation_id or str(uuid.uuid4()),
             OperationKind.RESTART,
             name,
             instance_id,
@@ -542,24 +660,76 @@ class Cloud:
             target_disk=instance["os_disk"],
         )
 
-    def _repeat(
-        self, operation_id: str, kind: OperationKind, name: str, instance_id: str
-    ) -> FleetOperation | None:
-        """A repeated operation id is the same operation: count the request, change nothing."""
-        row = self.db.execute("SELECT * FROM operations WHERE operation_id = ?", (operation_id,)).fetchone()
-        if row is None:
-            return None
-        if (row["kind"], row["scale_set"], row["instance_id"]) != (kind.value, name, instance_id):
+    def update_model(self, name: str, image: ImageReference, if_match: str | None = None) -> ScaleSetView:
+        """Change the scale set model's image (PATCH); If-Match must name the current etag."""
+        spec = self.spec(name)
+        etag = self.etag(name)
+        if if_match not in (None, "*") and if_match.strip('"W/') != str(etag):
             raise CloudError(
-                409,
-                "OperationIdConflict",
-                f"operation {operation_id!r} is a {row['kind']} of {row['scale_set']}/{row['instance_id']}",
+                412, "PreconditionFailed", f'If-Match {if_match} does not match the current etag "{etag}"'
             )
+        if image.version != LATEST:
+            self.resolve_image(image, spec.location)
+        changed = spec.model_copy(update={"image_reference": image})
         self.db.execute(
-            "UPDATE operations SET request_count = request_count + 1 WHERE operation_id = ?",
-            (operation_id,),
+            "UPDATE scale_sets SET spec = ?, etag = etag + 1 WHERE name = ?",
+            (changed.model_dump_json(), name),
         )
-        return self.operation(name, operation_id)
+        return self.scale_set_view(name)
+
+    def manual_upgrade(self, name: str, instance_ids: list[str], arm_operation: str) -> list[FleetOperation]:
+        """Bring instances to the model (POST manualupgrade): a reimage to the model's image for
+        each one not on it. Refused as a whole if one is unknown or busy."""
+        self.settle()
+        spec = self.spec(name)
+        target = self.resolve_image(spec.image_reference, spec.location)
+        rows = [self._idle_instance(name, instance_id) for instance_id in instance_ids]
+        stale = [r for r in rows if not ImageReference.model_validate_json(r["image"]).same_image(target)]
+        return [self.begin_reimage(name, r["instance_id"], target, arm_operation) for r in stale]
+
+    def on_model(self, spec: ScaleSetSpec, instance: InstanceView) -> bool:
+        """latestModelApplied: the instance runs the model's image (its newest for 'latest')."""
+        try:
+            target = self.resolve_image(spec.image_reference, spec.location)
+        except CloudError:
+            return False
+        return instance.image_reference.same_image(target)
+
+    # --- ARM long-running operations --------------------------------------------------------
+
+    def new_arm_operation(self, name: str) -> str:
+        spec = self.spec(name)
+        operation_id = str(uuid.uuid4())
+        self.db.execute(
+            "INSERT INTO arm_operations VALUES (?, ?, ?, ?)",
+            (operation_id, name, spec.location, self.clock()),
+        )
+        return operation_id
+
+    def arm_operation(self, operation_id: str) -> dict[str, Any]:
+        """Azure's async operation status: {name, status, startTime, endTime, error}, from the
+        instance operations it started (Failed when one failed, done when all are)."""
+        self.settle()
+        row = self.db.execute("SELECT * FROM arm_operations WHERE id = ?", (operation_id,)).fetchone()
+        if row is None:
+            raise CloudError(404, "NotFound", f"operation {operation_id!r} was not found")
+        members = self.db.execute(
+            "SELECT * FROM operations WHERE arm_operation = ? ORDER BY seq", (operation_id,)
+        ).fetchall()
+        document: dict[str, Any] = {"name": operation_id, "startTime": iso(row["start_time"])}
+        if any(m["status"] == OperationStatus.IN_PROGRESS.value for m in members):
+            return {**document, "status": OperationStatus.IN_PROGRESS.value}
+        end = max((m["end_time"] for m in members), default=row["start_time"])
+        document["endTime"] = iso(end)
+        failed = [m for m in members if m["status"] == OperationStatus.FAILED.value]
+        if failed:
+            error = {"code": failed[0]["error_code"], "message": failed[0]["error_message"]}
+            return {**document, "status": OperationStatus.FAILED.value, "error": error}
+        return {**document, "status": OperationStatus.SUCCEEDED.value}
+
+    def scale_set_of_arm_operation(self, operation_id: str) -> str | None:
+        row = self.db.execute("SELECT scale_set FROM arm_operations WHERE id = ?", (operation_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def _idle_instance(self, name: str, instance_id: str) -> sqlite3.Row:
         instance = self._instance(name, instance_id)
@@ -584,13 +754,14 @@ class Cloud:
         image: ImageReference | None = None,
         target_disk: str | None = None,
         error_code: str | None = None,
+        arm_operation: str | None = None,
     ) -> FleetOperation:
         now = self.clock()
         with self._transaction():
             self.db.execute(
                 "INSERT INTO operations (operation_id, kind, scale_set, instance_id, status,"
-                " start_time, complete_at, image, target_disk, previous_os_disk, error_code)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " start_time, complete_at, image, target_disk, previous_os_disk, error_code,"
+                " arm_operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     operation_id,
                     kind.value,
@@ -603,6 +774,7 @@ class Cloud:
                     target_disk,
                     current_disk,
                     error_code,
+                    arm_operation,
                 ),
             )
             self.db.execute(
@@ -675,7 +847,13 @@ class Cloud:
         if not exists:
             return self._fail(op, "NotFound", "the instance was deleted during the operation")
         if op["error_code"]:
+            # Azure leaves the VM with provisioningState Failed and the error in its instance
+            # view until an operation succeeds on it.
             self._release(op, ended + boot)
+            self.db.execute(
+                "UPDATE instances SET error_code = ? WHERE scale_set = ? AND instance_id = ?",
+                (op["error_code"], name, instance_id),
+            )
             return self._fail(op, op["error_code"], f"{op['kind']} failed: {op['error_code']}")
 
         if op["kind"] == OperationKind.REIMAGE.value:
@@ -699,7 +877,8 @@ class Cloud:
         else:
             new_disk = op["target_disk"]
         self.db.execute(
-            "UPDATE instances SET os_disk = ?, forced_health = NULL WHERE scale_set = ? AND instance_id = ?",
+            "UPDATE instances SET os_disk = ?, forced_health = NULL, error_code = NULL"
+            " WHERE scale_set = ? AND instance_id = ?",
             (new_disk, name, instance_id),
         )
         self._release(op, ended + boot)

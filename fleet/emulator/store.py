@@ -62,6 +62,21 @@ CREATE TABLE IF NOT EXISTS operations (
     request_count INTEGER NOT NULL DEFAULT 1,
     ready_at REAL
 );
+-- One ARM long-running operation (what Azure-AsyncOperation polls): the instance operations
+-- it started (operations.arm_operation) decide its status; none means it is done.
+CREATE TABLE IF NOT EXISTS arm_operations (
+    id TEXT PRIMARY KEY,
+    scale_set TEXT NOT NULL,
+    location TEXT NOT NULL,
+    start_time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS extension_versions (
+    publisher TEXT NOT NULL,
+    type TEXT NOT NULL,
+    version TEXT NOT NULL,
+    regions TEXT NOT NULL,
+    PRIMARY KEY (publisher, type, version)
+);
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, complete_at);
 CREATE INDEX IF NOT EXISTS operations_by_set ON operations (scale_set, seq);
 """
@@ -79,7 +94,14 @@ def open_database(path: str | Path) -> sqlite3.Connection:
 
 
 # Columns added since the first schema: (table, column, definition).
-ADDED_COLUMNS = [("operations", "ready_at", "REAL")]
+ADDED_COLUMNS = [
+    ("operations", "ready_at", "REAL"),
+    ("operations", "arm_operation", "TEXT"),
+    ("instances", "error_code", "TEXT"),
+    ("scale_sets", "etag", "INTEGER NOT NULL DEFAULT 1"),
+    ("images", "end_of_life", "TEXT"),
+    ("images", "excluded_regions", "TEXT NOT NULL DEFAULT '[]'"),
+]
 
 
 def migrate(db: sqlite3.Connection) -> None:

@@ -1,0 +1,377 @@
+"""Azure Resource Manager's Compute API over the emulated cloud, as azure-mgmt-compute calls it.
+
+Every route wants `Authorization: Bearer …` (401 AuthenticationFailed), an `api-version` (400
+MissingApiVersionParameter; any value is accepted and recorded), the emulator's subscription and
+resource group. Actions are long-running as in ARM: 202 (PATCH: 200 with provisioningState
+Updating) with Azure-AsyncOperation, Location, Retry-After and x-ms-request-id; the status URL is
+`/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}`. No action is
+ever deduplicated: two reimage POSTs are two reimages.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from fleet.emulator import resources
+from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, Cloud, CloudError, resource_id
+from models.image import LATEST, ImageReference
+from models.sorting import natural_key
+
+__all__ = ["RESOURCE_GROUP", "SUBSCRIPTION", "arm_router"]
+
+GROUP = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute"
+LOCATIONS = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}"
+# Seconds a client should wait between polls of an operation (Azure sends its own guess).
+POLL_SECONDS = 1
+
+
+def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
+    def check(request: Request) -> None:
+        """What ARM checks before anything else: the token, the api-version, the scope."""
+        if not request.headers.get("authorization", "").lower().startswith("bearer "):
+            raise CloudError(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing or not a Bearer token.",
+            )
+        version = request.query_params.get("api-version")
+        if not version:
+            raise CloudError(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        api_versions[version] += 1
+        sub = request.path_params.get("sub")
+        if sub is not None and sub != SUBSCRIPTION:
+            raise CloudError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+        rg = request.path_params.get("rg")
+        if rg is not None and rg.lower() != RESOURCE_GROUP:
+            raise CloudError(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+
+    router = APIRouter(dependencies=[Depends(check)])
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def api_version(request: Request) -> str:
+        return request.query_params["api-version"]
+
+    def page(request: Request, items: list[dict[str, Any]], size: int) -> dict[str, Any]:
+        """One page of a list; `nextLink` carries the query (api-version included) and an offset."""
+        start = int(request.query_params.get("$skiptoken") or 0)
+        document: dict[str, Any] = {"value": items[start : start + size]}
+        if start + size < len(items):
+            query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
+            query["$skiptoken"] = str(start + size)
+            document["nextLink"] = str(request.url.replace_query_params(**query))
+        return document
+
+    def accepted(
+        request: Request, operation_id: str, location: str, status: int = 202, body: Any = None
+    ) -> Response:
+        base = str(request.base_url).rstrip("/")
+        version = api_version(request)
+        status_url = f"{base}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/locations/{location}"
+        status_url += f"/operations/{operation_id}"
+        headers = {
+            "Azure-AsyncOperation": f"{status_url}?api-version={version}",
+            "Location": f"{status_url}?monitor=true&api-version={version}",
+            "Retry-After": str(POLL_SECONDS),
+            "x-ms-request-id": str(uuid.uuid4()),
+        }
+        if body is None:
+            return Response(status_code=status, headers=headers)
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def expanded(request: Request) -> bool:
+        return (request.query_params.get("$expand") or "").lower() == "instanceview"
+
+    def uniform(name: str) -> Any:
+        spec = cloud.spec(name)
+        if spec.orchestration_mode != "Uniform":
+            raise CloudError(
+                400,
+                "OperationNotAllowed",
+                f"scale set {name!r} has orchestrationMode Flexible: its instances are virtual machines "
+                "(Microsoft.Compute/virtualMachines)",
+            )
+        return spec
+
+    def vmss_vm(name: str, instance_id: str, expand: bool) -> dict[str, Any]:
+        spec = uniform(name)
+        instance = cloud.instance_view(name, instance_id, probe=expand)
+        return resources.scale_set_vm(spec, instance, cloud.on_model(spec, instance), cloud.clock(), expand)
+
+    def flexible_vm(vm: str, expand: bool) -> dict[str, Any]:
+        name = cloud.flexible_scale_set_of(vm)
+        spec = cloud.spec(name)
+        return resources.virtual_machine(
+            spec, cloud.instance_view(name, vm, probe=expand), cloud.clock(), expand
+        )
+
+    def scale_set_document(name: str) -> dict[str, Any]:
+        row = cloud.db.execute("SELECT created_at FROM scale_sets WHERE name = ?", (name,)).fetchone()
+        return resources.scale_set(cloud.spec(name), cloud.etag(name), row["created_at"] if row else 0.0)
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise CloudError(400, "InvalidRequestContent", "The request content was invalid JSON.") from None
+        if not isinstance(document, dict):
+            raise CloudError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+        return document
+
+    def reimage_image(name: str, instance_id: str, body: dict[str, Any]) -> ImageReference | None:
+        """exactVersion: that version of the instance's current image definition."""
+        exact = body.get("exactVersion")
+        if not exact:
+            return None
+        current = cloud.instance_view(name, instance_id).image_reference
+        return current.model_copy(update={"version": exact, "exact_version": None})
+
+    # --- scale sets -------------------------------------------------------------------------
+
+    @router.get(GROUP + "/virtualMachineScaleSets")
+    async def list_scale_sets(request: Request) -> dict[str, Any]:
+        return page(request, [scale_set_document(n) for n in cloud.scale_set_names()], 100)
+
+    @router.get(GROUP + "/virtualMachineScaleSets/{vmss}")
+    async def get_scale_set(vmss: str) -> dict[str, Any]:
+        cloud.settle()
+        return scale_set_document(vmss)
+
+    @router.patch(GROUP + "/virtualMachineScaleSets/{vmss}")
+    async def update_scale_set(vmss: str, request: Request) -> Response:
+        """Change the model's image (the one update the emulator models), honouring If-Match."""
+        body = await body_of(request)
+        profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
+        raw = (profile.get("storageProfile") or {}).get("imageReference")
+        spec = cloud.spec(vmss)
+        if raw:
+            image = image_from_arm(raw)
+            cloud.update_model(vmss, image, request.headers.get("if-match"))
+        elif (match := request.headers.get("if-match")) is not None:
+            cloud.update_model(vmss, spec.image_reference, match)
+        operation = cloud.new_arm_operation(vmss)
+        document = scale_set_document(vmss)
+        document["properties"]["provisioningState"] = "Updating"
+        return accepted(request, operation, spec.location, status=200, body=document)
+
+    @router.post(GROUP + "/virtualMachineScaleSets/{vmss}/manualupgrade")
+    async def manual_upgrade(vmss: str, request: Request) -> Response:
+        body = await body_of(request)
+        ids = body.get("instanceIds")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise CloudError(
+                400, "InvalidParameter", "instanceIds: a non-empty list of instance ids is required"
+            )
+        spec = cloud.spec(vmss)
+        operation = cloud.new_arm_operation(vmss)
+        cloud.manual_upgrade(vmss, ids, operation)
+        return accepted(request, operation, spec.location)
+
+    # --- Uniform instances ------------------------------------------------------------------
+
+    @router.get(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines")
+    async def list_scale_set_vms(vmss: str, request: Request) -> dict[str, Any]:
+        spec = uniform(vmss)
+        expand = expanded(request)
+        view = cloud.scale_set_view(vmss, probe=expand)
+        now = cloud.clock()
+        items = [
+            resources.scale_set_vm(spec, i, cloud.on_model(spec, i), now, expand) for i in view.instances
+        ]
+        return page(request, items, spec.page_size)
+
+    @router.get(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}")
+    async def get_scale_set_vm(vmss: str, instance_id: str, request: Request) -> dict[str, Any]:
+        return vmss_vm(vmss, instance_id, expanded(request))
+
+    @router.get(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}/instanceView")
+    async def get_scale_set_vm_instance_view(vmss: str, instance_id: str) -> dict[str, Any]:
+        spec = uniform(vmss)
+        return resources.instance_view(
+            spec, cloud.instance_view(vmss, instance_id, probe=True), cloud.clock()
+        )
+
+    @router.post(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}/reimage")
+    async def reimage_scale_set_vm(vmss: str, instance_id: str, request: Request) -> Response:
+        spec = uniform(vmss)
+        image = reimage_image(vmss, instance_id, await body_of(request))
+        operation = cloud.new_arm_operation(vmss)
+        cloud.begin_reimage(vmss, instance_id, image, operation)
+        return accepted(request, operation, spec.location)
+
+    # --- Flexible instances: virtual machines -----------------------------------------------
+
+    @router.get(GROUP + "/virtualMachines")
+    async def list_vms(request: Request) -> dict[str, Any]:
+        """Every Flexible VM, or those of one scale set: $filter='virtualMachineScaleSet/id' eq '<id>'."""
+        wanted = scale_set_filter(request.query_params.get("$filter"))
+        expand = expanded(request)
+        items: list[dict[str, Any]] = []
+        size = 100
+        for name in cloud.scale_set_names():
+            spec = cloud.spec(name)
+            if spec.orchestration_mode != "Flexible" or (wanted and wanted != resource_id(name).lower()):
+                continue
+            size = min(size, spec.page_size)
+            now = cloud.clock()
+            view = cloud.scale_set_view(name, probe=expand)
+            items += [resources.virtual_machine(spec, i, now, expand) for i in view.instances]
+        return page(request, items, size)
+
+    @router.get(GROUP + "/virtualMachines/{vm}")
+    async def get_vm(vm: str, request: Request) -> dict[str, Any]:
+        return flexible_vm(vm, expanded(request))
+
+    @router.get(GROUP + "/virtualMachines/{vm}/instanceView")
+    async def get_vm_instance_view(vm: str) -> dict[str, Any]:
+        name = cloud.flexible_scale_set_of(vm)
+        return resources.instance_view(
+            cloud.spec(name), cloud.instance_view(name, vm, probe=True), cloud.clock()
+        )
+
+    @router.post(GROUP + "/virtualMachines/{vm}/reimage")
+    async def reimage_vm(vm: str, request: Request) -> Response:
+        name = cloud.flexible_scale_set_of(vm)
+        image = reimage_image(name, vm, await body_of(request))
+        operation = cloud.new_arm_operation(name)
+        cloud.begin_reimage(name, vm, image, operation)
+        return accepted(request, operation, cloud.spec(name).location)
+
+    @router.patch(GROUP + "/virtualMachines/{vm}")
+    async def update_vm(vm: str, request: Request) -> Response:
+        """OS disk swap: properties.storageProfile.osDisk.managedDisk.id = a disk the VM had."""
+        name = cloud.flexible_scale_set_of(vm)
+        body = await body_of(request)
+        storage = (body.get("properties") or {}).get("storageProfile") or {}
+        disk = ((storage.get("osDisk") or {}).get("managedDisk") or {}).get("id")
+        operation = cloud.new_arm_operation(name)
+        if disk:
+            prefix = f"{PROVIDER}/disks/".lower()
+            if not disk.lower().startswith(prefix):
+                raise CloudError(404, "NotFound", f"disk {disk!r} was not found")
+            disk_name = disk[len(prefix) :]
+            if disk_name != cloud.instance_view(name, vm).os_disk.name:
+                cloud.begin_restore(name, vm, disk_name, operation)
+        return accepted(
+            request, operation, cloud.spec(name).location, status=200, body=flexible_vm(vm, False)
+        )
+
+    # --- operations -------------------------------------------------------------------------
+
+    @router.get(LOCATIONS + "/operations/{operation_id}")
+    async def operation_status(operation_id: str, request: Request) -> Response:
+        """The Azure-AsyncOperation document; with monitor=true the Location answer: 202 while in
+        progress, 200 once it succeeded, the error once it failed."""
+        status = cloud.arm_operation(operation_id)
+        if request.query_params.get("monitor") != "true":
+            headers = {"Retry-After": str(POLL_SECONDS)} if status["status"] == "InProgress" else {}
+            return JSONResponse(status, headers=headers)
+        if status["status"] == "InProgress":
+            return Response(
+                status_code=202, headers={"Retry-After": str(POLL_SECONDS), "Location": str(request.url)}
+            )
+        if status["status"] == "Failed":
+            return JSONResponse({"error": status["error"]}, status_code=409)
+        return Response(status_code=200)
+
+    # --- images -----------------------------------------------------------------------------
+
+    def gallery_versions(request: Request, gallery: str, image: str) -> tuple[str, list[Any]]:
+        image_id = f"{PROVIDER}/galleries/{gallery}/images/{image}"
+        rows = cloud.image_rows(image_id.lower())
+        if not rows:
+            raise CloudError(404, "ResourceNotFound", f"gallery image {image_id!r} was not found")
+        return image_id, rows
+
+    def gallery_document(image_id: str, row: Any, replication: bool) -> dict[str, Any]:
+        return resources.gallery_version(
+            image_id,
+            row["version"],
+            default_location(),
+            json.loads(row["regions"]),
+            json.loads(row["excluded_regions"]),
+            bool(row["exclude_from_latest"]),
+            row["published_at"],
+            row["end_of_life"],
+            replication,
+        )
+
+    def default_location() -> str:
+        names = cloud.scale_set_names()
+        return cloud.spec(names[0]).location if names else "westeurope"
+
+    @router.get(GROUP + "/galleries/{gallery}/images/{image}/versions")
+    async def list_gallery_versions(gallery: str, image: str, request: Request) -> dict[str, Any]:
+        image_id, rows = gallery_versions(request, gallery, image)
+        return page(request, [gallery_document(image_id, row, False) for row in rows], 100)
+
+    @router.get(GROUP + "/galleries/{gallery}/images/{image}/versions/{version}")
+    async def get_gallery_version(gallery: str, image: str, version: str, request: Request) -> dict[str, Any]:
+        image_id, rows = gallery_versions(request, gallery, image)
+        row = next((r for r in rows if r["version"] == version), None)
+        if row is None:
+            raise CloudError(
+                404, "ResourceNotFound", f"gallery image version {image_id}/versions/{version} was not found"
+            )
+        replication = (request.query_params.get("$expand") or "").lower() == "replicationstatus"
+        return gallery_document(image_id, row, replication)
+
+    @router.get(
+        LOCATIONS + "/publishers/{publisher}/artifacttypes/vmimage/offers/{offer}/skus/{sku}/versions"
+    )
+    async def marketplace_versions(
+        loc: str, publisher: str, offer: str, sku: str, request: Request
+    ) -> Response:
+        """A bare JSON array, as Azure answers; $orderby=name sorts as strings (8.10 before 8.9)."""
+        key = "|".join(part.lower() for part in (publisher, offer, sku))
+        versions = [
+            row["version"]
+            for row in cloud.image_rows(key)
+            if "*" in json.loads(row["regions"]) or loc in json.loads(row["regions"])
+        ]
+        order = (request.query_params.get("$orderby") or "").lower()
+        if order.startswith("name"):
+            versions.sort(reverse=order.endswith("desc"))
+        if top := request.query_params.get("$top"):
+            versions = versions[: int(top)]
+        return JSONResponse([resources.marketplace_version(loc, publisher, offer, sku, v) for v in versions])
+
+    @router.get(LOCATIONS + "/publishers/{publisher}/artifacttypes/vmextension/types/{type_}/versions")
+    async def extension_versions(loc: str, publisher: str, type_: str) -> Response:
+        versions = sorted(cloud.extension_versions(publisher, type_, loc), key=natural_key)
+        return JSONResponse([resources.extension_version(loc, publisher, type_, v) for v in versions])
+
+    return router
+
+
+def scale_set_filter(text: str | None) -> str | None:
+    """The scale set id of `'virtualMachineScaleSet/id' eq '<id>'` (lowercased), else None."""
+    if not text:
+        return None
+    field, _, value = text.partition(" eq ")
+    if field.strip().strip("'").lower() != "virtualmachinescaleset/id" or not value:
+        raise CloudError(400, "InvalidParameter", f"$filter {text!r} is not supported")
+    return value.strip().strip("'").lower()
+
+
+def image_from_arm(raw: dict[str, Any]) -> ImageReference:
+    """An ARM imageReference (gallery id with or without /versions/V, or publisher/offer/sku)."""
+    if raw.get("id"):
+        return ImageReference.parse(raw["id"])
+    return ImageReference.model_validate(
+        {k: raw[k] for k in ("publisher", "offer", "sku") if k in raw}
+        | {"version": raw.get("version") or LATEST}
+    )

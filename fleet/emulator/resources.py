@@ -1,0 +1,366 @@
+"""The emulator's state as Azure Resource Manager documents (camelCase, `properties` envelopes),
+shaped after the Compute REST API and azure-mgmt-compute's models, field for field."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fleet.emulator.cloud import PROVIDER, SUBSCRIPTION, disk_id, iso, resource_id
+from models.fleet import HealthState, InstanceView, ScaleSetSpec
+from models.image import ImageReference
+
+HEALTH_EXTENSION = "HealthExtension"
+HEALTH_PUBLISHER = "Microsoft.ManagedServices"
+HEALTH_TYPE = "ApplicationHealthLinux"
+# Azure's display names of regions, as gallery replication shows them.
+REGION_NAMES = {
+    "westeurope": "West Europe",
+    "northeurope": "North Europe",
+    "eastus": "East US",
+    "eastus2": "East US 2",
+    "westus": "West US",
+    "westus2": "West US 2",
+    "westus3": "West US 3",
+    "centralus": "Central US",
+    "uksouth": "UK South",
+    "francecentral": "France Central",
+    "germanywestcentral": "Germany West Central",
+    "swedencentral": "Sweden Central",
+    "southeastasia": "Southeast Asia",
+    "japaneast": "Japan East",
+    "australiaeast": "Australia East",
+}
+
+
+def region_name(location: str) -> str:
+    return REGION_NAMES.get(location.lower(), location)
+
+
+def stable_uuid(*keys: object) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(map(str, keys))))
+
+
+def image_reference(image: ImageReference, *, exact: bool) -> dict[str, Any]:
+    """imageReference as Azure shows it: the model's `version`, plus `exactVersion` on a VM."""
+    if image.id:
+        # A gallery image id names a version only when the model pins one.
+        pinned = image.version != "latest"
+        document: dict[str, Any] = {"id": f"{image.id}/versions/{image.version}" if pinned else image.id}
+    else:
+        document = {
+            "publisher": image.publisher,
+            "offer": image.offer,
+            "sku": image.sku,
+            "version": image.version,
+        }
+    if exact:
+        document["exactVersion"] = image.resolved_version
+    return document
+
+
+def health_extension(spec: ScaleSetSpec) -> dict[str, Any]:
+    settings = spec.extension
+    document: dict[str, Any] = {
+        "protocol": settings.protocol,
+        "port": settings.port,
+        "intervalInSeconds": settings.interval_in_seconds,
+        "numberOfProbes": settings.number_of_probes,
+    }
+    if settings.protocol != "tcp":
+        document["requestPath"] = settings.request_path
+    if settings.grace_period is not None:
+        document["gracePeriod"] = settings.grace_period
+    return {
+        "name": HEALTH_EXTENSION,
+        "id": f"{resource_id(spec.name)}/extensions/{HEALTH_EXTENSION}",
+        "type": "Microsoft.Compute/virtualMachineScaleSets/extensions",
+        "properties": {
+            "publisher": HEALTH_PUBLISHER,
+            "type": HEALTH_TYPE,
+            # Rich health states came with version 2.0; 1.0 reads answers as binary.
+            "typeHandlerVersion": "2.0" if settings.rich else "1.0",
+            "autoUpgradeMinorVersion": True,
+            "settings": document,
+            "provisioningState": "Succeeded",
+        },
+    }
+
+
+def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any]:
+    flexible = spec.orchestration_mode == "Flexible"
+    storage: dict[str, Any] = {
+        "imageReference": image_reference(spec.image_reference, exact=False),
+        "osDisk": {
+            "createOption": "FromImage",
+            "caching": "ReadWrite",
+            "osType": "Linux",
+            "diskSizeGB": 30,
+            "managedDisk": {"storageAccountType": "Premium_LRS"},
+        },
+        "dataDisks": [
+            {
+                "lun": lun,
+                "createOption": "Empty",
+                "caching": "None",
+                "diskSizeGB": 128,
+                "managedDisk": {"storageAccountType": "Premium_LRS"},
+            }
+            for lun in range(spec.data_disks_per_instance)
+        ],
+    }
+    properties: dict[str, Any] = {
+        "orchestrationMode": spec.orchestration_mode,
+        "upgradePolicy": {
+            "mode": spec.upgrade_mode,
+            "automaticOSUpgradePolicy": {
+                "enableAutomaticOSUpgrade": spec.automatic_os_upgrade,
+                "disableAutomaticRollback": False,
+            },
+        },
+        "virtualMachineProfile": {
+            "osProfile": {"computerNamePrefix": spec.name[:9], "adminUsername": "azureuser"},
+            "storageProfile": storage,
+            "extensionProfile": {"extensions": [health_extension(spec)]},
+        },
+        "provisioningState": "Succeeded",
+        "overprovision": False,
+        "singlePlacementGroup": False,
+        "uniqueId": stable_uuid(spec.name, created_at),
+        "timeCreated": iso(created_at),
+    }
+    if flexible:
+        properties["platformFaultDomainCount"] = 1
+    document: dict[str, Any] = {
+        "name": spec.name,
+        "id": resource_id(spec.name),
+        "type": "Microsoft.Compute/virtualMachineScaleSets",
+        "location": spec.location,
+        "sku": {"name": spec.vm_size, "tier": "Standard", "capacity": spec.capacity},
+        "etag": f'"{etag}"',
+        "properties": properties,
+    }
+    if spec.zones:
+        document["zones"] = spec.zones
+    return document
+
+
+def _status(code: str, display: str, level: str = "Info", message: str | None = None) -> dict[str, Any]:
+    document = {"code": code, "level": level, "displayStatus": display}
+    if message is not None:
+        document["message"] = message
+    return document
+
+
+def instance_view(spec: ScaleSetSpec, instance: InstanceView, since: float) -> dict[str, Any]:
+    """The VM's instanceView: provisioning and power states, the health extension, vmHealth."""
+    provisioning = instance.provisioning_state
+    if provisioning == "Failed":
+        message = f"the last operation failed with {instance.error_code}"
+        first = _status(
+            f"ProvisioningState/failed/{instance.error_code}", "Provisioning failed", "Error", message
+        )
+    else:
+        first = _status(f"ProvisioningState/{provisioning.lower()}", f"Provisioning {provisioning.lower()}")
+    first["time"] = iso(since)
+    power = instance.power_state
+    statuses = [first, _status(f"PowerState/{power}", f"VM {power}")]
+    health = instance.health
+    substatuses = [
+        _status(
+            f"ComponentStatus/ApplicationHealthState/{health.value.lower()}",
+            "Provisioning succeeded",
+            "Info" if health == HealthState.HEALTHY else "Warning",
+            f"Application health: {health.value}",
+        )
+    ]
+    metrics = instance.custom_metrics
+    if metrics.phase_ordering_number is not None or metrics.skip_upgrade:
+        # A JSON string, as the extension passes the application's customMetrics on.
+        text = json.dumps({"rollingUpgrade": metrics.to_json()})
+        substatuses.append(
+            _status("ComponentStatus/CustomMetrics/succeeded", "Provisioning succeeded", message=text)
+        )
+    extension = {
+        "name": HEALTH_EXTENSION,
+        "type": f"{HEALTH_PUBLISHER}.{HEALTH_TYPE}",
+        "typeHandlerVersion": "2.0.12" if spec.extension.rich else "1.0.6",
+        "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded")],
+        "substatuses": substatuses,
+    }
+    return {
+        "platformUpdateDomain": instance.platform_update_domain,
+        "platformFaultDomain": instance.platform_fault_domain,
+        "computerName": computer_name(spec, instance),
+        "osName": "ubuntu",
+        "osVersion": "22.04",
+        "vmAgent": {
+            "vmAgentVersion": "2.9.1.1",
+            "statuses": [_status("ProvisioningState/succeeded", "Ready", message="Guest Agent is running")],
+        },
+        "disks": [
+            {"name": disk, "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded")]}
+            for disk in [instance.os_disk.name, *(d.name for d in instance.data_disks)]
+        ],
+        "extensions": [extension],
+        "vmHealth": {
+            "status": _status(f"HealthState/{health.value.lower()}", f"The VM is {health.value.lower()}")
+        },
+        "statuses": statuses,
+        "hyperVGeneration": "V2",
+    }
+
+
+def computer_name(spec: ScaleSetSpec, instance: InstanceView) -> str:
+    if spec.orchestration_mode == "Flexible":
+        return instance.instance_id.replace("_", "")[:15]
+    return f"{spec.name[:9]}{int(instance.instance_id):06X}"
+
+
+def _storage(instance: InstanceView) -> dict[str, Any]:
+    return {
+        "imageReference": image_reference(instance.image_reference, exact=True),
+        "osDisk": {
+            "osType": "Linux",
+            "name": instance.os_disk.name,
+            "createOption": "FromImage",
+            "caching": "ReadWrite",
+            "diskSizeGB": 30,
+            "deleteOption": "Detach",
+            "managedDisk": {"storageAccountType": "Premium_LRS", "id": disk_id(instance.os_disk.name)},
+        },
+        "dataDisks": [
+            {
+                "lun": disk.lun,
+                "name": disk.name,
+                "createOption": "Empty",
+                "caching": "None",
+                "diskSizeGB": disk.disk_size_gb,
+                "managedDisk": {"storageAccountType": "Premium_LRS", "id": disk_id(disk.name)},
+            }
+            for disk in instance.data_disks
+        ],
+    }
+
+
+def scale_set_vm(
+    spec: ScaleSetSpec, instance: InstanceView, on_model: bool, since: float, expand: bool
+) -> dict[str, Any]:
+    """A Uniform instance (VirtualMachineScaleSetVM)."""
+    properties: dict[str, Any] = {
+        "latestModelApplied": on_model,
+        "vmId": stable_uuid(spec.name, instance.instance_id),
+        "hardwareProfile": {"vmSize": spec.vm_size},
+        "storageProfile": _storage(instance),
+        "osProfile": {"computerName": computer_name(spec, instance), "adminUsername": "azureuser"},
+        "provisioningState": instance.provisioning_state,
+    }
+    if expand:
+        properties["instanceView"] = instance_view(spec, instance, since)
+    document: dict[str, Any] = {
+        "name": f"{spec.name}_{instance.instance_id}",
+        "id": f"{resource_id(spec.name)}/virtualMachines/{instance.instance_id}",
+        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+        "location": spec.location,
+        "instanceId": instance.instance_id,
+        "sku": {"name": spec.vm_size, "tier": "Standard"},
+        "properties": properties,
+    }
+    if instance.zone:
+        document["zones"] = [instance.zone]
+    return document
+
+
+def virtual_machine(spec: ScaleSetSpec, instance: InstanceView, since: float, expand: bool) -> dict[str, Any]:
+    """A Flexible instance: a plain VirtualMachine belonging to the scale set."""
+    properties: dict[str, Any] = {
+        "vmId": stable_uuid(spec.name, instance.instance_id),
+        "hardwareProfile": {"vmSize": spec.vm_size},
+        "storageProfile": _storage(instance),
+        "osProfile": {"computerName": computer_name(spec, instance), "adminUsername": "azureuser"},
+        "virtualMachineScaleSet": {"id": resource_id(spec.name)},
+        "provisioningState": instance.provisioning_state,
+    }
+    if expand:
+        properties["instanceView"] = instance_view(spec, instance, since)
+    document: dict[str, Any] = {
+        "name": instance.instance_id,
+        "id": f"{PROVIDER}/virtualMachines/{instance.instance_id}",
+        "type": "Microsoft.Compute/virtualMachines",
+        "location": spec.location,
+        "properties": properties,
+    }
+    if instance.zone:
+        document["zones"] = [instance.zone]
+    return document
+
+
+def gallery_version(
+    image_id: str,
+    version: str,
+    location: str,
+    regions: list[str],
+    excluded_regions: list[str],
+    exclude: bool,
+    published: float,
+    end_of_life: str | None,
+    replication: bool,
+) -> dict[str, Any]:
+    """A GalleryImageVersion; replicationStatus only with $expand=ReplicationStatus."""
+    targets = list(REGION_NAMES) if "*" in regions else regions
+    profile: dict[str, Any] = {
+        "targetRegions": [
+            {
+                "name": region_name(region),
+                "regionalReplicaCount": 1,
+                "storageAccountType": "Standard_LRS",
+                "excludeFromLatest": exclude or region in excluded_regions,
+            }
+            for region in targets
+        ],
+        "replicaCount": 1,
+        "excludeFromLatest": exclude,
+        "publishedDate": iso(published),
+        "storageAccountType": "Standard_LRS",
+    }
+    if end_of_life:
+        profile["endOfLifeDate"] = end_of_life
+    properties: dict[str, Any] = {
+        "publishingProfile": profile,
+        "storageProfile": {"osDiskImage": {"sizeInGB": 30, "hostCaching": "ReadWrite"}},
+        "provisioningState": "Succeeded",
+    }
+    if replication:
+        properties["replicationStatus"] = {
+            "aggregatedState": "Completed",
+            "summary": [
+                {"region": region_name(region), "state": "Completed", "details": "", "progress": 100}
+                for region in targets
+            ],
+        }
+    return {
+        "name": version,
+        "id": f"{image_id}/versions/{version}",
+        "type": "Microsoft.Compute/galleries/images/versions",
+        "location": location,
+        "properties": properties,
+    }
+
+
+def marketplace_version(location: str, publisher: str, offer: str, sku: str, version: str) -> dict[str, Any]:
+    return {
+        "name": version,
+        "location": location,
+        "id": f"/Subscriptions/{SUBSCRIPTION}/Providers/Microsoft.Compute/Locations/{location}/Publishers/"
+        f"{publisher}/ArtifactTypes/VMImage/Offers/{offer}/Skus/{sku}/Versions/{version}",
+    }
+
+
+def extension_version(location: str, publisher: str, type_: str, version: str) -> dict[str, Any]:
+    return {
+        "name": version,
+        "location": location,
+        "id": f"/Subscriptions/{SUBSCRIPTION}/Providers/Microsoft.Compute/Locations/{location}/Publishers/"
+        f"{publisher}/ArtifactTypes/VMExtension/Types/{type_}/Versions/{version}",
+    }
