@@ -494,10 +494,15 @@ def fleet_serve(
     port: int = 8780,
     db: Annotated[Path, typer.Option(help="SQLite state; kept across restarts.")] = Path("fleet-emulator.db"),
 ) -> None:
-    """Run the fleet emulator (HTTP, SQLite state)."""
-    from fleet.emulator.app import serve
+    """Run the fleet emulator (Azure Resource Manager over HTTPS, SQLite state)."""
+    from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
+    from fleet.emulator.tls import ensure_certificates, serve
 
-    say(f"fleet emulator on http://{clean(host)}:{port} (state in {clean(db, PATH_LIMIT)})")
+    ca = ensure_certificates(db, host).ca_file.resolve()
+    say(f"fleet emulator on https://{clean(host)}:{port} (state in {clean(db, PATH_LIMIT)})")
+    say(f"ARM endpoint (base_url): https://{clean(host)}:{port}")
+    say(f"subscription: {SUBSCRIPTION}  resource group: {RESOURCE_GROUP}")
+    say(f"CA file (connection_verify): {clean(ca, PATH_LIMIT)}")
     serve(host, port, db)
 
 
