@@ -1,0 +1,339 @@
+"""AzureFleet: the FleetBackend on Azure Resource Manager (azure-mgmt-compute's async client).
+
+Reads use the SDK as it is (paging, retries). Actions (reimage, restore) are sent exactly once:
+retries off for the call and no SDK poller; the accepted answer's status URL goes into the
+FleetOperation, and `get_operation` polls it through the client's pipeline (auth, TLS).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.rest import HttpRequest
+from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.compute.models import (
+    VirtualMachineReimageParameters,
+    VirtualMachineScaleSetVMReimageParameters,
+)
+
+from fleet.azure.calls import CallCounter
+from fleet.azure.credentials import credential_for
+from fleet.azure.errors import arm_errors, error_of_body, from_status
+from fleet.azure.health_reads import CoalescingHealthReader, Probes, max_age_for
+from fleet.azure.images import parse_gallery_image_id, pick_gallery_version, pick_marketplace_version
+from fleet.azure.operations import accepted, polled
+from fleet.azure.restore_points import RestorePoint, parse_restore_point, same_restore_point
+from fleet.azure.settings import AzureSettings
+from fleet.azure.views import (
+    Json,
+    custom_metrics,
+    dig,
+    health_state,
+    instance_id_of,
+    instance_of,
+    probe_of,
+    scale_set_of,
+)
+from fleet.errors import FleetError, FleetRequestError
+from models.fleet import (
+    FleetOperation,
+    HealthProbe,
+    HealthReading,
+    HealthState,
+    InstanceView,
+    OperationKind,
+    OrchestrationMode,
+    ScaleSetView,
+)
+from models.image import LATEST, ImageReference
+from models.policy import ApplicationHealthSettings
+from models.sorting import natural_key
+
+__all__ = ["AzureFleet", "RestorePoint", "parse_restore_point", "same_restore_point"]
+
+# Flexible instances are plain VMs, found by the scale set they belong to.
+FLEXIBLE_FILTER = "'virtualMachineScaleSet/id' eq '{}'"
+
+
+class AzureFleet:
+    """`async with AzureFleet(AzureSettings.from_env()) as fleet: ...`
+
+    `calls` counts ARM requests by kind ("reads", "actions"), one per SDK call or page.
+    Extra keyword arguments go to ComputeManagementClient (e.g. retry_total for reads,
+    connection_timeout, transport).
+    """
+
+    def __init__(
+        self,
+        settings: AzureSettings | None = None,
+        *,
+        credential: AsyncTokenCredential | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self.settings = settings or AzureSettings.from_env()
+        self.settings.check()
+        self._owns_credential = credential is None
+        self._credential = credential or credential_for(self.settings)
+        self._client_kwargs = client_kwargs
+        self.calls: Counter[str] = Counter()
+        self._counter = CallCounter(self.calls)
+        self._clients: dict[str, ComputeManagementClient] = {}
+        self.client = self._client_for(self.settings.subscription_id)
+        # Orchestration mode and id of each scale set seen: immutable for a scale set's life.
+        self._sets: dict[str, tuple[OrchestrationMode, str]] = {}
+        self._health = CoalescingHealthReader(self._read_probes)
+
+    def _client_for(self, subscription_id: str) -> ComputeManagementClient:
+        """One client per subscription (a gallery may live in another), one call counter."""
+        client = self._clients.get(subscription_id.lower())
+        if client is None:
+            options = dict(self._client_kwargs)
+            if self.settings.ca_bundle:
+                options["connection_verify"] = self.settings.ca_bundle
+            client = ComputeManagementClient(
+                self._credential,
+                subscription_id,
+                base_url=self.settings.endpoint,
+                credential_scopes=[f"{self.settings.endpoint}/.default"],
+                per_call_policies=[self._counter],
+                **options,
+            )
+            self._clients[subscription_id.lower()] = client
+        return client
+
+    async def __aenter__(self) -> AzureFleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+        if self._owns_credential:
+            await self._credential.close()
+
+    @property
+    def _rg(self) -> str:
+        return self.settings.resource_group
+
+    # --- reads --------------------------------------------------------------------------------
+
+    async def _get_set(self, name: str) -> Json:
+        with arm_errors():
+            vmss = (await self.client.virtual_machine_scale_sets.get(self._rg, name)).as_dict()
+        mode: OrchestrationMode = (
+            "Flexible" if dig(vmss, "properties", "orchestrationMode") == "Flexible" else "Uniform"
+        )
+        self._sets[name] = (mode, vmss.get("id") or "")
+        return vmss
+
+    async def _mode(self, name: str) -> tuple[OrchestrationMode, str]:
+        if name not in self._sets:
+            await self._get_set(name)
+        return self._sets[name]
+
+    async def _list_vms(self, name: str) -> tuple[bool, list[Json]]:
+        """(flexible, every VM of the set with its instance view): one paged list."""
+        mode, vmss_id = await self._mode(name)
+        try:
+            with arm_errors():
+                pages: AsyncIterator[Any]
+                if mode == "Flexible":
+                    pages = self.client.virtual_machines.list(
+                        self._rg, filter=FLEXIBLE_FILTER.format(vmss_id), expand="instanceView"
+                    )
+                else:
+                    pages = self.client.virtual_machine_scale_set_vms.list(
+                        self._rg, name, expand="instanceView"
+                    )
+                vms = [vm.as_dict() async for vm in pages]
+        except FleetError as err:
+            if err.status == 404:
+                self._sets.pop(name, None)  # deleted, perhaps re-created in another mode
+            raise
+        return mode == "Flexible", vms
+
+    async def get_scale_set(self, name: str) -> ScaleSetView:
+        vmss = await self._get_set(name)
+        flexible, vms = await self._list_vms(name)
+        instances = sorted(
+            (instance_of(vm, flexible=flexible) for vm in vms), key=lambda i: natural_key(i.instance_id)
+        )
+        return scale_set_of(vmss, instances)
+
+    async def read_health(self, name: str) -> HealthReading:
+        flexible, vms = await self._list_vms(name)
+        health: dict[str, HealthState] = {}
+        phases: dict[str, int] = {}
+        for vm in vms:
+            instance_id = instance_id_of(vm, flexible=flexible)
+            view = dig(vm, "properties", "instanceView")
+            health[instance_id] = health_state(view)
+            phase = custom_metrics(view).phase_ordering_number
+            if phase is not None:
+                phases[instance_id] = phase
+        return HealthReading(health=health, phases=phases)
+
+    async def get_instance(self, scale_set: str, instance_id: str) -> InstanceView:
+        try:
+            mode, vmss_id = await self._mode(scale_set)
+            vm: Any
+            with arm_errors():
+                if mode == "Flexible":
+                    vm = await self.client.virtual_machines.get(self._rg, instance_id, expand="instanceView")
+                else:
+                    vm = await self.client.virtual_machine_scale_set_vms.get(
+                        self._rg, scale_set, instance_id, expand="instanceView"
+                    )
+        except FleetError as err:
+            if err.status == 404:
+                raise FleetRequestError(
+                    "NotFound", f"instance {instance_id} of scale set {scale_set} is gone ({err})", 404
+                ) from err
+            raise
+        document = vm.as_dict()
+        owner = dig(document, "properties", "virtualMachineScaleSet", "id") or ""
+        if mode == "Flexible" and owner.lower() != vmss_id.lower():
+            raise FleetRequestError("NotFound", f"VM {instance_id} is not in scale set {scale_set}", 404)
+        return instance_of(document, flexible=mode == "Flexible")
+
+    async def resolve_image(self, image: ImageReference, location: str) -> ImageReference:
+        try:
+            if image.id:
+                subscription, group, gallery, definition = parse_gallery_image_id(image.id)
+                pages = self._client_for(subscription).gallery_image_versions.list_by_gallery_image(
+                    group, gallery, definition
+                )
+                with arm_errors():
+                    versions = [v.as_dict() async for v in pages]
+                version = pick_gallery_version(image, versions, location)
+            else:
+                with arm_errors():
+                    offered = await self.client.virtual_machine_images.list(
+                        location, str(image.publisher), str(image.offer), str(image.sku)
+                    )
+                version = pick_marketplace_version(image, [item.name for item in offered], location)
+        except FleetError as err:
+            if err.status == 404:
+                raise FleetRequestError("ImageNotFound", f"{image}: {err.message}", 404) from err
+            raise
+        return image.at_version(version)
+
+    # --- actions: sent once -------------------------------------------------------------------
+
+    async def _send_once(self, begin: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Start an LRO with the SDK's retries off and no poller; the initial PipelineResponse."""
+        initial: list[Any] = []
+        with arm_errors(action=True):
+            poller = await begin(
+                *args,
+                polling=False,
+                retry_total=0,
+                cls=lambda response, _body, _headers: initial.append(response),
+            )
+            await poller.result()  # no polling: hands the initial response to `cls`
+        return initial[0]
+
+    async def _reimage(self, scale_set: str, instance_id: str, exact_version: str) -> Any:
+        mode, _ = await self._mode(scale_set)
+        if mode == "Flexible":
+            parameters = VirtualMachineReimageParameters(exact_version=exact_version)
+            return await self._send_once(
+                self.client.virtual_machines.begin_reimage, self._rg, instance_id, parameters
+            )
+        return await self._send_once(
+            self.client.virtual_machine_scale_set_vms.begin_reimage,
+            self._rg,
+            scale_set,
+            instance_id,
+            VirtualMachineScaleSetVMReimageParameters(exact_version=exact_version),
+        )
+
+    async def begin_reimage(self, scale_set: str, instance_id: str, image: ImageReference) -> FleetOperation:
+        version = image.resolved_version
+        if version == LATEST:
+            raise FleetRequestError("InvalidImageReference", f"reimage needs an exact version (got {image})")
+        target = image.at_version(version)
+        response = await self._reimage(scale_set, instance_id, version)
+        return accepted(
+            response, kind=OperationKind.REIMAGE, scale_set=scale_set, instance_id=instance_id, image=target
+        )
+
+    async def begin_restore(self, scale_set: str, instance_id: str, restore_point: str) -> FleetOperation:
+        try:
+            point = parse_restore_point(restore_point)
+        except ValueError as err:
+            raise FleetRequestError("InvalidRestorePoint", str(err)) from err
+        mode, _ = await self._mode(scale_set)
+        kind = OperationKind.RESTORE
+        if mode == "Flexible":
+            if not point.os_disk_id:
+                raise FleetRequestError(
+                    "InvalidRestorePoint",
+                    f"a Flexible instance is restored from an OS disk id (got {restore_point})",
+                )
+            # OS disk swap: the VM boots from the earlier disk; the current one stays, detached.
+            update = {
+                "properties": {
+                    "storageProfile": {
+                        "osDisk": {
+                            "name": point.os_disk_id.rsplit("/", 1)[-1],
+                            "managedDisk": {"id": point.os_disk_id},
+                        }
+                    }
+                }
+            }
+            response = await self._send_once(
+                self.client.virtual_machines.begin_update, self._rg, instance_id, update
+            )
+            return accepted(
+                response, kind=kind, scale_set=scale_set, instance_id=instance_id, os_disk=point.os_disk_id
+            )
+        if not point.image or not point.image.exact_version:
+            raise FleetRequestError(
+                "InvalidRestorePoint",
+                f"a Uniform instance is restored by reimaging to an exact version (got {restore_point})",
+            )
+        response = await self._reimage(scale_set, instance_id, point.image.exact_version)
+        return accepted(response, kind=kind, scale_set=scale_set, instance_id=instance_id, image=point.image)
+
+    async def get_operation(self, operation: FleetOperation) -> FleetOperation:
+        url = operation.status_url
+        if not url:
+            raise FleetRequestError("NoStatusUrl", f"operation {operation.operation_id} has no status URL")
+        ours, theirs = urlsplit(self.settings.endpoint), urlsplit(url)
+        if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
+            # The bearer token goes only to the ARM endpoint.
+            raise FleetRequestError("InvalidStatusUrl", f"{url} is not on {self.settings.endpoint}")
+        with arm_errors():
+            response = await self.client.send_request(HttpRequest("GET", url))
+            body = (await response.read()).decode("utf-8", "replace")
+        if response.status_code >= 400:
+            code, message = error_of_body(body)
+            raise from_status(response.status_code, code, message, response.headers, action=False)
+        return polled(operation, response.status_code, response.headers, body)
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def _read_probes(self, scale_set: str) -> Probes:
+        flexible, vms = await self._list_vms(scale_set)
+        return {instance_id_of(vm, flexible=flexible): probe_of(vm) for vm in vms}
+
+    async def probe_health(
+        self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
+    ) -> HealthProbe:
+        # The extension probes inside the VM with its own settings; `settings` only paces us.
+        probes = await self._health.get(scale_set, max_age_for(settings.interval_in_seconds))
+        probe = probes.get(instance_id)
+        if probe is None:
+            return HealthProbe(
+                state=HealthState.UNKNOWN,
+                detail=f"instance {instance_id} is gone: not among the instances of scale set {scale_set}",
+            )
+        return probe

@@ -1,0 +1,195 @@
+"""ARM JSON (as the REST API spells it) to the fleet's views: scale sets, instances, health.
+
+Uniform instances (virtualMachineScaleSets/{vmss}/virtualMachines) and Flexible ones (plain
+virtualMachines) share the VM shape under `properties`, so one mapping serves both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from fleet.azure.restore_points import image_restore_point
+from fleet.errors import FleetRequestError
+from models.fleet import CustomMetrics, DataDisk, HealthProbe, HealthState, InstanceView, OsDisk, ScaleSetView
+from models.image import LATEST, ImageReference
+
+Json = dict[str, Any]
+
+_HEALTH = {
+    "healthy": HealthState.HEALTHY,
+    "unhealthy": HealthState.UNHEALTHY,
+    "initializing": HealthState.INITIALIZING,
+    "unknown": HealthState.UNKNOWN,
+}
+CUSTOM_METRICS_STATUS = "ComponentStatus/CustomMetrics/succeeded"
+
+
+def dig(document: Any, *path: str) -> Any:
+    """document[path[0]][path[1]]...; None where any step is missing."""
+    for key in path:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def image_of(raw: Json | None) -> ImageReference | None:
+    """Azure's imageReference; a gallery id naming a version is split into id and version."""
+    if not raw:
+        return None
+    image_id = raw.get("id") or raw.get("sharedGalleryImageId") or raw.get("communityGalleryImageId")
+    fields: Json = {"exact_version": raw.get("exactVersion")}
+    if image_id:
+        definition, marker, version = image_id.partition("/versions/")
+        fields.update(id=definition, version=version if marker else raw.get("version") or LATEST)
+    else:
+        fields.update(
+            publisher=raw.get("publisher"),
+            offer=raw.get("offer"),
+            sku=raw.get("sku"),
+            version=raw.get("version") or LATEST,
+        )
+    try:
+        return ImageReference.model_validate(fields)
+    except ValidationError:
+        return None
+
+
+def health_state(instance_view: Json | None) -> HealthState:
+    code = dig(instance_view, "vmHealth", "status", "code")
+    if not isinstance(code, str):
+        return HealthState.UNKNOWN
+    return _HEALTH.get(code.removeprefix("HealthState/").lower(), HealthState.UNKNOWN)
+
+
+def custom_metrics(instance_view: Json | None) -> CustomMetrics:
+    """The health extension's `rollingUpgrade` metrics: its CustomMetrics substatus message is a
+    JSON string; anything unreadable is no metrics (the health state stands)."""
+    for extension in dig(instance_view, "extensions") or []:
+        for status in dig(extension, "substatuses") or []:
+            if dig(status, "code") != CUSTOM_METRICS_STATUS:
+                continue
+            try:
+                document = json.loads(status.get("message") or "")
+                return CustomMetrics.model_validate(document.get("rollingUpgrade") or {})
+            except (ValueError, AttributeError, TypeError, ValidationError):
+                return CustomMetrics()
+    return CustomMetrics()
+
+
+def _statuses(instance_view: Json | None) -> list[Json]:
+    return [s for s in dig(instance_view, "statuses") or [] if isinstance(s, dict)]
+
+
+def power_state(instance_view: Json | None) -> str | None:
+    for status in _statuses(instance_view):
+        code = status.get("code") or ""
+        if code.startswith("PowerState/"):
+            return str(code.removeprefix("PowerState/"))
+    return None
+
+
+def error_code(instance_view: Json | None) -> str | None:
+    """The error of the last operation: `ProvisioningState/failed/<code>` in the statuses."""
+    for status in _statuses(instance_view):
+        code = status.get("code") or ""
+        if code.lower().startswith("provisioningstate/failed"):
+            return code.split("/", 2)[2] if code.count("/") >= 2 else "ProvisioningFailed"
+    return None
+
+
+def _provisioning_state(vm: Json, instance_view: Json | None) -> str:
+    state = dig(vm, "properties", "provisioningState")
+    if isinstance(state, str) and state:
+        return state
+    for status in _statuses(instance_view):
+        code = status.get("code") or ""
+        if code.startswith("ProvisioningState/"):
+            return code.split("/")[1].capitalize()
+    return "Succeeded"
+
+
+def instance_id_of(vm: Json, *, flexible: bool) -> str:
+    """Uniform: the instance id ("0", "1", ...); Flexible: the VM's name."""
+    name = str(vm.get("name") or "")
+    return name if flexible else str(vm.get("instanceId") or name.rsplit("_", 1)[-1])
+
+
+def instance_of(vm: Json, *, flexible: bool) -> InstanceView:
+    """One VM of a scale set, with its instance view."""
+    name = vm.get("name") or ""
+    instance_id = instance_id_of(vm, flexible=flexible)
+    view = dig(vm, "properties", "instanceView")
+    storage = dig(vm, "properties", "storageProfile") or {}
+    image = image_of(storage.get("imageReference"))
+    if image is None:
+        raise FleetRequestError("InvalidInstance", f"instance {name!r} has no readable imageReference")
+    os_disk = storage.get("osDisk") or {}
+    zones = vm.get("zones") or []
+    fault_domain = dig(view, "platformFaultDomain")
+    if fault_domain is None:
+        fault_domain = dig(vm, "properties", "platformFaultDomain")
+    return InstanceView(
+        instance_id=instance_id,
+        vm_name=name or None,
+        zone=zones[0] if zones else None,
+        platform_update_domain=dig(view, "platformUpdateDomain") or 0,
+        platform_fault_domain=fault_domain or 0,
+        image_reference=image,
+        os_disk=OsDisk(name=os_disk.get("name") or "", image_reference=image),
+        data_disks=[
+            DataDisk(
+                lun=disk.get("lun", 0), name=disk.get("name") or "", disk_size_gb=disk.get("diskSizeGB") or 0
+            )
+            for disk in storage.get("dataDisks") or []
+        ],
+        provisioning_state=_provisioning_state(vm, view),
+        power_state=power_state(view) or "unknown",
+        health=health_state(view),
+        custom_metrics=custom_metrics(view),
+        error_code=error_code(view),
+        restore_point=dig(os_disk, "managedDisk", "id") if flexible else _image_point(image),
+    )
+
+
+def _image_point(image: ImageReference) -> str | None:
+    # Without an exact version there is nothing to reimage back to.
+    return image_restore_point(image) if image.resolved_version != LATEST else None
+
+
+def probe_of(vm: Json) -> HealthProbe:
+    """An instance's health as its Application Health extension reports it (vmHealth)."""
+    view = dig(vm, "properties", "instanceView")
+    status = dig(view, "vmHealth", "status")
+    if not isinstance(status, dict):
+        detail = "no vmHealth in the instance view (no Application Health extension reporting)"
+    else:
+        said = status.get("message") or status.get("displayStatus")
+        detail = f"vmHealth {status.get('code')}" + (f": {said}" if said else "")
+    return HealthProbe(state=health_state(view), custom_metrics=custom_metrics(view), detail=detail)
+
+
+def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
+    properties = vmss.get("properties") or {}
+    upgrade_policy = properties.get("upgradePolicy") or {}
+    image = image_of(dig(properties, "virtualMachineProfile", "storageProfile", "imageReference"))
+    if image is None and instances:  # a Flexible set without a VM profile
+        image = instances[0].image_reference
+    if image is None:
+        raise FleetRequestError("InvalidScaleSet", f"scale set {vmss.get('name')!r} has no imageReference")
+    return ScaleSetView(
+        name=vmss.get("name") or "",
+        id=vmss.get("id") or "",
+        location=vmss.get("location") or "",
+        zones=vmss.get("zones") or [],
+        image_reference=image,
+        orchestration_mode=properties.get("orchestrationMode") or "Uniform",
+        upgrade_mode=upgrade_policy.get("mode") or "Manual",
+        automatic_os_upgrade=bool(
+            dig(upgrade_policy, "automaticOSUpgradePolicy", "enableAutomaticOSUpgrade")
+        ),
+        instances=instances,
+    )
