@@ -526,3 +526,27 @@ async def test_status_urls_are_polled_only_on_the_arm_endpoint(emulator: Emulato
     with pytest.raises(FleetRequestError, match="InvalidStatusUrl"):
         await fleet.get_operation(elsewhere)
     await until_done(fleet, operation)
+
+
+async def test_reads_ride_out_a_short_throttle_with_sdk_retries(
+    emulator: Emulator, fleet: AzureFleet
+) -> None:
+    await emulator.create("uni-read-429", capacity=1)
+    await fleet.get_instance("uni-read-429", "0")
+    await emulator.faults("uni-read-429", throttleCalls=1, retryAfterSeconds=1)
+    fleet.calls.clear()
+    assert (await fleet.get_instance("uni-read-429", "0")).instance_id == "0"
+    assert fleet.calls["reads"] == 1  # one call; the retry under it is the SDK's
+
+
+async def test_without_a_token_the_credential_is_azures_chain() -> None:
+    from azure.identity.aio import DefaultAzureCredential
+
+    from fleet.azure.credentials import StaticTokenCredential, credential_for
+
+    chain = credential_for(AzureSettings())
+    assert isinstance(chain, DefaultAzureCredential)
+    await chain.close()
+    static = credential_for(AzureSettings(token="abc"))
+    assert isinstance(static, StaticTokenCredential)
+    assert (await static.get_token("https://management.azure.com/.default")).token == "abc"
