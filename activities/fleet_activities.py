@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from fleet.errors import FleetError
+from activities.exactly_once import (
+    MAX_MISMATCHES,
+    MAX_POLL_SECONDS,
+    Progress,
+    backoff_seconds,
+    operation_failure,
+    poll_seconds,
+)
+from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.protocol import FleetBackend
+from fleet.restore_points import same_restore_point
 from models import steps
 from models.errors import (
     FLEET_OPERATION_FAILED,
@@ -27,12 +36,17 @@ from models.errors import (
     UNEXPECTED_ERROR,
     RefusalCode,
 )
-from models.fleet import FleetOperation, HealthReading, HealthState, OperationStatus
+from models.fleet import (
+    FleetOperation,
+    HealthReading,
+    HealthState,
+    InstanceView,
+    OperationKind,
+    OperationStatus,
+)
+from workflows.failures import GONE_CODES
 
 FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
-# Polling a long-running operation: honour the back end's Retry-After within these bounds.
-MIN_POLL_SECONDS = 0.05
-MAX_POLL_SECONDS = 2.0
 
 
 @contextmanager
@@ -103,51 +117,138 @@ class FleetActivities:
 
     @activity.defn(name=steps.REIMAGE_INSTANCE)
     async def reimage_instance(self, request: steps.ReimageInput) -> steps.OperationResult:
+        target = request.image
+
+        def reached(instance: InstanceView) -> bool:
+            return instance.image_reference.same_image(target)
+
+        async def send() -> FleetOperation:
+            return await self.fleet.begin_reimage(request.scale_set, request.instance_id, target)
+
         with fleet_errors():
-            operation = await self.fleet.begin_reimage(
-                request.scale_set, request.instance_id, request.image, request.operation_id
+            operation = await self._exactly_once(
+                OperationKind.REIMAGE, request.scale_set, request.instance_id, reached, send
             )
-            return steps.OperationResult(operation=await self._until_done(operation))
+        return steps.OperationResult(operation=operation.model_copy(update={"image_reference": target}))
 
     @activity.defn(name=steps.RESTORE_OS_DISK)
     async def restore_os_disk(self, request: steps.RestoreInput) -> steps.OperationResult:
-        with fleet_errors():
-            operation = await self.fleet.begin_restore(
-                request.scale_set, request.instance_id, request.os_disk, request.operation_id
-            )
-            return steps.OperationResult(operation=await self._until_done(operation))
+        def reached(instance: InstanceView) -> bool:
+            return same_restore_point(instance.restore_point, request.os_disk)
 
-    async def _until_done(self, operation: FleetOperation) -> FleetOperation:
-        """Poll a long-running operation, heartbeating, until it succeeds or fails."""
-        while operation.status == OperationStatus.IN_PROGRESS:
-            activity.heartbeat(operation.operation_id)
-            wait = operation.retry_after_seconds
-            if wait is None:
-                wait = MAX_POLL_SECONDS
-            await asyncio.sleep(min(max(wait, MIN_POLL_SECONDS), MAX_POLL_SECONDS))
-            operation = await self.fleet.get_operation(operation.scale_set, operation.operation_id)
-        context = {
-            "scale_set": operation.scale_set,
-            "instance": operation.instance_id,
-            "step": operation.kind.value,
-        }
-        if operation.status == OperationStatus.FAILED:
-            activity.logger.warning("%s failed: %s", operation.kind.value, operation.error, extra=context)
-            error = operation.error
-            raise ApplicationError(
-                error.message if error else f"{operation.kind} failed",
-                type=error.code if error else FLEET_OPERATION_FAILED,
-                non_retryable=True,
+        async def send() -> FleetOperation:
+            return await self.fleet.begin_restore(request.scale_set, request.instance_id, request.os_disk)
+
+        with fleet_errors():
+            operation = await self._exactly_once(
+                OperationKind.RESTORE, request.scale_set, request.instance_id, reached, send
             )
-        activity.logger.info(
-            "%s done: %s → %s (asked %s time(s))",
-            operation.kind.value,
-            operation.previous_os_disk,
-            operation.os_disk,
-            operation.request_count,
-            extra=context,
-        )
-        return operation
+        return steps.OperationResult(operation=operation)
+
+    async def _exactly_once(
+        self,
+        kind: OperationKind,
+        scale_set: str,
+        instance_id: str,
+        reached: Callable[[InstanceView], bool],
+        send: Callable[[], Awaitable[FleetOperation]],
+    ) -> FleetOperation:
+        """Bring the instance where `reached` says, with at most one accepted action.
+
+        Azure has no idempotency key, so an action is never resent on doubt. Before sending,
+        the instance is read: already there (an earlier attempt's action completed) is done;
+        busy is an action in flight (ours from an attempt that died before its answer, or
+        someone else's) to wait for. The operation sent is kept in the heartbeat details, so
+        a retried attempt polls it instead of acting again. An error that leaves it unknown
+        whether the action was accepted (a 5xx, a timeout, a dropped connection) is settled the
+        same way: by reading the instance, never by resending blindly.
+        """
+        progress = Progress.resumed(kind)
+        doubt = activity.info().attempt > 1 or progress.operation is not None
+        while True:
+            if progress.operation is not None:
+                operation = await self._poll(progress.operation)
+                if operation is None:  # its status URL is gone: read the instance instead
+                    progress.operation = None
+                    continue
+                progress.operation = operation
+                if operation.status == OperationStatus.IN_PROGRESS:
+                    progress.beat()
+                    await asyncio.sleep(poll_seconds(operation.retry_after_seconds))
+                    continue
+                if operation.status != OperationStatus.SUCCEEDED:
+                    raise operation_failure(operation)
+            instance = await self._read_instance(scale_set, instance_id)
+            if instance is None:
+                continue
+            if progress.before is None and not reached(instance):
+                progress.before = instance.restore_point
+            if reached(instance) and not instance.busy:
+                return progress.done(kind, scale_set, instance)
+            if instance.busy:
+                progress.beat(waiting=f"instance is {instance.provisioning_state}")
+                await asyncio.sleep(MAX_POLL_SECONDS)
+                continue
+            if progress.operation is not None:
+                # Ours succeeded, yet the instance does not show it: look again a few times
+                # (a view may lag), then say so; sending it again could make it twice.
+                progress.mismatches += 1
+                if progress.mismatches > MAX_MISMATCHES:
+                    raise ApplicationError(
+                        f"{kind.value} of {scale_set}/{instance_id} succeeded, but the instance runs "
+                        f"{instance.image_reference} on OS disk {instance.os_disk.name}",
+                        type=FLEET_OPERATION_FAILED,
+                        non_retryable=True,
+                    )
+                progress.beat(waiting="the instance does not show the operation yet")
+                await asyncio.sleep(MAX_POLL_SECONDS)
+                continue
+            if doubt and instance.provisioning_state == "Failed":
+                # Our earlier action may be the one that failed: report it, never resend.
+                raise ApplicationError(
+                    f"{kind.value} of {scale_set}/{instance_id} failed: the instance is in provisioning "
+                    f"state Failed ({instance.error_code or 'no error code'})",
+                    type=instance.error_code or FLEET_OPERATION_FAILED,
+                    non_retryable=True,
+                )
+            progress.beat()  # the restore point before the action, before the action
+            try:
+                progress.operation = await send()
+                progress.sent += 1
+                progress.beat()
+            except FleetTransientError as err:
+                doubt = doubt or err.maybe_accepted
+                activity.logger.info(
+                    "%s of %s/%s not confirmed (%s); reading the instance before anything else",
+                    kind.value,
+                    scale_set,
+                    instance_id,
+                    err.code,
+                )
+                progress.beat(waiting=err.code)
+                await asyncio.sleep(backoff_seconds(err.retry_after, progress.errors))
+                progress.errors += 1
+
+    async def _poll(self, operation: FleetOperation) -> FleetOperation | None:
+        try:
+            return await self.fleet.get_operation(operation)
+        except FleetTransientError as err:
+            await asyncio.sleep(backoff_seconds(err.retry_after, 1))
+            return operation
+        except FleetRequestError as err:
+            if err.code in GONE_CODES:
+                return None
+            raise
+
+    async def _read_instance(self, scale_set: str, instance_id: str) -> InstanceView | None:
+        """The instance now; None after a transient error (the caller loops). A deleted
+        instance ends the activity: its code says it is gone."""
+        try:
+            return await self.fleet.get_instance(scale_set, instance_id)
+        except FleetTransientError as err:
+            activity.heartbeat({"waiting": err.code})
+            await asyncio.sleep(backoff_seconds(err.retry_after, 1))
+            return None
 
     @activity.defn(name=steps.WAIT_FOR_HEALTH)
     async def wait_for_health(self, request: steps.HealthInput) -> steps.HealthResult:

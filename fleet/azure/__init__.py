@@ -1,8 +1,8 @@
 """The Azure back end: FleetBackend on Azure Resource Manager with azure-mgmt-compute."""
 
 from fleet.azure.backend import AzureFleet
-from fleet.azure.restore_points import RestorePoint, parse_restore_point, same_restore_point
 from fleet.azure.settings import AzureSettings, AzureSettingsError
+from fleet.restore_points import RestorePoint, parse_restore_point, same_restore_point
 
 __all__ = [
     "AzureFleet",

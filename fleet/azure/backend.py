@@ -23,10 +23,9 @@ from azure.mgmt.compute.models import (
 from fleet.azure.calls import CallCounter
 from fleet.azure.credentials import credential_for
 from fleet.azure.errors import arm_errors, error_of_body, from_status
-from fleet.azure.health_reads import CoalescingHealthReader, Probes, max_age_for
+from fleet.azure.health_reads import CoalescingHealthReader, Probes
 from fleet.azure.images import parse_gallery_image_id, pick_gallery_version, pick_marketplace_version
 from fleet.azure.operations import accepted, polled
-from fleet.azure.restore_points import RestorePoint, parse_restore_point, same_restore_point
 from fleet.azure.settings import AzureSettings
 from fleet.azure.views import (
     Json,
@@ -39,6 +38,7 @@ from fleet.azure.views import (
     scale_set_of,
 )
 from fleet.errors import FleetError, FleetRequestError
+from fleet.restore_points import RestorePoint, parse_restore_point, same_restore_point
 from models.fleet import (
     FleetOperation,
     HealthProbe,
@@ -328,8 +328,8 @@ class AzureFleet:
     async def probe_health(
         self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
     ) -> HealthProbe:
-        # The extension probes inside the VM with its own settings; `settings` only paces us.
-        probes = await self._health.get(scale_set, max_age_for(settings.interval_in_seconds))
+        # The extension probes inside the VM with its own settings: `settings` are the caller's.
+        probes = await self._health.get(scale_set)
         probe = probes.get(instance_id)
         if probe is None:
             return HealthProbe(

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fleet.azure.restore_points import image_restore_point
 from fleet.errors import FleetRequestError
+from fleet.restore_points import image_restore_point
 from models.fleet import CustomMetrics, DataDisk, HealthProbe, HealthState, InstanceView, OsDisk, ScaleSetView
 from models.image import LATEST, ImageReference
 
