@@ -24,6 +24,9 @@ class RefusalCode(StrEnum):
     IMAGE_NOT_REPLICATED = "ImageNotReplicatedToRegion"
     IMAGE_DEFINITION_CHANGED = "ImageDefinitionChangeNotAllowed"
     UPGRADE_IN_PROGRESS = "RollingUpgradeInProgress"
+    # Azure would roll the scale set itself, at the same time as us.
+    UPGRADE_MODE_NOT_MANUAL = "UpgradePolicyModeNotManual"
+    AUTOMATIC_OS_UPGRADE_ENABLED = "AutomaticOSUpgradeEnabled"
 
 
 class FailureCause(StrEnum):

@@ -26,10 +26,36 @@ def refusal_of(err: ActivityError) -> ApplicationError | None:
     return None
 
 
+def rolled_by_azure(scale_set: ScaleSetView) -> ApplicationError | None:
+    """A scale set Azure itself rolls when its model or image changes: upgrading it too would
+    run two upgrades at once. The refusal names the field and how to change it."""
+    change = f"az vmss update --resource-group <group> --name {scale_set.name} --set"
+    if scale_set.automatic_os_upgrade:
+        return ApplicationError(
+            f"scale set {scale_set.name!r} has "
+            "upgradePolicy.automaticOSUpgradePolicy.enableAutomaticOSUpgrade on: Azure upgrades its "
+            "OS image by itself. Turn it off to upgrade it here "
+            f"({change} upgradePolicy.automaticOSUpgradePolicy.enableAutomaticOSUpgrade=false)",
+            type=RefusalCode.AUTOMATIC_OS_UPGRADE_ENABLED,
+            non_retryable=True,
+        )
+    if scale_set.upgrade_mode != "Manual":
+        return ApplicationError(
+            f"scale set {scale_set.name!r} has upgradePolicy.mode {scale_set.upgrade_mode}: Azure "
+            "rolls its instances by itself whenever its model changes. Set it to Manual to upgrade "
+            f"it here ({change} upgradePolicy.mode=Manual)",
+            type=RefusalCode.UPGRADE_MODE_NOT_MANUAL,
+            non_retryable=True,
+        )
+    return None
+
+
 async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, ImageReference]:
     """The scale set as it is and the exact target image; raises the refusal if refused."""
     try:
         scale_set = await activity_calls.describe_scale_set(request.scale_set)
+        if refusal := rolled_by_azure(scale_set):
+            raise refusal
         image = await activity_calls.resolve_image(request.target_image, scale_set)
     except ActivityError as err:
         if refusal := refusal_of(err):

@@ -107,6 +107,7 @@ class RollingUpgradeWorkflow:
         self._upgrade_id = f"{info.workflow_id}/{info.first_execution_run_id}"
         self._notifier = Notifier(request.notifications, self._upgrade_id)
         self._ledger.notifications = self._notifier.records  # the report shows them as they go
+        self._status: RollingUpgradeStatusInfo | None = None  # as last published
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class RollingUpgradeWorkflow:
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RollingUpgradeStatusInfo:
-        return reporting.status(self._ledger)
+        return self._status or reporting.status(self._ledger)
 
     @workflow.query(name=INSTANCES_QUERY)
     def instances(self) -> list[InstanceProgress]:
@@ -434,7 +435,10 @@ class RollingUpgradeWorkflow:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _publish(self) -> None:
-        """Keep the Web UI's current details in step with the ledger."""
+        """Keep the status and the Web UI's current details in step with the ledger. The status
+        query answers what was last published, never the ledger between two steps of one
+        decision (a batch settled, its health re-read, the gates not yet weighed)."""
+        self._status = reporting.status(self._ledger)
         workflow.set_current_details(presentation.current_details(self._ledger))
 
     def _notify(self, event: NotificationEvent, key: str = "") -> None:
