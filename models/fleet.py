@@ -207,7 +207,7 @@ class FaultSpec(AzureModel):
         default_factory=list, description="versions that never become healthy"
     )
     unhealthy_after_upgrade: list[str] = Field(
-        default_factory=list, description="instance ids that fail health on any new image"
+        default_factory=list, description="instance ids that fail health on any image but the model's"
     )
     unhealthy_share: float = Field(default=0.0, ge=0, le=1)
     operation_errors: dict[str, str] = Field(

@@ -23,6 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -61,7 +62,8 @@ from worker.connection import Settings, connect
 from worker.process_exit import exit_after
 
 if TYPE_CHECKING:
-    from fleet.client import EmulatorClient
+    from fleet.azure.settings import AzureSettings
+    from fleet.emulator.admin import EmulatorAdmin
 
 T = TypeVar("T")
 try:  # typer >= 0.26 carries its own click; its errors derive from TyperException
@@ -78,6 +80,8 @@ app = typer.Typer(
 fleet_app = typer.Typer(help="The fleet emulator: serve it, create scale sets, inspect them.")
 app.add_typer(fleet_app, name="fleet")
 console = terminal_console()
+DEFAULT_FLEET_URL = "https://127.0.0.1:8780"
+DEFAULT_FLEET_DB = "fleet-emulator.db"
 errors = terminal_console(stderr=True)
 _SCALE_SET_NAME = TypeAdapter(ScaleSetName)
 
@@ -93,9 +97,19 @@ def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
 
 
 def fleet_url() -> str:
-    from fleet.client import fleet_url_from_env  # its DEFAULT_FLEET_URL is the one default
+    """The emulator's admin API (`upgradectl fleet ...`); the product itself reaches the fleet
+    through Azure's API (AZURE_ARM_ENDPOINT)."""
+    return os.environ.get("FLEET_URL", DEFAULT_FLEET_URL).rstrip("/")
 
-    return fleet_url_from_env()
+
+def azure_settings() -> AzureSettings:
+    """Where Azure is and how to sign in, from the environment; a bad value is one line."""
+    from fleet.azure.settings import AzureSettings
+
+    try:
+        return AzureSettings.from_env()
+    except ValueError as err:
+        fail(str(err), EXIT_USAGE)
 
 
 def fleet_failure(err: FleetError) -> NoReturn:
@@ -103,7 +117,10 @@ def fleet_failure(err: FleetError) -> NoReturn:
     if isinstance(err, FleetRequestError) or not err.retryable:
         fail(f"the fleet refused: {err.code}: {err.message}", EXIT_REFUSED)
     if err.code in ("ConnectionError", "Timeout"):
-        fail(f"cannot reach the fleet at {fleet_url()}: {err.message} (set FLEET_URL)", EXIT_ERROR)
+        fail(
+            f"cannot reach the fleet: {err.message} (set AZURE_ARM_ENDPOINT, or FLEET_URL for fleet commands)",
+            EXIT_ERROR,
+        )
     fail(f"the fleet failed: {err.code}: {err.message}", EXIT_ERROR)
 
 
@@ -343,6 +360,53 @@ async def start(
         finish(await progress.watch(client, scale_set, errors, as_json=as_json), printed=as_json)
 
 
+@app.command()
+@run
+async def plan(
+    scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to plan an upgrade of.")],
+    image: Annotated[
+        str, typer.Option(help="PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image id[/versions/V].")
+    ],
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections and applicationHealth."),
+    ] = None,
+    max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
+    pause_time_between_batches: Annotated[
+        str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
+    ] = None,
+    enable_cross_zone_upgrade: Annotated[
+        bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")
+    ] = None,
+) -> None:
+    """Print the batches an upgrade would run now (zones, update domains, phases, skipped
+    instances, an estimate): reads the scale set and the image versions, changes nothing."""
+    from fleet.azure.backend import AzureFleet
+    from starter.plan import plan_text
+    from workflows.admission import rolled_by_azure
+
+    request = build_request(
+        scale_set,
+        image,
+        policy,
+        {
+            "rollingUpgradePolicy": {
+                "maxBatchInstancePercent": max_batch_instance_percent,
+                "pauseTimeBetweenBatches": pause_time_between_batches,
+                "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
+            }
+        },
+        "User",
+    )
+    async with AzureFleet(azure_settings()) as fleet:
+        view = await fleet.get_scale_set(request.scale_set)
+        image_ref = await fleet.resolve_image(request.target_image, view.location)
+    for line in plan_text(request, view, image_ref, datetime.now(UTC)).splitlines():
+        console.print(plain(line, limit=None), soft_wrap=True)
+    if refusal := rolled_by_azure(view):
+        fail(f"start would refuse it: {refusal.type}: {refusal.message}")
+
+
 def finish(report: UpgradeReport, *, printed: bool = False) -> NoReturn:
     """Print the final status (unless the JSON lines already did) and exit by its outcome."""
     if not printed:
@@ -482,10 +546,19 @@ def demo(
 # --- the fleet emulator -------------------------------------------------------------------------
 
 
-def fleet_client() -> EmulatorClient:
-    from fleet.client import EmulatorClient
+def fleet_client() -> EmulatorAdmin:
+    from fleet.emulator.admin import EmulatorAdmin
+    from fleet.emulator.tls import ca_file
 
-    return EmulatorClient()  # FLEET_URL, else fleet.client.DEFAULT_FLEET_URL
+    # `upgradectl fleet serve` prints its CA file; by default it lies beside its default database.
+    ca = os.environ.get("FLEET_CA") or str(ca_file(Path(DEFAULT_FLEET_DB)))
+    if not Path(ca).is_file():
+        fail(
+            "FLEET_CA must name the emulator's CA file, which `upgradectl fleet serve` prints "
+            f"(got '{clean(ca)}')",
+            EXIT_USAGE,
+        )
+    return EmulatorAdmin(fleet_url(), ca)
 
 
 @fleet_app.command("serve")
@@ -497,12 +570,17 @@ def fleet_serve(
     """Run the fleet emulator (Azure Resource Manager over HTTPS, SQLite state)."""
     from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
     from fleet.emulator.tls import ensure_certificates, serve
+    from starter.processes import EmulatorAddress
 
     ca = ensure_certificates(db, host).ca_file.resolve()
-    say(f"fleet emulator on https://{clean(host)}:{port} (state in {clean(db, PATH_LIMIT)})")
-    say(f"ARM endpoint (base_url): https://{clean(host)}:{port}")
-    say(f"subscription: {SUBSCRIPTION}  resource group: {RESOURCE_GROUP}")
+    url = f"https://{clean(host)}:{port}"
+    say(f"fleet emulator on {url} (state in {clean(db, PATH_LIMIT)})")
+    say(f"ARM endpoint (base_url): {url}  subscription: {SUBSCRIPTION}  resource group: {RESOURCE_GROUP}")
     say(f"CA file (connection_verify): {clean(ca, PATH_LIMIT)}")
+    exports = " ".join(
+        f"{name}={clean(value, PATH_LIMIT)}" for name, value in EmulatorAddress(url, ca).env().items()
+    )
+    say(f"for the worker and upgradectl: export {exports}")
     serve(host, port, db)
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -91,6 +92,33 @@ def emulator_ca_file(db: Path) -> Path:
 def emulator_url(port: int) -> str:
     """The emulator's HTTPS endpoint: ARM (the SDK's base_url) and /admin."""
     return f"https://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class EmulatorAddress:
+    """Where an emulator listens and the CA to trust: what every client of it is given."""
+
+    url: str
+    ca_file: Path
+
+    @classmethod
+    def of(cls, port: int, db: Path) -> EmulatorAddress:
+        return cls(emulator_url(port), emulator_ca_file(db))
+
+    def env(self) -> dict[str, str]:
+        """The environment of a worker or `upgradectl` using this emulator: Azure's settings
+        (fleet/azure/settings.py; the emulator takes any token) and its admin API's."""
+        from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
+
+        return {
+            "AZURE_ARM_ENDPOINT": self.url,
+            "AZURE_CA_BUNDLE": str(self.ca_file),
+            "AZURE_ARM_TOKEN": "emulator",
+            "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+            "AZURE_RESOURCE_GROUP": RESOURCE_GROUP,
+            "FLEET_URL": self.url,
+            "FLEET_CA": str(self.ca_file),
+        }
 
 
 def start_emulator(port: int, db: Path, log_path: Path, http_port: int | None = None) -> subprocess.Popen:
@@ -168,12 +196,12 @@ class WorkerProcesses:
     """`python -m worker` (or another worker module) processes on one task queue, started and
     killed like a real fleet."""
 
-    def __init__(self, address: str, fleet_url: str, logs: Path, module: str = "worker") -> None:
+    def __init__(self, address: str, fleet: EmulatorAddress, logs: Path, module: str = "worker") -> None:
         self.module = module
         self.task_queue = f"tq-{uuid.uuid4()}"
         self.env = {
             "TEMPORAL_ADDRESS": address,
-            "FLEET_URL": fleet_url,
+            **fleet.env(),
             "UPGRADE_TASK_QUEUE": self.task_queue,
         }
         self.logs = logs

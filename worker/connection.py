@@ -1,4 +1,4 @@
-"""Where Temporal and the fleet are, read from the environment, and how to connect.
+"""Where Temporal is, read from the environment, and how to connect (Azure: fleet/azure/settings.py).
 
 The worker and `upgradectl` both connect through here, so they always agree on the task queue
 and the data converter. TLS and API keys come from the SDK's environment configuration
@@ -14,8 +14,6 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
-from fleet.client import fleet_url_from_env
-
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_TASK_QUEUE = "rolling-upgrades"
 
@@ -23,7 +21,6 @@ DEFAULT_TASK_QUEUE = "rolling-upgrades"
 @dataclass(frozen=True)
 class Settings:
     task_queue: str = field(default_factory=lambda: os.environ.get("UPGRADE_TASK_QUEUE", DEFAULT_TASK_QUEUE))
-    fleet_url: str = field(default_factory=fleet_url_from_env)
     max_concurrent_activities: int = field(
         default_factory=lambda: int(os.environ.get("UPGRADE_MAX_CONCURRENT_ACTIVITIES", "1000"))
     )

@@ -7,7 +7,8 @@ import signal
 
 import structlog
 
-from fleet.client import EmulatorClient
+from fleet.azure.backend import AzureFleet
+from fleet.azure.settings import AzureSettings
 from worker.assembly import build_worker
 from worker.connection import Settings, connect
 from worker.logs import configure_logging
@@ -19,6 +20,7 @@ log = structlog.get_logger("worker")
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
+    azure = AzureSettings.from_env()  # a bad value stops the worker here, naming the variable
     client = await connect()
     if added := await ensure_search_attributes(client):
         log.info("registered search attributes", names=added, namespace=client.namespace)
@@ -26,7 +28,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with EmulatorClient(settings.fleet_url) as fleet:
+    async with AzureFleet(azure) as fleet:
         worker = build_worker(
             client,
             fleet,
@@ -38,7 +40,9 @@ async def run_worker(settings: Settings | None = None) -> None:
                 "worker started",
                 task_queue=settings.task_queue,
                 namespace=client.namespace,
-                fleet_url=settings.fleet_url,
+                arm_endpoint=azure.endpoint,
+                subscription=azure.subscription_id,
+                resource_group=azure.resource_group,
             )
             await stop.wait()
             log.info("worker stopping: finishing activities in hand")

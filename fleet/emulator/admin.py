@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import TypeAdapter
 
-from fleet.errors import FleetRequestError
+from fleet.errors import FleetRequestError, FleetTransientError
 from models.fleet import (
     FaultSpec,
     FleetOperation,
@@ -44,7 +44,12 @@ class EmulatorAdmin:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        response = await self._http.request(method, path, json=body)
+        try:
+            response = await self._http.request(method, path, json=body)
+        except httpx.TimeoutException as err:
+            raise FleetTransientError("Timeout", f"{method} {self.base_url}{path} timed out") from err
+        except httpx.TransportError as err:
+            raise FleetTransientError("ConnectionError", f"{method} {self.base_url}{path}: {err}") from err
         if response.is_success:
             return response.json() if response.content else None
         try:

@@ -426,7 +426,9 @@ class Cloud:
         healthy = state == HealthState.HEALTHY.value
         if tcp:
             return EndpointAnswer(200, "") if healthy else EndpointAnswer(None, detail)
-        if not spec.extension.rich:
+        # The application answers as it is written (appEndpoint); the extension may read it
+        # otherwise (a binary endpoint probed with rich states is never Healthy).
+        if spec.app_endpoint == "binary":
             return EndpointAnswer(200, "OK") if healthy else EndpointAnswer(503, "Service Unavailable")
         if state == HealthState.UNKNOWN.value:
             return EndpointAnswer(500, f"Internal Server Error: {detail}")
@@ -441,8 +443,8 @@ class Cloud:
         faults = spec.faults
         if image.resolved_version in faults.unhealthy_images or str(image) in faults.unhealthy_images:
             return False
-        if instance_id in faults.unhealthy_after_upgrade:
-            return False
+        if instance_id in faults.unhealthy_after_upgrade and not image.same_image(spec.image_reference):
+            return False  # healthy again once back on the image it was created with
         share = draw(spec.seed, "unhealthy", instance_id, image.resolved_version)
         return share >= faults.unhealthy_share
 
