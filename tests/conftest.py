@@ -22,26 +22,38 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from fleet.client import EmulatorClient
+from fleet.azure.backend import AzureFleet
+from fleet.azure.settings import AzureSettings
+from fleet.emulator.admin import EmulatorAdmin
 from starter import processes
+from starter.processes import EmulatorAddress
 from worker.assembly import build_worker
 from worker.search_attribute_setup import ensure_search_attributes
 from workflows import search_attributes
 
 
 @pytest.fixture(scope="session")
-def fleet_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorAddress]:
+    """One fleet emulator for the session: Azure Resource Manager over HTTPS, and its admin API."""
     workdir = tmp_path_factory.mktemp("fleet")
     port = processes.free_port()
-    emulator = processes.start_emulator(port, workdir / "fleet.db", workdir / "emulator.log")
-    yield f"http://127.0.0.1:{port}"
-    processes.stop(emulator)
+    process = processes.start_emulator(port, workdir / "fleet.db", workdir / "emulator.log")
+    yield EmulatorAddress.of(port, workdir / "fleet.db")
+    processes.stop(process)
 
 
 @pytest.fixture
-async def fleet(fleet_url: str) -> AsyncIterator[EmulatorClient]:
-    async with EmulatorClient(fleet_url, timeout=5) as client:
+async def fleet(emulator: EmulatorAddress) -> AsyncIterator[EmulatorAdmin]:
+    """The emulator's admin API: scenarios, faults, the log of accepted operations."""
+    async with EmulatorAdmin(emulator.url, emulator.ca_file, timeout=5) as client:
         yield client
+
+
+@pytest.fixture
+async def azure(emulator: EmulatorAddress) -> AsyncIterator[AzureFleet]:
+    """The product's fleet back end, the Azure SDK's, pointed at the emulator."""
+    async with AzureFleet(AzureSettings.from_env(emulator.env())) as backend:
+        yield backend
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +80,9 @@ async def terminate_open_workflows(client: Client) -> None:
     # The test server has no visibility queries (ListWorkflowExecutions), only the older list.
     request = ListOpenWorkflowExecutionsRequest(namespace=client.namespace, maximum_page_size=1000)
     for execution in (await client.workflow_service.list_open_workflow_executions(request)).executions:
-        handle = client.get_workflow_handle(execution.execution.workflow_id, run_id=execution.execution.run_id)
+        handle = client.get_workflow_handle(
+            execution.execution.workflow_id, run_id=execution.execution.run_id
+        )
         with contextlib.suppress(RPCError):  # ended meanwhile, or ended with its parent
             await handle.terminate(reason="the test that started it has ended")
 
@@ -102,14 +116,14 @@ def web_ui_url(local_env: WorkflowEnvironment) -> str:
 
 
 @pytest.fixture
-async def ts_worker(ts_env: WorkflowEnvironment, fleet: EmulatorClient) -> AsyncIterator[Worker]:
-    async with build_worker(ts_env.client, fleet, f"tq-{uuid.uuid4()}") as worker:
+async def ts_worker(ts_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
+    async with build_worker(ts_env.client, azure, f"tq-{uuid.uuid4()}") as worker:
         yield worker
 
 
 @pytest.fixture
-async def local_worker(local_env: WorkflowEnvironment, fleet: EmulatorClient) -> AsyncIterator[Worker]:
-    async with build_worker(local_env.client, fleet, f"tq-{uuid.uuid4()}") as worker:
+async def local_worker(local_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
+    async with build_worker(local_env.client, azure, f"tq-{uuid.uuid4()}") as worker:
         yield worker
 
 
@@ -129,11 +143,11 @@ class Result:
 
 
 @pytest.fixture
-def upgradectl(local_env, local_worker, fleet_url):
+def upgradectl(local_env, local_worker, emulator):
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
-        "FLEET_URL": fleet_url,
+        **emulator.env(),
         "UPGRADE_TASK_QUEUE": local_worker.task_queue,
         "COLUMNS": "200",
     }

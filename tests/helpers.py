@@ -11,7 +11,8 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from fleet.client import EmulatorClient
+from fleet.emulator.admin import EmulatorAdmin
+from fleet.protocol import FleetBackend
 from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
@@ -29,7 +30,7 @@ QUICK_HEALTH = ApplicationHealthSettings(interval_in_seconds=1, health_wait_time
 
 
 async def make_scale_set(
-    fleet: EmulatorClient,
+    fleet: EmulatorAdmin,
     capacity: int = 10,
     *,
     zones: list[str] | None = None,
@@ -76,7 +77,7 @@ async def upgrade(
 
 
 async def upgrade_paused_after_first_batch(
-    client: Client, task_queue: str, fleet: EmulatorClient
+    client: Client, task_queue: str, fleet: EmulatorAdmin
 ) -> tuple[str, WorkflowHandle, Admission]:
     """A six-instance upgrade across two zones, held in its hour-long pause after batch 1: a
     running upgrade to inspect."""
@@ -98,10 +99,21 @@ async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> UpgradeRep
         return await final_report(handle)
 
 
-def count_ops(ops: list[FleetOperation], kind: OperationKind) -> dict[str, int]:
+def action(op: FleetOperation, target: ImageReference = V2) -> OperationKind:
+    """What an accepted operation was for the upgrade: a reimage to the target, or a restore (an
+    OS disk swap on Flexible; on Uniform, which has no restore call, a reimage back to the
+    previous version)."""
+    if op.kind == OperationKind.REIMAGE and op.image_reference and not op.image_reference.same_image(target):
+        return OperationKind.RESTORE
+    return op.kind
+
+
+def count_ops(ops: list[FleetOperation], kind: OperationKind, target: ImageReference = V2) -> dict[str, int]:
+    """Accepted operations of one kind per instance (the emulator has no deduplication: every
+    action sent and accepted is one)."""
     counts: dict[str, int] = {}
     for op in ops:
-        if op.kind == kind:
+        if action(op, target) == kind:
             counts[op.instance_id] = counts.get(op.instance_id, 0) + 1
     return counts
 
@@ -119,12 +131,12 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
-async def unhealthy_on_target(fleet, name: str, ids: list[str]) -> None:
+async def unhealthy_on_target(fleet: EmulatorAdmin, azure: FleetBackend, name: str, ids: list[str]) -> None:
     """Instances already on V2 (so not upgraded) that are unhealthy: they use up the budget."""
     for instance_id in ids:
-        await fleet.begin_reimage(name, instance_id, V2.at_version(V2.version), f"setup-{name}-{instance_id}")
+        await azure.begin_reimage(name, instance_id, V2.at_version(V2.version))
     await eventually(
-        lambda: fleet.get_scale_set(name),
+        lambda: fleet.show_scale_set(name),
         lambda view: all(i.image_reference.same_image(V2) for i in view.instances if i.instance_id in ids),
     )
     for instance_id in ids:

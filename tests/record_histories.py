@@ -26,7 +26,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from fleet.client import EmulatorClient
+from fleet.emulator.admin import EmulatorAdmin
 from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
 from models.policy import ApplicationHealthSettings
 from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
@@ -53,7 +53,7 @@ class Run:
     """What a scenario may do while its upgrade runs."""
 
     client: Client
-    fleet: EmulatorClient
+    fleet: EmulatorAdmin
     workers: WorkerProcesses
     scale_set: str
     handle: WorkflowHandle | None = None
@@ -203,7 +203,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 async def record(
-    name: str, scenario: Scenario, client: Client, fleet: EmulatorClient, workers: WorkerProcesses
+    name: str, scenario: Scenario, client: Client, fleet: EmulatorAdmin, workers: WorkerProcesses
 ) -> list[Path]:
     scale_set = await make_scale_set(
         fleet,
@@ -270,7 +270,7 @@ async def main(names: list[str]) -> None:
     emulator = processes.start_emulator(fleet_port, workdir / "fleet.db", workdir / "fleet.log")
     try:
         client = await connect(f"127.0.0.1:{port}")
-        async with EmulatorClient(f"http://127.0.0.1:{fleet_port}") as fleet:
+        async with EmulatorAdmin(f"http://127.0.0.1:{fleet_port}") as fleet:
             for name in names:
                 workers = WorkerProcesses(f"127.0.0.1:{port}", fleet.base_url, workdir)
                 await workers.start()

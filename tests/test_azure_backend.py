@@ -16,10 +16,10 @@ import pytest
 from fleet.azure import AzureFleet, AzureSettings, AzureSettingsError, parse_restore_point, same_restore_point
 from fleet.azure.health_reads import CoalescingHealthReader
 from fleet.azure.images import pick_gallery_version, pick_marketplace_version
-from fleet.azure.restore_points import image_restore_point
 from fleet.azure.views import custom_metrics
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.errors import FleetRequestError, FleetTransientError
+from fleet.restore_points import image_restore_point
 from models.fleet import FaultSpec, FleetOperation, HealthProbe, HealthState, OperationStatus, ScaleSetSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
@@ -167,25 +167,28 @@ def test_custom_metrics_tolerate_garbage(message: str | None, phase: int | None,
 # --- coalesced health reads ---------------------------------------------------------------------
 
 
-async def test_coalescing_reader_shares_one_read_and_reuses_a_fresh_one() -> None:
-    reads = 0
-    now = [0.0]
+async def test_coalescing_reader_shares_one_read_but_never_one_begun_before_the_caller_asked() -> None:
+    reads: list[int] = []
+    state = [HealthState.HEALTHY]
 
     async def read(scale_set: str) -> dict[str, HealthProbe]:
-        nonlocal reads
-        reads += 1
+        reads.append(len(reads))
+        seen = state[0]  # what the fleet shows when the read starts
         await asyncio.sleep(0.05)
-        return {"0": HealthProbe(state=HealthState.HEALTHY)}
+        return {"0": HealthProbe(state=seen)}
 
-    reader = CoalescingHealthReader(read, clock=lambda: now[0])
-    results = await asyncio.gather(*(reader.get("web", 0.5) for _ in range(50)))
-    assert reads == 1 and all(r["0"].state == HealthState.HEALTHY for r in results)
-    now[0] = 0.4
-    await reader.get("web", 0.5)
-    assert reads == 1  # young enough
-    now[0] = 0.6
-    await reader.get("web", 0.5)
-    assert reads == 2
+    reader = CoalescingHealthReader(read)
+    results = await asyncio.gather(*(reader.get("web") for _ in range(50)))
+    assert len(reads) == 1 and all(r["0"].state == HealthState.HEALTHY for r in results)
+
+    # A caller arriving while a read is under way waits for the next one: it sees the change.
+    first = asyncio.create_task(reader.get("web"))
+    await asyncio.sleep(0.07)  # the first read has started (after the gathering window)
+    state[0] = HealthState.INITIALIZING
+    late = await reader.get("web")
+    assert (await first)["0"].state == HealthState.HEALTHY
+    assert late["0"].state == HealthState.INITIALIZING
+    assert len(reads) == 3
 
 
 async def test_coalescing_reader_survives_a_cancelled_caller() -> None:
@@ -194,8 +197,8 @@ async def test_coalescing_reader_survives_a_cancelled_caller() -> None:
         return {}
 
     reader = CoalescingHealthReader(read)
-    first = asyncio.create_task(reader.get("web", 0.5))
-    second = asyncio.create_task(reader.get("web", 0.5))
+    first = asyncio.create_task(reader.get("web"))
+    second = asyncio.create_task(reader.get("web"))
     await asyncio.sleep(0.01)
     first.cancel()
     assert await second == {}
@@ -497,8 +500,8 @@ async def test_health_probes_coalesce_into_one_list(emulator: Emulator, fleet: A
     assert fleet.calls["reads"] == 1
     assert probes[4].state == HealthState.UNHEALTHY and "HealthState/unhealthy" in (probes[4].detail or "")
     assert probes[-1].state == HealthState.UNKNOWN and "gone" in (probes[-1].detail or "")
-    await fleet.probe_health("uni-health", "0", PROBE)  # within max age: the same read
-    assert fleet.calls["reads"] == 1
+    await fleet.probe_health("uni-health", "0", PROBE)  # asked later: a read of its own
+    assert fleet.calls["reads"] == 2
 
 
 async def test_a_failed_operation_reports_azures_error(emulator: Emulator, fleet: AzureFleet) -> None:

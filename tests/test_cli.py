@@ -130,7 +130,7 @@ async def test_second_upgrade_is_refused_and_cancel_ends_the_first(upgradectl, f
 
 
 @pytest.mark.parametrize("signum", [15, 2])
-async def test_the_worker_process_stops_cleanly_on_sigterm_and_sigint(local_env, fleet_url, signum):
+async def test_the_worker_process_stops_cleanly_on_sigterm_and_sigint(local_env, emulator, signum):
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -138,7 +138,7 @@ async def test_the_worker_process_stops_cleanly_on_sigterm_and_sigint(local_env,
         env={
             **os.environ,
             "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
-            "FLEET_URL": fleet_url,
+            **emulator.env(),
             "UPGRADE_TASK_QUEUE": "signal-test",
         },
         stderr=asyncio.subprocess.PIPE,

@@ -261,8 +261,8 @@ def run_cli(*args: str, env: dict[str, str]) -> Result:
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits_four(fleet_url, tmp_path):
-    env = {"FLEET_URL": fleet_url, "TEMPORAL_ADDRESS": CLOSED}
+def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits_four(emulator, tmp_path):
+    env = {**emulator.env(), "TEMPORAL_ADDRESS": CLOSED}
     name = f"refusals-{uuid.uuid4().hex[:8]}"
     cases = [
         (
@@ -292,7 +292,7 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
         assert "Traceback" not in result.err
 
 
-def test_temporal_unreachable_exits_four(fleet_url):
+def test_temporal_unreachable_exits_four(emulator):
     for args in (
         ["status", "web"],
         ["watch", "web"],
@@ -300,7 +300,7 @@ def test_temporal_unreachable_exits_four(fleet_url):
         ["history", "web"],
         ["start", "--scale-set", "web", "--image", str(V2)],
     ):
-        result = run_cli(*args, env={"TEMPORAL_ADDRESS": CLOSED, "FLEET_URL": fleet_url})
+        result = run_cli(*args, env={"TEMPORAL_ADDRESS": CLOSED, **emulator.env()})
         assert result.code == 4, (args, result.err)
         assert result.err.startswith("error: cannot reach Temporal"), result.err
         assert "Traceback" not in result.err
@@ -342,7 +342,7 @@ async def test_no_upgrade_and_a_finished_one_exit_five_in_one_line(upgradectl, f
 # --- status waits for admission ------------------------------------------------------------------------
 
 
-async def test_status_right_after_the_start_counts_every_instance(local_env, fleet, fleet_url):
+async def test_status_right_after_the_start_counts_every_instance(local_env, fleet, azure, emulator):
     """The upgrade starts with no worker polling, so admission waits for one: `status` must
     wait for it too, not answer a status that counts nothing."""
     name = await make_scale_set(fleet, 4, update_domains=1)
@@ -356,7 +356,7 @@ async def test_status_right_after_the_start_counts_every_instance(local_env, fle
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": local_env.client.service_client.config.target_host,
-        "FLEET_URL": fleet_url,
+        **emulator.env(),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -371,7 +371,7 @@ async def test_status_right_after_the_start_counts_every_instance(local_env, fle
     )
     try:
         await asyncio.sleep(3)  # status is waiting; now a worker comes
-        async with build_worker(local_env.client, fleet, task_queue):
+        async with build_worker(local_env.client, azure, task_queue):
             out, err = await asyncio.wait_for(process.communicate(), 60)
             assert process.returncode == 0, err.decode()
             progress = json.loads(out)["properties"]["progress"]
@@ -386,11 +386,11 @@ async def test_status_right_after_the_start_counts_every_instance(local_env, fle
 # --- watch rides out a Temporal restart ------------------------------------------------------------------
 
 
-async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
+async def test_watch_rides_out_a_temporal_restart(fleet, emulator, tmp_path):
     port, ui_port = processes.free_port(), processes.free_port()
     database = tmp_path / "temporal.db"
     server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-1.log")
-    workers = WorkerProcesses(f"127.0.0.1:{port}", fleet_url, tmp_path)
+    workers = WorkerProcesses(f"127.0.0.1:{port}", emulator, tmp_path)
     watcher = None
     try:
         await connect(f"127.0.0.1:{port}")  # the server answers
@@ -404,7 +404,7 @@ async def test_watch_rides_out_a_temporal_restart(fleet, fleet_url, tmp_path):
         env = {
             **os.environ,
             "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
-            "FLEET_URL": fleet_url,
+            **emulator.env(),
             "UPGRADE_TASK_QUEUE": workers.task_queue,
         }
         started = await asyncio.create_subprocess_exec(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fleet.client import EmulatorClient
+from fleet.emulator.admin import EmulatorAdmin
 from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStatus, TimingSpec
 from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
@@ -60,7 +60,7 @@ def outcome(report: UpgradeReport) -> dict[str, Any]:
 
 
 async def run(
-    client: Any, fleet: EmulatorClient, workers: WorkerProcesses, scenario: Scenario, crash_at: Moment | None
+    client: Any, fleet: EmulatorAdmin, workers: WorkerProcesses, scenario: Scenario, crash_at: Moment | None
 ) -> tuple[UpgradeReport, list[FleetOperation]]:
     name = await make_scale_set(
         fleet, scenario.capacity, update_domains=1, timing=scenario.timing, faults=scenario.faults
@@ -83,11 +83,11 @@ async def run(
         workers.stop()
 
 
-async def crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario: Scenario, crash_at: Moment):
+async def crash_and_compare(local_env, fleet, emulator, tmp_path, scenario: Scenario, crash_at: Moment):
     address = local_env.client.service_client.config.target_host
     (baseline, baseline_ops), (crashed, crashed_ops) = await asyncio.gather(
-        run(local_env.client, fleet, WorkerProcesses(address, fleet_url, tmp_path), scenario, None),
-        run(local_env.client, fleet, WorkerProcesses(address, fleet_url, tmp_path), scenario, crash_at),
+        run(local_env.client, fleet, WorkerProcesses(address, emulator, tmp_path), scenario, None),
+        run(local_env.client, fleet, WorkerProcesses(address, emulator, tmp_path), scenario, crash_at),
     )
     assert outcome(crashed) == outcome(baseline)
     # Exactly once: one reimage per upgraded instance, at most one restore, none left running.
@@ -119,54 +119,54 @@ def pausing(ops: list[FleetOperation], status: RollingUpgradeStatusInfo) -> bool
     return progress.successful_instance_count == 2 and progress.in_progress_instance_count == 0
 
 
-async def test_worker_killed_during_reimages(local_env, fleet, fleet_url, tmp_path):
+async def test_worker_killed_during_reimages(local_env, fleet, emulator, tmp_path):
     scenario = Scenario(
         timing=TimingSpec(reimage_seconds=[3, 3], restore_seconds=[0, 0], boot_seconds=[0, 0])
     )
     crashed, ops = await crash_and_compare(
-        local_env, fleet, fleet_url, tmp_path, scenario, in_flight(OperationKind.REIMAGE)
+        local_env, fleet, emulator, tmp_path, scenario, in_flight(OperationKind.REIMAGE)
     )
     assert crashed.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
     # The new worker asked again for the reimage it found in flight: the same operation.
     assert any(op.request_count > 1 for op in ops)
 
 
-async def test_worker_killed_during_the_health_wait(local_env, fleet, fleet_url, tmp_path):
+async def test_worker_killed_during_the_health_wait(local_env, fleet, emulator, tmp_path):
     scenario = Scenario(
         timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0, 0], boot_seconds=[4, 4])
     )
     scenario.health = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT60S")
-    crashed, _ = await crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario, waiting_for_health)
+    crashed, _ = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, waiting_for_health)
     assert crashed.status.properties.progress.successful_instance_count == 10
 
 
-async def test_worker_killed_during_the_pause_between_batches(local_env, fleet, fleet_url, tmp_path):
+async def test_worker_killed_during_the_pause_between_batches(local_env, fleet, emulator, tmp_path):
     scenario = Scenario(capacity=6, policy={"pauseTimeBetweenBatches": "PT4S"})
-    crashed, _ = await crash_and_compare(local_env, fleet, fleet_url, tmp_path, scenario, pausing)
+    crashed, _ = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, pausing)
     # The pause still separated every batch, crash or not.
     by_batch = sorted(crashed.instances, key=lambda i: i.batch)
     gaps = [b.start_time - a.end_time for a, b in itertools.pairwise(by_batch) if a.batch != b.batch]
     assert gaps and all(gap.total_seconds() >= 4 for gap in gaps)
 
 
-async def test_worker_killed_during_a_rollback(local_env, fleet, fleet_url, tmp_path):
+async def test_worker_killed_during_a_rollback(local_env, fleet, emulator, tmp_path):
     scenario = Scenario(
         timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[3, 3], boot_seconds=[0, 0]),
         faults=FaultSpec(unhealthy_after_upgrade=["1"]),
         policy={"maxUnhealthyUpgradedInstancePercent": 50},
     )
     crashed, ops = await crash_and_compare(
-        local_env, fleet, fleet_url, tmp_path, scenario, in_flight(OperationKind.RESTORE)
+        local_env, fleet, emulator, tmp_path, scenario, in_flight(OperationKind.RESTORE)
     )
     assert count_ops(ops, OperationKind.RESTORE) == {"1": 1}
     assert crashed.status.properties.progress.failed_instance_count == 1
 
 
-async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, fleet_url, tmp_path):
+async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, emulator, tmp_path):
     port, ui_port = processes.free_port(), processes.free_port()
     database = tmp_path / "temporal.db"
     server = processes.start_dev_server(port, ui_port, database, tmp_path / "server-1.log")
-    workers = WorkerProcesses(f"127.0.0.1:{port}", fleet_url, tmp_path)
+    workers = WorkerProcesses(f"127.0.0.1:{port}", emulator, tmp_path)
     try:
         client = await connect(f"127.0.0.1:{port}")
         name = await make_scale_set(
@@ -202,7 +202,7 @@ async def test_the_upgrade_completes_across_an_emulator_restart(local_env, tmp_p
     url = f"http://127.0.0.1:{port}"
     workers = WorkerProcesses(local_env.client.service_client.config.target_host, url, tmp_path)
     try:
-        async with EmulatorClient(url, timeout=5) as fleet:
+        async with EmulatorAdmin(url, timeout=5) as fleet:
             name = await make_scale_set(
                 fleet,
                 10,

@@ -14,10 +14,10 @@ from temporalio.testing import ActivityEnvironment
 from activities.fleet_activities import FleetActivities
 from models import steps
 from models.base import describe_validation_error
-from models.fleet import HealthReading, HealthState, ScaleSetView, TimingSpec
+from models.fleet import HealthExtensionSpec, HealthReading, HealthState, ScaleSetView, TimingSpec
 from models.health import interpret
 from models.policy import ApplicationHealthSettings, UpgradePolicy
-from tests.helpers import V2, make_scale_set
+from tests.helpers import V2, eventually, make_scale_set
 
 HEALTHY, UNHEALTHY, UNKNOWN = HealthState.HEALTHY, HealthState.UNHEALTHY, HealthState.UNKNOWN
 
@@ -179,7 +179,7 @@ def test_payloads_between_workflows_and_activities_ignore_fields_they_do_not_kno
         ApplicationHealthSettings.model_validate({"probeJitter": "PT1S"})
 
 
-# --- each kind of endpoint, through the emulator over HTTP ------------------------------------
+# --- each kind of endpoint, as the emulated extension reports it through ARM -----------------
 
 RICH = ApplicationHealthSettings()
 BINARY = ApplicationHealthSettings(health_states="binary")
@@ -187,17 +187,27 @@ TCP = ApplicationHealthSettings(protocol="tcp", port=8080)
 TCP_BINARY = ApplicationHealthSettings(protocol="tcp", port=8080, health_states="binary")
 
 
+def extension(settings: ApplicationHealthSettings) -> HealthExtensionSpec:
+    """The scale set's Application Health extension configured as `settings` say."""
+    return HealthExtensionSpec(
+        protocol=settings.protocol,
+        port=settings.port,
+        request_path=settings.request_path or "",
+        rich=settings.health_states == "rich",
+    )
+
+
 @pytest.mark.parametrize(
     ("endpoint", "settings", "answers"),
     [
-        # the application's state → what the probe reads
+        # the application's state → what the extension reports in the instance view (vmHealth)
         ("rich", RICH, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNKNOWN, "Down": UNKNOWN}),
         (
             "binary",
             BINARY,
             {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY},
         ),
-        # a plain-200 endpoint probed as if it had rich states: never Healthy
+        # a plain-200 endpoint probed by an extension with rich states: never Healthy
         ("binary", RICH, {"Healthy": UNKNOWN, "Unhealthy": UNKNOWN, "Unknown": UNKNOWN, "Down": UNKNOWN}),
         ("rich", BINARY, {"Healthy": HEALTHY, "Unhealthy": HEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
         ("rich", TCP, {"Healthy": HEALTHY, "Unhealthy": UNHEALTHY, "Unknown": UNHEALTHY, "Down": UNHEALTHY}),
@@ -208,30 +218,33 @@ TCP_BINARY = ApplicationHealthSettings(protocol="tcp", port=8080, health_states=
         ),
     ],
 )
-async def test_each_kind_of_endpoint_reads_as_azure_reads_it(fleet, endpoint, settings, answers):
-    name = await make_scale_set(fleet, 1, app_endpoint=endpoint)
+async def test_each_kind_of_endpoint_reads_as_azure_reads_it(fleet, azure, endpoint, settings, answers):
+    name = await make_scale_set(fleet, 1, app_endpoint=endpoint, health_extension=extension(settings))
     await fleet.set_probe_answers(name, "0", list(answers))
-    seen = {answer: (await fleet.probe_health(name, "0", settings)).state for answer in answers}
+    # Each read of the instance view through the SDK is one probe of the extension.
+    seen = {answer: (await azure.get_instance(name, "0")).health for answer in answers}
     assert seen == answers
     # With the script used up, the endpoint answers from the instance's state again.
-    assert (await fleet.probe_health(name, "0", settings)).state == answers["Healthy"]
+    assert (await azure.get_instance(name, "0")).health == answers["Healthy"]
 
 
-async def test_a_binary_endpoint_answers_plain_200_when_healthy_and_503_when_not(fleet_url, fleet):
+async def test_a_binary_endpoint_answers_plain_200_when_healthy_and_503_when_not(emulator, fleet, azure):
+    import ssl
+
     import httpx
 
     name = await make_scale_set(fleet, 2, app_endpoint="binary")
     await fleet.set_health(name, "1", UNHEALTHY)
-    async with httpx.AsyncClient(base_url=fleet_url) as http:
+    trust = ssl.create_default_context(cafile=str(emulator.ca_file))
+    async with httpx.AsyncClient(base_url=emulator.url, verify=trust) as http:
         healthy = await http.get(f"/vm/{name}/0/health")
         failing = await http.get(f"/vm/{name}/1/health")
         refused = await http.get(f"/vm/{name}/9/health")
     assert (healthy.status_code, healthy.text) == (200, "OK")
     assert failing.status_code == 503
     assert refused.headers["X-Emulated-Connection"] == "refused"
-    assert (await fleet.probe_health(name, "1", BINARY)).state == UNHEALTHY
-    assert (await fleet.probe_health(name, "9", BINARY)).state == UNHEALTHY
-    assert (await fleet.probe_health(name, "9", RICH)).state == UNKNOWN
+    reading = await azure.read_health(name)
+    assert reading.health == {"0": HEALTHY, "1": UNHEALTHY}
 
 
 # --- numberOfProbes and gracePeriod: the probers as activities against the emulator -----------
@@ -243,8 +256,8 @@ def quick(**settings: object) -> ApplicationHealthSettings:
     )
 
 
-async def run(fleet, activity, name: str, settings: ApplicationHealthSettings, grace: float = 0.0):
-    activities = FleetActivities(fleet)
+async def run(backend, activity, name: str, settings: ApplicationHealthSettings, grace: float = 0.0):
+    activities = FleetActivities(backend)
     request = steps.HealthInput(
         scale_set=name, instance_id="0", health=settings, grace_remaining_seconds=grace
     )
@@ -255,30 +268,30 @@ async def run(fleet, activity, name: str, settings: ApplicationHealthSettings, g
     return result, heartbeats
 
 
-async def test_wait_for_health_needs_number_of_probes_healthy_answers_in_a_row(fleet):
+async def test_wait_for_health_needs_number_of_probes_healthy_answers_in_a_row(fleet, azure):
     name = await make_scale_set(fleet, 1)
     await fleet.set_probe_answers(name, "0", ["Healthy", "Unhealthy", "Healthy", "Down", "Healthy"])
-    result, _ = await run(fleet, "wait_for_health", name, quick(number_of_probes=2), grace=30)
+    result, _ = await run(azure, "wait_for_health", name, quick(number_of_probes=2), grace=30)
     # One Healthy answer among failures is not enough: the 5th and 6th answers are the pair.
     assert (result.state, result.probes) == (HEALTHY, 6)
 
 
-async def test_wait_for_health_ends_on_number_of_probes_failures_in_a_row_after_the_grace(fleet):
+async def test_wait_for_health_ends_on_number_of_probes_failures_in_a_row_after_the_grace(fleet, azure):
     name = await make_scale_set(fleet, 1)
     await fleet.set_probe_answers(name, "0", ["Unhealthy", "Healthy", "Unhealthy", "Unhealthy"])
-    result, _ = await run(fleet, "wait_for_health", name, quick(number_of_probes=2))
+    result, _ = await run(azure, "wait_for_health", name, quick(number_of_probes=2))
     assert (result.state, result.probes) == (UNHEALTHY, 4)
 
 
-async def test_failures_inside_the_grace_period_are_initializing_not_final(fleet):
+async def test_failures_inside_the_grace_period_are_initializing_not_final(fleet, azure):
     name = await make_scale_set(fleet, 1)
     await fleet.set_probe_answers(name, "0", ["Down", "Unhealthy", "Down", "Healthy"])
-    result, heartbeats = await run(fleet, "wait_for_health", name, quick(), grace=3.5)
+    result, heartbeats = await run(azure, "wait_for_health", name, quick(), grace=3.5)
     assert (result.state, result.probes) == (HEALTHY, 4)
     assert [h["state"] for h in heartbeats] == ["Initializing"] * 3
     # Without a grace period the first failure is final (numberOfProbes 1).
     await fleet.set_probe_answers(name, "0", ["Down", "Healthy"])
-    result, _ = await run(fleet, "wait_for_health", name, quick(), grace=0)
+    result, _ = await run(azure, "wait_for_health", name, quick(), grace=0)
     assert (result.state, result.probes) == (UNKNOWN, 1)
 
 
@@ -292,11 +305,11 @@ async def test_failures_inside_the_grace_period_are_initializing_not_final(fleet
     ],
 )
 async def test_the_last_look_at_the_deadline_needs_number_of_probes_healthy_answers(
-    fleet, answers, state, probes
+    fleet, answers, state, probes, azure
 ):
     name = await make_scale_set(fleet, 1)
     await fleet.set_probe_answers(name, "0", answers)
-    result, heartbeats = await run(fleet, "probe_health", name, quick(number_of_probes=3))
+    result, heartbeats = await run(azure, "probe_health", name, quick(number_of_probes=3))
     assert (result.state, result.probes) == (state, probes)
     assert len(heartbeats) == probes
 
@@ -313,12 +326,12 @@ def test_the_last_look_has_time_for_every_probe():
         assert heartbeat > timedelta(seconds=interval)
 
 
-async def test_an_instance_booting_reads_initializing_in_the_view_and_no_answer_at_its_endpoint(fleet):
-    timing = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[5, 5])
+async def test_an_instance_booting_reads_initializing_and_stopped_reads_unknown(fleet, azure):
+    timing = TimingSpec(reimage_seconds=[1, 1], restore_seconds=[0, 0], boot_seconds=[5, 5])
     name = await make_scale_set(fleet, 1, timing=timing)
-    await fleet.begin_reimage(name, "0", V2, f"op-boot-{name}")
-    assert (await fleet.get_scale_set(name)).instances[0].health == HealthState.INITIALIZING
-    assert (await fleet.read_health(name)).health["0"] == HealthState.INITIALIZING
-    assert (await fleet.probe_health(name, "0", RICH)).state == UNKNOWN
-    assert (await fleet.probe_health(name, "0", BINARY)).state == UNHEALTHY
-    assert (await fleet.probe_health(name, "0", TCP)).state == UNHEALTHY
+    await azure.begin_reimage(name, "0", V2.at_version(V2.version))
+    assert (await azure.get_instance(name, "0")).health == UNKNOWN  # stopped for its reimage
+    await eventually(lambda: azure.get_instance(name, "0"), lambda i: not i.busy)
+    assert (await fleet.show_scale_set(name)).instances[0].health == HealthState.INITIALIZING
+    assert (await azure.read_health(name)).health["0"] == HealthState.INITIALIZING
+    assert (await azure.get_instance(name, "0")).health == HealthState.INITIALIZING

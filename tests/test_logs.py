@@ -16,7 +16,7 @@ from worker.assembly import build_worker
 from worker.logs import configure_logging
 
 
-async def test_logs_carry_context_and_replays_never_repeat_them(ts_env, fleet):
+async def test_logs_carry_context_and_replays_never_repeat_them(ts_env, fleet, azure):
     root = logging.getLogger()
     saved = (
         root.handlers[:],
@@ -31,7 +31,7 @@ async def test_logs_carry_context_and_replays_never_repeat_them(ts_env, fleet):
             fleet, 6, update_domains=1, faults=FaultSpec(unhealthy_after_upgrade=["2"])
         )
         # No workflow cache: every workflow task replays the whole history from the start.
-        async with build_worker(ts_env.client, fleet, f"tq-{uuid.uuid4()}", max_cached_workflows=0) as worker:
+        async with build_worker(ts_env.client, azure, f"tq-{uuid.uuid4()}", max_cached_workflows=0) as worker:
             handle, _ = await upgrade(
                 ts_env.client, worker.task_queue, name, policy={"maxUnhealthyUpgradedInstancePercent": 50}
             )

@@ -59,8 +59,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def signing_worker(ts_env, fleet):
-    async with build_worker(ts_env.client, fleet, f"tq-{uuid.uuid4()}", webhook_secret=SECRET) as worker:
+async def signing_worker(ts_env, azure):
+    async with build_worker(ts_env.client, azure, f"tq-{uuid.uuid4()}", webhook_secret=SECRET) as worker:
         yield worker
 
 

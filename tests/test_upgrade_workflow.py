@@ -15,7 +15,7 @@ from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState
 from starter.upgrades import UpgradeRefused, cancel_upgrade, get_status
-from tests.helpers import V1, V2, count_ops, eventually, finish, make_scale_set, upgrade
+from tests.helpers import V1, V2, action, count_ops, eventually, finish, make_scale_set, upgrade
 
 COMPLETED = RollingUpgradeStatusCode.COMPLETED
 FAULTED = RollingUpgradeStatusCode.FAULTED
@@ -24,7 +24,7 @@ FAULTED = RollingUpgradeStatusCode.FAULTED
 async def test_happy_path_upgrades_every_instance_and_counts_add_up(ts_env, ts_worker, fleet):
     timing = TimingSpec(reimage_seconds=[0.1, 0.3], restore_seconds=[0, 0], boot_seconds=[0.1, 0.3])
     name = await make_scale_set(fleet, 20, zones=["1", "2", "3"], update_domains=2, timing=timing)
-    before = {i.instance_id: i for i in (await fleet.get_scale_set(name)).instances}
+    before = {i.instance_id: i for i in (await fleet.show_scale_set(name)).instances}
 
     handle, admission = await upgrade(ts_env.client, ts_worker.task_queue, name)
     assert (admission.instance_count, admission.to_upgrade, admission.skipped) == (20, 20, 0)
@@ -46,7 +46,7 @@ async def test_happy_path_upgrades_every_instance_and_counts_add_up(ts_env, ts_w
     assert all(s.properties.progress.total == 20 for s in snapshots)
     assert any(s.properties.progress.in_progress_instance_count for s in snapshots)
 
-    after = await fleet.get_scale_set(name)
+    after = await fleet.show_scale_set(name)
     for instance in after.instances:
         assert instance.image_reference.same_image(V2)
         assert instance.health == HealthState.HEALTHY
@@ -93,7 +93,7 @@ async def test_bad_image_rolls_back_and_faults_after_the_breaching_batch(ts_env,
     assert report.rollback_info.successfully_rolledback_instance_count == 2
 
     # The emulator shows the previous image back on the restored instances; nothing else ran.
-    after = {i.instance_id: i for i in (await fleet.get_scale_set(name)).instances}
+    after = {i.instance_id: i for i in (await fleet.show_scale_set(name)).instances}
     assert all(after[i].image_reference.same_image(V1) for i in after)
     ops = await fleet.operations(name)
     assert count_ops(ops, OperationKind.REIMAGE) == {"0": 1, "1": 1}
@@ -172,7 +172,7 @@ async def test_disable_automatic_rollback_leaves_failed_instances_on_the_new_ima
     assert failed.state == InstanceState.FAILED
     assert failed.cause == FailureCause.HEALTH
     assert report.status.properties.progress.failed_instance_count == 1
-    instance = next(i for i in (await fleet.get_scale_set(name)).instances if i.instance_id == "1")
+    instance = next(i for i in (await fleet.show_scale_set(name)).instances if i.instance_id == "1")
     assert instance.image_reference.same_image(V2)
     assert count_ops(await fleet.operations(name), OperationKind.RESTORE) == {}
 
@@ -192,7 +192,7 @@ async def test_rollback_on_policy_breach_restores_failed_instances(ts_env, ts_wo
     restored = next(i for i in report.instances if i.instance_id == "1")
     assert restored.state == InstanceState.ROLLED_BACK
     assert "on the policy breach: restored to the previous OS disk" in restored.message
-    instance = next(i for i in (await fleet.get_scale_set(name)).instances if i.instance_id == "1")
+    instance = next(i for i in (await fleet.show_scale_set(name)).instances if i.instance_id == "1")
     assert instance.image_reference.same_image(V1)
     assert count_ops(await fleet.operations(name), OperationKind.RESTORE) == {"1": 1}
 
@@ -229,7 +229,7 @@ async def test_default_health_wait_gives_an_instance_five_minutes(ts_env, ts_wor
     # was healthy at once.
     assert timedelta(minutes=5) <= instance.end_time - instance.start_time < timedelta(minutes=5, seconds=30)
     ops = await fleet.operations(name)
-    assert [op.kind for op in ops] == [OperationKind.REIMAGE, OperationKind.RESTORE]
+    assert [action(op) for op in ops] == [OperationKind.REIMAGE, OperationKind.RESTORE]
 
 
 async def test_cancel_mid_batch_lets_the_batch_finish_and_starts_no_other(ts_env, ts_worker, fleet):
@@ -252,7 +252,7 @@ async def test_cancel_mid_batch_lets_the_batch_finish_and_starts_no_other(ts_env
     assert status.progress.pending_instance_count == 8
     assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {"0": 1, "1": 1}
     # No instance is left mid-operation.
-    assert {i.provisioning_state for i in (await fleet.get_scale_set(name)).instances} == {"Succeeded"}
+    assert {i.provisioning_state for i in (await fleet.show_scale_set(name)).instances} == {"Succeeded"}
 
 
 async def test_cancel_interrupts_the_pause(ts_env, ts_worker, fleet):
@@ -304,7 +304,7 @@ async def test_a_second_upgrade_of_the_same_scale_set_is_refused(ts_env, ts_work
         (
             ImageReference.parse("Contoso:web-os:2024:2030.01.01"),
             RefusalCode.IMAGE_NOT_FOUND,
-            "is not in the gallery (versions: 2024.11.01, 2024.12.01",
+            "is not offered in westeurope (latest versions: 2024.11.01, 2024.12.01",
         ),
         (
             ImageReference.parse("Fabrikam:other-os:1:1.0"),
@@ -344,7 +344,7 @@ async def test_infrastructure_errors_are_reported_as_such_not_as_unhealthy(ts_en
     assert detail.code == "AllocationFailed"
     assert detail.message.startswith("Infrastructure failure")
     # The instance kept its image: nothing to roll back.
-    instance = next(i for i in (await fleet.get_scale_set(name)).instances if i.instance_id == "3")
+    instance = next(i for i in (await fleet.show_scale_set(name)).instances if i.instance_id == "3")
     assert instance.image_reference.same_image(V1)
     assert count_ops(await fleet.operations(name), OperationKind.RESTORE) == {}
 
