@@ -118,7 +118,7 @@ def fleet_failure(err: FleetError) -> NoReturn:
         fail(f"the fleet refused: {err.code}: {err.message}", EXIT_REFUSED)
     if err.code in ("ConnectionError", "Timeout"):
         fail(
-            f"cannot reach the fleet: {err.message} (set AZURE_ARM_ENDPOINT, or FLEET_URL for fleet commands)",
+            f"cannot reach the fleet: {err.message} (set AZURE_ARM_ENDPOINT; FLEET_URL for fleet commands)",
             EXIT_ERROR,
         )
     fail(f"the fleet failed: {err.code}: {err.message}", EXIT_ERROR)
