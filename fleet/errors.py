@@ -36,3 +36,8 @@ class FleetTransientError(FleetError):
 
 class FleetRequestError(FleetError):
     """The request itself was refused (4xx): retrying the same request cannot help."""
+
+
+# Azure answers 409 Conflict / AnotherOperationInProgress while an instance is busy with another
+# operation: the same request succeeds once that one is done.
+RETRYABLE_CONFLICTS = frozenset({"Conflict", "AnotherOperationInProgress"})

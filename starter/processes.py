@@ -121,12 +121,9 @@ class EmulatorAddress:
         }
 
 
-def start_emulator(port: int, db: Path, log_path: Path, http_port: int | None = None) -> subprocess.Popen:
-    """The fleet emulator over HTTPS on `port` (emulator_url; trust emulator_ca_file(db)); with
-    `http_port`, also plain HTTP there, for fleet.client.EmulatorClient's old API."""
+def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
+    """The fleet emulator over HTTPS on `port` (emulator_url; trust emulator_ca_file(db))."""
     args = [sys.executable, "-m", "fleet.emulator", "--port", str(port), "--db", str(db)]
-    if http_port is not None:
-        args += ["--http-port", str(http_port)]
     process = start_process(args, log_path)
     url = f"{emulator_url(port)}/healthz"
     ca = emulator_ca_file(db)

@@ -29,8 +29,7 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 
-from fleet.client import RETRYABLE_CONFLICTS
-from fleet.errors import FleetError, FleetRequestError, FleetTransientError
+from fleet.errors import RETRYABLE_CONFLICTS, FleetError, FleetRequestError, FleetTransientError
 
 
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:

@@ -10,7 +10,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the fleet emulator.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8780, help="HTTPS: ARM and /admin")
-    parser.add_argument("--http-port", type=int, default=None, help="also plain HTTP (old API)")
     parser.add_argument("--db", default="fleet-emulator.db")
     args = parser.parse_args()
     ensure_certificates(args.db, args.host)
@@ -18,4 +17,4 @@ if __name__ == "__main__":
     print(f"subscription:   {SUBSCRIPTION}", flush=True)
     print(f"resource group: {RESOURCE_GROUP}", flush=True)
     print(f"CA file:        {ca_file(args.db).resolve()}", flush=True)
-    serve(args.host, args.port, args.db, args.http_port)
+    serve(args.host, args.port, args.db)

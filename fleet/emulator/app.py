@@ -2,9 +2,6 @@
 
 - `/subscriptions/...`: Azure Resource Manager's Compute API (fleet/emulator/arm.py), with
   Azure's faults (fleet/emulator/faults.py). Served over HTTPS (fleet/emulator/tls.py).
-- `/scaleSets/...`, `/images/resolve`: the cloud API the orchestrator uses. Transient faults
-  (429/5xx, slow answers) are injected here only, before or after the request takes effect, so a
-  lost answer to a reimage that did happen is part of what the orchestrator must survive.
 - `/vm/<scale set>/<instance>/<path>`: each instance's Application Health endpoint, answering
   as its scale set's `appEndpoint` (rich or binary) says; `/vm/.../tcp/<port>` is a TCP probe.
   An instance that does not accept the connection (stopped, booting, gone, or a TCP port of an
@@ -16,8 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -36,8 +31,6 @@ from models.base import describe_validation_error
 from models.fleet import FaultSpec, HealthState, ScaleSetSpec
 from models.image import ImageReference
 
-API_PREFIX = "/scaleSets/"
-
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
@@ -47,10 +40,9 @@ def create_app(db_path: str | Path) -> FastAPI:
     cloud = Cloud(open_database(db_path))
     app = FastAPI(title="Fleet emulator", version="1")
     app.state.cloud = cloud
-    chance = random.Random(0)
     api_versions: Counter[str] = Counter()
     arm_faults = FaultInjector(cloud)
-    injected = arm_faults.injected  # one count for both APIs
+    injected = arm_faults.injected
     app.include_router(arm_router(cloud, api_versions))
     app.middleware("http")(arm_faults)
 
@@ -66,66 +58,9 @@ def create_app(db_path: str | Path) -> FastAPI:
     async def missing_field(_: Request, err: KeyError) -> JSONResponse:
         return error_response(400, "InvalidParameter", f"{err.args[0]}: is required")
 
-    @app.middleware("http")
-    async def transient_faults(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        if not path.startswith(API_PREFIX):
-            return await call_next(request)
-        name = path[len(API_PREFIX) :].split("/", 1)[0]
-        try:
-            faults = cloud.spec(name).faults
-        except CloudError:
-            return await call_next(request)
-        if chance.random() < faults.transient_error_share:
-            injected[name] = injected.get(name, 0) + 1
-            status = chance.choice(faults.transient_status_codes)
-            if chance.random() < 0.5:
-                await call_next(request)  # it took effect, but the answer is lost
-            return error_response(status, "TransientFault", f"injected HTTP {status}")
-        if chance.random() < faults.timeout_share:
-            injected[name] = injected.get(name, 0) + 1
-            response = await call_next(request)
-            await asyncio.sleep(faults.timeout_seconds)
-            return response
-        if chance.random() < faults.malformed_share:
-            injected[name] = injected.get(name, 0) + 1
-            await call_next(request)
-            return JSONResponse({"unexpected": "a malformed answer injected by the emulator"})
-        return await call_next(request)
-
-    # --- the cloud API ----------------------------------------------------------------------
-
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.get("/scaleSets/{name}")
-    async def get_scale_set(name: str) -> dict[str, Any]:
-        return cloud.scale_set_view(name).to_json()
-
-    @app.get("/scaleSets/{name}/health")
-    async def read_health(name: str) -> dict[str, Any]:
-        return cloud.health_reading(name)
-
-    @app.post("/scaleSets/{name}/instances/{instance_id}/reimage")
-    async def reimage(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
-        image = ImageReference.model_validate(body["imageReference"])
-        operation = cloud.begin_reimage(name, instance_id, image)
-        return JSONResponse(operation.to_json(), status_code=202)
-
-    @app.post("/scaleSets/{name}/instances/{instance_id}/restoreOsDisk")
-    async def restore(name: str, instance_id: str, body: dict[str, Any] = Body(...)) -> JSONResponse:
-        operation = cloud.begin_restore(name, instance_id, body["osDisk"])
-        return JSONResponse(operation.to_json(), status_code=202)
-
-    @app.get("/scaleSets/{name}/operations/{operation_id:path}")
-    async def get_operation(name: str, operation_id: str) -> dict[str, Any]:
-        return cloud.operation(name, operation_id).to_json()
-
-    @app.post("/images/resolve")
-    async def resolve_image(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        image = ImageReference.model_validate(body["imageReference"])
-        return cloud.resolve_image(image, body["location"]).to_json()
 
     # --- per-instance health endpoints ------------------------------------------------------
 
@@ -241,8 +176,8 @@ def create_app(db_path: str | Path) -> FastAPI:
     return app
 
 
-def serve(host: str, port: int, db_path: str | Path, http_port: int | None = None) -> None:
+def serve(host: str, port: int, db_path: str | Path) -> None:
     """Run the emulator in this process until interrupted, over HTTPS (fleet/emulator/tls.py)."""
     from fleet.emulator import tls
 
-    tls.serve(host, port, db_path, http_port)
+    tls.serve(host, port, db_path)

@@ -285,24 +285,6 @@ class Cloud:
         rows = self.db.execute("SELECT scale_set, instance_id FROM instances ORDER BY scale_set, ordinal")
         return [(r["scale_set"], r["instance_id"]) for r in rows if r["scale_set"] in flexible]
 
-    def health_reading(self, name: str) -> dict[str, Any]:
-        """HealthReading's JSON, built straight from the rows (it is read before every batch)."""
-        self.settle()
-        spec = self.spec(name)
-        rows = self.db.execute(
-            "SELECT i.instance_id, i.busy_operation, i.ready_at, i.forced_health, d.app_healthy"
-            " FROM instances i JOIN os_disks d ON d.name = i.os_disk WHERE i.scale_set = ?",
-            (name,),
-        ).fetchall()
-        return {
-            "health": {row["instance_id"]: self._health(spec, row)[0].value for row in rows},
-            "phases": {
-                instance_id: metrics.phase_ordering_number
-                for instance_id, metrics in spec.custom_metrics.items()
-                if metrics.phase_ordering_number is not None
-            },
-        }
-
     def _instance(self, name: str, instance_id: str) -> sqlite3.Row:
         self.spec(name)
         row = self.db.execute(

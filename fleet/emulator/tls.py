@@ -58,9 +58,8 @@ def ensure_certificates(db_path: str | Path, host: str = "127.0.0.1") -> TlsFile
     return files
 
 
-def serve(host: str, port: int, db_path: str | Path, http_port: int | None = None) -> None:
-    """Run the emulator over HTTPS on `port` until interrupted; with `http_port`, the same app
-    over plain HTTP there too (for fleet.client.EmulatorClient until the product uses ARM)."""
+def serve(host: str, port: int, db_path: str | Path) -> None:
+    """Run the emulator over HTTPS on `port` until interrupted."""
     import uvicorn
 
     from fleet.emulator.app import create_app
@@ -77,8 +76,6 @@ def serve(host: str, port: int, db_path: str | Path, http_port: int | None = Non
             ssl_keyfile=str(files.key_file),
         )
     ]
-    if http_port is not None:
-        configs.append(uvicorn.Config(app, host=host, port=http_port, log_level="warning"))
 
     servers = [uvicorn.Server(config) for config in configs]
 
