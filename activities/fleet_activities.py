@@ -99,11 +99,13 @@ class FleetActivities:
     @activity.defn(name=steps.RESOLVE_IMAGE)
     async def resolve_image(self, request: steps.ResolveImageInput) -> steps.ResolveImageResult:
         target, current = request.image, request.scale_set.image_reference
-        if not target.id and not current.id and target.definition[:2] != current.definition[:2]:
+        if target.definition != current.definition:
+            # A reimage writes another version of the instance's own image (exactVersion); moving
+            # to another image would take a model update and a manual upgrade of every instance.
             raise ApplicationError(
-                f"the image publisher and offer of scale set {request.scale_set.name!r} "
-                f"({current.publisher}:{current.offer}) cannot change to "
-                f"{target.publisher}:{target.offer}",
+                f"the image of scale set {request.scale_set.name!r} ({current.with_version('')}) "
+                f"cannot change to {target.with_version('')}: an upgrade moves instances to "
+                "another version of the same image (publisher:offer:sku or gallery image)",
                 type=RefusalCode.IMAGE_DEFINITION_CHANGED,
                 non_retryable=True,
             )

@@ -75,8 +75,10 @@ class ImageReference(AzureModel):
     def at_version(self, version: str) -> ImageReference:
         return self.model_copy(update={"exact_version": version})
 
+    def with_version(self, version: str) -> str:
+        """The reference as text at `version`; empty: the image without a version."""
+        base = self.id if self.id else f"{self.publisher}:{self.offer}:{self.sku}"
+        return f"{base}{'/versions/' if self.id else ':'}{version}" if version else base
+
     def __str__(self) -> str:
-        version = self.resolved_version
-        if self.id:
-            return f"{self.id}/versions/{version}"
-        return f"{self.publisher}:{self.offer}:{self.sku}:{version}"
+        return self.with_version(self.resolved_version)

@@ -309,7 +309,13 @@ async def test_a_second_upgrade_of_the_same_scale_set_is_refused(ts_env, ts_work
         (
             ImageReference.parse("Fabrikam:other-os:1:1.0"),
             RefusalCode.IMAGE_DEFINITION_CHANGED,
-            "cannot change to Fabrikam:other-os",
+            "cannot change to Fabrikam:other-os:1:",
+        ),
+        # Another SKU of the same offer: a reimage (exactVersion) cannot move an instance there.
+        (
+            ImageReference.parse("Contoso:web-os:2025:2024.12.01"),
+            RefusalCode.IMAGE_DEFINITION_CHANGED,
+            "(Contoso:web-os:2024) cannot change to Contoso:web-os:2025: an upgrade moves",
         ),
     ],
 )
