@@ -31,7 +31,8 @@ clean:
 	rm -rf $(VENV) .demo .pytest_cache
 
 # Record the upgrade histories that the replay test replays (tests/histories/*.json).
-# `make histories ARGS="happy-path pause"` records only those scenarios.
+# `make histories ARGS="happy-path pause"` records only those scenarios; ARGS="pause --out /tmp/h"
+# writes elsewhere (to try one without touching tests/histories/).
 histories: $(STAMP)
 	$(BIN)/python -m tests.record_histories $(ARGS)
 
@@ -43,6 +44,6 @@ histories-keep:
 	cp tests/histories/*.json tests/histories/before-$(PATCH)/
 
 # Benchmarks (not part of `make test`): figures printed and written to bench/results/.
-# `make bench ARGS=critical` runs one scenario (overhead, critical, concurrency, history).
+# `make bench ARGS=critical` runs one scenario (overhead, critical, concurrency, history, reads).
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -2,8 +2,9 @@
 
 (a) A bare Temporal workflow that runs the same number of no-op activities as the upgrade
     needed, at most 100 in flight (the per-workflow limit the upgrade respects too).
-(b) A plain asyncio loop, not durable, making the same HTTP calls to the emulator: read the
-    scale set's health per batch, then per instance reimage, poll the operation, probe until healthy.
+(b) A plain asyncio loop, not durable, making the same ARM calls to the emulator through the same
+    client (AzureFleet over HTTPS): read the scale set's health per batch, then per instance read
+    it, reimage, poll the operation, read it again, probe until healthy.
 
 `python -m bench.floors` runs the worker for (a) as its own process, like the upgrade's worker.
 """
@@ -18,6 +19,7 @@ from temporalio import activity, workflow
 
 if TYPE_CHECKING:
     from models.image import ImageReference
+    from starter.processes import EmulatorAddress
 
 NOOP_WORKFLOW = "BenchNoopWorkflow"
 WINDOW = 100
@@ -44,29 +46,41 @@ class NoopWorkflow:
 
 
 async def http_floor(
-    fleet_url: str, scale_set: str, batches: list[list[str]], image: ImageReference, interval: float
-) -> None:
-    """The upgrade's HTTP calls with nothing around them: the fastest the fleet allows."""
-    from fleet.client import EmulatorClient
+    emulator: EmulatorAddress,
+    scale_set: str,
+    batches: list[list[str]],
+    image: ImageReference,
+    interval: float,
+) -> dict[str, int]:
+    """The upgrade's ARM calls with nothing around them: the fastest the fleet allows.
+
+    The same client (AzureFleet, built from the environment a worker gets) and the same calls as
+    the activities: per batch a health read; per instance a read of the instance, the reimage,
+    polls of its status URL as Retry-After says, a read of the instance, then (coalesced) health
+    reads every `interval` until healthy. Returns AzureFleet.calls (this process's ARM calls).
+    """
+    from activities.exactly_once import poll_seconds
+    from fleet.azure.backend import AzureFleet
+    from fleet.azure.settings import AzureSettings
     from models.fleet import HealthState, OperationStatus
     from models.policy import ApplicationHealthSettings
 
     health = ApplicationHealthSettings(interval_in_seconds=max(1, int(interval)))
-    async with EmulatorClient(fleet_url) as fleet:
+    async with AzureFleet(AzureSettings.from_env(emulator.env())) as fleet:
 
         async def upgrade_one(instance_id: str) -> None:
-            operation = await fleet.begin_reimage(
-                scale_set, instance_id, image, f"floor/{scale_set}/{instance_id}"
-            )
-            while operation.status == OperationStatus.IN_PROGRESS:
-                await asyncio.sleep(min(max(operation.retry_after_seconds or 0, 0.05), 2.0))
-                operation = await fleet.get_operation(scale_set, operation.operation_id)
+            await fleet.get_instance(scale_set, instance_id)
+            operation = await fleet.begin_reimage(scale_set, instance_id, image)
+            while (operation := await fleet.get_operation(operation)).status == OperationStatus.IN_PROGRESS:
+                await asyncio.sleep(poll_seconds(operation.retry_after_seconds))
+            await fleet.get_instance(scale_set, instance_id)
             while (await fleet.probe_health(scale_set, instance_id, health)).state != HealthState.HEALTHY:
                 await asyncio.sleep(interval)
 
         for batch in batches:
             await fleet.read_health(scale_set)
             await asyncio.gather(*(upgrade_one(i) for i in batch))
+        return dict(fleet.calls)
 
 
 async def _serve() -> None:

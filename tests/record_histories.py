@@ -5,16 +5,20 @@ Each scenario runs on a fresh dev server against a fresh emulator, with worker p
 child's to `<scenario>.<child id suffix>.json`. Workflow ids follow from the file names (see
 `workflow_id_of`), so a file is exactly the history JSON the Web UI or CLI exports.
 
+The workers reach the fleet as the product does: AzureFleet over HTTPS to the emulator's ARM
+API (the environment of `EmulatorAddress.env()`); scenarios are set up through its admin API.
+
 Run it for new scenarios, or after a patched change once the old recordings are kept (see the
-README's section on changing workflow code).
+README's section on changing workflow code). `--out DIR` writes elsewhere than tests/histories/
+(to try a scenario without touching the recordings the replay test uses).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import shutil
-import sys
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
@@ -26,6 +30,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
+from fleet.azure.backend import AzureFleet
+from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
 from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
 from models.policy import ApplicationHealthSettings
@@ -54,6 +60,7 @@ class Run:
 
     client: Client
     fleet: EmulatorAdmin
+    azure: AzureFleet  # the product's client, for what only ARM does (a reimage)
     workers: WorkerProcesses
     scale_set: str
     handle: WorkflowHandle | None = None
@@ -115,7 +122,7 @@ async def scale_out_after_the_first_batch(run: Run) -> None:
 
 
 async def two_unhealthy_on_the_target(run: Run) -> None:
-    await unhealthy_on_target(run.fleet, run.scale_set, ["8", "9"])
+    await unhealthy_on_target(run.fleet, run.azure, run.scale_set, ["8", "9"])
 
 
 async def recover_once_waiting(run: Run) -> None:
@@ -203,7 +210,13 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 async def record(
-    name: str, scenario: Scenario, client: Client, fleet: EmulatorAdmin, workers: WorkerProcesses
+    name: str,
+    scenario: Scenario,
+    client: Client,
+    fleet: EmulatorAdmin,
+    azure: AzureFleet,
+    workers: WorkerProcesses,
+    out: Path = HISTORIES,
 ) -> list[Path]:
     scale_set = await make_scale_set(
         fleet,
@@ -216,20 +229,20 @@ async def record(
     )
     for instance_id in scenario.unhealthy_before:
         await fleet.set_health(scale_set, instance_id, HealthState.UNHEALTHY)
-    run = Run(client, fleet, workers, scale_set)
+    run = Run(client, fleet, azure, workers, scale_set)
     if scenario.before:
         await scenario.before(run)
     written: list[Path] = []
     handle = client.get_workflow_handle(upgrade_workflow_id(scale_set))
     if scenario.refused:
-        written.append(await refuse_both_ways(client, workers.task_queue, name, scale_set, scenario))
+        written.append(await refuse_both_ways(client, workers.task_queue, name, scale_set, scenario, out))
     else:
         run.handle, _ = await upgrade(client, workers.task_queue, scale_set, **scenario.options)
         if scenario.during:
             await scenario.during(run)
         await final_report(run.handle)
     parent = await handle.fetch_history()
-    written.append(HISTORIES / f"{name}.json")
+    written.append(out / f"{name}.json")
     written[-1].write_text(parent.to_json())
     for event in parent.events:
         if event.HasField("child_workflow_execution_started_event_attributes"):
@@ -238,13 +251,13 @@ async def record(
                 execution.workflow_id, run_id=execution.run_id
             ).fetch_history()
             suffix = execution.workflow_id.removeprefix(handle.id + "/")
-            written.append(HISTORIES / f"{name}.{suffix}.json")
+            written.append(out / f"{name}.{suffix}.json")
             written[-1].write_text(child.to_json())
     return written
 
 
 async def refuse_both_ways(
-    client: Client, task_queue: str, name: str, scale_set: str, scenario: Scenario
+    client: Client, task_queue: str, name: str, scale_set: str, scenario: Scenario, out: Path = HISTORIES
 ) -> Path:
     """The preflight refuses; the upgrade itself, started without one (as when the fleet
     changes between preflight and start), refuses too."""
@@ -252,7 +265,7 @@ async def refuse_both_ways(
     preflight_id = f"{upgrade_workflow_id(scale_set)}/preflight"
     with contextlib.suppress(WorkflowFailureError):
         await client.execute_workflow(PREFLIGHT_WORKFLOW, request, id=preflight_id, task_queue=task_queue)
-    path = HISTORIES / f"{name}.preflight.json"
+    path = out / f"{name}.preflight.json"
     path.write_text((await client.get_workflow_handle(preflight_id).fetch_history()).to_json())
     handle = await client.start_workflow(
         ROLLING_UPGRADE_WORKFLOW, request, id=upgrade_workflow_id(scale_set), task_queue=task_queue
@@ -262,32 +275,44 @@ async def refuse_both_ways(
     return path
 
 
-async def main(names: list[str]) -> None:
-    HISTORIES.mkdir(exist_ok=True)
+async def main(names: list[str], out: Path = HISTORIES) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="histories-"))
     port, ui_port, fleet_port = processes.free_port(), processes.free_port(), processes.free_port()
     server = processes.start_dev_server(port, ui_port, None, workdir / "server.log")
-    emulator = processes.start_emulator(fleet_port, workdir / "fleet.db", workdir / "fleet.log")
+    emulator_process = processes.start_emulator(fleet_port, workdir / "fleet.db", workdir / "fleet.log")
+    emulator = processes.EmulatorAddress.of(fleet_port, workdir / "fleet.db")
     try:
         client = await connect(f"127.0.0.1:{port}")
-        async with EmulatorAdmin(f"http://127.0.0.1:{fleet_port}") as fleet:
+        async with (
+            EmulatorAdmin(emulator.url, emulator.ca_file) as fleet,
+            AzureFleet(AzureSettings.from_env(emulator.env())) as azure,
+        ):
             for name in names:
-                workers = WorkerProcesses(f"127.0.0.1:{port}", fleet.base_url, workdir)
+                workers = WorkerProcesses(f"127.0.0.1:{port}", emulator, workdir)
                 await workers.start()
                 try:
-                    for path in await record(name, SCENARIOS[name], client, fleet, workers):
-                        print(f"recorded {path.relative_to(HISTORIES.parent.parent)}")
+                    for path in await record(name, SCENARIOS[name], client, fleet, azure, workers, out):
+                        print(f"recorded {path.resolve()}")
                 finally:
                     workers.stop()
     finally:
-        processes.stop(emulator)
+        processes.stop(emulator_process)
         processes.stop(server)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or list(SCENARIOS)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.record_histories", description="Record upgrade histories for the replay test."
+    )
+    parser.add_argument("scenarios", nargs="*", metavar="scenario", help="all by default")
+    parser.add_argument(
+        "--out", type=Path, default=HISTORIES, help="where to write them (default: tests/histories/)"
+    )
+    args = parser.parse_args()
+    chosen = args.scenarios or list(SCENARIOS)
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
-        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
-    asyncio.run(main(chosen))
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}; known: {', '.join(SCENARIOS)}")
+    asyncio.run(main(chosen, args.out))

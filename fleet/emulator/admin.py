@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from models.image import ImageReference
 
 _OPERATIONS = TypeAdapter(list[FleetOperation])
 _IMAGES = TypeAdapter(list[GalleryImageVersion])
+
+
+@dataclass(frozen=True)
+class ArmCalls:
+    """ARM requests about one scale set that reached the emulator (GET /admin/scaleSets/{name}/calls):
+    reads (GET, HEAD), actions (anything else), and counts by "<METHOD> <path shape>"."""
+
+    reads: int
+    actions: int
+    requests: dict[str, int]
 
 
 class EmulatorAdmin:
@@ -82,6 +93,12 @@ class EmulatorAdmin:
     async def injected_faults(self, name: str) -> int:
         """How many faults were injected on the scale set's calls since the emulator started."""
         return int((await self._call("GET", f"/admin/scaleSets/{name}/faults"))["injected"])
+
+    async def calls(self, name: str) -> ArmCalls:
+        """The ARM requests about the scale set since the emulator started, from every client
+        (operation polls included; throttled and failed requests too)."""
+        body = await self._call("GET", f"/admin/scaleSets/{name}/calls")
+        return ArmCalls(int(body["reads"]), int(body["actions"]), dict(body["requests"]))
 
     async def operations(self, name: str) -> list[FleetOperation]:
         """Every accepted action on the scale set's instances, in order (one per accepted call)."""

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleet.emulator.arm import arm_router
 from fleet.emulator.cloud import Cloud, CloudError, EndpointAnswer
@@ -36,6 +37,37 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+class ArmCallCounter:
+    """Counts every ARM request that reaches the emulator (from any client process, throttled or
+    not), per scale set: reads (GET, HEAD) and actions (anything else), and by request shape,
+    e.g. "GET virtualMachineScaleSets/*/virtualMachines" (a page of the instance list). Operation
+    status polls count for the scale set whose action started them. A plain ASGI middleware, so
+    counting costs next to nothing on the emulator's critical path."""
+
+    def __init__(self, app: ASGIApp, faults: FaultInjector, counts: dict[str, Counter[str]]) -> None:
+        self.app, self.faults, self.counts = app, faults, counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/subscriptions/"):
+            name, _ = self.faults.scale_set_of(scope["path"])
+            if name is not None:
+                method = scope["method"].upper()
+                counts = self.counts.setdefault(name, Counter())
+                counts["reads" if method in ("GET", "HEAD") else "actions"] += 1
+                counts[f"{method} {arm_shape(scope['path'])}"] += 1
+        await self.app(scope, receive, send)
+
+
+def arm_shape(path: str) -> str:
+    """The path after `providers/Microsoft.Compute/`, names replaced by `*`."""
+    parts = path.strip("/").split("/")
+    try:
+        rest = parts[parts.index("Microsoft.Compute") + 1 :]
+    except ValueError:
+        return path
+    return "/".join(part if i % 2 == 0 else "*" for i, part in enumerate(rest))
+
+
 def create_app(db_path: str | Path) -> FastAPI:
     cloud = Cloud(open_database(db_path))
     app = FastAPI(title="Fleet emulator", version="1")
@@ -45,6 +77,9 @@ def create_app(db_path: str | Path) -> FastAPI:
     injected = arm_faults.injected
     app.include_router(arm_router(cloud, api_versions))
     app.middleware("http")(arm_faults)
+    # Added after the fault injector, so outside it: it sees every request, faults or not.
+    arm_calls: dict[str, Counter[str]] = {}
+    app.add_middleware(ArmCallCounter, faults=arm_faults, counts=arm_calls)
 
     @app.exception_handler(CloudError)
     async def cloud_error(_: Request, err: CloudError) -> JSONResponse:
@@ -119,6 +154,14 @@ def create_app(db_path: str | Path) -> FastAPI:
     async def get_faults(name: str) -> dict[str, Any]:
         """The scale set's faults and how many were injected since the emulator started."""
         return {"faults": cloud.spec(name).faults.to_json(), "injected": injected.get(name, 0)}
+
+    @app.get("/admin/scaleSets/{name}/calls")
+    async def arm_calls_of(name: str) -> dict[str, Any]:
+        """ARM requests about the scale set since the emulator started, from every client:
+        {"reads", "actions", "requests": {"<METHOD> <shape>": count}} (ArmCallCounter)."""
+        counts = arm_calls.get(name, Counter())
+        shapes = {k: v for k, v in sorted(counts.items()) if k not in ("reads", "actions")}
+        return {"reads": counts["reads"], "actions": counts["actions"], "requests": shapes}
 
     @app.get("/admin/scaleSets/{name}/operations")
     async def operations(name: str) -> list[dict[str, Any]]:
