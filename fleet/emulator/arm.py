@@ -62,11 +62,24 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
     def api_version(request: Request) -> str:
         return request.query_params["api-version"]
 
+    def skip(request: Request) -> int:
+        """Where the page starts: the offset a previous page's nextLink carries."""
+        token = request.query_params.get("$skiptoken") or "0"
+        if not token.isdigit():
+            raise CloudError(400, "InvalidSkipToken", f"$skiptoken {token!r} is not one this API gave")
+        return int(token)
+
     def page(request: Request, items: list[dict[str, Any]], size: int) -> dict[str, Any]:
         """One page of a list; `nextLink` carries the query (api-version included) and an offset."""
-        start = int(request.query_params.get("$skiptoken") or 0)
-        document: dict[str, Any] = {"value": items[start : start + size]}
-        if start + size < len(items):
+        start = skip(request)
+        return paged(request, items[start : start + size], start, size, len(items))
+
+    def paged(
+        request: Request, items: list[dict[str, Any]], start: int, size: int, total: int
+    ) -> dict[str, Any]:
+        """A page already cut to [start, start + size) of `total` items."""
+        document: dict[str, Any] = {"value": items}
+        if start + size < total:
             query = {k: v for k, v in request.query_params.items() if k != "$skiptoken"}
             query["$skiptoken"] = str(start + size)
             document["nextLink"] = str(request.url.replace_query_params(**query))
@@ -186,12 +199,13 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
     async def list_scale_set_vms(vmss: str, request: Request) -> dict[str, Any]:
         spec = uniform(vmss)
         expand = expanded(request)
-        view = cloud.scale_set_view(vmss, probe=expand)
+        start, size = skip(request), spec.page_size
+        view = cloud.scale_set_view(vmss, probe=expand, offset=start, limit=size)
         now = cloud.clock()
         items = [
             resources.scale_set_vm(spec, i, cloud.on_model(spec, i), now, expand) for i in view.instances
         ]
-        return page(request, items, spec.page_size)
+        return paged(request, items, start, size, cloud.instance_count(vmss))
 
     @router.get(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}")
     async def get_scale_set_vm(vmss: str, instance_id: str, request: Request) -> dict[str, Any]:
@@ -219,7 +233,17 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         """Every Flexible VM, or those of one scale set: $filter='virtualMachineScaleSet/id' eq '<id>'."""
         wanted = scale_set_filter(request.query_params.get("$filter"))
         expand = expanded(request)
-        items: list[dict[str, Any]] = []
+        if wanted:  # one scale set's VMs (what the product asks): render only this page
+            name = next((n for n in cloud.scale_set_names() if resource_id(n).lower() == wanted), None)
+            spec = cloud.spec(name) if name else None
+            if name is None or spec is None or spec.orchestration_mode != "Flexible":
+                return {"value": []}
+            start, size = skip(request), spec.page_size
+            view = cloud.scale_set_view(name, probe=expand, offset=start, limit=size)
+            now = cloud.clock()
+            items = [resources.virtual_machine(spec, i, now, expand) for i in view.instances]
+            return paged(request, items, start, size, cloud.instance_count(name))
+        items = []
         size = 100
         for name in cloud.scale_set_names():
             spec = cloud.spec(name)

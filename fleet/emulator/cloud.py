@@ -242,15 +242,18 @@ class Cloud:
             (state.value if state else None, name, instance_id),
         )
 
-    def scale_set_view(self, name: str, *, probe: bool = False) -> ScaleSetView:
-        """The scale set and its instances. `probe`: health as the extension's probe answers
-        now, consuming scripted answers (ARM reads); else as the instance's state says."""
+    def scale_set_view(
+        self, name: str, *, probe: bool = False, offset: int = 0, limit: int = -1
+    ) -> ScaleSetView:
+        """The scale set and its instances (`limit` of them from `offset`: one page of a list, so
+        a list costs one render an instance, not one a page). `probe`: health as the extension's
+        probe answers now, consuming scripted answers (ARM reads); else as the state says."""
         self.settle()
         spec = self.spec(name)
         rows = self.db.execute(
             "SELECT i.*, d.image, d.app_healthy FROM instances i JOIN os_disks d "
-            "ON d.name = i.os_disk WHERE i.scale_set = ? ORDER BY i.ordinal",
-            (name,),
+            "ON d.name = i.os_disk WHERE i.scale_set = ? ORDER BY i.ordinal LIMIT ? OFFSET ?",
+            (name, limit, offset),
         ).fetchall()
         return ScaleSetView(
             name=name,
@@ -263,6 +266,11 @@ class Cloud:
             automatic_os_upgrade=spec.automatic_os_upgrade,
             instances=[self._instance_view(spec, row, probe) for row in rows],
         )
+
+    def instance_count(self, name: str) -> int:
+        self.spec(name)
+        row = self.db.execute("SELECT COUNT(*) FROM instances WHERE scale_set = ?", (name,)).fetchone()
+        return int(row[0])
 
     def instance_view(self, name: str, instance_id: str, *, probe: bool = False) -> InstanceView:
         self.settle()
