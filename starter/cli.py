@@ -382,6 +382,7 @@ async def plan(
     """Print the batches an upgrade would run now (zones, update domains, phases, skipped
     instances, an estimate): reads the scale set and the image versions, changes nothing."""
     from fleet.azure.backend import AzureFleet
+    from models.errors import RefusalCode
     from starter.plan import plan_text
     from workflows.admission import rolled_by_azure
 
@@ -400,6 +401,15 @@ async def plan(
     )
     async with AzureFleet(azure_settings()) as fleet:
         view = await fleet.get_scale_set(request.scale_set)
+        current = view.image_reference
+        if request.target_image.definition != current.definition:
+            # As the admission's resolve_image refuses it: a reimage keeps the instance's image.
+            fail(
+                f"start would refuse it: {RefusalCode.IMAGE_DEFINITION_CHANGED.value}: the image of "
+                f"scale set '{clean(view.name)}' ({clean(current.with_version(''))}) cannot change to "
+                f"{clean(request.target_image.with_version(''))}: an upgrade moves instances to "
+                "another version of the same image (publisher:offer:sku or gallery image)"
+            )
         image_ref = await fleet.resolve_image(request.target_image, view.location)
     for line in plan_text(request, view, image_ref, datetime.now(UTC)).splitlines():
         console.print(plain(line, limit=None), soft_wrap=True)
@@ -550,6 +560,14 @@ def fleet_client() -> EmulatorAdmin:
     from fleet.emulator.admin import EmulatorAdmin
     from fleet.emulator.tls import ca_file
 
+    url = fleet_url()
+    if not url.lower().startswith("https://"):
+        # The emulator speaks only TLS: plain http would fail as "Server disconnected".
+        fail(
+            f"FLEET_URL must be an https:// URL of the fleet emulator, like {DEFAULT_FLEET_URL} "
+            f"(got '{clean(url)}')",
+            EXIT_USAGE,
+        )
     # `upgradectl fleet serve` prints its CA file; by default it lies beside its default database.
     ca = os.environ.get("FLEET_CA") or str(ca_file(Path(DEFAULT_FLEET_DB)))
     if not Path(ca).is_file():
@@ -558,7 +576,7 @@ def fleet_client() -> EmulatorAdmin:
             f"(got '{clean(ca)}')",
             EXIT_USAGE,
         )
-    return EmulatorAdmin(fleet_url(), ca)
+    return EmulatorAdmin(url, ca)
 
 
 @fleet_app.command("serve")

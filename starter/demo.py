@@ -1,9 +1,12 @@
 """`upgradectl demo` / `make demo`: the whole product on one machine, with a real upgrade.
 
 Starts a Temporal dev server (Web UI on :8233, history kept in .demo/temporal.db), the fleet
-emulator and a worker as separate processes; creates a 20-instance scale set over three zones
-in which two instances fail health on the new image; upgrades it with live progress; prints the
-final status and the Web UI address; stops what it started unless --keep.
+emulator (Azure Resource Manager over HTTPS with a local CA, state in .demo/fleet.db) and a worker
+as separate processes; the worker reaches the emulator as it would reach Azure, through the Azure
+SDK (the AZURE_* settings of EmulatorAddress.env()). Creates a 20-instance scale set over three
+zones in which two instances fail health on the new image, through the emulator's admin API;
+prints the plan (`upgradectl plan`); upgrades it with live progress; prints the final status and
+the Web UI address; stops what it started unless --keep.
 """
 
 from __future__ import annotations
@@ -12,17 +15,23 @@ import asyncio
 import json
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from rich.console import Console
+from rich.text import Text
 
-from fleet.client import EmulatorClient
+from fleet.azure.backend import AzureFleet
+from fleet.azure.settings import AzureSettings
+from fleet.emulator.admin import EmulatorAdmin
 from models.fleet import FaultSpec, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import UpgradeRequest
 from starter import processes
+from starter.plan import plan_text
+from starter.processes import EmulatorAddress
 from starter.progress import watch
 from starter.upgrades import EXIT_CODES, reported_properties, start_upgrade
 from worker.connection import connect
@@ -43,8 +52,34 @@ def web_ui_url(workflow_id: str, run_id: str) -> str:
     return f"http://localhost:{UI_PORT}/namespaces/default/workflows/{workflow}/{run_id}/history"
 
 
-async def upgrade(console: Console, instances: int) -> int:
-    async with EmulatorClient(f"http://127.0.0.1:{FLEET_PORT}") as fleet:
+def request_for_demo() -> UpgradeRequest:
+    return UpgradeRequest(
+        scale_set=SCALE_SET,
+        target_image=TARGET,
+        policy=RollingUpgradePolicy(),
+        # Probe every second and give up on an instance after 20 s, so the demo is short.
+        health=ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT20S"),
+        started_by="demo",
+    )
+
+
+def print_addresses(console: Console, emulator: EmulatorAddress) -> None:
+    """Where the emulator is and how to reach it by hand, while the demo runs or after --keep."""
+    ca = emulator.ca_file.resolve()
+    console.print(f"fleet emulator: ARM endpoint {emulator.url}, CA file {ca}", soft_wrap=True)
+    console.print(
+        f"to try `upgradectl fleet show {SCALE_SET}` and `upgradectl plan --scale-set {SCALE_SET} "
+        f"--image {TARGET.with_version('latest')}` by hand (with --keep, or in another shell now):",
+        soft_wrap=True,
+    )
+    exports = EmulatorAddress(emulator.url, ca).env()
+    console.print(
+        "  export " + " ".join(f"{name}={value}" for name, value in exports.items()), soft_wrap=True
+    )
+
+
+async def create_scenario(console: Console, emulator: EmulatorAddress, instances: int) -> None:
+    async with EmulatorAdmin(emulator.url, emulator.ca_file) as fleet:
         await fleet.create_scale_set(
             ScaleSetSpec(
                 name=SCALE_SET,
@@ -62,15 +97,31 @@ async def upgrade(console: Console, instances: int) -> int:
         f"{CURRENT.resolved_version}; instances {' and '.join(FAILING)} will fail health on "
         f"{TARGET.resolved_version}",
         markup=True,  # our own text: upgradectl's consoles print markup only when asked
+        soft_wrap=True,
     )
-    request = UpgradeRequest(
-        scale_set=SCALE_SET,
-        target_image=TARGET,
-        policy=RollingUpgradePolicy(),
-        # Probe every second and give up on an instance after 20 s, so the demo is short.
-        health=ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT20S"),
-        started_by="demo",
+
+
+async def show_plan(console: Console, emulator: EmulatorAddress, request: UpgradeRequest) -> None:
+    """What `upgradectl plan` prints for this upgrade: read through Azure's API, nothing touched."""
+    async with AzureFleet(AzureSettings.from_env(emulator.env())) as azure:
+        view = await azure.get_scale_set(request.scale_set)
+        image = await azure.resolve_image(request.target_image, view.location)
+    console.print(
+        f"the plan (`upgradectl plan --scale-set {SCALE_SET} --image {TARGET}`; reads only):",
+        soft_wrap=True,
     )
+    for line in plan_text(request, view, image, datetime.now(UTC)).splitlines():
+        console.print(Text("  " + line), soft_wrap=True)
+    console.print(
+        "  (the estimate is Azure's; the emulator reimages in a second or two, so this takes about a minute)",
+        soft_wrap=True,
+    )
+
+
+async def upgrade(console: Console, emulator: EmulatorAddress, instances: int) -> int:
+    await create_scenario(console, emulator, instances)
+    request = request_for_demo()
+    await show_plan(console, emulator, request)
     client = await connect(f"127.0.0.1:{TEMPORAL_PORT}")
     _, admission = await start_upgrade(client, request, TASK_QUEUE)
     url = web_ui_url(admission.workflow_id, admission.run_id)
@@ -91,6 +142,7 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
         )
         return 4
     WORKDIR.mkdir(exist_ok=True)
+    emulator = EmulatorAddress.of(FLEET_PORT, WORKDIR / "fleet.db")
     started: list[subprocess.Popen] = []
     try:
         console.print("starting the Temporal dev server, the fleet emulator and a worker ...")
@@ -104,19 +156,23 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
             processes.start_worker(
                 {
                     "TEMPORAL_ADDRESS": f"127.0.0.1:{TEMPORAL_PORT}",
-                    "FLEET_URL": f"http://127.0.0.1:{FLEET_PORT}",
+                    # The worker reaches the emulator as it would reach Azure: the SDK, AZURE_*.
+                    **emulator.env(),
                     "UPGRADE_TASK_QUEUE": TASK_QUEUE,
                     "PYTHONUNBUFFERED": "1",
                 },
                 WORKDIR / "worker.log",
             )
         )
-        code = asyncio.run(upgrade(console, instances))
+        print_addresses(console, emulator)
+        code = asyncio.run(upgrade(console, emulator, instances))
         if keep:
             console.print(
-                f"everything is still up (Web UI http://localhost:{UI_PORT}, fleet "
-                f"http://127.0.0.1:{FLEET_PORT}, logs in {WORKDIR}/); try `upgradectl fleet show "
-                f"{SCALE_SET}` with FLEET_URL=http://127.0.0.1:{FLEET_PORT}. Ctrl-C stops it all."
+                f"everything is still up (Web UI http://localhost:{UI_PORT}, fleet emulator "
+                f"{emulator.url}, logs in {WORKDIR}/); with the exports above, try `upgradectl fleet "
+                f"show {SCALE_SET}`, `upgradectl fleet ops {SCALE_SET}` or `upgradectl history "
+                f"{SCALE_SET}` (TEMPORAL_ADDRESS=127.0.0.1:{TEMPORAL_PORT}). Ctrl-C stops it all.",
+                soft_wrap=True,
             )
             try:
                 while all(p.poll() is None for p in started):

@@ -4,7 +4,6 @@ safe first command on a real subscription."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timedelta
 
 from models.fleet import ScaleSetView
@@ -27,17 +26,22 @@ def plan_text(request: UpgradeRequest, scale_set: ScaleSetView, image: ImageRefe
     lines = [
         f"scale set {scale_set.name}: {scale_set.orchestration_mode}, {scale_set.location}, "
         f"{len(scale_set.instances)} instances, upgradePolicy.mode {scale_set.upgrade_mode}",
+        # resolve_image keeps the asked version ('latest') and sets the exact one.
         f"target image: {image}"
-        + (" ('latest' resolved)" if request.target_image.version != image.version else ""),
+        + (" ('latest' resolved)" if request.target_image.version != image.resolved_version else ""),
     ]
     skipped = ledger.in_state(InstanceState.SKIPPED)
     if skipped:
-        reasons = Counter(p.code or "Skipped" for p in skipped)
+        # Which instance for which reason: the ids listed under each reason.
+        by_reason: dict[str, list[str]] = {}
+        for progress in skipped:
+            by_reason.setdefault(progress.code or "Skipped", []).append(progress.instance_id)
         lines.append(
-            f"skipped: {len(skipped)} ("
-            + ", ".join(f"{reason}: {count}" for reason, count in reasons.most_common())
-            + ") "
-            + ", ".join(p.instance_id for p in skipped)
+            f"skipped: {len(skipped)} instance(s): "
+            + "; ".join(
+                f"{reason} ({len(ids)}): {', '.join(ids)}"
+                for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+            )
         )
     for number, batch in enumerate(batches, start=1):
         ids = ", ".join(c.instance_id for c in batch)

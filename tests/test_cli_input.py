@@ -38,7 +38,8 @@ HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")
 @pytest.fixture
 def offline(monkeypatch):
     monkeypatch.setenv("TEMPORAL_ADDRESS", CLOSED)
-    monkeypatch.setenv("FLEET_URL", f"http://{CLOSED}")
+    monkeypatch.setenv("FLEET_URL", f"https://{CLOSED}")
+    monkeypatch.setenv("AZURE_ARM_ENDPOINT", f"https://{CLOSED}")
     monkeypatch.setenv("COLUMNS", "200")
 
 
@@ -286,10 +287,26 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
         ["fleet", "publish", str(V2)],
         ["fleet", "create", name, "--image", str(V1)],
     ):
-        result = run_cli(*args, env={"FLEET_URL": f"http://{CLOSED}"})
+        result = run_cli(*args, env={**emulator.env(), "FLEET_URL": f"https://{CLOSED}"})
         assert result.code == 4, (args, result.err)
-        assert result.err.startswith(f"error: cannot reach the fleet at http://{CLOSED}"), result.err
-        assert "Traceback" not in result.err
+        assert result.err.startswith("error: cannot reach the fleet: "), result.err
+        assert f"https://{CLOSED}/admin/" in result.err and "FLEET_URL" in result.err, result.err
+        assert len(result.err.splitlines()) == 1 and "Traceback" not in result.err
+
+    # The admin API is HTTPS with the emulator's CA: a missing CA file or a plain-http URL is a
+    # usage error naming the variable, before any call.
+    cases = [
+        ({"FLEET_CA": str(tmp_path / "nowhere.pem")}, "error: FLEET_CA must name the emulator's CA file"),
+        (
+            {"FLEET_URL": emulator.url.replace("https://", "http://")},
+            "error: FLEET_URL must be an https:// URL",
+        ),
+    ]
+    for changed, message in cases:
+        result = run_cli("fleet", "show", "web", env={**emulator.env(), **changed})
+        assert result.code == 2, (changed, result.err)
+        assert result.err.startswith(message) and len(result.err.splitlines()) == 1, result.err
+        assert_harmless(result)
 
 
 def test_temporal_unreachable_exits_four(emulator):

@@ -9,17 +9,23 @@ import json
 import os
 import re
 import shlex
+import socket
 import stat
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from cryptography import x509
 from temporalio.common import SearchAttributeIndexedValueType
 
+from fleet.azure.settings import AzureSettings
+from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
+from fleet.emulator.tls import ca_file, ensure_certificates
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,9 +148,25 @@ def test_workers_reach_temporal_and_the_fleet(services):
         "TEMPORAL_ADDRESS": "temporal:7233",
         "TEMPORAL_NAMESPACE": "default",
         "UPGRADE_TASK_QUEUE": "rolling-upgrades",
-        "FLEET_URL": "http://fleet-emulator:8780",
+        # The fleet as Azure: the SDK against the emulator, over HTTPS, by its service name.
+        "AZURE_ARM_ENDPOINT": "https://fleet-emulator:8780",
+        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+        "AZURE_RESOURCE_GROUP": RESOURCE_GROUP,
+        # The emulator's admin API, for `upgradectl fleet ...` inside a worker container.
+        "FLEET_URL": "https://fleet-emulator:8780",
     }
     assert {key: env.get(key) for key in expected} == expected
+    assert env.get("AZURE_ARM_TOKEN"), "unset, DefaultAzureCredential would look for a real sign-in"
+    assert env["FLEET_CA"] == env["AZURE_CA_BUNDLE"]
+    assert "FLEET_HTTP_TIMEOUT" not in env  # nothing reads it any more
+    # The settings the worker builds AzureFleet from are valid (the CA file is the container's).
+    settings = AzureSettings.from_env({**env, "AZURE_CA_BUNDLE": ""})
+    assert (settings.endpoint, settings.subscription_id, settings.resource_group, settings.token) == (
+        "https://fleet-emulator:8780",
+        SUBSCRIPTION,
+        RESOURCE_GROUP,
+        env["AZURE_ARM_TOKEN"],
+    )
     assert worker["deploy"]["replicas"] > 1
     assert command_line(worker)[-3:] == ["python", "-m", "worker"]
     # The namespace job prepares the namespace the workers use.
@@ -152,21 +174,87 @@ def test_workers_reach_temporal_and_the_fleet(services):
     assert environment(services["temporal-namespace"])["TEMPORAL_ADDRESS"] == env["TEMPORAL_ADDRESS"]
 
 
+def emulator_options(services: dict[str, Any]) -> dict[str, str]:
+    args = command_line(services["fleet-emulator"])
+    assert args[:3] == ["python", "-m", "fleet.emulator"]
+    return dict(zip(args[3::2], args[4::2]))
+
+
+def named_volumes(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Named volume -> (container target, read-only) of a service."""
+    mounts = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            if volume.get("type", "volume") == "volume":
+                mounts[volume["source"]] = (volume["target"], bool(volume.get("read_only")))
+            continue
+        source, target, *mode = volume.split(":")
+        if not source.startswith((".", "/", "~")):
+            mounts[source] = (target, "ro" in "".join(mode).split(","))
+    return mounts
+
+
 def test_fleet_emulator_serves_where_workers_and_users_look(services):
     emulator = services["fleet-emulator"]
-    args = command_line(emulator)
-    assert args[:3] == ["python", "-m", "fleet.emulator"]
-    options = dict(zip(args[3::2], args[4::2]))
+    options = emulator_options(services)
     assert options["--host"] == "0.0.0.0"
     assert options["--port"] == "8780"
     data_dir = str(Path(options["--db"]).parent)
-    targets = [str(volume).split(":")[1] for volume in emulator["volumes"]]
-    assert data_dir in targets, "the SQLite file is not on a volume"
+    assert data_dir in [target for target, _ in named_volumes(emulator).values()], (
+        "the SQLite file and the CA are not on a volume"
+    )
     assert "8780:8780" in [str(port) for port in emulator["ports"]]
-    assert "/healthz" in " ".join(emulator["healthcheck"]["test"])
+    endpoint = urlsplit(environment(services["worker"])["AZURE_ARM_ENDPOINT"])
+    assert endpoint.port == int(options["--port"])
+    assert endpoint.hostname == "fleet-emulator" and "fleet-emulator" in services
     assert "7233:7233" in [str(port) for port in services["temporal"]["ports"]]
     assert "8080:8080" in [str(port) for port in services["temporal-ui"]["ports"]]
     assert environment(services["temporal-ui"])["TEMPORAL_ADDRESS"] == "temporal:7233"
+
+
+def test_the_emulators_healthcheck_is_an_https_request_trusting_its_ca(services):
+    """Healthy means serving TLS with the certificate of the CA the workers are given: a plain
+    http check would never pass, and one without the CA would not show the CA file exists."""
+    options = emulator_options(services)
+    check = " ".join(services["fleet-emulator"]["healthcheck"]["test"])
+    assert f"https://fleet-emulator:{options['--port']}/healthz" in check
+    assert f"cafile='{ca_file(options['--db'])}'" in check
+    assert "http://" not in check and "CERT_NONE" not in check and "_create_unverified" not in check
+
+
+def test_the_workers_trust_the_ca_the_emulator_writes_beside_its_database(services):
+    emulator, worker = services["fleet-emulator"], services["worker"]
+    ca = ca_file(emulator_options(services)["--db"])  # where the emulator writes it
+    bundle = PurePosixPath(environment(worker)["AZURE_CA_BUNDLE"])
+    # A volume both mount: the CA file's path in the emulator maps to the bundle's in the worker.
+    shared = set(named_volumes(emulator)) & set(named_volumes(worker))
+    seen_as = []
+    for volume in shared:
+        in_emulator, _ = named_volumes(emulator)[volume]
+        in_worker, read_only = named_volumes(worker)[volume]
+        if ca.is_relative_to(in_emulator):
+            seen_as.append((PurePosixPath(in_worker) / ca.relative_to(in_emulator), read_only))
+    assert (bundle, True) in seen_as, f"{bundle} is not the emulator's {ca} on a read-only shared volume"
+    # The emulator makes the CA before it is healthy; the workers wait for that.
+    assert condition(services, "worker", "fleet-emulator") == "service_healthy"
+
+
+def test_the_emulators_certificate_covers_the_name_workers_reach_it_by(services, tmp_path, monkeypatch):
+    """tls.py issues the certificate for the local names and the container's host name (as the
+    emulator's start makes it, listening on 0.0.0.0): compose sets that host name to the name in
+    AZURE_ARM_ENDPOINT; users on the host reach it as localhost or 127.0.0.1 through the port."""
+    emulator = services["fleet-emulator"]
+    hostname = emulator.get("hostname")
+    assert hostname == urlsplit(environment(services["worker"])["AZURE_ARM_ENDPOINT"]).hostname
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    files = ensure_certificates(tmp_path / "fleet.db", emulator_options(services)["--host"])
+    assert files.ca_file == ca_file(tmp_path / "fleet.db")
+    certificate = x509.load_pem_x509_certificate(files.cert_file.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = names.get_values_for_type(x509.DNSName)
+    addresses = {str(address) for address in names.get_values_for_type(x509.IPAddress)}
+    assert {"fleet-emulator", "localhost"} <= set(dns), dns
+    assert "127.0.0.1" in addresses, addresses
 
 
 def image_tag(reference: str) -> str | None:

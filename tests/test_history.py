@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
-from models.fleet import FaultSpec
+from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
 from starter.history import history_query
-from tests.helpers import V2, eventually, make_scale_set
+from tests.helpers import INSTANT, eventually
 
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
-# Its own SKU, so the versions it publishes stay out of the gallery other tests read.
+# Its own SKU, so the versions it publishes stay out of the gallery other tests read; a reimage
+# moves an instance to another version of its own image, so the scale set is on that SKU too.
+V1 = ImageReference.parse("Contoso:web-os:history-test:2024.11.01")
+V2 = ImageReference.parse("Contoso:web-os:history-test:2024.12.01")
 V3 = ImageReference.parse("Contoso:web-os:history-test:2024.12.24")
 
 
@@ -23,16 +27,28 @@ def test_the_default_is_azures_window_of_two_months():
 
 
 async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_shape(upgradectl, fleet):
-    name = await make_scale_set(fleet, 5, faults=FaultSpec(unhealthy_images=[V3.version]))
-    await fleet.publish_image(V3)
+    name = f"ss-{uuid.uuid4().hex[:10]}"
+    await fleet.create_scale_set(
+        ScaleSetSpec(
+            name=name,
+            capacity=5,
+            image_reference=V1,
+            timing=INSTANT,
+            faults=FaultSpec(unhealthy_images=[V3.version]),
+        )
+    )
+    for image in (V1, V2, V3):
+        await fleet.publish_image(image)
 
     faulted = await upgradectl("start", "--scale-set", name, "--image", str(V3), "--wait", *QUICK)
-    assert faulted.code == 1
+    assert faulted.code == 1, faulted.err
+    before = len(await fleet.operations(name))  # instance 0 reimaged to V3, then back to V1
     started = await upgradectl(
         "start", "--scale-set", name, "--image", str(V2), "--pause-time-between-batches", "PT1H", *QUICK
     )
     assert started.code == 0
-    await eventually(lambda: fleet.operations(name), lambda ops: len(ops) >= 2)
+    # The first batch (one instance) is done; the upgrade is in its pause.
+    await eventually(lambda: fleet.operations(name), lambda ops: len(ops) > before)
     assert (await upgradectl("cancel", name)).code == 0
     assert (await upgradectl("watch", name)).code == 2
     completed = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
