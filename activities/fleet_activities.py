@@ -186,7 +186,16 @@ class FleetActivities:
             if progress.before is None and not reached(instance):
                 progress.before = instance.restore_point
             if reached(instance) and not instance.busy:
-                return progress.done(kind, scale_set, instance)
+                done = progress.done(kind, scale_set, instance)
+                activity.logger.info(
+                    "%s done: %s → %s (%s action(s) sent by this activity)",
+                    kind.value,
+                    done.previous_os_disk,
+                    done.os_disk,
+                    done.request_count,
+                    extra={"scale_set": scale_set, "instance": instance_id, "step": kind.value},
+                )
+                return done
             if instance.busy:
                 progress.beat(waiting=f"instance is {instance.provisioning_state}")
                 await asyncio.sleep(MAX_POLL_SECONDS)

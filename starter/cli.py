@@ -72,12 +72,16 @@ except ImportError:  # pragma: no cover - older typer on click
     # Another class under the same name, for the typer this falls back to; mypy sees today's.
     from click import ClickException as CommandLineError  # type: ignore[assignment]
 
+# Help texts are plain text: "[:VERSION|latest]" is an image reference's syntax, not markup.
 app = typer.Typer(
     help="Durable rolling OS image upgrades for VM scale sets, on Temporal.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
-fleet_app = typer.Typer(help="The fleet emulator: serve it, create scale sets, inspect them.")
+fleet_app = typer.Typer(
+    help="The fleet emulator: serve it, create scale sets, inspect them.", rich_markup_mode=None
+)
 app.add_typer(fleet_app, name="fleet")
 console = terminal_console()
 DEFAULT_FLEET_URL = "https://127.0.0.1:8780"
@@ -372,6 +376,7 @@ async def plan(
         typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections and applicationHealth."),
     ] = None,
     max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
     pause_time_between_batches: Annotated[
         str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
     ] = None,
@@ -393,6 +398,7 @@ async def plan(
         {
             "rollingUpgradePolicy": {
                 "maxBatchInstancePercent": max_batch_instance_percent,
+                "maxUnhealthyInstancePercent": max_unhealthy_instance_percent,
                 "pauseTimeBetweenBatches": pause_time_between_batches,
                 "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
             }

@@ -484,3 +484,17 @@ async def test_watch_rides_out_a_temporal_restart(fleet, emulator, tmp_path):
             watcher.kill()
         workers.stop()
         processes.stop(server)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["start"], ["plan"], ["status"], ["history"], ["watch"], ["cancel"], ["worker"], ["demo"]]
+    + [["fleet", sub] for sub in ("serve", "create", "publish", "show", "ops")],
+)
+def test_every_help_prints_plain_text(command):
+    # Image references look like markup ("[:VERSION|latest]"): help must print them as they are.
+    result = run_cli(*command, "--help", env={})
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err + result.out
+    if command in (["start"], ["plan"]):
+        assert "[:VERSION|latest]" in result.out

@@ -64,8 +64,10 @@ async def test_logs_carry_context_and_replays_never_repeat_them(ts_env, fleet, a
     assert rolled_back["event"].startswith("instance RolledBack")
     assert rolled_back["workflow_id"] == f"{parent}/batch-3" and rolled_back["batch"] == 3
 
-    # Activity lines carry the SDK's context too. (Reimages and restores log nothing when they
-    # succeed since the exactly-once activities: the health waits are the activity lines here.)
+    # Activity lines carry the SDK's context too: one line per reimage done, and the health waits.
+    reimages = [line for line in mine if line.get("activity") == "reimage_instance"]
+    assert sorted(line["instance"] for line in reimages) == [str(i) for i in range(6)]
+    assert all(line["attempt"] == 1 and line["run_id"] for line in reimages)
     healthy = [line for line in mine if line.get("activity") == "wait_for_health"]
     # Instance 2 is healthy again after its restore.
     assert sorted({line["instance"] for line in healthy}) == [str(i) for i in range(6)]

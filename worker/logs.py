@@ -68,3 +68,5 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The Azure SDK logs every request and response at INFO: ours say what happened, once.
+    logging.getLogger("azure").setLevel(max(root.level, logging.WARNING))
