@@ -24,6 +24,7 @@ from starter.upgrades import final_report, get_status
 from tests.helpers import (
     QUICK_HEALTH,
     WorkerProcesses,
+    action,
     count_ops,
     eventually,
     make_scale_set,
@@ -59,50 +60,67 @@ def outcome(report: UpgradeReport) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Run:
+    report: UpgradeReport
+    ops: list[FleetOperation]  # the emulator's log of accepted operations, at the end
+    at_crash: list[FleetOperation]  # ... and just before the worker was killed
+
+
 async def run(
     client: Any, fleet: EmulatorAdmin, workers: WorkerProcesses, scenario: Scenario, crash_at: Moment | None
-) -> tuple[UpgradeReport, list[FleetOperation]]:
+) -> Run:
     name = await make_scale_set(
         fleet, scenario.capacity, update_domains=1, timing=scenario.timing, faults=scenario.faults
     )
     await workers.start()
+    at_crash: list[FleetOperation] | None = None
     try:
         handle, _ = await upgrade(
             client, workers.task_queue, name, health=scenario.health, policy=scenario.policy
         )
         if crash_at is not None:
 
-            async def moment() -> bool:
-                return crash_at(await fleet.operations(name), await get_status(client, name))
+            async def moment() -> list[FleetOperation] | None:
+                ops = await fleet.operations(name)
+                return ops if crash_at(ops, await get_status(client, name)) else None
 
-            await eventually(moment, bool, timeout=60)
+            at_crash = await eventually(moment, bool, timeout=60)
             await workers.crash()
         report = await asyncio.wait_for(final_report(handle), 240)
-        return report, await fleet.operations(name)
+        return Run(report, await fleet.operations(name), at_crash or [])
     finally:
         workers.stop()
 
 
 async def crash_and_compare(local_env, fleet, emulator, tmp_path, scenario: Scenario, crash_at: Moment):
     address = local_env.client.service_client.config.target_host
-    (baseline, baseline_ops), (crashed, crashed_ops) = await asyncio.gather(
+    baseline, crashed = await asyncio.gather(
         run(local_env.client, fleet, WorkerProcesses(address, emulator, tmp_path), scenario, None),
         run(local_env.client, fleet, WorkerProcesses(address, emulator, tmp_path), scenario, crash_at),
     )
-    assert outcome(crashed) == outcome(baseline)
+    assert outcome(crashed.report) == outcome(baseline.report)
     # Exactly once: one reimage per upgraded instance, at most one restore, none left running.
     upgraded = {
-        i.instance_id for i in crashed.instances if i.state.value in ("Succeeded", "RolledBack", "Failed")
+        i.instance_id
+        for i in crashed.report.instances
+        if i.state.value in ("Succeeded", "RolledBack", "Failed")
     }
-    assert count_ops(crashed_ops, OperationKind.REIMAGE) == {i: 1 for i in upgraded}
-    assert all(n == 1 for n in count_ops(crashed_ops, OperationKind.RESTORE).values())
-    assert count_ops(crashed_ops, OperationKind.RESTORE) == count_ops(baseline_ops, OperationKind.RESTORE)
-    assert {op.status for op in crashed_ops} <= {OperationStatus.SUCCEEDED}
-    return crashed, crashed_ops
+    assert count_ops(crashed.ops, OperationKind.REIMAGE) == {i: 1 for i in upgraded}
+    assert all(n == 1 for n in count_ops(crashed.ops, OperationKind.RESTORE).values())
+    assert count_ops(crashed.ops, OperationKind.RESTORE) == count_ops(baseline.ops, OperationKind.RESTORE)
+    assert {op.status for op in crashed.ops} <= {OperationStatus.SUCCEEDED}
+    return crashed
 
 
 def in_flight(kind: OperationKind) -> Moment:
-    return lambda ops, _: any(op.kind == kind and op.status == OperationStatus.IN_PROGRESS for op in ops)
+    """An operation for `kind` is running (on Uniform a restore is a reimage to the old image)."""
+    return lambda ops, _: any(action(op) == kind and op.status == OperationStatus.IN_PROGRESS for op in ops)
+
+
+def caught_in_flight(run: Run, kind: OperationKind) -> list[FleetOperation]:
+    """The operations of `kind` the worker had sent and that were still running when it died."""
+    return [op for op in run.at_crash if action(op) == kind and op.status == OperationStatus.IN_PROGRESS]
 
 
 def waiting_for_health(ops: list[FleetOperation], status: RollingUpgradeStatusInfo) -> bool:
@@ -123,12 +141,18 @@ async def test_worker_killed_during_reimages(local_env, fleet, emulator, tmp_pat
     scenario = Scenario(
         timing=TimingSpec(reimage_seconds=[3, 3], restore_seconds=[0, 0], boot_seconds=[0, 0])
     )
-    crashed, ops = await crash_and_compare(
+    crashed = await crash_and_compare(
         local_env, fleet, emulator, tmp_path, scenario, in_flight(OperationKind.REIMAGE)
     )
-    assert crashed.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
-    # The new worker asked again for the reimage it found in flight: the same operation.
-    assert any(op.request_count > 1 for op in ops)
+    assert crashed.report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    # The new worker found the reimages in flight and waited for them: each is its instance's
+    # only reimage, and it succeeded.
+    caught = caught_in_flight(crashed, OperationKind.REIMAGE)
+    assert caught
+    final = {op.operation_id: op for op in crashed.ops}
+    for op in caught:
+        assert final[op.operation_id].status == OperationStatus.SUCCEEDED
+        assert count_ops(crashed.ops, OperationKind.REIMAGE)[op.instance_id] == 1
 
 
 async def test_worker_killed_during_the_health_wait(local_env, fleet, emulator, tmp_path):
@@ -136,15 +160,15 @@ async def test_worker_killed_during_the_health_wait(local_env, fleet, emulator, 
         timing=TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0, 0], boot_seconds=[4, 4])
     )
     scenario.health = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout="PT60S")
-    crashed, _ = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, waiting_for_health)
-    assert crashed.status.properties.progress.successful_instance_count == 10
+    crashed = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, waiting_for_health)
+    assert crashed.report.status.properties.progress.successful_instance_count == 10
 
 
 async def test_worker_killed_during_the_pause_between_batches(local_env, fleet, emulator, tmp_path):
     scenario = Scenario(capacity=6, policy={"pauseTimeBetweenBatches": "PT4S"})
-    crashed, _ = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, pausing)
+    crashed = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, pausing)
     # The pause still separated every batch, crash or not.
-    by_batch = sorted(crashed.instances, key=lambda i: i.batch)
+    by_batch = sorted(crashed.report.instances, key=lambda i: i.batch)
     gaps = [b.start_time - a.end_time for a, b in itertools.pairwise(by_batch) if a.batch != b.batch]
     assert gaps and all(gap.total_seconds() >= 4 for gap in gaps)
 
@@ -155,11 +179,13 @@ async def test_worker_killed_during_a_rollback(local_env, fleet, emulator, tmp_p
         faults=FaultSpec(unhealthy_after_upgrade=["1"]),
         policy={"maxUnhealthyUpgradedInstancePercent": 50},
     )
-    crashed, ops = await crash_and_compare(
+    crashed = await crash_and_compare(
         local_env, fleet, emulator, tmp_path, scenario, in_flight(OperationKind.RESTORE)
     )
-    assert count_ops(ops, OperationKind.RESTORE) == {"1": 1}
-    assert crashed.status.properties.progress.failed_instance_count == 1
+    # The restore the dead worker had sent (a reimage back to the previous version) is the only one.
+    assert [op.instance_id for op in caught_in_flight(crashed, OperationKind.RESTORE)] == ["1"]
+    assert count_ops(crashed.ops, OperationKind.RESTORE) == {"1": 1}
+    assert crashed.report.status.properties.progress.failed_instance_count == 1
 
 
 async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, emulator, tmp_path):
@@ -199,10 +225,10 @@ async def test_the_upgrade_completes_across_an_emulator_restart(local_env, tmp_p
     port = processes.free_port()
     database = tmp_path / "fleet.db"
     emulator = processes.start_emulator(port, database, tmp_path / "fleet-1.log")
-    url = f"http://127.0.0.1:{port}"
-    workers = WorkerProcesses(local_env.client.service_client.config.target_host, url, tmp_path)
+    address = processes.EmulatorAddress.of(port, database)
+    workers = WorkerProcesses(local_env.client.service_client.config.target_host, address, tmp_path)
     try:
-        async with EmulatorAdmin(url, timeout=5) as fleet:
+        async with EmulatorAdmin(address.url, address.ca_file, timeout=5) as fleet:
             name = await make_scale_set(
                 fleet,
                 10,
@@ -211,7 +237,7 @@ async def test_the_upgrade_completes_across_an_emulator_restart(local_env, tmp_p
             )
             await workers.start()
             handle, _ = await upgrade(local_env.client, workers.task_queue, name)
-            await eventually(lambda: fleet.operations(name), in_flight_reimage, timeout=60)
+            at_kill = await eventually(lambda: fleet.operations(name), in_flight_reimage, timeout=60)
 
             emulator.send_signal(signal.SIGKILL)  # the cloud API dies with operations in flight
             emulator.wait()
@@ -222,9 +248,11 @@ async def test_the_upgrade_completes_across_an_emulator_restart(local_env, tmp_p
             ops = await fleet.operations(name)
         assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
         assert count_ops(ops, OperationKind.REIMAGE) == {str(i): 1 for i in range(10)}
-        # The operations caught by the restart completed in the emulator's saved state and
-        # were asked for again by the retried activities: one effect each.
-        assert any(op.request_count > 1 for op in ops)
+        # The operations caught by the restart completed in the emulator's saved state; the
+        # retried activities found them done (or running) and sent nothing again.
+        caught = [op for op in at_kill if op.status == OperationStatus.IN_PROGRESS]
+        final = {op.operation_id: op for op in ops}
+        assert caught and all(final[op.operation_id].status == OperationStatus.SUCCEEDED for op in caught)
     finally:
         workers.stop()
         processes.stop(emulator)

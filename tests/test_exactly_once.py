@@ -254,8 +254,10 @@ async def test_a_worker_killed_between_the_reimage_post_and_its_answer_never_rei
     finally:
         workers.stop()
 
-    # The kill came before the answer: one reimage accepted, none finished, none of instance 1.
-    assert [(op.kind, op.instance_id) for op in accepted] == [(OperationKind.REIMAGE, "0")]
+    # The kill came before the answer: one reimage accepted and still running, none of instance 1.
+    assert [(op.kind, op.instance_id, op.status) for op in accepted] == [
+        (OperationKind.REIMAGE, "0", OperationStatus.IN_PROGRESS)
+    ]
     completed_exactly_once(report, ops, ["0", "1"])
     # The reimage the dead worker sent is the one instance 0 got: the new worker found it in
     # flight (or done) by reading the instance, and sent nothing.
