@@ -84,8 +84,11 @@ class Progress:
             }
         )
 
-    def done(self, kind: OperationKind, scale_set: str, instance: InstanceView) -> FleetOperation:
-        """The action's result as the workflow reads it: the OS disk before and after."""
+    def done(
+        self, kind: OperationKind, scale_set: str, instance: InstanceView, known_before: str | None = None
+    ) -> FleetOperation:
+        """The action's result as the workflow reads it: the OS disk before (as read before the
+        action; else as the workflow last knew it) and after."""
         operation = self.operation
         now = datetime.now(UTC)
         return FleetOperation(
@@ -98,7 +101,7 @@ class Progress:
             status=OperationStatus.SUCCEEDED,
             start_time=operation.start_time if operation else self.started,
             end_time=now,
-            previous_os_disk=self.before,
+            previous_os_disk=self.before or known_before,
             os_disk=instance.os_disk.name,
             request_count=self.sent,
             status_url=operation.status_url if operation else None,

@@ -129,7 +129,12 @@ class FleetActivities:
 
         with fleet_errors():
             operation = await self._exactly_once(
-                OperationKind.REIMAGE, request.scale_set, request.instance_id, reached, send
+                OperationKind.REIMAGE,
+                request.scale_set,
+                request.instance_id,
+                reached,
+                send,
+                request.restore_point,
             )
         return steps.OperationResult(operation=operation.model_copy(update={"image_reference": target}))
 
@@ -154,6 +159,7 @@ class FleetActivities:
         instance_id: str,
         reached: Callable[[InstanceView], bool],
         send: Callable[[], Awaitable[FleetOperation]],
+        known_before: str | None = None,
     ) -> FleetOperation:
         """Bring the instance where `reached` says, with at most one accepted action.
 
@@ -186,7 +192,7 @@ class FleetActivities:
             if progress.before is None and not reached(instance):
                 progress.before = instance.restore_point
             if reached(instance) and not instance.busy:
-                done = progress.done(kind, scale_set, instance)
+                done = progress.done(kind, scale_set, instance, known_before)
                 activity.logger.info(
                     "%s done: %s → %s (%s action(s) sent by this activity)",
                     kind.value,

@@ -61,6 +61,11 @@ class ReimageInput(Payload):
     instance_id: str
     image: ImageReference
     operation_id: str
+    restore_point: str | None = Field(
+        default=None,
+        description="the instance's restore point as the upgrade last read it: the result's "
+        "previousOsDisk when the activity itself finds the instance already reimaged",
+    )
 
 
 class RestoreInput(Payload):

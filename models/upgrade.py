@@ -164,6 +164,9 @@ class InstanceProgress(InstanceResult):
             fault_domain=view.platform_fault_domain,
             from_image=str(view.image_reference),
             health=view.health,
+            # What a restore would bring back, as read at admission (or scale-out); the reimage
+            # replaces it with what it read just before acting.
+            previous_os_disk=view.restore_point,
         )
 
     def settle(self, outcome: InstanceOutcome) -> None:

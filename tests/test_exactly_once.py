@@ -19,12 +19,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.fleet_activities import FleetActivities
 from fleet.azure.backend import AzureFleet
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.errors import FleetError
+from models import steps
 from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStatus, TimingSpec
 from models.image import ImageReference
 from models.status import RollingUpgradeStatusCode
@@ -32,6 +34,7 @@ from models.upgrade import UpgradeReport
 from starter.upgrades import final_report
 from tests.helpers import (
     INSTANT,
+    V2,
     WorkerProcesses,
     count_ops,
     eventually,
@@ -262,3 +265,27 @@ async def test_a_worker_killed_between_the_reimage_post_and_its_answer_never_rei
     # The reimage the dead worker sent is the one instance 0 got: the new worker found it in
     # flight (or done) by reading the instance, and sent nothing.
     assert next(op for op in ops if op.instance_id == "0").operation_id == accepted[0].operation_id
+
+
+async def test_an_attempt_that_finds_the_reimage_done_reports_the_restore_point_the_upgrade_knew(
+    fleet, azure
+):
+    # An earlier attempt reimaged the instance and died before recording anything: this attempt
+    # finds it on the target already. It sends nothing, and the previous OS disk it reports is
+    # the one the upgrade read at admission, so a restore stays possible.
+
+    name = await make_scale_set(fleet, 1)
+    before = (await azure.get_instance(name, "0")).restore_point
+    await azure.begin_reimage(name, "0", V2.at_version(V2.version))
+    await eventually(lambda: azure.get_instance(name, "0"), lambda i: not i.busy)
+    request = steps.ReimageInput(
+        scale_set=name,
+        instance_id="0",
+        image=V2.at_version(V2.version),
+        operation_id="x",
+        restore_point=before,
+    )
+    result = await ActivityEnvironment().run(FleetActivities(azure).reimage_instance, request)
+    assert result.operation.previous_os_disk == before
+    assert result.operation.request_count == 0
+    assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {"0": 1}

@@ -81,6 +81,7 @@ class BatchUpgradeWorkflow:
                     instance_id=instance.instance_id,
                     image=request.target_image,
                     operation_id=operation_id(request.upgrade_id, instance.instance_id, "reimage"),
+                    restore_point=instance.previous_os_disk,
                 )
             )
         except ActivityError as err:

@@ -323,7 +323,15 @@ class RollingUpgradeWorkflow:
         )
         outcomes = await self._through_cancel(
             self._run_batch(
-                number, BatchAction.UPGRADE, [BatchInstance(instance_id=c.instance_id) for c in batch]
+                number,
+                BatchAction.UPGRADE,
+                [
+                    BatchInstance(
+                        instance_id=c.instance_id,
+                        previous_os_disk=ledger.instances[c.instance_id].previous_os_disk,
+                    )
+                    for c in batch
+                ],
             )
         )
         ledger.settle(outcomes)
