@@ -7,10 +7,11 @@ FleetOperation, and `get_operation` polls it through the client's pipeline (auth
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.rest import HttpRequest
@@ -37,7 +38,7 @@ from fleet.azure.views import (
     probe_of,
     scale_set_of,
 )
-from fleet.errors import FleetError, FleetRequestError
+from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.restore_points import RestorePoint, parse_restore_point, same_restore_point
 from models.fleet import (
     FleetOperation,
@@ -57,6 +58,8 @@ __all__ = ["AzureFleet", "RestorePoint", "parse_restore_point", "same_restore_po
 
 # Flexible instances are plain VMs, found by the scale set they belong to.
 FLEXIBLE_FILTER = "'virtualMachineScaleSet/id' eq '{}'"
+# The Compute API version of the raw instance lists (vmHealth and exactVersion are in it).
+LIST_API_VERSION = "2024-07-01"
 
 
 class AzureFleet:
@@ -139,25 +142,54 @@ class AzureFleet:
         return self._sets[name]
 
     async def _list_vms(self, name: str) -> tuple[bool, list[Json]]:
-        """(flexible, every VM of the set with its instance view): one paged list."""
+        """(flexible, every VM of the set with its instance view): one paged list, read as JSON.
+
+        The hottest read of an upgrade (every health poll of a batch): the SDK's list would build
+        a model of every VM only for us to turn it back into JSON (0.9 s of CPU for 300 VMs), so
+        it goes through the client's pipeline (auth, TLS, retries, the call counter) as a raw
+        request, following nextLink."""
         mode, vmss_id = await self._mode(name)
+        subscription = self.settings.subscription_id
+        provider = f"/subscriptions/{subscription}/resourceGroups/{self._rg}/providers/Microsoft.Compute"
+        query = {"$expand": "instanceView", "api-version": LIST_API_VERSION}
+        if mode == "Flexible":
+            path = f"{provider}/virtualMachines"
+            query["$filter"] = FLEXIBLE_FILTER.format(vmss_id)
+        else:
+            path = f"{provider}/virtualMachineScaleSets/{quote(name, safe='')}/virtualMachines"
+        url: str | None = f"{self.settings.endpoint}{path}?{urlencode(query)}"
+        vms: list[Json] = []
         try:
-            with arm_errors():
-                pages: AsyncIterator[Any]
-                if mode == "Flexible":
-                    pages = self.client.virtual_machines.list(
-                        self._rg, filter=FLEXIBLE_FILTER.format(vmss_id), expand="instanceView"
-                    )
-                else:
-                    pages = self.client.virtual_machine_scale_set_vms.list(
-                        self._rg, name, expand="instanceView"
-                    )
-                vms = [vm.as_dict() async for vm in pages]
+            while url:
+                page = await self._get_json(url)
+                vms += page.get("value") or []
+                url = page.get("nextLink")
         except FleetError as err:
             if err.status == 404:
                 self._sets.pop(name, None)  # deleted, perhaps re-created in another mode
             raise
         return mode == "Flexible", vms
+
+    async def _get_json(self, url: str) -> Json:
+        """GET an ARM URL through the client's pipeline; never sends the token elsewhere."""
+        ours, theirs = urlsplit(self.settings.endpoint), urlsplit(url)
+        if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
+            raise FleetRequestError("InvalidNextLink", f"{url} is not on {self.settings.endpoint}")
+        with arm_errors():
+            response = await self.client.send_request(HttpRequest("GET", url))
+            body = await response.read()
+        if response.status_code >= 400:
+            code, message = error_of_body(body.decode("utf-8", "replace"))
+            raise from_status(response.status_code, code, message, response.headers, action=False)
+        try:
+            document = json.loads(body)
+        except ValueError as err:
+            raise FleetTransientError("MalformedAnswer", f"GET {url}: {err}", response.status_code) from err
+        if not isinstance(document, dict):
+            raise FleetTransientError(
+                "MalformedAnswer", f"GET {url}: not a JSON object", response.status_code
+            )
+        return document
 
     async def get_scale_set(self, name: str) -> ScaleSetView:
         vmss = await self._get_set(name)
