@@ -498,3 +498,21 @@ def test_every_help_prints_plain_text(command):
     assert "Traceback" not in result.err + result.out
     if command in (["start"], ["plan"]):
         assert "[:VERSION|latest]" in result.out
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("AZURE_ARM_ENDPOINT", "http://x"), ("AZURE_SUBSCRIPTION_ID", "\x1b[31mnot-a-guid")],
+)
+def test_the_worker_refuses_bad_azure_settings_in_one_line(variable, value):
+    done = subprocess.run(
+        [sys.executable, "-m", "worker"],
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {variable} must be"), done.stderr
+    assert "\x1b" not in done.stderr  # shown escaped, never sent to the terminal

@@ -8,7 +8,7 @@ import signal
 import structlog
 
 from fleet.azure.backend import AzureFleet
-from fleet.azure.settings import AzureSettings
+from fleet.azure.settings import AzureSettings, AzureSettingsError
 from worker.assembly import build_worker
 from worker.connection import Settings, connect
 from worker.logs import configure_logging
@@ -20,7 +20,10 @@ log = structlog.get_logger("worker")
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    azure = AzureSettings.from_env()  # a bad value stops the worker here, naming the variable
+    try:
+        azure = AzureSettings.from_env()
+    except AzureSettingsError as err:  # one line naming the variable, before anything starts
+        raise SystemExit(f"error: {err}") from None
     client = await connect()
     if added := await ensure_search_attributes(client):
         log.info("registered search attributes", names=added, namespace=client.namespace)
