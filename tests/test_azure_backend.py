@@ -4,6 +4,7 @@ parts (settings, image version choice, restore points, coalesced health reads) o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -189,6 +190,25 @@ async def test_coalescing_reader_shares_one_read_but_never_one_begun_before_the_
     assert (await first)["0"].state == HealthState.HEALTHY
     assert late["0"].state == HealthState.INITIALIZING
     assert len(reads) == 3
+
+
+async def test_coalescing_reader_starts_reads_of_one_set_at_least_min_gap_apart() -> None:
+    # Waiters that started at different moments do not each bring a read of their own.
+    starts: list[float] = []
+
+    async def read(scale_set: str) -> dict[str, HealthProbe]:
+        starts.append(asyncio.get_running_loop().time())
+        return {}
+
+    reader = CoalescingHealthReader(read)
+    for _ in range(3):
+        await reader.get("web", min_gap=0.3)
+        await asyncio.sleep(0.1)  # the next waiter asks 0.1 s after the last read
+    assert len(starts) == 3
+    assert all(later - earlier >= 0.29 for earlier, later in itertools.pairwise(starts))
+    asked = asyncio.get_running_loop().time()
+    await reader.get("other", min_gap=0.3)  # another set is not held back
+    assert starts[-1] - asked < 0.2
 
 
 async def test_coalescing_reader_survives_a_cancelled_caller() -> None:

@@ -361,7 +361,8 @@ class AzureFleet:
         self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
     ) -> HealthProbe:
         # The extension probes inside the VM with its own settings: `settings` are the caller's.
-        probes = await self._health.get(scale_set)
+        # At most two reads of the set per probe interval, whatever the number of waiters.
+        probes = await self._health.get(scale_set, min_gap=settings.interval_in_seconds / 2)
         probe = probes.get(instance_id)
         if probe is None:
             return HealthProbe(

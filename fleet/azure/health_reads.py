@@ -4,12 +4,15 @@ A batch of 50 instances each polling every 5 s would otherwise cost 50 ARM reads
 ARM throttles reads per subscription. A caller is only ever served by a read that STARTED after
 it asked: a read begun before an instance's reimage finished would show it healthy on its old
 disk. So callers gather for a short window, one read serves them all, and callers that arrive
-while it runs wait for the next one.
+while it runs wait for the next one. Reads of one set start at least `min_gap` apart (half the
+callers' probe interval): instances of a batch that began waiting at different moments would
+otherwise each bring a read of their own, several a second on a large set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from models.fleet import HealthProbe
@@ -31,21 +34,25 @@ class CoalescingHealthReader:
         self._gather = gather_seconds
         # The read callers may still join (not started yet), per scale set.
         self._next: dict[str, asyncio.Task[Probes]] = {}
+        # When the last read of each scale set started (time.monotonic()).
+        self._started: dict[str, float] = {}
 
-    async def get(self, scale_set: str) -> Probes:
+    async def get(self, scale_set: str, min_gap: float = 0.0) -> Probes:
         task = self._next.get(scale_set)
         if task is None:
-            task = asyncio.create_task(self._gather_then_read(scale_set))
+            task = asyncio.create_task(self._gather_then_read(scale_set, min_gap))
             self._next[scale_set] = task
             # Its error is retrieved even when every caller was cancelled meanwhile.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
         # shield: one caller cancelled (its activity ended) must not cancel the others' read.
         return await asyncio.shield(task)
 
-    async def _gather_then_read(self, scale_set: str) -> Probes:
+    async def _gather_then_read(self, scale_set: str, min_gap: float) -> Probes:
         try:
-            await asyncio.sleep(self._gather)
+            since = time.monotonic() - self._started.get(scale_set, float("-inf"))
+            await asyncio.sleep(max(self._gather, min_gap - since))
         finally:
             # From here on, new callers need a read that starts after them: the next one.
             del self._next[scale_set]
+        self._started[scale_set] = time.monotonic()
         return await self._read(scale_set)
