@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from azure.core import MatchConditions
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     HttpResponseError,
     IncompleteReadError,
@@ -22,6 +21,7 @@ from azure.core.exceptions import (
 )
 from azure.mgmt.compute.aio import ComputeManagementClient
 
+from fleet.azure.credentials import StaticTokenCredential
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION
 from models.fleet import FaultSpec, ScaleSetSpec
@@ -31,22 +31,6 @@ from starter import processes
 RG = RESOURCE_GROUP
 UBUNTU = ImageReference.parse("Canonical:ubuntu-24_04-lts:server:1.0.0")
 GALLERY_IMAGE = f"{PROVIDER}/galleries/fleet/images/app"
-
-
-class FakeCredential:
-    """Any token will do: the emulator checks only that one is sent."""
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("emulator-token", 2**31)
-
-    async def close(self) -> None:
-        pass
-
-    async def __aenter__(self) -> FakeCredential:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +53,11 @@ async def admin(emulator: tuple[str, Path]) -> AsyncIterator[EmulatorAdmin]:
 async def compute(emulator: tuple[str, Path]) -> AsyncIterator[ComputeManagementClient]:
     url, ca = emulator
     async with ComputeManagementClient(
-        FakeCredential(), SUBSCRIPTION, base_url=url, connection_verify=str(ca), polling_interval=0.2
+        StaticTokenCredential("emulator-token"),
+        SUBSCRIPTION,
+        base_url=url,
+        connection_verify=str(ca),
+        polling_interval=0.2,
     ) as client:
         yield client
 

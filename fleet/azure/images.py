@@ -8,9 +8,8 @@ Gallery versions come from `gallery_image_versions.list_by_gallery_image`, marke
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from fleet.azure.views import Json, dig
+from fleet.azure.views import Json, arm_time, dig
 from fleet.errors import FleetRequestError
 from models.image import LATEST, ImageReference
 from models.sorting import natural_key
@@ -36,16 +35,6 @@ def replicated_to(version: Json, location: str) -> bool:
     return True
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def candidate_for_latest(version: Json, location: str, now: datetime) -> bool:
     """What Azure's 'latest' may pick in `location`."""
     publishing = dig(version, "properties", "publishingProfile") or {}
@@ -53,7 +42,7 @@ def candidate_for_latest(version: Json, location: str, now: datetime) -> bool:
         return False
     if _targets(version).get(region_key(location), {}).get("excludeFromLatest"):
         return False
-    end_of_life = _parse_time(publishing.get("endOfLifeDate"))
+    end_of_life = arm_time(publishing.get("endOfLifeDate"))
     if end_of_life is not None and end_of_life <= now:
         return False
     state = dig(version, "properties", "provisioningState")

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fleet.azure.errors import retry_after_seconds
-from fleet.azure.views import dig
+from fleet.azure.views import arm_time, dig
 from models.fleet import FleetOperation, OperationError, OperationKind, OperationStatus
 from models.image import ImageReference
 
@@ -77,7 +77,7 @@ def polled(operation: FleetOperation, status_code: int, headers: Any, body: str)
     error = dig(document, "error")
     end_time = None
     if status != OperationStatus.IN_PROGRESS:
-        end_time = _time(dig(document, "endTime")) or datetime.now(UTC)
+        end_time = arm_time(dig(document, "endTime")) or datetime.now(UTC)
     return operation.model_copy(
         update={
             "status": status,
@@ -92,13 +92,3 @@ def polled(operation: FleetOperation, status_code: int, headers: Any, body: str)
             "retry_after_seconds": retry_after_seconds(headers),
         }
     )
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -7,6 +7,7 @@ virtualMachines) share the VM shape under `properties`, so one mapping serves bo
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -193,3 +194,14 @@ def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
         ),
         instances=instances,
     )
+
+
+def arm_time(value: Any) -> datetime | None:
+    """An ARM timestamp ("...Z", or with no zone: UTC), or None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
