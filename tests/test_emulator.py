@@ -14,12 +14,12 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute.aio import ComputeManagementClient
 
+from fleet.azure.credentials import StaticTokenCredential
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.emulator.cloud import RESOURCE_GROUP, SUBSCRIPTION
 from models.fleet import FaultSpec, HealthState, ScaleSetSpec
 from models.image import ImageReference
 from starter import processes
-from tests.test_arm_sdk import FakeCredential
 
 RG = RESOURCE_GROUP
 UBUNTU = ImageReference.parse("Canonical:ubuntu-24_04-lts:server:1.0.0")
@@ -47,7 +47,7 @@ async def admin(emulator: tuple[int, Path, list[Any]]) -> AsyncIterator[Emulator
 async def compute(emulator: tuple[int, Path, list[Any]]) -> AsyncIterator[ComputeManagementClient]:
     port, db, _ = emulator
     async with ComputeManagementClient(
-        FakeCredential(),
+        StaticTokenCredential("emulator-token"),
         SUBSCRIPTION,
         base_url=processes.emulator_url(port),
         connection_verify=str(processes.emulator_ca_file(db)),
