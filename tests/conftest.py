@@ -1,11 +1,10 @@
-"""Shared test servers: one fleet emulator process, one time-skipping Temporal server and (for the
-tests that need a real server) one local dev server per session; a fresh worker and task queue
-per test, so tests never see each other's workflows."""
+"""Test servers: one fleet emulator process and (for the tests that need a real server) one local
+dev server per session, a time-skipping server per test; a fresh worker and task queue per test,
+so tests never see each other's workflows."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -15,10 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from temporalio.api.workflowservice.v1 import ListOpenWorkflowExecutionsRequest
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -56,8 +52,12 @@ async def azure(emulator: EmulatorAddress) -> AsyncIterator[AzureFleet]:
         yield backend
 
 
-@pytest.fixture(scope="session")
-async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
+@pytest.fixture
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own (it starts in about 0.1 s). Its clock is global
+    and the Java test server leaks a time-skipping lock for every workflow closed with an activity
+    or workflow task pending (terminate, or a run that ends leaving activities behind): shared,
+    one such workflow would make every later two-hour pause take two real hours."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=processes.venv_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
@@ -65,26 +65,6 @@ async def ts_server() -> AsyncIterator[WorkflowEnvironment]:
     await ensure_search_attributes(env.client)
     yield env
     await env.shutdown()
-
-
-@pytest.fixture
-async def ts_env(ts_server: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
-    """The shared time-skipping server, left with no open workflow after each test. Its clock is
-    global: one workflow left with a task that no worker will take (its test's worker is gone)
-    stops time skipping for every later test, and a two-hour pause then takes two real hours."""
-    yield ts_server
-    await terminate_open_workflows(ts_server.client)
-
-
-async def terminate_open_workflows(client: Client) -> None:
-    # The test server has no visibility queries (ListWorkflowExecutions), only the older list.
-    request = ListOpenWorkflowExecutionsRequest(namespace=client.namespace, maximum_page_size=1000)
-    for execution in (await client.workflow_service.list_open_workflow_executions(request)).executions:
-        handle = client.get_workflow_handle(
-            execution.execution.workflow_id, run_id=execution.execution.run_id
-        )
-        with contextlib.suppress(RPCError):  # ended meanwhile, or ended with its parent
-            await handle.terminate(reason="the test that started it has ended")
 
 
 @pytest.fixture(scope="session")
