@@ -67,9 +67,8 @@ def version_key(version: str) -> tuple[int, ...]:
 def _interval(low: timedelta, high: timedelta, name: str):  # type: ignore[no-untyped-def]
     def check(value: timedelta) -> timedelta:
         if not low <= value <= high:
-            raise ValueError(
-                f"{name} must be between {format_duration(low)} and {format_duration(high)}, not {format_duration(value)}"
-            )
+            allowed = f"{format_duration(low)} and {format_duration(high)}"
+            raise ValueError(f"{name} must be between {allowed}, not {format_duration(value)}")
         return value
 
     return AfterValidator(check)
