@@ -85,13 +85,28 @@ class ApiError(AzureModel):
     innererror: InnerError | None = Field(default=None, alias="innererror")
 
 
+class UpgradeWaitKind(StrEnum):
+    """What an upgrade is holding back for."""
+
+    HEALTH_RECOVERY = "HealthRecovery"  # unhealthy instances leave no room for a batch
+    PAUSED = "Paused"  # someone paused it (`upgradectl pause`, a rollout's hold)
+    PENDING_APPROVAL = "PendingApproval"  # osRollingUpgradeDeferral: the batch awaits approval
+
+
 class UpgradeWait(AzureModel):
     """Why no batch is starting now, since when and until when at the most (not in Azure's
-    shape: Azure has no way to say that an upgrade is holding back)."""
+    shape: Azure has no way to say that an upgrade is holding back).
+
+    `kind`, `by` and `instances` came later: a wait without a kind is a health recovery."""
 
     reason: str
     since: AwareDatetime
     until: AwareDatetime | None = None
+    kind: UpgradeWaitKind | None = None
+    by: str | None = Field(default=None, description="who paused the upgrade (kind Paused)")
+    instances: list[str] | None = Field(
+        default=None, description="the instances still awaiting approval (kind PendingApproval)"
+    )
 
 
 class ReportedRollingUpgradePolicy(AzureModel):
@@ -121,7 +136,11 @@ class RollingUpgradeStatusProperties(AzureModel):
     running_status: RollingUpgradeRunningStatus
     progress: RollingUpgradeProgressInfo
     error: ApiError | None = None
+    # What holds the next batch back right now: a health recovery, an approval, a pause.
     wait: UpgradeWait | None = None
+    # The pause in effect (kind Paused: who, why, since when), from the `pause` signal until
+    # `resume`: also while the batch in flight still finishes, before it shows as the wait.
+    paused: UpgradeWait | None = None
 
 
 class RollingUpgradeStatusInfo(AzureModel):

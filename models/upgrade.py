@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, PlainSerializer
 
 from models.base import ViewModel
 from models.errors import FailureCause
@@ -18,6 +19,7 @@ from models.policy import (
     UpgradePolicy,
     UpgradeTimeout,
     format_duration,
+    iso_duration,
 )
 from models.status import (
     RollbackStatusInfo,
@@ -33,6 +35,9 @@ PREFLIGHT_WORKFLOW = "UpgradePreflightWorkflow"
 BATCH_UPGRADE_WORKFLOW = "BatchUpgradeWorkflow"
 ADMIT_UPDATE = "admit"
 CANCEL_SIGNAL = "cancel"
+PAUSE_SIGNAL = "pause"  # PauseRequest: the batch in flight finishes, no new one starts
+RESUME_SIGNAL = "resume"  # ResumeRequest
+APPROVE_SIGNAL = "approve"  # ApproveRequest: Azure's ApproveRollingUpgrade
 STATUS_QUERY = "status"
 INSTANCES_QUERY = "instances"
 PLAN_QUERY = "plan"
@@ -42,6 +47,14 @@ REPORT_QUERY = "report"
 def upgrade_workflow_id(scale_set: str) -> str:
     """One upgrade per scale set at a time: the id is the lock."""
     return f"rolling-upgrade/{scale_set}"
+
+
+# scheduledEventsProfile.osImageNotificationProfile.notBeforeTimeout: Azure allows only PT15M.
+NotBeforeTimeout = Annotated[
+    timedelta,
+    iso_duration(timedelta(minutes=5), timedelta(hours=2)),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
 
 
 class UpgradeRequest(ViewModel):
@@ -56,6 +69,21 @@ class UpgradeRequest(ViewModel):
     started_by: str = "User"
     upgrade_timeout: UpgradeTimeout | None = None
     notifications: Notifications = Field(default_factory=Notifications)
+    deferral: bool = Field(
+        default=False,
+        description="osRollingUpgradeDeferral: every batch waits until its instances are approved "
+        "(the `approve` signal, `upgradectl approve`)",
+    )
+    not_before_timeout: NotBeforeTimeout | None = Field(
+        default=None,
+        description="osImageNotificationProfile.notBeforeTimeout: an instance pending approval is "
+        "approved on its own this long after it became pending (PT5M-PT2H)",
+    )
+
+    @property
+    def needs_approval(self) -> bool:
+        """Every batch waits for approval: with deferral, or with a notice (notBeforeTimeout)."""
+        return self.deferral or self.not_before_timeout is not None
 
     def effective_policy(self) -> list[tuple[str, str]]:
         """Every setting the upgrade runs with, as (name, value) rows."""
@@ -82,6 +110,11 @@ class UpgradeRequest(ViewModel):
             ("gracePeriod", f"{health.effective_grace_period} s"),
             ("healthWaitTimeout", format_duration(health.health_wait_timeout)),
             ("upgradeTimeout", format_duration(self.upgrade_timeout) if self.upgrade_timeout else "none"),
+            ("osRollingUpgradeDeferral", flag(self.deferral)),
+            (
+                "notBeforeTimeout",
+                format_duration(self.not_before_timeout) if self.not_before_timeout else "none",
+            ),
             ("startedBy", self.started_by),
             ("webhooks", ", ".join(self.notifications.webhooks) or "none"),
         ]
@@ -104,6 +137,8 @@ class UpgradeRequest(ViewModel):
 
 class InstanceState(StrEnum):
     PENDING = "Pending"
+    # Due in the next batch, waiting for approval (Azure shows the VM Platform.PendingOSUpgrade).
+    PENDING_APPROVAL = "PendingApproval"
     IN_PROGRESS = "InProgress"
     SUCCEEDED = "Succeeded"
     ROLLED_BACK = "RolledBack"
@@ -154,6 +189,11 @@ class InstanceProgress(InstanceResult):
     from_image: str
     state: InstanceState = InstanceState.PENDING
     batch: int | None = None
+    # Deferral: since when it awaited approval, and who approved it when ("notBeforeTimeout"
+    # when it was approved on its own).
+    pending_approval_since: AwareDatetime | None = None
+    approved_by: str | None = None
+    approval_time: AwareDatetime | None = None
 
     @classmethod
     def of(cls, view: InstanceView) -> InstanceProgress:
@@ -174,6 +214,28 @@ class InstanceProgress(InstanceResult):
         for name in InstanceResult.model_fields:
             if getattr(outcome, name) is not None:
                 setattr(self, name, getattr(outcome, name))
+
+
+class PauseRequest(ViewModel):
+    """The `pause` signal: no new batch starts until `resume`; the batch in flight finishes."""
+
+    reason: str = ""
+    by: str = "User"
+
+
+class ResumeRequest(ViewModel):
+    """The `resume` signal."""
+
+    by: str = "User"
+
+
+class ApproveRequest(ViewModel):
+    """The `approve` signal (Azure's ApproveRollingUpgrade). `instance_ids` None approves every
+    instance pending approval now and any that becomes pending later; ids approve those
+    instances, now or whenever they become due."""
+
+    instance_ids: list[str] | None = None
+    by: str = "User"
 
 
 class Preflight(ViewModel):

@@ -142,14 +142,32 @@ def deadline_gate(ledger: UpgradeLedger, now: datetime) -> ApiError | None:
         return None
     attempted = len(ledger.in_state(*ATTEMPTED))
     timeout = ledger.request.upgrade_timeout or timedelta(0)
+    remaining = len(ledger.candidates()) + len(ledger.pending_approval())
+    held = ""
+    if ledger.paused is not None:  # a pause does not extend the timeout
+        held = f"; it was {ledger.paused.reason} (since {ledger.paused.since.isoformat()})"
+    elif ledger.pending_approval():
+        held = f"; it was waiting for approval of {named(ledger.pending_approval())}"
     return ApiError(
         code=UpgradeErrorCode.TIMEOUT,
         message=(
             f"the upgrade did not finish within its timeout of {format_duration(timeout)} "
             f"(started {ledger.start_time.isoformat()}, deadline {ledger.deadline.isoformat()}); "
             f"it stopped after the batch in flight settled, with {attempted} of "
-            f"{attempted + len(ledger.candidates())} instances upgraded"
+            f"{attempted + remaining} instances upgraded{held}"
         ),
+    )
+
+
+def approval_wait_reason(ledger: UpgradeLedger, batch: int, waiting: Sequence[str]) -> str:
+    """Why the next batch has not started: its instances await approval."""
+    request = ledger.request
+    how = f"`approve` (upgradectl approve {request.scale_set})"
+    if request.not_before_timeout is not None:
+        how += f", or on their own after notBeforeTimeout {format_duration(request.not_before_timeout)}"
+    return (
+        f"waiting for approval of batch {batch}: {len(waiting)} instance(s) pending approval "
+        f"({named(list(waiting))}); approve with {how}"
     )
 
 

@@ -8,14 +8,21 @@ unit-tested and replays identically. The gates (workflows/gates.py) and the Azur
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from models.errors import FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.notifications import NotificationRecord
+from models.policy import format_duration
 from models.sorting import natural_key
-from models.status import ApiError, RollingUpgradeActionType, RollingUpgradeStatusCode, UpgradeWait
+from models.status import (
+    ApiError,
+    RollingUpgradeActionType,
+    RollingUpgradeStatusCode,
+    UpgradeWait,
+    UpgradeWaitKind,
+)
 from models.upgrade import (
     ATTEMPTED,
     FINAL_FAILURES,
@@ -44,6 +51,12 @@ class UpgradeLedger:
         self.last_action_time = now
         self.fault: ApiError | None = None
         self.wait: UpgradeWait | None = None
+        # The pause in effect (who, why, since when), from `pause` until `resume`.
+        self.paused: UpgradeWait | None = None
+        # Approvals given (who, when) for instances not yet due; `approved_all`: every instance
+        # pending now and later (an `approve` without instance ids).
+        self.approvals: dict[str, tuple[str, datetime]] = {}
+        self.approved_all: tuple[str, datetime] | None = None
         self.batches = 0
         self._phases: dict[str, int | None] = {}
         self._gone: set[str] = set()
@@ -99,7 +112,8 @@ class UpgradeLedger:
     def _leave(self, progress: InstanceProgress, message: str) -> None:
         self._gone.add(progress.instance_id)
         progress.health = HealthState.UNKNOWN
-        leaves = (InstanceState.PENDING, *FINAL_FAILURES) if self.exact else (InstanceState.PENDING,)
+        waiting = (InstanceState.PENDING, InstanceState.PENDING_APPROVAL)
+        leaves = (*waiting, *FINAL_FAILURES) if self.exact else waiting
         if progress.state in leaves:
             self._skip(progress, SKIP_GONE, message)
 
@@ -140,9 +154,106 @@ class UpgradeLedger:
         ]
 
     def plan(self) -> list[list[Candidate]]:
-        return plan_batches(
+        """The batches still to come: the one awaiting approval (if any) first."""
+        awaiting = [
+            Candidate(
+                instance_id=p.instance_id,
+                zone=p.zone,
+                update_domain=p.update_domain,
+                unhealthy=p.health != HealthState.HEALTHY,
+                phase=self._phases.get(p.instance_id),
+            )
+            for p in self.in_state(InstanceState.PENDING_APPROVAL)
+        ]
+        planned = plan_batches(
             self.candidates(), self.total, self.unhealthy(), self.request.policy, within_budget=self.exact
         )
+        return [awaiting, *planned] if awaiting else planned
+
+    # --- pause and approval -----------------------------------------------------------------
+
+    def pause(self, reason: str, by: str, now: datetime) -> bool:
+        """Hold the upgrade: no new batch starts until `resume`. A pause while paused keeps the
+        first one (who paused it and since when). True if it paused now."""
+        if self.paused is not None:
+            return False
+        said = f"paused by {by}" + (f": {reason}" if reason else "")
+        self.paused = UpgradeWait(
+            kind=UpgradeWaitKind.PAUSED, reason=said, since=now, until=self.deadline, by=by
+        )
+        return True
+
+    def resume(self) -> bool:
+        """True if it was paused."""
+        if self.paused is None:
+            return False
+        if self.wait is not None and self.wait.kind == UpgradeWaitKind.PAUSED:
+            self.wait = None
+        self.paused = None
+        return True
+
+    def pending_approval(self) -> list[str]:
+        return [p.instance_id for p in self.in_state(InstanceState.PENDING_APPROVAL)]
+
+    def await_approval(self, instance_ids: Iterable[str], now: datetime) -> list[str]:
+        """Mark the next batch's instances pending approval (Azure shows the VM
+        Platform.PendingOSUpgrade); those approved before they were due go at once. Returns
+        the instances still awaiting approval."""
+        for instance_id in instance_ids:
+            progress = self.instances[instance_id]
+            if progress.state != InstanceState.PENDING:
+                continue
+            if progress.approved_by is not None:
+                continue  # approved before (a batch planned again after a wait)
+            progress.state = InstanceState.PENDING_APPROVAL
+            progress.pending_approval_since = now
+        self._release_approved()
+        return self.pending_approval()
+
+    def approve(self, instance_ids: list[str] | None, by: str, now: datetime) -> list[str]:
+        """An approval: of these instances (now or whenever they become due), or of every
+        instance (None). Returns the instances it released now."""
+        if instance_ids is None:
+            if self.approved_all is None:
+                self.approved_all = (by, now)
+        else:
+            for instance_id in instance_ids:
+                self.approvals.setdefault(instance_id, (by, now))
+        return self._release_approved()
+
+    def approve_due(self, timeout: timedelta, now: datetime) -> list[str]:
+        """notBeforeTimeout: instances pending approval that long are approved on their own."""
+        released = []
+        for progress in self.in_state(InstanceState.PENDING_APPROVAL):
+            since = progress.pending_approval_since or now
+            if since + timeout <= now:
+                self._release(
+                    progress,
+                    "notBeforeTimeout",
+                    now,
+                    f"approved on its own after notBeforeTimeout {format_duration(timeout)} "
+                    f"(pending approval since {since.isoformat(timespec='seconds')})",
+                )
+                released.append(progress.instance_id)
+        return released
+
+    def _release_approved(self) -> list[str]:
+        released = []
+        for progress in self.in_state(InstanceState.PENDING_APPROVAL):
+            approval = self.approvals.get(progress.instance_id) or self.approved_all
+            if approval is None:
+                continue
+            by, when = approval
+            self._release(progress, by, when, f"approved by {by} at {when.isoformat(timespec='seconds')}")
+            released.append(progress.instance_id)
+        return released
+
+    @staticmethod
+    def _release(progress: InstanceProgress, by: str, when: datetime, message: str) -> None:
+        progress.state = InstanceState.PENDING
+        progress.approved_by = by
+        progress.approval_time = when
+        progress.message = f"{progress.message}; {message}" if progress.message else message
 
     def start_batch(self, instance_ids: Iterable[str], now: datetime) -> int:
         self.batches += 1
@@ -203,7 +314,7 @@ class UpgradeLedger:
 
     def _stop_pending(self) -> None:
         for progress in self.instances.values():
-            if progress.state == InstanceState.PENDING:
+            if progress.state in (InstanceState.PENDING, InstanceState.PENDING_APPROVAL):
                 progress.state = InstanceState.NOT_STARTED
 
     def stopping(self, error: ApiError) -> None:
@@ -211,6 +322,7 @@ class UpgradeLedger:
         restore that still runs, and no pending instance will start."""
         self.fault = error
         self.wait = None
+        self.paused = None
         self._stop_pending()
 
     def faulted(self, error: ApiError) -> None:
@@ -224,8 +336,10 @@ class UpgradeLedger:
     def cancelled(self) -> None:
         self.code = RollingUpgradeStatusCode.CANCELLED
         self.wait = None
+        self.paused = None
         self._stop_pending()
 
     def completed(self) -> None:
         self.code = RollingUpgradeStatusCode.COMPLETED
         self.wait = None
+        self.paused = None

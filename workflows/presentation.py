@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from models.markdown import table
+from models.status import UpgradeWait, UpgradeWaitKind
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
 from workflows import reporting
 from workflows.ledger import UpgradeLedger
@@ -78,9 +79,42 @@ def current_details(ledger: UpgradeLedger) -> str:
         lines += ["", f"Current batch {ledger.batches}: {ids} ({_domains(in_flight)})"]
     if ledger.last_action.value == "Cancel":
         lines += ["", "Cancel requested: no new batch starts."]
-    if wait := ledger.wait:
+    if paused := ledger.paused:
+        lines += [
+            "",
+            pause_details(
+                ledger, paused, holding=ledger.wait is not None and ledger.wait.kind == UpgradeWaitKind.PAUSED
+            ),
+        ]
+    if (wait := ledger.wait) and wait.kind != UpgradeWaitKind.PAUSED:
         until = f" (until {wait.until.isoformat(timespec='seconds')} at the most)" if wait.until else ""
-        lines += ["", f"Since {wait.since.isoformat(timespec='seconds')}, {wait.reason}{until}."]
+        lines += ["", f"Since {wait.since.isoformat(timespec='seconds')}, {escaped(wait.reason)}{until}."]
     if error := reporting.error(ledger):
         lines += ["", f"`{error.code}`: {error.message}"]
     return "\n".join(lines)
+
+
+_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>#|"})
+
+
+def escaped(text: str) -> str:
+    """User text (a pause's reason, a name) shown as it is, never as markdown."""
+    return text.translate(_MARKDOWN)
+
+
+def pause_details(ledger: UpgradeLedger, paused: UpgradeWait, *, holding: bool) -> str:
+    """Who paused the upgrade, why and since when, and what happens meanwhile."""
+    since = paused.since.isoformat(timespec="seconds")
+    text = f"**Paused** since {since}: {escaped(paused.reason)}. "
+    text += (
+        "No new batch starts until it is resumed"
+        if holding
+        else "The batch in flight finishes; no new batch starts until it is resumed"
+    )
+    text += f" (`upgradectl resume {ledger.request.scale_set}`)."
+    if ledger.deadline is not None:
+        text += (
+            f" The upgrade timeout still runs: it ends at {ledger.deadline.isoformat(timespec='seconds')} "
+            "if it is not resumed and finished by then."
+        )
+    return text

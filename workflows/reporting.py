@@ -35,7 +35,11 @@ def progress(ledger: UpgradeLedger) -> RollingUpgradeProgressInfo:
         successful_instance_count=counts[InstanceState.SUCCEEDED],
         failed_instance_count=sum(counts[s] for s in FINAL_FAILURES),
         in_progress_instance_count=counts[InstanceState.IN_PROGRESS],
-        pending_instance_count=counts[InstanceState.PENDING] + counts[InstanceState.NOT_STARTED],
+        pending_instance_count=(
+            counts[InstanceState.PENDING]
+            + counts[InstanceState.PENDING_APPROVAL]
+            + counts[InstanceState.NOT_STARTED]
+        ),
     )
 
 
@@ -82,6 +86,7 @@ def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
             progress=progress(ledger),
             error=error(ledger),
             wait=ledger.wait,
+            paused=ledger.paused,
         ),
     )
 

@@ -3,8 +3,8 @@
 `_upgrade` reads as the checklist of DESIGN.md: admit (describe the scale set, resolve the target,
 skip instances already on it; `upgradectl start` waits on the `admit` update, so a refusal reaches
 the user at once) → nothing to do? → gate before start → per batch: fresh health and the gates,
-plan (waiting for health to recover when the policy leaves no room), run the batch, settle,
-decide, publish, pause → a last health reading → the end.
+plan (waiting for health to recover when the policy leaves no room), hold (a pause, approval
+under deferral), run the batch, settle, decide, publish, pause → a last health reading → the end.
 
 Every way to stop (a gate, the timeout, an infrastructure fault, a refusal) is a `Stop` returned
 up the checklist; `_end` alone restores what the policy says, writes the status and the history
@@ -15,9 +15,9 @@ Temporal retries until a fixed worker resumes the upgrade.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
@@ -27,16 +27,26 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import FailureCause
     from models.fleet import HealthReading
     from models.notifications import NotificationEvent
-    from models.status import ApiError, RollingUpgradeStatusInfo, UpgradeWait
+    from models.status import (
+        ApiError,
+        RollingUpgradeStatusCode,
+        RollingUpgradeStatusInfo,
+        UpgradeWait,
+        UpgradeWaitKind,
+    )
     from models.upgrade import (
         ADMIT_UPDATE,
+        APPROVE_SIGNAL,
         CANCEL_SIGNAL,
         INSTANCES_QUERY,
+        PAUSE_SIGNAL,
         PLAN_QUERY,
         REPORT_QUERY,
+        RESUME_SIGNAL,
         ROLLING_UPGRADE_WORKFLOW,
         STATUS_QUERY,
         Admission,
+        ApproveRequest,
         BatchAction,
         BatchInstance,
         BatchRequest,
@@ -44,6 +54,8 @@ with workflow.unsafe.imports_passed_through():
         InstanceOutcome,
         InstanceProgress,
         InstanceState,
+        PauseRequest,
+        ResumeRequest,
         UpgradeReport,
         UpgradeRequest,
     )
@@ -74,6 +86,11 @@ COMPACT_HEALTH_READS = "compact-health-reads"
 # maxUnhealthyInstancePercent (the upgrade waits for health to recover); every policy breach
 # restores under rollbackFailedInstancesOnPolicyBreach; the timeout is checked after every batch.
 EXACT_CORE = "exact-core"
+# 2027-01: pause and resume of one upgrade, and approval of every batch under deferral
+# (osRollingUpgradeDeferral, notBeforeTimeout): the waits' timers (the upgrade timeout, the
+# notBeforeTimeout) and a health reading after a hold. Decided where first needed (a pause, or
+# the first batch of a deferred upgrade), so upgrades started before it can be paused too.
+PAUSE_AND_APPROVAL = "pause-and-approval"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -108,6 +125,7 @@ class RollingUpgradeWorkflow:
         self._notifier = Notifier(request.notifications, self._upgrade_id)
         self._ledger.notifications = self._notifier.records  # the report shows them as they go
         self._status: RollingUpgradeStatusInfo | None = None  # as last published
+        self._stale = False  # a hold ended: read health and plan again before the next batch
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -127,6 +145,49 @@ class RollingUpgradeWorkflow:
             self._cancel_requested = True
             self._ledger.cancel_requested(workflow.now())
             self._publish()
+
+    @workflow.signal(name=PAUSE_SIGNAL)
+    def pause(self, request: PauseRequest) -> None:
+        """The batch in flight finishes; no new batch starts until `resume` (or a cancel)."""
+        if self._ledger.code != RollingUpgradeStatusCode.ROLLING_FORWARD:
+            return
+        if self._ledger.pause(request.reason, request.by, workflow.now()):
+            workflow.logger.info(
+                "upgrade paused by %s: %s",
+                request.by,
+                request.reason,
+                extra={"scale_set": self._ledger.request.scale_set},
+            )
+            self._publish()
+
+    @workflow.signal(name=RESUME_SIGNAL)
+    def resume(self, request: ResumeRequest) -> None:
+        if self._ledger.resume():
+            workflow.logger.info(
+                "upgrade resumed by %s", request.by, extra={"scale_set": self._ledger.request.scale_set}
+            )
+            self._publish()
+
+    @workflow.signal(name=APPROVE_SIGNAL)
+    def approve(self, request: ApproveRequest) -> None:
+        """Azure's ApproveRollingUpgrade: these instances (or every one, now and later) may go."""
+        ledger = self._ledger
+        released = ledger.approve(request.instance_ids, request.by, workflow.now())
+        workflow.logger.info(
+            "approval by %s of %s",
+            request.by,
+            ", ".join(request.instance_ids) if request.instance_ids is not None else "every instance",
+            extra={"scale_set": ledger.request.scale_set, "instance": released},
+        )
+        if released and ledger.wait is not None and ledger.wait.kind == UpgradeWaitKind.PENDING_APPROVAL:
+            waiting = ledger.pending_approval()
+            ledger.wait = ledger.wait.model_copy(
+                update={
+                    "reason": gates.approval_wait_reason(ledger, ledger.batches + 1, waiting),
+                    "instances": waiting,
+                }
+            )
+        self._publish()
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> RollingUpgradeStatusInfo:
@@ -176,7 +237,8 @@ class RollingUpgradeWorkflow:
         if breach := gates.in_flight_gate(ledger, before_upgrade=True):
             return Stop(breach)
         while True:
-            if ledger.batches and not self._cancel_requested:
+            if (ledger.batches or self._stale) and not self._cancel_requested:
+                self._stale = False
                 if stop := await self._check_health():
                     return stop
             if self._cancel_requested or not ledger.candidates():
@@ -186,6 +248,12 @@ class RollingUpgradeWorkflow:
                 return batch
             if not batch:
                 return None  # cancelled while waiting, or nothing left to upgrade
+            held = await self._hold(batch)
+            if isinstance(held, Stop):
+                return held
+            if held:
+                self._stale = True
+                continue  # time passed: the deadline, health and the plan again
             if stop := await self._batch(batch):
                 return stop
             await self._pause()
@@ -307,6 +375,108 @@ class RollingUpgradeWorkflow:
         ledger.wait = None
         self._publish()
         return batch
+
+    # --- holds: approval and pause --------------------------------------------------------------
+
+    def _holds(self) -> bool:
+        """Pauses and approvals act (decided where first needed; the SDK keeps the answer)."""
+        return workflow.patched(PAUSE_AND_APPROVAL)
+
+    async def _hold(self, batch: list[Candidate]) -> Stop | bool:
+        """Before a batch starts: its approval (deferral), then a pause. True if the upgrade
+        waited (or was cancelled meanwhile), so the batch is planned again on fresh health."""
+        ledger = self._ledger
+        waited = False
+        if ledger.request.needs_approval and self._holds():
+            approval = await self._await_approval(batch)
+            if isinstance(approval, Stop):
+                return approval
+            waited = approval
+        if self._cancel_requested:
+            return True
+        if ledger.paused is not None:
+            if not self._holds():  # upgrades that started before pauses existed ignore one
+                ledger.resume()
+                self._publish()
+                return waited
+            resumed = await self._await_resume()
+            if isinstance(resumed, Stop):
+                return resumed
+            waited = True
+        return waited
+
+    async def _await_approval(self, batch: list[Candidate]) -> Stop | bool:
+        """Mark the batch pending approval and wait until every one of its instances is
+        approved (`approve`, or notBeforeTimeout on its own), a cancel, or the deadline."""
+        ledger = self._ledger
+        now = workflow.now()
+        waiting = ledger.await_approval((c.instance_id for c in batch), now)
+        if not waiting:
+            return False
+        timeout = ledger.request.not_before_timeout
+        due = now + timeout if timeout is not None else None
+        until = min((t for t in (due, ledger.deadline) if t is not None), default=None)
+        number = ledger.batches + 1
+        ledger.wait = UpgradeWait(
+            kind=UpgradeWaitKind.PENDING_APPROVAL,
+            reason=gates.approval_wait_reason(ledger, number, waiting),
+            since=now,
+            until=until,
+            instances=waiting,
+        )
+        self._publish()
+        workflow.logger.info(
+            "batch %s waits for approval",
+            number,
+            extra={"scale_set": ledger.request.scale_set, "batch": number, "instance": waiting},
+        )
+        approved = await self._wait_until(
+            lambda: not ledger.pending_approval() or self._cancel_requested,
+            until,
+            "waiting for approval",
+        )
+        ledger.wait = None
+        if not approved and not self._cancel_requested:
+            if breach := gates.deadline_gate(ledger, workflow.now()):
+                return Stop(breach, breach=True)
+            if timeout is not None:
+                ledger.approve_due(timeout, workflow.now())
+        self._publish()
+        return True
+
+    async def _await_resume(self) -> Stop | None:
+        """Paused: wait for `resume` or a cancel; the upgrade timeout still runs."""
+        ledger = self._ledger
+        paused = ledger.paused
+        assert paused is not None
+        ledger.wait = paused.model_copy(update={"until": ledger.deadline})
+        self._publish()
+        resumed = await self._wait_until(
+            lambda: ledger.paused is None or self._cancel_requested, ledger.deadline, "paused"
+        )
+        if not resumed and (breach := gates.deadline_gate(ledger, workflow.now())):
+            return Stop(breach, breach=True)
+        ledger.wait = None
+        self._publish()
+        return None
+
+    async def _wait_until(self, done: Callable[[], bool], until: datetime | None, summary: str) -> bool:
+        """A durable wait for `done`, at most until `until` (no timer without it); a cancel
+        request from outside cuts it short like the cancel signal. False if time ran out."""
+        if until is not None and workflow.now() >= until:
+            return done()
+        try:
+            await workflow.wait_condition(
+                done,
+                timeout=until - workflow.now() if until is not None else None,
+                timeout_summary=summary if until is not None else None,
+            )
+        except TimeoutError:
+            return done()
+        except asyncio.CancelledError:
+            self._cancel_requested_by_temporal = True
+            self.cancel()
+        return True
 
     async def _batch(self, batch: list[Candidate]) -> Stop | None:
         """Run one batch; settle its outcomes, decide, and only then publish the status."""
