@@ -1,0 +1,529 @@
+"""`upgradectl auto` and `upgradectl rollout`: automatic OS image upgrades.
+
+`auto enable|disable|show|settings` opt scale sets in and out and set how the watcher looks for new
+image versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts it starts.
+Exit codes are `upgradectl`'s (starter/cli.py, README: Exit codes): 0 done, 2 a usage error,
+3 an invalid option value or a refusal of the watcher (its Azure-style code and message),
+4 Temporal or a worker not answering, 5 a scale set that is not enrolled or a version with no
+(running) rollout.
+
+This module reaches starter/cli.py's helpers (the error mapping of `run`, `fail`, `say`, policy
+files) only when a command runs, so starter/cli.py can import it at the top without a cycle.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import TypeAdapter, ValidationError
+from rich.text import Text
+from temporalio.client import Client
+
+from models.automatic import (
+    AutomaticSettings,
+    EnrollRequest,
+    HoldRequest,
+    WithdrawRequest,
+)
+from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
+from starter.terminal import PATH_LIMIT, clean, plain
+from starter.terminal import console as terminal_console
+from starter.upgrades import EXIT_REFUSED
+
+T = TypeVar("T")
+
+auto_app = typer.Typer(
+    help="Automatic OS image upgrades: opt scale sets in or out, and set how new versions are found.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+rollout_app = typer.Typer(
+    help="Rollouts of a new image version across the enrolled scale sets: follow, hold, resume, cancel.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+console = terminal_console()
+
+# Bounds of the watcher's durations (models/automatic.py checks them again).
+POLL = (timedelta(minutes=1), timedelta(days=1))
+REPLICATION_POLL = (timedelta(minutes=1), timedelta(hours=6))
+NOT_BEFORE = (timedelta(minutes=5), timedelta(hours=2))
+REGION = re.compile(r"^[a-z][a-z0-9]{1,39}$")
+VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
+REASON_LIMIT = 500
+
+
+# --- starter/cli.py's helpers, reached when a command runs ----------------------------------------
+
+
+def run(main: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """starter/cli.py's `run`: the errors users meet as one line and an exit code."""
+
+    @wraps(main)
+    def command(*args: Any, **kwargs: Any) -> T:
+        from starter.cli import run as cli_run
+
+        return cli_run(main)(*args, **kwargs)
+
+    return command
+
+
+def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
+    from starter.cli import fail as cli_fail
+
+    cli_fail(message, code)
+
+
+def say(message: str, style: str = "") -> None:
+    from starter.cli import say as cli_say
+
+    cli_say(message, style)
+
+
+def print_json(document: Any) -> None:
+    from starter.cli import print_json as cli_print_json
+
+    cli_print_json(document)
+
+
+def scale_set_name(name: str, where: str = "SCALE_SET") -> str:
+    from starter.cli import scale_set_name as cli_scale_set_name
+
+    return cli_scale_set_name(name, where)
+
+
+def who() -> str:
+    """Who asks, as the watcher records it (enrolled by, held by)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        return "unknown"
+
+
+async def connect_and_queue() -> tuple[Client, str]:
+    from worker.connection import Settings, connect
+
+    return await connect(), Settings().task_queue
+
+
+# --- option values ------------------------------------------------------------------------------
+
+
+def duration(text: str | None, option: str, bounds: tuple[timedelta, timedelta]) -> timedelta | None:
+    """An ISO 8601 duration within bounds; anything else exits 3 naming the option and range."""
+    if text is None:
+        return None
+    try:
+        value: timedelta = TypeAdapter(Annotated[timedelta, iso_duration(*bounds)]).validate_python(text)
+    except ValidationError as err:
+        message = err.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        message = message.replace("such as PT30S or PT5M", f"such as {format_duration(bounds[0])}")
+        fail(f"{option}: {clean(message, 200)}")
+    return value
+
+
+def regions_of(text: str, option: str = "--phase") -> list[str]:
+    regions = [part.strip().lower() for part in text.split(",")]
+    bad = [r for r in regions if not REGION.match(r)]
+    if bad or not regions:
+        fail(
+            f"{option}: '{clean(text)}' is not a comma-separated list of Azure regions such as "
+            "eastus,westus2 (lowercase letters and digits)"
+        )
+    return regions
+
+
+def phase_plan(texts: list[str]) -> list[list[str]]:
+    phases = [regions_of(text) for text in texts]
+    seen: dict[str, int] = {}
+    for number, regions in enumerate(phases, 1):
+        for region in regions:
+            if region in seen:
+                fail(
+                    f"--phase: region '{region}' is in phase {seen[region]} and phase {number}; name it once"
+                )
+            seen[region] = number
+    return phases
+
+
+def version_of(text: str) -> str:
+    if not VERSION.match(text):
+        fail(f"VERSION: '{clean(text)}' is not an image version such as 1.2.0 or 2024.12.01")
+    return text
+
+
+def reason_of(text: str, option: str = "--reason") -> str:
+    reason = text.strip()
+    if not reason or len(reason) > REASON_LIMIT:
+        fail(f"{option}: must say why, in 1 to {REASON_LIMIT} characters (got {len(reason)})")
+    if clean(reason, None) != reason:
+        fail(f"{option}: control characters are not allowed (got '{clean(reason)}')")
+    return reason
+
+
+def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> UpgradePolicy:
+    """Azure's upgradePolicy from a file, overlaid with flags, with automatic OS upgrades on."""
+    from starter.cli import load_document
+
+    document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
+    automatic = document.get("automaticOSUpgradePolicy")
+    if isinstance(automatic, dict) and automatic.get("enableAutomaticOSUpgrade") is False:
+        fail(
+            f"--policy {clean(policy_file, PATH_LIMIT)}: automaticOSUpgradePolicy.enableAutomaticOSUpgrade "
+            "is false; `auto enable` turns it on (to opt out: `upgradectl auto disable`)"
+        )
+    automatic_flags = {**flags.get("automaticOSUpgradePolicy", {}), "enableAutomaticOSUpgrade": True}
+    flags = {**flags, "automaticOSUpgradePolicy": automatic_flags}
+    for section, values in flags.items():
+        chosen = {k: v for k, v in values.items() if v is not None}
+        if chosen:
+            current = document.get(section)
+            document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
+    try:
+        return UpgradePolicy.model_validate(document)
+    except ValidationError as err:
+        from models.base import describe_validation_error
+
+        where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
+        fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
+
+
+# --- auto ---------------------------------------------------------------------------------------
+
+
+@auto_app.command("enable")
+@run
+async def enable(
+    scale_set: Annotated[str, typer.Argument(help="The scale set to opt in.")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="JSON/YAML: Azure's upgradePolicy (automaticOSUpgradePolicy, rollingUpgradePolicy) "
+            "and applicationHealth; flags override it.",
+        ),
+    ] = None,
+    disable_automatic_rollback: Annotated[
+        bool | None, typer.Option("--disable-automatic-rollback/--automatic-rollback")
+    ] = None,
+    use_rolling_upgrade_policy: Annotated[
+        bool | None,
+        typer.Option(
+            "--use-rolling-upgrade-policy/--default-rolling-upgrade-policy",
+            help="Follow the rolling upgrade policy given here; else the defaults apply.",
+        ),
+    ] = None,
+    deferral: Annotated[
+        bool | None,
+        typer.Option(
+            "--deferral/--no-deferral",
+            help="osRollingUpgradeDeferral: instances wait for `upgradectl approve`.",
+        ),
+    ] = None,
+    not_before_timeout: Annotated[
+        str | None,
+        typer.Option(help="osImageNotificationProfile.notBeforeTimeout, ISO 8601, PT5M-PT2H (Azure: PT15M)."),
+    ] = None,
+    max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
+    max_unhealthy_upgraded_instance_percent: Annotated[
+        int | None, typer.Option(help="0-100, default 20.")
+    ] = None,
+    pause_time_between_batches: Annotated[
+        str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
+    ] = None,
+    enable_cross_zone_upgrade: Annotated[
+        bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")
+    ] = None,
+    prioritize_unhealthy_instances: Annotated[
+        bool | None, typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")
+    ] = None,
+    rollback_failed_instances_on_policy_breach: Annotated[
+        bool | None,
+        typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach"),
+    ] = None,
+    health_protocol: Annotated[str | None, typer.Option(help="http, https or tcp.")] = None,
+    health_port: Annotated[int | None, typer.Option(help="1-65535, default 80.")] = None,
+    health_path: Annotated[str | None, typer.Option(help="requestPath, default /health.")] = None,
+    health_interval: Annotated[int | None, typer.Option(help="intervalInSeconds, 1-60, default 5.")] = None,
+    health_probes: Annotated[int | None, typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
+    health_grace_period: Annotated[int | None, typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
+    health_wait_timeout: Annotated[
+        str | None, typer.Option(help="ISO 8601, per instance, default PT5M.")
+    ] = None,
+) -> None:
+    """Opt a scale set in to automatic OS image upgrades (again: change its policy). Only a set
+    whose image reference says 'latest' is upgraded; a pinned version is left alone."""
+    name = scale_set_name(scale_set)
+    timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
+    rolling = {
+        "maxBatchInstancePercent": max_batch_instance_percent,
+        "maxUnhealthyInstancePercent": max_unhealthy_instance_percent,
+        "maxUnhealthyUpgradedInstancePercent": max_unhealthy_upgraded_instance_percent,
+        "pauseTimeBetweenBatches": pause_time_between_batches,
+        "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
+        "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
+        "rollbackFailedInstancesOnPolicyBreach": rollback_failed_instances_on_policy_breach,
+    }
+    chosen = enrollment_policy(
+        policy,
+        {
+            "rollingUpgradePolicy": rolling,
+            "automaticOSUpgradePolicy": {
+                "disableAutomaticRollback": disable_automatic_rollback,
+                "useRollingUpgradePolicy": use_rolling_upgrade_policy,
+                "osRollingUpgradeDeferral": deferral,
+            },
+            "applicationHealth": {
+                "protocol": health_protocol,
+                "port": health_port,
+                "requestPath": health_path,
+                "intervalInSeconds": health_interval,
+                "numberOfProbes": health_probes,
+                "gracePeriod": health_grace_period,
+                "healthWaitTimeout": health_wait_timeout,
+            },
+        },
+    )
+    automatic = chosen.automatic_os_upgrade_policy
+    if not automatic.use_rolling_upgrade_policy and chosen.rolling_upgrade_policy != RollingUpgradePolicy():
+        say(
+            "note: a rolling upgrade policy is given but useRollingUpgradePolicy is off, so the default "
+            "policy applies (add --use-rolling-upgrade-policy to follow it)",
+            "yellow",
+        )
+    from starter.automatic import enroll
+
+    client, task_queue = await connect_and_queue()
+    request = EnrollRequest(scale_set=name, policy=chosen, not_before_timeout=timeout, by=who())
+    enrollment = await enroll(client, task_queue, request)
+    rolling_text = (
+        "its rolling upgrade policy" if automatic.use_rolling_upgrade_policy else "the default policy"
+    )
+    say(
+        f"enrolled {clean(enrollment.scale_set)} in automatic OS image upgrades ({rolling_text}"
+        + (", deferral" if automatic.os_rolling_upgrade_deferral else "")
+        + (f", notBeforeTimeout {format_duration(timeout)}" if timeout else "")
+        + (", automatic rollback off" if automatic.disable_automatic_rollback else "")
+        + ")"
+    )
+    if enrollment.image_reference is not None:
+        say(f"image: {clean(enrollment.image_reference, None)} in {clean(enrollment.location or '?')}")
+    if enrollment.note:
+        say(f"note: {enrollment.note}", "yellow")
+
+
+@auto_app.command("disable")
+@run
+async def disable(
+    scale_set: Annotated[str, typer.Argument(help="The scale set to opt out.")],
+    cancel: Annotated[
+        bool,
+        typer.Option("--cancel", help="Also cancel its automatic upgrade in flight (its batch finishes)."),
+    ] = False,
+) -> None:
+    """Opt a scale set out: no new automatic upgrade starts; one in flight finishes (or, with
+    --cancel, is cancelled). Exit 5 if it is not enrolled."""
+    from starter.automatic import withdraw
+
+    name = scale_set_name(scale_set)
+    client, _ = await connect_and_queue()
+    await withdraw(client, WithdrawRequest(scale_set=name, cancel_in_flight=cancel, by=who()))
+    in_flight = "is being cancelled" if cancel else "finishes"
+    say(
+        f"{clean(name)} is no longer enrolled: no new automatic upgrade starts; "
+        f"an automatic upgrade in flight {in_flight}"
+    )
+
+
+@auto_app.command("show")
+@run
+async def show(
+    scale_set: Annotated[str | None, typer.Argument(help="One scale set; default every one.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The settings and enrollments as JSON.")] = False,
+) -> None:
+    """The enrolled scale sets (policy, region, image, why one is not upgraded, the versions
+    applied and failed) and the watcher's settings. Exit 5 for a scale set that is not enrolled."""
+    from starter.auto_view import enrollment_table, settings_table
+    from starter.automatic import overview
+
+    name = scale_set_name(scale_set) if scale_set is not None else None
+    client, _ = await connect_and_queue()
+    seen = await overview(client)
+    chosen = [e for e in seen.enrollments if name is None or e.scale_set == name]
+    if name is not None and not chosen:
+        fail(f"scale set '{clean(name)}' is not enrolled (`upgradectl auto enable {clean(name)}`)", 5)
+    if as_json:
+        print_json(
+            {
+                "watcher": "running" if seen.running else "not started",
+                "settings": seen.settings.to_json(),
+                "enrollments": [e.to_json() for e in chosen],
+            }
+        )
+        return
+    for enrollment in chosen:
+        console.print(enrollment_table(enrollment))
+    if not chosen:
+        say("no scale set is enrolled (`upgradectl auto enable SCALE_SET`)")
+    console.print(settings_table(seen.settings, running=seen.running))
+
+
+@auto_app.command("settings")
+@run
+async def settings(
+    poll_interval: Annotated[
+        str | None, typer.Option(help="How often to look for new versions, ISO 8601, PT1M-P1D (PT15M).")
+    ] = None,
+    replication_poll_interval: Annotated[
+        str | None,
+        typer.Option(help="How often a rollout looks whether a version reached a region, PT1M-PT6H (PT5M)."),
+    ] = None,
+    phase: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--phase",
+            help="Regions of one phase, comma-separated (repeat, in order); regions not named "
+            "follow in derived phases.",
+        ),
+    ] = None,
+    derived_phases: Annotated[
+        bool, typer.Option("--derived-phases", help="Forget the explicit phases: derive them again.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show the watcher's settings, or change those given (the others stay as they are)."""
+    from starter.auto_view import settings_table
+    from starter.automatic import change_settings, current_settings
+
+    poll = duration(poll_interval, "--poll-interval", POLL)
+    replication = duration(replication_poll_interval, "--replication-poll-interval", REPLICATION_POLL)
+    if phase and derived_phases:
+        fail("--phase and --derived-phases: give one or the other")
+    phases = phase_plan(phase) if phase else None
+    client, task_queue = await connect_and_queue()
+    chosen = await current_settings(client)
+    changes: dict[str, Any] = {}
+    if poll is not None:
+        changes["poll_interval"] = poll
+    if replication is not None:
+        changes["replication_poll_interval"] = replication
+    if phases is not None:
+        changes["phases"] = phases
+    if derived_phases:
+        changes["phases"] = None
+    if changes:
+        wanted = AutomaticSettings.model_validate({**chosen.model_dump(by_alias=False), **changes})
+        chosen = await change_settings(client, task_queue, wanted)
+        say("settings changed")
+    if as_json:
+        print_json(chosen.to_json())
+    else:
+        console.print(settings_table(chosen))
+
+
+# --- rollout ------------------------------------------------------------------------------------
+
+
+SOURCE_HELP = "The image (as `rollout list` names it), when several roll out the same version."
+
+
+@rollout_app.command("list")
+@run
+async def list_rollouts(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The rollouts in flight and the recent ended ones."""
+    from starter.auto_view import rollouts_table
+    from starter.automatic import rollouts
+
+    client, _ = await connect_and_queue()
+    summaries = await rollouts(client)
+    if as_json:
+        print_json({"value": [s.to_json() for s in summaries]})
+        return
+    if not summaries:
+        say("no rollouts yet: one starts when a new version of an enrolled scale set's image is found")
+        return
+    console.print(rollouts_table(summaries))
+
+
+@rollout_app.command("show")
+@run
+async def show_rollout(
+    version: Annotated[str, typer.Argument(help="The image version, such as 1.2.0.")],
+    source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='{"value": [RolloutStatus, ...]}')] = False,
+) -> None:
+    """A rollout: its phases of regions, every scale set (region, phase, state, message, its
+    upgrade's workflow id), why it stopped, its hold. Exit 5 if no rollout has that version."""
+    from starter.auto_view import render_rollout
+    from starter.automatic import rollout_statuses
+
+    wanted = version_of(version)
+    client, _ = await connect_and_queue()
+    statuses = await rollout_statuses(client, wanted, source)
+    if as_json:
+        print_json({"value": [s.to_json() for s in statuses]})
+        return
+    for status in statuses:
+        console.print(render_rollout(status))
+
+
+async def _steer(action: str, version: str, source: str | None, reason: str) -> None:
+    from starter import automatic
+    from starter.automatic import source_name
+
+    steer = {"hold": automatic.hold, "resume": automatic.resume, "cancel": automatic.cancel}[action]
+    wanted = version_of(version)
+    client, _ = await connect_and_queue()
+    summary = await steer(client, wanted, HoldRequest(by=who(), reason=reason), source)
+    console.print(
+        Text.assemble(
+            f"{action} requested for the rollout of ",
+            plain(source_name(summary)),
+            " ",
+            plain(summary.version),
+            f" ({clean(summary.workflow_id, None)})",
+        ),
+        soft_wrap=True,
+    )
+
+
+@rollout_app.command("hold")
+@run
+async def hold_rollout(
+    version: Annotated[str, typer.Argument(help="The image version.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why; shown with who and since when.")],
+    source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
+) -> None:
+    """Hold a running rollout: no new scale set's upgrade starts until resumed. Exit 5 if no
+    running rollout has that version."""
+    await _steer("hold", version, source, reason_of(reason))
+
+
+@rollout_app.command("resume")
+@run
+async def resume_rollout(
+    version: Annotated[str, typer.Argument(help="The image version.")],
+    source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
+) -> None:
+    """Resume a held rollout."""
+    await _steer("resume", version, source, "")
+
+
+@rollout_app.command("cancel")
+@run
+async def cancel_rollout(
+    version: Annotated[str, typer.Argument(help="The image version.")],
+    source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+) -> None:
+    """Cancel a running rollout: no new scale set's upgrade starts. Exit 5 if no running
+    rollout has that version."""
+    await _steer("cancel", version, source, reason_of(reason) if reason is not None else "")

@@ -1,0 +1,272 @@
+"""How automatic upgrades look on a terminal: a rollout (its phases of regions, every scale set,
+why it stopped, its hold), the rollout list, an enrollment and the watcher's settings.
+
+Everything a user, the fleet or a workflow chose (names, images, messages, reasons) is printed
+through `plain`/`clean` (starter/terminal.py): never markup, control characters made visible.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from models.automatic import (
+    AutomaticSettings,
+    Enrollment,
+    RolloutSetState,
+    RolloutState,
+    RolloutStatus,
+    RolloutSummary,
+    image_source_key,
+)
+from models.policy import RollingUpgradePolicy, format_duration
+from starter.automatic import source_name
+from starter.progress import clock
+from starter.terminal import clean, plain
+
+STATE_STYLES = {
+    RolloutState.RUNNING: "yellow",
+    RolloutState.HELD: "bold magenta",
+    RolloutState.COMPLETED: "green",
+    RolloutState.FAULTED: "bold red",
+    RolloutState.CANCELLED: "magenta",
+    RolloutState.SUPERSEDED: "blue",
+}
+SET_STYLES = {
+    RolloutSetState.PENDING: "grey50",
+    RolloutSetState.WAITING_FOR_REPLICATION: "cyan",
+    RolloutSetState.RUNNING: "bold yellow",
+    RolloutSetState.COMPLETED: "green",
+    RolloutSetState.FAULTED: "bold red",
+    RolloutSetState.CANCELLED: "magenta",
+    RolloutSetState.SKIPPED: "blue",
+}
+
+
+def when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def flag(value: bool | None) -> str:
+    return "true" if value else "false"
+
+
+# --- rollouts -----------------------------------------------------------------------------------
+
+
+def phase_state(status: RolloutStatus, number: int) -> str:
+    """Phase `number`'s state (phases count from 1), from its scale sets' states."""
+    states = {s.state for s in status.sets if s.phase == number}
+    if not states:
+        return "no scale sets"
+    for state in (
+        RolloutSetState.FAULTED,
+        RolloutSetState.RUNNING,
+        RolloutSetState.WAITING_FOR_REPLICATION,
+        RolloutSetState.CANCELLED,
+    ):
+        if state in states:
+            return state.value
+    if states == {RolloutSetState.SKIPPED}:
+        return RolloutSetState.SKIPPED.value
+    if states <= {RolloutSetState.COMPLETED, RolloutSetState.SKIPPED}:
+        return RolloutSetState.COMPLETED.value
+    return RolloutSetState.PENDING.value
+
+
+def rollout_lines(status: RolloutStatus, now: datetime | None = None) -> list[Text]:
+    """The rollout's headline and why it holds or stopped, one Text per line."""
+    now = now or datetime.now(UTC)
+    state = status.state
+    title = Text.assemble(
+        ("rollout of ", ""),
+        (clean(image_source_key(status.source)), "bold"),
+        " ",
+        (clean(status.version), "bold"),
+        ": ",
+        (state.value, STATE_STYLES.get(state, "")),
+    )
+    if status.start_time:
+        end = status.end_time or now
+        title.append(f"  started {when(status.start_time)}, {clock(end - status.start_time)}")
+    if status.phases and status.current_phase:
+        title.append(f"  phase {status.current_phase} of {len(status.phases)}")
+    lines = [title, plain(f"workflow {status.workflow_id}", "grey50", None)]
+    if status.hold:
+        lines.append(
+            plain(
+                f"held by {status.hold.by} since {when(status.hold.since)}: {status.hold.reason}",
+                "magenta",
+                None,
+            )
+        )
+    if status.stopped_by:
+        error = status.stopped_by
+        where = f" ({error.target})" if error.target else ""
+        lines.append(
+            plain(f"stopped by {error.code or 'an error'}{where}: {error.message or ''}", "red", None)
+        )
+        for detail in error.details or []:
+            lines.append(
+                plain(f"  {detail.code or ''} {detail.target or ''}: {detail.message or ''}", "red", None)
+            )
+    if status.superseded_by:
+        lines.append(plain(f"superseded by version {status.superseded_by}", "blue", None))
+    return lines
+
+
+def phases_table(status: RolloutStatus) -> Table:
+    table = Table(title="phases", title_justify="left")
+    for column in ("phase", "regions", "scale sets", "state"):
+        table.add_column(column)
+    for number, regions in enumerate(status.phases, 1):
+        members = [s.scale_set for s in status.sets if s.phase == number]
+        state = phase_state(status, number)
+        marker = " ◀" if number == status.current_phase and status.state == RolloutState.RUNNING else ""
+        table.add_row(
+            f"{number}{marker}",
+            plain(", ".join(regions), limit=None),
+            plain(", ".join(members) or "-", limit=None),
+            Text(state, SET_STYLES.get(RolloutSetState(state), "") if state in _SET_VALUES else "grey50"),
+        )
+    return table
+
+
+_SET_VALUES = {s.value for s in RolloutSetState}
+
+
+def sets_table(status: RolloutStatus) -> Table:
+    table = Table(title="scale sets", title_justify="left")
+    for column in ("scale set", "region", "phase", "state", "started", "ended", "message", "upgrade"):
+        table.add_column(column)
+    for item in sorted(status.sets, key=lambda s: (s.phase, s.region, s.scale_set)):
+        table.add_row(
+            plain(item.scale_set),
+            plain(item.region),
+            str(item.phase or "-"),
+            Text(item.state.value, SET_STYLES.get(item.state, "")),
+            when(item.start_time),
+            when(item.end_time),
+            plain(item.message or "", limit=200),
+            plain(item.workflow_id or "-", limit=None),
+        )
+    return table
+
+
+def render_rollout(status: RolloutStatus, now: datetime | None = None) -> RenderableType:
+    return Panel(
+        Group(*rollout_lines(status, now), phases_table(status), sets_table(status)),
+        title="automatic OS image upgrade",
+        border_style="cyan",
+    )
+
+
+def rollouts_table(summaries: list[RolloutSummary]) -> Table:
+    table = Table(title="rollouts (in flight and recently ended)", title_justify="left")
+    for column in ("version", "image", "state", "scale sets", "started", "ended", "message"):
+        table.add_column(column)
+    for s in summaries:
+        table.add_row(
+            plain(s.version),
+            plain(source_name(s)),
+            Text(s.state.value, STATE_STYLES.get(s.state, "")),
+            plain(", ".join(s.scale_sets) or "-", limit=120),
+            when(s.start_time),
+            when(s.end_time),
+            plain(s.message or "", limit=200),
+        )
+    return table
+
+
+# --- enrollments and settings ---------------------------------------------------------------------
+
+
+def rolling_summary(policy: RollingUpgradePolicy) -> str:
+    return (
+        f"maxBatchInstancePercent {policy.max_batch_instance_percent}, "
+        f"maxUnhealthyInstancePercent {policy.max_unhealthy_instance_percent}, "
+        f"maxUnhealthyUpgradedInstancePercent {policy.max_unhealthy_upgraded_instance_percent}, "
+        f"pauseTimeBetweenBatches {format_duration(policy.pause_time_between_batches)}, "
+        f"enableCrossZoneUpgrade {flag(policy.enable_cross_zone_upgrade)}, "
+        f"prioritizeUnhealthyInstances {flag(policy.prioritize_unhealthy_instances)}"
+    )
+
+
+def enrollment_rows(enrollment: Enrollment) -> list[tuple[str, Text]]:
+    automatic = enrollment.policy.automatic_os_upgrade_policy
+    use_rolling = bool(automatic.use_rolling_upgrade_policy)
+    rolling = enrollment.policy.rolling_upgrade_policy if use_rolling else RollingUpgradePolicy()
+    health = enrollment.policy.application_health
+    image = enrollment.image_reference
+    rows = [
+        ("enableAutomaticOSUpgrade", Text("true")),
+        ("disableAutomaticRollback", Text(flag(automatic.disable_automatic_rollback))),
+        ("useRollingUpgradePolicy", Text(flag(use_rolling))),
+        (
+            "rolling upgrade policy",
+            Text(rolling_summary(rolling) + ("" if use_rolling else " (the defaults)")),
+        ),
+        ("osRollingUpgradeDeferral", Text(flag(automatic.os_rolling_upgrade_deferral))),
+        (
+            "notBeforeTimeout",
+            Text(format_duration(enrollment.not_before_timeout) if enrollment.not_before_timeout else "none"),
+        ),
+        (
+            "health",
+            plain(
+                f"{health.protocol} :{health.port}{health.request_path or ''}, every "
+                f"{health.interval_in_seconds} s, healthWaitTimeout "
+                + format_duration(health.health_wait_timeout),
+                limit=None,
+            ),
+        ),
+        ("region", plain(enrollment.location or "not read yet")),
+        ("image reference", plain(image if image else "not read yet", limit=None)),
+        ("follows latest", Text(flag(enrollment.follows_latest) if image else "-")),
+        ("note", plain(enrollment.note or "-", "yellow" if enrollment.note else "", None)),
+        ("applied version", plain(enrollment.applied_version or "-")),
+        (
+            "failed version",
+            plain(enrollment.failed_version or "-", "red" if enrollment.failed_version else ""),
+        ),
+        ("enrolled", plain(f"by {enrollment.enrolled_by} at {when(enrollment.enrolled_at)}", limit=None)),
+    ]
+    return rows
+
+
+def enrollment_table(enrollment: Enrollment) -> Table:
+    table = Table(
+        title=plain(f"automatic OS image upgrades of {clean(enrollment.scale_set)}"), show_header=False
+    )
+    for name, value in enrollment_rows(enrollment):
+        table.add_row(name, value)
+    return table
+
+
+def phases_text(phases: list[list[str]] | None) -> str:
+    if not phases:
+        return "derived from the regions and their geo-pairs"
+    return "; ".join(f"{n}: {', '.join(regions)}" for n, regions in enumerate(phases, 1)) + (
+        " (regions not named follow in derived phases)"
+    )
+
+
+def settings_table(settings: AutomaticSettings, *, running: bool = True) -> Table:
+    title = "watcher settings" + ("" if running else " (defaults: the watcher is not running yet)")
+    table = Table(title=title, show_header=False)
+    table.add_row("pollInterval", format_duration(settings.poll_interval))
+    table.add_row("replicationPollInterval", format_duration(settings.replication_poll_interval))
+    table.add_row("phases", plain(phases_text(settings.phases), limit=None))
+    pairs = settings.geo_pairs
+    table.add_row(
+        "geo-pairs",
+        plain(
+            "Azure's published pairs" if pairs is None else ", ".join(f"{a}/{b}" for a, b in pairs),
+            limit=None,
+        ),
+    )
+    return table

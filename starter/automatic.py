@@ -1,0 +1,334 @@
+"""Automatic OS image upgrades from the user's side: enroll and withdraw scale sets, change the
+watcher's settings, list and steer rollouts. What `upgradectl auto` and `upgradectl rollout` do
+over Temporal (the commands: starter/auto_commands.py).
+
+Enrollments live in one durable workflow, `automatic-os-upgrades` (models/automatic.py says why),
+reached by name: the starter never imports workflows/. Commands that change something start the
+watcher when it is not running yet; commands that only read never start it (no watcher: nothing
+enrolled, no rollout). Each rollout of one version of one image is a workflow of its own,
+`rollout/<image>/<version>`, found through the watcher's `rollouts` query.
+
+A refusal of the watcher (an ApplicationError whose type is an Azure-style code) becomes
+UpgradeRefused (exit 3); a scale set that is not enrolled or a version with no rollout is
+NoSuchEnrollment / NoSuchRollout (exit 5); no worker answering in time is UpgradeFailed (exit 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.automatic import (
+    AUTOMATIC_UPGRADES_ID,
+    AUTOMATIC_UPGRADES_WORKFLOW,
+    ENDED,
+    ENROLL_UPDATE,
+    ENROLLMENTS_QUERY,
+    HOLD_SIGNAL,
+    RESUME_SIGNAL,
+    ROLLOUT_CANCEL_SIGNAL,
+    ROLLOUT_QUERY,
+    ROLLOUTS_QUERY,
+    SETTINGS_UPDATE,
+    WITHDRAW_UPDATE,
+    AutomaticSettings,
+    AutomaticState,
+    Enrollment,
+    EnrollRequest,
+    HoldRequest,
+    RolloutStatus,
+    RolloutSummary,
+    WithdrawRequest,
+    image_source_key,
+)
+from models.image import ImageReference
+from starter.upgrades import QUERY_TIMEOUT, NoSuchUpgrade, UpgradeFailed, UpgradeRefused
+
+T = TypeVar("T")
+# How long a change (an update of the watcher) may wait for a worker before we give up.
+UPDATE_TIMEOUT = 60.0
+NOT_ENROLLED = "NotEnrolled"
+WATCHER_SUMMARY = "automatic OS image upgrades: enrolled scale sets, new image versions, rollouts"
+
+
+class NoSuchEnrollment(NoSuchUpgrade):
+    """The scale set is not enrolled in automatic OS image upgrades."""
+
+
+class NoSuchRollout(NoSuchUpgrade):
+    """No rollout (or no running one) has that version."""
+
+
+@dataclass
+class Overview:
+    """What `upgradectl auto show` prints: the settings in force and every enrollment."""
+
+    running: bool
+    settings: AutomaticSettings = field(default_factory=AutomaticSettings)
+    enrollments: list[Enrollment] = field(default_factory=list)
+
+
+def watcher(client: Client) -> WorkflowHandle:
+    """The watcher's latest run (its id is fixed; continue-as-new keeps it)."""
+    return client.get_workflow_handle(AUTOMATIC_UPGRADES_ID)
+
+
+async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
+    """Start the watcher unless it runs already. The start is tried and an existing run
+    tolerated (the time-skipping test server does not take id conflict policies)."""
+    try:
+        await client.start_workflow(
+            AUTOMATIC_UPGRADES_WORKFLOW,
+            AutomaticState(),
+            id=AUTOMATIC_UPGRADES_ID,
+            task_queue=task_queue,
+            static_summary=WATCHER_SUMMARY,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+    except RPCError as err:
+        if err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+    return watcher(client)
+
+
+async def _answer(call: Awaitable[T], what: str) -> T:
+    """A query or update, with the errors users meet as our own exceptions."""
+    try:
+        return await asyncio.wait_for(call, UPDATE_TIMEOUT)
+    except TimeoutError:
+        raise UpgradeFailed(
+            f"no worker answered {what} within {UPDATE_TIMEOUT:.0f} s: is a worker running "
+            "(`upgradectl worker`, the same UPGRADE_TASK_QUEUE)?"
+        ) from None
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            if cause.type == NOT_ENROLLED:
+                raise NoSuchEnrollment(cause.message) from None
+            raise UpgradeRefused(cause.type or "Refused", cause.message) from None
+        raise
+    except RPCError as err:
+        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise UpgradeFailed(
+                f"no worker answered {what} within {QUERY_TIMEOUT.total_seconds():.0f} s: "
+                "is a worker running?"
+            ) from None
+        raise
+
+
+async def _query(handle: WorkflowHandle, name: str, result_type: type[T]) -> T:
+    return await _answer(
+        handle.query(name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT),
+        f"the {name} query of {handle.id}",
+    )
+
+
+async def _update(handle: WorkflowHandle, name: str, arg: Any, result_type: type[T]) -> T:
+    return await _answer(
+        handle.execute_update(name, arg, result_type=result_type), f"the {name} update of {handle.id}"
+    )
+
+
+async def _watcher_exists(handle: WorkflowHandle) -> bool:
+    try:
+        await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+# --- enrollments --------------------------------------------------------------------------------
+
+
+async def enroll(client: Client, task_queue: str, request: EnrollRequest) -> Enrollment:
+    """Opt a scale set in (or change its policy); the watcher refuses what it cannot follow."""
+    handle = await ensure_watcher(client, task_queue)
+    return await _update(handle, ENROLL_UPDATE, request, Enrollment)
+
+
+async def withdraw(client: Client, request: WithdrawRequest) -> Enrollment:
+    """Opt a scale set out: no new automatic upgrade starts; one in flight finishes, or is
+    cancelled with `cancel_in_flight`. Returns the enrollment removed."""
+    handle = watcher(client)
+    if not await _watcher_exists(handle):
+        raise NoSuchEnrollment(f"scale set {request.scale_set!r} is not enrolled (nothing is)")
+    return await _update(handle, WITHDRAW_UPDATE, request, Enrollment)
+
+
+async def enrollments(client: Client) -> list[Enrollment]:
+    handle = watcher(client)
+    if not await _watcher_exists(handle):
+        return []
+    return await _query(handle, ENROLLMENTS_QUERY, list[Enrollment])
+
+
+async def overview(client: Client) -> Overview:
+    """The settings in force and every enrollment; the defaults when no watcher runs."""
+    handle = watcher(client)
+    if not await _watcher_exists(handle):
+        return Overview(running=False)
+    listed = await _query(handle, ENROLLMENTS_QUERY, list[Enrollment])
+    return Overview(running=True, settings=await current_settings(client), enrollments=listed)
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+async def current_settings(client: Client) -> AutomaticSettings:
+    """The settings in force, read from the watcher's current run: those it started with
+    (carried across continue-as-new in its input), then the result of each `settings` update
+    since. The watcher has no settings query; its history is bounded by continue-as-new."""
+    handle = watcher(client)
+    converter = client.data_converter
+    settings = AutomaticSettings()
+    names: dict[str, str] = {}  # update id -> update name
+    try:
+        history = await handle.fetch_history()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return settings
+        raise
+    for event in history.events:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            if payloads:
+                [state] = await converter.decode(payloads[:1], [AutomaticState])
+                settings = state.settings
+        elif event.HasField("workflow_execution_update_accepted_event_attributes"):
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            names[request.meta.update_id] = request.input.name
+        elif event.HasField("workflow_execution_update_completed_event_attributes"):
+            completed = event.workflow_execution_update_completed_event_attributes
+            if names.get(completed.meta.update_id) == SETTINGS_UPDATE and completed.outcome.HasField(
+                "success"
+            ):
+                payloads = completed.outcome.success.payloads
+                if payloads:
+                    [settings] = await converter.decode(payloads[:1], [AutomaticSettings])
+    return settings
+
+
+async def change_settings(client: Client, task_queue: str, settings: AutomaticSettings) -> AutomaticSettings:
+    """Put these settings in force (the whole of them); returns what the watcher now uses."""
+    handle = await ensure_watcher(client, task_queue)
+    return await _update(handle, SETTINGS_UPDATE, settings, AutomaticSettings)
+
+
+# --- rollouts -----------------------------------------------------------------------------------
+
+
+async def rollouts(client: Client) -> list[RolloutSummary]:
+    """The rollouts in flight and the recent ended ones, as the watcher keeps them."""
+    handle = watcher(client)
+    if not await _watcher_exists(handle):
+        return []
+    return await _query(handle, ROLLOUTS_QUERY, list[RolloutSummary])
+
+
+def source_name(summary: RolloutSummary) -> str:
+    """The rollout's image as one short text: `<gallery>/<image>` or `publisher:offer:sku`."""
+    try:
+        return image_source_key(ImageReference.parse(summary.source))
+    except ValueError:
+        return summary.source
+
+
+def matching(summaries: list[RolloutSummary], version: str, source: str | None) -> list[RolloutSummary]:
+    """The rollouts of `version` (of the image `source`, by its short name or in full, when
+    given), newest first."""
+    wanted = source.strip().strip("/").lower() if source is not None else None
+    chosen = [
+        s
+        for s in summaries
+        if s.version.lower() == version.lower()
+        and (wanted is None or wanted in (s.source.strip("/").lower(), source_name(s).lower()))
+    ]
+    return sorted(chosen, key=lambda s: (s.state not in ENDED, s.start_time is not None, s.start_time))[::-1]
+
+
+def _unknown(summaries: list[RolloutSummary], version: str, source: str | None, running: bool) -> str:
+    what = f"no {'running ' if running else ''}rollout has version {version!r}"
+    if source is not None:
+        what += f" of image {source!r}"
+    pool = [s for s in summaries if not running or s.state not in ENDED]
+    known = sorted({f"{s.version} ({source_name(s)})" for s in pool})
+    if known:
+        return what + "; " + ("running" if running else "known") + ": " + ", ".join(known[:10])
+    return what + ("; none is running" if running else "; there are none yet (`upgradectl rollout list`)")
+
+
+async def rollout_statuses(client: Client, version: str, source: str | None = None) -> list[RolloutStatus]:
+    """Every rollout of `version` (several images may share a version), each as it is now."""
+    summaries = await rollouts(client)
+    chosen = matching(summaries, version, source)
+    if not chosen:
+        raise NoSuchRollout(_unknown(summaries, version, source, running=False))
+    return [await rollout_status(client, s.workflow_id) for s in chosen]
+
+
+async def rollout_status(client: Client, workflow_id: str) -> RolloutStatus:
+    handle = client.get_workflow_handle(workflow_id)
+    return await _query(handle, ROLLOUT_QUERY, RolloutStatus)
+
+
+async def running_rollout(client: Client, version: str, source: str | None = None) -> RolloutSummary:
+    """The one running rollout of `version`: NoSuchRollout if none, UpgradeRefused if the
+    version is running for several images and `source` does not pick one."""
+    summaries = await rollouts(client)
+    chosen = [s for s in matching(summaries, version, source) if s.state not in ENDED]
+    if not chosen:
+        raise NoSuchRollout(_unknown(summaries, version, source, running=True))
+    if len(chosen) > 1:
+        sources = ", ".join(source_name(s) for s in chosen)
+        raise UpgradeRefused(
+            "AmbiguousRollout",
+            f"version {version!r} is rolling out for {len(chosen)} images ({sources}): "
+            "pick one with --source",
+        )
+    return chosen[0]
+
+
+async def _signal(client: Client, summary: RolloutSummary, name: str, request: HoldRequest) -> None:
+    try:
+        await client.get_workflow_handle(summary.workflow_id).signal(name, request)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise NoSuchRollout(
+                f"the rollout of {summary.version} ({source_name(summary)}) ended just now: nothing to {name}"
+            ) from None
+        raise
+
+
+async def hold(
+    client: Client, version: str, request: HoldRequest, source: str | None = None
+) -> RolloutSummary:
+    """No new upgrade of the rollout starts until resumed; those in flight finish."""
+    summary = await running_rollout(client, version, source)
+    await _signal(client, summary, HOLD_SIGNAL, request)
+    return summary
+
+
+async def resume(
+    client: Client, version: str, request: HoldRequest, source: str | None = None
+) -> RolloutSummary:
+    summary = await running_rollout(client, version, source)
+    await _signal(client, summary, RESUME_SIGNAL, request)
+    return summary
+
+
+async def cancel(
+    client: Client, version: str, request: HoldRequest, source: str | None = None
+) -> RolloutSummary:
+    """Stop the rollout: no new upgrade of it starts (the workflow decides about those in flight)."""
+    summary = await running_rollout(client, version, source)
+    await _signal(client, summary, ROLLOUT_CANCEL_SIGNAL, request)
+    return summary
