@@ -8,8 +8,8 @@ Exit codes (README: Exit codes):
      or spec file, an unknown scale set or image, an upgrade already running, a request the
      fleet refused
   4  anything else: Temporal or the fleet not reachable (or lost for too long), no worker
-  5  no such upgrade: the scale set has no upgrade (`status`, `watch`, `cancel`), or none
-     running to cancel
+  5  no such upgrade: the scale set has no upgrade (`status`, `watch`, `cancel`, `pause`,
+     `resume`, `approve`), or none running to cancel, pause, resume or approve
 
 Every error is one line (or one line per invalid field) on stderr, never a traceback. Text a
 user or a back end chose is printed with control characters made visible, never as rich markup
@@ -19,8 +19,10 @@ or emoji, and cut short when long (starter/terminal.py).
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -40,7 +42,15 @@ from fleet.errors import FleetError, FleetRequestError
 from models.base import describe_validation_error, without_docs_link
 from models.image import ImageReference
 from models.policy import UpgradePolicy
-from models.upgrade import ScaleSetName, UpgradeReport, UpgradeRequest
+from models.status import UpgradeWaitKind
+from models.upgrade import (
+    ApproveRequest,
+    PauseRequest,
+    ResumeRequest,
+    ScaleSetName,
+    UpgradeReport,
+    UpgradeRequest,
+)
 from starter import progress
 from starter.terminal import PATH_LIMIT, clean, clean_message, plain
 from starter.terminal import console as terminal_console
@@ -53,9 +63,12 @@ from starter.upgrades import (
     NoSuchUpgrade,
     UpgradeFailed,
     UpgradeRefused,
+    approve_upgrade,
     cancel_upgrade,
+    pause_upgrade,
     read_report,
     reported_properties,
+    resume_upgrade,
     start_upgrade,
 )
 from worker.connection import Settings, connect
@@ -222,6 +235,7 @@ def build_request(
     policy_file: Path | None,
     flags: dict[str, Any],
     started_by: str,
+    **extra: Any,
 ) -> UpgradeRequest:
     """The request from a policy file (Azure's upgradePolicy) overlaid with flags; a note on
     stderr for every field given that is read but not acted on."""
@@ -244,12 +258,14 @@ def build_request(
     for note in policy.notes():
         say(f"note: {note}", "yellow")
     try:
-        return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by)
+        return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by, **extra)
     except ValidationError as err:
         problems = (
             describe_validation_error(err)
             .replace("scale_set:", "--scale-set:")
             .replace("scaleSet:", "--scale-set:")
+            .replace("not_before_timeout:", "--not-before-timeout:")
+            .replace("notBeforeTimeout:", "--not-before-timeout:")
         )
         fail("; ".join(problems.splitlines()))
 
@@ -310,6 +326,21 @@ async def start(
     timeout: Annotated[
         str | None, typer.Option(help="The whole upgrade's time limit, ISO 8601, PT1M-P30D; none by default.")
     ] = None,
+    deferral: Annotated[
+        bool,
+        typer.Option(
+            "--deferral/--no-deferral",
+            help="osRollingUpgradeDeferral: every batch waits until its instances are approved "
+            "(`upgradectl approve`).",
+        ),
+    ] = False,
+    not_before_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="notBeforeTimeout, ISO 8601, PT5M-PT2H (Azure: PT15M): an instance pending "
+            "approval is approved on its own after this long."
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")
     ] = False,
@@ -352,6 +383,8 @@ async def start(
             },
         },
         started_by,
+        deferral=deferral,
+        not_before_timeout=not_before_timeout,
     )
     client = await connect()
     _, admission = await start_upgrade(client, request, task_queue or Settings().task_queue)
@@ -453,6 +486,10 @@ async def status(
         "progress",
         ", ".join([*counts, f"{report.skipped_instance_count} skipped"]) + f", batch {report.batches}",
     )
+    if properties.paused:
+        table.add_row("paused", plain(progress.paused_text(properties.paused), limit=None))
+    if properties.wait and properties.wait.kind != UpgradeWaitKind.PAUSED:
+        table.add_row("waiting", plain(progress.wait_text(properties.wait), limit=None))
     if properties.error:
         table.add_row("error", plain(f"{properties.error.code}: {properties.error.message}", limit=None))
     for record in report.notifications:
@@ -536,6 +573,121 @@ async def cancel(scale_set: Annotated[str, typer.Argument(help="The scale set.")
     client = await connect()
     await cancel_upgrade(client, scale_set)
     say(f"cancel requested for the upgrade of {clean(scale_set)}")
+
+
+# --- pause, resume, approve ---------------------------------------------------------------------
+
+REASON_LIMIT = 200
+BY_LIMIT = 64
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
+
+
+def os_user() -> str:
+    """Who runs upgradectl: recorded as who paused, resumed or approved."""
+    try:
+        return getpass.getuser() or "User"
+    except (OSError, KeyError, ImportError):
+        return "User"
+
+
+def text_option(value: str, option: str, limit: int, *, what: str) -> str:
+    """A free text option (a reason, a name): not empty, not too long, no control characters."""
+    text = value.strip()
+    if not text:
+        fail(f"{option}: must not be empty ({what})")
+    if len(text) > limit:
+        fail(f"{option}: at most {limit} characters (got {len(text)})")
+    if clean(text, None) != text:
+        fail(f"{option}: control characters are not allowed (got '{clean(text)}')")
+    return text
+
+
+def instance_ids(text: str | None) -> list[str] | None:
+    """--instances 0,3,7; None approves every instance."""
+    if text is None:
+        return None
+    ids = [part.strip() for part in text.split(",")]
+    if not ids or not all(_INSTANCE_ID.fullmatch(i) for i in ids):
+        fail(f"--instances: must be instance ids separated by commas, such as 0,3,7 (got '{clean(text)}')")
+    return list(dict.fromkeys(ids))
+
+
+ByOption = Annotated[
+    str | None, typer.Option("--by", help="Who, as recorded in the upgrade (default: your OS user).")
+]
+
+
+@app.command()
+@run
+async def pause(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown in the status and the Web UI).")],
+    by: ByOption = None,
+) -> None:
+    """Pause the running upgrade: the batch in flight finishes, no new batch starts until resumed."""
+    name = scale_set_name(scale_set, "SCALE_SET")
+    request = PauseRequest(
+        reason=text_option(reason, "--reason", REASON_LIMIT, what="say why the upgrade is paused"),
+        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who pauses it"),
+    )
+    client = await connect()
+    await pause_upgrade(client, name, request)
+    say(
+        f"pause requested for the upgrade of {clean(name)} by {clean(request.by)}: the batch in "
+        f"flight finishes, no new batch starts until `upgradectl resume {clean(name)}`"
+    )
+
+
+@app.command()
+@run
+async def resume(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    by: ByOption = None,
+) -> None:
+    """Resume a paused upgrade."""
+    name = scale_set_name(scale_set, "SCALE_SET")
+    request = ResumeRequest(
+        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who resumes it")
+    )
+    client = await connect()
+    await resume_upgrade(client, name, request)
+    say(f"resume requested for the upgrade of {clean(name)} by {clean(request.by)}")
+
+
+@app.command()
+@run
+async def approve(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    instances: Annotated[
+        str | None,
+        typer.Option(
+            "--instances",
+            help="Comma-separated instance ids, such as 0,3,7; default: every instance pending "
+            "approval now and any later.",
+        ),
+    ] = None,
+    by: ByOption = None,
+) -> None:
+    """Approve instances of a deferred upgrade (Azure: ApproveRollingUpgrade)."""
+    name = scale_set_name(scale_set, "SCALE_SET")
+    request = ApproveRequest(
+        instance_ids=instance_ids(instances),
+        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who approves"),
+    )
+    client = await connect()
+    report = await approve_upgrade(client, name, request)
+    which = (
+        "every instance pending approval now and later"
+        if request.instance_ids is None
+        else "instance(s) " + ", ".join(clean(i) for i in request.instance_ids)
+    )
+    say(f"approved {which} of the upgrade of {clean(name)} by {clean(request.by)}")
+    if report is not None and report.request is not None and not report.request.needs_approval:
+        say(
+            "note: this upgrade does not wait for approval (started without --deferral or "
+            "--not-before-timeout); the approval changes nothing",
+            "yellow",
+        )
 
 
 @app.command("worker")

@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from models.sorting import natural_key
-from models.status import RollingUpgradeStatusCode
+from models.status import RollingUpgradeStatusCode, UpgradeWait, UpgradeWaitKind
 from models.upgrade import PLAN_QUERY, REPORT_QUERY, InstanceProgress, InstanceState, UpgradeReport
 from starter.terminal import clean, plain
 from starter.upgrades import (
@@ -36,6 +36,7 @@ from starter.upgrades import (
 T = TypeVar("T")
 STATE_STYLES = {
     InstanceState.PENDING: "grey50",
+    InstanceState.PENDING_APPROVAL: "bold cyan",
     InstanceState.IN_PROGRESS: "bold yellow",
     InstanceState.SUCCEEDED: "green",
     InstanceState.ROLLED_BACK: "magenta",
@@ -68,6 +69,24 @@ def eta(report: UpgradeReport, batches_left: int) -> timedelta | None:
     average = sum((max(t) - min(t) for t in spans.values()), timedelta()) / len(spans)
     pause = report.request.policy.pause_time_between_batches if report.request else timedelta()
     return (average + pause) * batches_left
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def paused_text(paused: UpgradeWait) -> str:
+    """Who paused the upgrade, why and since when (and when its timeout ends it)."""
+    text = f"{paused.reason} (since {_at(paused.since)})"
+    if paused.until is not None:
+        text += f"; the upgrade timeout still ends it at {_at(paused.until)}"
+    return text
+
+
+def wait_text(wait: UpgradeWait) -> str:
+    """What holds the next batch back: approval, a health recovery."""
+    text = f"{wait.reason} (since {_at(wait.since)}"
+    return text + (f", until {_at(wait.until)} at the most)" if wait.until else ")")
 
 
 def render(report: UpgradeReport, batches_left: int, now: datetime | None = None) -> RenderableType:
@@ -104,6 +123,10 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
                 "yellow",
             )
         )
+    if running and (paused := properties.paused):
+        parts.append(plain(f"paused: {paused_text(paused)}", "bold magenta", None))
+    if running and (waiting := properties.wait) and waiting.kind != UpgradeWaitKind.PAUSED:
+        parts.append(plain(f"waiting: {wait_text(waiting)}", "cyan", None))
     parts.append(_by_zone(report.instances))
     if error := properties.error:
         parts.append(

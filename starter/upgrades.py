@@ -31,15 +31,21 @@ from models.errors import RefusalCode
 from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo, RollingUpgradeStatusProperties
 from models.upgrade import (
     ADMIT_UPDATE,
+    APPROVE_SIGNAL,
     CANCEL_SIGNAL,
     INSTANCES_QUERY,
+    PAUSE_SIGNAL,
     PREFLIGHT_WORKFLOW,
     REPORT_QUERY,
+    RESUME_SIGNAL,
     ROLLING_UPGRADE_WORKFLOW,
     STATUS_QUERY,
     Admission,
+    ApproveRequest,
     InstanceProgress,
+    PauseRequest,
     Preflight,
+    ResumeRequest,
     UpgradeReport,
     UpgradeRequest,
     upgrade_workflow_id,
@@ -132,11 +138,12 @@ async def start_upgrade(
         # "Future exception was never retrieved" when the operation is collected.
         with contextlib.suppress(WorkflowAlreadyStartedError, RPCError):
             await start.workflow_handle()
+        holder = await upgrade_holder(client, request.scale_set)
         raise UpgradeRefused(
             RefusalCode.UPGRADE_IN_PROGRESS,
             f"scale set {request.scale_set!r} is already being upgraded (workflow "
-            f"{workflow_id}); watch it with `upgradectl watch {request.scale_set}` or stop it "
-            f"with `upgradectl cancel {request.scale_set}`",
+            f"{workflow_id}{holder}); watch it with `upgradectl watch {request.scale_set}` or "
+            f"stop it with `upgradectl cancel {request.scale_set}`",
         ) from None
     except WorkflowUpdateFailedError as err:
         refuse_if_declined(err.cause)
@@ -147,6 +154,22 @@ async def start_upgrade(
             f"within {admission_timeout:.0f} s: is a worker polling task queue {task_queue!r}?"
         ) from None
     return await start.workflow_handle(), admission
+
+
+async def upgrade_holder(client: Client, scale_set: str) -> str:
+    """Who holds the scale set's running upgrade, as ", run R, started by X" (startedBy: User,
+    Platform for an automatic rollout); empty if that cannot be read."""
+    try:
+        description = await upgrade_handle(client, scale_set).describe(rpc_timeout=QUERY_TIMEOUT)
+    except RPCError:
+        return ""
+    started_by = description.typed_search_attributes.get(search_attributes.STARTED_BY)
+    text = f", run {description.run_id}" if description.run_id else ""
+    if started_by:
+        text += f", started by {started_by}"
+        if started_by == "Platform":
+            text += ": an automatic OS image upgrade holds it"
+    return text
 
 
 def refuse_if_declined(cause: BaseException | None) -> None:
@@ -249,18 +272,71 @@ async def query_report(handle: WorkflowHandle) -> UpgradeReport:
 
 async def cancel_upgrade(client: Client, scale_set: str) -> None:
     """Ask the running upgrade to stop; NoSuchUpgrade if none is running."""
+    handle = await running_upgrade(client, scale_set, "cancel")
+    await signal_running(handle, scale_set, "cancel", CANCEL_SIGNAL)
+
+
+async def pause_upgrade(client: Client, scale_set: str, request: PauseRequest) -> None:
+    """Hold the running upgrade: the batch in flight finishes, no new batch starts until a
+    resume. Durable: the signal waits in the workflow's history if no worker runs now."""
+    handle = await running_upgrade(client, scale_set, "pause")
+    await signal_running(handle, scale_set, "pause", PAUSE_SIGNAL, request)
+
+
+async def resume_upgrade(client: Client, scale_set: str, request: ResumeRequest) -> None:
+    handle = await running_upgrade(client, scale_set, "resume")
+    await signal_running(handle, scale_set, "resume", RESUME_SIGNAL, request)
+
+
+async def approve_upgrade(client: Client, scale_set: str, request: ApproveRequest) -> UpgradeReport | None:
+    """Approve instances of the running upgrade (all pending now and later without ids). Ids
+    the upgrade does not know are refused when a worker answers in time; returns the report
+    read before approving (None when no worker answered)."""
+    handle = await running_upgrade(client, scale_set, "approve")
+    try:
+        report = await handle.query(REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=APPROVE_CHECK)
+    except RPCError:
+        report = None  # no worker now: the approval waits in the history all the same
+    if report is not None and request.instance_ids is not None and report.instances:
+        known = {i.instance_id for i in report.instances}
+        unknown = [i for i in request.instance_ids if i not in known]
+        if unknown:
+            raise UpgradeRefused(
+                "InstanceNotFound",
+                f"--instances: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not "
+                f"an instance of the upgrade of {scale_set!r} ({len(known)} instances)",
+            )
+    await signal_running(handle, scale_set, "approve", APPROVE_SIGNAL, request)
+    return report
+
+
+# How long `approve` waits for the upgrade's instances to check the ids given.
+APPROVE_CHECK = timedelta(seconds=5)
+
+
+async def running_upgrade(client: Client, scale_set: str, action: str) -> WorkflowHandle:
+    """The scale set's running upgrade; NoSuchUpgrade if it has none or the latest ended."""
     handle = upgrade_handle(client, scale_set)
     description = await describe_upgrade(handle, scale_set)
     if description.status != WorkflowExecutionStatus.RUNNING:
         raise NoSuchUpgrade(
-            f"the latest upgrade of {scale_set!r} already ended ({_ended(description)}): nothing to cancel"
+            f"the latest upgrade of {scale_set!r} already ended ({_ended(description)}): nothing to {action}"
         )
+    return handle
+
+
+async def signal_running(
+    handle: WorkflowHandle, scale_set: str, action: str, signal: str, payload: Any = None
+) -> None:
     try:
-        await handle.signal(CANCEL_SIGNAL)
+        if payload is None:
+            await handle.signal(signal)
+        else:
+            await handle.signal(signal, payload)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise NoSuchUpgrade(
-                f"the latest upgrade of {scale_set!r} ended just now: nothing to cancel"
+                f"the latest upgrade of {scale_set!r} ended just now: nothing to {action}"
             ) from None
         raise
 

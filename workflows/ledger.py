@@ -230,7 +230,7 @@ class UpgradeLedger:
                 self._release(
                     progress,
                     "notBeforeTimeout",
-                    now,
+                    since + timeout,
                     f"approved on its own after notBeforeTimeout {format_duration(timeout)} "
                     f"(pending approval since {since.isoformat(timespec='seconds')})",
                 )

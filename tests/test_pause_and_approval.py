@@ -1,0 +1,441 @@
+"""Pause and resume of one upgrade, and approval of its batches under deferral
+(osRollingUpgradeDeferral, notBeforeTimeout): on the time-skipping server, through the Azure SDK
+to the emulator, asserted from the emulator's operations log."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fleet.emulator.admin import EmulatorAdmin
+from models.errors import UpgradeErrorCode
+from models.fleet import OperationKind, TimingSpec
+from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo, UpgradeWaitKind
+from models.upgrade import (
+    APPROVE_SIGNAL,
+    PAUSE_SIGNAL,
+    PLAN_QUERY,
+    RESUME_SIGNAL,
+    ApproveRequest,
+    InstanceState,
+    PauseRequest,
+    ResumeRequest,
+    UpgradeRequest,
+)
+from starter import processes
+from starter.cli import cli
+from starter.upgrades import final_report, get_instances, get_status
+from tests.helpers import (
+    V1,
+    V2,
+    WorkerProcesses,
+    count_ops,
+    eventually,
+    finish,
+    make_scale_set,
+    upgrade,
+)
+from workflows import presentation
+from workflows.ledger import UpgradeLedger
+
+CLOSED = f"127.0.0.1:{processes.free_port()}"  # nothing listens here
+HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")  # never reach a terminal raw
+SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
+
+
+def props(status: RollingUpgradeStatusInfo):
+    assert status.properties is not None
+    return status.properties
+
+
+def waiting(kind: UpgradeWaitKind):
+    return lambda s: props(s).wait is not None and props(s).wait.kind == kind
+
+
+async def reimaged(fleet: EmulatorAdmin, name: str) -> dict[str, int]:
+    return count_ops(await fleet.operations(name), OperationKind.REIMAGE)
+
+
+# --- pause and resume -----------------------------------------------------------------------------
+
+
+async def test_pause_mid_batch_lets_the_batch_finish_and_starts_nothing_until_resume(
+    ts_env, ts_worker, fleet
+):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1, timing=SLOW)
+    handle, _ = await upgrade(client, ts_worker.task_queue, name)  # one instance a batch
+    await eventually(lambda: get_status(client, name), lambda s: props(s).progress.in_progress_instance_count)
+
+    await handle.signal(PAUSE_SIGNAL, PauseRequest(reason="change freeze", by="alice"))
+    paused = props(await get_status(client, name)).paused
+    assert paused is not None and paused.kind == UpgradeWaitKind.PAUSED
+    assert paused.by == "alice" and "paused by alice: change freeze" in paused.reason
+
+    # The batch in flight finishes; then the upgrade holds.
+    held = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PAUSED))
+    assert props(held).progress.successful_instance_count == 1
+    assert props(held).progress.in_progress_instance_count == 0
+    await asyncio.sleep(3)  # longer than two batches would take
+    assert await reimaged(fleet, name) == {next(iter(await reimaged(fleet, name))): 1}
+    assert props(await get_status(client, name)).progress.successful_instance_count == 1
+
+    resumed_at = datetime.now(UTC)
+    await handle.signal(RESUME_SIGNAL, ResumeRequest(by="bob"))
+    report = await finish(ts_env, handle)
+    status = props(report.status)
+    assert status.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert status.paused is None and status.wait is None
+    ops = [op for op in await fleet.operations(name) if op.kind == OperationKind.REIMAGE]
+    assert len(ops) == 6
+    assert all(op.start_time >= resumed_at - timedelta(seconds=0.5) for op in ops[1:])
+
+
+async def test_cancel_while_paused_ends_cancelled(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1, timing=SLOW)
+    handle, _ = await upgrade(client, ts_worker.task_queue, name)
+    await eventually(lambda: get_status(client, name), lambda s: props(s).progress.in_progress_instance_count)
+    await handle.signal(PAUSE_SIGNAL, PauseRequest(reason="look first"))
+    await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PAUSED))
+    await handle.signal("cancel")
+    report = await finish(ts_env, handle)
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.CANCELLED
+    assert sum((await reimaged(fleet, name)).values()) == 1
+    assert sum(i.state == InstanceState.NOT_STARTED for i in report.instances) == 5
+
+
+async def test_the_upgrade_timeout_still_runs_while_paused(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)
+    handle, _ = await upgrade(
+        client,
+        ts_worker.task_queue,
+        name,
+        policy={"pauseTimeBetweenBatches": "PT20M"},
+        upgrade_timeout=timedelta(hours=1),
+    )
+    await eventually(lambda: get_status(client, name), lambda s: props(s).progress.successful_instance_count)
+    await handle.signal(PAUSE_SIGNAL, PauseRequest(reason="until further notice", by="alice"))
+    report = await finish(ts_env, handle)  # time skips: the pause between batches, then the hour
+    status = props(report.status)
+    assert status.running_status.code == RollingUpgradeStatusCode.FAULTED
+    assert status.error is not None and status.error.code == UpgradeErrorCode.TIMEOUT
+    assert "paused by alice: until further notice" in (status.error.message or "")
+    assert sum((await reimaged(fleet, name)).values()) == 1
+    ended = max(i.end_time for i in report.instances if i.end_time)
+    assert ended - status.running_status.start_time < timedelta(minutes=1)
+
+
+# --- deferral and approval ------------------------------------------------------------------------
+
+
+async def test_deferral_upgrades_nothing_until_approved(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 5, update_domains=5)
+    handle, _ = await upgrade(client, ts_worker.task_queue, name, deferral=True)
+    status = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PENDING_APPROVAL))
+    wait = props(status).wait
+    assert wait.until is None and wait.instances and len(wait.instances) == 1
+    assert "waiting for approval of batch 1" in wait.reason
+    await asyncio.sleep(2)
+    assert await fleet.operations(name) == []
+    instances = {i.instance_id: i for i in await get_instances(client, name)}
+    pending = instances[wait.instances[0]]
+    assert pending.state == InstanceState.PENDING_APPROVAL and pending.pending_approval_since is not None
+    assert props(await get_status(client, name)).progress.pending_instance_count == 5
+
+    await handle.signal(APPROVE_SIGNAL, ApproveRequest(by="carol"))  # every instance, now and later
+    report = await finish(ts_env, handle)
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert await reimaged(fleet, name) == {str(i): 1 for i in range(5)}
+    for instance in report.instances:
+        assert instance.approved_by == "carol" and "approved by carol at" in (instance.message or "")
+
+
+async def test_not_before_timeout_approves_on_its_own(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 3, update_domains=3)
+    handle, _ = await upgrade(
+        client, ts_worker.task_queue, name, deferral=True, not_before_timeout=timedelta(minutes=15)
+    )
+    status = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PENDING_APPROVAL))
+    wait = props(status).wait
+    assert wait.until == wait.since + timedelta(minutes=15)
+    assert "on their own after notBeforeTimeout PT15M" in wait.reason
+    assert await fleet.operations(name) == []
+
+    report = await finish(ts_env, handle)  # time skips through three notBeforeTimeouts
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert await reimaged(fleet, name) == {"0": 1, "1": 1, "2": 1}
+    for instance in report.instances:
+        assert instance.approved_by == "notBeforeTimeout"
+        assert "approved on its own after notBeforeTimeout PT15M" in (instance.message or "")
+        assert instance.approval_time - instance.pending_approval_since == timedelta(minutes=15)
+        assert instance.start_time >= instance.approval_time
+    started = sorted(i.start_time for i in report.instances)
+    assert started[-1] - props(report.status).running_status.start_time >= timedelta(minutes=45)
+
+
+async def test_approving_some_instances_lets_only_those_go(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 5, update_domains=5)  # five batches of one
+    handle, _ = await upgrade(client, ts_worker.task_queue, name, deferral=True)
+    await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PENDING_APPROVAL))
+    order = [batch[0] for batch in await handle.query(PLAN_QUERY, result_type=list[list[str]])]
+    assert len(order) == 5
+
+    await handle.signal(APPROVE_SIGNAL, ApproveRequest(instance_ids=order[:2], by="dave"))
+    status = await eventually(
+        lambda: get_status(client, name),
+        lambda s: (
+            props(s).progress.successful_instance_count == 2 and waiting(UpgradeWaitKind.PENDING_APPROVAL)(s)
+        ),
+    )
+    assert props(status).wait.instances == [order[2]]
+    await asyncio.sleep(1)
+    assert await reimaged(fleet, name) == {order[0]: 1, order[1]: 1}
+
+    # An approval before an instance is due counts: the last one goes without a further wait.
+    await handle.signal(APPROVE_SIGNAL, ApproveRequest(instance_ids=[order[4]], by="erin"))
+    await handle.signal(APPROVE_SIGNAL, ApproveRequest(instance_ids=order[2:4], by="dave"))
+    report = await finish(ts_env, handle)
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert await reimaged(fleet, name) == {i: 1 for i in order}
+    by = {i.instance_id: i.approved_by for i in report.instances}
+    assert by == {order[0]: "dave", order[1]: "dave", order[2]: "dave", order[3]: "dave", order[4]: "erin"}
+
+
+async def test_cancel_during_the_approval_wait_touches_nothing(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 4, update_domains=2)
+    handle, _ = await upgrade(client, ts_worker.task_queue, name, deferral=True)
+    await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PENDING_APPROVAL))
+    await handle.signal("cancel")
+    report = await finish(ts_env, handle)
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.CANCELLED
+    assert props(report.status).wait is None
+    assert await fleet.operations(name) == []
+    assert {i.state for i in report.instances} == {InstanceState.NOT_STARTED}
+
+
+async def test_the_upgrade_timeout_runs_during_the_approval_wait(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 4, update_domains=2)
+    handle, _ = await upgrade(
+        client, ts_worker.task_queue, name, deferral=True, upgrade_timeout=timedelta(minutes=30)
+    )
+    status = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PENDING_APPROVAL))
+    assert props(status).wait.until == props(status).running_status.start_time + timedelta(minutes=30)
+    report = await finish(ts_env, handle)
+    error = props(report.status).error
+    assert error is not None and error.code == UpgradeErrorCode.TIMEOUT
+    assert "waiting for approval" in (error.message or "")
+    assert await fleet.operations(name) == []
+
+
+async def test_pause_during_the_approval_wait_holds_the_approved_batch(ts_env, ts_worker, fleet):
+    client = ts_env.client
+    name = await make_scale_set(fleet, 3, update_domains=3)
+    handle, _ = await upgrade(client, ts_worker.task_queue, name, deferral=True)
+    await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PENDING_APPROVAL))
+    await handle.signal(PAUSE_SIGNAL, PauseRequest(reason="hold on", by="alice"))
+    await handle.signal(APPROVE_SIGNAL, ApproveRequest(by="carol"))
+    await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PAUSED))
+    await asyncio.sleep(1)
+    assert await fleet.operations(name) == []
+    await handle.signal(RESUME_SIGNAL, ResumeRequest(by="alice"))
+    report = await finish(ts_env, handle)
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert await reimaged(fleet, name) == {"0": 1, "1": 1, "2": 1}
+
+
+# --- the request and the Web UI -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["PT1M", "PT4M59S", "PT2H1S", "P1D"])
+def test_not_before_timeout_outside_pt5m_to_pt2h_is_refused_naming_the_field(value):
+    with pytest.raises(ValueError, match=r"notBeforeTimeout|not_before_timeout") as raised:
+        UpgradeRequest(scale_set="web", target_image=V2, not_before_timeout=value)
+    assert "PT5M to PT2H" in str(raised.value)
+
+
+def test_the_new_request_fields_default_off_and_round_trip():
+    request = UpgradeRequest(scale_set="web", target_image=V2)
+    assert request.deferral is False and request.not_before_timeout is None
+    assert not request.needs_approval
+    given = UpgradeRequest(scale_set="web", target_image=V2, deferral=True, not_before_timeout="PT15M")
+    document = given.to_json()
+    assert document["deferral"] is True and document["notBeforeTimeout"] == "PT15M"
+    assert UpgradeRequest.model_validate(document) == given
+    # A request of an older starter (no such fields) still reads.
+    assert UpgradeRequest.model_validate({"scaleSet": "web", "targetImage": V2.to_json()}).deferral is False
+
+
+def test_the_web_ui_shows_who_paused_why_and_since_when_and_the_approval_wait():
+    from models.fleet import HealthState, InstanceView
+
+    now = datetime(2027, 1, 5, 12, 0, tzinfo=UTC)
+    request = UpgradeRequest(
+        scale_set="web", target_image=V2, upgrade_timeout=timedelta(hours=2), deferral=True
+    )
+    ledger = UpgradeLedger(request, now)
+    ledger.add(
+        InstanceView.model_validate(
+            {
+                "instanceId": str(i),
+                "imageReference": V1.to_json(),
+                "health": HealthState.HEALTHY.value,
+                "osDisk": {"name": f"os-{i}", "imageReference": V1.to_json()},
+            }
+        )
+        for i in range(3)
+    )
+    ledger.pause("change freeze *now*", "alice", now)
+    details = presentation.current_details(ledger)
+    assert "**Paused** since 2027-01-05T12:00:00+00:00: paused by alice: change freeze \\*now\\*" in details
+    assert "The batch in flight finishes" in details and "upgradectl resume web" in details
+    assert "2027-01-05T14:00:00+00:00" in details  # the timeout still runs
+
+    assert ledger.resume() and ledger.paused is None
+    assert ledger.await_approval(["0"], now) == ["0"]
+    assert ledger.plan()[0][0].instance_id == "0"  # the batch awaiting approval comes first
+    assert ledger.approve(["2"], "bob", now) == []  # before it is due: kept
+    assert ledger.approve(["0"], "bob", now + timedelta(minutes=1)) == ["0"]
+    assert ledger.await_approval(["2"], now + timedelta(minutes=2)) == []
+    assert ledger.instances["2"].approved_by == "bob"
+
+
+# --- a pause survives a worker SIGKILL (real worker processes on the dev server) ------------------
+
+
+async def test_a_pause_survives_a_worker_sigkill(local_env, fleet, emulator, tmp_path):
+    client = local_env.client
+    address = client.service_client.config.target_host
+    workers = WorkerProcesses(address, emulator, tmp_path)
+    name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1, timing=SLOW)
+    await workers.start()
+    try:
+        handle, _ = await upgrade(client, workers.task_queue, name)
+        await eventually(
+            lambda: get_status(client, name), lambda s: props(s).progress.in_progress_instance_count
+        )
+        await handle.signal(PAUSE_SIGNAL, PauseRequest(reason="investigating", by="alice"))
+        await workers.crash()  # SIGKILL with batch 1 in flight, the pause just received
+        held = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PAUSED), 60)
+        assert props(held).paused.by == "alice" and props(held).progress.successful_instance_count == 1
+        await workers.crash()  # and again while paused: the new worker replays the pause
+        held = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PAUSED), 60)
+        assert "paused by alice: investigating" in props(held).wait.reason
+        await asyncio.sleep(3)
+        assert sum((await reimaged(fleet, name)).values()) == 1
+
+        await handle.signal(RESUME_SIGNAL, ResumeRequest(by="alice"))
+        report = await asyncio.wait_for(final_report(handle), 120)
+        assert props(report.status).running_status.code == RollingUpgradeStatusCode.COMPLETED
+        assert await reimaged(fleet, name) == {str(i): 1 for i in range(6)}
+    finally:
+        workers.stop()
+
+
+# --- upgradectl pause, resume, approve ------------------------------------------------------------
+
+QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
+
+
+async def test_upgradectl_pause_approve_resume_and_status(upgradectl, fleet):
+    name = await make_scale_set(fleet, 3, update_domains=3)
+    started = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--deferral", *QUICK)
+    assert started.code == 0, started.err
+
+    async def status_json() -> dict:
+        return (await upgradectl("status", name, "--json")).json()["properties"]
+
+    shown = await eventually(status_json, lambda p: p.get("wait", {}).get("kind") == "PendingApproval", 60)
+    assert shown["wait"]["instances"] and "waiting for approval of batch 1" in shown["wait"]["reason"]
+    human = await upgradectl("status", name)
+    assert "waiting" in human.out and "upgradectl approve" in human.out
+    assert "osRollingUpgradeDeferral" in human.out and "PendingApproval" not in human.err
+
+    paused = await upgradectl("pause", name, "--reason", "change freeze", "--by", "alice")
+    assert paused.code == 0 and "pause requested" in paused.err
+    approved = await upgradectl("approve", name)
+    assert approved.code == 0, approved.err
+    assert "approved every instance pending approval now and later" in approved.err
+    held = await eventually(status_json, lambda p: p.get("wait", {}).get("kind") == "Paused", 60)
+    assert held["paused"]["by"] == "alice" and held["paused"]["reason"] == "paused by alice: change freeze"
+    assert "paused by alice: change freeze" in (await upgradectl("status", name)).out
+    assert await fleet.operations(name) == []
+
+    unknown = await upgradectl("approve", name, "--instances", "0,99")
+    assert unknown.code == 3 and "--instances: 99 is not an instance" in unknown.err
+
+    resumed = await upgradectl("resume", name, "--by", "bob")
+    assert resumed.code == 0 and "resume requested" in resumed.err
+    watched = await upgradectl("watch", name)
+    assert watched.code == 0, watched.err
+    assert sum((await reimaged(fleet, name)).values()) == 3
+
+    ended = await upgradectl("resume", name)
+    assert ended.code == 5 and "already ended" in ended.err and "nothing to resume" in ended.err
+    assert (await upgradectl("pause", "no-such-set", "--reason", "x")).code == 5
+
+
+async def test_start_on_a_set_held_by_another_upgrade_is_refused_naming_the_holder(upgradectl, fleet):
+    name = await make_scale_set(fleet, 6, update_domains=1)
+    first = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--started-by", "Platform",
+        "--pause-time-between-batches", "PT1H", *QUICK,
+    )  # fmt: skip
+    assert first.code == 0, first.err
+    second = await upgradectl("start", "--scale-set", name, "--image", str(V2))
+    assert second.code == 3
+    assert "already being upgraded" in second.err and f"rolling-upgrade/{name}" in second.err
+    assert "started by Platform" in second.err
+    assert (await upgradectl("cancel", name)).code == 0
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("TEMPORAL_ADDRESS", CLOSED)
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["pause", "web", "--reason", ""], 3, "--reason: must not be empty"),
+        (["pause", "web", "--reason", "x" * 201], 3, "--reason: at most 200 characters (got 201)"),
+        (["pause", "web", "--reason", "\x1b[2Jgone"], 3, "--reason: control characters are not allowed"),
+        (["pause", "web", "--reason", "ok", "--by", "\u202eeve"], 3, "--by: control characters"),
+        (["pause", "web"], 2, "Missing option '--reason'"),
+        (["pause", "bad name\x1b", "--reason", "x"], 3, "SCALE_SET: 'bad name\\x1b' is not a scale set name"),
+        (
+            ["approve", "web", "--instances", "0;3"],
+            3,
+            "--instances: must be instance ids separated by commas",
+        ),
+        (["approve", "web", "--instances", "0,,3"], 3, "--instances: must be instance ids"),
+        (["approve", "web", "--instances", "\x9b0"], 3, "--instances: must be instance ids"),
+        (
+            ["start", "--scale-set", "web", "--image", str(V2), "--not-before-timeout", "PT1M"],
+            3,
+            "--not-before-timeout: must be from PT5M to PT2H (got PT1M)",
+        ),
+        (
+            ["start", "--scale-set", "web", "--image", str(V2), "--not-before-timeout", "soon"],
+            3,
+            "--not-before-timeout: must be an ISO 8601 duration from PT5M to PT2H",
+        ),
+        (["resume", "web"], 4, "cannot reach Temporal"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_option(offline, capsys, args, code, message):
+    result = cli(args)
+    out, err = capsys.readouterr()
+    assert result == code, err
+    assert message in err
+    assert "Traceback" not in err and not any(c in err + out for c in HOSTILE)
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
