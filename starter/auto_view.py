@@ -141,8 +141,10 @@ _SET_VALUES = {s.value for s in RolloutSetState}
 
 def sets_table(status: RolloutStatus) -> Table:
     table = Table(title="scale sets", title_justify="left")
-    for column in ("scale set", "region", "phase", "state", "started", "ended", "message", "upgrade"):
+    for column in ("scale set", "region", "phase", "state", "started", "ended"):
         table.add_column(column)
+    table.add_column("message", overflow="fold")
+    table.add_column("upgrade")
     for item in sorted(status.sets, key=lambda s: (s.phase, s.region, s.scale_set)):
         table.add_row(
             plain(item.scale_set),
@@ -151,7 +153,7 @@ def sets_table(status: RolloutStatus) -> Table:
             Text(item.state.value, SET_STYLES.get(item.state, "")),
             when(item.start_time),
             when(item.end_time),
-            plain(item.message or "", limit=200),
+            plain(item.message or "", limit=300),
             plain(item.workflow_id or "-", limit=None),
         )
     return table
