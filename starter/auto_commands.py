@@ -524,6 +524,6 @@ async def cancel_rollout(
     source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
 ) -> None:
-    """Cancel a running rollout: no new scale set's upgrade starts. Exit 5 if no running
-    rollout has that version."""
+    """Cancel a running rollout: no new scale set's upgrade starts, those in flight are
+    cancelled (their batch in flight finishes). Exit 5 if no running rollout has that version."""
     await _steer("cancel", version, source, reason_of(reason) if reason is not None else "")

@@ -328,7 +328,7 @@ async def resume(
 async def cancel(
     client: Client, version: str, request: HoldRequest, source: str | None = None
 ) -> RolloutSummary:
-    """Stop the rollout: no new upgrade of it starts (the workflow decides about those in flight)."""
+    """Stop the rollout: no new upgrade of it starts; those in flight are cancelled."""
     summary = await running_rollout(client, version, source)
     await _signal(client, summary, ROLLOUT_CANCEL_SIGNAL, request)
     return summary

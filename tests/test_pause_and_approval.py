@@ -107,6 +107,20 @@ async def test_cancel_while_paused_ends_cancelled(ts_env, ts_worker, fleet):
     assert sum(i.state == InstanceState.NOT_STARTED for i in report.instances) == 5
 
 
+async def test_bare_signals_without_a_payload_use_the_defaults(ts_env, ts_worker, fleet):
+    """`temporal workflow signal --name pause` or the Web UI may send no input at all."""
+    client = ts_env.client
+    name = await make_scale_set(fleet, 4, update_domains=2, timing=SLOW)
+    handle, _ = await upgrade(client, ts_worker.task_queue, name)
+    await eventually(lambda: get_status(client, name), lambda s: props(s).progress.in_progress_instance_count)
+    await handle.signal(PAUSE_SIGNAL)
+    held = await eventually(lambda: get_status(client, name), waiting(UpgradeWaitKind.PAUSED))
+    assert props(held).paused.by == "User" and props(held).paused.reason == "paused by User"
+    await handle.signal(RESUME_SIGNAL)
+    report = await finish(ts_env, handle)
+    assert props(report.status).running_status.code == RollingUpgradeStatusCode.COMPLETED
+
+
 async def test_the_upgrade_timeout_still_runs_while_paused(ts_env, ts_worker, fleet):
     client = ts_env.client
     name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)

@@ -147,8 +147,11 @@ class RollingUpgradeWorkflow:
             self._publish()
 
     @workflow.signal(name=PAUSE_SIGNAL)
-    def pause(self, request: PauseRequest) -> None:
-        """The batch in flight finishes; no new batch starts until `resume` (or a cancel)."""
+    def pause(self, request: PauseRequest | None = None) -> None:
+        """The batch in flight finishes; no new batch starts until `resume` (or a cancel).
+        (Each of these signals reads a missing payload as the defaults: one sent bare from the
+        Web UI or `temporal workflow signal` must not fail the workflow task.)"""
+        request = request or PauseRequest()
         if self._ledger.code != RollingUpgradeStatusCode.ROLLING_FORWARD:
             return
         if self._ledger.pause(request.reason, request.by, workflow.now()):
@@ -161,7 +164,8 @@ class RollingUpgradeWorkflow:
             self._publish()
 
     @workflow.signal(name=RESUME_SIGNAL)
-    def resume(self, request: ResumeRequest) -> None:
+    def resume(self, request: ResumeRequest | None = None) -> None:
+        request = request or ResumeRequest()
         if self._ledger.resume():
             workflow.logger.info(
                 "upgrade resumed by %s", request.by, extra={"scale_set": self._ledger.request.scale_set}
@@ -169,8 +173,9 @@ class RollingUpgradeWorkflow:
             self._publish()
 
     @workflow.signal(name=APPROVE_SIGNAL)
-    def approve(self, request: ApproveRequest) -> None:
+    def approve(self, request: ApproveRequest | None = None) -> None:
         """Azure's ApproveRollingUpgrade: these instances (or every one, now and later) may go."""
+        request = request or ApproveRequest()
         ledger = self._ledger
         released = ledger.approve(request.instance_ids, request.by, workflow.now())
         workflow.logger.info(
