@@ -268,3 +268,6 @@ class AutomaticState(ViewModel):
         default_factory=dict, description="per image source key, its rollout in flight"
     )
     recent: list[RolloutSummary] = Field(default_factory=list, description="ended rollouts, newest last")
+
+
+CHECK_NOW_SIGNAL = "check_now"  # on AutomaticOSUpgradesWorkflow: look for new versions now

@@ -102,3 +102,49 @@ class HealthResult(Payload):
     state: HealthState
     probes: int = 1
     detail: str | None = None
+
+
+# Automatic upgrades: what the watcher reads of the enrolled scale sets and of the image sources.
+SURVEY_SCALE_SETS = "survey_scale_sets"
+LATEST_VERSIONS = "latest_versions"
+
+
+class SurveyInput(Payload):
+    scale_sets: list[str]
+
+
+class ScaleSetSurvey(Payload):
+    """One scale set's model without its instances (`view.instances` is empty) and the image
+    versions its instances run now; `error` when it could not be read (gone)."""
+
+    scale_set: str
+    view: ScaleSetView | None = None
+    instance_versions: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class SurveyResult(Payload):
+    sets: list[ScaleSetSurvey]
+
+
+class VersionQuery(Payload):
+    source: ImageReference = Field(description="the image as scale sets reference it ('latest')")
+    region: str
+
+
+class LatestVersion(Payload):
+    """What 'latest' means for one image source in one region now (excludeFromLatest, end of
+    life and replication honoured), or why there is none."""
+
+    source: ImageReference
+    region: str
+    version: str | None = None
+    reason: str | None = None
+
+
+class LatestVersionsInput(Payload):
+    queries: list[VersionQuery]
+
+
+class LatestVersionsResult(Payload):
+    versions: list[LatestVersion]

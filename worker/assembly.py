@@ -8,14 +8,23 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.automatic_activities import AutomaticActivities
 from activities.fleet_activities import FleetActivities
 from activities.webhooks import WebhookActivities
 from fleet.protocol import FleetBackend
 from workflows.admission import UpgradePreflightWorkflow
+from workflows.automatic_upgrades import AutomaticOSUpgradesWorkflow
 from workflows.batch_upgrade import BatchUpgradeWorkflow
 from workflows.rolling_upgrade import MAX_INSTANCES_PER_CHILD, RollingUpgradeWorkflow
+from workflows.rollout import RolloutWorkflow
 
-WORKFLOWS = [RollingUpgradeWorkflow, BatchUpgradeWorkflow, UpgradePreflightWorkflow]
+WORKFLOWS = [
+    RollingUpgradeWorkflow,
+    BatchUpgradeWorkflow,
+    UpgradePreflightWorkflow,
+    AutomaticOSUpgradesWorkflow,
+    RolloutWorkflow,
+]
 
 
 def build_worker(
@@ -34,7 +43,11 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*FleetActivities(fleet).all(), *WebhookActivities(webhook_secret).all()],
+        activities=[
+            *FleetActivities(fleet).all(),
+            *AutomaticActivities(fleet).all(),
+            *WebhookActivities(webhook_secret).all(),
+        ],
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_heartbeat_throttle_interval=timedelta(seconds=1),

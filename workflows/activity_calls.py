@@ -165,3 +165,29 @@ async def deliver_webhook(delivery: WebhookDelivery) -> None:
         retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=4),
         summary=f"notify {delivery.event.value} to {delivery.url}",
     )
+
+
+async def survey_scale_sets(scale_sets: list[str]) -> list[steps.ScaleSetSurvey]:
+    result = await workflow.execute_activity(
+        steps.SURVEY_SCALE_SETS,
+        steps.SurveyInput(scale_sets=scale_sets),
+        result_type=steps.SurveyResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=timedelta(minutes=1),
+        retry_policy=FLEET_RETRY,
+        summary=f"read {len(scale_sets)} enrolled scale set(s)",
+    )
+    return result.sets
+
+
+async def latest_versions(queries: list[steps.VersionQuery]) -> list[steps.LatestVersion]:
+    result = await workflow.execute_activity(
+        steps.LATEST_VERSIONS,
+        steps.LatestVersionsInput(queries=queries),
+        result_type=steps.LatestVersionsResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=timedelta(minutes=1),
+        retry_policy=FLEET_RETRY,
+        summary="what 'latest' is in " + ", ".join(sorted({q.region for q in queries})),
+    )
+    return result.versions

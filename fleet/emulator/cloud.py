@@ -130,14 +130,15 @@ class Cloud:
         return [r["name"] for r in self.db.execute("SELECT name FROM scale_sets ORDER BY name")]
 
     def create_scale_set(self, spec: ScaleSetSpec) -> ScaleSetView:
-        """Create (or replace) a scale set with every instance booted on the model's image."""
+        """Create (or replace) a scale set with every instance booted on the model's image: its
+        exact version (published on the way, if new), or what 'latest' is in its region now."""
         image = spec.image_reference
-        if image.version == LATEST:
-            raise CloudError(400, "InvalidParameter", "a new scale set needs an exact image version")
         now = self.clock()
+        if image.version == LATEST:
+            image = self.resolve_image(image, spec.location)  # the model keeps saying 'latest'
         with self._transaction():
             self._delete(spec.name)
-            self._publish(image.at_version(image.version), [ALL_REGIONS], False, now, replace=False)
+            self._publish(image.at_version(image.resolved_version), [ALL_REGIONS], False, now, replace=False)
             self.db.execute(
                 "INSERT INTO scale_sets (name, spec, created_at) VALUES (?, ?, ?)",
                 (spec.name, spec.model_dump_json(), now),
@@ -198,7 +199,8 @@ class Cloud:
                 400, "InvalidParameter", f"capacity would exceed 10000 ({spec.capacity} + {count})"
             )
         model_image = spec.image_reference
-        target = model_image if image is None else self.resolve_image(image, spec.location)
+        wanted = model_image if image is None else image
+        target = wanted if wanted.version != LATEST else self.resolve_image(wanted, spec.location)
         on_model = target.same_image(model_image)
         # Every instance ever placed keeps its first OS disk: their count is the next ordinal.
         first = self.db.execute(

@@ -1,0 +1,371 @@
+"""Automatic OS image upgrades: the watcher, its enrollments and availability-first rollouts, on the
+time-skipping server, through the Azure SDK to the emulator."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from fleet.emulator.admin import EmulatorAdmin
+from models.automatic import (
+    AUTOMATIC_UPGRADES_ID,
+    AUTOMATIC_UPGRADES_WORKFLOW,
+    CHECK_NOW_SIGNAL,
+    ENROLL_UPDATE,
+    ENROLLMENTS_QUERY,
+    HOLD_SIGNAL,
+    PLATFORM,
+    ROLLOUT_QUERY,
+    ROLLOUTS_QUERY,
+    WITHDRAW_UPDATE,
+    AutomaticSettings,
+    AutomaticState,
+    Enrollment,
+    EnrollRequest,
+    HoldRequest,
+    RolloutSetState,
+    RolloutState,
+    RolloutStatus,
+    RolloutSummary,
+    WithdrawRequest,
+    rollout_workflow_id,
+)
+from models.fleet import FaultSpec, FleetOperation, ScaleSetSpec, TimingSpec
+from models.image import ImageReference
+from models.policy import ApplicationHealthSettings, UpgradePolicy
+from models.upgrade import UpgradeReport, upgrade_workflow_id
+from tests.helpers import INSTANT, eventually
+
+QUICK = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=5))
+POLICY = UpgradePolicy.model_validate({"applicationHealth": QUICK.to_json()})
+
+
+GALLERY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/fleet-emulator"
+    "/providers/Microsoft.Compute/galleries/fleet/images"
+)
+
+
+class Images:
+    """A gallery image of the test's own (the emulator's gallery is shared by the session)."""
+
+    def __init__(self) -> None:
+        self.latest = ImageReference(id=f"{GALLERY}/auto-{uuid.uuid4().hex[:8]}")
+
+    def at(self, version: str) -> ImageReference:
+        return self.latest.model_copy(update={"version": version})
+
+
+async def make_set(
+    fleet: EmulatorAdmin,
+    image: ImageReference,
+    location: str,
+    capacity: int = 3,
+    *,
+    zones: list[str] | None = None,
+    faults: FaultSpec | None = None,
+    timing: TimingSpec = INSTANT,
+) -> str:
+    name = f"auto-{uuid.uuid4().hex[:8]}"
+    await fleet.create_scale_set(
+        ScaleSetSpec(
+            name=name,
+            location=location,
+            capacity=capacity,
+            zones=zones or [],
+            update_domain_count=1,
+            image_reference=image,
+            timing=timing,
+            faults=faults or FaultSpec(),
+        )
+    )
+    return name
+
+
+async def watcher(client: Client, task_queue: str, **settings: object) -> WorkflowHandle:
+    return await client.start_workflow(
+        AUTOMATIC_UPGRADES_WORKFLOW,
+        AutomaticState(settings=AutomaticSettings.model_validate(settings)),
+        id=AUTOMATIC_UPGRADES_ID,
+        task_queue=task_queue,
+    )
+
+
+async def enroll(handle: WorkflowHandle, scale_set: str, policy: UpgradePolicy = POLICY) -> Enrollment:
+    return await handle.execute_update(
+        ENROLL_UPDATE, EnrollRequest(scale_set=scale_set, policy=policy, by="test"), result_type=Enrollment
+    )
+
+
+async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHandle:
+    handle = client.get_workflow_handle(
+        rollout_workflow_id(images.latest, version), result_type=RolloutStatus
+    )
+
+    async def started() -> bool:
+        try:
+            await handle.describe()
+        except RPCError:
+            return False
+        return True
+
+    await eventually(started, lambda ok: ok)
+    return handle
+
+
+async def rollout_status(handle: WorkflowHandle) -> RolloutStatus:
+    return await handle.query(ROLLOUT_QUERY, result_type=RolloutStatus)
+
+
+async def finished(env: WorkflowEnvironment, handle: WorkflowHandle) -> RolloutStatus:
+    """The rollout's end, time skipping meanwhile (the environment skips time by itself only
+    while awaiting a workflow the test started, and the watcher started this one)."""
+    async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
+        return await handle.result()
+
+
+def reimages(ops: list[FleetOperation]) -> list[FleetOperation]:
+    return [op for op in ops if op.kind.value == "reimage"]
+
+
+async def versions_sent(fleet: EmulatorAdmin, name: str) -> list[str]:
+    return [
+        op.image_reference.resolved_version
+        for op in reimages(await fleet.operations(name))
+        if op.image_reference is not None
+    ]
+
+
+def in_flight(ops: list[FleetOperation]) -> tuple[float, float]:
+    """When a scale set's upgrade touched its instances: first reimage sent to last instance up."""
+    start = min(op.start_time for op in ops)
+    end = max(op.ready_time or op.end_time or op.start_time for op in ops)
+    return start.timestamp(), end.timestamp()
+
+
+def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+async def test_a_published_version_rolls_every_opted_in_latest_set_availability_first(
+    ts_env, ts_worker, fleet
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    west = await make_set(fleet, images.latest, "westeurope", 3, zones=["1", "2", "3"])
+    west_too = await make_set(fleet, images.latest, "westeurope", 3, zones=["1", "2", "3"])
+    north = await make_set(fleet, images.latest, "northeurope")
+    east = await make_set(fleet, images.latest, "eastus")
+    pinned = await make_set(fleet, images.at("1.0.0"), "eastus")
+    not_enrolled = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (west, west_too, north, east):
+        assert (await enroll(handle, name)).note is None
+    note = (await enroll(handle, pinned)).note
+    assert note is not None and "pinned to version 1.0.0: left alone" in note
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+
+    assert rollout.state == RolloutState.COMPLETED
+    assert {s.scale_set: s.state for s in rollout.sets} == dict.fromkeys(
+        (west, west_too, north, east), RolloutSetState.COMPLETED
+    )
+    # Geo-pairs in different phases: northeurope and westeurope never together.
+    phase = {region: n for n, regions in enumerate(rollout.phases, 1) for region in regions}
+    assert phase["northeurope"] != phase["westeurope"]
+    ops = {name: reimages(await fleet.operations(name)) for name in (west, west_too, north, east, pinned)}
+    for name in (west, west_too, north, east):
+        assert len(ops[name]) == 3 and all(op.image_reference.resolved_version == "1.1.0" for op in ops[name])
+    assert ops[pinned] == [] and reimages(await fleet.operations(not_enrolled)) == []
+    # From the emulator's own timestamps: the geo-paired regions never in flight together ...
+    north_window = in_flight(ops[north])
+    for name in (west, west_too):
+        assert not overlap(north_window, in_flight(ops[name]))
+    # ... and never two zones of one region in flight at once, across its scale sets.
+    zone_of = {}
+    for name in (west, west_too):
+        for instance in (await fleet.show_scale_set(name)).instances:
+            zone_of[(name, instance.instance_id)] = instance.zone
+    windows = [
+        (zone_of[(name, op.instance_id)], in_flight([op])) for name in (west, west_too) for op in ops[name]
+    ]
+    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
+        assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} in flight together"
+    # Each upgrade says who started it, as Azure's history does.
+    upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(east), result_type=UpgradeReport)
+    report = await upgrade.result()
+    assert report.history_entry(None).properties.started_by == PLATFORM
+    enrolled = {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
+    assert enrolled[east].applied_version == "1.1.0" and enrolled[pinned].applied_version is None
+
+
+async def test_a_region_waits_until_the_version_is_replicated_to_it(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    west = await make_set(fleet, images.latest, "westeurope")
+    north = await make_set(fleet, images.latest, "northeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (west, north):
+        await enroll(handle, name)
+
+    await fleet.publish_image(images.at("1.1.0"), ["westeurope"])
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    status = await eventually(
+        lambda: rollout_status(rollout),
+        lambda s: (
+            {i.scale_set: i.state for i in s.sets}
+            == {west: RolloutSetState.COMPLETED, north: RolloutSetState.WAITING_FOR_REPLICATION}
+        ),
+    )
+    assert "waiting for 1.1.0 to reach northeurope" in (
+        status.sets[[i.scale_set for i in status.sets].index(north)].message or ""
+    )
+    assert reimages(await fleet.operations(north)) == []
+
+    await fleet.publish_image(images.at("1.1.0"), ["westeurope", "northeurope"])
+    final = await finished(ts_env, rollout)
+    assert final.state == RolloutState.COMPLETED
+    assert len(reimages(await fleet.operations(north))) == 3
+
+
+async def test_versions_excluded_from_latest_or_past_end_of_life_are_never_rolled(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    name = await make_set(fleet, images.latest, "westeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, poll_interval=timedelta(hours=1))
+    await enroll(handle, name)
+
+    await fleet.publish_image(images.at("1.1.0"), exclude_from_latest=True)
+    await fleet.publish_image(images.at("1.2.0"), end_of_life_date="2020-01-01T00:00:00Z")
+    await ts_env.sleep(timedelta(hours=5))  # five looks
+
+    assert await handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary]) == []
+    assert reimages(await fleet.operations(name)) == []
+
+
+async def test_a_fault_in_phase_one_leaves_phase_two_untouched(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    broken = await make_set(fleet, images.latest, "northeurope", faults=FaultSpec(unhealthy_images=["1.1.0"]))
+    later = await make_set(fleet, images.latest, "westeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (broken, later):
+        await enroll(handle, name)
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+
+    assert rollout.phases == [["northeurope"], ["westeurope"]]
+    assert rollout.state == RolloutState.FAULTED
+    assert rollout.stopped_by is not None and rollout.stopped_by.target == broken
+    assert f"the upgrade of {broken} in northeurope (phase 1) faulted" in (rollout.stopped_by.message or "")
+    states = {s.scale_set: s.state for s in rollout.sets}
+    assert states == {broken: RolloutSetState.FAULTED, later: RolloutSetState.SKIPPED}
+    assert reimages(await fleet.operations(later)) == []
+    # The watcher does not start that version again on the sets it stopped at.
+    await eventually(
+        lambda: handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary]),
+        lambda rollouts: [r.state for r in rollouts] == [RolloutState.FAULTED],
+    )
+    enrolled = {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
+    assert enrolled[broken].failed_version == "1.1.0" and enrolled[later].failed_version == "1.1.0"
+
+
+async def test_a_newer_version_supersedes_a_rollout_between_scale_sets(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    first = await make_set(fleet, images.latest, "westeurope")
+    second = await make_set(fleet, images.latest, "northeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (first, second):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    old = await rollout_of(ts_env.client, images, "1.1.0")
+    await old.signal(HOLD_SIGNAL, HoldRequest(by="test", reason="hold phase 2 while 1.2.0 comes"))
+    await eventually(
+        lambda: rollout_status(old),
+        lambda s: {i.scale_set: i.state for i in s.sets}[first] == RolloutSetState.COMPLETED,
+    )
+
+    await fleet.publish_image(images.at("1.2.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    superseded = await finished(ts_env, old)  # held, it ends at once: nothing of it is in flight
+    new = await finished(ts_env, await rollout_of(ts_env.client, images, "1.2.0"))
+
+    assert superseded.state == RolloutState.SUPERSEDED
+    assert {s.scale_set: s.state for s in superseded.sets}[second] == RolloutSetState.SKIPPED
+    assert new.state == RolloutState.COMPLETED
+    assert [op.image_reference.resolved_version for op in reimages(await fleet.operations(second))] == [
+        "1.2.0"
+    ] * 3
+    assert [op.image_reference.resolved_version for op in reimages(await fleet.operations(first))] == [
+        "1.1.0"
+    ] * 3 + ["1.2.0"] * 3
+
+
+async def test_opting_out_mid_rollout_lets_the_upgrade_in_flight_finish_and_starts_no_other(
+    ts_env, ts_worker, fleet
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    first = await make_set(fleet, images.latest, "westeurope", timing=slow)
+    second = await make_set(fleet, images.latest, "northeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (first, second):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    await eventually(
+        lambda: rollout_status(rollout),
+        lambda s: {i.scale_set: i.state for i in s.sets}[first] == RolloutSetState.RUNNING,
+    )
+
+    for name in (first, second):
+        await handle.execute_update(
+            WITHDRAW_UPDATE, WithdrawRequest(scale_set=name, by="test"), result_type=Enrollment
+        )
+    final = await finished(ts_env, rollout)
+
+    states = {s.scale_set: s for s in final.sets}
+    assert states[first].state == RolloutSetState.COMPLETED  # in flight: finished
+    assert len(reimages(await fleet.operations(first))) == 3
+    assert states[second].state == RolloutSetState.SKIPPED
+    assert "opted out" in (states[second].message or "")
+    assert reimages(await fleet.operations(second)) == []
+    assert await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment]) == []
+
+
+@pytest.mark.parametrize("days", [365])
+async def test_the_watcher_keeps_a_bounded_history_over_a_year(ts_env, ts_worker, fleet, days):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    name = await make_set(fleet, images.latest, "westeurope", 1)
+    handle = await watcher(ts_env.client, ts_worker.task_queue, poll_interval=timedelta(days=1))
+    await enroll(handle, name)
+    first_run = (await handle.describe()).run_id
+
+    for _ in range(days // 30):  # (one long sleep would outlast the call's own deadline)
+        await ts_env.sleep(timedelta(days=30))
+
+    description = await ts_env.client.get_workflow_handle(AUTOMATIC_UPGRADES_ID).describe()
+    assert description.run_id != first_run  # continued as new
+    history = await ts_env.client.get_workflow_handle(AUTOMATIC_UPGRADES_ID).fetch_history()
+    assert len(history.events) < 5_000
+    # The enrollment went along.
+    enrolled = await ts_env.client.get_workflow_handle(AUTOMATIC_UPGRADES_ID).query(
+        ENROLLMENTS_QUERY, result_type=list[Enrollment]
+    )
+    assert [e.scale_set for e in enrolled] == [name]

@@ -1,0 +1,285 @@
+"""AutomaticOSUpgradesWorkflow: who opted in to automatic OS image upgrades, and the watcher that
+starts a rollout when a new version of their image may be 'latest'.
+
+One long-running workflow (`automatic-os-upgrades`): enrollments change through updates (who and
+when stay in its history), and every poll interval it reads the enrolled scale sets and what
+'latest' is for each image source in each of their regions (excludeFromLatest, end of life and
+replication honoured by the back end's resolution). A newer version than the sets run starts a
+RolloutWorkflow for it; a version newer than a rollout in flight supersedes it (the rollout
+starts no further scale set and ends once its upgrades in flight finish, then the next look starts
+the newer one). It continues as new before its history grows long, so it can run for years.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from models import steps
+    from models.automatic import (
+        AUTOMATIC_UPGRADES_WORKFLOW,
+        CHECK_NOW_SIGNAL,
+        ENROLL_UPDATE,
+        ENROLLMENTS_QUERY,
+        ROLLOUT_ENDED_SIGNAL,
+        ROLLOUTS_QUERY,
+        SETTINGS_UPDATE,
+        SUPERSEDE_SIGNAL,
+        WITHDRAW_UPDATE,
+        WITHDRAWN_SIGNAL,
+        AutomaticSettings,
+        AutomaticState,
+        Enrollment,
+        EnrollRequest,
+        RolloutEnded,
+        RolloutRequest,
+        RolloutSetState,
+        RolloutState,
+        RolloutSummary,
+        SupersedeRequest,
+        WithdrawnNotice,
+        WithdrawRequest,
+        image_source_key,
+        rollout_workflow_id,
+        version_key,
+    )
+    from models.errors import RefusalCode
+    from models.fleet import ScaleSetView
+    from workflows import activity_calls
+    from workflows.admission import rolled_by_azure
+    from workflows.phases import check_phases, plan_phases
+    from workflows.rollout import RolloutWorkflow
+
+# Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.
+HISTORY_LIMIT = 4_000
+# Ended rollouts kept for `upgradectl rollout list`.
+RECENT_ROLLOUTS = 50
+
+
+@workflow.defn(name=AUTOMATIC_UPGRADES_WORKFLOW)
+class AutomaticOSUpgradesWorkflow:
+    @workflow.init
+    def __init__(self, state: AutomaticState | None = None) -> None:
+        self._state = state or AutomaticState()
+        self._look_now = True
+        self._superseding: dict[str, str] = {}  # source key -> version asked to supersede it
+
+    # --- enrollments ------------------------------------------------------------------------
+
+    @workflow.update(name=ENROLL_UPDATE)
+    async def enroll(self, request: EnrollRequest) -> Enrollment:
+        """Opt a scale set in (again: its policy replaced, a failed version forgotten)."""
+        [survey] = await activity_calls.survey_scale_sets([request.scale_set])
+        if survey.view is None:
+            raise ApplicationError(
+                survey.error or f"scale set {request.scale_set!r} not found",
+                type=RefusalCode.SCALE_SET_NOT_FOUND,
+                non_retryable=True,
+            )
+        if refusal := rolled_by_azure(survey.view):
+            raise refusal  # Azure would roll it at the same time
+        previous = self._state.enrollments.get(request.scale_set)
+        policy = request.policy.model_copy(deep=True)
+        policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade = True
+        enrollment = Enrollment(
+            scale_set=request.scale_set,
+            policy=policy,
+            not_before_timeout=request.not_before_timeout,
+            enrolled_by=request.by,
+            enrolled_at=workflow.now(),
+            applied_version=previous.applied_version if previous else None,
+        )
+        self._observe(enrollment, survey)
+        self._state.enrollments[request.scale_set] = enrollment
+        workflow.logger.info("enrolled %s by %s", request.scale_set, request.by)
+        self._look_now = True
+        return enrollment
+
+    @workflow.update(name=WITHDRAW_UPDATE)
+    async def withdraw(self, request: WithdrawRequest) -> Enrollment:
+        """Opt out: no new automatic upgrade starts; the one in flight finishes, or is
+        cancelled (its batch in flight finishes) when asked."""
+        enrollment = self._state.enrollments.pop(request.scale_set, None)
+        if enrollment is None:
+            raise ApplicationError(
+                f"scale set {request.scale_set!r} is not enrolled in automatic OS upgrades",
+                type="NotEnrolled",
+                non_retryable=True,
+            )
+        notice = WithdrawnNotice(scale_set=request.scale_set, cancel_in_flight=request.cancel_in_flight)
+        for running in list(self._state.running.values()):
+            if request.scale_set in running.scale_sets:
+                await self._signal(running.workflow_id, WITHDRAWN_SIGNAL, notice)
+        workflow.logger.info("withdrew %s by %s", request.scale_set, request.by)
+        return enrollment
+
+    @workflow.update(name=SETTINGS_UPDATE)
+    async def settings(self, settings: AutomaticSettings) -> AutomaticSettings:
+        self._state.settings = settings
+        self._look_now = True
+        return settings
+
+    @settings.validator
+    def _check_settings(self, settings: AutomaticSettings) -> None:
+        try:
+            check_phases(settings.phases or [], settings.geo_pairs)
+        except ValueError as err:
+            raise ApplicationError(f"phases: {err}", type="InvalidParameter", non_retryable=True) from None
+
+    @workflow.query(name=ENROLLMENTS_QUERY)
+    def enrollments(self) -> list[Enrollment]:
+        return [self._state.enrollments[name] for name in sorted(self._state.enrollments)]
+
+    @workflow.query(name=ROLLOUTS_QUERY)
+    def rollouts(self) -> list[RolloutSummary]:
+        return [*self._state.recent, *self._state.running.values()]
+
+    @workflow.signal(name=CHECK_NOW_SIGNAL)
+    def check_now(self) -> None:
+        self._look_now = True
+
+    @workflow.signal(name=ROLLOUT_ENDED_SIGNAL)
+    def rollout_ended(self, ended: RolloutEnded) -> None:
+        running = self._state.running.get(ended.source_key)
+        if running is not None and running.workflow_id == ended.workflow_id:
+            del self._state.running[ended.source_key]
+            self._superseding.pop(ended.source_key, None)
+        stopped = ended.state in (RolloutState.FAULTED, RolloutState.CANCELLED)
+        for done in ended.sets:
+            enrollment = self._state.enrollments.get(done.scale_set)
+            if enrollment is None:
+                continue
+            if done.state == RolloutSetState.COMPLETED:
+                enrollment.applied_version = ended.version
+                enrollment.failed_version = None
+            elif done.state in (RolloutSetState.FAULTED, RolloutSetState.CANCELLED) or (
+                stopped and done.state == RolloutSetState.SKIPPED
+            ):
+                enrollment.failed_version = ended.version  # not again until a newer version
+        summary = (
+            running or RolloutSummary(workflow_id=ended.workflow_id, source="", version="")
+        ).model_copy(update={"state": ended.state, "message": ended.message, "end_time": ended.end_time})
+        self._state.recent = [*self._state.recent, summary][-RECENT_ROLLOUTS:]
+        self._look_now = True
+
+    # --- the watcher ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, state: AutomaticState | None = None) -> None:
+        while True:
+            if self._state.enrollments:
+                await self._look()
+            if workflow.info().get_current_history_length() > HISTORY_LIMIT:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._state)
+            self._look_now = False
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._look_now,
+                    timeout=self._state.settings.poll_interval,
+                    timeout_summary="until the next look for new image versions",
+                )
+
+    async def _look(self) -> None:
+        """Read the enrolled sets and 'latest' of their images; start or supersede rollouts."""
+        for survey in await activity_calls.survey_scale_sets(sorted(self._state.enrollments)):
+            if (enrollment := self._state.enrollments.get(survey.scale_set)) is not None:
+                self._observe(enrollment, survey)
+        queries = [
+            steps.VersionQuery(source=sets[0].image_reference, region=region)
+            for sets in self._by_source().values()
+            for region in sorted({e.location for e in sets if e.location})
+        ]
+        if not queries:
+            return
+        newest: dict[str, str] = {}
+        for latest in await activity_calls.latest_versions(queries):
+            key = image_source_key(latest.source)
+            if latest.version and version_key(latest.version) > version_key(newest.get(key, "")):
+                newest[key] = latest.version
+        # Enrollments may have changed during the reads: roll what is enrolled now (a region not
+        # read yet is read by the rollout, which waits for the version to reach it).
+        for key, sets in sorted(self._by_source().items()):
+            if key in newest:
+                await self._roll(key, sorted(sets, key=lambda e: e.scale_set), newest[key])
+
+    def _by_source(self) -> dict[str, list[Enrollment]]:
+        """The enrolled sets an automatic upgrade may reach, by image source."""
+        by_source: dict[str, list[Enrollment]] = {}
+        for enrollment in self._state.enrollments.values():
+            if enrollment.note is None and enrollment.image_reference is not None:
+                by_source.setdefault(image_source_key(enrollment.image_reference), []).append(enrollment)
+        return by_source
+
+    async def _roll(self, key: str, sets: list[Enrollment], version: str) -> None:
+        running = self._state.running.get(key)
+        if running is not None:
+            newer = version_key(version) > version_key(running.version)
+            if newer and self._superseding.get(key) != version:
+                self._superseding[key] = version
+                workflow.logger.info("%s supersedes rollout %s", version, running.workflow_id)
+                await self._signal(running.workflow_id, SUPERSEDE_SIGNAL, SupersedeRequest(version=version))
+            return
+        due = [e for e in sets if version not in (e.applied_version, e.failed_version)]
+        if not due:
+            return
+        source = due[0].image_reference
+        assert source is not None
+        settings = self._state.settings
+        request = RolloutRequest(
+            source=source,
+            version=version,
+            enrollments=due,
+            phases=plan_phases({e.location for e in due if e.location}, settings.phases, settings.geo_pairs),
+            replication_poll_interval=settings.replication_poll_interval,
+        )
+        workflow_id = rollout_workflow_id(source, version)
+        try:
+            await workflow.start_child_workflow(
+                RolloutWorkflow.run,
+                request,
+                id=workflow_id,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,  # outlives continue-as-new
+                static_summary=f"rollout of {source.with_version(version)} to {len(due)} scale set(s)",
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.warning("rollout %s is already running", workflow_id)
+            return
+        workflow.logger.info("rollout %s started for %s", workflow_id, ", ".join(e.scale_set for e in due))
+        self._state.running[key] = RolloutSummary(
+            workflow_id=workflow_id,
+            source=source.with_version(""),
+            version=version,
+            scale_sets=[e.scale_set for e in due],
+            start_time=workflow.now(),
+        )
+
+    def _observe(self, enrollment: Enrollment, survey: steps.ScaleSetSurvey) -> None:
+        """What the watcher read of a set; `note` says why it is not upgraded automatically."""
+        view: ScaleSetView | None = survey.view
+        if view is None:
+            enrollment.note = survey.error or "not found"
+            return
+        enrollment.location = view.location
+        enrollment.image_reference = view.image_reference.model_copy(update={"exact_version": None})
+        versions = survey.instance_versions
+        if refusal := rolled_by_azure(view):
+            enrollment.note = refusal.message
+        elif not enrollment.follows_latest:
+            enrollment.note = (
+                f"pinned to version {view.image_reference.version}: left alone (automatic upgrades "
+                "follow only an image reference whose version is 'latest')"
+            )
+        else:
+            enrollment.note = None
+            if len(versions) == 1 and versions[0] != enrollment.applied_version:
+                enrollment.applied_version = versions[0]  # every instance runs it already
+
+    async def _signal(self, workflow_id: str, signal: str, arg: object) -> None:
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
+        except FailureError as err:  # it ended meanwhile
+            workflow.logger.info("could not signal %s: %s", workflow_id, err)

@@ -1,0 +1,358 @@
+"""RolloutWorkflow: one image version across the opted-in scale sets, availability first.
+
+Regions move in phases, one phase after another; a phase starts only when every upgrade of the
+previous one completed, so geo-paired regions (never in one phase) are never in flight together.
+Within a region the scale sets go one after another, each with enableCrossZoneUpgrade off, so
+the rollout never has two availability zones of a region in flight at once. A region waits until
+the version is replicated to it. A Faulted upgrade stops the rollout: upgrades in flight in the
+phase finish, nothing else starts, and the status says which set stopped it and why. Each upgrade
+is a RollingUpgradeWorkflow (`rolling-upgrade/<set>`, the set's lock) with startedBy Platform.
+
+Hold stops new scale sets from starting (upgrades in flight go on); cancel also cancels the
+upgrades in flight (each finishes its batch); a newer version supersedes the rollout at the same
+safe point: between scale sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import (
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from models import steps
+    from models.automatic import (
+        AUTOMATIC_UPGRADES_ID,
+        HOLD_SIGNAL,
+        PLATFORM,
+        RESUME_SIGNAL,
+        ROLLOUT_CANCEL_SIGNAL,
+        ROLLOUT_ENDED_SIGNAL,
+        ROLLOUT_QUERY,
+        ROLLOUT_WORKFLOW,
+        SUPERSEDE_SIGNAL,
+        WITHDRAWN_SIGNAL,
+        Enrollment,
+        Hold,
+        HoldRequest,
+        RolloutEnded,
+        RolloutRequest,
+        RolloutSet,
+        RolloutSetState,
+        RolloutState,
+        RolloutStatus,
+        SupersedeRequest,
+        WithdrawnNotice,
+        image_source_key,
+        version_key,
+    )
+    from models.policy import RollingUpgradePolicy
+    from models.status import ApiError
+    from models.upgrade import (
+        CANCEL_SIGNAL,
+        ROLLING_UPGRADE_WORKFLOW,
+        UpgradeReport,
+        UpgradeRequest,
+        upgrade_workflow_id,
+    )
+    from workflows import activity_calls, search_attributes
+
+
+def upgrade_request(enrollment: Enrollment, target: str) -> UpgradeRequest:
+    """The upgrade one enrolled set gets: its rolling upgrade policy when
+    useRollingUpgradePolicy, else the seed's defaults; never across zones (availability first)."""
+    policy = enrollment.policy
+    automatic = policy.automatic_os_upgrade_policy
+    rolling = (
+        policy.rolling_upgrade_policy if automatic.use_rolling_upgrade_policy else RollingUpgradePolicy()
+    )
+    assert enrollment.image_reference is not None
+    image = enrollment.image_reference.model_copy(update={"version": target, "exact_version": None})
+    extra: dict[str, object] = {}
+    if "deferral" in UpgradeRequest.model_fields:  # (deferral and approval: see RollingUpgradeWorkflow)
+        extra["deferral"] = bool(automatic.os_rolling_upgrade_deferral)
+        extra["not_before_timeout"] = enrollment.not_before_timeout
+    return UpgradeRequest.from_policy(
+        enrollment.scale_set,
+        image,
+        policy.model_copy(
+            update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
+        ),
+        started_by=PLATFORM,
+        **extra,
+    )
+
+
+@workflow.defn(name=ROLLOUT_WORKFLOW)
+class RolloutWorkflow:
+    @workflow.init
+    def __init__(self, request: RolloutRequest) -> None:
+        self._request = request
+        self._enrollments = {e.scale_set: e for e in request.enrollments}
+        phase_of = {region: n for n, phase in enumerate(request.phases, 1) for region in phase}
+        self._status = RolloutStatus(
+            workflow_id=workflow.info().workflow_id,
+            source=request.source,
+            version=request.version,
+            phases=request.phases,
+            sets=[
+                RolloutSet(
+                    scale_set=e.scale_set,
+                    region=(e.location or "").lower(),
+                    phase=phase_of.get((e.location or "").lower(), 0),
+                )
+                for e in sorted(request.enrollments, key=lambda e: e.scale_set)
+            ],
+            start_time=workflow.now(),
+        )
+        self._cancelled = False
+        self._withdrawn: set[str] = set()
+        self._cancel_on_start: set[str] = set()
+
+    # --- messages ---------------------------------------------------------------------------
+
+    @workflow.query(name=ROLLOUT_QUERY)
+    def rollout(self) -> RolloutStatus:
+        return self._status
+
+    @workflow.signal(name=HOLD_SIGNAL)
+    def hold(self, request: HoldRequest) -> None:
+        if self._status.state not in (RolloutState.RUNNING, RolloutState.HELD):
+            return
+        self._status.hold = Hold(by=request.by, reason=request.reason, since=workflow.now())
+        self._status.state = RolloutState.HELD
+        self._publish()
+
+    @workflow.signal(name=RESUME_SIGNAL)
+    def resume(self, request: HoldRequest) -> None:
+        if self._status.state == RolloutState.HELD:
+            self._status.hold = None
+            self._status.state = RolloutState.RUNNING
+            self._publish()
+
+    @workflow.signal(name=ROLLOUT_CANCEL_SIGNAL)
+    async def cancel(self, request: HoldRequest) -> None:
+        if self._cancelled or self._status.end_time is not None:
+            return
+        self._cancelled = True
+        workflow.logger.info("rollout cancelled by %s: %s", request.by, request.reason)
+        for item in self._status.sets:
+            if item.state == RolloutSetState.RUNNING and item.workflow_id:
+                await self._signal(item.workflow_id, CANCEL_SIGNAL)
+        self._publish()
+
+    @workflow.signal(name=SUPERSEDE_SIGNAL)
+    def supersede(self, request: SupersedeRequest) -> None:
+        if version_key(request.version) > version_key(self._request.version):
+            self._status.superseded_by = request.version
+            self._publish()
+
+    @workflow.signal(name=WITHDRAWN_SIGNAL)
+    async def withdrawn(self, notice: WithdrawnNotice) -> None:
+        self._withdrawn.add(notice.scale_set)
+        item = self._set(notice.scale_set)
+        if not notice.cancel_in_flight or item is None:
+            return
+        self._cancel_on_start.add(notice.scale_set)
+        if item.state == RolloutSetState.RUNNING and item.workflow_id:
+            await self._signal(item.workflow_id, CANCEL_SIGNAL)
+
+    # --- the rollout ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: RolloutRequest) -> RolloutStatus:
+        self._publish()
+        for number, regions in enumerate(request.phases, 1):
+            if self._stop_reason() is not None:
+                break
+            self._status.current_phase = number
+            self._publish()
+            await asyncio.gather(*(self._region(region) for region in regions))
+        return await self._end()
+
+    async def _region(self, region: str) -> None:
+        for item in self._status.sets:
+            if item.region != region:
+                continue
+            await workflow.wait_condition(
+                lambda: self._status.hold is None or self._stop_reason() is not None
+            )
+            if (reason := self._stop_reason(item.scale_set)) is not None:
+                self._skip(item, reason)
+                continue
+            if not await self._replicated(item):
+                self._skip(item, self._stop_reason(item.scale_set) or "stopped")
+                continue
+            await self._upgrade(item)
+
+    async def _replicated(self, item: RolloutSet) -> bool:
+        """Wait until the version may be 'latest' in the set's region; False if stopped first."""
+        query = steps.VersionQuery(source=self._request.source, region=item.region)
+        while True:
+            [latest] = await activity_calls.latest_versions([query])
+            if latest.version and version_key(latest.version) >= version_key(self._request.version):
+                return True
+            if item.state != RolloutSetState.WAITING_FOR_REPLICATION:
+                item.state = RolloutSetState.WAITING_FOR_REPLICATION
+                item.start_time = workflow.now()
+                item.message = (
+                    f"waiting for {self._request.version} to reach {item.region} "
+                    f"('latest' there is {latest.version or 'none'})"
+                )
+                self._publish()
+            try:
+                await workflow.wait_condition(
+                    lambda: self._stop_reason(item.scale_set) is not None,
+                    timeout=self._request.replication_poll_interval,
+                    timeout_summary=f"until {self._request.version} reaches {item.region}",
+                )
+                return False
+            except TimeoutError:
+                pass
+
+    async def _upgrade(self, item: RolloutSet) -> None:
+        enrollment = self._enrollments[item.scale_set]
+        request = upgrade_request(enrollment, self._request.version)
+        item.workflow_id = upgrade_workflow_id(item.scale_set)
+        try:
+            handle = await workflow.start_child_workflow(
+                ROLLING_UPGRADE_WORKFLOW,
+                request,
+                id=item.workflow_id,
+                result_type=UpgradeReport,
+                # The upgrade outlives a cancelled or terminated rollout: its batch in flight
+                # finishes (a cancel is sent to it as a signal instead).
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=(
+                    f"{item.scale_set}: automatic OS upgrade to {request.target_image} "
+                    f"(rollout {self._status.workflow_id})"
+                ),
+                search_attributes=search_attributes.at_start(
+                    item.scale_set, str(request.target_image), PLATFORM
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            self._skip(item, f"another upgrade holds it ({item.workflow_id}): the watcher tries again later")
+            return
+        item.state = RolloutSetState.RUNNING
+        item.start_time = workflow.now()
+        item.message = f"upgrading to {request.target_image}"
+        self._publish()
+        if self._cancelled or item.scale_set in self._cancel_on_start:
+            await self._signal(item.workflow_id, CANCEL_SIGNAL)  # asked while it was starting
+        try:
+            report: UpgradeReport = await handle
+        except ChildWorkflowError as err:
+            cause = err.cause
+            code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UpgradeFailed"
+            message = cause.message if isinstance(cause, FailureError) else str(err)
+            item.state = RolloutSetState.FAULTED
+            item.message = f"{code}: {message}"
+            if self._status.stopped_by is None:
+                phase = f"phase {item.phase}" if item.phase else "its phase"
+                self._status.stopped_by = ApiError(
+                    code=code,
+                    message=f"the upgrade of {item.scale_set} in {item.region} ({phase}) faulted: {message}",
+                    target=item.scale_set,
+                )
+        else:
+            properties = report.status.properties
+            cancelled = properties is not None and properties.running_status.code == "Cancelled"
+            item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED
+            item.message = f"{'cancelled' if cancelled else 'upgraded'}: {request.target_image}"
+        item.end_time = workflow.now()
+        self._publish()
+
+    def _stop_reason(self, scale_set: str | None = None) -> str | None:
+        """Why no further scale set starts, if it should not."""
+        if self._status.stopped_by is not None:
+            return "not started: the rollout stopped at " + (self._status.stopped_by.target or "a fault")
+        if self._cancelled:
+            return "not started: the rollout was cancelled"
+        if self._status.superseded_by is not None:
+            return f"not started: {self._status.superseded_by} superseded this rollout"
+        if scale_set is not None and scale_set in self._withdrawn:
+            return "not started: the scale set opted out of automatic upgrades"
+        return None
+
+    def _skip(self, item: RolloutSet, reason: str) -> None:
+        item.state = RolloutSetState.SKIPPED
+        item.message = reason
+        item.end_time = workflow.now()
+        self._publish()
+
+    async def _end(self) -> RolloutStatus:
+        status = self._status
+        for item in status.sets:
+            if item.state in (RolloutSetState.PENDING, RolloutSetState.WAITING_FOR_REPLICATION):
+                self._skip(item, self._stop_reason(item.scale_set) or "not started")
+        if status.stopped_by is not None:
+            status.state = RolloutState.FAULTED
+        elif self._cancelled:
+            status.state = RolloutState.CANCELLED
+        elif status.superseded_by is not None:
+            status.state = RolloutState.SUPERSEDED
+        else:
+            status.state = RolloutState.COMPLETED
+        status.hold = None
+        status.end_time = workflow.now()
+        self._publish()
+        message = status.stopped_by.message if status.stopped_by else None
+        if status.superseded_by:
+            message = f"superseded by {status.superseded_by}"
+        ended = RolloutEnded(
+            workflow_id=status.workflow_id,
+            source_key=image_source_key(self._request.source),
+            version=self._request.version,
+            state=status.state,
+            sets=status.sets,
+            message=message,
+            end_time=status.end_time,
+        )
+        await self._signal(AUTOMATIC_UPGRADES_ID, ROLLOUT_ENDED_SIGNAL, ended)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.logger.info("rollout ended: %s", status.state.value)
+        return status
+
+    def _set(self, scale_set: str) -> RolloutSet | None:
+        return next((s for s in self._status.sets if s.scale_set == scale_set), None)
+
+    def _publish(self) -> None:
+        workflow.set_current_details(details(self._status, workflow.info().namespace))
+
+    async def _signal(self, workflow_id: str, signal: str, arg: object = None) -> None:
+        try:
+            handle = workflow.get_external_workflow_handle(workflow_id)
+            await (handle.signal(signal) if arg is None else handle.signal(signal, arg))
+        except FailureError as err:  # it ended meanwhile
+            workflow.logger.info("could not signal %s: %s", workflow_id, err)
+
+
+def details(status: RolloutStatus, namespace: str) -> str:
+    """The Web UI's current details: a summary per phase, a line per scale set with a link
+    down to its upgrade."""
+    lines = [f"**{status.source.with_version(status.version)}**: {status.state.value}"]
+    if status.hold:
+        lines.append(
+            f"held by {status.hold.by} since {status.hold.since:%Y-%m-%d %H:%M:%S}Z: {status.hold.reason}"
+        )
+    if status.stopped_by:
+        lines.append(f"stopped: {status.stopped_by.message}")
+    if status.superseded_by:
+        lines.append(f"superseded by {status.superseded_by}")
+    for number, regions in enumerate(status.phases, 1):
+        members = [s for s in status.sets if s.phase == number]
+        done = sum(s.state == RolloutSetState.COMPLETED for s in members)
+        lines.append("")
+        lines.append(f"Phase {number} ({', '.join(regions)}): {done} of {len(members)} scale sets upgraded")
+        for item in members:
+            target = item.workflow_id or upgrade_workflow_id(item.scale_set)
+            link = f"/namespaces/{namespace}/workflows/{target.replace('/', '%2F')}"
+            lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}")
+    return "\n".join(lines)
