@@ -23,7 +23,7 @@ from models.status import ApiError
 
 # The workflows and their messages by name: the starter reaches them without importing workflows/.
 AUTOMATIC_UPGRADES_WORKFLOW = "AutomaticOSUpgradesWorkflow"
-AUTOMATIC_UPGRADES_ID = "automatic-os-upgrades"
+AUTOMATIC_UPGRADES_ID = "automatic-os-upgrades"  # the watcher of the default task queue
 ROLLOUT_WORKFLOW = "RolloutWorkflow"
 # On AutomaticOSUpgradesWorkflow
 ENROLL_UPDATE = "enroll"
@@ -41,6 +41,11 @@ SUPERSEDE_SIGNAL = "supersede"
 WITHDRAWN_SIGNAL = "withdrawn"
 
 PLATFORM = "Platform"  # startedBy of every upgrade a rollout starts, as in Azure's history
+
+
+def watcher_workflow_id(task_queue: str) -> str:
+    """One watcher per deployment (its task queue); the default queue's is plainly named."""
+    return AUTOMATIC_UPGRADES_ID if task_queue == "rolling-upgrades" else f"{AUTOMATIC_UPGRADES_ID}/{task_queue}"
 
 
 def image_source_key(image: ImageReference) -> str:

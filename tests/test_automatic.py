@@ -14,7 +14,6 @@ from temporalio.testing import WorkflowEnvironment
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
-    AUTOMATIC_UPGRADES_ID,
     AUTOMATIC_UPGRADES_WORKFLOW,
     CHECK_NOW_SIGNAL,
     ENROLL_UPDATE,
@@ -35,6 +34,7 @@ from models.automatic import (
     RolloutSummary,
     WithdrawRequest,
     rollout_workflow_id,
+    watcher_workflow_id,
 )
 from models.fleet import FaultSpec, FleetOperation, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
@@ -92,7 +92,7 @@ async def watcher(client: Client, task_queue: str, **settings: object) -> Workfl
     return await client.start_workflow(
         AUTOMATIC_UPGRADES_WORKFLOW,
         AutomaticState(settings=AutomaticSettings.model_validate(settings)),
-        id=AUTOMATIC_UPGRADES_ID,
+        id=watcher_workflow_id(task_queue),
         task_queue=task_queue,
     )
 
@@ -360,12 +360,13 @@ async def test_the_watcher_keeps_a_bounded_history_over_a_year(ts_env, ts_worker
     for _ in range(days // 30):  # (one long sleep would outlast the call's own deadline)
         await ts_env.sleep(timedelta(days=30))
 
-    description = await ts_env.client.get_workflow_handle(AUTOMATIC_UPGRADES_ID).describe()
+    watcher_id = watcher_workflow_id(ts_worker.task_queue)
+    description = await ts_env.client.get_workflow_handle(watcher_id).describe()
     assert description.run_id != first_run  # continued as new
-    history = await ts_env.client.get_workflow_handle(AUTOMATIC_UPGRADES_ID).fetch_history()
+    history = await ts_env.client.get_workflow_handle(watcher_id).fetch_history()
     assert len(history.events) < 5_000
     # The enrollment went along.
-    enrolled = await ts_env.client.get_workflow_handle(AUTOMATIC_UPGRADES_ID).query(
+    enrolled = await ts_env.client.get_workflow_handle(watcher_id).query(
         ENROLLMENTS_QUERY, result_type=list[Enrollment]
     )
     assert [e.scale_set for e in enrolled] == [name]

@@ -28,7 +28,6 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from models import steps
     from models.automatic import (
-        AUTOMATIC_UPGRADES_ID,
         HOLD_SIGNAL,
         PLATFORM,
         RESUME_SIGNAL,
@@ -315,7 +314,9 @@ class RolloutWorkflow:
             message=message,
             end_time=status.end_time,
         )
-        await self._signal(AUTOMATIC_UPGRADES_ID, ROLLOUT_ENDED_SIGNAL, ended)
+        parent = workflow.info().parent  # the watcher; by id, so its latest run (continue-as-new)
+        if parent is not None:
+            await self._signal(parent.workflow_id, ROLLOUT_ENDED_SIGNAL, ended)
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.logger.info("rollout ended: %s", status.state.value)
         return status
