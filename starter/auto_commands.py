@@ -334,8 +334,8 @@ async def disable(
     from starter.automatic import withdraw
 
     name = scale_set_name(scale_set)
-    client, _ = await connect_and_queue()
-    await withdraw(client, WithdrawRequest(scale_set=name, cancel_in_flight=cancel, by=who()))
+    client, task_queue = await connect_and_queue()
+    await withdraw(client, task_queue, WithdrawRequest(scale_set=name, cancel_in_flight=cancel, by=who()))
     in_flight = "is being cancelled" if cancel else "finishes"
     say(
         f"{clean(name)} is no longer enrolled: no new automatic upgrade starts; "
@@ -355,8 +355,8 @@ async def show(
     from starter.automatic import overview
 
     name = scale_set_name(scale_set) if scale_set is not None else None
-    client, _ = await connect_and_queue()
-    seen = await overview(client)
+    client, task_queue = await connect_and_queue()
+    seen = await overview(client, task_queue)
     chosen = [e for e in seen.enrollments if name is None or e.scale_set == name]
     if name is not None and not chosen:
         fail(f"scale set '{clean(name)}' is not enrolled (`upgradectl auto enable {clean(name)}`)", 5)
@@ -409,7 +409,7 @@ async def settings(
         fail("--phase and --derived-phases: give one or the other")
     phases = phase_plan(phase) if phase else None
     client, task_queue = await connect_and_queue()
-    chosen = await current_settings(client)
+    chosen = await current_settings(client, task_queue)
     changes: dict[str, Any] = {}
     if poll is not None:
         changes["poll_interval"] = poll
@@ -442,8 +442,8 @@ async def list_rollouts(as_json: Annotated[bool, typer.Option("--json")] = False
     from starter.auto_view import rollouts_table
     from starter.automatic import rollouts
 
-    client, _ = await connect_and_queue()
-    summaries = await rollouts(client)
+    client, task_queue = await connect_and_queue()
+    summaries = await rollouts(client, task_queue)
     if as_json:
         print_json({"value": [s.to_json() for s in summaries]})
         return
@@ -466,8 +466,8 @@ async def show_rollout(
     from starter.automatic import rollout_statuses
 
     wanted = version_of(version)
-    client, _ = await connect_and_queue()
-    statuses = await rollout_statuses(client, wanted, source)
+    client, task_queue = await connect_and_queue()
+    statuses = await rollout_statuses(client, task_queue, wanted, source)
     if as_json:
         print_json({"value": [s.to_json() for s in statuses]})
         return
@@ -481,8 +481,8 @@ async def _steer(action: str, version: str, source: str | None, reason: str) -> 
 
     steer = {"hold": automatic.hold, "resume": automatic.resume, "cancel": automatic.cancel}[action]
     wanted = version_of(version)
-    client, _ = await connect_and_queue()
-    summary = await steer(client, wanted, HoldRequest(by=who(), reason=reason), source)
+    client, task_queue = await connect_and_queue()
+    summary = await steer(client, task_queue, wanted, HoldRequest(by=who(), reason=reason), source)
     console.print(
         Text.assemble(
             f"{action} requested for the rollout of ",

@@ -2,10 +2,11 @@
 watcher's settings, list and steer rollouts. What `upgradectl auto` and `upgradectl rollout` do
 over Temporal (the commands: starter/auto_commands.py).
 
-Enrollments live in one durable workflow, `automatic-os-upgrades` (models/automatic.py says why),
-reached by name: the starter never imports workflows/. Commands that change something start the
-watcher when it is not running yet; commands that only read never start it (no watcher: nothing
-enrolled, no rollout). Each rollout of one version of one image is a workflow of its own,
+Enrollments live in one durable workflow per deployment (its task queue, UPGRADE_TASK_QUEUE):
+`automatic-os-upgrades` on the default queue (models/automatic.py says why), reached by name: the
+starter never imports workflows/. Commands that change something start the watcher when it is
+not running yet; commands that only read never start it (no watcher: nothing enrolled, no
+rollout). Each rollout of one version of one image is a workflow of its own,
 `rollout/<image>/<version>`, found through the watcher's `rollouts` query.
 
 A refusal of the watcher (an ApplicationError whose type is an Azure-style code) becomes
@@ -25,7 +26,6 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from models.automatic import (
-    AUTOMATIC_UPGRADES_ID,
     AUTOMATIC_UPGRADES_WORKFLOW,
     ENDED,
     ENROLL_UPDATE,
@@ -46,6 +46,7 @@ from models.automatic import (
     RolloutSummary,
     WithdrawRequest,
     image_source_key,
+    watcher_workflow_id,
 )
 from models.image import ImageReference
 from starter.upgrades import QUERY_TIMEOUT, NoSuchUpgrade, UpgradeFailed, UpgradeRefused
@@ -74,9 +75,10 @@ class Overview:
     enrollments: list[Enrollment] = field(default_factory=list)
 
 
-def watcher(client: Client) -> WorkflowHandle:
-    """The watcher's latest run (its id is fixed; continue-as-new keeps it)."""
-    return client.get_workflow_handle(AUTOMATIC_UPGRADES_ID)
+def watcher(client: Client, task_queue: str) -> WorkflowHandle:
+    """The latest run of the task queue's watcher (one per deployment; continue-as-new keeps
+    its id): `automatic-os-upgrades` on the default queue."""
+    return client.get_workflow_handle(watcher_workflow_id(task_queue))
 
 
 async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
@@ -86,7 +88,7 @@ async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
         await client.start_workflow(
             AUTOMATIC_UPGRADES_WORKFLOW,
             AutomaticState(),
-            id=AUTOMATIC_UPGRADES_ID,
+            id=watcher_workflow_id(task_queue),
             task_queue=task_queue,
             static_summary=WATCHER_SUMMARY,
         )
@@ -95,7 +97,7 @@ async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
     except RPCError as err:
         if err.status != RPCStatusCode.ALREADY_EXISTS:
             raise
-    return watcher(client)
+    return watcher(client, task_queue)
 
 
 async def _answer(call: Awaitable[T], what: str) -> T:
@@ -155,39 +157,39 @@ async def enroll(client: Client, task_queue: str, request: EnrollRequest) -> Enr
     return await _update(handle, ENROLL_UPDATE, request, Enrollment)
 
 
-async def withdraw(client: Client, request: WithdrawRequest) -> Enrollment:
+async def withdraw(client: Client, task_queue: str, request: WithdrawRequest) -> Enrollment:
     """Opt a scale set out: no new automatic upgrade starts; one in flight finishes, or is
     cancelled with `cancel_in_flight`. Returns the enrollment removed."""
-    handle = watcher(client)
+    handle = watcher(client, task_queue)
     if not await _watcher_exists(handle):
         raise NoSuchEnrollment(f"scale set {request.scale_set!r} is not enrolled (nothing is)")
     return await _update(handle, WITHDRAW_UPDATE, request, Enrollment)
 
 
-async def enrollments(client: Client) -> list[Enrollment]:
-    handle = watcher(client)
+async def enrollments(client: Client, task_queue: str) -> list[Enrollment]:
+    handle = watcher(client, task_queue)
     if not await _watcher_exists(handle):
         return []
     return await _query(handle, ENROLLMENTS_QUERY, list[Enrollment])
 
 
-async def overview(client: Client) -> Overview:
+async def overview(client: Client, task_queue: str) -> Overview:
     """The settings in force and every enrollment; the defaults when no watcher runs."""
-    handle = watcher(client)
+    handle = watcher(client, task_queue)
     if not await _watcher_exists(handle):
         return Overview(running=False)
     listed = await _query(handle, ENROLLMENTS_QUERY, list[Enrollment])
-    return Overview(running=True, settings=await current_settings(client), enrollments=listed)
+    return Overview(running=True, settings=await current_settings(client, task_queue), enrollments=listed)
 
 
 # --- settings -----------------------------------------------------------------------------------
 
 
-async def current_settings(client: Client) -> AutomaticSettings:
+async def current_settings(client: Client, task_queue: str) -> AutomaticSettings:
     """The settings in force, read from the watcher's current run: those it started with
     (carried across continue-as-new in its input), then the result of each `settings` update
     since. The watcher has no settings query; its history is bounded by continue-as-new."""
-    handle = watcher(client)
+    handle = watcher(client, task_queue)
     converter = client.data_converter
     settings = AutomaticSettings()
     names: dict[str, str] = {}  # update id -> update name
@@ -226,9 +228,9 @@ async def change_settings(client: Client, task_queue: str, settings: AutomaticSe
 # --- rollouts -----------------------------------------------------------------------------------
 
 
-async def rollouts(client: Client) -> list[RolloutSummary]:
+async def rollouts(client: Client, task_queue: str) -> list[RolloutSummary]:
     """The rollouts in flight and the recent ended ones, as the watcher keeps them."""
-    handle = watcher(client)
+    handle = watcher(client, task_queue)
     if not await _watcher_exists(handle):
         return []
     return await _query(handle, ROLLOUTS_QUERY, list[RolloutSummary])
@@ -266,9 +268,11 @@ def _unknown(summaries: list[RolloutSummary], version: str, source: str | None, 
     return what + ("; none is running" if running else "; there are none yet (`upgradectl rollout list`)")
 
 
-async def rollout_statuses(client: Client, version: str, source: str | None = None) -> list[RolloutStatus]:
+async def rollout_statuses(
+    client: Client, task_queue: str, version: str, source: str | None = None
+) -> list[RolloutStatus]:
     """Every rollout of `version` (several images may share a version), each as it is now."""
-    summaries = await rollouts(client)
+    summaries = await rollouts(client, task_queue)
     chosen = matching(summaries, version, source)
     if not chosen:
         raise NoSuchRollout(_unknown(summaries, version, source, running=False))
@@ -280,10 +284,12 @@ async def rollout_status(client: Client, workflow_id: str) -> RolloutStatus:
     return await _query(handle, ROLLOUT_QUERY, RolloutStatus)
 
 
-async def running_rollout(client: Client, version: str, source: str | None = None) -> RolloutSummary:
+async def running_rollout(
+    client: Client, task_queue: str, version: str, source: str | None = None
+) -> RolloutSummary:
     """The one running rollout of `version`: NoSuchRollout if none, UpgradeRefused if the
     version is running for several images and `source` does not pick one."""
-    summaries = await rollouts(client)
+    summaries = await rollouts(client, task_queue)
     chosen = [s for s in matching(summaries, version, source) if s.state not in ENDED]
     if not chosen:
         raise NoSuchRollout(_unknown(summaries, version, source, running=True))
@@ -309,26 +315,26 @@ async def _signal(client: Client, summary: RolloutSummary, name: str, request: H
 
 
 async def hold(
-    client: Client, version: str, request: HoldRequest, source: str | None = None
+    client: Client, task_queue: str, version: str, request: HoldRequest, source: str | None = None
 ) -> RolloutSummary:
     """No new upgrade of the rollout starts until resumed; those in flight finish."""
-    summary = await running_rollout(client, version, source)
+    summary = await running_rollout(client, task_queue, version, source)
     await _signal(client, summary, HOLD_SIGNAL, request)
     return summary
 
 
 async def resume(
-    client: Client, version: str, request: HoldRequest, source: str | None = None
+    client: Client, task_queue: str, version: str, request: HoldRequest, source: str | None = None
 ) -> RolloutSummary:
-    summary = await running_rollout(client, version, source)
+    summary = await running_rollout(client, task_queue, version, source)
     await _signal(client, summary, RESUME_SIGNAL, request)
     return summary
 
 
 async def cancel(
-    client: Client, version: str, request: HoldRequest, source: str | None = None
+    client: Client, task_queue: str, version: str, request: HoldRequest, source: str | None = None
 ) -> RolloutSummary:
     """Stop the rollout: no new upgrade of it starts; those in flight are cancelled."""
-    summary = await running_rollout(client, version, source)
+    summary = await running_rollout(client, task_queue, version, source)
     await _signal(client, summary, ROLLOUT_CANCEL_SIGNAL, request)
     return summary
