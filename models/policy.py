@@ -232,7 +232,8 @@ _NOT_ACTED_ON = {
     "automaticOSUpgradePolicy.enableAutomaticOSUpgrade": "this command runs one upgrade now; "
     "automatic upgrades come with `upgradectl auto`",
     "automaticOSUpgradePolicy.useRollingUpgradePolicy": "an upgrade always follows rollingUpgradePolicy",
-    "automaticOSUpgradePolicy.osRollingUpgradeDeferral": "this command runs one upgrade now, never deferred",
+    "automaticOSUpgradePolicy.osRollingUpgradeDeferral": "`upgradectl start --deferral` defers "
+    "this upgrade; automatic upgrades take it from `upgradectl auto enable --deferral`",
 }
 
 

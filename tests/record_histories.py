@@ -48,7 +48,10 @@ SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0.2, 0.2], boot_s
 
 
 def workflow_id_of(path: Path) -> str:
-    """`happy-path.json` -> rolling-upgrade/h-happy-path; `happy-path.batch-2.json` -> .../batch-2."""
+    """`happy-path.json` -> rolling-upgrade/h-happy-path; `happy-path.batch-2.json` -> .../batch-2;
+    under `automatic/` the name is the id with '~' for '/' (tests/test_rollout_durability.py)."""
+    if path.parent.name == "automatic":
+        return path.name.removesuffix(".json").replace("~", "/")
     scenario, _, child = path.name.removesuffix(".json").partition(".")
     parent = upgrade_workflow_id(PREFIX + scenario)
     return f"{parent}/{child}" if child else parent

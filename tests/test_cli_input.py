@@ -267,7 +267,8 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
     name = f"refusals-{uuid.uuid4().hex[:8]}"
     cases = [
         (
-            ["fleet", "create", name, "--instances", "2", "--image", "Contoso:web-os:2024:latest"],
+            # 'latest' of an image with no version at all
+            ["fleet", "create", name, "--instances", "2", "--image", "Contoso:no-such-os:2024:latest"],
             "the fleet refused: ",
         ),
         (["fleet", "publish", "Contoso:web-os:2024:latest"], "the fleet refused: "),

@@ -170,12 +170,12 @@ class AutomaticOSUpgradesWorkflow:
     @workflow.run
     async def run(self, state: AutomaticState | None = None) -> None:
         while True:
+            self._look_now = False  # (before the look: a signal during it asks for another)
             if self._state.enrollments:
                 await self._look()
             if workflow.info().get_current_history_length() > HISTORY_LIMIT:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._state)
-            self._look_now = False
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._look_now,

@@ -73,10 +73,6 @@ def upgrade_request(enrollment: Enrollment, target: str) -> UpgradeRequest:
     )
     assert enrollment.image_reference is not None
     image = enrollment.image_reference.model_copy(update={"version": target, "exact_version": None})
-    extra: dict[str, object] = {}
-    if "deferral" in UpgradeRequest.model_fields:  # (deferral and approval: see RollingUpgradeWorkflow)
-        extra["deferral"] = bool(automatic.os_rolling_upgrade_deferral)
-        extra["not_before_timeout"] = enrollment.not_before_timeout
     return UpgradeRequest.from_policy(
         enrollment.scale_set,
         image,
@@ -84,7 +80,8 @@ def upgrade_request(enrollment: Enrollment, target: str) -> UpgradeRequest:
             update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
         ),
         started_by=PLATFORM,
-        **extra,
+        deferral=bool(automatic.os_rolling_upgrade_deferral),
+        not_before_timeout=enrollment.not_before_timeout,
     )
 
 
