@@ -52,6 +52,7 @@ from models.upgrade import (
     UpgradeRequest,
 )
 from starter import progress
+from starter.auto_commands import auto_app, rollout_app
 from starter.terminal import PATH_LIMIT, clean, clean_message, plain
 from starter.terminal import console as terminal_console
 from starter.upgrades import (
@@ -96,6 +97,8 @@ fleet_app = typer.Typer(
     help="The fleet emulator: serve it, create scale sets, inspect them.", rich_markup_mode=None
 )
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(auto_app, name="auto")
+app.add_typer(rollout_app, name="rollout")
 console = terminal_console()
 DEFAULT_FLEET_URL = "https://127.0.0.1:8780"
 DEFAULT_FLEET_DB = "fleet-emulator.db"

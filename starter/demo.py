@@ -30,6 +30,7 @@ from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import UpgradeRequest
 from starter import processes
+from starter.auto_demo import run_automatic_demo
 from starter.plan import plan_text
 from starter.processes import EmulatorAddress
 from starter.progress import watch
@@ -129,7 +130,17 @@ async def upgrade(console: Console, emulator: EmulatorAddress, instances: int) -
     report = await watch(client, SCALE_SET, console)
     print(json.dumps(report.status.to_json(), indent=2))
     console.print(f"Web UI of this upgrade:\n  {url}", soft_wrap=True)
-    return EXIT_CODES[reported_properties(report).running_status.code]
+    code = EXIT_CODES[reported_properties(report).running_status.code]
+    if code != 0:
+        return code
+    # The second part: the service, not a command. A published version rolls out by itself.
+    return await run_automatic_demo(
+        console,
+        emulator,
+        temporal_address=f"127.0.0.1:{TEMPORAL_PORT}",
+        task_queue=TASK_QUEUE,
+        ui_port=UI_PORT,
+    )
 
 
 def run_demo(*, keep: bool, instances: int, console: Console) -> int:

@@ -238,7 +238,7 @@ class RolloutWorkflow:
             return
         item.state = RolloutSetState.RUNNING
         item.start_time = workflow.now()
-        item.message = f"upgrading to {request.target_image}"
+        item.message = f"upgrading to {self._request.version}"
         self._publish()
         if self._cancelled or item.scale_set in self._cancel_on_start:
             await self._signal(item.workflow_id, CANCEL_SIGNAL)  # asked while it was starting
@@ -261,7 +261,7 @@ class RolloutWorkflow:
             properties = report.status.properties
             cancelled = properties is not None and properties.running_status.code == "Cancelled"
             item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED
-            item.message = f"{'cancelled' if cancelled else 'upgraded'}: {request.target_image}"
+            item.message = f"{'cancelled' if cancelled else 'upgraded'} to {self._request.version}"
         item.end_time = workflow.now()
         self._publish()
 
