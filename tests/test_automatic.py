@@ -39,7 +39,15 @@ from models.automatic import (
 from models.fleet import FaultSpec, FleetOperation, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, UpgradePolicy
-from models.upgrade import UpgradeReport, upgrade_workflow_id
+from models.upgrade import (
+    APPROVE_SIGNAL,
+    INSTANCES_QUERY,
+    ApproveRequest,
+    InstanceProgress,
+    InstanceState,
+    UpgradeReport,
+    upgrade_workflow_id,
+)
 from tests.helpers import INSTANT, eventually
 
 QUICK = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=5))
@@ -370,3 +378,44 @@ async def test_the_watcher_keeps_a_bounded_history_over_a_year(ts_env, ts_worker
         ENROLLMENTS_QUERY, result_type=list[Enrollment]
     )
     assert [e.scale_set for e in enrolled] == [name]
+
+
+async def test_a_deferred_automatic_upgrade_waits_for_approval_and_the_notice_approves_on_its_own(
+    ts_env, ts_worker, fleet
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    approved = await make_set(fleet, images.latest, "westeurope", 2)
+    noticed = await make_set(fleet, images.latest, "eastus", 2)
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
+    deferred = UpgradePolicy.model_validate(
+        {"applicationHealth": QUICK.to_json(), "automaticOSUpgradePolicy": {"osRollingUpgradeDeferral": True}}
+    )
+    await enroll(handle, approved, deferred)
+    notice = EnrollRequest(scale_set=noticed, policy=deferred, not_before_timeout=timedelta(minutes=15))
+    await handle.execute_update(ENROLL_UPDATE, notice, result_type=Enrollment)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+
+    # Nothing is touched until someone approves (Azure's ApproveRollingUpgrade).
+    upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(approved), result_type=UpgradeReport)
+
+    async def instances() -> list[InstanceProgress]:
+        try:
+            return await upgrade.query(INSTANCES_QUERY, result_type=list[InstanceProgress])
+        except RPCError:
+            return []  # not started yet
+
+    await eventually(instances, lambda found: any(i.state == InstanceState.PENDING_APPROVAL for i in found))
+    assert reimages(await fleet.operations(approved)) == []
+    await upgrade.signal(APPROVE_SIGNAL, ApproveRequest(by="operator"))
+    final = await finished(ts_env, rollout)  # the second set: approved on its own after PT15M
+
+    assert final.state == RolloutState.COMPLETED
+    approvers = {}
+    for name in (approved, noticed):
+        done = ts_env.client.get_workflow_handle(upgrade_workflow_id(name), result_type=UpgradeReport)
+        approvers[name] = {i.approved_by for i in (await done.result()).instances}
+        assert len(reimages(await fleet.operations(name))) == 2
+    assert approvers == {approved: {"operator"}, noticed: {"notBeforeTimeout"}}
