@@ -16,6 +16,7 @@ says startedBy Platform.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -261,11 +262,9 @@ def main(keep: bool = False) -> int:
         )
         if keep:
             console.print(f"everything is still up (logs in {workdir}/); Ctrl-C stops it all.")
-            try:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop everything below
                 while all(p.poll() is None for p in started):
                     time.sleep(1)
-            except KeyboardInterrupt:
-                pass
         return code
     finally:
         for process in reversed(started):

@@ -93,7 +93,7 @@ async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
             static_summary=WATCHER_SUMMARY,
         )
     except WorkflowAlreadyStartedError:
-        pass
+        return watcher(client, task_queue)  # it runs already
     except RPCError as err:
         if err.status != RPCStatusCode.ALREADY_EXISTS:
             raise

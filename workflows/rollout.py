@@ -16,6 +16,7 @@ safe point: between scale sets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -202,15 +203,13 @@ class RolloutWorkflow:
                     f"('latest' there is {latest.version or 'none'})"
                 )
                 self._publish()
-            try:
+            with contextlib.suppress(TimeoutError):  # the poll interval passed: look again
                 await workflow.wait_condition(
                     lambda: self._stop_reason(item.scale_set) is not None,
                     timeout=self._request.replication_poll_interval,
                     timeout_summary=f"until {self._request.version} reaches {item.region}",
                 )
-                return False
-            except TimeoutError:
-                pass
+                return False  # stopped while waiting
 
     async def _upgrade(self, item: RolloutSet) -> None:
         enrollment = self._enrollments[item.scale_set]
