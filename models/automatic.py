@@ -45,7 +45,9 @@ PLATFORM = "Platform"  # startedBy of every upgrade a rollout starts, as in Azur
 
 def watcher_workflow_id(task_queue: str) -> str:
     """One watcher per deployment (its task queue); the default queue's is plainly named."""
-    return AUTOMATIC_UPGRADES_ID if task_queue == "rolling-upgrades" else f"{AUTOMATIC_UPGRADES_ID}/{task_queue}"
+    if task_queue == "rolling-upgrades":
+        return AUTOMATIC_UPGRADES_ID
+    return f"{AUTOMATIC_UPGRADES_ID}/{task_queue}"
 
 
 def image_source_key(image: ImageReference) -> str:
