@@ -419,3 +419,29 @@ async def test_a_deferred_automatic_upgrade_waits_for_approval_and_the_notice_ap
         approvers[name] = {i.approved_by for i in (await done.result()).instances}
         assert len(reimages(await fleet.operations(name))) == 2
     assert approvers == {approved: {"operator"}, noticed: {"notBeforeTimeout"}}
+
+
+def test_the_web_ui_details_summarise_each_phase_link_each_upgrade_and_escape_user_text():
+    from datetime import UTC, datetime
+
+    from models.automatic import Hold, RolloutSet
+    from workflows.rollout import details
+
+    status = RolloutStatus(
+        workflow_id="rollout/fleet/web/1.1.0",
+        source=Images().latest,
+        version="1.1.0",
+        state=RolloutState.HELD,
+        phases=[["eastus", "northeurope"], ["westeurope"]],
+        sets=[
+            RolloutSet(scale_set="a", region="eastus", phase=1, state=RolloutSetState.COMPLETED),
+            RolloutSet(scale_set="b", region="westeurope", phase=2),
+        ],
+        hold=Hold(by="ops", reason="**soak** [x](http://evil)", since=datetime(2026, 11, 30, tzinfo=UTC)),
+    )
+    text = details(status, "default")
+    assert "Phase 1 (eastus, northeurope): 1 of 1 scale sets upgraded" in text
+    assert "Phase 2 (westeurope): 0 of 1 scale sets upgraded" in text
+    assert "[a](/namespaces/default/workflows/rolling-upgrade%2Fa)" in text
+    # The reason is shown as text, never as markdown (no bold, no link).
+    assert "\\*\\*soak\\*\\* \\[x\\](http://evil)" in text and "**soak**" not in text

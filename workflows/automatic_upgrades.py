@@ -48,9 +48,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.errors import RefusalCode
     from models.fleet import ScaleSetView
+    from models.markdown import table
+    from models.policy import format_duration
     from workflows import activity_calls
     from workflows.admission import rolled_by_azure
     from workflows.phases import check_phases, plan_phases
+    from workflows.presentation import escaped
     from workflows.rollout import RolloutWorkflow
 
 # Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.
@@ -173,6 +176,7 @@ class AutomaticOSUpgradesWorkflow:
             self._look_now = False  # (before the look: a signal during it asks for another)
             if self._state.enrollments:
                 await self._look()
+            workflow.set_current_details(details(self._state, workflow.info().namespace))
             if workflow.info().get_current_history_length() > HISTORY_LIMIT:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._state)
@@ -283,3 +287,26 @@ class AutomaticOSUpgradesWorkflow:
             await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
         except FailureError as err:  # it ended meanwhile
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
+
+
+def details(state: AutomaticState, namespace: str) -> str:
+    """The Web UI's current details: who is enrolled, what the watcher last saw, and the
+    rollouts in flight with a link to each."""
+    every = format_duration(state.settings.poll_interval)
+    lines = [f"**{len(state.enrollments)} scale set(s) enrolled**, a look for new versions every {every}", ""]
+    rows = [
+        (
+            escaped(e.scale_set),
+            escaped(e.location or "?"),
+            escaped(e.image_reference.with_version("") if e.image_reference else "?"),
+            escaped(e.applied_version or "-"),
+            escaped(e.note or "upgraded automatically"),
+        )
+        for e in (state.enrollments[name] for name in sorted(state.enrollments))
+    ]
+    if rows:
+        lines.append(table(("scale set", "region", "image", "applied", "note"), rows))
+    for summary in state.running.values():
+        link = f"/namespaces/{namespace}/workflows/{summary.workflow_id.replace('/', '%2F')}"
+        lines += ["", f"Rollout in flight: [{escaped(summary.workflow_id)}]({link})"]
+    return "\n".join(lines)

@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         upgrade_workflow_id,
     )
     from workflows import activity_calls, search_attributes
+    from workflows.presentation import escaped
 
 
 def upgrade_request(enrollment: Enrollment, target: str) -> UpgradeRequest:
@@ -336,11 +337,10 @@ def details(status: RolloutStatus, namespace: str) -> str:
     down to its upgrade."""
     lines = [f"**{status.source.with_version(status.version)}**: {status.state.value}"]
     if status.hold:
-        lines.append(
-            f"held by {status.hold.by} since {status.hold.since:%Y-%m-%d %H:%M:%S}Z: {status.hold.reason}"
-        )
+        hold, since = status.hold, status.hold.since.isoformat(timespec="seconds")
+        lines.append(f"held by {escaped(hold.by)} since {since}: {escaped(hold.reason)}")
     if status.stopped_by:
-        lines.append(f"stopped: {status.stopped_by.message}")
+        lines.append(f"stopped: {escaped(status.stopped_by.message or str(status.stopped_by.code))}")
     if status.superseded_by:
         lines.append(f"superseded by {status.superseded_by}")
     for number, regions in enumerate(status.phases, 1):
