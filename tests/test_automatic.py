@@ -20,6 +20,8 @@ from models.automatic import (
     ENROLLMENTS_QUERY,
     HOLD_SIGNAL,
     PLATFORM,
+    RESUME_SIGNAL,
+    ROLLOUT_CANCEL_SIGNAL,
     ROLLOUT_QUERY,
     ROLLOUTS_QUERY,
     WITHDRAW_UPDATE,
@@ -445,3 +447,56 @@ def test_the_web_ui_details_summarise_each_phase_link_each_upgrade_and_escape_us
     assert "[a](/namespaces/default/workflows/rolling-upgrade%2Fa)" in text
     # The reason is shown as text, never as markdown (no bold, no link).
     assert "\\*\\*soak\\*\\* \\[x\\](http://evil)" in text and "**soak**" not in text
+
+
+async def test_a_cancelled_rollout_cancels_the_upgrade_in_flight_starts_no_other_and_is_not_retried(
+    ts_env, ts_worker, fleet
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    first = await make_set(fleet, images.latest, "westeurope", 4, timing=slow)
+    second = await make_set(fleet, images.latest, "northeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (first, second):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    await eventually(lambda: fleet.operations(first), lambda ops: len(reimages(ops)) >= 1)
+
+    await rollout.signal(ROLLOUT_CANCEL_SIGNAL, HoldRequest(by="test", reason="bad image"))
+    final = await finished(ts_env, rollout)
+
+    assert final.state == RolloutState.CANCELLED
+    states = {s.scale_set: s.state for s in final.sets}
+    assert states == {first: RolloutSetState.CANCELLED, second: RolloutSetState.SKIPPED}
+    assert 1 <= len(reimages(await fleet.operations(first))) < 4  # its batch in flight finished
+    assert reimages(await fleet.operations(second)) == []
+    await ts_env.sleep(timedelta(hours=1))  # four more looks: the version is not started again
+    rollouts = await handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary])
+    assert [r.state for r in rollouts] == [RolloutState.CANCELLED]
+
+
+async def test_a_set_refused_at_admission_is_skipped_and_the_rollout_goes_on(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    kept = await make_set(fleet, images.latest, "westeurope")
+    gone = await make_set(fleet, images.latest, "northeurope")  # phase 2: held before it starts
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (gone, kept):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    await rollout.signal(HOLD_SIGNAL, HoldRequest(by="test", reason="while the set goes"))
+    await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
+    await fleet.delete_scale_set(gone)
+    await rollout.signal(RESUME_SIGNAL, HoldRequest(by="test"))
+    final = await finished(ts_env, rollout)
+
+    states = {s.scale_set: s for s in final.sets}
+    assert states[gone].state == RolloutSetState.SKIPPED
+    assert "refused, nothing touched: ScaleSetNotFound" in (states[gone].message or "")
+    assert final.state == RolloutState.COMPLETED and final.stopped_by is None
+    assert states[kept].state == RolloutSetState.COMPLETED

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         image_source_key,
         version_key,
     )
+    from models.errors import RefusalCode
     from models.policy import RollingUpgradePolicy
     from models.status import ApiError
     from models.upgrade import (
@@ -63,6 +64,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import activity_calls, search_attributes
     from workflows.presentation import escaped
+
+
+# An upgrade refused at admission touched nothing: the set is skipped, the rollout goes on.
+REFUSALS = frozenset(code.value for code in RefusalCode)
 
 
 def upgrade_request(enrollment: Enrollment, target: str) -> UpgradeRequest:
@@ -178,16 +183,21 @@ class RolloutWorkflow:
         for item in self._status.sets:
             if item.region != region:
                 continue
-            await workflow.wait_condition(
-                lambda: self._status.hold is None or self._stop_reason() is not None
-            )
-            if (reason := self._stop_reason(item.scale_set)) is not None:
-                self._skip(item, reason)
+            if not await self._may_start(item):
                 continue
             if not await self._replicated(item):
                 self._skip(item, self._stop_reason(item.scale_set) or "stopped")
                 continue
-            await self._upgrade(item)
+            if await self._may_start(item):  # (held or stopped while waiting for replication?)
+                await self._upgrade(item)
+
+    async def _may_start(self, item: RolloutSet) -> bool:
+        """Wait while the rollout is held; False (the set skipped) if it should not start."""
+        await workflow.wait_condition(lambda: self._status.hold is None or self._stop_reason() is not None)
+        if (reason := self._stop_reason(item.scale_set)) is not None:
+            self._skip(item, reason)
+            return False
+        return True
 
     async def _replicated(self, item: RolloutSet) -> bool:
         """Wait until the version may be 'latest' in the set's region; False if stopped first."""
@@ -248,6 +258,9 @@ class RolloutWorkflow:
             cause = err.cause
             code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UpgradeFailed"
             message = cause.message if isinstance(cause, FailureError) else str(err)
+            if code in REFUSALS:  # refused at admission: nothing was touched, the rollout goes on
+                self._skip(item, f"refused, nothing touched: {code}: {message}")
+                return
             item.state = RolloutSetState.FAULTED
             item.message = f"{code}: {message}"
             if self._status.stopped_by is None:
