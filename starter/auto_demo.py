@@ -221,7 +221,7 @@ async def run_automatic_demo(
     )
     console.print(
         f"try `upgradectl rollout show {new}`, `upgradectl rollout list` and `upgradectl auto show` "
-        f"(TEMPORAL_ADDRESS={temporal_address})",
+        f"(TEMPORAL_ADDRESS={temporal_address} UPGRADE_TASK_QUEUE={task_queue})",
         soft_wrap=True,
     )
     return 0 if status.state == RolloutState.COMPLETED else 1

@@ -182,7 +182,8 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
                 f"everything is still up (Web UI http://localhost:{UI_PORT}, fleet emulator "
                 f"{emulator.url}, logs in {WORKDIR}/); with the exports above, try `upgradectl fleet "
                 f"show {SCALE_SET}`, `upgradectl fleet ops {SCALE_SET}` or `upgradectl history "
-                f"{SCALE_SET}` (TEMPORAL_ADDRESS=127.0.0.1:{TEMPORAL_PORT}). Ctrl-C stops it all.",
+                f"{SCALE_SET}` (TEMPORAL_ADDRESS=127.0.0.1:{TEMPORAL_PORT} UPGRADE_TASK_QUEUE={TASK_QUEUE}). "
+                "Ctrl-C stops it all.",
                 soft_wrap=True,
             )
             try:
