@@ -48,6 +48,69 @@ class DataDisk(ViewModel):
     disk_size_gb: int = Field(alias="diskSizeGB")
 
 
+class ExtensionSpec(AzureModel):
+    """One extension of a scale set's model (`virtualMachineProfile.extensionProfile.extensions[]`,
+    its `properties` flattened): what `fleet create` asks for. typeHandlerVersion is the
+    major.minor Azure installs the newest patch of (an exact major.minor.patch pins one)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    publisher: str
+    type_: str = Field(alias="type")
+    type_handler_version: Annotated[str, Field(pattern=r"^\d+(\.\d+){1,3}$")]
+    auto_upgrade_minor_version: bool = True
+    enable_automatic_upgrade: bool = False
+
+
+class ExtensionView(ViewModel):
+    """One extension of a scale set's model, as a back end reads it (Azure's extensionProfile)."""
+
+    name: str
+    publisher: str = ""
+    type_: str = Field(default="", alias="type")
+    type_handler_version: str = ""
+    auto_upgrade_minor_version: bool = False
+    enable_automatic_upgrade: bool = False
+
+    @property
+    def full_type(self) -> str:
+        """`publisher.type`, as instance views name the extension."""
+        return f"{self.publisher}.{self.type_}"
+
+
+class InstanceExtension(ViewModel):
+    """An extension installed on one instance (Azure's instanceView.extensions[] entry)."""
+
+    name: str
+    type_: str = Field(
+        default="", alias="type", description='"publisher.type", as the instance view names it'
+    )
+    type_handler_version: str | None = Field(
+        default=None, description="the version installed, exactly (major.minor.patch)"
+    )
+    status: str = Field(
+        default="ProvisioningState/succeeded",
+        description="the extension's provisioning status code: ProvisioningState/succeeded, "
+        "ProvisioningState/failed/<code>, ProvisioningState/transitioning",
+    )
+    message: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status.lower() == "provisioningstate/succeeded"
+
+    @property
+    def failed(self) -> bool:
+        return self.status.lower().startswith("provisioningstate/failed")
+
+    @property
+    def transitioning(self) -> bool:
+        return self.status.lower() in (
+            "provisioningstate/transitioning",
+            "provisioningstate/updating",
+            "provisioningstate/creating",
+        )
+
+
 class InstanceView(ViewModel):
     # Uniform: the instance id ("0", "1", ...); Flexible: the VM's name.
     instance_id: str
@@ -70,6 +133,13 @@ class InstanceView(ViewModel):
     error_code: str | None = Field(
         default=None, description="the error of the instance's last operation when it failed"
     )
+    extensions: list[InstanceExtension] = Field(
+        default_factory=list, description="the extensions installed on the instance, with versions"
+    )
+
+    def extension(self, name: str) -> InstanceExtension | None:
+        """The installed extension called `name` (case-insensitive), if any."""
+        return next((e for e in self.extensions if e.name.lower() == name.lower()), None)
 
     @property
     def busy(self) -> bool:
@@ -93,6 +163,9 @@ class ScaleSetView(ViewModel):
         default=False, description="automaticOSUpgradePolicy.enableAutomaticOSUpgrade of the set"
     )
     instances: list[InstanceView] = Field(default_factory=list)
+    extensions: list[ExtensionView] = Field(
+        default_factory=list, description="virtualMachineProfile.extensionProfile.extensions"
+    )
 
 
 class OperationStatus(StrEnum):
@@ -107,6 +180,8 @@ class OperationKind(StrEnum):
     RESTORE = "restoreOsDisk"
     # Started from outside the upgrade (the emulator's admin API): keeps an instance busy.
     RESTART = "restart"
+    # One extension of one instance set to a version (PATCH/PUT .../extensions/{name}).
+    INSTALL_EXTENSION = "installExtension"
 
 
 class OperationError(ViewModel):
@@ -136,6 +211,8 @@ class FleetOperation(ViewModel):
     status_url: str | None = Field(
         default=None, description="where the back end polls it (Azure-AsyncOperation)"
     )
+    extension_name: str | None = Field(default=None, description="installExtension: the extension")
+    extension_version: str | None = Field(default=None, description="installExtension: the version asked for")
 
 
 class HealthReading(ViewModel):
@@ -183,10 +260,11 @@ class TimingSpec(AzureModel):
     reimage_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
     restore_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
     boot_seconds: SecondsRange = Field(default_factory=lambda: [2.0, 4.0])
+    extension_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
 
     @model_validator(mode="after")
     def _ordered(self) -> TimingSpec:
-        for name in ("reimage_seconds", "restore_seconds", "boot_seconds"):
+        for name in ("reimage_seconds", "restore_seconds", "boot_seconds", "extension_seconds"):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name}: need 0 <= min <= max (got [{low}, {high}])")
@@ -249,6 +327,19 @@ class FaultSpec(AzureModel):
     faults_on_polls: bool = Field(
         default=True, description="inject on operation-status polls too (Azure throttles them)"
     )
+    # Extension faults: each entry names a version as "<publisher>.<type>:<version>",
+    # "<type>:<version>" or "<extension name>:<version>" (case-insensitive); a version of
+    # major.minor matches every patch of it ("AgentLinux:1.2" matches 1.2.0 and 1.2.7).
+    unhealthy_extension_versions: list[str] = Field(
+        default_factory=list,
+        description="extension versions that make the instance's application unhealthy while "
+        "installed (healthy again once another version is installed)",
+    )
+    failing_extension_versions: list[str] = Field(
+        default_factory=list,
+        description="extension versions whose install fails (VMExtensionProvisioningError) until "
+        "the publisher fixes them (EmulatorAdmin.fix_extension_version)",
+    )
 
 
 class HealthExtensionSpec(AzureModel):
@@ -297,6 +388,11 @@ class ScaleSetSpec(AzureModel):
         default=100, description="instances per page of ARM lists (nextLink beyond)"
     )
     vm_size: str = "Standard_D2s_v3"
+    extensions: list[ExtensionSpec] = Field(
+        default_factory=list,
+        description="extensions of the model besides the Application Health extension; every "
+        "instance gets them installed at create and scale-out",
+    )
 
     @property
     def extension(self) -> HealthExtensionSpec:
