@@ -166,8 +166,20 @@ class EmulatorAdmin:
     async def publish_extension_version(
         self, publisher: str, type_: str, version: str, regions: list[str] | None = None
     ) -> None:
+        """Publish a version of an extension in `regions` (None: everywhere), as the extension
+        images route (…/artifacttypes/vmextension/types/{type}/versions) then lists it."""
         body = {"publisher": publisher, "type": type_, "version": version, "regions": regions or ["*"]}
         await self._call("POST", "/admin/extensionVersions", body)
+
+    async def extension_versions(self) -> list[dict[str, Any]]:
+        """Every published extension version: {"publisher", "type", "version", "regions"}."""
+        return list(await self._call("GET", "/admin/extensionVersions"))
+
+    async def fix_extension_version(self, publisher: str, type_: str, version: str) -> list[str]:
+        """The publisher fixes a version: no scale set's failingExtensionVersions or
+        unhealthyExtensionVersions name it any more. The scale sets whose faults changed."""
+        body = {"publisher": publisher, "type": type_, "version": version}
+        return list((await self._call("POST", "/admin/extensionVersions/fix", body))["scaleSets"])
 
     async def api_versions(self) -> dict[str, int]:
         """The api-versions ARM calls carried, with their counts."""

@@ -150,6 +150,18 @@ def create_app(db_path: str | Path) -> FastAPI:
         regions = body.get("regions") or ["*"]
         cloud.publish_extension_version(body["publisher"], body["type"], body["version"], regions)
 
+    @app.get("/admin/extensionVersions")
+    async def list_extension_versions() -> list[dict[str, Any]]:
+        """Every published extension version: {publisher, type, version, regions}."""
+        return cloud.all_extension_versions()
+
+    @app.post("/admin/extensionVersions/fix")
+    async def fix_extension_version(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        """{"publisher", "type", "version"}: the publisher fixed it; no scale set's faults name
+        it any more (failingExtensionVersions, unhealthyExtensionVersions). The sets changed."""
+        changed = cloud.fix_extension_version(body["publisher"], body["type"], body["version"])
+        return {"scaleSets": changed}
+
     @app.get("/admin/scaleSets/{name}/faults")
     async def get_faults(name: str) -> dict[str, Any]:
         """The scale set's faults and how many were injected since the emulator started."""

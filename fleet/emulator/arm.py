@@ -26,6 +26,7 @@ from models.sorting import natural_key
 __all__ = ["RESOURCE_GROUP", "SUBSCRIPTION", "arm_router"]
 
 GROUP = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute"
+VMSS_EXTENSIONS = GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}/extensions"
 LOCATIONS = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}"
 # Seconds a client should wait between polls of an operation (Azure sends its own guess).
 POLL_SECONDS = 1
@@ -152,6 +153,51 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         current = cloud.instance_view(name, instance_id).image_reference
         return current.model_copy(update={"version": exact, "exact_version": None})
 
+    def extension_of(name: str, instance_id: str, extension: str, expand: bool) -> dict[str, Any]:
+        spec = cloud.spec(name)
+        instance = cloud.instance_view(name, instance_id)
+        found = instance.extension(extension)
+        if found is None:
+            raise CloudError(
+                404,
+                "NotFound",
+                f"extension {extension!r} of instance {name}/{instance_id} was not found",
+            )
+        return resources.instance_extension(spec, instance, found, expand)
+
+    def extensions_of(name: str, instance_id: str, expand: bool) -> dict[str, Any]:
+        spec = cloud.spec(name)
+        instance = cloud.instance_view(name, instance_id)
+        return {
+            "value": [resources.instance_extension(spec, instance, e, expand) for e in instance.extensions]
+        }
+
+    async def install_extension(
+        request: Request, name: str, instance_id: str, extension: str, put: bool
+    ) -> Response:
+        """PUT (create or update) or PATCH (update) of one instance's extension: an install of
+        properties.typeHandlerVersion, accepted as a long-running operation (never deduplicated)."""
+        body = await body_of(request)
+        properties = body.get("properties") or {}
+        version = properties.get("typeHandlerVersion")
+        if not isinstance(version, str) or not version:
+            raise CloudError(400, "InvalidParameter", "properties.typeHandlerVersion: a version is required")
+        spec = cloud.spec(name)
+        existed = cloud.instance_view(name, instance_id).extension(extension) is not None
+        operation = cloud.new_arm_operation(name)
+        cloud.begin_install_extension(
+            name,
+            instance_id,
+            extension,
+            version,
+            publisher=properties.get("publisher") if put else None,
+            type_=properties.get("type") if put else None,
+            arm_operation=operation,
+        )
+        document = extension_of(name, instance_id, extension, False)
+        status = 201 if put and not existed else 200
+        return accepted(request, operation, spec.location, status=status, body=document)
+
     # --- scale sets -------------------------------------------------------------------------
 
     @router.get(GROUP + "/virtualMachineScaleSets")
@@ -226,6 +272,32 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         cloud.begin_reimage(vmss, instance_id, image, operation)
         return accepted(request, operation, spec.location)
 
+    @router.get(VMSS_EXTENSIONS)
+    async def list_scale_set_vm_extensions(vmss: str, instance_id: str, request: Request) -> dict[str, Any]:
+        uniform(vmss)
+        return extensions_of(vmss, instance_id, expanded(request))
+
+    @router.get(VMSS_EXTENSIONS + "/{extension}")
+    async def get_scale_set_vm_extension(
+        vmss: str, instance_id: str, extension: str, request: Request
+    ) -> dict[str, Any]:
+        uniform(vmss)
+        return extension_of(vmss, instance_id, extension, expanded(request))
+
+    @router.put(VMSS_EXTENSIONS + "/{extension}")
+    async def put_scale_set_vm_extension(
+        vmss: str, instance_id: str, extension: str, request: Request
+    ) -> Response:
+        uniform(vmss)
+        return await install_extension(request, vmss, instance_id, extension, put=True)
+
+    @router.patch(VMSS_EXTENSIONS + "/{extension}")
+    async def patch_scale_set_vm_extension(
+        vmss: str, instance_id: str, extension: str, request: Request
+    ) -> Response:
+        uniform(vmss)
+        return await install_extension(request, vmss, instance_id, extension, put=False)
+
     # --- Flexible instances: virtual machines -----------------------------------------------
 
     @router.get(GROUP + "/virtualMachines")
@@ -292,6 +364,22 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         return accepted(
             request, operation, cloud.spec(name).location, status=200, body=flexible_vm(vm, False)
         )
+
+    @router.get(GROUP + "/virtualMachines/{vm}/extensions")
+    async def list_vm_extensions(vm: str, request: Request) -> dict[str, Any]:
+        return extensions_of(cloud.flexible_scale_set_of(vm), vm, expanded(request))
+
+    @router.get(GROUP + "/virtualMachines/{vm}/extensions/{extension}")
+    async def get_vm_extension(vm: str, extension: str, request: Request) -> dict[str, Any]:
+        return extension_of(cloud.flexible_scale_set_of(vm), vm, extension, expanded(request))
+
+    @router.put(GROUP + "/virtualMachines/{vm}/extensions/{extension}")
+    async def put_vm_extension(vm: str, extension: str, request: Request) -> Response:
+        return await install_extension(request, cloud.flexible_scale_set_of(vm), vm, extension, put=True)
+
+    @router.patch(GROUP + "/virtualMachines/{vm}/extensions/{extension}")
+    async def patch_vm_extension(vm: str, extension: str, request: Request) -> Response:
+        return await install_extension(request, cloud.flexible_scale_set_of(vm), vm, extension, put=False)
 
     # --- operations -------------------------------------------------------------------------
 
@@ -374,8 +462,15 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         return JSONResponse([resources.marketplace_version(loc, publisher, offer, sku, v) for v in versions])
 
     @router.get(LOCATIONS + "/publishers/{publisher}/artifacttypes/vmextension/types/{type_}/versions")
-    async def extension_versions(loc: str, publisher: str, type_: str) -> Response:
+    async def extension_versions(loc: str, publisher: str, type_: str, request: Request) -> Response:
+        """A bare JSON array of the versions published in `loc` (VirtualMachineExtensionImage);
+        $orderby=name sorts as strings, as Azure does; $top cuts."""
         versions = sorted(cloud.extension_versions(publisher, type_, loc), key=natural_key)
+        order = (request.query_params.get("$orderby") or "").lower()
+        if order.startswith("name"):
+            versions.sort(reverse=order.endswith("desc"))
+        if (top := request.query_params.get("$top")) and top.isdigit():
+            versions = versions[: int(top)]
         return JSONResponse([resources.extension_version(loc, publisher, type_, v) for v in versions])
 
     return router

@@ -21,11 +21,14 @@ from typing import Any, NamedTuple
 from models.fleet import (
     CustomMetrics,
     DataDisk,
+    ExtensionSpec,
+    ExtensionView,
     FaultSpec,
     FleetOperation,
     GalleryImageVersion,
     HealthProbe,
     HealthState,
+    InstanceExtension,
     InstanceView,
     OperationError,
     OperationKind,
@@ -48,6 +51,12 @@ ALL_REGIONS = "*"
 AppState = str
 DOWN = "Down"
 APP_STATES = (HealthState.HEALTHY.value, HealthState.UNHEALTHY.value, HealthState.UNKNOWN.value, DOWN)
+# The Application Health extension every scale set has (its settings: ScaleSetSpec.extension).
+HEALTH_EXTENSION = "HealthExtension"
+HEALTH_PUBLISHER = "Microsoft.ManagedServices"
+HEALTH_TYPE = "ApplicationHealthLinux"
+# What Azure says when an extension's handler fails to install or enable.
+EXTENSION_ERROR = "VMExtensionProvisioningError"
 
 
 class EndpointAnswer(NamedTuple):
@@ -91,6 +100,22 @@ def resource_id(name: str) -> str:
 
 def disk_id(disk: str) -> str:
     return f"{PROVIDER}/disks/{disk}"
+
+
+def extension_version_matches(entry: str, publisher: str, type_: str, name: str, version: str) -> bool:
+    """A FaultSpec extension entry ("<publisher>.<type>:<version>", "<type>:<version>" or
+    "<name>:<version>", case-insensitive) names this version; major.minor names every patch."""
+    key, _, wanted = entry.rpartition(":")
+    if not key or not wanted:
+        return False
+    if key.lower() not in (f"{publisher}.{type_}".lower(), type_.lower(), name.lower()):
+        return False
+    return version == wanted or version.startswith(wanted + ".")
+
+
+def health_extension_version(spec: ScaleSetSpec) -> str:
+    """The Application Health extension's installed version: rich states came with 2.0."""
+    return "2.0.12" if spec.extension.rich else "1.0.6"
 
 
 def instance_name(spec: ScaleSetSpec, ordinal: int) -> str:
@@ -186,6 +211,31 @@ class Cloud:
                 ready_at,
             ),
         )
+        for extension in spec.extensions:
+            version = self._initial_extension_version(spec, extension, now)
+            self.db.execute(
+                "INSERT OR REPLACE INTO instance_extensions (scale_set, instance_id, name, publisher,"
+                " type, version, status, changed_at) VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?)",
+                (spec.name, instance_id, extension.name, extension.publisher, extension.type_, version, now),
+            )
+
+    def _initial_extension_version(self, spec: ScaleSetSpec, extension: ExtensionSpec, now: float) -> str:
+        """What a new instance gets: the newest published patch of typeHandlerVersion's
+        major.minor (autoUpgradeMinorVersion: the newest minor of its major); a version nobody
+        published yet is published on the way (everywhere), as create publishes its image."""
+        wanted = extension.type_handler_version
+        found = self.resolve_extension_version(
+            extension.publisher,
+            extension.type_,
+            wanted,
+            spec.location,
+            newest_minor=extension.auto_upgrade_minor_version,
+        )
+        if found is not None:
+            return found
+        exact = wanted if wanted.count(".") >= 2 else f"{wanted}.0"
+        self.publish_extension_version(extension.publisher, extension.type_, exact, [ALL_REGIONS])
+        return exact
 
     def scale_out(self, name: str, count: int, image: ImageReference | None = None) -> ScaleSetView:
         """Add `count` instances, placed as create places them, with ids continuing the
@@ -218,7 +268,7 @@ class Cloud:
         return self.scale_set_view(name)
 
     def _delete(self, name: str) -> None:
-        for table in ("instances", "os_disks", "operations"):
+        for table in ("instances", "os_disks", "operations", "instance_extensions"):
             self.db.execute(f"DELETE FROM {table} WHERE scale_set = ?", (name,))
         self.db.execute("DELETE FROM scale_sets WHERE name = ?", (name,))
         for key in [key for key in self.probe_answers if key[0] == name]:
@@ -236,6 +286,9 @@ class Cloud:
     def delete_instance(self, name: str, instance_id: str) -> None:
         self._instance(name, instance_id)
         self.db.execute("DELETE FROM instances WHERE scale_set = ? AND instance_id = ?", (name, instance_id))
+        self.db.execute(
+            "DELETE FROM instance_extensions WHERE scale_set = ? AND instance_id = ?", (name, instance_id)
+        )
 
     def force_health(self, name: str, instance_id: str, state: HealthState | None) -> None:
         self._instance(name, instance_id)
@@ -257,6 +310,7 @@ class Cloud:
             "ON d.name = i.os_disk WHERE i.scale_set = ? ORDER BY i.ordinal LIMIT ? OFFSET ?",
             (name, limit, offset),
         ).fetchall()
+        installed = self._installed_extensions(name)
         return ScaleSetView(
             name=name,
             id=resource_id(name),
@@ -266,8 +320,42 @@ class Cloud:
             orchestration_mode=spec.orchestration_mode,
             upgrade_mode=spec.upgrade_mode,
             automatic_os_upgrade=spec.automatic_os_upgrade,
-            instances=[self._instance_view(spec, row, probe) for row in rows],
+            instances=[self._instance_view(spec, row, probe, installed) for row in rows],
+            extensions=self.model_extensions(spec),
         )
+
+    @staticmethod
+    def model_extensions(spec: ScaleSetSpec) -> list[ExtensionView]:
+        """The model's extensionProfile: the Application Health extension, then the others."""
+        health = ExtensionView(
+            name=HEALTH_EXTENSION,
+            publisher=HEALTH_PUBLISHER,
+            type_=HEALTH_TYPE,
+            type_handler_version="2.0" if spec.extension.rich else "1.0",
+            auto_upgrade_minor_version=True,
+        )
+        return [health, *(ExtensionView.model_validate(e.to_json()) for e in spec.extensions)]
+
+    def _installed_extensions(
+        self, name: str, instance_id: str | None = None
+    ) -> dict[str, list[sqlite3.Row]]:
+        """Installed extensions by instance id (every instance of the set, or one)."""
+        query, args = "SELECT * FROM instance_extensions WHERE scale_set = ?", [name]
+        if instance_id is not None:
+            query, args = query + " AND instance_id = ?", [name, instance_id]
+        installed: dict[str, list[sqlite3.Row]] = {}
+        for row in self.db.execute(query + " ORDER BY name", args):
+            installed.setdefault(row["instance_id"], []).append(row)
+        return installed
+
+    def _stopped(self, row: sqlite3.Row) -> bool:
+        """The instance is stopped for an operation (an extension install leaves it running)."""
+        if not row["busy_operation"]:
+            return False
+        kind = self.db.execute(
+            "SELECT kind FROM operations WHERE operation_id = ?", (row["busy_operation"],)
+        ).fetchone()
+        return kind is None or kind[0] != OperationKind.INSTALL_EXTENSION.value
 
     def instance_count(self, name: str) -> int:
         self.spec(name)
@@ -306,11 +394,20 @@ class Cloud:
             raise CloudError(404, "NotFound", f"instance {name}/{instance_id} was not found")
         return row
 
-    def _instance_view(self, spec: ScaleSetSpec, row: sqlite3.Row, probe: bool = False) -> InstanceView:
+    def _instance_view(
+        self,
+        spec: ScaleSetSpec,
+        row: sqlite3.Row,
+        probe: bool = False,
+        installed: dict[str, list[sqlite3.Row]] | None = None,
+    ) -> InstanceView:
         image = ImageReference.model_validate_json(row["image"])
         now = self.clock()
+        if installed is None:
+            installed = self._installed_extensions(spec.name, row["instance_id"])
         if row["busy_operation"]:
-            provisioning, power = "Updating", "stopped"
+            provisioning = "Updating"
+            power = "stopped" if self._stopped(row) else ("starting" if now < row["ready_at"] else "running")
         else:
             provisioning = "Failed" if row["error_code"] else "Succeeded"
             power = "starting" if now < row["ready_at"] else "running"
@@ -336,6 +433,33 @@ class Cloud:
             power_state=power,
             health=health,
             custom_metrics=metrics,
+            extensions=[
+                InstanceExtension(
+                    name=HEALTH_EXTENSION,
+                    type_=f"{HEALTH_PUBLISHER}.{HEALTH_TYPE}",
+                    type_handler_version=health_extension_version(spec),
+                ),
+                *(self._installed_view(e) for e in installed.get(row["instance_id"], [])),
+            ],
+        )
+
+    @staticmethod
+    def _installed_view(row: sqlite3.Row) -> InstanceExtension:
+        status, message = {
+            "succeeded": ("ProvisioningState/succeeded", None),
+            "transitioning": ("ProvisioningState/transitioning", "installing"),
+        }.get(row["status"], (f"ProvisioningState/failed/{row['error_code'] or 1}", "Enable failed"))
+        if row["status"] == "failed":
+            message = (
+                f"Enable failed: version {row['version']} of {row['publisher']}.{row['type']} "
+                f"exited with an error ({row['error_code']})"
+            )
+        return InstanceExtension(
+            name=row["name"],
+            type_=f"{row['publisher']}.{row['type']}",
+            type_handler_version=row["version"],
+            status=status,
+            message=message,
         )
 
     # --- health -----------------------------------------------------------------------------
@@ -350,7 +474,7 @@ class Cloud:
         """One probe of the instance's application by its Application Health extension, read
         as the extension reads it (models.health.interpret with the extension's settings). The
         extension itself says unknown while the VM is stopped and initializing while it boots."""
-        if row["busy_operation"]:
+        if self._stopped(row):
             return HealthProbe(state=HealthState.UNKNOWN, detail="the instance is stopped for an operation")
         if self.clock() < row["ready_at"]:
             return HealthProbe(state=HealthState.INITIALIZING, detail="the instance is booting")
@@ -378,7 +502,7 @@ class Cloud:
         script = self.probe_answers.get((spec.name, row["instance_id"]))
         if script:
             return (script.pop(0) if consume else script[0]), "a scripted answer"
-        if row["busy_operation"]:
+        if self._stopped(row):
             return DOWN, "the instance is stopped for an operation"
         if self.clock() < row["ready_at"]:
             return DOWN, "the instance is booting"
@@ -386,9 +510,26 @@ class Cloud:
             state = HealthState(row["forced_health"])
             # Initializing is the extension's own state; the application is not answering yet.
             return (DOWN if state == HealthState.INITIALIZING else state.value), "health set from outside"
+        if broken := self._breaking_extension(spec, row):
+            return HealthState.UNHEALTHY.value, broken
         if row["app_healthy"]:
             return HealthState.HEALTHY.value, "the application answers"
         return HealthState.UNHEALTHY.value, "the application fails its health check"
+
+    def _breaking_extension(self, spec: ScaleSetSpec, row: sqlite3.Row) -> str | None:
+        """Why an installed extension version breaks the application (unhealthyExtensionVersions)."""
+        entries = spec.faults.unhealthy_extension_versions
+        if not entries:
+            return None
+        for ext in self._installed_extensions(spec.name, row["instance_id"]).get(row["instance_id"], []):
+            if ext["status"] != "succeeded":
+                continue
+            if any(
+                extension_version_matches(entry, ext["publisher"], ext["type"], ext["name"], ext["version"])
+                for entry in entries
+            ):
+                return f"extension {ext['name']} version {ext['version']} breaks the application"
+        return None
 
     def app_health(self, name: str, instance_id: str, path: str = "health") -> EndpointAnswer:
         """The instance's health endpoint, answering as the scale set's `appEndpoint` says.
@@ -499,12 +640,88 @@ class Cloud:
         )
 
     def extension_versions(self, publisher: str, type_: str, location: str) -> list[str]:
+        """The versions published in `location`, in numeric order."""
         rows = self.db.execute(
             "SELECT * FROM extension_versions WHERE lower(publisher) = lower(?) AND lower(type) = lower(?)",
             (publisher, type_),
         ).fetchall()
-        regions = [(r["version"], json.loads(r["regions"])) for r in rows]
-        return [v for v, where in regions if ALL_REGIONS in where or location in where]
+        regions = [(r["version"], [w.lower() for w in json.loads(r["regions"])]) for r in rows]
+        found = [v for v, where in regions if ALL_REGIONS in where or location.lower() in where]
+        return sorted(found, key=natural_key)
+
+    def all_extension_versions(self) -> list[dict[str, Any]]:
+        """Every published extension version: {publisher, type, version, regions}."""
+        rows = self.db.execute("SELECT * FROM extension_versions ORDER BY publisher, type").fetchall()
+        documents = [
+            {
+                "publisher": r["publisher"],
+                "type": r["type"],
+                "version": r["version"],
+                "regions": json.loads(r["regions"]),
+            }
+            for r in rows
+        ]
+        return sorted(documents, key=lambda d: (d["publisher"], d["type"], natural_key(d["version"])))
+
+    def resolve_extension_version(
+        self, publisher: str, type_: str, wanted: str, location: str, *, newest_minor: bool = False
+    ) -> str | None:
+        """The exact version to install in `location`: `wanted` itself when it is a published
+        major.minor.patch; for a major.minor, its newest published patch (newest_minor: the newest
+        version of its major from that minor on); None when nothing published fits."""
+        published = self.extension_versions(publisher, type_, location)
+        if wanted in published and wanted.count(".") >= 2:
+            return wanted
+        parts = wanted.split(".")
+        major, minor = parts[0], int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+        def fits(version: str) -> bool:
+            have = version.split(".")
+            if have[0] != major or len(have) < 2 or not have[1].isdigit():
+                return False
+            return int(have[1]) >= minor if newest_minor else int(have[1]) == minor
+
+        candidates = [v for v in published if fits(v)]
+        return max(candidates, key=natural_key) if candidates else None
+
+    @staticmethod
+    def _names(entry: str, publisher: str, type_: str, names: set[str], version: str) -> bool:
+        return any(
+            extension_version_matches(entry, publisher, type_, extension, version)
+            for extension in names | {type_}
+        )
+
+    def fix_extension_version(self, publisher: str, type_: str, version: str) -> list[str]:
+        """The publisher fixes a version: every scale set's faults stop naming it (it installs
+        and runs well from now on). The scale sets whose faults changed."""
+        changed = []
+        for name in self.scale_set_names():
+            spec = self.spec(name)
+            faults = spec.faults
+            names = {
+                e.name
+                for e in spec.extensions
+                if (e.publisher.lower(), e.type_.lower()) == (publisher.lower(), type_.lower())
+            }
+
+            failing = [
+                e
+                for e in faults.failing_extension_versions
+                if not self._names(e, publisher, type_, names, version)
+            ]
+            unhealthy = [
+                e
+                for e in faults.unhealthy_extension_versions
+                if not self._names(e, publisher, type_, names, version)
+            ]
+            if (failing, unhealthy) != (
+                faults.failing_extension_versions,
+                faults.unhealthy_extension_versions,
+            ):
+                update = {"failing_extension_versions": failing, "unhealthy_extension_versions": unhealthy}
+                self.set_faults(name, faults.model_copy(update=update))
+                changed.append(name)
+        return changed
 
     def _image_row(self, image: ImageReference) -> sqlite3.Row:
         return self.db.execute(
@@ -637,6 +854,84 @@ class Cloud:
             arm_operation=arm_operation,
         )
 
+    def begin_install_extension(
+        self,
+        name: str,
+        instance_id: str,
+        extension_name: str,
+        version: str,
+        *,
+        publisher: str | None = None,
+        type_: str | None = None,
+        arm_operation: str | None = None,
+    ) -> FleetOperation:
+        """Install `version` of one extension on one instance (PUT/PATCH .../extensions/{name}):
+        a published major.minor.patch, or a major.minor (its newest patch in the set's region).
+        The instance keeps running; every call is a new install (no deduplication). A version
+        in failingExtensionVersions fails (VMExtensionProvisioningError)."""
+        self.settle()
+        spec = self.spec(name)
+        instance = self._idle_instance(name, instance_id)
+        if extension_name.lower() == HEALTH_EXTENSION.lower():
+            raise CloudError(
+                409,
+                "OperationNotAllowed",
+                f"the emulator's {HEALTH_EXTENSION} follows the scale set's healthExtension settings; "
+                "its version cannot be changed per instance",
+            )
+        current = self.db.execute(
+            "SELECT * FROM instance_extensions WHERE scale_set = ? AND instance_id = ?"
+            " AND lower(name) = lower(?)",
+            (name, instance_id, extension_name),
+        ).fetchone()
+        model = next((e for e in spec.extensions if e.name.lower() == extension_name.lower()), None)
+        if current is not None:
+            extension_name, publisher, type_ = current["name"], current["publisher"], current["type"]
+        elif model is not None:
+            extension_name = model.name
+            publisher, type_ = publisher or model.publisher, type_ or model.type_
+        if not publisher or not type_:
+            raise CloudError(
+                404,
+                "NotFound",
+                f"extension {extension_name!r} of instance {name}/{instance_id} was not found "
+                "(a PUT naming its publisher and type adds it)",
+            )
+        exact = self.resolve_extension_version(publisher, type_, version, spec.location)
+        if exact is None:
+            known = ", ".join(self.extension_versions(publisher, type_, spec.location)) or "none"
+            raise CloudError(
+                404,
+                "ArtifactNotFound",
+                f"version {version} of extension {publisher}.{type_} is not published in {spec.location} "
+                f"(published there: {known})",
+            )
+        failing = any(
+            extension_version_matches(entry, publisher, type_, extension_name, exact)
+            for entry in spec.faults.failing_extension_versions
+        )
+        now = self.clock()
+        self.db.execute(
+            "INSERT INTO instance_extensions (scale_set, instance_id, name, publisher, type, version,"
+            " status, changed_at) VALUES (?, ?, ?, ?, ?, ?, 'transitioning', ?)"
+            " ON CONFLICT (scale_set, instance_id, name) DO UPDATE SET status = 'transitioning',"
+            " changed_at = excluded.changed_at",
+            (name, instance_id, extension_name, publisher, type_, exact, now),
+        )
+        operation_id = str(uuid.uuid4())
+        seconds = within(spec.timing.extension_seconds, spec.seed, "extension", instance_id, operation_id)
+        return self._begin(
+            operation_id,
+            OperationKind.INSTALL_EXTENSION,
+            name,
+            instance_id,
+            instance["os_disk"],
+            seconds,
+            error_code=EXTENSION_ERROR if failing else None,
+            arm_operation=arm_operation,
+            extension=(extension_name, exact),
+        )
+
     def begin_restart(
         self, name: str, instance_id: str, seconds: float, operation_id: str | None = None
     ) -> FleetOperation:
@@ -749,13 +1044,16 @@ class Cloud:
         target_disk: str | None = None,
         error_code: str | None = None,
         arm_operation: str | None = None,
+        extension: tuple[str, str] | None = None,
     ) -> FleetOperation:
         now = self.clock()
+        extension_name, extension_version = extension or (None, None)
         with self._transaction():
             self.db.execute(
                 "INSERT INTO operations (operation_id, kind, scale_set, instance_id, status,"
                 " start_time, complete_at, image, target_disk, previous_os_disk, error_code,"
-                " arm_operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " arm_operation, extension_name, extension_version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     operation_id,
                     kind.value,
@@ -769,6 +1067,8 @@ class Cloud:
                     current_disk,
                     error_code,
                     arm_operation,
+                    extension_name,
+                    extension_version,
                 ),
             )
             self.db.execute(
@@ -819,6 +1119,8 @@ class Cloud:
             retry_after_seconds=(
                 max(0.0, row["complete_at"] - self.clock()) if status == OperationStatus.IN_PROGRESS else None
             ),
+            extension_name=row["extension_name"],
+            extension_version=row["extension_version"],
         )
 
     def settle(self) -> None:
@@ -840,6 +1142,8 @@ class Cloud:
         ).fetchone()
         if not exists:
             return self._fail(op, "NotFound", "the instance was deleted during the operation")
+        if op["kind"] == OperationKind.INSTALL_EXTENSION.value:
+            return self._finish_install(op)
         if op["error_code"]:
             # Azure leaves the VM with provisioningState Failed and the error in its instance
             # view until an operation succeeds on it.
@@ -882,6 +1186,43 @@ class Cloud:
         )
         if op["kind"] == OperationKind.REIMAGE.value:
             self._count_reimage(spec)
+
+    def _finish_install(self, op: sqlite3.Row) -> None:
+        """The extension's handler ran: its version is installed, enabled or failed. The VM
+        did not stop: it is free again at once, its application as it was."""
+        name, instance_id, ended = op["scale_set"], op["instance_id"], op["complete_at"]
+        extension, version, code = op["extension_name"], op["extension_version"], op["error_code"]
+        self.db.execute(
+            "UPDATE instances SET busy_operation = NULL, error_code = ?"
+            " WHERE scale_set = ? AND instance_id = ?",
+            (code, name, instance_id),
+        )
+        self.db.execute(
+            "UPDATE instance_extensions SET version = ?, status = ?, error_code = ?, changed_at = ?"
+            " WHERE scale_set = ? AND instance_id = ? AND name = ?",
+            (version, "failed" if code else "succeeded", code, ended, name, instance_id, extension),
+        )
+        self.db.execute(
+            "UPDATE operations SET ready_at = ? WHERE operation_id = ?", (ended, op["operation_id"])
+        )
+        if code:
+            row = self.db.execute(
+                "SELECT publisher, type FROM instance_extensions WHERE scale_set = ? AND instance_id = ?"
+                " AND name = ?",
+                (name, instance_id, extension),
+            ).fetchone()
+            publisher, type_ = (row["publisher"], row["type"]) if row else ("", "")
+            message = (
+                f"VM has reported a failure when processing extension '{extension}' (publisher "
+                f"'{publisher}' and type '{type_}'). Error message: 'Enable failed: version {version} "
+                "exited with code 1'."
+            )
+            return self._fail(op, code, message)
+        self.db.execute(
+            "UPDATE operations SET status = ?, end_time = ? WHERE operation_id = ?",
+            (OperationStatus.SUCCEEDED.value, ended, op["operation_id"]),
+        )
+        return None
 
     def _release(self, op: sqlite3.Row, ready_at: float) -> None:
         """The instance is free again and boots; it answers its health endpoint at `ready_at`."""

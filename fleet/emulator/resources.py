@@ -7,13 +7,20 @@ import json
 import uuid
 from typing import Any
 
-from fleet.emulator.cloud import PROVIDER, SUBSCRIPTION, disk_id, iso, resource_id
-from models.fleet import HealthState, InstanceView, ScaleSetSpec
+from fleet.emulator.cloud import (
+    HEALTH_EXTENSION,
+    HEALTH_PUBLISHER,
+    HEALTH_TYPE,
+    PROVIDER,
+    SUBSCRIPTION,
+    disk_id,
+    iso,
+    resource_id,
+)
+from models.fleet import ExtensionSpec, HealthState, InstanceExtension, InstanceView, ScaleSetSpec
 from models.image import ImageReference
 
-HEALTH_EXTENSION = "HealthExtension"
-HEALTH_PUBLISHER = "Microsoft.ManagedServices"
-HEALTH_TYPE = "ApplicationHealthLinux"
+__all__ = ["HEALTH_EXTENSION", "HEALTH_PUBLISHER", "HEALTH_TYPE"]
 # Azure's display names of regions, as gallery replication shows them.
 REGION_NAMES = {
     "westeurope": "West Europe",
@@ -88,6 +95,94 @@ def health_extension(spec: ScaleSetSpec) -> dict[str, Any]:
     }
 
 
+def model_extension(spec: ScaleSetSpec, extension: ExtensionSpec) -> dict[str, Any]:
+    """One extension of the scale set's model (VirtualMachineScaleSetExtension)."""
+    return {
+        "name": extension.name,
+        "id": f"{resource_id(spec.name)}/extensions/{extension.name}",
+        "type": "Microsoft.Compute/virtualMachineScaleSets/extensions",
+        "properties": {
+            "publisher": extension.publisher,
+            "type": extension.type_,
+            "typeHandlerVersion": extension.type_handler_version,
+            "autoUpgradeMinorVersion": extension.auto_upgrade_minor_version,
+            "enableAutomaticUpgrade": extension.enable_automatic_upgrade,
+            "provisioningState": "Succeeded",
+        },
+    }
+
+
+def _provisioning(extension: InstanceExtension) -> str:
+    if extension.failed:
+        return "Failed"
+    return "Updating" if extension.transitioning else "Succeeded"
+
+
+def _extension_status(extension: InstanceExtension) -> dict[str, Any]:
+    code = extension.status
+    if extension.failed:
+        return _status(code, "Provisioning failed", "Error", extension.message)
+    if extension.transitioning:
+        return _status(code, "Transitioning", message=extension.message)
+    return _status(code, "Provisioning succeeded", message=extension.message or "Enable succeeded")
+
+
+def extension_instance_view(extension: InstanceExtension) -> dict[str, Any]:
+    """instanceView.extensions[] of an extension other than the Application Health one."""
+    return {
+        "name": extension.name,
+        "type": extension.type_,
+        "typeHandlerVersion": extension.type_handler_version,
+        "statuses": [_extension_status(extension)],
+    }
+
+
+def instance_extension(
+    spec: ScaleSetSpec, instance: InstanceView, extension: InstanceExtension, expand: bool
+) -> dict[str, Any]:
+    """An instance's extension as a resource (VirtualMachineScaleSetVMExtension on Uniform,
+    VirtualMachineExtension on Flexible): the VM's `resources` and the extension routes."""
+    publisher, _, type_ = extension.type_.rpartition(".")
+    model = next((e for e in spec.extensions if e.name == extension.name), None)
+    properties: dict[str, Any] = {
+        "publisher": publisher,
+        "type": type_,
+        "typeHandlerVersion": extension.type_handler_version,
+        "autoUpgradeMinorVersion": model.auto_upgrade_minor_version if model else False,
+        "enableAutomaticUpgrade": model.enable_automatic_upgrade if model else False,
+        "provisioningState": _provisioning(extension),
+    }
+    if expand:
+        properties["instanceView"] = extension_instance_view(extension)
+    if spec.orchestration_mode == "Flexible":
+        return {
+            "name": extension.name,
+            "id": f"{PROVIDER}/virtualMachines/{instance.instance_id}/extensions/{extension.name}",
+            "type": "Microsoft.Compute/virtualMachines/extensions",
+            "location": spec.location,
+            "properties": properties,
+        }
+    return {
+        "name": extension.name,
+        "id": f"{resource_id(spec.name)}/virtualMachines/{instance.instance_id}/extensions/{extension.name}",
+        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/extensions",
+        "properties": properties,
+    }
+
+
+def _vm_resources(spec: ScaleSetSpec, instance: InstanceView) -> list[dict[str, Any]]:
+    """The VM's extension resources (besides the Application Health extension)."""
+    documents = []
+    for extension in instance.extensions:
+        if extension.name == HEALTH_EXTENSION:
+            continue
+        document = instance_extension(spec, instance, extension, False)
+        if spec.orchestration_mode != "Flexible":  # `resources` are VirtualMachineExtensions
+            document = {**document, "type": "Microsoft.Compute/virtualMachines/extensions"}
+        documents.append({**document, "location": spec.location})
+    return documents
+
+
 def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any]:
     flexible = spec.orchestration_mode == "Flexible"
     storage: dict[str, Any] = {
@@ -122,7 +217,9 @@ def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any
         "virtualMachineProfile": {
             "osProfile": {"computerNamePrefix": spec.name[:9], "adminUsername": "azureuser"},
             "storageProfile": storage,
-            "extensionProfile": {"extensions": [health_extension(spec)]},
+            "extensionProfile": {
+                "extensions": [health_extension(spec), *(model_extension(spec, e) for e in spec.extensions)]
+            },
         },
         "provisioningState": "Succeeded",
         "overprovision": False,
@@ -189,6 +286,7 @@ def instance_view(spec: ScaleSetSpec, instance: InstanceView, since: float) -> d
         "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded")],
         "substatuses": substatuses,
     }
+    others = [extension_instance_view(e) for e in instance.extensions if e.name != HEALTH_EXTENSION]
     return {
         "platformUpdateDomain": instance.platform_update_domain,
         "platformFaultDomain": instance.platform_fault_domain,
@@ -203,7 +301,7 @@ def instance_view(spec: ScaleSetSpec, instance: InstanceView, since: float) -> d
             {"name": disk, "statuses": [_status("ProvisioningState/succeeded", "Provisioning succeeded")]}
             for disk in [instance.os_disk.name, *(d.name for d in instance.data_disks)]
         ],
-        "extensions": [extension],
+        "extensions": [extension, *others],
         "vmHealth": {
             "status": _status(f"HealthState/{health.value.lower()}", f"The VM is {health.value.lower()}")
         },
@@ -267,6 +365,8 @@ def scale_set_vm(
         "sku": {"name": spec.vm_size, "tier": "Standard"},
         "properties": properties,
     }
+    if resources := _vm_resources(spec, instance):
+        document["resources"] = resources
     if instance.zone:
         document["zones"] = [instance.zone]
     return document
@@ -291,6 +391,8 @@ def virtual_machine(spec: ScaleSetSpec, instance: InstanceView, since: float, ex
         "location": spec.location,
         "properties": properties,
     }
+    if resources := _vm_resources(spec, instance):
+        document["resources"] = resources
     if instance.zone:
         document["zones"] = [instance.zone]
     return document

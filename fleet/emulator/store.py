@@ -77,6 +77,20 @@ CREATE TABLE IF NOT EXISTS extension_versions (
     regions TEXT NOT NULL,
     PRIMARY KEY (publisher, type, version)
 );
+-- The extensions installed on each instance (besides the Application Health extension, which
+-- the scale set's spec describes): the version installed and its provisioning status.
+CREATE TABLE IF NOT EXISTS instance_extensions (
+    scale_set TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    publisher TEXT NOT NULL,
+    type TEXT NOT NULL,
+    version TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'succeeded',
+    error_code TEXT,
+    changed_at REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (scale_set, instance_id, name)
+);
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, complete_at);
 CREATE INDEX IF NOT EXISTS operations_by_set ON operations (scale_set, seq);
 """
@@ -101,6 +115,8 @@ ADDED_COLUMNS = [
     ("scale_sets", "etag", "INTEGER NOT NULL DEFAULT 1"),
     ("images", "end_of_life", "TEXT"),
     ("images", "excluded_regions", "TEXT NOT NULL DEFAULT '[]'"),
+    ("operations", "extension_name", "TEXT"),
+    ("operations", "extension_version", "TEXT"),
 ]
 
 
