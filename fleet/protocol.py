@@ -39,6 +39,19 @@ class FleetBackend(Protocol):
         """Send one restore of the OS disk an instance had before (`InstanceView.restore_point`
         read before the reimage). Never resent automatically."""
 
+    async def begin_install_extension(
+        self, scale_set: str, instance_id: str, extension_name: str, version: str
+    ) -> FleetOperation:
+        """Send one install of `version` of the instance's extension `extension_name` (an
+        extension of the scale set's model, already on the instance): the accepted operation
+        (kind installExtension), with the status URL to poll. Never resent automatically; two
+        calls are two installs. Raises FleetRequestError ArtifactNotFound for a version not
+        published in the scale set's region."""
+
+    async def extension_versions(self, publisher: str, type_: str, location: str) -> list[str]:
+        """The versions of an extension published in `location`, in numeric order (1.9 before
+        1.10)."""
+
     async def get_operation(self, operation: FleetOperation) -> FleetOperation:
         """The current state of an operation this back end accepted (polls its status URL)."""
 

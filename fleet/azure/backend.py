@@ -1,6 +1,7 @@
 """AzureFleet: the FleetBackend on Azure Resource Manager (azure-mgmt-compute's async client).
 
-Reads use the SDK as it is (paging, retries). Actions (reimage, restore) are sent exactly once:
+Reads use the SDK as it is (paging, retries). Actions (reimage, restore, extension installs)
+are sent exactly once:
 retries off for the call and no SDK poller; the accepted answer's status URL goes into the
 FleetOperation, and `get_operation` polls it through the client's pipeline (auth, TLS).
 """
@@ -8,6 +9,7 @@ FleetOperation, and `get_operation` polls it through the client's pipeline (auth
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,7 +19,10 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.compute.models import (
+    VirtualMachineExtensionUpdate,
+    VirtualMachineExtensionUpdateProperties,
     VirtualMachineReimageParameters,
+    VirtualMachineScaleSetVMExtensionUpdate,
     VirtualMachineScaleSetVMReimageParameters,
 )
 
@@ -334,6 +339,49 @@ class AzureFleet:
             )
         response = await self._reimage(scale_set, instance_id, point.image.exact_version)
         return accepted(response, kind=kind, scale_set=scale_set, instance_id=instance_id, image=point.image)
+
+    async def begin_install_extension(
+        self, scale_set: str, instance_id: str, extension_name: str, version: str
+    ) -> FleetOperation:
+        """One PATCH of the instance's extension (VirtualMachineScaleSetVMExtensions.begin_update on
+        Uniform, VirtualMachineExtensions.begin_update on Flexible) setting typeHandlerVersion,
+        with a fresh forceUpdateTag so the handler runs even on the version it has (a reinstall).
+        A PATCH, not a PUT: it keeps the extension's settings and protectedSettings, which no
+        GET returns and a PUT would have to resend."""
+        if not version:
+            raise FleetRequestError("InvalidParameter", "an extension install needs a version")
+        mode, _ = await self._mode(scale_set)
+        properties = VirtualMachineExtensionUpdateProperties(
+            type_handler_version=version, force_update_tag=str(uuid.uuid4())
+        )
+        if mode == "Flexible":
+            response = await self._send_once(
+                self.client.virtual_machine_extensions.begin_update,
+                self._rg,
+                instance_id,
+                extension_name,
+                VirtualMachineExtensionUpdate(properties=properties),
+            )
+        else:
+            response = await self._send_once(
+                self.client.virtual_machine_scale_set_vm_extensions.begin_update,
+                self._rg,
+                scale_set,
+                instance_id,
+                extension_name,
+                VirtualMachineScaleSetVMExtensionUpdate(properties=properties),
+            )
+        operation = accepted(
+            response, kind=OperationKind.INSTALL_EXTENSION, scale_set=scale_set, instance_id=instance_id
+        )
+        return operation.model_copy(update={"extension_name": extension_name, "extension_version": version})
+
+    async def extension_versions(self, publisher: str, type_: str, location: str) -> list[str]:
+        with arm_errors():
+            images = await self.client.virtual_machine_extension_images.list_versions(
+                location, publisher, type_
+            )
+        return sorted({str(image.name) for image in images if image.name}, key=natural_key)
 
     async def get_operation(self, operation: FleetOperation) -> FleetOperation:
         url = operation.status_url

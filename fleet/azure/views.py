@@ -14,7 +14,17 @@ from pydantic import ValidationError
 
 from fleet.errors import FleetRequestError
 from fleet.restore_points import image_restore_point
-from models.fleet import CustomMetrics, DataDisk, HealthProbe, HealthState, InstanceView, OsDisk, ScaleSetView
+from models.fleet import (
+    CustomMetrics,
+    DataDisk,
+    ExtensionView,
+    HealthProbe,
+    HealthState,
+    InstanceExtension,
+    InstanceView,
+    OsDisk,
+    ScaleSetView,
+)
 from models.image import LATEST, ImageReference
 
 Json = dict[str, Any]
@@ -79,6 +89,62 @@ def custom_metrics(instance_view: Json | None) -> CustomMetrics:
             except (ValueError, AttributeError, TypeError, ValidationError):
                 return CustomMetrics()
     return CustomMetrics()
+
+
+def instance_extensions(vm: Json) -> list[InstanceExtension]:
+    """The extensions installed on a VM: its instance view's `extensions` (name, "publisher.type",
+    the exact typeHandlerVersion, the provisioning status); an extension only listed in the VM's
+    `resources` (no instance view yet) with its resource's version and provisioning state."""
+    found: dict[str, InstanceExtension] = {}
+    for entry in dig(vm, "properties", "instanceView", "extensions") or []:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            continue
+        statuses = [s for s in entry.get("statuses") or [] if isinstance(s, dict)]
+        status = next(
+            (s for s in statuses if str(s.get("code") or "").startswith("ProvisioningState/")), None
+        )
+        found[str(entry["name"]).lower()] = InstanceExtension(
+            name=str(entry["name"]),
+            type_=str(entry.get("type") or ""),
+            type_handler_version=entry.get("typeHandlerVersion"),
+            status=str(status.get("code")) if status else "ProvisioningState/succeeded",
+            message=status.get("message") if status else None,
+        )
+    for resource in vm.get("resources") or []:
+        name = dig(resource, "name")
+        properties = dig(resource, "properties") or {}
+        if not isinstance(name, str) or not name or name.lower() in found:
+            continue
+        state = str(properties.get("provisioningState") or "Succeeded").lower()
+        found[name.lower()] = InstanceExtension(
+            name=name,
+            type_=f"{properties.get('publisher') or ''}.{properties.get('type') or ''}",
+            type_handler_version=properties.get("typeHandlerVersion"),
+            status="ProvisioningState/transitioning"
+            if state in ("updating", "creating")
+            else f"ProvisioningState/{state}",
+        )
+    return list(found.values())
+
+
+def model_extensions(vmss: Json) -> list[ExtensionView]:
+    """The scale set model's extensionProfile.extensions, `properties` flattened."""
+    views = []
+    for entry in dig(vmss, "properties", "virtualMachineProfile", "extensionProfile", "extensions") or []:
+        if not isinstance(entry, dict) or not entry.get("name"):
+            continue
+        properties = entry.get("properties") or {}
+        views.append(
+            ExtensionView(
+                name=str(entry["name"]),
+                publisher=str(properties.get("publisher") or ""),
+                type_=str(properties.get("type") or ""),
+                type_handler_version=str(properties.get("typeHandlerVersion") or ""),
+                auto_upgrade_minor_version=bool(properties.get("autoUpgradeMinorVersion")),
+                enable_automatic_upgrade=bool(properties.get("enableAutomaticUpgrade")),
+            )
+        )
+    return views
 
 
 def _statuses(instance_view: Json | None) -> list[Json]:
@@ -153,6 +219,7 @@ def instance_of(vm: Json, *, flexible: bool) -> InstanceView:
         custom_metrics=custom_metrics(view),
         error_code=error_code(view),
         restore_point=dig(os_disk, "managedDisk", "id") if flexible else _image_point(image),
+        extensions=instance_extensions(vm),
     )
 
 
@@ -193,6 +260,7 @@ def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
             dig(upgrade_policy, "automaticOSUpgradePolicy", "enableAutomaticOSUpgrade")
         ),
         instances=instances,
+        extensions=model_extensions(vmss),
     )
 
 
