@@ -394,6 +394,21 @@ class ScaleSetSpec(AzureModel):
         "instance gets them installed at create and scale-out",
     )
 
+    @model_validator(mode="after")
+    def _extension_names(self) -> ScaleSetSpec:
+        seen: set[str] = set()
+        for extension in self.extensions:
+            key = extension.name.lower()
+            if key == "healthextension":
+                raise ValueError(
+                    "extensions: HealthExtension is the Application Health extension; "
+                    "set it with healthExtension"
+                )
+            if key in seen:
+                raise ValueError(f"extensions: the name {extension.name!r} is used twice")
+            seen.add(key)
+        return self
+
     @property
     def extension(self) -> HealthExtensionSpec:
         """The health extension in effect (old specs: appEndpoint decides rich or binary)."""

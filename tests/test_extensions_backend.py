@@ -443,3 +443,62 @@ async def test_extension_versions_per_region_in_numeric_order(
         ("1.11.0", ["eastus", "northeurope"]),
         ("2.0.0", ["*"]),
     ]
+
+
+@pytest.mark.parametrize("mode", ["Uniform", "Flexible"])
+async def test_the_sdks_own_put_and_poller_install_and_add_extensions(
+    fleet: EmulatorAdmin, azure: AzureFleet, mode: str
+) -> None:
+    """PUT (create_or_update) as another Azure client sends it, followed by azure-core's ARM
+    poller to the end: an update of an installed extension (200) and a new one (201)."""
+    type_, other = unique("Agent"), unique("Backup")
+    await publish(fleet, type_, "1.2.3", "1.3.0")
+    await publish(fleet, other, "5.0.1")
+    name = unique("ext-put-")
+    await create(fleet, name, [agent(type_)], orchestrationMode=mode, capacity=1)
+    instance = (await azure.get_scale_set(name)).instances[0].instance_id
+    sdk = azure.client
+
+    async def put(extension: str, properties: dict[str, Any]) -> Any:
+        body = {"properties": properties}
+        if mode == "Flexible":
+            body["location"] = "westeurope"
+            poller = await sdk.virtual_machine_extensions.begin_create_or_update(
+                RG, instance, extension, body, polling_interval=0.1
+            )
+        else:
+            poller = await sdk.virtual_machine_scale_set_vm_extensions.begin_create_or_update(
+                RG, name, instance, extension, body, polling_interval=0.1
+            )
+        return await poller.result()
+
+    updated = await put("agent", {"publisher": PUBLISHER, "type": type_, "typeHandlerVersion": "1.3.0"})
+    assert updated.properties.type_handler_version == "1.3.0"
+    added = await put("backup", {"publisher": PUBLISHER, "type": other, "typeHandlerVersion": "5.0"})
+    assert added.properties.type_handler_version == "5.0.1"  # major.minor: its newest patch
+    after = await azure.get_instance(name, instance)
+    assert installed(after) == ("1.3.0", "ProvisioningState/succeeded")
+    assert installed(after, "backup") == ("5.0.1", "ProvisioningState/succeeded")
+    log = await fleet.operations(name)
+    assert [(o.kind, o.extension_name, o.extension_version) for o in log] == [
+        (OperationKind.INSTALL_EXTENSION, "agent", "1.3.0"),
+        (OperationKind.INSTALL_EXTENSION, "backup", "5.0.1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extensions", "says"),
+    [
+        ([{**agent("A"), "name": "HealthExtension"}], "healthExtension"),
+        ([agent("A"), {**agent("B"), "name": "Agent"}], "used twice"),
+        ([agent("A", "latest")], "typeHandlerVersion"),
+    ],
+)
+def test_a_spec_refuses_extensions_it_cannot_hold(extensions: list[dict[str, Any]], says: str) -> None:
+    body = {
+        "name": "web",
+        "imageReference": {"publisher": "p", "offer": "o", "sku": "s"},
+        "extensions": extensions,
+    }
+    with pytest.raises(ValueError, match=says):
+        ScaleSetSpec.model_validate(body)
