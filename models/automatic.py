@@ -31,6 +31,7 @@ WITHDRAW_UPDATE = "withdraw"
 SETTINGS_UPDATE = "settings"
 ENROLLMENTS_QUERY = "enrollments"
 ROLLOUTS_QUERY = "rollouts"
+STATE_QUERY = "state"  # the whole AutomaticState: what a new run starts from if this one ended
 ROLLOUT_ENDED_SIGNAL = "rollout_ended"
 # On RolloutWorkflow
 ROLLOUT_QUERY = "rollout"

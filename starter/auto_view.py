@@ -258,7 +258,9 @@ def phases_text(phases: list[list[str]] | None) -> str:
 
 
 def settings_table(settings: AutomaticSettings, *, running: bool = True) -> Table:
-    title = "watcher settings" + ("" if running else " (defaults: the watcher is not running yet)")
+    title = "watcher settings" + (
+        "" if running else " (the watcher is not running: `auto enable` or `auto settings` starts it)"
+    )
     table = Table(title=title, show_header=False)
     table.add_row("pollInterval", format_duration(settings.poll_interval))
     table.add_row("replicationPollInterval", format_duration(settings.replication_poll_interval))

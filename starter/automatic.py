@@ -21,7 +21,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -36,6 +41,7 @@ from models.automatic import (
     ROLLOUT_QUERY,
     ROLLOUTS_QUERY,
     SETTINGS_UPDATE,
+    STATE_QUERY,
     WITHDRAW_UPDATE,
     AutomaticSettings,
     AutomaticState,
@@ -82,18 +88,31 @@ def watcher(client: Client, task_queue: str) -> WorkflowHandle:
 
 
 async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
-    """Start the watcher unless it runs already. The start is tried and an existing run
-    tolerated (the time-skipping test server does not take id conflict policies)."""
+    """Start the watcher unless it runs already. A watcher that ended (terminated from the Web
+    UI, say) is started again with its enrollments and settings, read from the ended run, so
+    nothing enrolled is lost. The start is tried and an existing run tolerated (the
+    time-skipping test server does not take id conflict policies)."""
+    handle = watcher(client, task_queue)
+    state = AutomaticState()
+    try:
+        description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+    else:
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            return handle
+        state = await _query(handle, STATE_QUERY, AutomaticState)  # (a worker replays it)
     try:
         await client.start_workflow(
             AUTOMATIC_UPGRADES_WORKFLOW,
-            AutomaticState(),
+            state,
             id=watcher_workflow_id(task_queue),
             task_queue=task_queue,
             static_summary=WATCHER_SUMMARY,
         )
     except WorkflowAlreadyStartedError:
-        return watcher(client, task_queue)  # it runs already
+        return handle  # started meanwhile
     except RPCError as err:
         if err.status != RPCStatusCode.ALREADY_EXISTS:
             raise
@@ -176,8 +195,16 @@ async def enrollments(client: Client, task_queue: str) -> list[Enrollment]:
 async def overview(client: Client, task_queue: str) -> Overview:
     """The settings in force and every enrollment; the defaults when no watcher runs."""
     handle = watcher(client, task_queue)
-    if not await _watcher_exists(handle):
-        return Overview(running=False)
+    try:
+        description = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return Overview(running=False)
+        raise
+    if description.status != WorkflowExecutionStatus.RUNNING:  # ended: what the next start keeps
+        state = await _query(handle, STATE_QUERY, AutomaticState)
+        listed = [state.enrollments[name] for name in sorted(state.enrollments)]
+        return Overview(running=False, settings=state.settings, enrollments=listed)
     listed = await _query(handle, ENROLLMENTS_QUERY, list[Enrollment])
     return Overview(running=True, settings=await current_settings(client, task_queue), enrollments=listed)
 

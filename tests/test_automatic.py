@@ -294,7 +294,8 @@ async def test_a_fault_in_phase_one_leaves_phase_two_untouched(ts_env, ts_worker
 async def test_a_newer_version_supersedes_a_rollout_between_scale_sets(ts_env, ts_worker, fleet):
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
-    first = await make_set(fleet, images.latest, "westeurope")
+    slow = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    first = await make_set(fleet, images.latest, "westeurope", timing=slow)
     second = await make_set(fleet, images.latest, "northeurope")
     handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
     for name in (first, second):
@@ -302,15 +303,14 @@ async def test_a_newer_version_supersedes_a_rollout_between_scale_sets(ts_env, t
     await fleet.publish_image(images.at("1.1.0"))
     await handle.signal(CHECK_NOW_SIGNAL)
     old = await rollout_of(ts_env.client, images, "1.1.0")
-    await old.signal(HOLD_SIGNAL, HoldRequest(by="test", reason="hold phase 2 while 1.2.0 comes"))
     await eventually(
         lambda: rollout_status(old),
-        lambda s: {i.scale_set: i.state for i in s.sets}[first] == RolloutSetState.COMPLETED,
+        lambda s: {i.scale_set: i.state for i in s.sets}[first] == RolloutSetState.RUNNING,
     )
 
-    await fleet.publish_image(images.at("1.2.0"))
+    await fleet.publish_image(images.at("1.2.0"))  # while the first phase's upgrade runs
     await handle.signal(CHECK_NOW_SIGNAL)
-    superseded = await finished(ts_env, old)  # held, it ends at once: nothing of it is in flight
+    superseded = await finished(ts_env, old)  # once the upgrade in flight finished
     new = await finished(ts_env, await rollout_of(ts_env.client, images, "1.2.0"))
 
     assert superseded.state == RolloutState.SUPERSEDED
@@ -500,3 +500,26 @@ async def test_a_set_refused_at_admission_is_skipped_and_the_rollout_goes_on(ts_
     assert "refused, nothing touched: ScaleSetNotFound" in (states[gone].message or "")
     assert final.state == RolloutState.COMPLETED and final.stopped_by is None
     assert states[kept].state == RolloutSetState.COMPLETED
+
+
+async def test_a_watcher_that_ended_is_started_again_with_its_enrollments(ts_env, ts_worker, fleet):
+    from starter import automatic
+
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    first = await make_set(fleet, images.latest, "westeurope", 1)
+    second = await make_set(fleet, images.latest, "eastus", 1)
+    queue = ts_worker.task_queue
+    await automatic.change_settings(ts_env.client, queue, AutomaticSettings(poll_interval=timedelta(hours=2)))
+    await automatic.enroll(ts_env.client, queue, EnrollRequest(scale_set=first, policy=POLICY, by="test"))
+    handle = ts_env.client.get_workflow_handle(watcher_workflow_id(queue))
+    await handle.terminate(reason="someone pressed Terminate in the Web UI")
+
+    shown = await automatic.overview(ts_env.client, queue)  # reads only: not started again
+    assert not shown.running and [e.scale_set for e in shown.enrollments] == [first]
+    await automatic.enroll(ts_env.client, queue, EnrollRequest(scale_set=second, policy=POLICY, by="test"))
+
+    again = await automatic.overview(ts_env.client, queue)
+    assert again.running
+    assert sorted(e.scale_set for e in again.enrollments) == sorted([first, second])
+    assert again.settings.poll_interval == timedelta(hours=2)

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ROLLOUT_ENDED_SIGNAL,
         ROLLOUTS_QUERY,
         SETTINGS_UPDATE,
+        STATE_QUERY,
         SUPERSEDE_SIGNAL,
         WITHDRAW_UPDATE,
         WITHDRAWN_SIGNAL,
@@ -139,6 +140,10 @@ class AutomaticOSUpgradesWorkflow:
     @workflow.query(name=ROLLOUTS_QUERY)
     def rollouts(self) -> list[RolloutSummary]:
         return [*self._state.recent, *self._state.running.values()]
+
+    @workflow.query(name=STATE_QUERY)
+    def state(self) -> AutomaticState:
+        return self._state
 
     @workflow.signal(name=CHECK_NOW_SIGNAL)
     def check_now(self) -> None:
