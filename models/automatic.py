@@ -39,6 +39,7 @@ HOLD_SIGNAL = "hold"
 RESUME_SIGNAL = "resume"
 ROLLOUT_CANCEL_SIGNAL = "cancel"
 SUPERSEDE_SIGNAL = "supersede"
+PING_SIGNAL = "ping"  # the watcher's check that a rollout it started still runs
 WITHDRAWN_SIGNAL = "withdrawn"
 
 PLATFORM = "Platform"  # startedBy of every upgrade a rollout starts, as in Azure's history

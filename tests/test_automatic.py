@@ -523,3 +523,38 @@ async def test_a_watcher_that_ended_is_started_again_with_its_enrollments(ts_env
     assert again.running
     assert sorted(e.scale_set for e in again.enrollments) == sorted([first, second])
     assert again.settings.poll_interval == timedelta(hours=2)
+
+
+async def test_a_rollout_terminated_behind_the_watchers_back_does_not_block_its_image(
+    ts_env, ts_worker, fleet
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    first = await make_set(fleet, images.latest, "westeurope", timing=slow)
+    second = await make_set(fleet, images.latest, "northeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (first, second):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    old = await rollout_of(ts_env.client, images, "1.1.0")
+    await eventually(
+        lambda: rollout_status(old),
+        lambda s: {i.scale_set: i.state for i in s.sets}[first] == RolloutSetState.RUNNING,
+    )
+    await old.terminate(reason="pressed Terminate in the Web UI")
+
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollouts = await eventually(
+        lambda: handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary]),
+        lambda found: [r.state for r in found] == [RolloutState.CANCELLED],
+    )
+    assert "ended without a word to the watcher" in (rollouts[0].message or "")
+    enrolled = {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
+    assert enrolled[second].failed_version == "1.1.0"  # not started again by itself
+
+    await fleet.publish_image(images.at("1.2.0"))  # a newer version rolls as usual
+    await handle.signal(CHECK_NOW_SIGNAL)
+    new = await finished(ts_env, await rollout_of(ts_env.client, images, "1.2.0"))
+    assert {s.scale_set: s.state for s in new.sets}[second] == RolloutSetState.COMPLETED

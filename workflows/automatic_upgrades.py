@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         CHECK_NOW_SIGNAL,
         ENROLL_UPDATE,
         ENROLLMENTS_QUERY,
+        PING_SIGNAL,
         ROLLOUT_ENDED_SIGNAL,
         ROLLOUTS_QUERY,
         SETTINGS_UPDATE,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         EnrollRequest,
         RolloutEnded,
         RolloutRequest,
+        RolloutSet,
         RolloutSetState,
         RolloutState,
         RolloutSummary,
@@ -59,6 +61,8 @@ with workflow.unsafe.imports_passed_through():
 
 # Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.
 HISTORY_LIMIT = 4_000
+# 2026-11: each look first checks that the rollouts it started still run (a ping signal).
+PING_ROLLOUTS = "ping-rollouts"
 # Ended rollouts kept for `upgradectl rollout list`.
 RECENT_ROLLOUTS = 50
 
@@ -194,6 +198,8 @@ class AutomaticOSUpgradesWorkflow:
 
     async def _look(self) -> None:
         """Read the enrolled sets and 'latest' of their images; start or supersede rollouts."""
+        if workflow.patched(PING_ROLLOUTS):
+            await self._forget_vanished_rollouts()
         for survey in await activity_calls.survey_scale_sets(sorted(self._state.enrollments)):
             if (enrollment := self._state.enrollments.get(survey.scale_set)) is not None:
                 self._observe(enrollment, survey)
@@ -265,6 +271,36 @@ class AutomaticOSUpgradesWorkflow:
             scale_sets=[e.scale_set for e in due],
             start_time=workflow.now(),
         )
+
+    async def _forget_vanished_rollouts(self) -> None:
+        """A rollout that ended without telling the watcher (terminated from the Web UI, say)
+        would hold its image source forever: it counts as cancelled, so its version is not
+        started again on its sets until a newer one (or `auto enable`)."""
+        for key, running in list(self._state.running.items()):
+            if await self._still_runs(running.workflow_id) or self._state.running.get(key) is not running:
+                continue  # running, or its own word arrived meanwhile
+            workflow.logger.warning("rollout %s ended without a word: cancelled", running.workflow_id)
+            self.rollout_ended(
+                RolloutEnded(
+                    workflow_id=running.workflow_id,
+                    source_key=key,
+                    version=running.version,
+                    state=RolloutState.CANCELLED,
+                    sets=[
+                        RolloutSet(scale_set=name, region="", state=RolloutSetState.SKIPPED)
+                        for name in running.scale_sets
+                    ],
+                    message="ended without a word to the watcher (terminated?): counted as cancelled",
+                    end_time=workflow.now(),
+                )
+            )
+
+    async def _still_runs(self, workflow_id: str) -> bool:
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).signal(PING_SIGNAL)
+        except FailureError:  # a signal to an ended workflow fails
+            return False
+        return True
 
     def _observe(self, enrollment: Enrollment, survey: steps.ScaleSetSurvey) -> None:
         """What the watcher read of a set; `note` says why it is not upgraded automatically."""

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from models import steps
     from models.automatic import (
         HOLD_SIGNAL,
+        PING_SIGNAL,
         PLATFORM,
         RESUME_SIGNAL,
         ROLLOUT_CANCEL_SIGNAL,
@@ -125,7 +126,10 @@ class RolloutWorkflow:
         return self._status
 
     @workflow.signal(name=HOLD_SIGNAL)
-    def hold(self, request: HoldRequest) -> None:
+    def hold(self, request: HoldRequest | None = None) -> None:
+        """No further scale set starts until `resume`. (These signals read a missing payload as
+        the defaults: one sent bare from the Web UI must not fail the workflow task.)"""
+        request = request or HoldRequest()
         if self._status.state not in (RolloutState.RUNNING, RolloutState.HELD):
             return
         self._status.hold = Hold(by=request.by, reason=request.reason, since=workflow.now())
@@ -133,14 +137,15 @@ class RolloutWorkflow:
         self._publish()
 
     @workflow.signal(name=RESUME_SIGNAL)
-    def resume(self, request: HoldRequest) -> None:
+    def resume(self, request: HoldRequest | None = None) -> None:
         if self._status.state == RolloutState.HELD:
             self._status.hold = None
             self._status.state = RolloutState.RUNNING
             self._publish()
 
     @workflow.signal(name=ROLLOUT_CANCEL_SIGNAL)
-    async def cancel(self, request: HoldRequest) -> None:
+    async def cancel(self, request: HoldRequest | None = None) -> None:
+        request = request or HoldRequest()
         if self._cancelled or self._status.end_time is not None:
             return
         self._cancelled = True
@@ -149,6 +154,10 @@ class RolloutWorkflow:
             if item.state == RolloutSetState.RUNNING and item.workflow_id:
                 await self._signal(item.workflow_id, CANCEL_SIGNAL)
         self._publish()
+
+    @workflow.signal(name=PING_SIGNAL)
+    def ping(self) -> None:
+        """The watcher asks whether this rollout still runs (a signal to an ended one fails)."""
 
     @workflow.signal(name=SUPERSEDE_SIGNAL)
     def supersede(self, request: SupersedeRequest) -> None:
