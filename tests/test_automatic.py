@@ -558,3 +558,28 @@ async def test_a_rollout_terminated_behind_the_watchers_back_does_not_block_its_
     await handle.signal(CHECK_NOW_SIGNAL)
     new = await finished(ts_env, await rollout_of(ts_env.client, images, "1.2.0"))
     assert {s.scale_set: s.state for s in new.sets}[second] == RolloutSetState.COMPLETED
+
+
+async def test_opting_out_with_cancel_cancels_the_upgrade_in_flight(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    first = await make_set(fleet, images.latest, "westeurope", 5, timing=slow)
+    second = await make_set(fleet, images.latest, "northeurope")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["northeurope"]])
+    for name in (first, second):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    await eventually(lambda: fleet.operations(first), lambda ops: len(reimages(ops)) >= 1)
+
+    withdraw = WithdrawRequest(scale_set=first, cancel_in_flight=True, by="test")
+    await handle.execute_update(WITHDRAW_UPDATE, withdraw, result_type=Enrollment)
+    final = await finished(ts_env, rollout)
+
+    states = {s.scale_set: s.state for s in final.sets}
+    assert states == {first: RolloutSetState.CANCELLED, second: RolloutSetState.COMPLETED}
+    assert 1 <= len(reimages(await fleet.operations(first))) < 5  # its batch in flight finished
+    upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(first), result_type=UpgradeReport)
+    assert (await upgrade.result()).status.properties.running_status.code == "Cancelled"
