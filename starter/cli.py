@@ -40,6 +40,7 @@ from temporalio.service import RPCError
 
 from fleet.errors import FleetError, FleetRequestError
 from models.base import describe_validation_error, without_docs_link
+from models.fleet import InstanceExtension
 from models.image import ImageReference
 from models.policy import UpgradePolicy
 from models.status import UpgradeWaitKind
@@ -889,8 +890,30 @@ async def fleet_show(
             f"{clean(name)} ({clean(view.location)}, model {clean(view.image_reference)})", limit=None
         )
     )
-    for column in ("instance", "zone", "UD", "FD", "image", "OS disk", "health", "state", "data disks"):
+    columns = (
+        "instance",
+        "zone",
+        "UD",
+        "FD",
+        "image",
+        "OS disk",
+        "health",
+        "state",
+        "data disks",
+        "extensions",
+    )
+    for column in columns:
         table.add_column(column)
+    if view.extensions:
+        table.caption = plain(
+            "extensions: "
+            + "; ".join(
+                f"{e.name} {e.full_type} {e.type_handler_version}"
+                + (" (automatic upgrade)" if e.enable_automatic_upgrade else "")
+                for e in view.extensions
+            ),
+            limit=None,
+        )
     for i in view.instances:
         table.add_row(
             plain(i.instance_id),
@@ -902,8 +925,16 @@ async def fleet_show(
             i.health.value,
             plain(f"{i.provisioning_state}/{i.power_state}"),
             plain(", ".join(d.name for d in i.data_disks), limit=None),
+            plain(", ".join(installed(e) for e in i.extensions) or "-", limit=None),
         )
     console.print(table)
+
+
+def installed(extension: InstanceExtension) -> str:
+    """An instance's extension as `fleet show` lists it: name, version, and a failure or an
+    install under way."""
+    state = " FAILED" if extension.failed else " (installing)" if extension.transitioning else ""
+    return f"{extension.name} {extension.type_handler_version or '?'}{state}"
 
 
 @fleet_app.command("ops")

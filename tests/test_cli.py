@@ -183,3 +183,22 @@ async def test_fleet_create_from_a_yaml_file_with_flags_on_top(upgradectl, fleet
     assert missing.code == 3 and "--image is required" in missing.err
     bad = await upgradectl("fleet", "create", "bad", "--image", str(V2), "--instances", "0")
     assert bad.code == 3 and "capacity: must be a whole number from 1 to 10000" in bad.err
+
+
+async def test_fleet_show_lists_each_instances_extension_versions(upgradectl, fleet, tmp_path):
+    await fleet.publish_extension_version("Contoso.Monitoring", "AgentLinux", "1.2.3", ["*"])
+    spec = tmp_path / "agents.yaml"
+    spec.write_text(
+        "capacity: 2\n"
+        "imageReference: {publisher: Contoso, offer: web-os, sku: '2024', version: 2024.11.01}\n"
+        "extensions:\n"
+        "  - {name: agent, publisher: Contoso.Monitoring, type: AgentLinux, typeHandlerVersion: '1.2',"
+        " enableAutomaticUpgrade: true}\n"
+    )
+    created = await upgradectl("fleet", "create", "agents-set", "--file", str(spec))
+    assert created.code == 0, created.err
+
+    shown = await upgradectl("fleet", "show", "agents-set")
+    assert shown.code == 0, shown.err
+    assert "agent Contoso.Monitoring.AgentLinux 1.2 (automatic upgrade)" in shown.out  # the model
+    assert shown.out.count("agent 1.2.3") == 2  # what each instance runs
