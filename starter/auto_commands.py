@@ -33,6 +33,24 @@ from models.automatic import (
     WithdrawRequest,
 )
 from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
+from starter.policy_options import (
+    CrossZone,
+    HealthGracePeriod,
+    HealthInterval,
+    HealthPath,
+    HealthPort,
+    HealthProbes,
+    HealthProtocol,
+    HealthWaitTimeout,
+    MaxBatchPercent,
+    MaxUnhealthyPercent,
+    MaxUnhealthyUpgradedPercent,
+    PauseBetweenBatches,
+    PrioritizeUnhealthy,
+    RollbackOnBreach,
+    health_flags,
+    rolling_flags,
+)
 from starter.terminal import PATH_LIMIT, clean, plain
 from starter.terminal import console as terminal_console
 from starter.upgrades import EXIT_REFUSED
@@ -231,47 +249,34 @@ async def enable(
         str | None,
         typer.Option(help="osImageNotificationProfile.notBeforeTimeout, ISO 8601, PT5M-PT2H (Azure: PT15M)."),
     ] = None,
-    max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_upgraded_instance_percent: Annotated[
-        int | None, typer.Option(help="0-100, default 20.")
-    ] = None,
-    pause_time_between_batches: Annotated[
-        str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
-    ] = None,
-    enable_cross_zone_upgrade: Annotated[
-        bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")
-    ] = None,
-    prioritize_unhealthy_instances: Annotated[
-        bool | None, typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")
-    ] = None,
-    rollback_failed_instances_on_policy_breach: Annotated[
-        bool | None,
-        typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach"),
-    ] = None,
-    health_protocol: Annotated[str | None, typer.Option(help="http, https or tcp.")] = None,
-    health_port: Annotated[int | None, typer.Option(help="1-65535, default 80.")] = None,
-    health_path: Annotated[str | None, typer.Option(help="requestPath, default /health.")] = None,
-    health_interval: Annotated[int | None, typer.Option(help="intervalInSeconds, 1-60, default 5.")] = None,
-    health_probes: Annotated[int | None, typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
-    health_grace_period: Annotated[int | None, typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
-    health_wait_timeout: Annotated[
-        str | None, typer.Option(help="ISO 8601, per instance, default PT5M.")
-    ] = None,
+    max_batch_instance_percent: MaxBatchPercent = None,
+    max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
+    max_unhealthy_upgraded_instance_percent: MaxUnhealthyUpgradedPercent = None,
+    pause_time_between_batches: PauseBetweenBatches = None,
+    enable_cross_zone_upgrade: CrossZone = None,
+    prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
+    rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
+    health_protocol: HealthProtocol = None,
+    health_port: HealthPort = None,
+    health_path: HealthPath = None,
+    health_interval: HealthInterval = None,
+    health_probes: HealthProbes = None,
+    health_grace_period: HealthGracePeriod = None,
+    health_wait_timeout: HealthWaitTimeout = None,
 ) -> None:
     """Opt a scale set in to automatic OS image upgrades (again: change its policy). Only a set
     whose image reference says 'latest' is upgraded; a pinned version is left alone."""
     name = scale_set_name(scale_set)
     timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
-    rolling = {
-        "maxBatchInstancePercent": max_batch_instance_percent,
-        "maxUnhealthyInstancePercent": max_unhealthy_instance_percent,
-        "maxUnhealthyUpgradedInstancePercent": max_unhealthy_upgraded_instance_percent,
-        "pauseTimeBetweenBatches": pause_time_between_batches,
-        "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
-        "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
-        "rollbackFailedInstancesOnPolicyBreach": rollback_failed_instances_on_policy_breach,
-    }
+    rolling = rolling_flags(
+        max_batch_instance_percent,
+        max_unhealthy_instance_percent,
+        max_unhealthy_upgraded_instance_percent,
+        pause_time_between_batches,
+        enable_cross_zone_upgrade,
+        prioritize_unhealthy_instances,
+        rollback_failed_instances_on_policy_breach,
+    )
     chosen = enrollment_policy(
         policy,
         {
@@ -281,15 +286,15 @@ async def enable(
                 "useRollingUpgradePolicy": use_rolling_upgrade_policy,
                 "osRollingUpgradeDeferral": deferral,
             },
-            "applicationHealth": {
-                "protocol": health_protocol,
-                "port": health_port,
-                "requestPath": health_path,
-                "intervalInSeconds": health_interval,
-                "numberOfProbes": health_probes,
-                "gracePeriod": health_grace_period,
-                "healthWaitTimeout": health_wait_timeout,
-            },
+            "applicationHealth": health_flags(
+                health_protocol,
+                health_port,
+                health_path,
+                health_interval,
+                health_probes,
+                health_grace_period,
+                health_wait_timeout,
+            ),
         },
     )
     automatic = chosen.automatic_os_upgrade_policy
@@ -476,13 +481,11 @@ async def show_rollout(
 
 
 async def _steer(action: str, version: str, source: str | None, reason: str) -> None:
-    from starter import automatic
-    from starter.automatic import source_name
+    from starter.automatic import source_name, steer
 
-    steer = {"hold": automatic.hold, "resume": automatic.resume, "cancel": automatic.cancel}[action]
     wanted = version_of(version)
     client, task_queue = await connect_and_queue()
-    summary = await steer(client, task_queue, wanted, HoldRequest(by=who(), reason=reason), source)
+    summary = await steer(client, task_queue, action, wanted, HoldRequest(by=who(), reason=reason), source)
     console.print(
         Text.assemble(
             f"{action} requested for the rollout of ",

@@ -341,27 +341,20 @@ async def _signal(client: Client, summary: RolloutSummary, name: str, request: H
         raise
 
 
-async def hold(
-    client: Client, task_queue: str, version: str, request: HoldRequest, source: str | None = None
+# What `rollout hold|resume|cancel` send: hold starts no new upgrade of the rollout until
+# resumed (those in flight finish); cancel also cancels those in flight.
+STEERING = {"hold": HOLD_SIGNAL, "resume": RESUME_SIGNAL, "cancel": ROLLOUT_CANCEL_SIGNAL}
+
+
+async def steer(
+    client: Client,
+    task_queue: str,
+    action: str,
+    version: str,
+    request: HoldRequest,
+    source: str | None = None,
 ) -> RolloutSummary:
-    """No new upgrade of the rollout starts until resumed; those in flight finish."""
+    """Send `action` (a key of STEERING) to the running rollout of `version`."""
     summary = await running_rollout(client, task_queue, version, source)
-    await _signal(client, summary, HOLD_SIGNAL, request)
-    return summary
-
-
-async def resume(
-    client: Client, task_queue: str, version: str, request: HoldRequest, source: str | None = None
-) -> RolloutSummary:
-    summary = await running_rollout(client, task_queue, version, source)
-    await _signal(client, summary, RESUME_SIGNAL, request)
-    return summary
-
-
-async def cancel(
-    client: Client, task_queue: str, version: str, request: HoldRequest, source: str | None = None
-) -> RolloutSummary:
-    """Stop the rollout: no new upgrade of it starts; those in flight are cancelled."""
-    summary = await running_rollout(client, task_queue, version, source)
-    await _signal(client, summary, ROLLOUT_CANCEL_SIGNAL, request)
+    await _signal(client, summary, STEERING[action], request)
     return summary

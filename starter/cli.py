@@ -54,6 +54,24 @@ from models.upgrade import (
 )
 from starter import progress
 from starter.auto_commands import auto_app, rollout_app
+from starter.policy_options import (
+    CrossZone,
+    HealthGracePeriod,
+    HealthInterval,
+    HealthPath,
+    HealthPort,
+    HealthProbes,
+    HealthProtocol,
+    HealthWaitTimeout,
+    MaxBatchPercent,
+    MaxUnhealthyPercent,
+    MaxUnhealthyUpgradedPercent,
+    PauseBetweenBatches,
+    PrioritizeUnhealthy,
+    RollbackOnBreach,
+    health_flags,
+    rolling_flags,
+)
 from starter.terminal import PATH_LIMIT, clean, clean_message, plain
 from starter.terminal import console as terminal_console
 from starter.upgrades import (
@@ -289,36 +307,23 @@ async def start(
             "automaticOSUpgradePolicy) and applicationHealth.",
         ),
     ] = None,
-    max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_upgraded_instance_percent: Annotated[
-        int | None, typer.Option(help="0-100, default 20.")
-    ] = None,
-    pause_time_between_batches: Annotated[
-        str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
-    ] = None,
-    enable_cross_zone_upgrade: Annotated[
-        bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")
-    ] = None,
-    prioritize_unhealthy_instances: Annotated[
-        bool | None, typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")
-    ] = None,
-    rollback_failed_instances_on_policy_breach: Annotated[
-        bool | None,
-        typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach"),
-    ] = None,
+    max_batch_instance_percent: MaxBatchPercent = None,
+    max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
+    max_unhealthy_upgraded_instance_percent: MaxUnhealthyUpgradedPercent = None,
+    pause_time_between_batches: PauseBetweenBatches = None,
+    enable_cross_zone_upgrade: CrossZone = None,
+    prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
+    rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
     disable_automatic_rollback: Annotated[
         bool | None, typer.Option("--disable-automatic-rollback/--automatic-rollback")
     ] = None,
-    health_protocol: Annotated[str | None, typer.Option(help="http, https or tcp.")] = None,
-    health_port: Annotated[int | None, typer.Option(help="1-65535, default 80.")] = None,
-    health_path: Annotated[str | None, typer.Option(help="requestPath, default /health.")] = None,
-    health_interval: Annotated[int | None, typer.Option(help="intervalInSeconds, 1-60, default 5.")] = None,
-    health_probes: Annotated[int | None, typer.Option(help="numberOfProbes, 1-24, default 1.")] = None,
-    health_grace_period: Annotated[int | None, typer.Option(help="gracePeriod in seconds, 0-7200.")] = None,
-    health_wait_timeout: Annotated[
-        str | None, typer.Option(help="ISO 8601, per instance, default PT5M.")
-    ] = None,
+    health_protocol: HealthProtocol = None,
+    health_port: HealthPort = None,
+    health_path: HealthPath = None,
+    health_interval: HealthInterval = None,
+    health_probes: HealthProbes = None,
+    health_grace_period: HealthGracePeriod = None,
+    health_wait_timeout: HealthWaitTimeout = None,
     webhook: Annotated[
         list[str] | None,
         typer.Option(help="Notify this URL (repeat for more; default $UPGRADE_WEBHOOKS, comma-separated)."),
@@ -361,25 +366,25 @@ async def start(
         image,
         policy,
         {
-            "rollingUpgradePolicy": {
-                "maxBatchInstancePercent": max_batch_instance_percent,
-                "maxUnhealthyInstancePercent": max_unhealthy_instance_percent,
-                "maxUnhealthyUpgradedInstancePercent": max_unhealthy_upgraded_instance_percent,
-                "pauseTimeBetweenBatches": pause_time_between_batches,
-                "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
-                "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
-                "rollbackFailedInstancesOnPolicyBreach": rollback_failed_instances_on_policy_breach,
-            },
+            "rollingUpgradePolicy": rolling_flags(
+                max_batch_instance_percent,
+                max_unhealthy_instance_percent,
+                max_unhealthy_upgraded_instance_percent,
+                pause_time_between_batches,
+                enable_cross_zone_upgrade,
+                prioritize_unhealthy_instances,
+                rollback_failed_instances_on_policy_breach,
+            ),
             "automaticOSUpgradePolicy": {"disableAutomaticRollback": disable_automatic_rollback},
-            "applicationHealth": {
-                "protocol": health_protocol,
-                "port": health_port,
-                "requestPath": health_path,
-                "intervalInSeconds": health_interval,
-                "numberOfProbes": health_probes,
-                "gracePeriod": health_grace_period,
-                "healthWaitTimeout": health_wait_timeout,
-            },
+            "applicationHealth": health_flags(
+                health_protocol,
+                health_port,
+                health_path,
+                health_interval,
+                health_probes,
+                health_grace_period,
+                health_wait_timeout,
+            ),
             "upgradeTimeout": timeout,
             "notifications": {
                 "webhooks": webhook or _ids(os.environ.get("UPGRADE_WEBHOOKS")),
@@ -412,14 +417,10 @@ async def plan(
         Path | None,
         typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections and applicationHealth."),
     ] = None,
-    max_batch_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
-    max_unhealthy_instance_percent: Annotated[int | None, typer.Option(help="5-100, default 20.")] = None,
-    pause_time_between_batches: Annotated[
-        str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")
-    ] = None,
-    enable_cross_zone_upgrade: Annotated[
-        bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")
-    ] = None,
+    max_batch_instance_percent: MaxBatchPercent = None,
+    max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
+    pause_time_between_batches: PauseBetweenBatches = None,
+    enable_cross_zone_upgrade: CrossZone = None,
 ) -> None:
     """Print the batches an upgrade would run now (zones, update domains, phases, skipped
     instances, an estimate): reads the scale set and the image versions, changes nothing."""
