@@ -30,7 +30,9 @@ from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.protocol import FleetBackend
 from fleet.restore_points import same_restore_point
 from models import steps
+from models.change import ExtensionRequest, ExtensionTarget, installed, major_of, newest_of_major
 from models.errors import (
+    EXTENSION_PROVISIONING_ERROR,
     FLEET_OPERATION_FAILED,
     TRANSIENT_FLEET_ERROR,
     UNEXPECTED_ERROR,
@@ -81,6 +83,8 @@ class FleetActivities:
             self.resolve_image,
             self.reimage_instance,
             self.restore_os_disk,
+            self.resolve_extensions,
+            self.install_extension,
             self.wait_for_health,
             self.probe_health,
         ]
@@ -116,6 +120,109 @@ class FleetActivities:
         with fleet_errors(refusals):
             image = await self.fleet.resolve_image(target, request.scale_set.location)
         return steps.ResolveImageResult(image=image)
+
+    @activity.defn(name=steps.RESOLVE_EXTENSIONS)
+    async def resolve_extensions(
+        self, request: steps.ResolveExtensionsInput
+    ) -> steps.ResolveExtensionsResult:
+        """The exact version each asked extension moves to: the one asked for, or the newest of
+        the model's major version published in the scale set's region. A new major version is
+        never taken: it may break, and Azure applies one only through a model change."""
+        view = request.scale_set
+        model = {e.name.lower(): e for e in view.extensions}
+        asked = request.extensions or [ExtensionRequest(name=e.name) for e in view.extensions]
+        if not asked:
+            raise ApplicationError(
+                f"scale set {view.name!r} has no extensions in its model (extensionProfile)",
+                type=RefusalCode.EXTENSION_NOT_FOUND,
+                non_retryable=True,
+            )
+        targets = []
+        for wanted in asked:
+            extension = model.get(wanted.name.lower())
+            if extension is None:
+                known = ", ".join(sorted(e.name for e in view.extensions)) or "none"
+                raise ApplicationError(
+                    f"extensions: scale set {view.name!r} has no extension {wanted.name!r} in its model "
+                    f"(its extensions: {known})",
+                    type=RefusalCode.EXTENSION_NOT_FOUND,
+                    non_retryable=True,
+                )
+            major = major_of(extension.type_handler_version)
+            if wanted.version and major_of(wanted.version) != major:
+                raise ApplicationError(
+                    f"extensions: {extension.name} {wanted.version} is a new major version (the model has "
+                    f"typeHandlerVersion {extension.type_handler_version}): a major version may break, so "
+                    "it takes a change of the model, never an upgrade",
+                    type=RefusalCode.EXTENSION_VERSION_NOT_FOUND,
+                    non_retryable=True,
+                )
+            with fleet_errors():
+                published = await self.fleet.extension_versions(
+                    extension.publisher, extension.type_, view.location
+                )
+            version = wanted.version or newest_of_major(published, major)
+            if version is None or version not in published:
+                if not request.extensions:
+                    continue  # every extension was asked for: this one has nothing to move to
+                raise ApplicationError(
+                    f"extensions: {extension.full_type} "
+                    + (f"{wanted.version} is not" if wanted.version else f"has no version {major}.x")
+                    + f" published in {view.location} (there: {', '.join(published) or 'none'})",
+                    type=RefusalCode.EXTENSION_VERSION_NOT_FOUND,
+                    non_retryable=True,
+                )
+            targets.append(
+                ExtensionTarget(
+                    name=extension.name,
+                    publisher=extension.publisher,
+                    type_=extension.type_,
+                    version=version,
+                    model_version=extension.type_handler_version,
+                )
+            )
+        if not targets:
+            raise ApplicationError(
+                f"scale set {view.name!r} has no extension with a version published in {view.location}",
+                type=RefusalCode.EXTENSION_VERSION_NOT_FOUND,
+                non_retryable=True,
+            )
+        return steps.ResolveExtensionsResult(extensions=targets)
+
+    @activity.defn(name=steps.INSTALL_EXTENSION)
+    async def install_extension(self, request: steps.InstallExtensionInput) -> steps.OperationResult:
+        """Install one extension version on one instance, at most once (as a reimage)."""
+        target = request.extension
+
+        def reached(instance: InstanceView) -> bool:
+            return installed(instance, target.name) == target.version
+
+        def failed(instance: InstanceView) -> str | None:
+            """Our install already failed: the extension shows this version, failed."""
+            found = instance.extension(target.name)
+            if found is not None and found.failed and found.type_handler_version == target.version:
+                return found.message or f"{target.name} {target.version}: {found.status}"
+            return None
+
+        async def send() -> FleetOperation:
+            return await self.fleet.begin_install_extension(
+                request.scale_set, request.instance_id, target.name, target.version
+            )
+
+        with fleet_errors():
+            operation = await self._exactly_once(
+                OperationKind.INSTALL_EXTENSION,
+                request.scale_set,
+                request.instance_id,
+                reached,
+                send,
+                failed=failed,
+            )
+        return steps.OperationResult(
+            operation=operation.model_copy(
+                update={"extension_name": target.name, "extension_version": target.version}
+            )
+        )
 
     @activity.defn(name=steps.REIMAGE_INSTANCE)
     async def reimage_instance(self, request: steps.ReimageInput) -> steps.OperationResult:
@@ -160,6 +267,7 @@ class FleetActivities:
         reached: Callable[[InstanceView], bool],
         send: Callable[[], Awaitable[FleetOperation]],
         known_before: str | None = None,
+        failed: Callable[[InstanceView], str | None] | None = None,
     ) -> FleetOperation:
         """Bring the instance where `reached` says, with at most one accepted action.
 
@@ -220,7 +328,10 @@ class FleetActivities:
                 progress.beat(waiting="the instance does not show the operation yet")
                 await asyncio.sleep(MAX_POLL_SECONDS)
                 continue
-            if doubt and instance.provisioning_state == "Failed":
+            if doubt and failed is not None:
+                if (why := failed(instance)) is not None:  # ours failed: report it, never resend
+                    raise ApplicationError(why, type=EXTENSION_PROVISIONING_ERROR, non_retryable=True)
+            elif doubt and instance.provisioning_state == "Failed":
                 # Our earlier action may be the one that failed: report it, never resend.
                 raise ApplicationError(
                     f"{kind.value} of {scale_set}/{instance_id} failed: the instance is in provisioning "

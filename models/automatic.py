@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from models.base import ViewModel
+from models.change import version_key  # noqa: F401 - where the automatic workflows find it
 from models.image import LATEST, ImageReference
 from models.policy import UpgradePolicy, format_duration
 from models.status import ApiError
@@ -66,11 +67,6 @@ def image_source_key(image: ImageReference) -> str:
 
 def rollout_workflow_id(source: ImageReference, version: str) -> str:
     return f"rollout/{image_source_key(source)}/{version}"
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """Azure image versions compare numerically, part by part (Major.Minor.Patch)."""
-    return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
 
 
 def _interval(low: timedelta, high: timedelta, name: str):  # type: ignore[no-untyped-def]

@@ -27,6 +27,9 @@ class RefusalCode(StrEnum):
     # Azure would roll the scale set itself, at the same time as us.
     UPGRADE_MODE_NOT_MANUAL = "UpgradePolicyModeNotManual"
     AUTOMATIC_OS_UPGRADE_ENABLED = "AutomaticOSUpgradeEnabled"
+    # Extension upgrades: an extension the model does not have, or no version of its major.
+    EXTENSION_NOT_FOUND = "ExtensionNotFound"
+    EXTENSION_VERSION_NOT_FOUND = "ExtensionVersionNotFound"
 
 
 class FailureCause(StrEnum):
@@ -34,11 +37,21 @@ class FailureCause(StrEnum):
 
     HEALTH = "Health"
     INFRASTRUCTURE = "Infrastructure"
+    # An extension version failed to install or enable on the instance (the change's fault, not
+    # the fleet's): rolled back like a health failure.
+    INSTALL = "Install"
+
+
+# The causes a rollback answers: the change broke the instance.
+ROLLED_BACK_CAUSES = (FailureCause.HEALTH, FailureCause.INSTALL)
 
 
 # Error types the fleet activities raise; the workflows match on them by name.
 TRANSIENT_FLEET_ERROR = "FleetTransientError"
 FLEET_OPERATION_FAILED = "FleetOperationFailed"
+# An extension's handler failed to install or enable (Azure's code): the instance failed the
+# upgrade, and a rollback reinstalls the version it had.
+EXTENSION_PROVISIONING_ERROR = "VMExtensionProvisioningError"
 # Anything an activity did not expect (a malformed answer, a bug): not retried, and it stops
 # the upgrade with InternalExecutionError rather than being taken for an instance failure.
 UNEXPECTED_ERROR = "UnexpectedError"

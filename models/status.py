@@ -174,6 +174,8 @@ class UpgradeOperationHistoricalStatusInfoProperties(AzureModel):
     error: ApiError | None = None
     started_by: str = "Unknown"
     target_image_reference: dict[str, str] | None = None
+    # Not in Azure's OS upgrade history: an extension upgrade's extensions and versions.
+    extensions: list[dict[str, str]] | None = None
     rollback_info: RollbackStatusInfo = Field(default_factory=RollbackStatusInfo)
 
 

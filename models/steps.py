@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, field_validator
 
 from models.base import AzureModel
+from models.change import ExtensionRequest, ExtensionTarget
 from models.fleet import FleetOperation, HealthState, ScaleSetView
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
@@ -27,6 +28,8 @@ WAIT_FOR_HEALTH = "wait_for_health"
 PROBE_HEALTH = "probe_health"
 DELIVER_WEBHOOK = "deliver_webhook"
 READ_HEALTH = "read_health"
+RESOLVE_EXTENSIONS = "resolve_extensions"
+INSTALL_EXTENSION = "install_extension"
 
 
 class Payload(AzureModel):
@@ -66,6 +69,25 @@ class ReimageInput(Payload):
         description="the instance's restore point as the upgrade last read it: the result's "
         "previousOsDisk when the activity itself finds the instance already reimaged",
     )
+
+
+class ResolveExtensionsInput(Payload):
+    extensions: list[ExtensionRequest] = Field(description="[]: every extension of the model")
+    scale_set: ScaleSetView = Field(description="its model's extensions and region")
+
+
+class ResolveExtensionsResult(Payload):
+    extensions: list[ExtensionTarget]
+
+
+class InstallExtensionInput(Payload):
+    """Install one version of one extension on one instance (an upgrade's, or the version it had
+    before, which a rollback reinstalls)."""
+
+    scale_set: str
+    instance_id: str
+    extension: ExtensionTarget
+    operation_id: str
 
 
 class RestoreInput(Payload):

@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field, PlainSerializer
+from pydantic import AwareDatetime, Field, PlainSerializer, model_validator
 
 from models.base import ViewModel
+from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.errors import FailureCause
 from models.fleet import HealthState, InstanceView, ScaleSetName
 from models.image import ImageReference
@@ -62,7 +63,15 @@ class UpgradeRequest(ViewModel):
     fields a newer starter adds are ignored, not refused)."""
 
     scale_set: ScaleSetName
-    target_image: ImageReference
+    target_image: ImageReference | None = Field(
+        default=None, description="an OS image upgrade: the image to move to (None: an extension upgrade)"
+    )
+    extensions: list[ExtensionRequest] | None = Field(
+        default=None,
+        description="an extension upgrade (Azure's Start Extension Upgrade): the extensions of the "
+        "model to move, each to an exact version or the newest of its major version; [] every "
+        "extension of the model",
+    )
     policy: RollingUpgradePolicy = Field(default_factory=RollingUpgradePolicy)
     disable_automatic_rollback: bool = False
     health: ApplicationHealthSettings = Field(default_factory=ApplicationHealthSettings)
@@ -80,6 +89,26 @@ class UpgradeRequest(ViewModel):
         "approved on its own this long after it became pending (PT5M-PT2H)",
     )
 
+    @model_validator(mode="after")
+    def _one_change(self) -> UpgradeRequest:
+        if (self.target_image is None) == (self.extensions is None):
+            raise ValueError(
+                "an upgrade changes either the OS image (targetImage) or extensions, one of them"
+            )
+        names = [e.name.lower() for e in self.extensions or []]
+        if len(set(names)) != len(names):
+            raise ValueError("extensions: each extension may be named once")
+        return self
+
+    @property
+    def change_asked(self) -> str:
+        """The change as asked for (before admission resolves it)."""
+        if self.target_image is not None:
+            return str(self.target_image)
+        if not self.extensions:
+            return "every extension of the model to its newest version"
+        return "extension " + ", ".join(f"{e.name} {e.version or '(newest)'}" for e in self.extensions)
+
     @property
     def needs_approval(self) -> bool:
         """Every batch waits for approval: with deferral, or with a notice (notBeforeTimeout)."""
@@ -90,7 +119,7 @@ class UpgradeRequest(ViewModel):
         policy, health = self.policy, self.health
         flag = lambda value: "true" if value else "false"  # noqa: E731 - Azure's spelling
         return [
-            ("target image", str(self.target_image)),
+            ("target image" if self.target_image is not None else "extensions", self.change_asked),
             ("maxBatchInstancePercent", str(policy.max_batch_instance_percent)),
             ("maxUnhealthyInstancePercent", str(policy.max_unhealthy_instance_percent)),
             ("maxUnhealthyUpgradedInstancePercent", str(policy.max_unhealthy_upgraded_instance_percent)),
@@ -121,7 +150,7 @@ class UpgradeRequest(ViewModel):
 
     @classmethod
     def from_policy(
-        cls, scale_set: str, target_image: ImageReference, policy: UpgradePolicy, **extra: object
+        cls, scale_set: str, target_image: ImageReference | None, policy: UpgradePolicy, **extra: object
     ) -> UpgradeRequest:
         return cls(
             scale_set=scale_set,
@@ -161,6 +190,10 @@ class InstanceResult(ViewModel):
     code: str | None = None
     message: str | None = None
     previous_os_disk: str | None = None
+    previous_extensions: dict[str, str] | None = Field(
+        default=None,
+        description="extension changes: the versions installed before, which a rollback reinstalls",
+    )
     health: HealthState | None = None
     health_after_restore: HealthState | None = None
     restored: bool | None = Field(
@@ -186,7 +219,10 @@ class InstanceProgress(InstanceResult):
     zone: str | None = None
     update_domain: int = 0
     fault_domain: int = 0
-    from_image: str
+    from_image: str = Field(
+        description="what the instance had before of what the upgrade changes: its image, or the "
+        "versions of the extensions moved"
+    )
     state: InstanceState = InstanceState.PENDING
     batch: int | None = None
     # Deferral: since when it awaited approval, and who approved it when ("notBeforeTimeout"
@@ -196,17 +232,18 @@ class InstanceProgress(InstanceResult):
     approval_time: AwareDatetime | None = None
 
     @classmethod
-    def of(cls, view: InstanceView) -> InstanceProgress:
+    def of(cls, view: InstanceView, change: Change | None = None) -> InstanceProgress:
         return cls(
             instance_id=view.instance_id,
             zone=view.zone,
             update_domain=view.platform_update_domain,
             fault_domain=view.platform_fault_domain,
-            from_image=str(view.image_reference),
+            from_image=change.current(view) if change else str(view.image_reference),
             health=view.health,
             # What a restore would bring back, as read at admission (or scale-out); the reimage
             # replaces it with what it read just before acting.
             previous_os_disk=view.restore_point,
+            previous_extensions=change.versions_before(view) if change else None,
         )
 
     def settle(self, outcome: InstanceOutcome) -> None:
@@ -245,12 +282,17 @@ class Preflight(ViewModel):
     scale_set: str
     instance_count: int
     from_images: dict[str, int]
-    target_image: ImageReference
+    target_image: ImageReference | None = None
+    extensions: list[ExtensionTarget] = Field(default_factory=list)
     to_upgrade: int
     skipped: int
     planned_batches: int
     summary: str
     details: str
+
+    @property
+    def change(self) -> Change:
+        return Change(image=self.target_image, extensions=self.extensions)
 
 
 class Admission(ViewModel):
@@ -259,7 +301,8 @@ class Admission(ViewModel):
     workflow_id: str
     run_id: str
     scale_set: str
-    target_image: ImageReference
+    target_image: ImageReference | None = None
+    extensions: list[ExtensionTarget] = Field(default_factory=list)
     instance_count: int
     to_upgrade: int
     skipped: int
@@ -270,13 +313,18 @@ class UpgradeReport(ViewModel):
     """The end of an upgrade: Azure's status plus what Azure's shape has no room for."""
 
     status: RollingUpgradeStatusInfo
-    target_image: ImageReference
+    target_image: ImageReference | None = None
+    extensions: list[ExtensionTarget] = Field(default_factory=list)
     rollback_info: RollbackStatusInfo = Field(default_factory=RollbackStatusInfo)
     skipped_instance_count: int = 0
     batches: int = 0
     instances: list[InstanceProgress] = Field(default_factory=list)
     request: UpgradeRequest | None = None
     notifications: list[NotificationRecord] = Field(default_factory=list)
+
+    @property
+    def change(self) -> Change:
+        return Change(image=self.target_image, extensions=self.extensions)
 
     def history_entry(self, end_time: datetime | None) -> UpgradeOperationHistoricalStatusInfo:
         """This upgrade as an entry of Azure's OS upgrade history (error details capped at 20)."""
@@ -297,7 +345,8 @@ class UpgradeReport(ViewModel):
                 progress=properties.progress,
                 error=error,
                 started_by=self.request.started_by if self.request else "Unknown",
-                target_image_reference=self.target_image.to_json(),
+                target_image_reference=self.target_image.to_json() if self.target_image else None,
+                extensions=[t.to_json() for t in self.extensions] or None,
                 rollback_info=self.rollback_info,
             ),
         )
@@ -311,6 +360,7 @@ class BatchAction(StrEnum):
 class BatchInstance(ViewModel):
     instance_id: str
     previous_os_disk: str | None = None
+    previous_extensions: dict[str, str] | None = None
 
 
 class BatchRequest(ViewModel):
@@ -321,7 +371,10 @@ class BatchRequest(ViewModel):
     batch: int
     action: BatchAction = BatchAction.UPGRADE
     instances: list[BatchInstance]
-    target_image: ImageReference
+    target_image: ImageReference | None = None
+    extensions: list[ExtensionTarget] = Field(
+        default_factory=list, description="an extension change: install each, in order (else the image)"
+    )
     health: ApplicationHealthSettings
     rollback: bool = True
 

@@ -445,16 +445,17 @@ async def plan(
     )
     async with AzureFleet(azure_settings()) as fleet:
         view = await fleet.get_scale_set(request.scale_set)
-        current = view.image_reference
-        if request.target_image.definition != current.definition:
+        current, target = view.image_reference, request.target_image
+        assert target is not None  # (plan takes --image)
+        if target.definition != current.definition:
             # As the admission's resolve_image refuses it: a reimage keeps the instance's image.
             fail(
                 f"start would refuse it: {RefusalCode.IMAGE_DEFINITION_CHANGED.value}: the image of "
                 f"scale set '{clean(view.name)}' ({clean(current.with_version(''))}) cannot change to "
-                f"{clean(request.target_image.with_version(''))}: an upgrade moves instances to "
+                f"{clean(target.with_version(''))}: an upgrade moves instances to "
                 "another version of the same image (publisher:offer:sku or gallery image)"
             )
-        image_ref = await fleet.resolve_image(request.target_image, view.location)
+        image_ref = await fleet.resolve_image(target, view.location)
     for line in plan_text(request, view, image_ref, datetime.now(UTC)).splitlines():
         console.print(plain(line, limit=None), soft_wrap=True)
     if refusal := rolled_by_azure(view):

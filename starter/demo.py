@@ -106,7 +106,7 @@ async def show_plan(console: Console, emulator: EmulatorAddress, request: Upgrad
     """What `upgradectl plan` prints for this upgrade: read through Azure's API, nothing touched."""
     async with AzureFleet(AzureSettings.from_env(emulator.env())) as azure:
         view = await azure.get_scale_set(request.scale_set)
-        image = await azure.resolve_image(request.target_image, view.location)
+        image = await azure.resolve_image(request.target_image or TARGET, view.location)
     console.print(
         f"the plan (`upgradectl plan --scale-set {SCALE_SET} --image {TARGET}`; reads only):",
         soft_wrap=True,

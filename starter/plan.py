@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from models.change import Change
 from models.fleet import ScaleSetView
 from models.image import ImageReference
 from models.policy import format_duration
@@ -21,14 +22,14 @@ TYPICAL_REIMAGE = timedelta(minutes=3)
 def plan_text(request: UpgradeRequest, scale_set: ScaleSetView, image: ImageReference, now: datetime) -> str:
     """The plan as plain text: the scale set, what is skipped, every batch, an estimate."""
     ledger = UpgradeLedger(request, now)
-    ledger.admit(scale_set, image)
+    ledger.admit(scale_set, Change(image=image))
     batches = ledger.plan()
     lines = [
         f"scale set {scale_set.name}: {scale_set.orchestration_mode}, {scale_set.location}, "
         f"{len(scale_set.instances)} instances, upgradePolicy.mode {scale_set.upgrade_mode}",
         # resolve_image keeps the asked version ('latest') and sets the exact one.
         f"target image: {image}"
-        + (" ('latest' resolved)" if request.target_image.version != image.resolved_version else ""),
+        + (" ('latest' resolved)" if image.version != image.resolved_version else ""),
     ]
     skipped = ledger.in_state(InstanceState.SKIPPED)
     if skipped:

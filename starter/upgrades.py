@@ -121,7 +121,7 @@ async def start_upgrade(
         static_summary=preflight.summary,
         static_details=preflight.details,
         search_attributes=search_attributes.at_start(
-            request.scale_set, str(preflight.target_image), request.started_by
+            request.scale_set, str(preflight.change), request.started_by
         ),
     )
     try:

@@ -15,6 +15,7 @@ from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 from models import steps
+from models.change import ExtensionRequest, ExtensionTarget
 from models.fleet import FleetOperation, HealthReading, ScaleSetView
 from models.image import ImageReference
 from models.notifications import WebhookDelivery
@@ -72,6 +73,27 @@ async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> Image
     return result.image
 
 
+async def resolve_extensions(
+    extensions: list[ExtensionRequest], scale_set: ScaleSetView
+) -> list[ExtensionTarget]:
+    result = await workflow.execute_activity(
+        steps.RESOLVE_EXTENSIONS,
+        steps.ResolveExtensionsInput(extensions=extensions, scale_set=scale_set),
+        result_type=steps.ResolveExtensionsResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=READ_ATTEMPT,
+        retry_policy=FLEET_RETRY,
+        summary=f"resolve extension versions of {scale_set.name}",
+    )
+    return result.extensions
+
+
+async def install_extension(request: steps.InstallExtensionInput) -> FleetOperation:
+    target = request.extension
+    summary = f"install {target.name} {target.version} on {request.scale_set}/{request.instance_id}"
+    return await _operation(steps.INSTALL_EXTENSION, request, summary)
+
+
 async def reimage(request: steps.ReimageInput) -> FleetOperation:
     summary = f"reimage {request.scale_set}/{request.instance_id} → {request.image.resolved_version}"
     return await _operation(steps.REIMAGE_INSTANCE, request, summary)
@@ -83,7 +105,9 @@ async def restore_os_disk(request: steps.RestoreInput) -> FleetOperation:
 
 
 async def _operation(
-    activity: str, request: steps.ReimageInput | steps.RestoreInput, summary: str
+    activity: str,
+    request: steps.ReimageInput | steps.RestoreInput | steps.InstallExtensionInput,
+    summary: str,
 ) -> FleetOperation:
     result = await workflow.execute_activity(
         activity,

@@ -1,4 +1,5 @@
-"""Admission of an upgrade: read the scale set, resolve the image, or refuse with why.
+"""Admission of an upgrade: read the scale set, resolve the change (the exact image, or each
+extension's exact version), or refuse with why.
 
 Shared by the preflight (run by `upgradectl start` before it starts anything) and by the
 upgrade itself, which admits again: the fleet may have changed in between.
@@ -10,9 +11,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from models.change import Change
     from models.errors import RefusalCode
     from models.fleet import ScaleSetView
-    from models.image import ImageReference
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
     from workflows import activity_calls, presentation
     from workflows.ledger import UpgradeLedger
@@ -50,18 +51,22 @@ def rolled_by_azure(scale_set: ScaleSetView) -> ApplicationError | None:
     return None
 
 
-async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, ImageReference]:
-    """The scale set as it is and the exact target image; raises the refusal if refused."""
+async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
+    """The scale set as it is and the exact change; raises the refusal if refused."""
     try:
         scale_set = await activity_calls.describe_scale_set(request.scale_set)
         if refusal := rolled_by_azure(scale_set):
             raise refusal
-        image = await activity_calls.resolve_image(request.target_image, scale_set)
+        if request.target_image is not None:
+            change = Change(image=await activity_calls.resolve_image(request.target_image, scale_set))
+        else:
+            extensions = await activity_calls.resolve_extensions(request.extensions or [], scale_set)
+            change = Change(extensions=extensions)
     except ActivityError as err:
         if refusal := refusal_of(err):
             raise refusal from None
         raise
-    return scale_set, image
+    return scale_set, change
 
 
 @workflow.defn(name=PREFLIGHT_WORKFLOW)
@@ -70,14 +75,15 @@ class UpgradePreflightWorkflow:
 
     @workflow.run
     async def run(self, request: UpgradeRequest) -> Preflight:
-        scale_set, image = await admit(request)
+        scale_set, change = await admit(request)
         ledger = UpgradeLedger(request, workflow.now())
-        ledger.admit(scale_set, image)
+        ledger.admit(scale_set, change)
         return Preflight(
             scale_set=request.scale_set,
             instance_count=len(ledger.instances),
             from_images=presentation.from_images(ledger),
-            target_image=image,
+            target_image=change.image,
+            extensions=change.extensions,
             to_upgrade=len(ledger.candidates()),
             skipped=len(ledger.in_state(InstanceState.SKIPPED)),
             planned_batches=len(ledger.plan()),

@@ -1,8 +1,10 @@
 """BatchUpgradeWorkflow: upgrade (or restore) the instances of one batch, all at once.
 
-Per instance: reimage (the back end keeps data disks and remembers the previous OS disk), wait
-for health up to the health-wait deadline, and if still not Healthy and rollback is on, restore
-the previous OS disk and probe again. Every instance ends in exactly one outcome; nothing is
+Per instance: apply the change, wait for health up to the health-wait deadline, and if still not
+Healthy and rollback is on, roll the change back and probe again. The change is an OS image
+(reimage, which keeps data disks and remembers the previous OS disk; restore that disk) or
+extension versions (install each; reinstall the versions the instance had). An extension that
+fails to install is rolled back at once. Every instance ends in exactly one outcome; nothing is
 left half done, so a cancel of the upgrade lets a running batch finish.
 """
 
@@ -18,7 +20,8 @@ from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from models import steps
-    from models.errors import FailureCause
+    from models.change import ExtensionTarget
+    from models.errors import EXTENSION_PROVISIONING_ERROR, FailureCause
     from models.fleet import HealthState
     from models.policy import format_duration
     from models.upgrade import (
@@ -74,6 +77,12 @@ class BatchUpgradeWorkflow:
             state=InstanceState.FAILED,
             start_time=workflow.now(),
         )
+        if request.extensions:
+            failed = await self._install(outcome, instance)
+            if failed is not None:
+                return failed
+            return await self._settle_health(outcome)
+        assert request.target_image is not None  # an OS image change
         try:
             operation = await activity_calls.reimage(
                 steps.ReimageInput(
@@ -87,8 +96,12 @@ class BatchUpgradeWorkflow:
         except ActivityError as err:
             return self._infrastructure(outcome, err, "reimage")
         outcome.previous_os_disk = operation.previous_os_disk
+        return await self._settle_health(outcome)
 
-        health = await self._wait_for_health(instance.instance_id)
+    async def _settle_health(self, outcome: InstanceOutcome) -> InstanceOutcome:
+        """After the change: Healthy by the deadline, or failed (and rolled back if on)."""
+        request = self._request
+        health = await self._wait_for_health(outcome.instance_id)
         outcome.health = health.state
         if health.state == HealthState.HEALTHY:
             return self._end(outcome, InstanceState.SUCCEEDED)
@@ -97,19 +110,85 @@ class BatchUpgradeWorkflow:
         outcome.code = HEALTH_FAILURE_CODES[health.state]
         waited = format_duration(request.health.health_wait_timeout)
         outcome.message = f"{health.state.value} after the {waited} health wait"
+        return await self._roll_back(outcome, "restore")
+
+    async def _roll_back(self, outcome: InstanceOutcome, step: str) -> InstanceOutcome:
+        """The change failed the instance: roll it back when rollback is on."""
+        request = self._request
         if not request.rollback:
-            outcome.message += f"; left on {request.target_image.resolved_version}"
+            target = request.target_image.resolved_version if request.target_image else self._targets()
+            outcome.message = joined(outcome.message, f"left on {target}")
             return self._end(outcome, InstanceState.FAILED)
-        return await self._restore(outcome, outcome.previous_os_disk, "restore")
+        if request.extensions:
+            return await self._reinstall(outcome, outcome.previous_extensions, step)
+        return await self._restore(outcome, outcome.previous_os_disk, step)
 
     async def _restore_only(self, instance: BatchInstance) -> InstanceOutcome:
-        """Restore an instance a previous batch left failed on the new image."""
+        """Roll back an instance a previous batch left failed with the change."""
         outcome = InstanceOutcome(
             instance_id=instance.instance_id,
             state=InstanceState.FAILED,
             start_time=workflow.now(),
         )
+        if self._request.extensions:
+            return await self._reinstall(outcome, instance.previous_extensions, "policy-restore")
         return await self._restore(outcome, instance.previous_os_disk, "policy-restore")
+
+    # --- extensions ---------------------------------------------------------------------------
+
+    def _targets(self) -> str:
+        return ", ".join(str(t) for t in self._request.extensions)
+
+    async def _install(self, outcome: InstanceOutcome, instance: BatchInstance) -> InstanceOutcome | None:
+        """Install each extension version in order; an outcome if one failed (then rolled
+        back, when rollback is on), None when all are installed."""
+        outcome.previous_extensions = instance.previous_extensions
+        for target in self._request.extensions:
+            try:
+                await self._install_one(outcome.instance_id, target, "install")
+            except ActivityError as err:
+                code, message = infrastructure_failure(err)
+                if code != EXTENSION_PROVISIONING_ERROR:
+                    return self._infrastructure(outcome, err, f"install of {target}")
+                outcome.cause = FailureCause.INSTALL
+                outcome.code = code
+                outcome.message = f"{target} failed to install: {message}"
+                return await self._roll_back(outcome, "restore")
+        return None
+
+    async def _install_one(self, instance_id: str, target: ExtensionTarget, step: str) -> None:
+        request = self._request
+        await activity_calls.install_extension(
+            steps.InstallExtensionInput(
+                scale_set=request.scale_set,
+                instance_id=instance_id,
+                extension=target,
+                operation_id=operation_id(request.upgrade_id, instance_id, f"{step}-{target.name}"),
+            )
+        )
+
+    async def _reinstall(
+        self, outcome: InstanceOutcome, previous: dict[str, str] | None, step: str
+    ) -> InstanceOutcome:
+        """Reinstall the versions the instance had before, then probe again."""
+        outcome.restored = False  # until the instance is back and healthy
+        before = previous or {}
+        missing = [t.name for t in self._request.extensions if t.name not in before]
+        if missing:
+            outcome.cause = outcome.cause or FailureCause.INFRASTRUCTURE
+            outcome.message = joined(
+                outcome.message, f"no previous version of {', '.join(missing)} to reinstall"
+            )
+            return self._end(outcome, InstanceState.FAILED)
+        back = [t.model_copy(update={"version": before[t.name]}) for t in self._request.extensions]
+        for target in back:
+            try:
+                await self._install_one(outcome.instance_id, target, step)
+            except ActivityError as err:
+                return self._infrastructure(outcome, err, f"reinstall of {target}")
+        return await self._health_after_rollback(outcome, "reinstalled " + ", ".join(str(t) for t in back))
+
+    # --- OS image -----------------------------------------------------------------------------
 
     async def _restore(self, outcome: InstanceOutcome, os_disk: str | None, step: str) -> InstanceOutcome:
         request = self._request
@@ -129,13 +208,14 @@ class BatchUpgradeWorkflow:
             )
         except ActivityError as err:
             return self._infrastructure(outcome, err, "restore")
+        return await self._health_after_rollback(outcome, "restored to the previous OS disk")
+
+    async def _health_after_rollback(self, outcome: InstanceOutcome, done: str) -> InstanceOutcome:
         after = await self._wait_for_health(outcome.instance_id)
         outcome.health_after_restore = after.state
         outcome.restored = after.state == HealthState.HEALTHY
         outcome.message = joined(
-            outcome.message,
-            "restored to the previous OS disk"
-            + ("" if outcome.restored else f", but {after.state.value} after it"),
+            outcome.message, done + ("" if outcome.restored else f", but {after.state.value} after it")
         )
         return self._end(outcome, InstanceState.ROLLED_BACK)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from models.change import Change
 from models.errors import FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
@@ -41,7 +42,8 @@ class UpgradeLedger:
         # The rules of the exact-core patch (gone instances, scale-out, the unhealthy budget);
         # False only while replaying upgrades started before it.
         self.exact = exact
-        self.target_image: ImageReference = request.target_image
+        # What the upgrade applies; the request's until admission resolves it exactly.
+        self.change = Change(image=request.target_image)
         self.instances: dict[str, InstanceProgress] = {}
         self.resource_id: str | None = None
         self.location: str | None = None
@@ -66,9 +68,13 @@ class UpgradeLedger:
 
     # --- admission, scale-out and health ----------------------------------------------------
 
-    def admit(self, scale_set: ScaleSetView, target_image: ImageReference) -> None:
-        """Record every instance; skip those already on the target image or opted out."""
-        self.target_image = target_image
+    @property
+    def target_image(self) -> ImageReference | None:
+        return self.change.image
+
+    def admit(self, scale_set: ScaleSetView, change: Change) -> None:
+        """Record every instance; skip those that have the change already or opted out."""
+        self.change = change
         self.resource_id = f"{scale_set.id}/rollingUpgrades/latest"
         self.location = scale_set.location
         self.add(scale_set.instances)
@@ -79,10 +85,10 @@ class UpgradeLedger:
         for view in views:
             if view.instance_id in self.instances:
                 continue
-            progress = InstanceProgress.of(view)
+            progress = InstanceProgress.of(view, self.change)
             progress.message = note
-            if view.image_reference.same_image(self.target_image):
-                self._skip(progress, SKIP_ALREADY_ON_TARGET, f"already on {self.target_image}")
+            if self.change.on_target(view):
+                self._skip(progress, SKIP_ALREADY_ON_TARGET, f"already on {self.change}")
             elif view.custom_metrics.skip_upgrade:
                 self._skip(progress, SKIP_CUSTOM_METRIC, "the SkipUpgrade custom metric is set")
             self.instances[view.instance_id] = progress

@@ -22,16 +22,23 @@ def from_images(ledger: UpgradeLedger) -> dict[str, int]:
 
 
 def upgrade_summary(ledger: UpgradeLedger) -> str:
-    images = list(from_images(ledger))
-    target = ledger.target_image
+    """One line: the scale set, from what to what (an image's version, or extension versions)."""
+    sources = list(from_images(ledger))
+    change = ledger.change
+    image = change.image
+    if image is not None:
+        target = image.resolved_version
+        same_image = str(image)[: -len(target)]  # only the version, when the image is the same
+    else:
+        target = ", ".join(str(t) for t in change.extensions)
+        same_image = ""
     source = "nothing to upgrade"
-    if images:
-        # Only the version, when the image is the target's at another version.
-        same_image = str(target)[: -len(target.resolved_version)]
-        source = images[0].removeprefix(same_image)
-        source += f" (+{len(images) - 1} more)" if len(images) > 1 else ""
+    if sources:
+        source = sources[0].removeprefix(same_image)
+        source += f" (+{len(sources) - 1} more)" if len(sources) > 1 else ""
+    kind = "" if image is not None else "extension "
     count = len(ledger.instances)
-    return f"{ledger.request.scale_set}: {source} → {target.resolved_version} · {count} instances"
+    return f"{ledger.request.scale_set}: {kind}{source} → {target} · {count} instances"
 
 
 def policy_details(request: UpgradeRequest) -> str:

@@ -110,7 +110,8 @@ def restored(instance: InstanceProgress) -> bool | None:
 def report(ledger: UpgradeLedger) -> UpgradeReport:
     return UpgradeReport(
         status=status(ledger),
-        target_image=ledger.target_image,
+        target_image=ledger.change.image,
+        extensions=ledger.change.extensions,
         rollback_info=rollback_info(ledger),
         skipped_instance_count=len(ledger.in_state(InstanceState.SKIPPED)),
         batches=ledger.batches,

@@ -24,7 +24,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from models.errors import FailureCause
+    from models.errors import ROLLED_BACK_CAUSES, FailureCause
     from models.fleet import HealthReading
     from models.notifications import NotificationEvent
     from models.status import (
@@ -105,7 +105,7 @@ def split(items: list[BatchInstance], size: int) -> list[list[BatchInstance]]:
 @dataclass
 class Stop:
     """Why the upgrade stops before its end. After a policy `breach`,
-    rollbackFailedInstancesOnPolicyBreach restores the instances left failed on the new image."""
+    rollbackFailedInstancesOnPolicyBreach rolls back the instances left failed with the change."""
 
     error: ApiError
     breach: bool = False
@@ -266,21 +266,22 @@ class RollingUpgradeWorkflow:
     async def _admit(self, request: UpgradeRequest) -> Stop | None:
         ledger = self._ledger
         try:
-            scale_set, image = await self._through_cancel(admit(request))
+            scale_set, change = await self._through_cancel(admit(request))
         except ApplicationError as refusal:  # nothing was touched
             self._refusal = refusal
             return Stop(ApiError(code=refusal.type, message=refusal.message, target=request.scale_set))
-        ledger.admit(scale_set, image)
+        ledger.admit(scale_set, change)
         self._notify(NotificationEvent.SUBMISSION_OUTCOME)
-        if self._visible:
-            workflow.upsert_search_attributes([search_attributes.TARGET_IMAGE.value_set(str(image))])
+        if self._visible:  # (an extension upgrade's TargetImage says "extension <name> <version>")
+            workflow.upsert_search_attributes([search_attributes.TARGET_IMAGE.value_set(str(change))])
         self._publish()
         info = workflow.info()
         self._admission = Admission(
             workflow_id=info.workflow_id,
             run_id=info.run_id,
             scale_set=request.scale_set,
-            target_image=image,
+            target_image=change.image,
+            extensions=change.extensions,
             instance_count=len(ledger.instances),
             to_upgrade=len(ledger.candidates()),
             skipped=len(ledger.in_state(InstanceState.SKIPPED)),
@@ -290,7 +291,7 @@ class RollingUpgradeWorkflow:
             "upgrade admitted: %s of %s instances to %s, about %s batches",
             self._admission.to_upgrade,
             self._admission.instance_count,
-            image,
+            change,
             self._admission.planned_batches,
             extra={"scale_set": request.scale_set},
         )
@@ -504,6 +505,7 @@ class RollingUpgradeWorkflow:
                     BatchInstance(
                         instance_id=c.instance_id,
                         previous_os_disk=ledger.instances[c.instance_id].previous_os_disk,
+                        previous_extensions=ledger.instances[c.instance_id].previous_extensions,
                     )
                     for c in batch
                 ],
@@ -590,9 +592,13 @@ class RollingUpgradeWorkflow:
     async def _restore_failed(self) -> None:
         """rollbackFailedInstancesOnPolicyBreach: restore instances left failed on the new image."""
         stranded = [
-            BatchInstance(instance_id=p.instance_id, previous_os_disk=p.previous_os_disk)
+            BatchInstance(
+                instance_id=p.instance_id,
+                previous_os_disk=p.previous_os_disk,
+                previous_extensions=p.previous_extensions,
+            )
             for p in self._ledger.in_state(InstanceState.FAILED)
-            if p.cause == FailureCause.HEALTH and p.previous_os_disk
+            if p.cause in ROLLED_BACK_CAUSES and (p.previous_os_disk or p.previous_extensions)
         ]
         if stranded:
             outcomes = await self._run_batch(self._ledger.batches, BatchAction.RESTORE, stranded)
@@ -677,7 +683,8 @@ class RollingUpgradeWorkflow:
                     batch=number,
                     action=action,
                     instances=part,
-                    target_image=ledger.target_image,
+                    target_image=ledger.change.image,
+                    extensions=ledger.change.extensions,
                     health=ledger.request.health,
                     rollback=not ledger.request.disable_automatic_rollback,
                 ),
