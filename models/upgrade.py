@@ -111,7 +111,11 @@ class UpgradeRequest(ViewModel):
 
     @property
     def needs_approval(self) -> bool:
-        """Every batch waits for approval: with deferral, or with a notice (notBeforeTimeout)."""
+        """Every batch waits for approval: with deferral, or with a notice (notBeforeTimeout).
+        Both are OS image settings (osRollingUpgradeDeferral, osImageNotificationProfile): an
+        extension upgrade does not reboot the VM, and Azure asks no approval for it."""
+        if self.target_image is None:
+            return False
         return self.deferral or self.not_before_timeout is not None
 
     def effective_policy(self) -> list[tuple[str, str]]:

@@ -196,3 +196,20 @@ async def test_instances_already_on_the_version_are_skipped_and_refusals_name_th
     with pytest.raises(UpgradeRefused, match="new major version"):
         await run(ts_env, ts_worker, name, ExtensionRequest(name="agent", version="2.0.0"))
     assert await installs(fleet, name) == {}
+
+
+async def test_os_deferral_asks_no_approval_of_an_extension_upgrade(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
+    """osRollingUpgradeDeferral defers OS image upgrades only: an extension does not reboot the VM."""
+    type_ = unique_type("Deferred")
+    await fleet.publish_extension_version(PUBLISHER, type_, "1.2.0")
+    name = await scale_set(fleet, [extension("agent", type_)], capacity=2)
+    await fleet.publish_extension_version(PUBLISHER, type_, "1.2.1")  # a patch, after the set
+
+    report = await run(ts_env, ts_worker, name, ExtensionRequest(name="agent"), deferral=True)
+
+    assert report.status.properties is not None
+    assert report.status.properties.running_status.code == "Completed"
+    assert all(p.approved_by is None for p in report.instances)
+    assert await installs(fleet, name) == {"0": ["1.2.1"], "1": ["1.2.1"]}
