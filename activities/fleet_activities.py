@@ -319,9 +319,13 @@ class FleetActivities:
                 # (a view may lag), then say so; sending it again could make it twice.
                 progress.mismatches += 1
                 if progress.mismatches > MAX_MISMATCHES:
+                    shown = f"{instance.image_reference} on OS disk {instance.os_disk.name}"
+                    if kind == OperationKind.INSTALL_EXTENSION:
+                        shown += "".join(
+                            f"; {e.name} {e.type_handler_version} ({e.status})" for e in instance.extensions
+                        )
                     raise ApplicationError(
-                        f"{kind.value} of {scale_set}/{instance_id} succeeded, but the instance runs "
-                        f"{instance.image_reference} on OS disk {instance.os_disk.name}",
+                        f"{kind.value} of {scale_set}/{instance_id} succeeded, but the instance runs {shown}",
                         type=FLEET_OPERATION_FAILED,
                         non_retryable=True,
                     )
