@@ -7,6 +7,7 @@ from datetime import UTC
 
 import pytest
 
+from models.change import Change
 from models.fleet import CustomMetrics, HealthState, InstanceView, OsDisk, ScaleSetView
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceState, UpgradeRequest
@@ -167,7 +168,7 @@ def test_instances_already_on_the_target_image_or_opted_out_are_skipped():
         instances=[_view("0"), _view("1", image=V2.at_version(V2.version)), _view("2", skip=True)],
     )
     ledger = UpgradeLedger(UpgradeRequest(scale_set="web", target_image=V2), datetime.now(UTC))
-    ledger.admit(view, V2.at_version(V2.version))
+    ledger.admit(view, Change(image=V2.at_version(V2.version)))
     states = {i: p.state for i, p in ledger.instances.items()}
     assert states == {"0": InstanceState.PENDING, "1": InstanceState.SKIPPED, "2": InstanceState.SKIPPED}
     assert [c.instance_id for c in ledger.candidates()] == ["0"]

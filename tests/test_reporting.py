@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from models.change import Change
 from models.errors import FailureCause
 from models.fleet import HealthState, ScaleSetView
 from models.upgrade import InstanceOutcome, InstanceState, UpgradeRequest
@@ -36,7 +37,7 @@ def ledger_of(count: int) -> UpgradeLedger:
         }
     )
     ledger = UpgradeLedger(UpgradeRequest(scale_set="web", target_image=V2), NOW)
-    ledger.admit(view, V2.at_version(V2.version))
+    ledger.admit(view, Change(image=V2.at_version(V2.version)))
     return ledger
 
 
