@@ -5,9 +5,11 @@ Pure text from the ledger and the request, so the workflows can compute it deter
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from models.change import Change, version_key
 from models.markdown import table
 from models.status import UpgradeWait, UpgradeWaitKind
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
@@ -41,6 +43,65 @@ def upgrade_summary(ledger: UpgradeLedger) -> str:
     return f"{ledger.request.scale_set}: {kind}{source} → {target} · {count} instances"
 
 
+NOT_INSTALLED = "not installed"  # Change.current's word for an extension an instance lacks
+
+
+def describe_change(change: Change, sources: Mapping[str, int]) -> str:
+    """The change an admitted upgrade carries, from what to what, as one line: `OS image
+    Contoso:web-os:2024:2024.11.01 → 2024.12.01`, or `extension agent 1.2.0 → 1.3.0, logs 2.0.1
+    → 2.0.3`. `sources` are what the instances to upgrade have now (their `from_image`, most
+    common first); extension versions that differ between instances are listed with `/`."""
+    image = change.image
+    if image is not None:
+        target = image.resolved_version
+        if not sources:
+            return f"OS image {image} (nothing to upgrade)"
+        source, *others = sources
+        more = f" (+{len(others)} more)" if others else ""
+        same_image = str(image)[: -len(target)]
+        to = target if same_image and source.startswith(same_image) else str(image)
+        return f"OS image {source}{more} → {to}"
+    if not change.extensions:
+        return "extension: none admitted"
+    if not sources:
+        return f"extension {', '.join(str(t) for t in change.extensions)} (nothing to upgrade)"
+    found = extension_versions(change, sources)
+    moves = []
+    for extension in change.extensions:
+        before = sorted(found.get(extension.name, set()), key=_version_order)
+        moves.append(f"{extension.name} {'/'.join(before) or '?'} → {extension.version}")
+    return "extension " + ", ".join(moves)
+
+
+def extension_versions(change: Change, sources: Iterable[str]) -> dict[str, set[str]]:
+    """Each extension's versions in `sources`, written as `Change.current` writes them
+    (`agent 1.2.0, logs 2.0.1`, in the change's order); a source that reads otherwise is left out."""
+    pattern = re.compile(", ".join(f"{re.escape(t.name)} (.+?)" for t in change.extensions), re.DOTALL)
+    found: dict[str, set[str]] = {}
+    for source in sources:
+        if match := pattern.fullmatch(source):
+            for target, version in zip(change.extensions, match.groups(), strict=True):
+                found.setdefault(target.name, set()).add(version)
+    return found
+
+
+def _version_order(version: str) -> tuple[bool, tuple[int, ...]]:
+    return (version == NOT_INSTALLED, version_key(version))
+
+
+def change_text(ledger: UpgradeLedger) -> str:
+    """The upgrade's change from → to (as asked, until admission resolves it)."""
+    change = ledger.change
+    if not ledger.instances or (change.image is None and not change.extensions):
+        return ledger.request.change_asked  # not admitted (yet)
+    return describe_change(change, from_images(ledger))
+
+
+def change_details(text: str) -> str:
+    """The change as a line of the Web UI's details."""
+    return f"**Change**: {escaped(text)}"
+
+
 def policy_details(request: UpgradeRequest) -> str:
     """The effective policy, as a table."""
     return "**Effective policy**\n\n" + table(("setting", "value"), request.effective_policy())
@@ -71,6 +132,8 @@ def current_details(ledger: UpgradeLedger) -> str:
     lines = [
         f"**{ledger.code.value}** · batch {ledger.batches} of {planned} · "
         f"started {ledger.start_time.isoformat(timespec='seconds')}",
+        "",
+        change_details(change_text(ledger)),
         "",
         table(
             ("instances", "count"),
