@@ -40,6 +40,7 @@ from temporalio.service import RPCError
 
 from fleet.errors import FleetError, FleetRequestError
 from models.base import describe_validation_error, without_docs_link
+from models.change import Change, ExtensionRequest
 from models.fleet import InstanceExtension
 from models.image import ImageReference
 from models.policy import UpgradePolicy
@@ -47,6 +48,7 @@ from models.status import UpgradeWaitKind
 from models.upgrade import (
     ApproveRequest,
     PauseRequest,
+    Preflight,
     ResumeRequest,
     ScaleSetName,
     UpgradeReport,
@@ -86,7 +88,9 @@ from starter.upgrades import (
     approve_upgrade,
     cancel_upgrade,
     pause_upgrade,
+    preflight_change,
     read_report,
+    report_change,
     reported_properties,
     resume_upgrade,
     start_upgrade,
@@ -99,6 +103,16 @@ if TYPE_CHECKING:
     from fleet.emulator.admin import EmulatorAdmin
 
 T = TypeVar("T")
+
+
+class UsageProblem(typer.BadParameter):
+    """A usage error in our words (exit 2, with the `try … --help` hint): options that go
+    together or not, as click's own errors say a missing or unknown option."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
 try:  # typer >= 0.26 carries its own click; its errors derive from TyperException
     from typer import TyperException as CommandLineError
 except ImportError:  # pragma: no cover - older typer on click
@@ -107,7 +121,7 @@ except ImportError:  # pragma: no cover - older typer on click
 
 # Help texts are plain text: "[:VERSION|latest]" is an image reference's syntax, not markup.
 app = typer.Typer(
-    help="Durable rolling OS image upgrades for VM scale sets, on Temporal.",
+    help="Durable rolling OS image and extension upgrades for VM scale sets, on Temporal.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -250,17 +264,109 @@ def print_json(document: Any) -> None:
 
 # --- upgrades -----------------------------------------------------------------------------------
 
+ImageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="An OS image upgrade: PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image "
+        "id[/versions/V]. Or --extensions."
+    ),
+]
+ExtensionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--extensions",
+        help="An extension upgrade instead of --image (Azure: Start Extension Upgrade): the "
+        "extensions named after it (NAME, or NAME=VERSION for an exact version; separated by "
+        "spaces or commas), or alone every extension of the model. Each moves to the newest "
+        "version of its model's major version, never to a new major.",
+    ),
+]
+ExtensionNames = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="NAME[=VERSION]",
+        help="With --extensions: the extensions to upgrade (default: every extension of the model).",
+        show_default=False,
+    ),
+]
+
+
+# An extension's name in a scale set's model, as `fleet create` takes it (Azure's are of this
+# kind: `AzureMonitorLinuxAgent`, `Microsoft.Azure.Monitor.AzureMonitorLinuxAgent`).
+_EXTENSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+EXTENSION_SYNTAX = "NAME or NAME=VERSION, separated by spaces or commas, such as agent logs=2.1.4"
+
+
+def extension_requests(names: list[str] | None) -> list[ExtensionRequest]:
+    """The extensions named after `--extensions` (none: every extension of the model).
+
+    Each is NAME (to the newest version of its model's major version) or NAME=VERSION (that exact
+    version); names are separated by spaces (separate arguments) or commas. Anything else is
+    refused, one line naming --extensions."""
+    asked: list[ExtensionRequest] = []
+    for argument in names or []:
+        parts = [part.strip() for part in argument.split(",")]
+        if not any(parts):
+            fail(
+                f"--extensions: an empty name (got '{clean(argument)}'); give {EXTENSION_SYNTAX}, or "
+                "--extensions alone for every extension of the model"
+            )
+        for part in filter(None, parts):
+            name, pinned, version = part.partition("=")
+            if not _EXTENSION_NAME.fullmatch(name):
+                fail(
+                    f"--extensions: '{clean(name)}' is not an extension name (letters, digits, '.', "
+                    f"'_', '-'; up to 64); give {EXTENSION_SYNTAX}"
+                )
+            try:
+                request = ExtensionRequest(name=name, version=version if pinned else None)
+            except ValidationError:
+                fail(
+                    f"--extensions: {name}={clean(version)}: VERSION must be an exact version of 2 "
+                    "to 4 numbers, such as 1.3.0"
+                )
+            if any(a.name.lower() == name.lower() for a in asked):
+                fail(f"--extensions: {name} is named twice")
+            asked.append(request)
+    return asked
+
+
+def change_options(
+    image: str | None, extensions: bool, names: list[str] | None
+) -> str | list[ExtensionRequest]:
+    """An OS image upgrade (--image) or an extension upgrade (--extensions [NAME...]): exactly
+    one. Giving both, neither, or names without --extensions is a usage error (exit 2)."""
+    if image is not None and extensions:
+        raise UsageProblem(
+            "--image and --extensions: give one of them, not both (an upgrade changes either the OS "
+            "image or extensions)"
+        )
+    if extensions:
+        return extension_requests(names)
+    if names:
+        raise UsageProblem(
+            f"unexpected argument '{clean(names[0])}': extension names are taken only after "
+            "--extensions (--extensions NAME...)"
+        )
+    if image is None:
+        raise UsageProblem(
+            "Missing option '--image' (or '--extensions'): give --image IMAGE for an OS image "
+            "upgrade, or --extensions [NAME...] for an extension upgrade"
+        )
+    return image
+
 
 def build_request(
     scale_set: str,
-    image: str,
+    image: str | list[ExtensionRequest],
     policy_file: Path | None,
     flags: dict[str, Any],
     started_by: str,
     **extra: Any,
 ) -> UpgradeRequest:
     """The request from a policy file (Azure's upgradePolicy) overlaid with flags; a note on
-    stderr for every field given that is read but not acted on."""
+    stderr for every field given that is read but not acted on. `image` is the OS image to move
+    to, or the extensions to move (an extension upgrade; [] every extension of the model)."""
     document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
     for section, values in flags.items():
         if not isinstance(values, dict):
@@ -276,7 +382,10 @@ def build_request(
     except ValidationError as err:
         where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
         fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
-    target = parse_image(image)
+    if isinstance(image, str):
+        target: ImageReference | None = parse_image(image)
+    else:
+        target, extra = None, {**extra, "extensions": image}
     for note in policy.notes():
         say(f"note: {note}", "yellow")
     try:
@@ -295,10 +404,11 @@ def build_request(
 @app.command()
 @run
 async def start(
+    ctx: typer.Context,
     scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to upgrade.")],
-    image: Annotated[
-        str, typer.Option(help="PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image id[/versions/V].")
-    ],
+    image: ImageOption = None,
+    extensions: ExtensionsOption = False,
+    names: ExtensionNames = None,
     policy: Annotated[
         Path | None,
         typer.Option(
@@ -360,10 +470,16 @@ async def start(
     started_by: Annotated[str, typer.Option(help="Recorded as startedBy.")] = "User",
     task_queue: Annotated[str | None, typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
 ) -> None:
-    """Start a rolling upgrade of a scale set to an image."""
+    """Start a rolling upgrade of a scale set: to an OS image (--image), or of its extensions to
+    newer versions (--extensions [NAME[=VERSION]...]; Azure: Start Extension Upgrade)."""
+    try:
+        change = change_options(image, extensions, names)
+    except UsageProblem as err:
+        err.ctx = ctx
+        raise
     request = build_request(
         scale_set,
-        image,
+        change,
         policy,
         {
             "rollingUpgradePolicy": rolling_flags(
@@ -395,11 +511,28 @@ async def start(
         deferral=deferral,
         not_before_timeout=not_before_timeout,
     )
+    if (deferral or not_before_timeout) and not request.needs_approval:
+        say(
+            "note: --deferral and --not-before-timeout are OS image settings, not acted on: an "
+            "extension upgrade asks no approval",
+            "yellow",
+        )
+
+    def preflight(found: Preflight) -> None:
+        say(
+            f"preflight of {clean(found.scale_set)}: {preflight_change(found)}; {found.to_upgrade} of "
+            f"{found.instance_count} instances to upgrade, {found.skipped} skipped, about "
+            f"{found.planned_batches} batches"
+        )
+
     client = await connect()
-    _, admission = await start_upgrade(client, request, task_queue or Settings().task_queue)
+    _, admission = await start_upgrade(
+        client, request, task_queue or Settings().task_queue, on_preflight=preflight
+    )
+    target = Change(image=admission.target_image, extensions=admission.extensions)
     say(
         f"started {clean(admission.workflow_id)} (run {admission.run_id}): {admission.to_upgrade} of "
-        f"{admission.instance_count} instances to {clean(admission.target_image)}, "
+        f"{admission.instance_count} instances to {clean(target, None)}, "
         f"{admission.skipped} skipped, about {admission.planned_batches} batches"
     )
     if wait:
@@ -409,10 +542,11 @@ async def start(
 @app.command()
 @run
 async def plan(
+    ctx: typer.Context,
     scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to plan an upgrade of.")],
-    image: Annotated[
-        str, typer.Option(help="PUBLISHER:OFFER:SKU[:VERSION|latest] or a gallery image id[/versions/V].")
-    ],
+    image: ImageOption = None,
+    extensions: ExtensionsOption = False,
+    names: ExtensionNames = None,
     policy: Annotated[
         Path | None,
         typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections and applicationHealth."),
@@ -423,15 +557,21 @@ async def plan(
     enable_cross_zone_upgrade: CrossZone = None,
 ) -> None:
     """Print the batches an upgrade would run now (zones, update domains, phases, skipped
-    instances, an estimate): reads the scale set and the image versions, changes nothing."""
+    instances, an estimate): reads the scale set and the image or extension versions, changes
+    nothing."""
     from fleet.azure.backend import AzureFleet
     from models.errors import RefusalCode
-    from starter.plan import plan_text
+    from starter.plan import ExtensionsRefused, plan_text, resolve_extensions
     from workflows.admission import rolled_by_azure
 
+    try:
+        change = change_options(image, extensions, names)
+    except UsageProblem as err:
+        err.ctx = ctx
+        raise
     request = build_request(
         scale_set,
-        image,
+        change,
         policy,
         {
             "rollingUpgradePolicy": {
@@ -446,8 +586,12 @@ async def plan(
     async with AzureFleet(azure_settings()) as fleet:
         view = await fleet.get_scale_set(request.scale_set)
         current, target = view.image_reference, request.target_image
-        assert target is not None  # (plan takes --image)
-        if target.definition != current.definition:
+        if target is None:
+            try:
+                planned = Change(extensions=await resolve_extensions(fleet, view, request.extensions or []))
+            except ExtensionsRefused as err:
+                fail(f"start would refuse it: {err.code}: {err.message}")
+        elif target.definition != current.definition:
             # As the admission's resolve_image refuses it: a reimage keeps the instance's image.
             fail(
                 f"start would refuse it: {RefusalCode.IMAGE_DEFINITION_CHANGED.value}: the image of "
@@ -455,8 +599,9 @@ async def plan(
                 f"{clean(target.with_version(''))}: an upgrade moves instances to "
                 "another version of the same image (publisher:offer:sku or gallery image)"
             )
-        image_ref = await fleet.resolve_image(target, view.location)
-    for line in plan_text(request, view, image_ref, datetime.now(UTC)).splitlines():
+        else:
+            planned = Change(image=await fleet.resolve_image(target, view.location))
+    for line in plan_text(request, view, planned, datetime.now(UTC)).splitlines():
         console.print(plain(line, limit=None), soft_wrap=True)
     if refusal := rolled_by_azure(view):
         fail(f"start would refuse it: {refusal.type}: {refusal.message}")
@@ -475,7 +620,8 @@ async def status(
     scale_set: Annotated[str, typer.Argument(help="The scale set.")],
     as_json: Annotated[bool, typer.Option("--json", help="Azure's RollingUpgradeStatusInfo.")] = False,
 ) -> None:
-    """The latest upgrade of a scale set: running status, progress, policy, error."""
+    """The latest upgrade of a scale set: running status, the change (an OS image, or extension
+    versions, from → to), progress, policy, error."""
     client = await connect()
     report = await read_report(client, scale_set)
     if as_json:
@@ -484,6 +630,7 @@ async def status(
     properties = reported_properties(report)
     table = Table(title=plain(f"rolling upgrade of {clean(scale_set)}"), show_header=False)
     table.add_row("status", properties.running_status.code.value)
+    table.add_row("change", plain(report_change(report), limit=None))
     table.add_row("started", properties.running_status.start_time.isoformat())
     running = properties.running_status
     table.add_row("last action", f"{running.last_action.value} at {running.last_action_time.isoformat()}")
@@ -515,8 +662,9 @@ async def history(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Azure's osUpgradeHistory document.")] = False,
 ) -> None:
-    """Past upgrades of a scale set, newest first (Azure: Get OS Upgrade History)."""
-    from starter.history import upgrade_history
+    """Past upgrades of a scale set, newest first (Azure: Get OS Upgrade History): the target
+    image's version, or the extensions and versions an extension upgrade moved to."""
+    from starter.history import history_target, upgrade_history
 
     client = await connect()
     entries = await upgrade_history(client, scale_set, everything=everything)
@@ -536,14 +684,13 @@ async def history(
         "succeeded",
         "failed",
         "rolled back",
-        "target image",
+        "target",
         "started by",
         "error",
     ):
         table.add_column(column)
     for entry in entries:
         p = entry.properties
-        image = p.target_image_reference or {}
         table.add_row(
             p.running_status.start_time.strftime("%Y-%m-%d %H:%M:%S"),
             p.running_status.end_time.strftime("%H:%M:%S") if p.running_status.end_time else "-",
@@ -552,7 +699,7 @@ async def history(
             str(p.progress.failed_instance_count),
             f"{p.rollback_info.successfully_rolledback_instance_count} ok, "
             f"{p.rollback_info.failed_rolledback_instance_count} failed",
-            plain(image.get("exactVersion") or image.get("version", "-")),
+            plain(history_target(entry), limit=None),
             plain(p.started_by),
             plain(p.error.code if p.error else ""),
         )
@@ -968,13 +1115,30 @@ async def fleet_ops(
     console.print(table)
 
 
+def extensions_equals(args: list[str]) -> list[str]:
+    """`start`/`plan --extensions=agent,logs` as `--extensions agent,logs`: the flag takes its
+    names as arguments, and click would refuse a value given to a flag."""
+    if not args or args[0] not in ("start", "plan"):
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    split: list[str] = []
+    for arg in args[:end]:
+        flag, equals, names = arg.partition("=")
+        split += [flag, names] if equals and flag == "--extensions" else [arg]
+    return split + args[end:]
+
+
 def cli(args: list[str] | None = None) -> int:
     """Run `upgradectl` with these arguments; returns the exit code. Usage errors (an unknown
     option, a missing or malformed value) are one line plus a hint, exit 2, with the user's
     text made harmless; click's own panel would echo it raw."""
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=args, prog_name="upgradectl", standalone_mode=False)
+        code = command.main(
+            args=extensions_equals(sys.argv[1:] if args is None else args),
+            prog_name="upgradectl",
+            standalone_mode=False,
+        )
     except CommandLineError as err:
         if type(err).__name__ == "NoArgsIsHelpError":
             return EXIT_USAGE  # typer printed the help while raising it

@@ -27,6 +27,18 @@ def history_query(scale_set: str, *, everything: bool, now: datetime) -> str:
     return query
 
 
+def history_target(entry: UpgradeOperationHistoricalStatusInfo) -> str:
+    """What an upgrade moved to, as `history` lists it: the image's exact version, or
+    `extension agent 1.3.0, logs 2.1.4` for an extension upgrade."""
+    properties = entry.properties
+    if properties.extensions:
+        return "extension " + ", ".join(
+            f"{e.get('name', '?')} {e.get('version', '?')}" for e in properties.extensions
+        )
+    image = properties.target_image_reference or {}
+    return image.get("exactVersion") or image.get("version") or "-"
+
+
 async def entry_of(client: Client, execution: WorkflowExecution) -> UpgradeOperationHistoricalStatusInfo:
     memo = await execution.memo()
     if "upgrade" in memo:

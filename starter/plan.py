@@ -1,35 +1,81 @@
 """`upgradectl plan`: the batches an upgrade would run now, from the same pure planner and ledger
-the workflow uses, after reading the scale set and resolving the image: reads only, so it is the
-safe first command on a real subscription."""
+the workflow uses, after reading the scale set and resolving the image (or the extension
+versions, as the admission resolves them): reads only, so it is the safe first command on a real
+subscription."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from models.change import Change
+from temporalio.exceptions import ApplicationError
+
+from activities.fleet_activities import FleetActivities
+from fleet.errors import FleetError
+from fleet.protocol import FleetBackend
+from models import steps
+from models.change import Change, ExtensionRequest, ExtensionTarget
+from models.errors import RefusalCode
 from models.fleet import ScaleSetView
 from models.image import ImageReference
 from models.policy import format_duration
 from models.upgrade import InstanceState, UpgradeRequest
 from workflows.ledger import UpgradeLedger
 from workflows.planner import Candidate
+from workflows.presentation import change_text
 
-# What one reimage of an instance takes on Azure (OS disk written, VM booted), for the estimate
-# only: minutes in practice, depending on the image size and the VM size.
+# What one reimage of an instance takes on Azure (OS disk written, VM booted), and one install
+# of an extension version, for the estimate only: minutes in practice, depending on the image
+# size and the VM size (the extension: on what its handler does).
 TYPICAL_REIMAGE = timedelta(minutes=3)
+TYPICAL_INSTALL = timedelta(minutes=1)
 
 
-def plan_text(request: UpgradeRequest, scale_set: ScaleSetView, image: ImageReference, now: datetime) -> str:
-    """The plan as plain text: the scale set, what is skipped, every batch, an estimate."""
+class ExtensionsRefused(Exception):
+    """The admission would refuse the extensions asked for (ExtensionNotFound,
+    ExtensionVersionNotFound), in its words."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+async def resolve_extensions(
+    fleet: FleetBackend, scale_set: ScaleSetView, asked: list[ExtensionRequest]
+) -> list[ExtensionTarget]:
+    """The exact version each extension would move to, by the admission's own rules (the same
+    activity code, called directly): the newest of the model's major version, or the one asked."""
+    try:
+        result = await FleetActivities(fleet).resolve_extensions(
+            steps.ResolveExtensionsInput(extensions=asked, scale_set=scale_set)
+        )
+    except ApplicationError as err:
+        if isinstance(err.__cause__, FleetError):
+            raise err.__cause__ from None  # not reachable, throttled: as any read of the fleet
+        if err.type in {c.value for c in RefusalCode}:
+            raise ExtensionsRefused(err.type or "Refused", err.message) from None
+        raise
+    return result.extensions
+
+
+def plan_text(
+    request: UpgradeRequest, scale_set: ScaleSetView, change: ImageReference | Change, now: datetime
+) -> str:
+    """The plan as plain text: the scale set, the change, what is skipped, every batch, an
+    estimate. `change` is the resolved image (or Change) the upgrade would apply."""
+    change = change if isinstance(change, Change) else Change(image=change)
     ledger = UpgradeLedger(request, now)
-    ledger.admit(scale_set, Change(image=image))
+    ledger.admit(scale_set, change)
     batches = ledger.plan()
+    image = change.image
     lines = [
         f"scale set {scale_set.name}: {scale_set.orchestration_mode}, {scale_set.location}, "
         f"{len(scale_set.instances)} instances, upgradePolicy.mode {scale_set.upgrade_mode}",
         # resolve_image keeps the asked version ('latest') and sets the exact one.
-        f"target image: {image}"
-        + (" ('latest' resolved)" if image.version != image.resolved_version else ""),
+        f"target image: {image}" + (" ('latest' resolved)" if image.version != image.resolved_version else "")
+        if image is not None
+        # Each to the newest of its model's major version, or the version asked.
+        else f"change: {change_text(ledger)} (asked: {request.change_asked})",
     ]
     skipped = ledger.in_state(InstanceState.SKIPPED)
     if skipped:
@@ -48,8 +94,12 @@ def plan_text(request: UpgradeRequest, scale_set: ScaleSetView, image: ImageRefe
         ids = ", ".join(c.instance_id for c in batch)
         lines.append(f"batch {number}: {len(batch)} instance(s) {where(batch)}: {ids}")
     if not batches:
-        lines.append("nothing to upgrade: every instance is on the target image or skipped")
-    lines.append(estimate(request, len(batches)))
+        lines.append(
+            "nothing to upgrade: every instance is on the target image or skipped"
+            if image is not None
+            else "nothing to upgrade: every instance has these versions or is skipped"
+        )
+    lines.append(estimate(request, len(batches), TYPICAL_REIMAGE if image is not None else TYPICAL_INSTALL))
     return "\n".join(lines)
 
 
@@ -70,7 +120,7 @@ def where(batch: list[Candidate]) -> str:
     return f"({'; '.join(parts)})"
 
 
-def estimate(request: UpgradeRequest, batches: int) -> str:
+def estimate(request: UpgradeRequest, batches: int, change_time: timedelta = TYPICAL_REIMAGE) -> str:
     if not batches:
         return "estimate: nothing to do"
     health = request.health
@@ -78,11 +128,12 @@ def estimate(request: UpgradeRequest, batches: int) -> str:
         seconds=max(health.effective_grace_period, health.interval_in_seconds * health.number_of_probes)
     )
     pauses = request.policy.pause_time_between_batches * (batches - 1)
-    typical = (TYPICAL_REIMAGE + healthy_after) * batches + pauses
-    longest = (TYPICAL_REIMAGE + health.health_wait_timeout) * batches + pauses
+    typical = (change_time + healthy_after) * batches + pauses
+    longest = (change_time + health.health_wait_timeout) * batches + pauses
+    action = "a reimage" if request.target_image is not None else "an install"
     return (
         f"estimate: {batches} batch(es), about {format_duration(typical)} if every instance is healthy "
-        f"soon after a reimage of about {format_duration(TYPICAL_REIMAGE)}; up to "
+        f"soon after {action} of about {format_duration(change_time)}; up to "
         f"{format_duration(longest)} if instances take the whole healthWaitTimeout "
         f"({format_duration(health.health_wait_timeout)})"
     )

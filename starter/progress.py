@@ -30,6 +30,7 @@ from starter.upgrades import (
     await_admission,
     describe_upgrade,
     final_report,
+    report_change,
     upgrade_handle,
 )
 
@@ -115,7 +116,8 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
         bars.add_row(Text(label, style), bar, Text(str(count), style))
 
     in_flight = [i for i in report.instances if i.state == InstanceState.IN_PROGRESS]
-    parts: list[RenderableType] = [title, bars]
+    # Which change it carries: `OS image …:2024.11.01 → 2024.12.01`, `extension agent 1.2.0 → 1.3.0`.
+    parts: list[RenderableType] = [title, plain(report_change(report), "bold", None), bars]
     if in_flight:
         parts.append(
             Text(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -43,6 +45,7 @@ from models.upgrade import (
     Admission,
     ApproveRequest,
     InstanceProgress,
+    InstanceState,
     PauseRequest,
     Preflight,
     ResumeRequest,
@@ -50,7 +53,7 @@ from models.upgrade import (
     UpgradeRequest,
     upgrade_workflow_id,
 )
-from workflows import search_attributes
+from workflows import presentation, search_attributes
 
 # `upgradectl`'s exit codes (README: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0
@@ -102,15 +105,19 @@ async def start_upgrade(
     task_queue: str,
     *,
     admission_timeout: float = 60.0,
+    on_preflight: Callable[[Preflight], None] | None = None,
 ) -> tuple[WorkflowHandle, Admission]:
     """Preflight the upgrade, start it, and return once the workflow has admitted it.
 
-    The preflight (a short workflow) reads the scale set and resolves the image, so a refusal
-    comes before anything starts, and the upgrade starts with its Web UI summary (scale set,
-    from and to image, instance count) and details (the effective policy).
+    The preflight (a short workflow) reads the scale set and resolves the image or the extension
+    versions, so a refusal comes before anything starts, and the upgrade starts with its Web UI
+    summary (scale set, from and to image or versions, instance count) and details (the change
+    from → to, the effective policy). `on_preflight` sees the preflight before the start.
     """
     workflow_id = upgrade_workflow_id(request.scale_set)
     preflight = await run_preflight(client, request, task_queue, admission_timeout)
+    if on_preflight is not None:
+        on_preflight(preflight)
     start: WithStartWorkflowOperation[Any, UpgradeReport] = WithStartWorkflowOperation(
         ROLLING_UPGRADE_WORKFLOW,
         request,
@@ -119,7 +126,7 @@ async def start_upgrade(
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         result_type=UpgradeReport,
         static_summary=preflight.summary,
-        static_details=preflight.details,
+        static_details=presentation.change_details(preflight_change(preflight)) + "\n\n" + preflight.details,
         search_attributes=search_attributes.at_start(
             request.scale_set, str(preflight.change), request.started_by
         ),
@@ -154,6 +161,21 @@ async def start_upgrade(
             f"within {admission_timeout:.0f} s: is a worker polling task queue {task_queue!r}?"
         ) from None
     return await start.workflow_handle(), admission
+
+
+def preflight_change(preflight: Preflight) -> str:
+    """The change an upgrade would carry, from → to, as the preflight found it."""
+    return presentation.describe_change(preflight.change, preflight.from_images)
+
+
+def report_change(report: UpgradeReport) -> str:
+    """The change an upgrade carries, from → to: `OS image …:2024.11.01 → 2024.12.01` or
+    `extension agent 1.2.0 → 1.3.0`; as asked when it was not admitted (refused)."""
+    change = report.change
+    if not report.instances or (change.image is None and not change.extensions):
+        return report.request.change_asked if report.request else "unknown (not admitted)"
+    sources = Counter(p.from_image for p in report.instances if p.state != InstanceState.SKIPPED)
+    return presentation.describe_change(change, dict(sources.most_common()))
 
 
 async def upgrade_holder(client: Client, scale_set: str) -> str:

@@ -1,0 +1,279 @@
+"""`upgradectl start --extensions` (Azure's Start Extension Upgrade) as users run it: a separate
+process against the dev server, the emulator and a worker. The change an upgrade carries shows in
+what `start` prints, `status`, `watch`, `history`, `plan` and the Web UI; cancel works mid-way;
+refusals and bad input are one line with the documented exit code."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
+
+from fleet.emulator.admin import EmulatorAdmin
+from models.change import Change, ExtensionTarget
+from models.fleet import OperationKind, ScaleSetSpec, TimingSpec
+from models.image import ImageReference
+from models.status import UpgradeOperationHistoricalStatusInfo
+from models.upgrade import upgrade_workflow_id
+from starter.history import history_target
+from tests.helpers import V1, V2, eventually
+from tests.test_cli_input import HOSTILE, assert_harmless, call, offline  # noqa: F401 - fixture
+from workflows.presentation import describe_change
+
+PUBLISHER = "Contoso.Monitoring"
+QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
+
+
+async def agent_set(
+    fleet: EmulatorAdmin, *, capacity: int = 4, extension_seconds: float = 0
+) -> tuple[str, str]:
+    """A scale set on V1 whose model has extension `agent` 1.2 (each instance on 1.2.0), with
+    1.3.0 and a new major 2.0.0 published: (scale set, extension type)."""
+    type_ = f"Agent{uuid.uuid4().hex[:6]}"  # the emulator's versions are global: a type of its own
+    await fleet.publish_extension_version(PUBLISHER, type_, "1.2.0")
+    name = f"extcli-{uuid.uuid4().hex[:8]}"
+    await fleet.create_scale_set(
+        ScaleSetSpec.model_validate(
+            {
+                "name": name,
+                "capacity": capacity,
+                "zones": ["1", "2"],
+                "updateDomainCount": 1,
+                "imageReference": V1.to_json(),
+                "timing": TimingSpec(
+                    reimage_seconds=[0, 0],
+                    restore_seconds=[0, 0],
+                    boot_seconds=[0, 0],
+                    extension_seconds=[extension_seconds, extension_seconds],
+                ).to_json(),
+                "extensions": [
+                    {
+                        "name": "agent",
+                        "publisher": PUBLISHER,
+                        "type": type_,
+                        "typeHandlerVersion": "1.2",
+                        "autoUpgradeMinorVersion": False,
+                    }
+                ],
+            }
+        )
+    )
+    for version in ("1.3.0", "2.0.0"):
+        await fleet.publish_extension_version(PUBLISHER, type_, version)
+    return name, type_
+
+
+async def agent_versions(fleet: EmulatorAdmin, name: str) -> dict[str, str | None]:
+    view = await fleet.show_scale_set(name)
+    return {
+        i.instance_id: (e.type_handler_version if (e := i.extension("agent")) else None)
+        for i in view.instances
+    }
+
+
+async def installs(fleet: EmulatorAdmin, name: str) -> dict[str, list[str]]:
+    """Every install the emulator accepted, per instance, in order: the versions."""
+    done: dict[str, list[str]] = {}
+    for op in sorted(await fleet.operations(name), key=lambda o: o.start_time):
+        if op.kind == OperationKind.INSTALL_EXTENSION:
+            done.setdefault(op.instance_id, []).append(op.extension_version or "?")
+    return done
+
+
+def one_error(err: str) -> str:
+    """The one line of an error (nothing else on stderr)."""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+async def test_an_extension_upgrade_from_plan_to_history_says_its_change_everywhere(
+    upgradectl: Any, fleet: EmulatorAdmin, local_env: Any
+) -> None:
+    name, _ = await agent_set(fleet)
+
+    # plan: the same planner, the versions resolved as the admission resolves them.
+    planned = await upgradectl("plan", "--scale-set", name, "--extensions", "agent")
+    assert planned.code == 0, planned.err
+    assert planned.out.splitlines()[1] == (
+        "change: extension agent 1.2.0 → 1.3.0 (asked: extension agent (newest))"
+    )
+    assert len([line for line in planned.out.splitlines() if line.startswith("batch ")]) == 4
+    unplanned = await upgradectl("plan", "--scale-set", name, "--extensions", "nope")
+    assert unplanned.code == 3
+    assert one_error(unplanned.err).startswith("error: start would refuse it: ExtensionNotFound: ")
+    assert "'nope'" in unplanned.err
+
+    # Refused before anything starts: an unknown extension, a new major version.
+    unknown = await upgradectl("start", "--scale-set", name, "--extensions", "agent", "nope")
+    assert unknown.code == 3
+    assert "ExtensionNotFound" in one_error(unknown.err) and "'nope'" in unknown.err
+    major = await upgradectl("start", "--scale-set", name, "--extensions=agent=2.0.0")
+    assert major.code == 3
+    line = one_error(major.err)
+    assert "ExtensionVersionNotFound" in line and "agent 2.0.0 is a new major version" in line
+    assert (await upgradectl("status", name)).code == 5  # no upgrade was started
+    assert await installs(fleet, name) == {}
+
+    # start --extensions agent --wait: the preflight and the start say the change. --deferral
+    # (an OS image setting) holds nothing back, and a note says so.
+    result = await upgradectl(
+        "start", "--scale-set", name, "--extensions", "agent", "--wait", "--deferral", *QUICK
+    )
+    assert result.code == 0, result.err
+    assert "note: --deferral and --not-before-timeout are OS image settings, not acted on" in result.err
+    assert f"preflight of {name}: extension agent 1.2.0 → 1.3.0; 4 of 4 instances to upgrade" in result.err
+    assert (
+        f"started rolling-upgrade/{name} " in result.err
+        and "instances to extension agent 1.3.0" in result.err
+    )
+    assert result.json()["properties"]["runningStatus"]["code"] == "Completed"
+    # Every instance has the newest 1.x (never the new major 2.0.0), installed once.
+    assert await agent_versions(fleet, name) == {str(i): "1.3.0" for i in range(4)}
+    assert await installs(fleet, name) == {str(i): ["1.3.0"] for i in range(4)}
+
+    status = await upgradectl("status", name)
+    assert status.code == 0
+    assert "change" in status.out and "extension agent 1.2.0 → 1.3.0" in status.out
+    assert "Completed" in status.out
+    watched = await upgradectl("watch", name)  # finished: its outcome at once, the header above
+    assert watched.code == 0 and "extension agent 1.2.0 → 1.3.0" in watched.err
+
+    # The Web UI: summary, static details and current details name the versions.
+    handle = local_env.client.get_workflow_handle(upgrade_workflow_id(name))
+    description = await handle.describe()
+    assert await description.static_summary() == f"{name}: extension agent 1.2.0 → agent 1.3.0 · 4 instances"
+    assert "**Change**: extension agent 1.2.0 → 1.3.0" in (await description.static_details() or "")
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert "**Change**: extension agent 1.2.0 → 1.3.0" in metadata.current_details
+
+    # An OS image upgrade of the same set afterwards: history lists both, each with its change.
+    await fleet.publish_image(V2)
+    os_upgrade = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
+    assert os_upgrade.code == 0, os_upgrade.err
+    assert f"preflight of {name}: OS image {V1} → {V2.version}; 4 of 4" in os_upgrade.err
+    assert f"OS image {V1} → {V2.version}" in (await upgradectl("status", name)).out
+
+    async def entries() -> list[dict[str, Any]]:
+        listed = await upgradectl("history", name, "--json")
+        assert listed.code == 0, listed.err
+        return list(listed.json()["value"])
+
+    newest, oldest = await eventually(entries, lambda found: len(found) == 2, timeout=30)
+    assert "targetImageReference" not in oldest["properties"]  # (null: left out, as Azure does)
+    assert [(e["name"], e["version"]) for e in oldest["properties"]["extensions"]] == [("agent", "1.3.0")]
+    assert newest["properties"]["targetImageReference"]["exactVersion"] == V2.version
+    table = await upgradectl("history", name)
+    assert table.code == 0
+    rows = [line for line in table.out.splitlines() if "Completed" in line]
+    assert len(rows) == 2
+    assert V2.version in rows[0] and "extension" not in rows[0]
+    assert "extension agent 1.3.0" in rows[1]
+
+
+async def test_cancel_stops_an_extension_upgrade_after_its_batch_in_flight(
+    upgradectl: Any, fleet: EmulatorAdmin
+) -> None:
+    # Installs take 2 s each, one instance a batch: four batches, stopped after the first.
+    name, _ = await agent_set(fleet, extension_seconds=2)
+
+    # --extensions alone: every extension of the model with a version to move to.
+    started = await upgradectl("start", "--scale-set", name, "--extensions", *QUICK)
+    assert started.code == 0, started.err
+    assert f"preflight of {name}: extension agent 1.2.0 → 1.3.0" in started.err
+    await eventually(lambda: installs(fleet, name), lambda done: len(done) >= 1, timeout=30)
+    assert (await upgradectl("cancel", name)).code == 0
+
+    watched = await upgradectl("watch", name)
+    assert watched.code == 2, watched.err
+    assert watched.json()["properties"]["runningStatus"]["lastAction"] == "Cancel"
+    status = await upgradectl("status", name)
+    assert "Cancelled" in status.out and "extension agent 1.2.0 → 1.3.0" in status.out
+    # The batch in flight finished; no later batch started.
+    done = await installs(fleet, name)
+    versions = await agent_versions(fleet, name)
+    assert 1 <= len(done) < 4 and all(v == ["1.3.0"] for v in done.values())
+    assert {i for i, v in versions.items() if v == "1.3.0"} == set(done)
+    assert {v for i, v in versions.items() if i not in done} == {"1.2.0"}
+
+    table = await upgradectl("history", name)
+    assert "Cancelled" in table.out and "extension agent 1.3.0" in table.out
+
+
+# --- bad input: in-process, Temporal and the fleet unreachable (nothing is ever called) -----------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--image", str(V2), "--extensions"], "--image and --extensions: give one of them, not both"),
+        (["--extensions", "agent", "--image", str(V2)], "give one of them, not both"),
+        ([], "Missing option '--image' (or '--extensions')"),
+        (["agent"], "unexpected argument 'agent': extension names are taken only after --extensions"),
+        (["--image", str(V2), "agent\x1b[2J"], "unexpected argument 'agent\\x1b[2J'"),
+    ],
+)
+def test_image_and_extensions_go_alone_a_usage_error_otherwise(offline, capsys, args, message):  # noqa: F811
+    for command in ("start", "plan"):
+        result = call(capsys, command, "--scale-set", "web", *args)
+        assert result.code == 2, result.err
+        lines = result.err.splitlines()
+        assert lines[0].startswith("error: ") and message in lines[0], result.err
+        assert len(lines) == 2 and lines[1] == f"try `upgradectl {command} --help`"
+        assert_harmless(result)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["agent\x1b[2J\x1b[41m"], "'agent\\x1b[2J\\x1b[41m' is not an extension name"),
+        (["[bold red]agent[/]"], "'[bold red]agent[/]' is not an extension name"),
+        ([":b:"], "':b:' is not an extension name"),
+        (["ag\u202eent\x9b\x07"], "'ag\\u202eent\\x9b\\x07' is not an extension name"),
+        (["agent=1.x\x1b[2J"], "agent=1.x\\x1b[2J: VERSION must be an exact version of 2 to 4 numbers"),
+        (["agent=2"], "agent=2: VERSION must be an exact version"),
+        (["agent,logs", "Agent"], "--extensions: Agent is named twice"),
+        ([","], "--extensions: an empty name"),
+        (["a" * 65], "is not an extension name (letters, digits, '.', '_', '-'; up to 64)"),
+    ],
+)
+def test_hostile_or_malformed_extension_names_are_one_line_exit_three(offline, capsys, names, message):  # noqa: F811
+    result = call(capsys, "start", "--scale-set", "web", "--extensions", *names)
+    assert result.code == 3
+    line = one_error(result.err)
+    assert line.startswith("error: --extensions: ") and message in line
+    assert "🅱" not in line and len(line) < 400
+    assert_harmless(result)
+    for char in HOSTILE:
+        assert char not in result.out
+
+
+# --- the change, as the status and history say it -------------------------------------------------
+
+
+def test_the_change_reads_from_to_for_each_extension_and_the_image():
+    agent = ExtensionTarget(name="agent", publisher=PUBLISHER, type="A", version="1.3.0")
+    logs = ExtensionTarget(name="logs", publisher=PUBLISHER, type="L", version="2.1.4")
+    sources = {"agent 1.2.0, logs 2.0.1": 5, "agent 1.10.0, logs not installed": 1}
+    assert describe_change(Change(extensions=[agent, logs]), sources) == (
+        "extension agent 1.2.0/1.10.0 → 1.3.0, logs 2.0.1/not installed → 2.1.4"
+    )
+    assert describe_change(Change(extensions=[agent]), {}) == "extension agent 1.3.0 (nothing to upgrade)"
+    v0 = ImageReference.parse("Contoso:web-os:2024:2024.10.01")
+    assert describe_change(Change(image=V2), {str(V1): 4, str(v0): 1}) == (
+        f"OS image {V1} (+1 more) → {V2.version}"
+    )
+
+    def entry(**properties: Any) -> UpgradeOperationHistoricalStatusInfo:
+        document = {
+            "runningStatus": {"code": "Completed", "startTime": "2026-01-01T00:00:00Z"},
+            "progress": {},
+            **properties,
+        }
+        return UpgradeOperationHistoricalStatusInfo.model_validate({"properties": document})
+
+    pinned = [agent.to_json(), logs.to_json()]
+    assert history_target(entry(extensions=pinned)) == "extension agent 1.3.0, logs 2.1.4"
+    assert history_target(entry(targetImageReference=V2.to_json())) == V2.version
