@@ -294,7 +294,7 @@ class FleetActivities:
                     continue
                 if operation.status != OperationStatus.SUCCEEDED:
                     raise operation_failure(operation)
-            instance = await self._read_instance(scale_set, instance_id)
+            instance = await self._read_instance(scale_set, instance_id, progress)
             if instance is None:
                 continue
             if progress.before is None and not reached(instance):
@@ -372,13 +372,17 @@ class FleetActivities:
                 return None
             raise
 
-    async def _read_instance(self, scale_set: str, instance_id: str) -> InstanceView | None:
+    async def _read_instance(
+        self, scale_set: str, instance_id: str, progress: Progress
+    ) -> InstanceView | None:
         """The instance now; None after a transient error (the caller loops). A deleted
         instance ends the activity: its code says it is gone."""
         try:
             return await self.fleet.get_instance(scale_set, instance_id)
         except FleetTransientError as err:
-            activity.heartbeat({"waiting": err.code})
+            # Through `progress`: a heartbeat replaces the details the next attempt resumes
+            # from, so each one must still name the operation sent (else a retry resends it).
+            progress.beat(waiting=err.code)
             await asyncio.sleep(backoff_seconds(err.retry_after, 1))
             return None
 
