@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -21,6 +22,12 @@ from starter.processes import WorkerProcesses  # noqa: F401 - the tests' worker 
 from starter.upgrades import final_report, get_status, start_upgrade
 
 T = TypeVar("T")
+
+# An address where nothing answers, for as long as the tests run: a port bound and never
+# listening refuses connections, and no server started later can take it.
+_NEVER_LISTENING = socket.socket()
+_NEVER_LISTENING.bind(("127.0.0.1", 0))
+CLOSED = f"127.0.0.1:{_NEVER_LISTENING.getsockname()[1]}"
 
 V1 = ImageReference.parse("Contoso:web-os:2024:2024.11.01")
 V2 = ImageReference.parse("Contoso:web-os:2024:2024.12.01")

@@ -23,12 +23,10 @@ from models.automatic import CHECK_NOW_SIGNAL, watcher_workflow_id
 from models.fleet import ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from starter import cli as cli_module
-from starter import processes
 from starter.auto_commands import auto_app, rollout_app
 from tests.conftest import Result
-from tests.helpers import INSTANT, eventually
+from tests.helpers import CLOSED, INSTANT, eventually
 
-CLOSED = f"127.0.0.1:{processes.free_port()}"  # nothing listens here
 HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")
 
 

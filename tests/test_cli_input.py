@@ -25,12 +25,11 @@ from starter.cli import build_request, cli
 from starter.terminal import clean
 from starter.upgrades import final_report
 from tests.conftest import Result
-from tests.helpers import QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set
+from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set
 from tests.test_models import SEED_POLICY
 from worker.assembly import build_worker
 from worker.connection import connect
 
-CLOSED = f"127.0.0.1:{processes.free_port()}"  # nothing listens here
 # What may never reach a terminal raw: ESC, a C1 CSI, BEL, a bidi override.
 HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")
 

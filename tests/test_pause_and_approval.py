@@ -24,10 +24,10 @@ from models.upgrade import (
     ResumeRequest,
     UpgradeRequest,
 )
-from starter import processes
 from starter.cli import cli
 from starter.upgrades import final_report, get_instances, get_status
 from tests.helpers import (
+    CLOSED,
     V1,
     V2,
     WorkerProcesses,
@@ -40,7 +40,6 @@ from tests.helpers import (
 from workflows import presentation
 from workflows.ledger import UpgradeLedger
 
-CLOSED = f"127.0.0.1:{processes.free_port()}"  # nothing listens here
 HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")  # never reach a terminal raw
 SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
 
