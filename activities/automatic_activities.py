@@ -1,5 +1,7 @@
-"""What the automatic-upgrade watcher and its rollouts read: the enrolled scale sets (model only)
-and what 'latest' means for an image source in a region. Reads only; nothing here acts."""
+"""What the automatic-upgrade watcher and its rollouts read: the enrolled scale sets (model only,
+with the image and extension versions their instances run), what 'latest' means for an image
+source in a region, and the newest version of one major of an extension published in a region.
+Reads only; nothing here acts."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from temporalio import activity
 from activities.fleet_activities import fleet_errors
 from fleet.protocol import FleetBackend
 from models import steps
+from models.change import installed, major_of, version_key
+from models.fleet import ScaleSetView
 from models.image import LATEST
 
 # Reads of many scale sets at once stay well inside ARM's read budget.
@@ -19,6 +23,8 @@ CONCURRENT_READS = 8
 # Back-end codes that mean "no version may be 'latest' here (yet)", not a failure.
 NO_VERSION_CODES = {"ImageNotFound", "ImageNotReplicatedToRegion"}
 GONE = {"ResourceNotFound", "NotFound"}
+# Back-end codes that mean "no version of this extension is published here".
+NO_EXTENSION_CODES = {"ArtifactNotFound", "NotFound", "ResourceNotFound"}
 
 
 class AutomaticActivities:
@@ -26,7 +32,7 @@ class AutomaticActivities:
         self.fleet = fleet
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.survey_scale_sets, self.latest_versions]
+        return [self.survey_scale_sets, self.latest_versions, self.newest_extension_versions]
 
     @activity.defn(name=steps.SURVEY_SCALE_SETS)
     async def survey_scale_sets(self, request: steps.SurveyInput) -> steps.SurveyResult:
@@ -46,6 +52,7 @@ class AutomaticActivities:
                 scale_set=name,
                 view=view.model_copy(update={"instances": []}),
                 instance_versions=versions,
+                extension_versions=extension_versions(view),
             )
 
         return steps.SurveyResult(sets=list(await asyncio.gather(*map(survey, request.scale_sets))))
@@ -64,3 +71,41 @@ class AutomaticActivities:
             return steps.LatestVersion(source=source, region=query.region, version=image.resolved_version)
 
         return steps.LatestVersionsResult(versions=list(await asyncio.gather(*map(latest, request.queries))))
+
+    @activity.defn(name=steps.NEWEST_EXTENSION_VERSIONS)
+    async def newest_extension_versions(
+        self, request: steps.NewestExtensionVersionsInput
+    ) -> steps.NewestExtensionVersionsResult:
+        gate = asyncio.Semaphore(CONCURRENT_READS)
+
+        async def newest(query: steps.ExtensionVersionQuery) -> steps.NewestExtensionVersion:
+            found = steps.NewestExtensionVersion(
+                publisher=query.publisher, type_=query.type_, major=query.major, region=query.region
+            )
+            async with gate:
+                try:
+                    with fleet_errors():
+                        published = await self.fleet.extension_versions(
+                            query.publisher, query.type_, query.region
+                        )
+                except Exception as err:
+                    if getattr(err, "type", None) in NO_EXTENSION_CODES:
+                        return found.model_copy(update={"reason": str(err)})
+                    raise
+            of_major = sorted((v for v in published if major_of(v) == query.major), key=version_key)
+            return found.model_copy(
+                update={"versions": of_major, "newest": of_major[-1] if of_major else None}
+            )
+
+        return steps.NewestExtensionVersionsResult(
+            versions=list(await asyncio.gather(*map(newest, request.queries)))
+        )
+
+
+def extension_versions(view: ScaleSetView) -> dict[str, list[str]]:
+    """Per extension of the model, the versions its instances run ('' where not installed and
+    succeeded), in numeric order."""
+    return {
+        extension.name: sorted({installed(i, extension.name) or "" for i in view.instances}, key=version_key)
+        for extension in view.extensions
+    }

@@ -1,5 +1,5 @@
-"""Automatic OS image upgrades: who opted in, the watcher's settings, and each rollout of one image
-version across the opted-in scale sets, availability first.
+"""Automatic OS image and extension upgrades: who opted in, the watcher's settings, and each rollout
+of one image version (or one extension version) across the opted-in scale sets, availability first.
 
 The enrollments live in one durable Temporal workflow (`automatic-os-upgrades`), not in the scale
 set: turning on the set's own `automaticOSUpgradePolicy.enableAutomaticOSUpgrade` would make Azure
@@ -10,14 +10,14 @@ history, readable with `upgradectl auto show` and in the Web UI.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from models.base import ViewModel
-from models.change import version_key  # noqa: F401 - where the automatic workflows find it
+from models.change import major_of, version_key
 from models.image import LATEST, ImageReference
 from models.policy import UpgradePolicy, format_duration
 from models.status import ApiError
@@ -69,6 +69,19 @@ def rollout_workflow_id(source: ImageReference, version: str) -> str:
     return f"rollout/{image_source_key(source)}/{version}"
 
 
+def extension_rollout_key(full_type: str, major: str) -> str:
+    """What the watcher keys an extension's rollouts by: one extension type and one major version
+    (`ext:publisher.type/1`; never clashes with an image source key, which has no `ext:`)."""
+    return f"ext:{full_type.lower()}/{major}"
+
+
+def extension_rollout_id(full_type: str, version: str, retry: int = 0) -> str:
+    """`rollout/ext:publisher.type/<version>`, and `.../retry-<n>` for the n-th retry of a version
+    that failed: each attempt a workflow of its own, so an ended one stays readable."""
+    base = f"rollout/ext:{full_type}/{version}"
+    return f"{base}/retry-{retry}" if retry else base
+
+
 def _interval(low: timedelta, high: timedelta, name: str):  # type: ignore[no-untyped-def]
     def check(value: timedelta) -> timedelta:
         if not low <= value <= high:
@@ -85,6 +98,9 @@ ReplicationPoll = Annotated[
 ]
 NotBeforeTimeout = Annotated[
     timedelta, _interval(timedelta(minutes=5), timedelta(hours=2), "notBeforeTimeout")
+]
+ExtensionRetryInterval = Annotated[
+    timedelta, _interval(timedelta(hours=1), timedelta(days=30), "extensionRetryInterval")
 ]
 
 
@@ -106,10 +122,107 @@ class AutomaticSettings(ViewModel):
     geo_pairs: list[tuple[str, str]] | None = Field(
         default=None, description="region pairs; None: Azure's published pairs"
     )
+    extension_retry_interval: ExtensionRetryInterval = Field(
+        default=timedelta(days=3),
+        description="how long after an automatic extension upgrade failed on a scale set it is "
+        "tried again there (Azure: every few days)",
+    )
+
+
+def when_text(moment: datetime) -> str:
+    """A moment as the status texts write it (UTC, to the second)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class ExtensionEnrollment(ViewModel):
+    """One extension of an enrolled set's model, and what the watcher saw and did with it. It
+    follows new minor and patch versions of its major when `enableAutomaticUpgrade` is on."""
+
+    name: str = Field(description="its name in the scale set's model")
+    publisher: str = ""
+    type_: str = Field(default="", alias="type")
+    model_version: str = Field(default="", description="typeHandlerVersion in the model")
+    automatic: bool = Field(default=False, description="enableAutomaticUpgrade in the model")
+    installed: list[str] = Field(
+        default_factory=list,
+        description="the versions its instances run (installed and succeeded); '' for an "
+        "instance where it is not (a failed or unfinished install)",
+    )
+    note: str | None = Field(default=None, description="why it is not upgraded automatically now")
+    applied_version: str | None = Field(default=None, description="the last version a rollout completed")
+    failed_version: str | None = Field(
+        default=None, description="a version whose rollout faulted or was cancelled on this set"
+    )
+    failed_at: AwareDatetime | None = None
+    failure: str | None = Field(default=None, description="why it failed, as the rollout said")
+    attempts: int = Field(default=0, description="how many rollouts of failed_version failed here")
+    retry: bool = Field(
+        default=True,
+        description="failed_version is tried again after the retry interval (not after a cancel: "
+        "then only a newer version, or `upgradectl auto enable` again)",
+    )
+    rollout_id: str | None = Field(default=None, description="the rollout moving it now")
+    rolling_version: str | None = None
+
+    @property
+    def full_type(self) -> str:
+        return f"{self.publisher}.{self.type_}"
+
+    @property
+    def major(self) -> str:
+        return major_of(self.model_version)
+
+    def forgive(self) -> ExtensionEnrollment:
+        """Forget a failed version (applied since, or enrolled again): it may be tried again."""
+        self.failed_version = self.failed_at = self.failure = None
+        self.attempts, self.retry = 0, True
+        return self
+
+    def retry_at(self, interval: timedelta) -> datetime | None:
+        """When its failed version is tried again, if it is."""
+        if self.failed_version is None or self.failed_at is None or not self.retry:
+            return None
+        return self.failed_at + interval
+
+    def due(self, version: str, now: datetime, interval: timedelta) -> bool:
+        """Should `version` (the newest of its major) be rolled to it now? When some instance
+        runs an older version, unless a rollout completed it already, or it failed here and
+        the retry interval has not passed (or it was cancelled)."""
+        if self.note is not None or not self.automatic or version == self.applied_version:
+            return False
+        if not any(version_key(v) < version_key(version) for v in self.installed):
+            return False
+        if version == self.failed_version:
+            retry_at = self.retry_at(interval)
+            return retry_at is not None and now >= retry_at
+        return True
+
+    def state_text(self, interval: timedelta) -> str:
+        """Its automatic state in one line: following, off, rolling, failed (retry at ...)."""
+        installed = ", ".join(v or "not installed" for v in self.installed) or "no instances"
+        if self.note is not None:
+            return self.note
+        if self.rollout_id is not None:
+            return f"rolling to {self.rolling_version} ({self.rollout_id}); installed {installed}"
+        if self.failed_version is not None:
+            failed = f"{self.failed_version} failed at {when_text(self.failed_at)}" if self.failed_at else ""
+            failed = failed or f"{self.failed_version} failed"
+            retry_at = self.retry_at(interval)
+            if retry_at is None:
+                return (
+                    f"{failed}: {self.failure or 'cancelled'}; not retried (a newer version, or "
+                    f"`auto enable` again, is); installed {installed}"
+                )
+            return (
+                f"{failed} ({self.attempts} attempt(s)): {self.failure or '?'}; retry "
+                f"{self.attempts} at {when_text(retry_at)}; installed {installed}"
+            )
+        return f"following new {self.major}.x versions; installed {installed}"
 
 
 class Enrollment(ViewModel):
-    """One scale set opted in to automatic OS image upgrades, and what the watcher last saw."""
+    """One scale set opted in to automatic upgrades (its OS image when it follows 'latest', each
+    extension with enableAutomaticUpgrade), and what the watcher last saw and did."""
 
     scale_set: str
     policy: UpgradePolicy = Field(
@@ -126,7 +239,9 @@ class Enrollment(ViewModel):
     # What the watcher last read of the scale set.
     location: str | None = None
     image_reference: ImageReference | None = None
-    note: str | None = Field(default=None, description="why the set is not upgraded automatically now")
+    note: str | None = Field(
+        default=None, description="why the set's OS image is not upgraded automatically now"
+    )
     applied_version: str | None = Field(
         default=None, description="the last version a rollout completed on it"
     )
@@ -135,6 +250,14 @@ class Enrollment(ViewModel):
         description="a version whose rollout faulted or was cancelled on this set: not tried again "
         "until a newer version, or `upgradectl auto enable` again",
     )
+    extensions: dict[str, ExtensionEnrollment] = Field(
+        default_factory=dict,
+        description="automatic extension upgrades: each extension of the model, by its name",
+    )
+
+    def extension(self, name: str) -> ExtensionEnrollment | None:
+        """The extension called `name` (case-insensitive, as Azure names them)."""
+        return next((e for e in self.extensions.values() if e.name.lower() == name.lower()), None)
 
     @property
     def follows_latest(self) -> bool:
@@ -144,11 +267,43 @@ class Enrollment(ViewModel):
 class RolloutSetState(StrEnum):
     PENDING = "Pending"
     WAITING_FOR_REPLICATION = "WaitingForReplication"
+    WAITING_FOR_SCALE_SET = "WaitingForScaleSet"  # another upgrade of the set runs: its turn next
     RUNNING = "RollingForward"
     COMPLETED = "Completed"
     FAULTED = "Faulted"
     CANCELLED = "Cancelled"
     SKIPPED = "Skipped"  # not started: the rollout stopped, was superseded, or the set opted out
+
+
+class RolloutRetry(ViewModel):
+    """A rollout that tries a version again on a scale set where it failed."""
+
+    attempt: int = Field(description="the retry's number: 1 for the first retry")
+    failed_at: AwareDatetime
+    reason: str = ""
+
+    def text(self, version: str) -> str:
+        return (
+            f"retry {self.attempt} of {version} after it failed at {when_text(self.failed_at)}: {self.reason}"
+        )
+
+
+class RolloutExtension(ViewModel):
+    """The extension an extension rollout moves: one type, one major version; its name in each
+    scale set's model (names may differ between sets)."""
+
+    publisher: str
+    type_: str = Field(alias="type")
+    major: str
+    names: dict[str, str] = Field(default_factory=dict, description="scale set -> extension name")
+
+    @property
+    def full_type(self) -> str:
+        return f"{self.publisher}.{self.type_}"
+
+    @property
+    def key(self) -> str:
+        return extension_rollout_key(self.full_type, self.major)
 
 
 class RolloutSet(ViewModel):
@@ -160,6 +315,7 @@ class RolloutSet(ViewModel):
     message: str | None = None
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
+    retry: RolloutRetry | None = Field(default=None, description="a retry of a version that failed here")
 
 
 class RolloutState(StrEnum):
@@ -174,15 +330,40 @@ class RolloutState(StrEnum):
 ENDED = {RolloutState.COMPLETED, RolloutState.FAULTED, RolloutState.CANCELLED, RolloutState.SUPERSEDED}
 
 
-class RolloutRequest(ViewModel):
-    """The input of RolloutWorkflow: one version of one image source, the scale sets it goes to
-    (with the enrollment each upgrade follows) and the phases of regions."""
+def subject(source: ImageReference | None, extension: RolloutExtension | None, version: str) -> str:
+    """What a rollout moves, as its texts say: an image at a version, or an extension version."""
+    if extension is not None:
+        return f"extension {extension.full_type} {version}"
+    return str(source.with_version(version)) if source is not None else version
 
-    source: ImageReference = Field(description="the image as the scale sets reference it ('latest')")
+
+class RolloutRequest(ViewModel):
+    """The input of RolloutWorkflow: one version of one image source (or of one extension), the
+    scale sets it goes to (with the enrollment each upgrade follows) and the phases of regions."""
+
+    source: ImageReference | None = Field(
+        default=None, description="the image as the scale sets reference it ('latest'); None: an extension"
+    )
     version: str
     enrollments: list[Enrollment]
     phases: list[list[str]]
     replication_poll_interval: timedelta = timedelta(minutes=5)
+    extension: RolloutExtension | None = Field(default=None, description="an extension rollout: which")
+    retries: dict[str, RolloutRetry] = Field(
+        default_factory=dict, description="per scale set, when this rollout tries the version again"
+    )
+
+    @property
+    def source_key(self) -> str:
+        if self.extension is not None:
+            return self.extension.key
+        assert self.source is not None
+        return image_source_key(self.source)
+
+    @property
+    def retry(self) -> RolloutRetry | None:
+        """The furthest retry among its sets (what its headline says)."""
+        return max(self.retries.values(), key=lambda r: (r.attempt, r.failed_at), default=None)
 
 
 class Hold(ViewModel):
@@ -195,10 +376,12 @@ class RolloutStatus(ViewModel):
     """A rollout as `upgradectl rollout show` and the Web UI present it."""
 
     workflow_id: str
-    source: ImageReference
+    source: ImageReference | None = None
     version: str
     state: RolloutState = RolloutState.RUNNING
     phases: list[list[str]]
+    extension: RolloutExtension | None = None
+    retry: RolloutRetry | None = Field(default=None, description="a retry: the furthest among its sets")
     current_phase: int = 0
     sets: list[RolloutSet] = Field(default_factory=list)
     hold: Hold | None = None
@@ -209,18 +392,24 @@ class RolloutStatus(ViewModel):
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
 
+    @property
+    def subject(self) -> str:
+        return subject(self.source, self.extension, self.version)
+
 
 class RolloutSummary(ViewModel):
     """One line of `upgradectl rollout list`, as the watcher keeps it."""
 
     workflow_id: str
-    source: str
+    source: str = Field(description="the image, or `ext:publisher.type` for an extension")
     version: str
     state: RolloutState = RolloutState.RUNNING
     scale_sets: list[str] = Field(default_factory=list)
     message: str | None = None
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
+    extension: RolloutExtension | None = None
+    retry: int = Field(default=0, description="a retry: its number")
 
 
 class EnrollRequest(ViewModel):
@@ -262,6 +451,7 @@ class RolloutEnded(ViewModel):
     sets: list[RolloutSet]
     message: str | None = None
     end_time: datetime | None = None
+    extension: RolloutExtension | None = None
 
 
 class AutomaticState(ViewModel):

@@ -143,6 +143,11 @@ class ScaleSetSurvey(Payload):
     view: ScaleSetView | None = None
     instance_versions: list[str] = Field(default_factory=list)
     error: str | None = None
+    extension_versions: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per extension of the model (by name), the versions its instances run "
+        "(succeeded installs; '' for an instance where it is not installed and succeeded)",
+    )
 
 
 class SurveyResult(Payload):
@@ -170,3 +175,34 @@ class LatestVersionsInput(Payload):
 
 class LatestVersionsResult(Payload):
     versions: list[LatestVersion]
+
+
+# Automatic extension upgrades: the newest published version of one major of an extension.
+NEWEST_EXTENSION_VERSIONS = "newest_extension_versions"
+
+
+class ExtensionVersionQuery(Payload):
+    publisher: str
+    type_: str = Field(alias="type")
+    major: str = Field(description="only versions of this major (a new major is never automatic)")
+    region: str
+
+
+class NewestExtensionVersion(Payload):
+    """The versions of one major of an extension published in one region, and the newest."""
+
+    publisher: str
+    type_: str = Field(alias="type")
+    major: str
+    region: str
+    newest: str | None = None
+    versions: list[str] = Field(default_factory=list, description="of that major, in numeric order")
+    reason: str | None = None
+
+
+class NewestExtensionVersionsInput(Payload):
+    queries: list[ExtensionVersionQuery]
+
+
+class NewestExtensionVersionsResult(Payload):
+    versions: list[NewestExtensionVersion]

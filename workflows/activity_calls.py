@@ -215,3 +215,18 @@ async def latest_versions(queries: list[steps.VersionQuery]) -> list[steps.Lates
         summary="what 'latest' is in " + ", ".join(sorted({q.region for q in queries})),
     )
     return result.versions
+
+
+async def newest_extension_versions(
+    queries: list[steps.ExtensionVersionQuery],
+) -> list[steps.NewestExtensionVersion]:
+    result = await workflow.execute_activity(
+        steps.NEWEST_EXTENSION_VERSIONS,
+        steps.NewestExtensionVersionsInput(queries=queries),
+        result_type=steps.NewestExtensionVersionsResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=timedelta(minutes=1),
+        retry_policy=FLEET_RETRY,
+        summary="newest extension versions in " + ", ".join(sorted({q.region for q in queries})),
+    )
+    return result.versions
