@@ -1,12 +1,15 @@
-"""RolloutWorkflow: one image version across the opted-in scale sets, availability first.
+"""RolloutWorkflow: one image version, or one extension version, across the opted-in scale sets,
+availability first.
 
 Regions move in phases, one phase after another; a phase starts only when every upgrade of the
 previous one completed, so geo-paired regions (never in one phase) are never in flight together.
 Within a region the scale sets go one after another, each with enableCrossZoneUpgrade off, so
 the rollout never has two availability zones of a region in flight at once. A region waits until
-the version is replicated to it. A Faulted upgrade stops the rollout: upgrades in flight in the
-phase finish, nothing else starts, and the status says which set stopped it and why. Each upgrade
-is a RollingUpgradeWorkflow (`rolling-upgrade/<set>`, the set's lock) with startedBy Platform.
+the version is replicated to it (an extension version: published there). A Faulted upgrade stops
+the rollout: upgrades in flight in the phase finish, nothing else starts, and the status says
+which set stopped it and why. Each upgrade is a RollingUpgradeWorkflow (`rolling-upgrade/<set>`,
+the set's lock) with startedBy Platform; a set another upgrade holds (another extension's
+rollout, say) waits for its turn.
 
 Hold stops new scale sets from starting (upgrades in flight go on); cancel also cancels the
 upgrades in flight (each finishes its batch); a newer version supersedes the rollout at the same
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -50,9 +54,9 @@ with workflow.unsafe.imports_passed_through():
         RolloutStatus,
         SupersedeRequest,
         WithdrawnNotice,
-        image_source_key,
         version_key,
     )
+    from models.change import ExtensionRequest
     from models.errors import RefusalCode
     from models.policy import RollingUpgradePolicy
     from models.status import ApiError
@@ -66,27 +70,49 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_calls, search_attributes
     from workflows.presentation import escaped
 
+# Patches: each id guards a change to the commands the workflow issues (README: "Changing
+# workflow code safely").
+# 2026-11: a set another upgrade holds (its `rolling-upgrade/<set>` lock) waits for its turn,
+# trying again after a timer and steerable meanwhile, instead of being skipped.
+WAIT_FOR_SET_LOCK = "wait-for-set-lock"
 
 # An upgrade refused at admission touched nothing: the set is skipped, the rollout goes on.
 REFUSALS = frozenset(code.value for code in RefusalCode)
+# How often a set waiting for another upgrade of it to end tries to start its own: soon at first
+# (the other may be about to end), then less and less often, to keep the history short.
+SET_LOCK_POLL = (timedelta(seconds=5), timedelta(minutes=5))
+# A set in one of these states has not started: when the rollout ends it is skipped.
+WAITING = (
+    RolloutSetState.PENDING,
+    RolloutSetState.WAITING_FOR_REPLICATION,
+    RolloutSetState.WAITING_FOR_SCALE_SET,
+)
 
 
-def upgrade_request(enrollment: Enrollment, target: str) -> UpgradeRequest:
-    """The upgrade one enrolled set gets: its rolling upgrade policy when
-    useRollingUpgradePolicy, else the seed's defaults; never across zones (availability first)."""
+def upgrade_request(enrollment: Enrollment, target: str, extension: str | None = None) -> UpgradeRequest:
+    """The upgrade one enrolled set gets: its image to version `target`, or (given the
+    extension's name in the set's model) that extension to version `target`. Its rolling upgrade
+    policy when useRollingUpgradePolicy, else the seed's defaults; never across zones
+    (availability first)."""
     policy = enrollment.policy
     automatic = policy.automatic_os_upgrade_policy
     rolling = (
         policy.rolling_upgrade_policy if automatic.use_rolling_upgrade_policy else RollingUpgradePolicy()
     )
+    chosen = policy.model_copy(
+        update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
+    )
+    if extension is not None:  # (deferral and notBeforeTimeout are OS image settings)
+        wanted = [ExtensionRequest(name=extension, version=target)]
+        return UpgradeRequest.from_policy(
+            enrollment.scale_set, None, chosen, extensions=wanted, started_by=PLATFORM
+        )
     assert enrollment.image_reference is not None
     image = enrollment.image_reference.model_copy(update={"version": target, "exact_version": None})
     return UpgradeRequest.from_policy(
         enrollment.scale_set,
         image,
-        policy.model_copy(
-            update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
-        ),
+        chosen,
         started_by=PLATFORM,
         deferral=bool(automatic.os_rolling_upgrade_deferral),
         not_before_timeout=enrollment.not_before_timeout,
@@ -105,11 +131,14 @@ class RolloutWorkflow:
             source=request.source,
             version=request.version,
             phases=request.phases,
+            extension=request.extension,
+            retry=request.retry,
             sets=[
                 RolloutSet(
                     scale_set=e.scale_set,
                     region=(e.location or "").lower(),
                     phase=phase_of.get((e.location or "").lower(), 0),
+                    retry=request.retries.get(e.scale_set),
                 )
                 for e in sorted(request.enrollments, key=lambda e: e.scale_set)
             ],
@@ -209,19 +238,16 @@ class RolloutWorkflow:
         return True
 
     async def _replicated(self, item: RolloutSet) -> bool:
-        """Wait until the version may be 'latest' in the set's region; False if stopped first."""
-        query = steps.VersionQuery(source=self._request.source, region=item.region)
+        """Wait until the version may be rolled in the set's region ('latest' there; an
+        extension version: published there); False if stopped first."""
         while True:
-            [latest] = await activity_calls.latest_versions([query])
-            if latest.version and version_key(latest.version) >= version_key(self._request.version):
+            there, waiting = await self._available(item.region)
+            if there:
                 return True
             if item.state != RolloutSetState.WAITING_FOR_REPLICATION:
                 item.state = RolloutSetState.WAITING_FOR_REPLICATION
                 item.start_time = workflow.now()
-                item.message = (
-                    f"waiting for {self._request.version} to reach {item.region} "
-                    f"('latest' there is {latest.version or 'none'})"
-                )
+                item.message = waiting
                 self._publish()
             with contextlib.suppress(TimeoutError):  # the poll interval passed: look again
                 await workflow.wait_condition(
@@ -231,36 +257,39 @@ class RolloutWorkflow:
                 )
                 return False  # stopped while waiting
 
-    async def _upgrade(self, item: RolloutSet) -> None:
-        enrollment = self._enrollments[item.scale_set]
-        request = upgrade_request(enrollment, self._request.version)
-        item.workflow_id = upgrade_workflow_id(item.scale_set)
-        try:
-            handle = await workflow.start_child_workflow(
-                ROLLING_UPGRADE_WORKFLOW,
-                request,
-                id=item.workflow_id,
-                result_type=UpgradeReport,
-                # The upgrade outlives a cancelled or terminated rollout: its batch in flight
-                # finishes (a cancel is sent to it as a signal instead).
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=(
-                    f"{item.scale_set}: automatic OS upgrade to {request.target_image} "
-                    f"(rollout {self._status.workflow_id})"
-                ),
-                search_attributes=search_attributes.at_start(
-                    item.scale_set, str(request.target_image), PLATFORM
-                ),
+    async def _available(self, region: str) -> tuple[bool, str]:
+        """Whether the version may be rolled in `region` now, and if not, what a set waits for."""
+        version, extension = self._request.version, self._request.extension
+        if extension is not None:
+            query = steps.ExtensionVersionQuery(
+                publisher=extension.publisher, type_=extension.type_, major=extension.major, region=region
             )
-        except WorkflowAlreadyStartedError:
-            self._skip(item, f"another upgrade holds it ({item.workflow_id}): the watcher tries again later")
+            [found] = await activity_calls.newest_extension_versions([query])
+            return version in found.versions, (
+                f"waiting for {extension.full_type} {version} to be published in {region} "
+                f"(the newest {extension.major}.x there is {found.newest or 'none'})"
+            )
+        assert self._request.source is not None
+        [latest] = await activity_calls.latest_versions(
+            [steps.VersionQuery(source=self._request.source, region=region)]
+        )
+        there = latest.version is not None and version_key(latest.version) >= version_key(version)
+        return (
+            there,
+            f"waiting for {version} to reach {region} ('latest' there is {latest.version or 'none'})",
+        )
+
+    async def _upgrade(self, item: RolloutSet) -> None:
+        handle = await self._start(item)
+        if handle is None:
             return
         item.state = RolloutSetState.RUNNING
         item.start_time = workflow.now()
-        item.message = f"upgrading to {self._request.version}"
+        retry = f" (retry {item.retry.attempt})" if item.retry else ""
+        item.message = f"upgrading to {self._request.version}{retry}"
         self._publish()
         if self._cancelled or item.scale_set in self._cancel_on_start:
-            await self._signal(item.workflow_id, CANCEL_SIGNAL)  # asked while it was starting
+            await self._signal(handle.id, CANCEL_SIGNAL)  # asked while it was starting
         try:
             report: UpgradeReport = await handle
         except ChildWorkflowError as err:
@@ -283,9 +312,64 @@ class RolloutWorkflow:
             properties = report.status.properties
             cancelled = properties is not None and properties.running_status.code == "Cancelled"
             item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED
-            item.message = f"{'cancelled' if cancelled else 'upgraded'} to {self._request.version}"
+            item.message = f"{'cancelled' if cancelled else 'upgraded'} to {self._request.version}{retry}"
         item.end_time = workflow.now()
         self._publish()
+
+    async def _start(self, item: RolloutSet) -> workflow.ChildWorkflowHandle[object, UpgradeReport] | None:
+        """Start the set's upgrade; while another upgrade holds the set, wait for its turn.
+        None when the set was skipped instead (the rollout stopped, was cancelled or
+        superseded, or the set opted out, meanwhile)."""
+        extension = self._request.extension
+        name = extension.names.get(item.scale_set) if extension is not None else None
+        request = upgrade_request(self._enrollments[item.scale_set], self._request.version, name)
+        if name is not None:
+            what = f"extension upgrade of {name} to {self._request.version}"
+        else:
+            what = f"OS upgrade to {request.target_image}"
+        retry = f" (retry {item.retry.attempt})" if item.retry else ""
+        summary = f"{item.scale_set}: automatic {what}{retry} (rollout {self._status.workflow_id})"
+        item.workflow_id = upgrade_workflow_id(item.scale_set)
+        poll = timedelta(0)
+        while True:
+            try:
+                return await workflow.start_child_workflow(
+                    ROLLING_UPGRADE_WORKFLOW,
+                    request,
+                    id=item.workflow_id,
+                    result_type=UpgradeReport,
+                    # The upgrade outlives a cancelled or terminated rollout: its batch in flight
+                    # finishes (a cancel is sent to it as a signal instead).
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    static_summary=summary,
+                    search_attributes=search_attributes.at_start(
+                        item.scale_set, request.change_asked, PLATFORM
+                    ),
+                )
+            except WorkflowAlreadyStartedError:
+                if not workflow.patched(WAIT_FOR_SET_LOCK):
+                    self._skip(
+                        item, f"another upgrade holds it ({item.workflow_id}): the watcher tries again later"
+                    )
+                    return None
+            poll = min(2 * poll, SET_LOCK_POLL[1]) if poll else SET_LOCK_POLL[0]
+            if not await self._wait_for_set(item, poll):
+                return None
+
+    async def _wait_for_set(self, item: RolloutSet, poll: timedelta) -> bool:
+        """Another upgrade holds the set: wait `poll` (a hold, a stop or a cancel ends the wait
+        at once, and a hold lasts until resumed); False if the set was skipped meanwhile."""
+        if item.state != RolloutSetState.WAITING_FOR_SCALE_SET:
+            item.state = RolloutSetState.WAITING_FOR_SCALE_SET
+            item.message = f"waiting for {item.workflow_id} to finish (another upgrade holds the scale set)"
+            self._publish()
+        with contextlib.suppress(TimeoutError):  # its turn, perhaps: try to start again
+            await workflow.wait_condition(
+                lambda: self._stop_reason(item.scale_set) is not None or self._status.hold is not None,
+                timeout=poll,
+                timeout_summary=f"until {item.workflow_id} finishes",
+            )
+        return await self._may_start(item)
 
     def _stop_reason(self, scale_set: str | None = None) -> str | None:
         """Why no further scale set starts, if it should not."""
@@ -308,7 +392,7 @@ class RolloutWorkflow:
     async def _end(self) -> RolloutStatus:
         status = self._status
         for item in status.sets:
-            if item.state in (RolloutSetState.PENDING, RolloutSetState.WAITING_FOR_REPLICATION):
+            if item.state in WAITING:
                 self._skip(item, self._stop_reason(item.scale_set) or "not started")
         if status.stopped_by is not None:
             status.state = RolloutState.FAULTED
@@ -326,12 +410,13 @@ class RolloutWorkflow:
             message = f"superseded by {status.superseded_by}"
         ended = RolloutEnded(
             workflow_id=status.workflow_id,
-            source_key=image_source_key(self._request.source),
+            source_key=self._request.source_key,
             version=self._request.version,
             state=status.state,
             sets=status.sets,
             message=message,
             end_time=status.end_time,
+            extension=self._request.extension,
         )
         parent = workflow.info().parent  # the watcher; by id, so its latest run (continue-as-new)
         if parent is not None:
@@ -355,9 +440,11 @@ class RolloutWorkflow:
 
 
 def details(status: RolloutStatus, namespace: str) -> str:
-    """The Web UI's current details: a summary per phase, a line per scale set with a link
-    down to its upgrade."""
-    lines = [f"**{status.source.with_version(status.version)}**: {status.state.value}"]
+    """The Web UI's current details: what rolls (a retry: of what failure), a summary per
+    phase, a line per scale set with a link down to its upgrade."""
+    lines = [f"**{escaped(status.subject)}**: {status.state.value}"]
+    if status.retry:
+        lines.append(escaped(status.retry.text(status.version)))
     if status.hold:
         hold, since = status.hold, status.hold.since.isoformat(timespec="seconds")
         lines.append(f"held by {escaped(hold.by)} since {since}: {escaped(hold.reason)}")
@@ -373,5 +460,6 @@ def details(status: RolloutStatus, namespace: str) -> str:
         for item in members:
             target = item.workflow_id or upgrade_workflow_id(item.scale_set)
             link = f"/namespaces/{namespace}/workflows/{target.replace('/', '%2F')}"
-            lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}")
+            retry = f" (retry {item.retry.attempt})" if item.retry else ""
+            lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}{retry}")
     return "\n".join(lines)
