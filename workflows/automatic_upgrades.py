@@ -1,5 +1,6 @@
-"""AutomaticOSUpgradesWorkflow: who opted in to automatic OS image upgrades, and the watcher that
-starts a rollout when a new version of their image may be 'latest'.
+"""AutomaticOSUpgradesWorkflow: who opted in to automatic upgrades, and the watcher that starts a
+rollout when a new version of their image may be 'latest', or a new minor or patch version of one
+of their extensions with enableAutomaticUpgrade is published.
 
 One long-running workflow (`automatic-os-upgrades`): enrollments change through updates (who and
 when stay in its history), and every poll interval it reads the enrolled scale sets and what
@@ -8,11 +9,18 @@ replication honoured by the back end's resolution). A newer version than the set
 RolloutWorkflow for it; a version newer than a rollout in flight supersedes it (the rollout
 starts no further scale set and ends once its upgrades in flight finish, then the next look starts
 the newer one). It continues as new before its history grows long, so it can run for years.
+
+Extensions the same way, each on its own: per extension type and major version (a new major is
+never automatic), the newest version published in the sets' regions rolls to every enrolled set
+where some instance runs an older one, in a rollout of its own, so one extension's failure never
+stops another's. A version that faulted on a set is tried there again after the retry interval
+(`extensionRetryInterval`, Azure's "every few days"); a cancelled one is not.
 """
 
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
@@ -36,8 +44,11 @@ with workflow.unsafe.imports_passed_through():
         AutomaticState,
         Enrollment,
         EnrollRequest,
+        ExtensionEnrollment,
         RolloutEnded,
+        RolloutExtension,
         RolloutRequest,
+        RolloutRetry,
         RolloutSet,
         RolloutSetState,
         RolloutState,
@@ -45,12 +56,16 @@ with workflow.unsafe.imports_passed_through():
         SupersedeRequest,
         WithdrawnNotice,
         WithdrawRequest,
+        extension_rollout_id,
+        extension_rollout_key,
         image_source_key,
+        major_of,
         rollout_workflow_id,
         version_key,
     )
     from models.errors import RefusalCode
     from models.fleet import ScaleSetView
+    from models.image import ImageReference
     from models.markdown import table
     from models.policy import format_duration
     from workflows import activity_calls
@@ -63,6 +78,11 @@ with workflow.unsafe.imports_passed_through():
 HISTORY_LIMIT = 4_000
 # 2026-11: each look first checks that the rollouts it started still run (a ping signal).
 PING_ROLLOUTS = "ping-rollouts"
+# 2026-11: automatic extension upgrades: a look with enrolled extensions that have
+# enableAutomaticUpgrade also asks the newest version of each one's major (an activity) and
+# starts their rollouts; a faulted one is retried after extensionRetryInterval (the watcher's
+# wait ends in time for it).
+EXTENSION_UPGRADES = "extension-upgrades"
 # Ended rollouts kept for `upgradectl rollout list`.
 RECENT_ROLLOUTS = 50
 
@@ -99,6 +119,11 @@ class AutomaticOSUpgradesWorkflow:
             enrolled_by=request.by,
             enrolled_at=workflow.now(),
             applied_version=previous.applied_version if previous else None,
+            # What was applied is kept; a failed (or cancelled) version is forgotten: tried again.
+            extensions={
+                name: extension.model_copy().forgive()
+                for name, extension in (previous.extensions if previous else {}).items()
+            },
         )
         self._observe(enrollment, survey)
         self._state.enrollments[request.scale_set] = enrollment
@@ -113,7 +138,7 @@ class AutomaticOSUpgradesWorkflow:
         enrollment = self._state.enrollments.pop(request.scale_set, None)
         if enrollment is None:
             raise ApplicationError(
-                f"scale set {request.scale_set!r} is not enrolled in automatic OS upgrades",
+                f"scale set {request.scale_set!r} is not enrolled in automatic upgrades",
                 type="NotEnrolled",
                 non_retryable=True,
             )
@@ -159,8 +184,10 @@ class AutomaticOSUpgradesWorkflow:
         if running is not None and running.workflow_id == ended.workflow_id:
             del self._state.running[ended.source_key]
             self._superseding.pop(ended.source_key, None)
+        if ended.extension is not None:
+            self._extension_ended(ended)
         stopped = ended.state in (RolloutState.FAULTED, RolloutState.CANCELLED)
-        for done in ended.sets:
+        for done in ended.sets if ended.extension is None else []:
             enrollment = self._state.enrollments.get(done.scale_set)
             if enrollment is None:
                 continue
@@ -177,6 +204,39 @@ class AutomaticOSUpgradesWorkflow:
         self._state.recent = [*self._state.recent, summary][-RECENT_ROLLOUTS:]
         self._look_now = True
 
+    def _extension_ended(self, ended: RolloutEnded) -> None:
+        """Per set, what an extension rollout came to: applied; faulted (tried again after the
+        retry interval); cancelled (not tried again until a newer version or `auto enable`)."""
+        rolled = ended.extension
+        assert rolled is not None
+        for done in ended.sets:
+            enrollment = self._state.enrollments.get(done.scale_set)
+            name = rolled.names.get(done.scale_set)
+            extension = enrollment.extension(name) if enrollment is not None and name else None
+            if extension is None:
+                continue
+            if extension.rollout_id == ended.workflow_id:
+                extension.rollout_id = extension.rolling_version = None
+            if extension.full_type.lower() != rolled.full_type.lower() or extension.major != rolled.major:
+                continue  # the model changed meanwhile: another extension under that name now
+            if done.state == RolloutSetState.COMPLETED:
+                extension.applied_version = ended.version
+                extension.forgive()
+                continue
+            faulted = done.state == RolloutSetState.FAULTED or (
+                ended.state == RolloutState.FAULTED and done.state == RolloutSetState.SKIPPED
+            )
+            cancelled = done.state == RolloutSetState.CANCELLED or (
+                ended.state == RolloutState.CANCELLED and done.state == RolloutSetState.SKIPPED
+            )
+            if faulted or cancelled:
+                again = extension.failed_version == ended.version and extension.retry
+                extension.attempts = extension.attempts + 1 if again else 1
+                extension.failed_version = ended.version
+                extension.failed_at = done.end_time or ended.end_time or workflow.now()
+                extension.failure = done.message or ended.message or ended.state.value
+                extension.retry = faulted
+
     # --- the watcher ------------------------------------------------------------------------
 
     @workflow.run
@@ -192,17 +252,35 @@ class AutomaticOSUpgradesWorkflow:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._look_now,
-                    timeout=self._state.settings.poll_interval,
+                    timeout=self._next_look(),
                     timeout_summary="until the next look for new image versions",
                 )
 
+    def _next_look(self) -> timedelta:
+        """The poll interval, or less when a failed extension version is due to be tried again
+        sooner."""
+        settings, now = self._state.settings, workflow.now()
+        wait = settings.poll_interval
+        for enrollment in self._state.enrollments.values():
+            for extension in enrollment.extensions.values():
+                retry_at = extension.retry_at(settings.extension_retry_interval)
+                if retry_at is not None and retry_at > now:
+                    wait = min(wait, retry_at - now)
+        return wait
+
     async def _look(self) -> None:
-        """Read the enrolled sets and 'latest' of their images; start or supersede rollouts."""
+        """Read the enrolled sets, 'latest' of their images and the newest versions of their
+        extensions; start or supersede rollouts."""
         if workflow.patched(PING_ROLLOUTS):
             await self._forget_vanished_rollouts()
         for survey in await activity_calls.survey_scale_sets(sorted(self._state.enrollments)):
             if (enrollment := self._state.enrollments.get(survey.scale_set)) is not None:
                 self._observe(enrollment, survey)
+        await self._look_for_images()
+        if self._automatic_extensions() and workflow.patched(EXTENSION_UPGRADES):
+            await self._look_for_extensions()
+
+    async def _look_for_images(self) -> None:
         queries = [
             steps.VersionQuery(source=sets[0].image_reference, region=region)
             for sets in self._by_source().values()
@@ -219,7 +297,43 @@ class AutomaticOSUpgradesWorkflow:
         # read yet is read by the rollout, which waits for the version to reach it).
         for key, sets in sorted(self._by_source().items()):
             if key in newest:
-                await self._roll(key, sorted(sets, key=lambda e: e.scale_set), newest[key])
+                await self._roll_image(key, sorted(sets, key=lambda e: e.scale_set), newest[key])
+
+    async def _look_for_extensions(self) -> None:
+        """The newest version of each enrolled extension's major in its sets' regions; each
+        extension type and major rolls on its own."""
+        wanted = {
+            (extension.publisher, extension.type_, extension.major, (enrollment.location or "").lower())
+            for enrollment, extension in self._automatic_extensions()
+        }
+        queries = [
+            steps.ExtensionVersionQuery(publisher=publisher, type_=type_, major=major, region=region)
+            for publisher, type_, major, region in sorted(wanted)
+        ]
+        newest: dict[str, str] = {}
+        for found in await activity_calls.newest_extension_versions(queries):
+            key = extension_rollout_key(f"{found.publisher}.{found.type_}", found.major)
+            if found.newest and version_key(found.newest) > version_key(newest.get(key, "")):
+                newest[key] = found.newest
+        # As for images: roll to what is enrolled now.
+        groups: dict[str, list[tuple[Enrollment, ExtensionEnrollment]]] = {}
+        for enrollment, extension in self._automatic_extensions():
+            groups.setdefault(extension_rollout_key(extension.full_type, extension.major), []).append(
+                (enrollment, extension)
+            )
+        for key, members in sorted(groups.items()):
+            if key in newest:
+                await self._roll_extension(key, members, newest[key])
+
+    def _automatic_extensions(self) -> list[tuple[Enrollment, ExtensionEnrollment]]:
+        """The enrolled sets' extensions an automatic upgrade may reach, by set and name."""
+        return [
+            (enrollment, extension)
+            for enrollment in (self._state.enrollments[name] for name in sorted(self._state.enrollments))
+            if enrollment.location
+            for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name)
+            if extension.automatic and extension.note is None
+        ]
 
     def _by_source(self) -> dict[str, list[Enrollment]]:
         """The enrolled sets an automatic upgrade may reach, by image source."""
@@ -229,7 +343,62 @@ class AutomaticOSUpgradesWorkflow:
                 by_source.setdefault(image_source_key(enrollment.image_reference), []).append(enrollment)
         return by_source
 
-    async def _roll(self, key: str, sets: list[Enrollment], version: str) -> None:
+    async def _roll_image(self, key: str, sets: list[Enrollment], version: str) -> None:
+        due = [e for e in sets if version not in (e.applied_version, e.failed_version)]
+        source = due[0].image_reference if due else None
+        request = None
+        if source is not None:
+            request = self._rollout_request(version, due, source=source)
+        await self._roll(key, version, request)
+
+    async def _roll_extension(
+        self, key: str, members: list[tuple[Enrollment, ExtensionEnrollment]], version: str
+    ) -> None:
+        settings, now = self._state.settings, workflow.now()
+        due = [(e, x) for e, x in members if x.due(version, now, settings.extension_retry_interval)]
+        request = None
+        if due:
+            first = due[0][1]
+            rolled = RolloutExtension(
+                publisher=first.publisher,
+                type_=first.type_,
+                major=first.major,
+                names={e.scale_set: x.name for e, x in due},
+            )
+            retries = {
+                e.scale_set: RolloutRetry(attempt=x.attempts, failed_at=x.failed_at, reason=x.failure or "")
+                for e, x in due
+                if x.failed_version == version and x.failed_at is not None
+            }
+            request = self._rollout_request(version, [e for e, _ in due], extension=rolled, retries=retries)
+        if await self._roll(key, version, request):
+            for _, extension in due:
+                extension.rollout_id = self._state.running[key].workflow_id
+                extension.rolling_version = version
+
+    def _rollout_request(
+        self,
+        version: str,
+        due: list[Enrollment],
+        *,
+        source: ImageReference | None = None,
+        extension: RolloutExtension | None = None,
+        retries: dict[str, RolloutRetry] | None = None,
+    ) -> RolloutRequest:
+        settings = self._state.settings
+        return RolloutRequest(
+            source=source,
+            version=version,
+            enrollments=due,
+            phases=plan_phases({e.location for e in due if e.location}, settings.phases, settings.geo_pairs),
+            replication_poll_interval=settings.replication_poll_interval,
+            extension=extension,
+            retries=retries or {},
+        )
+
+    async def _roll(self, key: str, version: str, request: RolloutRequest | None) -> bool:
+        """Start the rollout `request` of `key` (an image source, or an extension's type and
+        major), or supersede the one in flight with a newer version. True if started."""
         running = self._state.running.get(key)
         if running is not None:
             newer = version_key(version) > version_key(running.version)
@@ -237,40 +406,43 @@ class AutomaticOSUpgradesWorkflow:
                 self._superseding[key] = version
                 workflow.logger.info("%s supersedes rollout %s", version, running.workflow_id)
                 await self._signal(running.workflow_id, SUPERSEDE_SIGNAL, SupersedeRequest(version=version))
-            return
-        due = [e for e in sets if version not in (e.applied_version, e.failed_version)]
-        if not due:
-            return
-        source = due[0].image_reference
-        assert source is not None
-        settings = self._state.settings
-        request = RolloutRequest(
-            source=source,
-            version=version,
-            enrollments=due,
-            phases=plan_phases({e.location for e in due if e.location}, settings.phases, settings.geo_pairs),
-            replication_poll_interval=settings.replication_poll_interval,
-        )
-        workflow_id = rollout_workflow_id(source, version)
+            return False
+        if request is None:
+            return False
+        retry = request.retry.attempt if request.retry else 0
+        count = f"{len(request.enrollments)} scale set(s)" + (f" (retry {retry})" if retry else "")
+        if request.extension is not None:
+            full_type = request.extension.full_type
+            workflow_id = extension_rollout_id(full_type, version, retry)
+            source, summary = f"ext:{full_type}", f"rollout of extension {full_type} {version} to {count}"
+        else:
+            assert request.source is not None
+            workflow_id = rollout_workflow_id(request.source, version)
+            source = str(request.source.with_version(""))
+            summary = f"rollout of {request.source.with_version(version)} to {count}"
         try:
             await workflow.start_child_workflow(
                 RolloutWorkflow.run,
                 request,
                 id=workflow_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,  # outlives continue-as-new
-                static_summary=f"rollout of {source.with_version(version)} to {len(due)} scale set(s)",
+                static_summary=summary,
             )
         except WorkflowAlreadyStartedError:
             workflow.logger.warning("rollout %s is already running", workflow_id)
-            return
-        workflow.logger.info("rollout %s started for %s", workflow_id, ", ".join(e.scale_set for e in due))
+            return False
+        names = [e.scale_set for e in request.enrollments]
+        workflow.logger.info("rollout %s started for %s", workflow_id, ", ".join(names))
         self._state.running[key] = RolloutSummary(
             workflow_id=workflow_id,
-            source=source.with_version(""),
+            source=source,
             version=version,
-            scale_sets=[e.scale_set for e in due],
+            scale_sets=names,
             start_time=workflow.now(),
+            extension=request.extension,
+            retry=retry,
         )
+        return True
 
     async def _forget_vanished_rollouts(self) -> None:
         """A rollout that ended without telling the watcher (terminated from the Web UI, say)
@@ -292,6 +464,7 @@ class AutomaticOSUpgradesWorkflow:
                     ],
                     message="ended without a word to the watcher (terminated?): counted as cancelled",
                     end_time=workflow.now(),
+                    extension=running.extension,
                 )
             )
 
@@ -303,31 +476,69 @@ class AutomaticOSUpgradesWorkflow:
         return True
 
     def _observe(self, enrollment: Enrollment, survey: steps.ScaleSetSurvey) -> None:
-        """What the watcher read of a set; `note` says why it is not upgraded automatically."""
+        """What the watcher read of a set; `note` says why its image is not upgraded
+        automatically, each extension's why that extension is not."""
         view: ScaleSetView | None = survey.view
         if view is None:
             enrollment.note = survey.error or "not found"
+            for extension in enrollment.extensions.values():
+                extension.note = enrollment.note
             return
         enrollment.location = view.location
         enrollment.image_reference = view.image_reference.model_copy(update={"exact_version": None})
         versions = survey.instance_versions
-        if refusal := rolled_by_azure(view):
+        refusal = rolled_by_azure(view)
+        if refusal:
             enrollment.note = refusal.message
         elif not enrollment.follows_latest:
             enrollment.note = (
-                f"pinned to version {view.image_reference.version}: left alone (automatic upgrades "
-                "follow only an image reference whose version is 'latest')"
+                f"pinned to version {view.image_reference.version}: left alone (automatic OS upgrades "
+                "follow only an image reference whose version is 'latest'; its extensions with "
+                "enableAutomaticUpgrade still follow their new minor and patch versions)"
             )
         else:
             enrollment.note = None
             if len(versions) == 1 and versions[0] != enrollment.applied_version:
                 enrollment.applied_version = versions[0]  # every instance runs it already
+        enrollment.extensions = observed_extensions(
+            enrollment, view, survey.extension_versions, refusal.message if refusal else None
+        )
 
     async def _signal(self, workflow_id: str, signal: str, arg: object) -> None:
         try:
             await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
         except FailureError as err:  # it ended meanwhile
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
+
+
+def observed_extensions(
+    enrollment: Enrollment, view: ScaleSetView, installed: dict[str, list[str]], blocked: str | None
+) -> dict[str, ExtensionEnrollment]:
+    """Each extension of the model as the watcher read it now, with what it did before (unless
+    the name now holds another extension type or major: then that history no longer applies)."""
+    observed: dict[str, ExtensionEnrollment] = {}
+    for model in view.extensions:
+        known = enrollment.extension(model.name)
+        same = (
+            known is not None
+            and known.full_type.lower() == model.full_type.lower()
+            and known.major == major_of(model.type_handler_version)
+        )
+        extension = known if known is not None and same else ExtensionEnrollment(name=model.name)
+        extension.publisher, extension.type_ = model.publisher, model.type_
+        extension.model_version = model.type_handler_version
+        extension.automatic = model.enable_automatic_upgrade
+        extension.installed = installed.get(model.name, [])
+        extension.note = blocked or (
+            None if model.enable_automatic_upgrade else "enableAutomaticUpgrade is off: left alone"
+        )
+        versions = set(extension.installed)
+        if len(versions) == 1 and "" not in versions:  # every instance runs it already
+            [extension.applied_version] = versions
+            if extension.failed_version == extension.applied_version:
+                extension.forgive()
+        observed[model.name] = extension
+    return observed
 
 
 def details(state: AutomaticState, namespace: str) -> str:
@@ -347,6 +558,19 @@ def details(state: AutomaticState, namespace: str) -> str:
     ]
     if rows:
         lines.append(table(("scale set", "region", "image", "applied", "note"), rows))
+    interval = state.settings.extension_retry_interval
+    extensions = [
+        (
+            escaped(e.scale_set),
+            escaped(x.name),
+            escaped(f"{x.full_type} {x.model_version}"),
+            escaped(x.state_text(interval)),
+        )
+        for e in (state.enrollments[name] for name in sorted(state.enrollments))
+        for x in sorted(e.extensions.values(), key=lambda x: x.name)
+    ]
+    if extensions:
+        lines += ["", table(("scale set", "extension", "type", "automatic upgrade"), extensions)]
     for summary in state.running.values():
         link = f"/namespaces/{namespace}/workflows/{summary.workflow_id.replace('/', '%2F')}"
         lines += ["", f"Rollout in flight: [{escaped(summary.workflow_id)}]({link})"]
