@@ -33,18 +33,42 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
-from models.fleet import FaultSpec, HealthState, OperationStatus, TimingSpec
-from models.policy import ApplicationHealthSettings
+from models.change import ExtensionRequest
+from models.fleet import ExtensionSpec, FaultSpec, HealthState, OperationKind, OperationStatus, TimingSpec
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.upgrades import cancel_upgrade, final_report, get_status
-from tests.helpers import V2, WorkerProcesses, eventually, make_scale_set, unhealthy_on_target, upgrade
+from starter.upgrades import cancel_upgrade, final_report, get_status, start_upgrade
+from tests.helpers import (
+    QUICK_HEALTH,
+    V2,
+    WorkerProcesses,
+    eventually,
+    make_scale_set,
+    unhealthy_on_target,
+    upgrade,
+)
 from worker.connection import connect
 
 HISTORIES = Path(__file__).parent / "histories"
 PREFIX = "h-"
 QUICK = TimingSpec(reimage_seconds=[0.2, 0.2], restore_seconds=[0.2, 0.2], boot_seconds=[0.2, 0.2])
 SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0.2, 0.2], boot_seconds=[0.2, 0.2])
+# Extension scenarios: the scale set's model has extension `agent` at 1.2 (1.2.0 installed); the
+# upgrade moves it to 1.3.0, the newest of its major (2.0.0, a new major, is never taken).
+AGENT = ExtensionSpec.model_validate(
+    {
+        "name": "agent",
+        "publisher": "Contoso.Monitoring",
+        "type": "AgentLinux",
+        "typeHandlerVersion": "1.2",
+        "autoUpgradeMinorVersion": False,
+    }
+)
+AGENT_OLD, AGENT_NEW = "1.2.0", "1.3.0"
+AGENT_VERSIONS = [AGENT_OLD, AGENT_NEW, "2.0.0"]
+EXT_QUICK = QUICK.model_copy(update={"extension_seconds": [0.2, 0.2]})
+EXT_SLOW = QUICK.model_copy(update={"extension_seconds": [1.5, 1.5]})
 
 
 def workflow_id_of(path: Path) -> str:
@@ -80,6 +104,21 @@ class Scenario:
     refused: bool = False  # record the preflight's refusal and the upgrade's own refusal
     during: Callable[[Run], Awaitable[None]] | None = None
     before: Callable[[Run], Awaitable[None]] | None = None
+    # An extension upgrade of these extensions (None: an OS image upgrade to V2), on a scale set
+    # whose model has `model_extensions`, each with `extension_versions` published first.
+    extensions: list[ExtensionRequest] | None = None
+    model_extensions: list[ExtensionSpec] = field(default_factory=list)
+    extension_versions: list[str] = field(default_factory=list)
+
+
+def extension_scenario(**fields: Any) -> Scenario:
+    """An upgrade of extension `agent` from 1.2.0 to 1.3.0 (AGENT)."""
+    return Scenario(
+        extensions=[ExtensionRequest(name=AGENT.name)],
+        model_extensions=[AGENT],
+        extension_versions=AGENT_VERSIONS,
+        **{"timing": EXT_QUICK, **fields},
+    )
 
 
 async def ops_count(run: Run, count: int) -> None:
@@ -100,6 +139,21 @@ async def kill_the_worker(run: Run) -> None:
     await eventually(
         lambda: run.fleet.operations(run.scale_set),
         lambda ops: any(op.status == OperationStatus.IN_PROGRESS for op in ops),
+        60,
+    )
+    await run.workers.crash()
+
+
+async def kill_the_worker_mid_reinstall(run: Run) -> None:
+    """SIGKILL while the previous version of the extension is being reinstalled (a rollback)."""
+    await eventually(
+        lambda: run.fleet.operations(run.scale_set),
+        lambda ops: any(
+            op.kind == OperationKind.INSTALL_EXTENSION
+            and op.extension_version == AGENT_OLD
+            and op.status == OperationStatus.IN_PROGRESS
+            for op in ops
+        ),
         60,
     )
     await run.workers.crash()
@@ -209,6 +263,19 @@ SCENARIOS: dict[str, Scenario] = {
             }
         },
     ),
+    "ext-happy-path": extension_scenario(capacity=4, zones=["1", "2"]),
+    "ext-rollback-health": extension_scenario(
+        faults=FaultSpec(unhealthy_extension_versions=[f"{AGENT.name}:{AGENT_NEW}"])
+    ),
+    "ext-rollback-install": extension_scenario(
+        faults=FaultSpec(failing_extension_versions=[f"{AGENT.name}:{AGENT_NEW}"])
+    ),
+    "ext-crash-resume": extension_scenario(timing=EXT_SLOW, during=kill_the_worker),
+    "ext-crash-reinstall": extension_scenario(
+        timing=EXT_SLOW,
+        faults=FaultSpec(unhealthy_extension_versions=[f"{AGENT.name}:{AGENT_NEW}"]),
+        during=kill_the_worker_mid_reinstall,
+    ),
 }
 
 
@@ -221,6 +288,9 @@ async def record(
     workers: WorkerProcesses,
     out: Path = HISTORIES,
 ) -> list[Path]:
+    for extension in scenario.model_extensions:
+        for version in scenario.extension_versions:
+            await fleet.publish_extension_version(extension.publisher, extension.type_, version)
     scale_set = await make_scale_set(
         fleet,
         scenario.capacity,
@@ -229,6 +299,7 @@ async def record(
         timing=scenario.timing,
         faults=scenario.faults,
         name=PREFIX + name,  # fixed names give the histories stable workflow ids
+        extensions=scenario.model_extensions,
     )
     for instance_id in scenario.unhealthy_before:
         await fleet.set_health(scale_set, instance_id, HealthState.UNHEALTHY)
@@ -240,7 +311,7 @@ async def record(
     if scenario.refused:
         written.append(await refuse_both_ways(client, workers.task_queue, name, scale_set, scenario, out))
     else:
-        run.handle, _ = await upgrade(client, workers.task_queue, scale_set, **scenario.options)
+        run.handle = await start(client, workers.task_queue, scale_set, scenario)
         if scenario.during:
             await scenario.during(run)
         await final_report(run.handle)
@@ -257,6 +328,23 @@ async def record(
             written.append(out / f"{name}.{suffix}.json")
             written[-1].write_text(child.to_json())
     return written
+
+
+async def start(client: Client, task_queue: str, scale_set: str, scenario: Scenario) -> WorkflowHandle:
+    """The scenario's upgrade: of the OS image (to V2), or of its extensions."""
+    if scenario.extensions is None:
+        handle, _ = await upgrade(client, task_queue, scale_set, **scenario.options)
+        return handle
+    options = dict(scenario.options)
+    request = UpgradeRequest(
+        scale_set=scale_set,
+        extensions=scenario.extensions,
+        policy=RollingUpgradePolicy.model_validate(options.pop("policy", {})),
+        health=options.pop("health", QUICK_HEALTH),
+        **options,
+    )
+    handle, _ = await start_upgrade(client, request, task_queue)
+    return handle
 
 
 async def refuse_both_ways(
