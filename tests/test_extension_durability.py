@@ -8,8 +8,10 @@ per upgraded instance, exactly one reinstall of the previous version per rolled-
 and the upgrade's final status as the fault spec makes it (Completed; Faulted after a rollback).
 
 The crashes use worker processes on the session's dev server, as tests/test_exactly_once.py does
-for reimages; the faults on the PATCH itself an in-process worker on the time-skipping server,
-whose back end arms the fault in the emulator just before the PATCH and disarms it after.
+for reimages; the faults on the PATCH itself in-process workers on the same dev server, whose back
+end arms the fault in the emulator just before the PATCH and disarms it after. Each test runs its
+upgrades side by side, to keep the file fast. Last, the activity alone: what an attempt leaves in
+its heartbeat for the next one, and a failure an earlier upgrade left (a known bug, xfail).
 """
 
 from __future__ import annotations
