@@ -202,6 +202,12 @@ class ExtensionEnrollment(ViewModel):
         installed = ", ".join(v or "not installed" for v in self.installed) or "no instances"
         if self.note is not None:
             return self.note
+        retrying = self.rolling_version is not None and self.rolling_version == self.failed_version
+        if self.rollout_id is not None and retrying and self.failed_at is not None:
+            retry = RolloutRetry(attempt=self.attempts, failed_at=self.failed_at, reason=self.failure or "")
+            return (
+                f"rolling: {retry.text(self.failed_version or '')} ({self.rollout_id}); installed {installed}"
+            )
         if self.rollout_id is not None:
             return f"rolling to {self.rolling_version} ({self.rollout_id}); installed {installed}"
         if self.failed_version is not None:

@@ -1,7 +1,8 @@
-"""`upgradectl auto` and `upgradectl rollout`: automatic OS image upgrades.
+"""`upgradectl auto` and `upgradectl rollout`: automatic OS image and extension upgrades.
 
 `auto enable|disable|show|settings` opt scale sets in and out and set how the watcher looks for new
-image versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts it starts.
+image and extension versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts
+it starts.
 Exit codes are `upgradectl`'s (starter/cli.py, README: Exit codes): 0 done, 2 a usage error,
 3 an invalid option value or a refusal of the watcher (its Azure-style code and message),
 4 Temporal or a worker not answering, 5 a scale set that is not enrolled or a version with no
@@ -58,12 +59,14 @@ from starter.upgrades import EXIT_REFUSED
 T = TypeVar("T")
 
 auto_app = typer.Typer(
-    help="Automatic OS image upgrades: opt scale sets in or out, and set how new versions are found.",
+    help="Automatic OS image and extension upgrades: opt scale sets in or out, and set how new "
+    "versions are found.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 rollout_app = typer.Typer(
-    help="Rollouts of a new image version across the enrolled scale sets: follow, hold, resume, cancel.",
+    help="Rollouts of a new image or extension version across the enrolled scale sets: follow, hold, "
+    "resume, cancel.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -73,6 +76,7 @@ console = terminal_console()
 POLL = (timedelta(minutes=1), timedelta(days=1))
 REPLICATION_POLL = (timedelta(minutes=1), timedelta(hours=6))
 NOT_BEFORE = (timedelta(minutes=5), timedelta(hours=2))
+EXTENSION_RETRY = (timedelta(hours=1), timedelta(days=30))
 REGION = re.compile(r"^[a-z][a-z0-9]{1,39}$")
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 REASON_LIMIT = 500
@@ -173,7 +177,7 @@ def phase_plan(texts: list[str]) -> list[list[str]]:
 
 def version_of(text: str) -> str:
     if not VERSION.match(text):
-        fail(f"VERSION: '{clean(text)}' is not an image version such as 1.2.0 or 2024.12.01")
+        fail(f"VERSION: '{clean(text)}' is not an image version (or an extension's), such as 1.2.0")
     return text
 
 
@@ -264,8 +268,10 @@ async def enable(
     health_grace_period: HealthGracePeriod = None,
     health_wait_timeout: HealthWaitTimeout = None,
 ) -> None:
-    """Opt a scale set in to automatic OS image upgrades (again: change its policy). Only a set
-    whose image reference says 'latest' is upgraded; a pinned version is left alone."""
+    """Opt a scale set in to automatic OS image and extension upgrades (again: change its policy,
+    forget a failed version). Its OS image is upgraded only when its image reference says
+    'latest'; each extension of its model with enableAutomaticUpgrade follows new minor and patch
+    versions (never a new major), also when the image is pinned."""
     name = scale_set_name(scale_set)
     timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
     rolling = rolling_flags(
@@ -323,6 +329,9 @@ async def enable(
         say(f"image: {clean(enrollment.image_reference, None)} in {clean(enrollment.location or '?')}")
     if enrollment.note:
         say(f"note: {enrollment.note}", "yellow")
+    for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name.lower()):
+        state = "follows new minor and patch versions" if extension.note is None else extension.note
+        say(f"extension {extension.name} ({extension.full_type} {extension.model_version}): {state}")
 
 
 @auto_app.command("disable")
@@ -355,7 +364,8 @@ async def show(
     as_json: Annotated[bool, typer.Option("--json", help="The settings and enrollments as JSON.")] = False,
 ) -> None:
     """The enrolled scale sets (policy, region, image, why one is not upgraded, the versions
-    applied and failed) and the watcher's settings. Exit 5 for a scale set that is not enrolled."""
+    applied and failed, each extension's automatic state: following, off, failed and when it is
+    retried) and the watcher's settings. Exit 5 for a scale set that is not enrolled."""
     from starter.auto_view import enrollment_table, settings_table
     from starter.automatic import overview
 
@@ -375,7 +385,7 @@ async def show(
         )
         return
     for enrollment in chosen:
-        console.print(enrollment_table(enrollment))
+        console.print(enrollment_table(enrollment, seen.settings.extension_retry_interval))
     if not chosen:
         say("no scale set is enrolled (`upgradectl auto enable SCALE_SET`)")
     console.print(settings_table(seen.settings, running=seen.running))
@@ -390,6 +400,13 @@ async def settings(
     replication_poll_interval: Annotated[
         str | None,
         typer.Option(help="How often a rollout looks whether a version reached a region, PT1M-PT6H (PT5M)."),
+    ] = None,
+    extension_retry_interval: Annotated[
+        str | None,
+        typer.Option(
+            help="How long after an automatic extension upgrade failed on a scale set it is tried "
+            "again there, ISO 8601, PT1H-P30D (P3D)."
+        ),
     ] = None,
     phase: Annotated[
         list[str] | None,
@@ -410,6 +427,7 @@ async def settings(
 
     poll = duration(poll_interval, "--poll-interval", POLL)
     replication = duration(replication_poll_interval, "--replication-poll-interval", REPLICATION_POLL)
+    retry = duration(extension_retry_interval, "--extension-retry-interval", EXTENSION_RETRY)
     if phase and derived_phases:
         fail("--phase and --derived-phases: give one or the other")
     phases = phase_plan(phase) if phase else None
@@ -420,6 +438,8 @@ async def settings(
         changes["poll_interval"] = poll
     if replication is not None:
         changes["replication_poll_interval"] = replication
+    if retry is not None:
+        changes["extension_retry_interval"] = retry
     if phases is not None:
         changes["phases"] = phases
     if derived_phases:
@@ -437,7 +457,10 @@ async def settings(
 # --- rollout ------------------------------------------------------------------------------------
 
 
-SOURCE_HELP = "The image (as `rollout list` names it), when several roll out the same version."
+SOURCE_HELP = (
+    "The image or extension (`ext:publisher.type`), as `rollout list` names it, when several roll "
+    "out the same version."
+)
 
 
 @rollout_app.command("list")
@@ -453,7 +476,10 @@ async def list_rollouts(as_json: Annotated[bool, typer.Option("--json")] = False
         print_json({"value": [s.to_json() for s in summaries]})
         return
     if not summaries:
-        say("no rollouts yet: one starts when a new version of an enrolled scale set's image is found")
+        say(
+            "no rollouts yet: one starts when a new version of an enrolled scale set's image, or of "
+            "one of its extensions with enableAutomaticUpgrade, is found"
+        )
         return
     console.print(rollouts_table(summaries))
 
@@ -461,7 +487,7 @@ async def list_rollouts(as_json: Annotated[bool, typer.Option("--json")] = False
 @rollout_app.command("show")
 @run
 async def show_rollout(
-    version: Annotated[str, typer.Argument(help="The image version, such as 1.2.0.")],
+    version: Annotated[str, typer.Argument(help="The image or extension version, such as 1.2.0.")],
     source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help='{"value": [RolloutStatus, ...]}')] = False,
 ) -> None:
@@ -501,7 +527,7 @@ async def _steer(action: str, version: str, source: str | None, reason: str) -> 
 @rollout_app.command("hold")
 @run
 async def hold_rollout(
-    version: Annotated[str, typer.Argument(help="The image version.")],
+    version: Annotated[str, typer.Argument(help="The image or extension version.")],
     reason: Annotated[str, typer.Option("--reason", help="Why; shown with who and since when.")],
     source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
 ) -> None:
@@ -513,7 +539,7 @@ async def hold_rollout(
 @rollout_app.command("resume")
 @run
 async def resume_rollout(
-    version: Annotated[str, typer.Argument(help="The image version.")],
+    version: Annotated[str, typer.Argument(help="The image or extension version.")],
     source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
 ) -> None:
     """Resume a held rollout."""
@@ -523,7 +549,7 @@ async def resume_rollout(
 @rollout_app.command("cancel")
 @run
 async def cancel_rollout(
-    version: Annotated[str, typer.Argument(help="The image version.")],
+    version: Annotated[str, typer.Argument(help="The image or extension version.")],
     source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
 ) -> None:

@@ -1,5 +1,6 @@
 """How automatic upgrades look on a terminal: a rollout (its phases of regions, every scale set,
-why it stopped, its hold), the rollout list, an enrollment and the watcher's settings.
+why it stopped, its hold, the failure a retry follows), the rollout list, an enrollment (with each
+extension's automatic state) and the watcher's settings.
 
 Everything a user, the fleet or a workflow chose (names, images, messages, reasons) is printed
 through `plain`/`clean` (starter/terminal.py): never markup, control characters made visible.
@@ -7,7 +8,7 @@ through `plain`/`clean` (starter/terminal.py): never markup, control characters 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -17,6 +18,7 @@ from rich.text import Text
 from models.automatic import (
     AutomaticSettings,
     Enrollment,
+    ExtensionEnrollment,
     RolloutSetState,
     RolloutState,
     RolloutStatus,
@@ -39,6 +41,7 @@ STATE_STYLES = {
 SET_STYLES = {
     RolloutSetState.PENDING: "grey50",
     RolloutSetState.WAITING_FOR_REPLICATION: "cyan",
+    RolloutSetState.WAITING_FOR_SCALE_SET: "cyan",
     RolloutSetState.RUNNING: "bold yellow",
     RolloutSetState.COMPLETED: "green",
     RolloutSetState.FAULTED: "bold red",
@@ -66,6 +69,7 @@ def phase_state(status: RolloutStatus, number: int) -> str:
     for state in (
         RolloutSetState.FAULTED,
         RolloutSetState.RUNNING,
+        RolloutSetState.WAITING_FOR_SCALE_SET,
         RolloutSetState.WAITING_FOR_REPLICATION,
         RolloutSetState.CANCELLED,
     ):
@@ -82,9 +86,13 @@ def rollout_lines(status: RolloutStatus, now: datetime | None = None) -> list[Te
     """The rollout's headline and why it holds or stopped, one Text per line."""
     now = now or datetime.now(UTC)
     state = status.state
+    if status.extension is not None:
+        what = f"extension {status.extension.full_type}"
+    else:
+        what = image_source_key(status.source) if status.source is not None else "?"
     title = Text.assemble(
         ("rollout of ", ""),
-        (clean(image_source_key(status.source)), "bold"),
+        (clean(what), "bold"),
         " ",
         (clean(status.version), "bold"),
         ": ",
@@ -96,6 +104,8 @@ def rollout_lines(status: RolloutStatus, now: datetime | None = None) -> list[Te
     if status.phases and status.current_phase:
         title.append(f"  phase {status.current_phase} of {len(status.phases)}")
     lines = [title, plain(f"workflow {status.workflow_id}", "grey50", None)]
+    if status.retry:
+        lines.append(plain(status.retry.text(status.version), "yellow", None))
     if status.hold:
         lines.append(
             plain(
@@ -162,18 +172,18 @@ def sets_table(status: RolloutStatus) -> Table:
 def render_rollout(status: RolloutStatus, now: datetime | None = None) -> RenderableType:
     return Panel(
         Group(*rollout_lines(status, now), phases_table(status), sets_table(status)),
-        title="automatic OS image upgrade",
+        title="automatic extension upgrade" if status.extension else "automatic OS image upgrade",
         border_style="cyan",
     )
 
 
 def rollouts_table(summaries: list[RolloutSummary]) -> Table:
     table = Table(title="rollouts (in flight and recently ended)", title_justify="left")
-    for column in ("version", "image", "state", "scale sets", "started", "ended", "message"):
+    for column in ("version", "image / extension", "state", "scale sets", "started", "ended", "message"):
         table.add_column(column)
     for s in summaries:
         table.add_row(
-            plain(s.version),
+            plain(s.version + (f" (retry {s.retry})" if s.retry else "")),
             plain(source_name(s)),
             Text(s.state.value, STATE_STYLES.get(s.state, "")),
             plain(", ".join(s.scale_sets) or "-", limit=120),
@@ -198,7 +208,19 @@ def rolling_summary(policy: RollingUpgradePolicy) -> str:
     )
 
 
-def enrollment_rows(enrollment: Enrollment) -> list[tuple[str, Text]]:
+def extension_row(extension: ExtensionEnrollment, retry_interval: timedelta) -> tuple[str, Text]:
+    """One extension of an enrollment: its type and model version, and its automatic state."""
+    state = extension.state_text(retry_interval)
+    style = "red" if extension.failed_version else ("grey50" if extension.note else "")
+    return (
+        f"extension {clean(extension.name)}",
+        plain(f"{extension.full_type} {extension.model_version}: {state}", style, None),
+    )
+
+
+def enrollment_rows(
+    enrollment: Enrollment, retry_interval: timedelta = timedelta(days=3)
+) -> list[tuple[str, Text]]:
     automatic = enrollment.policy.automatic_os_upgrade_policy
     use_rolling = bool(automatic.use_rolling_upgrade_policy)
     rolling = enrollment.policy.rolling_upgrade_policy if use_rolling else RollingUpgradePolicy()
@@ -237,14 +259,16 @@ def enrollment_rows(enrollment: Enrollment) -> list[tuple[str, Text]]:
         ),
         ("enrolled", plain(f"by {enrollment.enrolled_by} at {when(enrollment.enrolled_at)}", limit=None)),
     ]
+    for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name.lower()):
+        rows.append(extension_row(extension, retry_interval))
+    if not enrollment.extensions:
+        rows.append(("extensions", Text("none in the model" if image else "not read yet")))
     return rows
 
 
-def enrollment_table(enrollment: Enrollment) -> Table:
-    table = Table(
-        title=plain(f"automatic OS image upgrades of {clean(enrollment.scale_set)}"), show_header=False
-    )
-    for name, value in enrollment_rows(enrollment):
+def enrollment_table(enrollment: Enrollment, retry_interval: timedelta = timedelta(days=3)) -> Table:
+    table = Table(title=plain(f"automatic upgrades of {clean(enrollment.scale_set)}"), show_header=False)
+    for name, value in enrollment_rows(enrollment, retry_interval):
         table.add_row(name, value)
     return table
 
@@ -264,6 +288,7 @@ def settings_table(settings: AutomaticSettings, *, running: bool = True) -> Tabl
     table = Table(title=title, show_header=False)
     table.add_row("pollInterval", format_duration(settings.poll_interval))
     table.add_row("replicationPollInterval", format_duration(settings.replication_poll_interval))
+    table.add_row("extensionRetryInterval", format_duration(settings.extension_retry_interval))
     table.add_row("phases", plain(phases_text(settings.phases), limit=None))
     pairs = settings.geo_pairs
     table.add_row(

@@ -1,5 +1,5 @@
-"""Automatic OS image upgrades from the user's side: enroll and withdraw scale sets, change the
-watcher's settings, list and steer rollouts. What `upgradectl auto` and `upgradectl rollout` do
+"""Automatic OS image and extension upgrades from the user's side: enroll and withdraw scale sets,
+change the watcher's settings, list and steer rollouts. What `upgradectl auto` and `upgradectl rollout` do
 over Temporal (the commands: starter/auto_commands.py).
 
 Enrollments live in one durable workflow per deployment (its task queue, UPGRADE_TASK_QUEUE):
@@ -7,7 +7,8 @@ Enrollments live in one durable workflow per deployment (its task queue, UPGRADE
 starter never imports workflows/. Commands that change something start the watcher when it is
 not running yet; commands that only read never start it (no watcher: nothing enrolled, no
 rollout). Each rollout of one version of one image is a workflow of its own,
-`rollout/<image>/<version>`, found through the watcher's `rollouts` query.
+`rollout/<image>/<version>` (of an extension: `rollout/ext:<publisher.type>/<version>`, a retry
+`.../retry-<n>`), found through the watcher's `rollouts` query.
 
 A refusal of the watcher (an ApplicationError whose type is an Azure-style code) becomes
 UpgradeRefused (exit 3); a scale set that is not enrolled or a version with no rollout is
@@ -264,7 +265,8 @@ async def rollouts(client: Client, task_queue: str) -> list[RolloutSummary]:
 
 
 def source_name(summary: RolloutSummary) -> str:
-    """The rollout's image as one short text: `<gallery>/<image>` or `publisher:offer:sku`."""
+    """The rollout's image as one short text: `<gallery>/<image>` or `publisher:offer:sku` (an
+    extension's: `ext:publisher.type`)."""
     try:
         return image_source_key(ImageReference.parse(summary.source))
     except ValueError:
@@ -287,7 +289,7 @@ def matching(summaries: list[RolloutSummary], version: str, source: str | None) 
 def _unknown(summaries: list[RolloutSummary], version: str, source: str | None, running: bool) -> str:
     what = f"no {'running ' if running else ''}rollout has version {version!r}"
     if source is not None:
-        what += f" of image {source!r}"
+        what += f" of {source!r}"
     pool = [s for s in summaries if not running or s.state not in ENDED]
     known = sorted({f"{s.version} ({source_name(s)})" for s in pool})
     if known:
