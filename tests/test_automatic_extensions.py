@@ -1,0 +1,557 @@
+"""Automatic extension upgrades on the watcher and its availability-first rollouts (seed 003), on the
+time-skipping server, through the Azure SDK to the emulator: a new minor or patch version of an
+extension with enableAutomaticUpgrade rolls to every opted-in set, never a new major and never an
+extension left off; two extensions due at once roll independently (one rolled back, the other
+completes); a failed version is retried after the retry interval, not before, and succeeds once
+the publisher fixes it; and the rollout keeps availability first, as for OS images. Everything is
+asserted from the emulator's log of accepted installs."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from fleet.emulator.admin import EmulatorAdmin
+from models.automatic import (
+    CHECK_NOW_SIGNAL,
+    ENROLLMENTS_QUERY,
+    PLATFORM,
+    ROLLOUTS_QUERY,
+    Enrollment,
+    ExtensionEnrollment,
+    RolloutSetState,
+    RolloutState,
+    RolloutStatus,
+    RolloutSummary,
+    extension_rollout_id,
+    watcher_workflow_id,
+)
+from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec, TimingSpec
+from models.upgrade import UpgradeReport, upgrade_workflow_id
+from starter import processes
+from tests.helpers import V1, eventually
+from tests.test_automatic import enroll, finished, in_flight, overlap, watcher
+from workflows.rollout import details
+
+PUBLISHER = "Contoso.Monitoring"
+INSTANT = TimingSpec(
+    reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0, 0], extension_seconds=[0, 0]
+)
+
+
+def unique_type(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:6]}"
+
+
+def extension(name: str, type_: str, *, automatic: bool = True) -> dict[str, Any]:
+    return {
+        "name": name,
+        "publisher": PUBLISHER,
+        "type": type_,
+        "typeHandlerVersion": "1.2",
+        "autoUpgradeMinorVersion": False,
+        "enableAutomaticUpgrade": automatic,
+    }
+
+
+async def make_set(
+    fleet: EmulatorAdmin,
+    location: str,
+    extensions: list[dict[str, Any]],
+    capacity: int = 3,
+    *,
+    zones: list[str] | None = None,
+    faults: FaultSpec | None = None,
+    timing: TimingSpec = INSTANT,
+) -> str:
+    """A scale set whose image is pinned (its OS left alone): only its extensions move."""
+    name = f"autox-{uuid.uuid4().hex[:8]}"
+    await fleet.create_scale_set(
+        ScaleSetSpec.model_validate(
+            {
+                "name": name,
+                "location": location,
+                "capacity": capacity,
+                "zones": zones or [],
+                "updateDomainCount": 1,
+                "imageReference": V1.to_json(),
+                "timing": timing.to_json(),
+                "faults": (faults or FaultSpec()).to_json(),
+                "extensions": extensions,
+            }
+        )
+    )
+    return name
+
+
+async def publish(fleet: EmulatorAdmin, type_: str, *versions: str, regions: list[str] | None = None) -> None:
+    for version in versions:
+        await fleet.publish_extension_version(PUBLISHER, type_, version, regions)
+
+
+async def installs(fleet: EmulatorAdmin, name: str) -> list[FleetOperation]:
+    ops = [op for op in await fleet.operations(name) if op.kind == OperationKind.INSTALL_EXTENSION]
+    return sorted(ops, key=lambda op: op.start_time)
+
+
+async def installed(fleet: EmulatorAdmin, name: str) -> dict[tuple[str, str], list[str]]:
+    """Per (instance, extension), the versions installed, in order."""
+    done: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
+    for op in await installs(fleet, name):
+        done[(op.instance_id, op.extension_name or "?")].append(op.extension_version or "?")
+    return dict(done)
+
+
+async def versions_now(fleet: EmulatorAdmin, name: str, extension_name: str) -> dict[str, str | None]:
+    view = await fleet.show_scale_set(name)
+    return {
+        i.instance_id: (e.type_handler_version if (e := i.extension(extension_name)) else None)
+        for i in view.instances
+    }
+
+
+async def rollout(client: Client, type_: str, version: str, retry: int = 0) -> WorkflowHandle:
+    """The rollout of an extension version, once the watcher started it."""
+    handle = client.get_workflow_handle(
+        extension_rollout_id(f"{PUBLISHER}.{type_}", version, retry), result_type=RolloutStatus
+    )
+
+    async def started() -> bool:
+        try:
+            await handle.describe()
+        except RPCError:
+            return False
+        return True
+
+    await eventually(started, bool)
+    return handle
+
+
+async def enrolled(handle: WorkflowHandle) -> dict[str, Enrollment]:
+    return {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
+
+
+async def rollouts(handle: WorkflowHandle) -> list[RolloutSummary]:
+    return await handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary])
+
+
+async def test_a_new_minor_version_rolls_to_every_opted_in_extension_never_a_major_nor_one_left_off(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    agent, other = unique_type("Agent"), unique_type("Other")
+    await publish(fleet, agent, "1.2.0")
+    await publish(fleet, other, "1.2.0")
+    # The same extension under another name in the second set; one extension left off in both.
+    west = await make_set(
+        fleet, "westeurope", [extension("agent", agent), extension("other", other, automatic=False)]
+    )
+    east = await make_set(
+        fleet, "eastus", [extension("monitor", agent), extension("other", other, automatic=False)]
+    )
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (west, east):
+        note = (await enroll(handle, name)).note or ""
+        assert "pinned to version" in note and "extensions with enableAutomaticUpgrade still follow" in note
+
+    await publish(fleet, agent, "1.3.0", "2.0.0")  # a minor and a new major, published together
+    await publish(fleet, other, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    status = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0"))
+
+    assert status.state == RolloutState.COMPLETED
+    assert {s.scale_set: s.state for s in status.sets} == dict.fromkeys(
+        (west, east), RolloutSetState.COMPLETED
+    )
+    # Every instance: exactly one install, of 1.3.0, of the opted-in extension (by its name in
+    # each set's model); never the new major, never the extension left off.
+    assert await installed(fleet, west) == {(str(i), "agent"): ["1.3.0"] for i in range(3)}
+    assert await installed(fleet, east) == {(str(i), "monitor"): ["1.3.0"] for i in range(3)}
+    assert set((await versions_now(fleet, west, "other")).values()) == {"1.2.0"}
+    # The OS image (pinned) was not touched.
+    assert [op for op in await fleet.operations(west) if op.kind != OperationKind.INSTALL_EXTENSION] == []
+    upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(east), result_type=UpgradeReport)
+    report = await upgrade.result()
+    assert [str(t) for t in report.extensions] == ["monitor 1.3.0"] and report.target_image is None
+    assert report.history_entry(None).properties.started_by == PLATFORM
+    assert report.request is not None and not report.request.policy.enable_cross_zone_upgrade
+
+    state = await eventually(lambda: enrolled(handle), lambda e: e[west].extensions["agent"].applied_version)
+    assert state[west].extensions["agent"].applied_version == "1.3.0"
+    assert state[east].extensions["monitor"].applied_version == "1.3.0"
+    assert state[west].extensions["other"].note == "enableAutomaticUpgrade is off: left alone"
+    # Later looks start nothing more: not the major, not the extension left off, not 1.3.0 again.
+    await ts_env.sleep(timedelta(hours=1))
+    assert [(r.source, r.version, r.state) for r in await rollouts(handle)] == [
+        (f"ext:{PUBLISHER}.{agent}", "1.3.0", RolloutState.COMPLETED)
+    ]
+    assert len(await installs(fleet, west)) == 3 and len(await installs(fleet, east)) == 3
+
+
+async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the_other_completed(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    broken, good = unique_type("Broken"), unique_type("Good")
+    await publish(fleet, broken, "1.2.0")
+    await publish(fleet, good, "1.2.0")
+    faults = FaultSpec(unhealthy_extension_versions=[f"{broken}:1.3.0"])
+    extensions = [extension("broken", broken), extension("good", good)]
+    first = await make_set(fleet, "westeurope", extensions, faults=faults)
+    second = await make_set(fleet, "westeurope", extensions, faults=faults)
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (first, second):
+        await enroll(handle, name)
+
+    await publish(fleet, broken, "1.3.0")
+    await publish(fleet, good, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    broken_rollout = await rollout(ts_env.client, broken, "1.3.0")
+    good_rollout = await rollout(ts_env.client, good, "1.3.0")
+    failed = await finished(ts_env, broken_rollout)
+    completed = await finished(ts_env, good_rollout)
+
+    # The broken version broke health on the first set it reached: rolled back, its rollout
+    # Faulted there, the other set never started.
+    assert failed.state == RolloutState.FAULTED
+    assert sorted(s.state for s in failed.sets) == [RolloutSetState.FAULTED, RolloutSetState.SKIPPED]
+    [stopped] = [s.scale_set for s in failed.sets if s.state == RolloutSetState.FAULTED]
+    [untouched] = [s.scale_set for s in failed.sets if s.state == RolloutSetState.SKIPPED]
+    rolled_back = {i: v for (i, name), v in (await installed(fleet, stopped)).items() if name == "broken"}
+    assert rolled_back and all(v == ["1.3.0", "1.2.0"] for v in rolled_back.values())
+    assert not [k for k in await installed(fleet, untouched) if k[1] == "broken"]
+    for name in (first, second):
+        assert set((await versions_now(fleet, name, "broken")).values()) == {"1.2.0"}
+    # The other extension was not stopped by it: every instance of both sets, once each.
+    assert completed.state == RolloutState.COMPLETED
+    assert {s.state for s in completed.sets} == {RolloutSetState.COMPLETED}
+    for name in (first, second):
+        good_installs = {i: v for (i, ext), v in (await installed(fleet, name)).items() if ext == "good"}
+        assert good_installs == {str(i): ["1.3.0"] for i in range(3)}
+        assert set((await versions_now(fleet, name, "good")).values()) == {"1.3.0"}
+    # Both wanted the first set at once: one waited for the other's upgrade to end (its start
+    # refused by the set's lock, then tried again), none skipped it.
+    refused = 0
+    for done in (broken_rollout, good_rollout):
+        history = await done.fetch_history()
+        refused += sum(
+            e.HasField("start_child_workflow_execution_failed_event_attributes") for e in history.events
+        )
+    assert refused >= 1
+    assert not [s for s in (*failed.sets, *completed.sets) if "another upgrade holds it" in (s.message or "")]
+    state = await eventually(
+        lambda: enrolled(handle),
+        lambda e: all(e[n].extensions["broken"].failed_version for n in (first, second)),
+    )
+    assert state[stopped].extensions["broken"].attempts == 1
+    assert state[stopped].extensions["broken"].retry
+    assert all(state[n].extensions["good"].applied_version == "1.3.0" for n in (first, second))
+
+
+async def test_a_failed_version_is_retried_after_the_interval_not_before_and_succeeds_once_fixed(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    agent = unique_type("Flaky")
+    await publish(fleet, agent, "1.2.0")
+    faults = FaultSpec(failing_extension_versions=[f"{agent}:1.3.0"])
+    name = await make_set(fleet, "westeurope", [extension("agent", agent)], faults=faults)
+    handle = await watcher(ts_env.client, ts_worker.task_queue, extension_retry_interval=timedelta(hours=1))
+    await enroll(handle, name)
+
+    await publish(fleet, agent, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    first = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0"))
+    assert first.state == RolloutState.FAULTED and first.retry is None
+    assert "VMExtensionProvisioningError" in (first.sets[0].message or "")
+    [(instance, _)] = (await installed(fleet, name)).items()
+    assert (await installed(fleet, name))[instance] == ["1.3.0", "1.2.0"]  # installed, failed, rolled back
+    failure = (await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].failed_at))[
+        name
+    ]
+    assert failure.extensions["agent"].attempts == 1
+
+    # Not before the interval: three more looks (every PT15M) start nothing.
+    await ts_env.sleep(timedelta(minutes=50))
+    assert [r.state for r in await rollouts(handle)] == [RolloutState.FAULTED]
+    assert len(await installs(fleet, name)) == 2
+
+    # After it, without anyone acting: retry 1, which fails again (not fixed yet) ...
+    await ts_env.sleep(timedelta(minutes=15))
+    retry_1 = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0", retry=1))
+    assert first.end_time is not None and retry_1.start_time is not None
+    assert retry_1.start_time >= first.end_time + timedelta(hours=1)
+    assert retry_1.state == RolloutState.FAULTED
+    assert retry_1.retry is not None and retry_1.retry.attempt == 1
+    assert retry_1.retry.failed_at == first.sets[0].end_time
+    assert "VMExtensionProvisioningError" in retry_1.retry.reason
+    assert retry_1.sets[0].retry == retry_1.retry
+    assert f"retry 1 of 1.3.0 after it failed at {first.sets[0].end_time:%Y-%m-%d %H:%M:%S} UTC" in details(
+        retry_1, "default"
+    )
+    assert len(await installs(fleet, name)) == 4
+    summaries = await eventually(lambda: rollouts(handle), lambda found: len(found) == 2)
+    assert [(r.retry, r.state) for r in summaries] == [(0, RolloutState.FAULTED), (1, RolloutState.FAULTED)]
+
+    # ... then the publisher fixes it, and retry 2 (again an interval later) succeeds everywhere.
+    assert await fleet.fix_extension_version(PUBLISHER, agent, "1.3.0") == [name]
+    await ts_env.sleep(timedelta(hours=1))
+    retry_2 = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0", retry=2))
+    assert retry_2.state == RolloutState.COMPLETED
+    assert retry_2.retry is not None and retry_2.retry.attempt == 2
+    assert retry_2.sets[0].message == "upgraded to 1.3.0 (retry 2)"
+    assert retry_2.start_time is not None and retry_1.end_time is not None
+    assert retry_2.start_time >= retry_1.end_time + timedelta(hours=1)
+    done = await installed(fleet, name)
+    assert done[instance] == ["1.3.0", "1.2.0"] * 2 + ["1.3.0"]
+    assert {k: v for k, v in done.items() if k != instance} == {
+        (i, "agent"): ["1.3.0"] for i in ("0", "1", "2") if (i, "agent") != instance
+    }
+    assert set((await versions_now(fleet, name, "agent")).values()) == {"1.3.0"}
+    after = (
+        await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].applied_version)
+    )[name]
+    assert after.extensions["agent"].failed_version is None and after.extensions["agent"].attempts == 0
+
+
+async def test_an_extension_rollout_keeps_availability_first(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    agent = unique_type("Zonal")
+    await publish(fleet, agent, "1.2.0")
+    slow = INSTANT.model_copy(update={"extension_seconds": [0.2, 0.2]})  # windows with a length
+    extensions = [extension("agent", agent)]
+    # Two zonal sets of one region, starting from different zones: in parallel they would have
+    # two zones in flight at once.
+    west = await make_set(fleet, "westeurope", extensions, zones=["1", "2", "3"], timing=slow)
+    west_too = await make_set(fleet, "westeurope", extensions, 2, zones=["2", "3"], timing=slow)
+    north = await make_set(fleet, "northeurope", extensions, 2, timing=slow)
+    east = await make_set(fleet, "eastus", extensions, 2, timing=slow)
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (west, west_too, north, east):
+        await enroll(handle, name)
+
+    await publish(fleet, agent, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    status = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0"))
+
+    assert status.state == RolloutState.COMPLETED
+    phase = {region: n for n, regions in enumerate(status.phases, 1) for region in regions}
+    assert phase["northeurope"] != phase["westeurope"]
+    ops = {name: await installs(fleet, name) for name in (west, west_too, north, east)}
+    for name, capacity in ((west, 3), (west_too, 2), (north, 2), (east, 2)):
+        counts = collections.Counter(op.instance_id for op in ops[name])
+        assert counts == {str(i): 1 for i in range(capacity)}
+        assert {op.extension_version for op in ops[name]} == {"1.3.0"}
+    # From the emulator's own timestamps: the geo-paired regions never in flight together ...
+    north_window = in_flight(ops[north])
+    for name in (west, west_too):
+        assert not overlap(north_window, in_flight(ops[name]))
+    # ... and never two zones of one region in flight at once, across its two zonal sets.
+    zone_of = {}
+    for name in (west, west_too):
+        for instance in (await fleet.show_scale_set(name)).instances:
+            zone_of[(name, instance.instance_id)] = instance.zone
+    windows = [
+        (zone_of[(name, op.instance_id)], in_flight([op])) for name in (west, west_too) for op in ops[name]
+    ]
+    assert len({zone for zone, _ in windows}) == 3
+    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
+        assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} in flight together"
+
+
+def test_the_rollout_details_name_the_extension_and_the_retry() -> None:
+    """The Web UI details of an extension rollout (pure): the extension and version, the retry
+    and the failure it follows, each set's retry; user text escaped."""
+    from models.automatic import RolloutExtension, RolloutRetry, RolloutSet
+
+    retry = RolloutRetry(attempt=2, failed_at=datetime(2026, 11, 30, 12, tzinfo=UTC), reason="**bad** [x](y)")
+    status = RolloutStatus(
+        workflow_id="rollout/ext:Contoso.Monitoring.Agent/1.3.0/retry-2",
+        version="1.3.0",
+        phases=[["westeurope"]],
+        extension=RolloutExtension(publisher="Contoso.Monitoring", type_="Agent", major="1"),
+        retry=retry,
+        sets=[RolloutSet(scale_set="web", region="westeurope", phase=1, retry=retry)],
+    )
+    text = details(status, "default")
+    assert text.startswith("**extension Contoso.Monitoring.Agent 1.3.0**: Running")
+    assert "retry 2 of 1.3.0 after it failed at 2026-11-30 12:00:00 UTC: \\*\\*bad\\*\\* \\[x\\](y)" in text
+    assert "(westeurope): Pending (retry 2)" in text
+
+
+# --- upgradectl ---------------------------------------------------------------------------------
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    from starter import cli as cli_module
+
+    code = cli_module.cli(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("PT30M", "--extension-retry-interval: must be from PT1H to PT720H (got PT30M)"),
+        ("P31D", "--extension-retry-interval: must be from PT1H to PT720H (got PT744H)"),
+        ("every few days\x1b[2J", "--extension-retry-interval: must be an ISO 8601 duration from PT1H"),
+    ],
+)
+def test_a_bad_retry_interval_is_one_line_naming_the_option_exit_3(monkeypatch, capsys, value, expected):
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{processes.free_port()}")  # never reached
+    code, out, err = cli(capsys, "auto", "settings", "--extension-retry-interval", value)
+    assert code == 3, (out, err)
+    [line] = err.strip().splitlines()
+    assert expected in line and "\x1b" not in line and "Traceback" not in err
+
+
+async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts(
+    upgradectl, local_env, local_worker, fleet
+):
+    agent, flaky, other = unique_type("CliAgent"), unique_type("CliFlaky"), unique_type("CliOther")
+    for type_ in (agent, flaky, other):
+        await publish(fleet, type_, "1.2.0")
+    name = await make_set(
+        fleet,
+        "westeurope",
+        [extension("agent", agent), extension("flaky", flaky), extension("other", other, automatic=False)],
+        2,
+        faults=FaultSpec(failing_extension_versions=[f"{flaky}:1.3.0"]),
+    )
+    try:
+        enabled = await upgradectl("auto", "enable", name, "--health-interval", "1")
+        assert enabled.code == 0, enabled
+        assert (
+            f"extension agent ({PUBLISHER}.{agent} 1.2): follows new minor and patch versions" in enabled.err
+        )
+        assert f"extension other ({PUBLISHER}.{other} 1.2): enableAutomaticUpgrade is off" in enabled.err
+        assert "its extensions with enableAutomaticUpgrade still follow" in enabled.err  # pinned image
+        changed = await upgradectl("auto", "settings", "--extension-retry-interval", "P2D", "--json")
+        assert changed.code == 0, changed
+        assert changed.json()["extensionRetryInterval"] == "P2D"
+
+        for type_ in (agent, flaky, other):
+            await publish(fleet, type_, "1.3.0")
+        watcher = local_env.client.get_workflow_handle(watcher_workflow_id(local_worker.task_queue))
+        await watcher.signal(CHECK_NOW_SIGNAL)
+
+        async def shown() -> dict[str, Any]:
+            result = await upgradectl("auto", "show", name, "--json")
+            assert result.code == 0, result
+            return result.json()["enrollments"][0]["extensions"]
+
+        extensions = await eventually(
+            shown,
+            lambda e: e["agent"].get("appliedVersion") == "1.3.0" and e["flaky"].get("failedVersion"),
+            timeout=90,
+        )
+        assert extensions["flaky"]["attempts"] == 1 and extensions["flaky"]["retry"]
+        assert "VMExtensionProvisioningError" in extensions["flaky"]["failure"]
+        assert extensions["other"]["installed"] == ["1.2.0"]  # left off: never moved
+
+        table = await upgradectl("auto", "show", name)
+        assert table.code == 0, table
+        text = " ".join(table.out.split())  # (the table wraps long cells)
+        assert "extension agent" in text and "following new 1.x versions; installed 1.3.0" in text
+        assert "extension flaky" in text and "1.3.0 failed at" in text and "retry 1 at" in text
+        assert "extension other" in text and "enableAutomaticUpgrade is off: left alone" in text
+        assert "extensionRetryInterval" in text
+
+        listed = await upgradectl("rollout", "list", "--json")
+        sources = {r["source"]: r["state"] for r in listed.json()["value"]}
+        assert sources == {f"ext:{PUBLISHER}.{agent}": "Completed", f"ext:{PUBLISHER}.{flaky}": "Faulted"}
+        ambiguous = await upgradectl("rollout", "show", "1.3.0")
+        assert ambiguous.code == 0 and ambiguous.out.count("rollout of extension") == 2
+        one = await upgradectl("rollout", "show", "1.3.0", "--source", f"ext:{PUBLISHER}.{flaky}")
+        assert one.code == 0, one
+        flat = " ".join(one.out.split())
+        assert f"rollout of extension {PUBLISHER}.{flaky} 1.3.0: Faulted" in flat
+        assert "VMExtensionProvisioningError" in flat
+    finally:
+        with contextlib.suppress(Exception):
+            await local_env.client.get_workflow_handle(
+                watcher_workflow_id(local_worker.task_queue)
+            ).terminate("the test's watcher")
+
+
+# --- what is due, and how an extension's automatic state reads (pure) -----------------------------
+
+FAILED_AT = datetime(2026, 11, 30, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def agent(**fields: Any) -> ExtensionEnrollment:
+    base: dict[str, Any] = {
+        "name": "agent",
+        "publisher": PUBLISHER,
+        "type_": "Agent",
+        "model_version": "1.2",
+        "automatic": True,
+        "installed": ["1.2.0"],
+    }
+    return ExtensionEnrollment(**{**base, **fields})
+
+
+FAILED = {"failed_version": "1.3.0", "failed_at": FAILED_AT, "failure": "VMExtensionProvisioningError: x"}
+
+
+@pytest.mark.parametrize(
+    ("extension", "now", "due"),
+    [
+        pytest.param(agent(), FAILED_AT, True, id="an instance runs an older version"),
+        pytest.param(agent(installed=["1.2.0", "1.3.0"]), FAILED_AT, True, id="one instance behind"),
+        pytest.param(agent(installed=["", "1.3.0"]), FAILED_AT, True, id="one instance without it"),
+        pytest.param(agent(installed=["1.3.0"]), FAILED_AT, False, id="every instance on it"),
+        pytest.param(agent(installed=["1.4.0"]), FAILED_AT, False, id="every instance newer"),
+        pytest.param(agent(installed=[]), FAILED_AT, False, id="no instances"),
+        pytest.param(agent(applied_version="1.3.0"), FAILED_AT, False, id="a rollout completed it"),
+        pytest.param(agent(automatic=False), FAILED_AT, False, id="enableAutomaticUpgrade off"),
+        pytest.param(agent(note="gone"), FAILED_AT, False, id="the set is gone"),
+        pytest.param(agent(**FAILED), FAILED_AT + DAY, False, id="failed: before the interval"),
+        pytest.param(agent(**FAILED), FAILED_AT + 2 * DAY, True, id="failed: the interval passed"),
+        pytest.param(agent(**FAILED, retry=False), FAILED_AT + 9 * DAY, False, id="cancelled: never"),
+        pytest.param(
+            agent(**{**FAILED, "failed_version": "1.2.9"}), FAILED_AT, True, id="a newer one than failed"
+        ),
+    ],
+)
+def test_which_extension_version_is_due(extension: ExtensionEnrollment, now: datetime, due: bool) -> None:
+    assert extension.due("1.3.0", now, 2 * DAY) is due
+
+
+@pytest.mark.parametrize(
+    ("extension", "text"),
+    [
+        (agent(), "following new 1.x versions; installed 1.2.0"),
+        (agent(installed=["", "1.2.0"]), "following new 1.x versions; installed not installed, 1.2.0"),
+        (
+            agent(automatic=False, note="enableAutomaticUpgrade is off: left alone"),
+            "enableAutomaticUpgrade is off",
+        ),
+        (
+            agent(rollout_id="rollout/ext:x/1.3.0", rolling_version="1.3.0"),
+            "rolling to 1.3.0 (rollout/ext:x/1.3.0)",
+        ),
+        (
+            agent(**FAILED, attempts=1),
+            "1.3.0 failed at 2026-11-30 12:00:00 UTC (1 attempt(s)): VMExtensionProvisioningError: x; "
+            "retry 1 at 2026-12-02 12:00:00 UTC",
+        ),
+        (
+            agent(**FAILED, attempts=2, rollout_id="rollout/ext:x/1.3.0/retry-2", rolling_version="1.3.0"),
+            "rolling: retry 2 of 1.3.0 after it failed at 2026-11-30 12:00:00 UTC: "
+            "VMExtensionProvisioningError: x",
+        ),
+        (agent(**{**FAILED, "failure": "cancelled by ops"}, retry=False), "not retried (a newer version"),
+    ],
+)
+def test_an_extensions_automatic_state_reads_as_one_line(extension: ExtensionEnrollment, text: str) -> None:
+    assert text in extension.state_text(2 * DAY)
