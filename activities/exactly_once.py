@@ -54,6 +54,9 @@ class Progress:
     before: str | None = None
     operation: FleetOperation | None = None
     sent: int = 0
+    # The failure the instance showed before the action was sent (its status time): a failure
+    # read later with another time is the action's own.
+    failure_before: str | None = None
     errors: int = 0
     mismatches: int = 0
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -66,6 +69,7 @@ class Progress:
         if isinstance(last, dict) and last.get("kind") == kind.value:
             progress.before = last.get("before")
             progress.sent = int(last.get("sent") or 0)
+            progress.failure_before = last.get("failureBefore")
             if last.get("operation"):
                 try:
                     progress.operation = FleetOperation.model_validate(last["operation"])
@@ -79,6 +83,7 @@ class Progress:
                 "kind": self.kind.value,
                 "before": self.before,
                 "sent": self.sent,
+                "failureBefore": self.failure_before,
                 "operation": self.operation.to_json() if self.operation else None,
                 "waiting": waiting,
             }

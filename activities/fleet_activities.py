@@ -197,11 +197,12 @@ class FleetActivities:
         def reached(instance: InstanceView) -> bool:
             return installed(instance, target.name) == target.version
 
-        def failed(instance: InstanceView) -> str | None:
-            """Our install already failed: the extension shows this version, failed."""
+        def failed(instance: InstanceView) -> tuple[str, str | None] | None:
+            """The extension shows this version, failed: why, and since when (its status time)."""
             found = instance.extension(target.name)
             if found is not None and found.failed and found.type_handler_version == target.version:
-                return found.message or f"{target.name} {target.version}: {found.status}"
+                when = found.time.isoformat() if found.time else None
+                return found.message or f"{target.name} {target.version}: {found.status}", when
             return None
 
         async def send() -> FleetOperation:
@@ -267,7 +268,7 @@ class FleetActivities:
         reached: Callable[[InstanceView], bool],
         send: Callable[[], Awaitable[FleetOperation]],
         known_before: str | None = None,
-        failed: Callable[[InstanceView], str | None] | None = None,
+        failed: Callable[[InstanceView], tuple[str, str | None] | None] | None = None,
     ) -> FleetOperation:
         """Bring the instance where `reached` says, with at most one accepted action.
 
@@ -332,10 +333,15 @@ class FleetActivities:
                 progress.beat(waiting="the instance does not show the operation yet")
                 await asyncio.sleep(MAX_POLL_SECONDS)
                 continue
-            if doubt and failed is not None:
-                if (why := failed(instance)) is not None:  # ours failed: report it, never resend
-                    raise ApplicationError(why, type=EXTENSION_PROVISIONING_ERROR, non_retryable=True)
-            elif doubt and instance.provisioning_state == "Failed":
+            failure = failed(instance) if failed is not None else None
+            if (
+                doubt
+                and failure is not None
+                and (failure[1] is None or failure[1] != progress.failure_before)
+            ):
+                # A failure other than the one seen before sending: ours. Report it, never resend.
+                raise ApplicationError(failure[0], type=EXTENSION_PROVISIONING_ERROR, non_retryable=True)
+            if doubt and failed is None and instance.provisioning_state == "Failed":
                 # Our earlier action may be the one that failed: report it, never resend.
                 raise ApplicationError(
                     f"{kind.value} of {scale_set}/{instance_id} failed: the instance is in provisioning "
@@ -343,7 +349,8 @@ class FleetActivities:
                     type=instance.error_code or FLEET_OPERATION_FAILED,
                     non_retryable=True,
                 )
-            progress.beat()  # the restore point before the action, before the action
+            progress.failure_before = failure[1] if failure is not None else None
+            progress.beat()  # the restore point and any failure before the action, before it
             try:
                 progress.operation = await send()
                 progress.sent += 1

@@ -93,6 +93,9 @@ class InstanceExtension(ViewModel):
         "ProvisioningState/failed/<code>, ProvisioningState/transitioning",
     )
     message: str | None = None
+    time: AwareDatetime | None = Field(
+        default=None, description="when the provisioning status was set (the status's `time`)"
+    )
 
     @property
     def succeeded(self) -> bool:

@@ -11,7 +11,7 @@ The crashes use worker processes on the session's dev server, as tests/test_exac
 for reimages; the faults on the PATCH itself in-process workers on the same dev server, whose back
 end arms the fault in the emulator just before the PATCH and disarms it after. Each test runs its
 upgrades side by side, to keep the file fast. Last, the activity alone: what an attempt leaves in
-its heartbeat for the next one, and a failure an earlier upgrade left (a known bug, xfail).
+its heartbeat for the next one, and a failure an earlier upgrade left (not taken for its own).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import fleet_activities
@@ -508,13 +507,6 @@ async def test_a_failed_read_after_the_patch_keeps_the_install_in_the_heartbeat_
     assert result.operation.request_count == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ApplicationError,
-    reason="known bug: after a doubt (a 5xx, a retried attempt) the install takes a failure of the "
-    "same version that an earlier upgrade left on the instance for its own, and never installs; "
-    "telling them apart needs the failure's time (instanceView status `time`), which no view carries",
-)
 async def test_a_failure_an_earlier_upgrade_left_is_not_taken_for_this_install(fleet, azure):
     name, type_ = await extension_scale_set(
         fleet, 1, INSTANT_INSTALL, FaultSpec(failing_extension_versions=[f"agent:{NEW}"])

@@ -109,6 +109,7 @@ def instance_extensions(vm: Json) -> list[InstanceExtension]:
             type_handler_version=entry.get("typeHandlerVersion"),
             status=str(status.get("code")) if status else "ProvisioningState/succeeded",
             message=status.get("message") if status else None,
+            time=status.get("time") if status else None,
         )
     for resource in vm.get("resources") or []:
         name = dig(resource, "name")

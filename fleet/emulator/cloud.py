@@ -460,6 +460,7 @@ class Cloud:
             type_handler_version=row["version"],
             status=status,
             message=message,
+            time=datetime.fromtimestamp(row["changed_at"], UTC) if row["changed_at"] is not None else None,
         )
 
     # --- health -----------------------------------------------------------------------------

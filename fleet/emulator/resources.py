@@ -121,10 +121,14 @@ def _provisioning(extension: InstanceExtension) -> str:
 def _extension_status(extension: InstanceExtension) -> dict[str, Any]:
     code = extension.status
     if extension.failed:
-        return _status(code, "Provisioning failed", "Error", extension.message)
-    if extension.transitioning:
-        return _status(code, "Transitioning", message=extension.message)
-    return _status(code, "Provisioning succeeded", message=extension.message or "Enable succeeded")
+        status = _status(code, "Provisioning failed", "Error", extension.message)
+    elif extension.transitioning:
+        status = _status(code, "Transitioning", message=extension.message)
+    else:
+        status = _status(code, "Provisioning succeeded", message=extension.message or "Enable succeeded")
+    if extension.time is not None:
+        status["time"] = extension.time.isoformat().replace("+00:00", "Z")
+    return status
 
 
 def extension_instance_view(extension: InstanceExtension) -> dict[str, Any]:
