@@ -69,7 +69,7 @@ class Progress:
         if isinstance(last, dict) and last.get("kind") == kind.value:
             progress.before = last.get("before")
             progress.sent = int(last.get("sent") or 0)
-            progress.failure_before = last.get("failureBefore")
+            progress.failure_before = last.get("failure_before")
             if last.get("operation"):
                 try:
                     progress.operation = FleetOperation.model_validate(last["operation"])
@@ -83,7 +83,7 @@ class Progress:
                 "kind": self.kind.value,
                 "before": self.before,
                 "sent": self.sent,
-                "failureBefore": self.failure_before,
+                "failure_before": self.failure_before,
                 "operation": self.operation.to_json() if self.operation else None,
                 "waiting": waiting,
             }
