@@ -25,9 +25,12 @@ from models.automatic import (
     CHECK_NOW_SIGNAL,
     ENROLLMENTS_QUERY,
     PLATFORM,
+    ROLLOUT_CANCEL_SIGNAL,
+    ROLLOUT_QUERY,
     ROLLOUTS_QUERY,
     Enrollment,
     ExtensionEnrollment,
+    HoldRequest,
     RolloutSetState,
     RolloutState,
     RolloutStatus,
@@ -253,6 +256,61 @@ async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the
     assert state[stopped].extensions["broken"].attempts == 1
     assert state[stopped].extensions["broken"].retry
     assert all(state[n].extensions["good"].applied_version == "1.3.0" for n in (first, second))
+
+
+async def test_a_rollout_waiting_for_a_set_another_upgrade_holds_can_be_cancelled_meanwhile(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    first_type, second_type = unique_type("Early"), unique_type("Late")
+    for type_ in (first_type, second_type):
+        await publish(fleet, type_, "1.2.0")
+    slow = INSTANT.model_copy(update={"extension_seconds": [1.0, 1.0]})
+    name = await make_set(
+        fleet, "westeurope", [extension("early", first_type), extension("late", second_type)], 3, timing=slow
+    )
+    handle = await watcher(ts_env.client, ts_worker.task_queue, extension_retry_interval=timedelta(hours=1))
+    await enroll(handle, name)
+    for type_ in (first_type, second_type):
+        await publish(fleet, type_, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollouts_of = {t: await rollout(ts_env.client, t, "1.3.0") for t in (first_type, second_type)}
+
+    async def states() -> dict[str, RolloutStatus]:
+        return {t: await h.query(ROLLOUT_QUERY, result_type=RolloutStatus) for t, h in rollouts_of.items()}
+
+    # One of the two upgrades the set; the other waits for it, visibly.
+    seen = await eventually(
+        states,
+        lambda found: any(s.sets[0].state == RolloutSetState.WAITING_FOR_SCALE_SET for s in found.values()),
+    )
+    [(waiting_type, waiting)] = [
+        (t, s) for t, s in seen.items() if s.sets[0].state == RolloutSetState.WAITING_FOR_SCALE_SET
+    ]
+    [running_type] = [t for t in rollouts_of if t != waiting_type]
+    assert (
+        waiting.sets[0].message
+        == f"waiting for rolling-upgrade/{name} to finish (another upgrade holds the scale set)"
+    )
+    await rollouts_of[waiting_type].signal(ROLLOUT_CANCEL_SIGNAL, HoldRequest(by="test", reason="not now"))
+    cancelled = await finished(ts_env, rollouts_of[waiting_type])
+    completed = await finished(ts_env, rollouts_of[running_type])
+
+    assert cancelled.state == RolloutState.CANCELLED
+    assert cancelled.sets[0].state == RolloutSetState.SKIPPED
+    assert cancelled.sets[0].message == "not started: the rollout was cancelled"
+    assert completed.state == RolloutState.COMPLETED
+    names = {first_type: "early", second_type: "late"}
+    done = await installed(fleet, name)
+    assert {k: v for k, v in done.items() if k[1] == names[running_type]} == {
+        (str(i), names[running_type]): ["1.3.0"] for i in range(3)
+    }
+    assert not [k for k in done if k[1] == names[waiting_type]]  # never installed
+    # A cancelled version is not tried again by itself (a faulted one would be, after PT1H).
+    await ts_env.sleep(timedelta(hours=2))
+    assert not [k for k in await installed(fleet, name) if k[1] == names[waiting_type]]
+    state = await enrolled(handle)
+    assert state[name].extensions[names[waiting_type]].failed_version == "1.3.0"
+    assert not state[name].extensions[names[waiting_type]].retry
 
 
 async def test_a_failed_version_is_retried_after_the_interval_not_before_and_succeeds_once_fixed(
@@ -555,3 +613,22 @@ def test_which_extension_version_is_due(extension: ExtensionEnrollment, now: dat
 )
 def test_an_extensions_automatic_state_reads_as_one_line(extension: ExtensionEnrollment, text: str) -> None:
     assert text in extension.state_text(2 * DAY)
+
+
+def test_the_watchers_web_ui_details_list_each_extensions_state_escaped() -> None:
+    from models.automatic import AutomaticSettings, AutomaticState
+    from models.policy import UpgradePolicy
+    from workflows.automatic_upgrades import details as watcher_details
+
+    failed = agent(**{**FAILED, "failure": "**bad** [x](y)"}, attempts=1)
+    enrollment = Enrollment(
+        scale_set="web", policy=UpgradePolicy(), location="westeurope", extensions={"agent": failed}
+    )
+    state = AutomaticState(
+        settings=AutomaticSettings(extension_retry_interval=timedelta(hours=1)),
+        enrollments={"web": enrollment},
+    )
+    text = watcher_details(state, "default")
+    assert "| scale set | extension | type | automatic upgrade |" in text
+    assert f"| web | agent | {PUBLISHER}.Agent 1.2 | 1.3.0 failed at 2026-11-30 12:00:00 UTC" in text
+    assert "\\*\\*bad\\*\\* \\[x\\](y); retry 1 at 2026-11-30 13:00:00 UTC" in text

@@ -326,13 +326,16 @@ class AutomaticOSUpgradesWorkflow:
                 await self._roll_extension(key, members, newest[key])
 
     def _automatic_extensions(self) -> list[tuple[Enrollment, ExtensionEnrollment]]:
-        """The enrolled sets' extensions an automatic upgrade may reach, by set and name."""
+        """The enrolled sets' extensions an automatic upgrade may reach, by set and name: on,
+        and installed on instances. (Only a survey by this code reports what instances run, so
+        a watcher that started before automatic extension upgrades, replayed, never asks for
+        them in its old looks and takes them up at its first look after the deploy.)"""
         return [
             (enrollment, extension)
             for enrollment in (self._state.enrollments[name] for name in sorted(self._state.enrollments))
             if enrollment.location
             for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name)
-            if extension.automatic and extension.note is None
+            if extension.automatic and extension.note is None and extension.installed
         ]
 
     def _by_source(self) -> dict[str, list[Enrollment]]:
