@@ -323,6 +323,11 @@ class RolloutSet(ViewModel):
     end_time: AwareDatetime | None = None
     retry: RolloutRetry | None = Field(default=None, description="a retry of a version that failed here")
 
+    @property
+    def retry_note(self) -> str:
+        """` (retry N)` after what a retry does, else nothing."""
+        return f" (retry {self.retry.attempt})" if self.retry else ""
+
 
 class RolloutState(StrEnum):
     RUNNING = "Running"

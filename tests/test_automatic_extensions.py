@@ -632,3 +632,35 @@ def test_the_watchers_web_ui_details_list_each_extensions_state_escaped() -> Non
     assert "| scale set | extension | type | automatic upgrade |" in text
     assert f"| web | agent | {PUBLISHER}.Agent 1.2 | 1.3.0 failed at 2026-11-30 12:00:00 UTC" in text
     assert "\\*\\*bad\\*\\* \\[x\\](y); retry 1 at 2026-11-30 13:00:00 UTC" in text
+
+
+def test_an_extension_upgrade_of_a_rollout_follows_the_enrollments_policy_and_says_its_retry() -> None:
+    from models.automatic import RolloutRetry, RolloutSet
+    from models.policy import UpgradePolicy
+    from workflows.rollout import upgrade_request, upgrade_summary
+
+    policy = UpgradePolicy.model_validate(
+        {
+            "rollingUpgradePolicy": {
+                "maxBatchInstancePercent": 50,
+                "maxUnhealthyInstancePercent": 50,
+                "enableCrossZoneUpgrade": True,
+            },
+            "automaticOSUpgradePolicy": {"useRollingUpgradePolicy": True, "osRollingUpgradeDeferral": True},
+        }
+    )
+    enrollment = Enrollment(scale_set="web", policy=policy, not_before_timeout=timedelta(minutes=15))
+    request = upgrade_request(enrollment, "1.3.0", "agent")
+    assert request.target_image is None and [(e.name, e.version) for e in request.extensions or []] == [
+        ("agent", "1.3.0")
+    ]
+    assert request.policy.max_batch_instance_percent == 50 and not request.policy.enable_cross_zone_upgrade
+    assert request.started_by == PLATFORM
+    assert not request.needs_approval  # deferral and notBeforeTimeout are OS image settings
+    item = RolloutSet(
+        scale_set="web", region="westeurope", retry=RolloutRetry(attempt=2, failed_at=FAILED_AT)
+    )
+    rollout_id = "rollout/ext:Contoso.Monitoring.Agent/1.3.0/retry-2"
+    assert upgrade_summary(item, request, rollout_id) == (
+        f"web: automatic extension upgrade of agent to 1.3.0 (retry 2) (rollout {rollout_id})"
+    )

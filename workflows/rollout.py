@@ -119,6 +119,17 @@ def upgrade_request(enrollment: Enrollment, target: str, extension: str | None =
     )
 
 
+def upgrade_summary(item: RolloutSet, request: UpgradeRequest, rollout_id: str) -> str:
+    """The Web UI's summary of the upgrade a rollout starts on one set: what it moves, whether it
+    is a retry, and the rollout."""
+    if request.extensions:
+        [wanted] = request.extensions
+        what = f"extension upgrade of {wanted.name} to {wanted.version}"
+    else:
+        what = f"OS upgrade to {request.target_image}"
+    return f"{item.scale_set}: automatic {what}{item.retry_note} (rollout {rollout_id})"
+
+
 @workflow.defn(name=ROLLOUT_WORKFLOW)
 class RolloutWorkflow:
     @workflow.init
@@ -285,8 +296,7 @@ class RolloutWorkflow:
             return
         item.state = RolloutSetState.RUNNING
         item.start_time = workflow.now()
-        retry = f" (retry {item.retry.attempt})" if item.retry else ""
-        item.message = f"upgrading to {self._request.version}{retry}"
+        item.message = f"upgrading to {self._request.version}{item.retry_note}"
         self._publish()
         if self._cancelled or item.scale_set in self._cancel_on_start:
             await self._signal(handle.id, CANCEL_SIGNAL)  # asked while it was starting
@@ -312,7 +322,9 @@ class RolloutWorkflow:
             properties = report.status.properties
             cancelled = properties is not None and properties.running_status.code == "Cancelled"
             item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED
-            item.message = f"{'cancelled' if cancelled else 'upgraded'} to {self._request.version}{retry}"
+            item.message = (
+                f"{'cancelled' if cancelled else 'upgraded'} to {self._request.version}{item.retry_note}"
+            )
         item.end_time = workflow.now()
         self._publish()
 
@@ -323,12 +335,7 @@ class RolloutWorkflow:
         extension = self._request.extension
         name = extension.names.get(item.scale_set) if extension is not None else None
         request = upgrade_request(self._enrollments[item.scale_set], self._request.version, name)
-        if name is not None:
-            what = f"extension upgrade of {name} to {self._request.version}"
-        else:
-            what = f"OS upgrade to {request.target_image}"
-        retry = f" (retry {item.retry.attempt})" if item.retry else ""
-        summary = f"{item.scale_set}: automatic {what}{retry} (rollout {self._status.workflow_id})"
+        summary = upgrade_summary(item, request, self._status.workflow_id)
         item.workflow_id = upgrade_workflow_id(item.scale_set)
         poll = timedelta(0)
         while True:
@@ -460,6 +467,5 @@ def details(status: RolloutStatus, namespace: str) -> str:
         for item in members:
             target = item.workflow_id or upgrade_workflow_id(item.scale_set)
             link = f"/namespaces/{namespace}/workflows/{target.replace('/', '%2F')}"
-            retry = f" (retry {item.retry.attempt})" if item.retry else ""
-            lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}{retry}")
+            lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}{item.retry_note}")
     return "\n".join(lines)
