@@ -12,6 +12,7 @@ of the model's major version published in the scale set's region.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field
@@ -19,6 +20,8 @@ from pydantic import Field
 from models.base import ViewModel
 from models.fleet import InstanceView
 from models.image import ImageReference
+
+NOT_INSTALLED = "not installed"  # what `Change.current` says of an extension an instance lacks
 
 ExtensionVersion = Annotated[str, Field(pattern=r"^\d+(\.\d+){1,3}$", max_length=40)]
 
@@ -95,10 +98,18 @@ class Change(ViewModel):
         return all(installed(view, t.name) == t.version for t in self.extensions)
 
     def current(self, view: InstanceView) -> str:
-        """What the instance has now of what the change moves."""
+        """What the instance has now of what the change moves (`versions_in` reads it back)."""
         if self.image is not None:
             return str(view.image_reference)
-        return ", ".join(f"{t.name} {view_version(view, t.name) or 'not installed'}" for t in self.extensions)
+        return ", ".join(f"{t.name} {view_version(view, t.name) or NOT_INSTALLED}" for t in self.extensions)
+
+    def versions_in(self, current: str) -> dict[str, str] | None:
+        """The extension versions in a text `current` wrote; None if it reads otherwise."""
+        pattern = ", ".join(f"{re.escape(t.name)} (.+?)" for t in self.extensions)
+        match = re.fullmatch(pattern, current, re.DOTALL) if self.extensions else None
+        if match is None:
+            return None
+        return dict(zip((t.name for t in self.extensions), match.groups(), strict=True))
 
     def versions_before(self, view: InstanceView) -> dict[str, str] | None:
         """The installed versions a rollback reinstalls (extension changes only)."""

@@ -5,11 +5,10 @@ Pure text from the ledger and the request, so the workflows can compute it deter
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from models.change import Change, version_key
+from models.change import NOT_INSTALLED, Change, version_key
 from models.markdown import table
 from models.status import UpgradeWait, UpgradeWaitKind
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
@@ -43,9 +42,6 @@ def upgrade_summary(ledger: UpgradeLedger) -> str:
     return f"{ledger.request.scale_set}: {kind}{source} → {target} · {count} instances"
 
 
-NOT_INSTALLED = "not installed"  # Change.current's word for an extension an instance lacks
-
-
 def describe_change(change: Change, sources: Mapping[str, int]) -> str:
     """The change an admitted upgrade carries, from what to what, as one line: `OS image
     Contoso:web-os:2024:2024.11.01 → 2024.12.01`, or `extension agent 1.2.0 → 1.3.0, logs 2.0.1
@@ -74,14 +70,11 @@ def describe_change(change: Change, sources: Mapping[str, int]) -> str:
 
 
 def extension_versions(change: Change, sources: Iterable[str]) -> dict[str, set[str]]:
-    """Each extension's versions in `sources`, written as `Change.current` writes them
-    (`agent 1.2.0, logs 2.0.1`, in the change's order); a source that reads otherwise is left out."""
-    pattern = re.compile(", ".join(f"{re.escape(t.name)} (.+?)" for t in change.extensions), re.DOTALL)
+    """Each extension's versions in `sources` (texts `Change.current` wrote)."""
     found: dict[str, set[str]] = {}
     for source in sources:
-        if match := pattern.fullmatch(source):
-            for target, version in zip(change.extensions, match.groups(), strict=True):
-                found.setdefault(target.name, set()).add(version)
+        for name, version in (change.versions_in(source) or {}).items():
+            found.setdefault(name, set()).add(version)
     return found
 
 
