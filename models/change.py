@@ -41,12 +41,6 @@ def newest_of_major(versions: list[str], major: str) -> str | None:
     return max(same, key=version_key) if same else None
 
 
-def extension_source_key(full_type: str) -> str:
-    """An extension as the watcher tracks it: `ext:publisher.type` (never clashes with an image
-    source key, which has no `ext:` prefix)."""
-    return f"ext:{full_type}"
-
-
 class ExtensionRequest(ViewModel):
     """One extension an upgrade is asked to move: by its name in the scale set's model, to an
     exact version (a rollout's) or, without one, to the newest of the model's major version."""
