@@ -229,8 +229,9 @@ async def test_plan_refuses_bad_input_in_one_line_never_a_traceback(emulator, fl
         (["--scale-set", name], {}, 2, "error: Missing option '--image'"),
         (["--scale-set", name, "--image", str(V2), "--max-batch-instance-percent", "abc"], {}, 2, "error: "),
     ]
-    for args, env, code, start in cases:
-        result = await plan(emulator, *args, **env)
+    # Side by side: each case is an upgradectl process of its own, most of its time spent starting.
+    results = await asyncio.gather(*(plan(emulator, *args, **env) for args, env, _, _ in cases))
+    for (args, env, code, start), result in zip(cases, results, strict=True):
         assert result.code == code, (args, env, result.err)
         assert result.err.startswith(start), (args, env, result.err)
         lines = result.err.splitlines()
