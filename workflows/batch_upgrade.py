@@ -175,12 +175,16 @@ class BatchUpgradeWorkflow:
         before = previous or {}
         missing = [t.name for t in self._request.extensions if t.name not in before]
         if missing:
-            outcome.cause = outcome.cause or FailureCause.INFRASTRUCTURE
+            outcome.cause = FailureCause.INFRASTRUCTURE  # as an OS disk that is not there
             outcome.message = joined(
                 outcome.message, f"no previous version of {', '.join(missing)} to reinstall"
             )
             return self._end(outcome, InstanceState.FAILED)
-        back = [t.model_copy(update={"version": before[t.name]}) for t in self._request.extensions]
+        back = [  # (an extension the instance already had at its target stays as it is)
+            t.model_copy(update={"version": before[t.name]})
+            for t in self._request.extensions
+            if before[t.name] != t.version
+        ]
         for target in back:
             try:
                 await self._install_one(outcome.instance_id, target, step)
