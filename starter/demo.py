@@ -6,7 +6,9 @@ as separate processes; the worker reaches the emulator as it would reach Azure, 
 SDK (the AZURE_* settings of EmulatorAddress.env()). Creates a 20-instance scale set over three
 zones in which two instances fail health on the new image, through the emulator's admin API;
 prints the plan (`upgradectl plan`); upgrades it with live progress; prints the final status and
-the Web UI address; stops what it started unless --keep.
+the Web UI address; then moves its monitoring extension to a new minor version on the same engine
+(`upgradectl start --extensions`), and shows an automatic rollout; stops what it started unless
+--keep.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from rich.console import Console
@@ -25,7 +28,8 @@ from rich.text import Text
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
-from models.fleet import FaultSpec, ScaleSetSpec, TimingSpec
+from models.change import ExtensionRequest
+from models.fleet import ExtensionSpec, FaultSpec, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import UpgradeRequest
@@ -37,6 +41,9 @@ from starter.progress import watch
 from starter.upgrades import EXIT_CODES, reported_properties, start_upgrade
 from worker.connection import connect
 
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
 WORKDIR = Path(".demo")
 TEMPORAL_PORT, UI_PORT, FLEET_PORT = 7233, 8233, 8780
 TASK_QUEUE = "rolling-upgrades-demo"
@@ -46,6 +53,15 @@ TARGET = ImageReference.parse("Contoso:web-os:2024:2024.12.01")
 # In the planner's order these land in the third and the last batch, so the upgrade rolls
 # them back and carries on: 1 of 11, then 2 of 20 failed, within the policy's 20%.
 FAILING = ["13", "17"]
+# The scale set's monitoring extension: on 1.2.0, and its publisher releases 1.3.0.
+EXTENSION = ExtensionSpec(
+    name="monitor",
+    publisher="Contoso.Monitoring",
+    type_="AgentLinux",
+    type_handler_version="1.2",
+    auto_upgrade_minor_version=False,
+)
+EXTENSION_VERSIONS = ("1.2.0", "1.3.0")
 
 
 def web_ui_url(workflow_id: str, run_id: str) -> str:
@@ -81,6 +97,7 @@ def print_addresses(console: Console, emulator: EmulatorAddress) -> None:
 
 async def create_scenario(console: Console, emulator: EmulatorAddress, instances: int) -> None:
     async with EmulatorAdmin(emulator.url, emulator.ca_file) as fleet:
+        await fleet.publish_extension_version(EXTENSION.publisher, EXTENSION.type_, EXTENSION_VERSIONS[0])
         await fleet.create_scale_set(
             ScaleSetSpec(
                 name=SCALE_SET,
@@ -88,11 +105,18 @@ async def create_scenario(console: Console, emulator: EmulatorAddress, instances
                 zones=["1", "2", "3"],
                 update_domain_count=2,
                 image_reference=CURRENT,
-                timing=TimingSpec(reimage_seconds=[1, 2], restore_seconds=[1, 2], boot_seconds=[1, 3]),
+                timing=TimingSpec(
+                    reimage_seconds=[1, 2],
+                    restore_seconds=[1, 2],
+                    boot_seconds=[1, 3],
+                    extension_seconds=[1, 2],
+                ),
                 faults=FaultSpec(unhealthy_after_upgrade=FAILING),
+                extensions=[EXTENSION],
             )
         )
         await fleet.publish_image(TARGET)
+        await fleet.publish_extension_version(EXTENSION.publisher, EXTENSION.type_, EXTENSION_VERSIONS[1])
     console.print(
         f"scale set [bold]{SCALE_SET}[/]: {instances} instances over zones 1, 2, 3 on "
         f"{CURRENT.resolved_version}; instances {' and '.join(FAILING)} will fail health on "
@@ -133,7 +157,10 @@ async def upgrade(console: Console, emulator: EmulatorAddress, instances: int) -
     code = EXIT_CODES[reported_properties(report).running_status.code]
     if code != 0:
         return code
-    # The second part: the service, not a command. A published version rolls out by itself.
+    code = await upgrade_extension(console, client)
+    if code != 0:
+        return code
+    # The third part: the service, not a command. A published version rolls out by itself.
     return await run_automatic_demo(
         console,
         emulator,
@@ -141,6 +168,28 @@ async def upgrade(console: Console, emulator: EmulatorAddress, instances: int) -
         task_queue=TASK_QUEUE,
         ui_port=UI_PORT,
     )
+
+
+async def upgrade_extension(console: Console, client: Client) -> int:
+    """One engine, another kind of change: the monitoring extension to its publisher's new minor
+    version, batch by batch with the same gates (`upgradectl start --extensions monitor`)."""
+    console.print(
+        f"\nthe same engine, another change: `upgradectl start --scale-set {SCALE_SET} --extensions "
+        f"{EXTENSION.name}` moves the {EXTENSION.type_} extension {EXTENSION_VERSIONS[0]} → "
+        f"{EXTENSION_VERSIONS[1]} (its publisher's new minor version), batch by batch",
+        soft_wrap=True,
+    )
+    request = request_for_demo().model_copy(
+        update={"target_image": None, "extensions": [ExtensionRequest(name=EXTENSION.name)]}
+    )
+    _, admission = await start_upgrade(client, request, TASK_QUEUE)
+    report = await watch(client, SCALE_SET, console)
+    console.print(
+        f"extension upgrade {reported_properties(report).running_status.code.value}; Web UI:\n  "
+        f"{web_ui_url(admission.workflow_id, admission.run_id)}",
+        soft_wrap=True,
+    )
+    return EXIT_CODES[reported_properties(report).running_status.code]
 
 
 def run_demo(*, keep: bool, instances: int, console: Console) -> int:
