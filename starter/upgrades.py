@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -45,7 +44,6 @@ from models.upgrade import (
     Admission,
     ApproveRequest,
     InstanceProgress,
-    InstanceState,
     PauseRequest,
     Preflight,
     ResumeRequest,
@@ -174,8 +172,7 @@ def report_change(report: UpgradeReport) -> str:
     change = report.change
     if not report.instances or (change.image is None and not change.extensions):
         return report.request.change_asked if report.request else "unknown (not admitted)"
-    sources = Counter(p.from_image for p in report.instances if p.state != InstanceState.SKIPPED)
-    return presentation.describe_change(change, dict(sources.most_common()))
+    return presentation.describe_change(change, presentation.sources_of(report.instances))
 
 
 async def upgrade_holder(client: Client, scale_set: str) -> str:

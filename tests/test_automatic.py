@@ -163,6 +163,25 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+async def assert_availability_first(
+    fleet: EmulatorAdmin, ops: dict[str, list[FleetOperation]], region: tuple[str, ...], pair: str
+) -> list[tuple[str | None, tuple[float, float]]]:
+    """From the emulator's own timestamps: the sets of `region` never in flight together with
+    `pair` (its geo-pair), and never two zones of the region in flight at once across its sets.
+    Returns each operation's zone and window in the region."""
+    pair_window = in_flight(ops[pair])
+    for name in region:
+        assert not overlap(pair_window, in_flight(ops[name]))
+    zone_of = {}
+    for name in region:
+        for instance in (await fleet.show_scale_set(name)).instances:
+            zone_of[(name, instance.instance_id)] = instance.zone
+    windows = [(zone_of[(name, op.instance_id)], in_flight([op])) for name in region for op in ops[name]]
+    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
+        assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} in flight together"
+    return windows
+
+
 async def test_a_published_version_rolls_every_opted_in_latest_set_availability_first(
     ts_env, ts_worker, fleet
 ):
@@ -195,20 +214,7 @@ async def test_a_published_version_rolls_every_opted_in_latest_set_availability_
     for name in (west, west_too, north, east):
         assert len(ops[name]) == 3 and all(op.image_reference.resolved_version == "1.1.0" for op in ops[name])
     assert ops[pinned] == [] and reimages(await fleet.operations(not_enrolled)) == []
-    # From the emulator's own timestamps: the geo-paired regions never in flight together ...
-    north_window = in_flight(ops[north])
-    for name in (west, west_too):
-        assert not overlap(north_window, in_flight(ops[name]))
-    # ... and never two zones of one region in flight at once, across its scale sets.
-    zone_of = {}
-    for name in (west, west_too):
-        for instance in (await fleet.show_scale_set(name)).instances:
-            zone_of[(name, instance.instance_id)] = instance.zone
-    windows = [
-        (zone_of[(name, op.instance_id)], in_flight([op])) for name in (west, west_too) for op in ops[name]
-    ]
-    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
-        assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} in flight together"
+    await assert_availability_first(fleet, ops, (west, west_too), north)
     # Each upgrade says who started it, as Azure's history does.
     upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(east), result_type=UpgradeReport)
     report = await upgrade.result()

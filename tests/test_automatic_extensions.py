@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +41,7 @@ from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec,
 from models.upgrade import UpgradeReport, upgrade_workflow_id
 from starter import processes
 from tests.helpers import V1, eventually
-from tests.test_automatic import enroll, finished, in_flight, overlap, watcher
+from tests.test_automatic import assert_availability_first, enroll, finished, watcher
 from workflows.rollout import details
 
 PUBLISHER = "Contoso.Monitoring"
@@ -407,21 +406,9 @@ async def test_an_extension_rollout_keeps_availability_first(
         counts = collections.Counter(op.instance_id for op in ops[name])
         assert counts == {str(i): 1 for i in range(capacity)}
         assert {op.extension_version for op in ops[name]} == {"1.3.0"}
-    # From the emulator's own timestamps: the geo-paired regions never in flight together ...
-    north_window = in_flight(ops[north])
-    for name in (west, west_too):
-        assert not overlap(north_window, in_flight(ops[name]))
-    # ... and never two zones of one region in flight at once, across its two zonal sets.
-    zone_of = {}
-    for name in (west, west_too):
-        for instance in (await fleet.show_scale_set(name)).instances:
-            zone_of[(name, instance.instance_id)] = instance.zone
-    windows = [
-        (zone_of[(name, op.instance_id)], in_flight([op])) for name in (west, west_too) for op in ops[name]
-    ]
+    # The same assertions as for OS rollouts, on the installs' timestamps.
+    windows = await assert_availability_first(fleet, ops, (west, west_too), north)
     assert len({zone for zone, _ in windows}) == 3
-    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
-        assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} in flight together"
 
 
 def test_the_rollout_details_name_the_extension_and_the_retry() -> None:

@@ -17,8 +17,12 @@ from workflows.ledger import UpgradeLedger
 
 
 def from_images(ledger: UpgradeLedger) -> dict[str, int]:
-    """The images the instances to upgrade are on now, most common first."""
-    counts = Counter(p.from_image for p in ledger.instances.values() if p.state != InstanceState.SKIPPED)
+    """The images (or extension versions) the instances to upgrade are on now, most common first."""
+    return sources_of(ledger.instances.values())
+
+
+def sources_of(instances: Iterable[InstanceProgress]) -> dict[str, int]:
+    counts = Counter(p.from_image for p in instances if p.state != InstanceState.SKIPPED)
     return dict(counts.most_common())
 
 
