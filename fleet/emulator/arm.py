@@ -120,7 +120,8 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
     def vmss_vm(name: str, instance_id: str, expand: bool) -> dict[str, Any]:
         spec = uniform(name)
         instance = cloud.instance_view(name, instance_id, probe=expand)
-        return resources.scale_set_vm(spec, instance, cloud.on_model(spec, instance), cloud.clock(), expand)
+        on_model = cloud.on_model(cloud.model_image(spec), instance)
+        return resources.scale_set_vm(spec, instance, on_model, cloud.clock(), expand)
 
     def flexible_vm(vm: str, expand: bool) -> dict[str, Any]:
         name = cloud.flexible_scale_set_of(vm)
@@ -247,9 +248,10 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         expand = expanded(request)
         start, size = skip(request), spec.page_size
         view = cloud.scale_set_view(vmss, probe=expand, offset=start, limit=size)
-        now = cloud.clock()
+        now, model_image = cloud.clock(), cloud.model_image(spec)
         items = [
-            resources.scale_set_vm(spec, i, cloud.on_model(spec, i), now, expand) for i in view.instances
+            resources.scale_set_vm(spec, i, cloud.on_model(model_image, i), now, expand)
+            for i in view.instances
         ]
         return paged(request, items, start, size, cloud.instance_count(vmss))
 

@@ -8,6 +8,7 @@ fail) hashes the scale set's seed with stable ids, so a scenario repeats exactly
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -65,6 +66,13 @@ class EndpointAnswer(NamedTuple):
     status: int | None
     body: str
     content_type: str = "text/plain"
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_spec(text: str) -> ScaleSetSpec:
+    """Every ARM call reads its scale set's spec; parse each stored text once. Callers never
+    change a spec in place (they model_copy it), so sharing one is safe."""
+    return ScaleSetSpec.model_validate_json(text)
 
 
 class CloudError(Exception):
@@ -149,7 +157,7 @@ class Cloud:
         row = self.db.execute("SELECT spec FROM scale_sets WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise CloudError(404, "ResourceNotFound", f"scale set {name!r} was not found")
-        return ScaleSetSpec.model_validate_json(row["spec"])
+        return _parsed_spec(row["spec"])
 
     def scale_set_names(self) -> list[str]:
         return [r["name"] for r in self.db.execute("SELECT name FROM scale_sets ORDER BY name")]
@@ -977,13 +985,18 @@ class Cloud:
         stale = [r for r in rows if not ImageReference.model_validate_json(r["image"]).same_image(target)]
         return [self.begin_reimage(name, r["instance_id"], target, arm_operation) for r in stale]
 
-    def on_model(self, spec: ScaleSetSpec, instance: InstanceView) -> bool:
-        """latestModelApplied: the instance runs the model's image (its newest for 'latest')."""
+    def model_image(self, spec: ScaleSetSpec) -> ImageReference | None:
+        """The image the model means now (its newest in the region for 'latest'); None if none.
+        Resolved once per answer: a list page asks it of every instance."""
         try:
-            target = self.resolve_image(spec.image_reference, spec.location)
+            return self.resolve_image(spec.image_reference, spec.location)
         except CloudError:
-            return False
-        return instance.image_reference.same_image(target)
+            return None
+
+    @staticmethod
+    def on_model(model_image: ImageReference | None, instance: InstanceView) -> bool:
+        """latestModelApplied: the instance runs the model's image."""
+        return model_image is not None and instance.image_reference.same_image(model_image)
 
     # --- ARM long-running operations --------------------------------------------------------
 

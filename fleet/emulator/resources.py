@@ -3,6 +3,7 @@ shaped after the Compute REST API and azure-mgmt-compute's models, field for fie
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from typing import Any
@@ -45,6 +46,7 @@ def region_name(location: str) -> str:
     return REGION_NAMES.get(location.lower(), location)
 
 
+@functools.lru_cache(maxsize=65_536)  # every render of every instance asks for its vmId
 def stable_uuid(*keys: object) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(map(str, keys))))
 
