@@ -72,6 +72,15 @@ def fleet_errors(refusals: dict[str, RefusalCode] | None = None) -> Iterator[Non
         ) from err
 
 
+async def on_cadence(last_probe: float, interval: float) -> float:
+    """Sleep until the next probe is due: `interval` after the last one began, as the health
+    extension probes (sleeping a full interval after each answer would let the time each read
+    takes pile up on every probe). A read slower than the interval is followed at once."""
+    due = max(last_probe + interval, time.monotonic())
+    await asyncio.sleep(due - time.monotonic())
+    return due
+
+
 class FleetActivities:
     def __init__(self, fleet: FleetBackend) -> None:
         self.fleet = fleet
@@ -402,7 +411,7 @@ class FleetActivities:
         with that state; the workflow looks again later, until its deadline (a durable timer).
         """
         settings = request.health
-        started = time.monotonic()
+        started = next_probe = time.monotonic()
         probes = healthy = failing = 0
         while True:
             with fleet_errors():
@@ -422,7 +431,7 @@ class FleetActivities:
                 return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
             state = HealthState.INITIALIZING if in_grace else probe.state
             activity.heartbeat({"probes": probes, "state": state.value, "detail": probe.detail})
-            await asyncio.sleep(settings.interval_in_seconds)
+            next_probe = await on_cadence(next_probe, settings.interval_in_seconds)
 
     @activity.defn(name=steps.PROBE_HEALTH)
     async def probe_health(self, request: steps.HealthInput) -> steps.HealthResult:
@@ -430,6 +439,7 @@ class FleetActivities:
         answers in a row, every intervalInSeconds; the first other answer is the verdict."""
         settings = request.health
         probes = 0
+        next_probe = time.monotonic()
         while True:
             with fleet_errors():
                 probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
@@ -437,4 +447,4 @@ class FleetActivities:
             activity.heartbeat({"probes": probes, "state": probe.state.value, "detail": probe.detail})
             if probe.state != HealthState.HEALTHY or probes >= settings.number_of_probes:
                 return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
-            await asyncio.sleep(settings.interval_in_seconds)
+            next_probe = await on_cadence(next_probe, settings.interval_in_seconds)

@@ -5,13 +5,14 @@ consecutive answers (numberOfProbes) and the grace period, as activities."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.fleet_activities import FleetActivities
+from activities.fleet_activities import FleetActivities, on_cadence
 from models import steps
 from models.base import describe_validation_error
 from models.fleet import HealthExtensionSpec, HealthReading, HealthState, ScaleSetView, TimingSpec
@@ -335,3 +336,17 @@ async def test_an_instance_booting_reads_initializing_and_stopped_reads_unknown(
     assert (await fleet.show_scale_set(name)).instances[0].health == HealthState.INITIALIZING
     assert (await azure.read_health(name)).health["0"] == HealthState.INITIALIZING
     assert (await azure.get_instance(name, "0")).health == HealthState.INITIALIZING
+
+
+async def test_probes_keep_their_cadence_whatever_each_read_takes():
+    # The extension probes every intervalInSeconds; a wait of a full interval after each answer
+    # would add every read's duration to every probe, and to the time an instance is seen healthy.
+    start = time.monotonic()
+    due = await on_cadence(start - 0.8, 1.0)  # the last probe began 0.8 s ago (its read took that)
+    assert due == pytest.approx(start + 0.2, abs=0.01)
+    assert time.monotonic() - start == pytest.approx(0.2, abs=0.15)
+    # A read slower than the interval: the next probe goes at once, on a cadence from now.
+    start = time.monotonic()
+    due = await on_cadence(start - 1.5, 1.0)
+    assert time.monotonic() - start < 0.1
+    assert due >= start
