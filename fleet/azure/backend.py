@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.rest import HttpRequest
+from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.compute.models import (
     VirtualMachineExtensionUpdate,
@@ -191,17 +191,25 @@ class AzureFleet:
             raise
         return mode == "Flexible", vms
 
-    async def _get_json(self, url: str) -> Json:
-        """GET an ARM URL through the client's pipeline; never sends the token elsewhere.
+    async def _read(self, url: str) -> tuple[bytes, AsyncHttpResponse]:
+        """GET `url` through the client's pipeline (auth, retries, the call counter): the body.
 
         stream=True, then read: otherwise azure-core's ContentDecodePolicy parses every body
-        too, and an instance list page is the largest body an upgrade reads, several a second."""
+        too, and an instance list page is the largest body an upgrade reads, several a second.
+        The response is closed whatever happens, so a body cut short frees its connection."""
+        response = await self.client.send_request(HttpRequest("GET", url), stream=True)
+        try:
+            return await response.read(), response
+        finally:
+            await response.close()
+
+    async def _get_json(self, url: str) -> Json:
+        """GET an ARM URL as JSON; never sends the token elsewhere."""
         ours, theirs = urlsplit(self.settings.endpoint), urlsplit(url)
         if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
             raise FleetRequestError("InvalidNextLink", f"{url} is not on {self.settings.endpoint}")
         with arm_errors():
-            response = await self.client.send_request(HttpRequest("GET", url), stream=True)
-            body = await response.read()
+            body, response = await self._read(url)
         if response.status_code >= 400:
             code, message = error_of_body(body.decode("utf-8", "replace"))
             raise from_status(response.status_code, code, message, response.headers, action=False)
@@ -411,8 +419,8 @@ class AzureFleet:
             # The bearer token goes only to the ARM endpoint.
             raise FleetRequestError("InvalidStatusUrl", f"{url} is not on {self.settings.endpoint}")
         with arm_errors():
-            response = await self.client.send_request(HttpRequest("GET", url), stream=True)
-            body = (await response.read()).decode("utf-8", "replace")
+            raw, response = await self._read(url)
+            body = raw.decode("utf-8", "replace")
         if response.status_code >= 400:
             code, message = error_of_body(body)
             raise from_status(response.status_code, code, message, response.headers, action=False)
