@@ -191,28 +191,32 @@ class AzureFleet:
             raise
         return mode == "Flexible", vms
 
-    async def _read(self, url: str) -> tuple[bytes, AsyncHttpResponse]:
-        """GET `url` through the client's pipeline (auth, retries, the call counter): the body.
+    async def _read(self, url: str, off_endpoint: str) -> tuple[bytes, AsyncHttpResponse]:
+        """GET an ARM URL through the client's pipeline (auth, retries, the call counter): the
+        body of a successful answer; an error answer raises as a fleet error. A URL the service
+        handed us (`off_endpoint` names which) must be on the ARM endpoint: the bearer token
+        goes nowhere else.
 
         stream=True, then read: otherwise azure-core's ContentDecodePolicy parses every body
         too, and an instance list page is the largest body an upgrade reads, several a second.
         The response is closed whatever happens, so a body cut short frees its connection."""
-        response = await self.client.send_request(HttpRequest("GET", url), stream=True)
-        try:
-            return await response.read(), response
-        finally:
-            await response.close()
-
-    async def _get_json(self, url: str) -> Json:
-        """GET an ARM URL as JSON; never sends the token elsewhere."""
         ours, theirs = urlsplit(self.settings.endpoint), urlsplit(url)
         if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
-            raise FleetRequestError("InvalidNextLink", f"{url} is not on {self.settings.endpoint}")
+            raise FleetRequestError(off_endpoint, f"{url} is not on {self.settings.endpoint}")
         with arm_errors():
-            body, response = await self._read(url)
+            response = await self.client.send_request(HttpRequest("GET", url), stream=True)
+            try:
+                body = await response.read()
+            finally:
+                await response.close()
         if response.status_code >= 400:
             code, message = error_of_body(body.decode("utf-8", "replace"))
             raise from_status(response.status_code, code, message, response.headers, action=False)
+        return body, response
+
+    async def _get_json(self, url: str) -> Json:
+        """GET an ARM URL (ours, or a nextLink) as a JSON object."""
+        body, response = await self._read(url, "InvalidNextLink")
         try:
             document = json.loads(body)
         except ValueError as err:
@@ -414,16 +418,8 @@ class AzureFleet:
         url = operation.status_url
         if not url:
             raise FleetRequestError("NoStatusUrl", f"operation {operation.operation_id} has no status URL")
-        ours, theirs = urlsplit(self.settings.endpoint), urlsplit(url)
-        if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()):
-            # The bearer token goes only to the ARM endpoint.
-            raise FleetRequestError("InvalidStatusUrl", f"{url} is not on {self.settings.endpoint}")
-        with arm_errors():
-            raw, response = await self._read(url)
-            body = raw.decode("utf-8", "replace")
-        if response.status_code >= 400:
-            code, message = error_of_body(body)
-            raise from_status(response.status_code, code, message, response.headers, action=False)
+        raw, response = await self._read(url, "InvalidStatusUrl")
+        body = raw.decode("utf-8", "replace")
         return polled(operation, response.status_code, response.headers, body)
 
     # --- health -------------------------------------------------------------------------------
