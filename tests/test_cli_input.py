@@ -516,3 +516,54 @@ def test_the_worker_refuses_bad_azure_settings_in_one_line(variable, value):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {variable} must be"), done.stderr
     assert "\x1b" not in done.stderr  # shown escaped, never sent to the terminal
+
+
+# --- a server that is still starting ------------------------------------------------------------------
+
+NOT_HEALTHY = (
+    "Failed client connect: `get_system_info` call error after connection: Status { code: Unavailable, "
+    'message: "Frontend is not healthy yet" }'
+)
+
+
+async def test_connect_waits_for_a_starting_server_but_not_for_a_missing_one(monkeypatch):
+    """A dev server takes connections before its frontend serves; the worker and `upgradectl`
+    started with it must wait that out, yet still fail at once when nothing listens."""
+    from temporalio.client import Client
+
+    from worker import connection
+
+    calls: list[str] = []
+
+    async def starting(**config):
+        calls.append(config["target_host"])
+        if len(calls) < 3:
+            raise RuntimeError(NOT_HEALTHY)
+        return "client"
+
+    monkeypatch.setattr(connection, "STARTING_SERVER_POLL", 0.01)
+    monkeypatch.setattr(Client, "connect", staticmethod(starting))
+    assert await connect("127.0.0.1:1") == "client"
+    assert calls == ["127.0.0.1:1"] * 3
+
+    async def refused(**config):
+        calls.append(config["target_host"])
+        raise RuntimeError("Failed client connect: Server connection error: connection refused")
+
+    calls.clear()
+    monkeypatch.setattr(Client, "connect", staticmethod(refused))
+    with pytest.raises(RuntimeError, match="connection refused"):
+        await connect("127.0.0.1:1")
+    assert len(calls) == 1
+
+    calls.clear()
+    monkeypatch.setattr(connection, "STARTING_SERVER_WAIT", 0.05)
+
+    async def never_ready(**config):
+        calls.append(config["target_host"])
+        raise RuntimeError(NOT_HEALTHY)
+
+    monkeypatch.setattr(Client, "connect", staticmethod(never_ready))
+    with pytest.raises(RuntimeError, match="not healthy yet"):
+        await connect("127.0.0.1:1")
+    assert 1 < len(calls) < 50  # it waited, then gave up at the deadline

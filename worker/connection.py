@@ -7,7 +7,9 @@ and the data converter. TLS and API keys come from the SDK's environment configu
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 
 from temporalio.client import Client
@@ -16,6 +18,11 @@ from temporalio.envconfig import ClientConfig
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_TASK_QUEUE = "rolling-upgrades"
+# A Temporal server that is starting takes connections a moment before its frontend serves, and
+# answers "Frontend is not healthy yet" meanwhile: a worker or `upgradectl` started alongside it
+# waits that out. Any other failure (nothing listening, bad TLS) still fails at once.
+STARTING_SERVER_WAIT = 30.0
+STARTING_SERVER_POLL = 0.2
 
 
 @dataclass(frozen=True)
@@ -34,4 +41,11 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
         config["target_host"] = address
     if namespace:
         config["namespace"] = namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    deadline = time.monotonic() + STARTING_SERVER_WAIT
+    while True:
+        try:
+            return await Client.connect(**config, data_converter=pydantic_data_converter)
+        except RuntimeError as err:
+            if "not healthy yet" not in str(err) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(STARTING_SERVER_POLL)
