@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleet.emulator.arm import arm_router
 from fleet.emulator.cloud import Cloud, CloudError, EndpointAnswer
-from fleet.emulator.faults import FaultInjector
+from fleet.emulator.faults import ArmFaults, FaultInjector
 from fleet.emulator.store import open_database
 from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from models.base import describe_validation_error
@@ -76,7 +76,7 @@ def create_app(db_path: str | Path) -> FastAPI:
     arm_faults = FaultInjector(cloud)
     injected = arm_faults.injected
     app.include_router(arm_router(cloud, api_versions))
-    app.middleware("http")(arm_faults)
+    app.add_middleware(ArmFaults, injector=arm_faults)
     # Added after the fault injector, so outside it: it sees every request, faults or not.
     arm_calls: dict[str, Counter[str]] = {}
     app.add_middleware(ArmCallCounter, faults=arm_faults, counts=arm_calls)

@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.emulator.cloud import Cloud, CloudError
 from models.fleet import FaultSpec
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass
@@ -29,6 +26,24 @@ class Storm:
 
     calls: int = 0
     until: float = 0.0
+
+
+class Recorded:
+    """An answer the app gave, kept instead of sent: an answer that is lost, late or cut."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int:
+        return next(m["status"] for m in self.messages if m["type"] == "http.response.start")
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return next(list(m["headers"]) for m in self.messages if m["type"] == "http.response.start")
 
 
 @dataclass
@@ -59,43 +74,69 @@ class FaultInjector:
     def count(self, name: str) -> None:
         self.injected[name] = self.injected.get(name, 0) + 1
 
-    async def __call__(self, request: Request, call_next: Handler) -> Response:
-        if not request.url.path.startswith("/subscriptions/"):
-            return await call_next(request)
-        name, poll = self.scale_set_of(request.url.path)
+    def faults_of(self, path: str) -> tuple[str, FaultSpec] | None:
+        """The scale set a call concerns and its faults, if this call may get one."""
+        name, poll = self.scale_set_of(path)
+        if name is None:
+            return None
         try:
-            faults = self.cloud.spec(name).faults if name else None
+            faults = self.cloud.spec(name).faults
         except CloudError:
-            faults = None
-        if name is None or faults is None or (poll and not faults.faults_on_polls):
-            return await call_next(request)
-        storm = self.storms.get(name)
+            return None
+        if faults is None or (poll and not faults.faults_on_polls):
+            return None
+        return name, faults
+
+
+class ArmFaults:
+    """Draws each ARM call's fault (FaultInjector) and answers with it. A plain ASGI middleware:
+    a call of a scale set without faults costs a path check, not a Request and a task group."""
+
+    def __init__(self, app: ASGIApp, injector: FaultInjector) -> None:
+        self.app, self.injector = app, injector
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arm = scope["type"] == "http" and scope["path"].startswith("/subscriptions/")
+        at = self.injector.faults_of(scope["path"]) if arm else None
+        if at is None:
+            return await self.app(scope, receive, send)
+        name, faults = at
+        injector, chance = self.injector, self.injector.chance
+        storm = injector.storms.get(name)
         if storm and (storm.calls > 0 or time.monotonic() < storm.until):
             storm.calls = max(0, storm.calls - 1)
-            self.count(name)
-            return throttled(faults)
-        if self.chance.random() < faults.transient_error_share:
-            self.count(name)
-            status = self.chance.choice(faults.transient_status_codes)
+            injector.count(name)
+            return await throttled(faults)(scope, receive, send)
+        if chance.random() < faults.transient_error_share:
+            injector.count(name)
+            status = chance.choice(faults.transient_status_codes)
             if status == 429:
-                return throttled(faults)
-            if self.chance.random() < faults.after_accept_share:
-                await call_next(request)  # it took effect; the answer is lost
-            return error(status, "InternalServerError" if status == 500 else "ServiceUnavailable")
-        if self.chance.random() < faults.dropped_connection_share:
-            self.count(name)
-            answer = await call_next(request)
-            return dropped(answer)
-        if self.chance.random() < faults.timeout_share:
-            self.count(name)
-            answer = await call_next(request)
+                return await throttled(faults)(scope, receive, send)
+            if chance.random() < faults.after_accept_share:
+                await self.app(scope, receive, Recorded())  # it took effect; the answer is lost
+            code = "InternalServerError" if status == 500 else "ServiceUnavailable"
+            return await error(status, code)(scope, receive, send)
+        if chance.random() < faults.dropped_connection_share:
+            injector.count(name)
+            answer = Recorded()
+            await self.app(scope, receive, answer)
+            return await dropped(answer)(scope, receive, send)
+        if chance.random() < faults.timeout_share:
+            injector.count(name)
+            answer = Recorded()
+            await self.app(scope, receive, answer)
             await asyncio.sleep(faults.timeout_seconds)
-            return answer
-        if self.chance.random() < faults.malformed_share:
-            self.count(name)
-            await call_next(request)
-            return Response(b'{"value": [{"name": "trunc', status_code=200, media_type="application/json")
-        return await call_next(request)
+            for message in answer.messages:
+                await send(message)
+            return None
+        if chance.random() < faults.malformed_share:
+            injector.count(name)
+            await self.app(scope, receive, Recorded())
+            truncated = Response(
+                b'{"value": [{"name": "trunc', status_code=200, media_type="application/json"
+            )
+            return await truncated(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def error(status: int, code: str) -> JSONResponse:
@@ -110,9 +151,11 @@ def throttled(faults: FaultSpec) -> JSONResponse:
     return answer
 
 
-def dropped(answer: Response) -> Response:
+def dropped(answer: Recorded) -> Response:
     """An answer whose body stops short of its Content-Length: the server closes the
     connection mid-body and the client sees a payload or connection error, no status."""
-    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+    headers = {
+        k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers if k.lower() != b"content-length"
+    }
     headers["content-length"] = "4096"
-    return Response(b'{"partial": ', status_code=answer.status_code, headers=headers)
+    return Response(b'{"partial": ', status_code=answer.status, headers=headers)
