@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import Heartbeat
 from models.errors import FLEET_OPERATION_FAILED
 from models.fleet import FleetOperation, InstanceView, OperationKind, OperationStatus
 
@@ -60,6 +61,7 @@ class Progress:
     errors: int = 0
     mismatches: int = 0
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    heartbeat: Heartbeat = field(default_factory=Heartbeat, compare=False, repr=False)
 
     @classmethod
     def resumed(cls, kind: OperationKind) -> Progress:
@@ -78,7 +80,9 @@ class Progress:
         return progress
 
     def beat(self, waiting: str | None = None) -> None:
-        activity.heartbeat(
+        """What a retry resumes from, at once when it changed (the restore point, the operation
+        sent, its status); the same again only as often as liveness needs (activities/heartbeats.py)."""
+        self.heartbeat(
             {
                 "kind": self.kind.value,
                 "before": self.before,

@@ -26,6 +26,7 @@ from activities.exactly_once import (
     operation_failure,
     poll_seconds,
 )
+from activities.heartbeats import Heartbeat
 from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.protocol import FleetBackend
 from fleet.restore_points import same_restore_point
@@ -413,6 +414,7 @@ class FleetActivities:
         settings = request.health
         started = next_probe = time.monotonic()
         probes = healthy = failing = 0
+        beat = Heartbeat()
         while True:
             with fleet_errors():
                 probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
@@ -430,7 +432,9 @@ class FleetActivities:
             if not in_grace and failing >= settings.number_of_probes:
                 return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
             state = HealthState.INITIALIZING if in_grace else probe.state
-            activity.heartbeat({"probes": probes, "state": state.value, "detail": probe.detail})
+            # The probe count alone is no news: a heartbeat when the state or its detail changes.
+            details = {"probes": probes, "state": state.value, "detail": probe.detail}
+            beat(details, news=(state, probe.detail))
             next_probe = await on_cadence(next_probe, settings.interval_in_seconds)
 
     @activity.defn(name=steps.PROBE_HEALTH)

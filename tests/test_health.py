@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.fleet_activities import FleetActivities, on_cadence
+from activities.heartbeats import LIVENESS_SECONDS, Heartbeat
 from models import steps
 from models.base import describe_validation_error
 from models.fleet import HealthExtensionSpec, HealthReading, HealthState, ScaleSetView, TimingSpec
@@ -289,6 +290,8 @@ async def test_failures_inside_the_grace_period_are_initializing_not_final(fleet
     await fleet.set_probe_answers(name, "0", ["Down", "Unhealthy", "Down", "Healthy"])
     result, heartbeats = await run(azure, "wait_for_health", name, quick(), grace=3.5)
     assert (result.state, result.probes) == (HEALTHY, 4)
+    # Inside the grace period each answer (Down, Unhealthy, Down: each a new detail) reads
+    # Initializing.
     assert [h["state"] for h in heartbeats] == ["Initializing"] * 3
     # Without a grace period the first failure is final (numberOfProbes 1).
     await fleet.set_probe_answers(name, "0", ["Down", "Healthy"])
@@ -313,6 +316,36 @@ async def test_the_last_look_at_the_deadline_needs_number_of_probes_healthy_answ
     result, heartbeats = await run(azure, "probe_health", name, quick(number_of_probes=3))
     assert (result.state, result.probes) == (state, probes)
     assert len(heartbeats) == probes
+
+
+def test_heartbeats_say_news_at_once_and_otherwise_only_keep_the_activity_alive():
+    """Each heartbeat is a write on the Temporal server (a billed action on Temporal Cloud): the
+    same details again go out only every LIVENESS_SECONDS, well inside the 10 s timeout."""
+    now = [100.0]
+    sent: list[dict[str, object]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: sent.append(details[0])
+
+    def probing() -> None:
+        beat = Heartbeat(clock=lambda: now[0])
+        for probes, state, step in [
+            (1, "Initializing", 0.0),  # the first: sent
+            (2, "Initializing", 1.0),  # nothing new: not sent
+            (3, "Initializing", 1.0),
+            (4, "Initializing", LIVENESS_SECONDS - 2.0),  # the last is LIVENESS_SECONDS old: sent
+            (5, "Unhealthy", 0.1),  # news: sent at once
+            (6, "Unhealthy", 0.1),
+        ]:
+            now[0] += step
+            beat({"probes": probes, "state": state}, news=state)
+
+    env.run(probing)
+    assert [(b["probes"], b["state"]) for b in sent] == [
+        (1, "Initializing"),
+        (4, "Initializing"),
+        (5, "Unhealthy"),
+    ]
+    assert LIVENESS_SECONDS <= 10 / 2  # two chances inside the shortest heartbeat timeout
 
 
 def test_the_last_look_has_time_for_every_probe():
