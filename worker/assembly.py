@@ -37,8 +37,9 @@ def build_worker(
     **options: Any,  # more of Worker's keyword arguments
 ) -> Worker:
     # Health waits are long, mostly idle activities: one per instance of a batch in flight.
-    # Heartbeats go out at least every second, so a prober cancelled at its health-wait
-    # deadline hears of it promptly.
+    # A heartbeat with news goes out within a second (activities/heartbeats.py paces the
+    # others to one every 4 s), so a prober cancelled at its health-wait deadline hears of it
+    # within a few seconds.
     return Worker(
         client,
         task_queue=task_queue,
