@@ -49,7 +49,7 @@ class ArmCallCounter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/subscriptions/"):
-            name, _ = self.faults.scale_set_of(scope["path"])
+            name, _ = self.faults.scale_set_of_call(scope)
             if name is not None:
                 method = scope["method"].upper()
                 counts = self.counts.setdefault(name, Counter())

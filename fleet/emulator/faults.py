@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fleet.emulator.cloud import Cloud, CloudError
 from models.fleet import FaultSpec
 
+# Where a call's scope keeps the scale set it concerns (FaultInjector.scale_set_of_call).
+CALL_SCALE_SET = "emulator.scale_set"
+
 
 @dataclass
 class Storm:
@@ -38,12 +41,9 @@ class Recorded:
         self.messages.append(message)
 
     @property
-    def status(self) -> int:
-        return next(m["status"] for m in self.messages if m["type"] == "http.response.start")
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return next(list(m["headers"]) for m in self.messages if m["type"] == "http.response.start")
+    def start(self) -> Message:
+        """The answer's status line and headers."""
+        return next(m for m in self.messages if m["type"] == "http.response.start")
 
 
 @dataclass
@@ -71,12 +71,20 @@ class FaultInjector:
             pass
         return None, False
 
+    def scale_set_of_call(self, scope: Scope) -> tuple[str | None, bool]:
+        """scale_set_of the call's path, worked out once per call: the call counter and the
+        fault injector both ask, and for a Flexible VM or an operation it is a database read."""
+        if CALL_SCALE_SET not in scope:
+            scope[CALL_SCALE_SET] = self.scale_set_of(scope["path"])
+        found: tuple[str | None, bool] = scope[CALL_SCALE_SET]
+        return found
+
     def count(self, name: str) -> None:
         self.injected[name] = self.injected.get(name, 0) + 1
 
-    def faults_of(self, path: str) -> tuple[str, FaultSpec] | None:
+    def faults_of(self, scope: Scope) -> tuple[str, FaultSpec] | None:
         """The scale set a call concerns and its faults, if this call may get one."""
-        name, poll = self.scale_set_of(path)
+        name, poll = self.scale_set_of_call(scope)
         if name is None:
             return None
         try:
@@ -97,7 +105,7 @@ class ArmFaults:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         arm = scope["type"] == "http" and scope["path"].startswith("/subscriptions/")
-        at = self.injector.faults_of(scope["path"]) if arm else None
+        at = self.injector.faults_of(scope) if arm else None
         if at is None:
             return await self.app(scope, receive, send)
         name, faults = at
@@ -154,8 +162,11 @@ def throttled(faults: FaultSpec) -> JSONResponse:
 def dropped(answer: Recorded) -> Response:
     """An answer whose body stops short of its Content-Length: the server closes the
     connection mid-body and the client sees a payload or connection error, no status."""
+    start = answer.start
     headers = {
-        k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers if k.lower() != b"content-length"
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in start["headers"]
+        if k.lower() != b"content-length"
     }
     headers["content-length"] = "4096"
-    return Response(b'{"partial": ', status_code=answer.status, headers=headers)
+    return Response(b'{"partial": ', status_code=start["status"], headers=headers)
