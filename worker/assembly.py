@@ -11,7 +11,9 @@ from temporalio.worker import Worker
 from activities.automatic_activities import AutomaticActivities
 from activities.fleet_activities import FleetActivities
 from activities.webhooks import WebhookActivities
+from fleet.azure.read_pacing import set_keep_alive
 from fleet.protocol import FleetBackend
+from worker.keep_alive import HeartbeatMemory, heartbeat_again
 from workflows.admission import UpgradePreflightWorkflow
 from workflows.automatic_upgrades import AutomaticOSUpgradesWorkflow
 from workflows.batch_upgrade import BatchUpgradeWorkflow
@@ -39,7 +41,9 @@ def build_worker(
     # Health waits are long, mostly idle activities: one per instance of a batch in flight.
     # A heartbeat with news goes out within a second (activities/heartbeats.py paces the
     # others to one every 4 s), so a prober cancelled at its health-wait deadline hears of it
-    # within a few seconds.
+    # within a few seconds. An ARM read waiting for the subscription's read budget heartbeats
+    # its activity's last details again every few seconds (worker/keep_alive.py).
+    set_keep_alive(heartbeat_again)
     return Worker(
         client,
         task_queue=task_queue,
@@ -55,5 +59,6 @@ def build_worker(
         # A batch child schedules all its reimages in one workflow task; where the server allows
         # eager execution they all come back with its reply (the SDK's default takes three).
         max_eager_activity_reservations_per_workflow_task=MAX_INSTANCES_PER_CHILD,
+        interceptors=[*options.pop("interceptors", []), HeartbeatMemory()],
         **options,
     )

@@ -32,6 +32,7 @@ from fleet.azure.errors import arm_errors, error_of_body, from_status
 from fleet.azure.health_reads import CoalescingHealthReader, Probes
 from fleet.azure.images import parse_gallery_image_id, pick_gallery_version, pick_marketplace_version
 from fleet.azure.operations import accepted, polled
+from fleet.azure.read_pacing import PACERS, ReadPacer, ReadPacers, ReadPacingPolicy
 from fleet.azure.settings import AzureSettings
 from fleet.azure.transport import PooledTransport
 from fleet.azure.views import (
@@ -72,8 +73,10 @@ class AzureFleet:
     """`async with AzureFleet(AzureSettings.from_env()) as fleet: ...`
 
     `calls` counts ARM requests by kind ("reads", "actions"), one per SDK call or page.
-    Extra keyword arguments go to ComputeManagementClient (e.g. retry_total for reads,
-    connection_timeout, transport).
+    Every read (each attempt of it) first waits for its subscription's pacer (`read_pacer`;
+    fleet/azure/read_pacing.py), shared by every AzureFleet of the process unless `pacers`
+    says otherwise. Extra keyword arguments go to ComputeManagementClient (e.g. retry_total for
+    reads, connection_timeout, transport).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class AzureFleet:
         settings: AzureSettings | None = None,
         *,
         credential: AsyncTokenCredential | None = None,
+        pacers: ReadPacers | None = None,
         **client_kwargs: Any,
     ) -> None:
         self.settings = settings or AzureSettings.from_env()
@@ -88,6 +92,7 @@ class AzureFleet:
         self._owns_credential = credential is None
         self._credential = credential or credential_for(self.settings)
         self._client_kwargs = client_kwargs
+        self._pacers = PACERS if pacers is None else pacers
         self.calls: Counter[str] = Counter()
         self._counter = CallCounter(self.calls)
         self._clients: dict[str, ComputeManagementClient] = {}
@@ -98,7 +103,8 @@ class AzureFleet:
         self._health = CoalescingHealthReader(self._read_probes)
 
     def _client_for(self, subscription_id: str) -> ComputeManagementClient:
-        """One client per subscription (a gallery may live in another), one call counter."""
+        """One client per subscription (a gallery may live in another), one call counter; its
+        reads paced by the subscription's pacer."""
         client = self._clients.get(subscription_id.lower())
         if client is None:
             options = dict(self._client_kwargs)
@@ -112,10 +118,23 @@ class AzureFleet:
                 base_url=self.settings.endpoint,
                 credential_scopes=[f"{self.settings.endpoint}/.default"],
                 per_call_policies=[self._counter],
+                per_retry_policies=[ReadPacingPolicy(self.pacer_of(subscription_id))],
                 **options,
             )
             self._clients[subscription_id.lower()] = client
         return client
+
+    def pacer_of(self, subscription_id: str) -> ReadPacer:
+        """The read pacer of a subscription (this process's, on this ARM endpoint)."""
+        settings = self.settings
+        return self._pacers.of(
+            settings.endpoint, subscription_id, settings.reads_per_minute, settings.read_burst
+        )
+
+    @property
+    def read_pacer(self) -> ReadPacer:
+        """The read pacer of the fleet's subscription."""
+        return self.pacer_of(self.settings.subscription_id)
 
     async def __aenter__(self) -> AzureFleet:
         return self

@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from fleet.azure.read_pacing import kept_alive
 from models.fleet import HealthProbe
 
 Probes = Mapping[str, HealthProbe]
@@ -44,8 +45,10 @@ class CoalescingHealthReader:
             self._next[scale_set] = task
             # Its error is retrieved even when every caller was cancelled meanwhile.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        # shield: one caller cancelled (its activity ended) must not cancel the others' read.
-        return await asyncio.shield(task)
+        # Shielded: one caller cancelled (its activity ended) must not cancel the others' read.
+        # Kept alive: the read may wait for the subscription's read budget, and only the
+        # caller that started it waits inside it (fleet/azure/read_pacing.py).
+        return await kept_alive(task)
 
     async def _gather_then_read(self, scale_set: str, min_gap: float) -> Probes:
         try:
