@@ -52,6 +52,7 @@ class AutomaticActivities:
                 scale_set=name,
                 view=view.model_copy(update={"instances": []}),
                 instance_versions=versions,
+                instance_count=len(view.instances),
                 extension_versions=extension_versions(view),
             )
 

@@ -102,6 +102,16 @@ NotBeforeTimeout = Annotated[
 ExtensionRetryInterval = Annotated[
     timedelta, _interval(timedelta(hours=1), timedelta(days=30), "extensionRetryInterval")
 ]
+PhaseBakeTime = Annotated[timedelta, _interval(timedelta(0), timedelta(days=7), "phaseBakeTime")]
+ReplicationTimeout = Annotated[
+    timedelta, _interval(timedelta(hours=1), timedelta(days=30), "replicationTimeout")
+]
+# Zone waves: how many scale sets of a region upgrade at once, and how many of a region's
+# instances may be in flight at once (the sum of its sets' batches).
+MAX_SETS_PER_REGION = 20
+MAX_INSTANCES_PER_REGION = 1000
+SetsPerRegion = Annotated[int, Field(ge=1, le=100)]
+InstancesPerRegion = Annotated[int, Field(ge=1, le=100_000)]
 
 
 class AutomaticSettings(ViewModel):
@@ -126,6 +136,24 @@ class AutomaticSettings(ViewModel):
         default=timedelta(days=3),
         description="how long after an automatic extension upgrade failed on a scale set it is "
         "tried again there (Azure: every few days)",
+    )
+    max_sets_per_region: SetsPerRegion = Field(
+        default=MAX_SETS_PER_REGION,
+        description="how many scale sets of one region upgrade at once, in zone waves (1-100)",
+    )
+    max_instances_per_region: InstancesPerRegion = Field(
+        default=MAX_INSTANCES_PER_REGION,
+        description="how many instances of one region may be in flight at once, summed over its "
+        "sets' batches (1-100000; a set whose batch alone is larger still goes, alone)",
+    )
+    phase_bake_time: PhaseBakeTime = Field(
+        default=timedelta(0),
+        description="how long a phase's sets are left to bake before the next phase starts; "
+        "after it they are read again and one that turned unhealthy stops the rollout",
+    )
+    replication_timeout: ReplicationTimeout = Field(
+        default=timedelta(days=7),
+        description="how long a region waits for the version to reach it before its sets are skipped",
     )
 
 
@@ -244,6 +272,10 @@ class Enrollment(ViewModel):
     enrolled_at: AwareDatetime | None = None
     # What the watcher last read of the scale set.
     location: str | None = None
+    instance_count: int | None = Field(
+        default=None,
+        description="how many instances it had (what staged phases count per region; None: not counted yet)",
+    )
     image_reference: ImageReference | None = None
     note: str | None = Field(
         default=None, description="why the set's OS image is not upgraded automatically now"
@@ -342,10 +374,11 @@ ENDED = {RolloutState.COMPLETED, RolloutState.FAULTED, RolloutState.CANCELLED, R
 
 
 def subject(source: ImageReference | None, extension: RolloutExtension | None, version: str) -> str:
-    """What a rollout moves, as its texts say: an image at a version, or an extension version."""
+    """What a rollout moves, as its texts say, short: an image by its source key at a version
+    (`contoso/shop-os 1.1.0`, `publisher:offer:sku 1.1.0`), or an extension version."""
     if extension is not None:
         return f"extension {extension.full_type} {version}"
-    return str(source.with_version(version)) if source is not None else version
+    return f"{image_source_key(source)} {version}" if source is not None else version
 
 
 class RolloutRequest(ViewModel):
@@ -363,6 +396,10 @@ class RolloutRequest(ViewModel):
     retries: dict[str, RolloutRetry] = Field(
         default_factory=dict, description="per scale set, when this rollout tries the version again"
     )
+    max_sets_per_region: int = MAX_SETS_PER_REGION
+    max_instances_per_region: int = MAX_INSTANCES_PER_REGION
+    phase_bake_time: timedelta = timedelta(0)
+    replication_timeout: timedelta = timedelta(days=7)
 
     @property
     def source_key(self) -> str:

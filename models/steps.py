@@ -142,6 +142,9 @@ class ScaleSetSurvey(Payload):
     scale_set: str
     view: ScaleSetView | None = None
     instance_versions: list[str] = Field(default_factory=list)
+    instance_count: int | None = Field(
+        default=None, description="how many instances it has (None: read by a worker that did not count)"
+    )
     error: str | None = None
     extension_versions: dict[str, list[str]] = Field(
         default_factory=dict,

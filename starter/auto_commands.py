@@ -2,7 +2,7 @@
 
 `auto enable|disable|show|settings` opt scale sets in and out and set how the watcher looks for new
 image and extension versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts
-it starts.
+it starts; `rollout plan` prints the phases and zone waves a new version would get now.
 Exit codes are `upgradectl`'s (starter/cli.py, README: Exit codes): 0 done, 2 a usage error,
 3 an invalid option value or a refusal of the watcher (its Azure-style code and message),
 4 Temporal or a worker not answering, 5 a scale set that is not enrolled or a version with no
@@ -65,8 +65,8 @@ auto_app = typer.Typer(
     rich_markup_mode=None,
 )
 rollout_app = typer.Typer(
-    help="Rollouts of a new image or extension version across the enrolled scale sets: follow, hold, "
-    "resume, cancel.",
+    help="Rollouts of a new image or extension version across the enrolled scale sets: plan, follow, "
+    "hold, resume, cancel.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -77,9 +77,14 @@ POLL = (timedelta(minutes=1), timedelta(days=1))
 REPLICATION_POLL = (timedelta(minutes=1), timedelta(hours=6))
 NOT_BEFORE = (timedelta(minutes=5), timedelta(hours=2))
 EXTENSION_RETRY = (timedelta(hours=1), timedelta(days=30))
+PHASE_BAKE = (timedelta(0), timedelta(days=7))
+REPLICATION_TIMEOUT = (timedelta(hours=1), timedelta(days=30))
+SETS_PER_REGION = (1, 100)
+INSTANCES_PER_REGION = (1, 100_000)
 REGION = re.compile(r"^[a-z][a-z0-9]{1,39}$")
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 REASON_LIMIT = 500
+NAME_LIMIT = 1000  # characters of an image's name (a gallery image's resource id runs long)
 
 
 # --- starter/cli.py's helpers, reached when a command runs ----------------------------------------
@@ -148,6 +153,13 @@ def duration(text: str | None, option: str, bounds: tuple[timedelta, timedelta])
         message = err.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
         message = message.replace("such as PT30S or PT5M", f"such as {format_duration(bounds[0])}")
         fail(f"{option}: {clean(message, 200)}")
+    return value
+
+
+def whole_number(value: int | None, option: str, bounds: tuple[int, int]) -> int | None:
+    """A whole number within bounds; anything else exits 3 naming the option and range."""
+    if value is not None and not bounds[0] <= value <= bounds[1]:
+        fail(f"{option}: must be a whole number from {bounds[0]} to {bounds[1]} (got {value})")
     return value
 
 
@@ -419,6 +431,31 @@ async def settings(
     derived_phases: Annotated[
         bool, typer.Option("--derived-phases", help="Forget the explicit phases: derive them again.")
     ] = False,
+    max_sets_per_region: Annotated[
+        int | None,
+        typer.Option(help="How many scale sets of one region upgrade at once, in zone waves, 1-100 (20)."),
+    ] = None,
+    max_instances_per_region: Annotated[
+        int | None,
+        typer.Option(
+            help="How many instances of one region may be in flight at once (the sum of its sets' "
+            "batches), 1-100000 (1000)."
+        ),
+    ] = None,
+    phase_bake_time: Annotated[
+        str | None,
+        typer.Option(
+            help="How long a phase's sets bake before the next phase starts (then they are read "
+            "again; one unhealthy stops the rollout), ISO 8601, PT0S-P7D (PT0S)."
+        ),
+    ] = None,
+    replication_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="How long a region waits for a version to reach it before its sets are skipped, "
+            "ISO 8601, PT1H-P30D (P7D)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show the watcher's settings, or change those given (the others stay as they are)."""
@@ -428,6 +465,16 @@ async def settings(
     poll = duration(poll_interval, "--poll-interval", POLL)
     replication = duration(replication_poll_interval, "--replication-poll-interval", REPLICATION_POLL)
     retry = duration(extension_retry_interval, "--extension-retry-interval", EXTENSION_RETRY)
+    numbers = {
+        "max_sets_per_region": whole_number(max_sets_per_region, "--max-sets-per-region", SETS_PER_REGION),
+        "max_instances_per_region": whole_number(
+            max_instances_per_region, "--max-instances-per-region", INSTANCES_PER_REGION
+        ),
+    }
+    durations = {
+        "phase_bake_time": duration(phase_bake_time, "--phase-bake-time", PHASE_BAKE),
+        "replication_timeout": duration(replication_timeout, "--replication-timeout", REPLICATION_TIMEOUT),
+    }
     if phase and derived_phases:
         fail("--phase and --derived-phases: give one or the other")
     phases = phase_plan(phase) if phase else None
@@ -444,6 +491,7 @@ async def settings(
         changes["phases"] = phases
     if derived_phases:
         changes["phases"] = None
+    changes.update({name: value for name, value in {**numbers, **durations}.items() if value is not None})
     if changes:
         wanted = AutomaticSettings.model_validate({**chosen.model_dump(by_alias=False), **changes})
         chosen = await change_settings(client, task_queue, wanted)
@@ -482,6 +530,59 @@ async def list_rollouts(as_json: Annotated[bool, typer.Option("--json")] = False
         )
         return
     console.print(rollouts_table(summaries))
+
+
+@rollout_app.command("plan")
+@run
+async def plan_rollout(
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image", help="One image, as `rollout list` names it (or its full id); default every one."
+        ),
+    ] = None,
+    extension: Annotated[
+        str | None, typer.Option("--extension", help="One extension type, publisher.type, instead.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='{"value": [plan, ...]}')] = False,
+) -> None:
+    """The phases and zone waves a new version would get now: per phase its regions, per region
+    the enrolled scale sets with their zones, the cohorts (maxSetsPerRegion at once) and their
+    waves. Reads the watcher and the scale sets; changes nothing. Exit 5 if no enrolled set
+    follows the image or extension named."""
+    from fleet.azure.backend import AzureFleet
+    from starter.automatic import overview
+    from starter.cli import azure_settings
+    from starter.rollout_plan import RolloutPlan, chosen_groups, read_sets, rolled_groups
+
+    if image is not None and extension is not None:
+        fail("--image and --extension: give one or the other")
+    for text, option in ((image, "--image"), (extension, "--extension")):
+        if text is not None and (not text.strip() or clean(text, None) != text or len(text) > NAME_LIMIT):
+            fail(f"{option}: '{clean(text)}' is not an image or extension name, as `rollout list` shows them")
+    client, task_queue = await connect_and_queue()
+    seen = await overview(client, task_queue)
+    groups = rolled_groups(seen.enrollments)
+    chosen = chosen_groups(groups, seen.enrollments, image, extension)
+    if not chosen:
+        if image is None and extension is None:
+            say("no enrolled scale set would get a new version (`upgradectl auto show`)")
+            if as_json:
+                print_json({"value": []})
+            return
+        known = ", ".join(g.key for g in groups) or "none"
+        fail(f"no enrolled scale set follows {clean(image or extension)}; enrolled: {clean(known, 300)}", 5)
+    plans = []
+    async with AzureFleet(azure_settings()) as fleet:
+        for rolled in chosen:
+            found, unread = await read_sets(fleet, rolled.scale_sets)
+            plans.append(RolloutPlan(rolled, seen.settings, found, unread))
+    if as_json:
+        print_json({"value": [plan.to_json() for plan in plans]})
+        return
+    for plan in plans:
+        for line in plan.lines():
+            console.print(plain(line, limit=None), soft_wrap=True)
 
 
 @rollout_app.command("show")

@@ -23,7 +23,6 @@ from models.automatic import (
     RolloutState,
     RolloutStatus,
     RolloutSummary,
-    image_source_key,
 )
 from models.policy import RollingUpgradePolicy, format_duration
 from starter.automatic import source_name
@@ -86,15 +85,9 @@ def rollout_lines(status: RolloutStatus, now: datetime | None = None) -> list[Te
     """The rollout's headline and why it holds or stopped, one Text per line."""
     now = now or datetime.now(UTC)
     state = status.state
-    if status.extension is not None:
-        what = f"extension {status.extension.full_type}"
-    else:
-        what = image_source_key(status.source) if status.source is not None else "?"
     title = Text.assemble(
         ("rollout of ", ""),
-        (clean(what), "bold"),
-        " ",
-        (clean(status.version), "bold"),
+        (clean(status.subject), "bold"),  # short: contoso/shop-os 1.1.0, never the resource id
         ": ",
         (state.value, STATE_STYLES.get(state, "")),
     )
@@ -179,12 +172,11 @@ def render_rollout(status: RolloutStatus, now: datetime | None = None) -> Render
 
 def rollouts_table(summaries: list[RolloutSummary]) -> Table:
     table = Table(title="rollouts (in flight and recently ended)", title_justify="left")
-    for column in ("version", "image / extension", "state", "scale sets", "started", "ended", "message"):
+    for column in ("rollout", "state", "scale sets", "started", "ended", "message"):
         table.add_column(column)
     for s in summaries:
         table.add_row(
-            plain(s.version + (f" (retry {s.retry})" if s.retry else "")),
-            plain(source_name(s)),
+            plain(f"{source_name(s)} {s.version}" + (f" (retry {s.retry})" if s.retry else ""), limit=None),
             Text(s.state.value, STATE_STYLES.get(s.state, "")),
             plain(", ".join(s.scale_sets) or "-", limit=120),
             when(s.start_time),
@@ -273,11 +265,14 @@ def enrollment_table(enrollment: Enrollment, retry_interval: timedelta = timedel
     return table
 
 
+STAGED = "one canary region (the fewest enrolled instances), then up to 2, 4, ... regions; geo-pairs apart"
+
+
 def phases_text(phases: list[list[str]] | None) -> str:
     if not phases:
-        return "derived from the regions and their geo-pairs"
+        return f"staged: {STAGED}"
     return "; ".join(f"{n}: {', '.join(regions)}" for n, regions in enumerate(phases, 1)) + (
-        " (regions not named follow in derived phases)"
+        " (regions not named follow in staged phases)"
     )
 
 
@@ -290,6 +285,16 @@ def settings_table(settings: AutomaticSettings, *, running: bool = True) -> Tabl
     table.add_row("replicationPollInterval", format_duration(settings.replication_poll_interval))
     table.add_row("extensionRetryInterval", format_duration(settings.extension_retry_interval))
     table.add_row("phases", plain(phases_text(settings.phases), limit=None))
+    table.add_row("maxSetsPerRegion", f"{settings.max_sets_per_region} scale sets of a region at once")
+    table.add_row(
+        "maxInstancesPerRegion",
+        f"{settings.max_instances_per_region} instances of a region in flight at once",
+    )
+    bake = settings.phase_bake_time
+    table.add_row(
+        "phaseBakeTime", format_duration(bake) + ("" if bake else " (the next phase starts at once)")
+    )
+    table.add_row("replicationTimeout", format_duration(settings.replication_timeout))
     pairs = settings.geo_pairs
     table.add_row(
         "geo-pairs",

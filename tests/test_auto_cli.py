@@ -109,6 +109,47 @@ def assert_one_line(result: Result, code: int, *expected: str) -> None:
             ["auto", "settings", "--phase", "eastus", "--derived-phases"],
             ["--phase and --derived-phases: give one or the other"],
         ),
+        (
+            ["auto", "settings", "--max-sets-per-region", "0"],
+            ["--max-sets-per-region: must be a whole number from 1 to 100 (got 0)"],
+        ),
+        (
+            ["auto", "settings", "--max-sets-per-region", "101"],
+            ["--max-sets-per-region: must be a whole number from 1 to 100 (got 101)"],
+        ),
+        (
+            ["auto", "settings", "--max-instances-per-region", "100001"],
+            ["--max-instances-per-region: must be a whole number from 1 to 100000 (got 100001)"],
+        ),
+        (
+            ["auto", "settings", "--max-instances-per-region", "-5"],
+            ["--max-instances-per-region: must be a whole number from 1 to 100000 (got -5)"],
+        ),
+        (
+            ["auto", "settings", "--phase-bake-time", "P8D"],
+            ["--phase-bake-time: must be from PT0S to PT168H (got PT192H)"],
+        ),
+        (
+            ["auto", "settings", "--phase-bake-time", "a day\x1b[2J"],
+            ["--phase-bake-time: must be an ISO 8601 duration from PT0S to PT168H", "\\x1b[2J"],
+        ),
+        (
+            ["auto", "settings", "--replication-timeout", "PT30M"],
+            ["--replication-timeout: must be from PT1H to PT720H (got PT30M)"],
+        ),
+        (
+            ["auto", "settings", "--replication-timeout", "P31D"],
+            ["--replication-timeout: must be from PT1H to PT720H (got PT744H)"],
+        ),
+        (
+            ["rollout", "plan", "--image", "x", "--extension", "y"],
+            ["--image and --extension: give one or the other"],
+        ),
+        (
+            ["rollout", "plan", "--image", "contoso/\x1b[2Jshop"],
+            ["--image: 'contoso/\\x1b[2Jshop' is not an image or extension name"],
+        ),
+        (["rollout", "plan", "--extension", " "], ["--extension: ' ' is not an image or extension name"]),
         (["rollout", "show", "1.0\x1b[31m"], ["VERSION: '1.0\\x1b[31m' is not an image version"]),
         (["rollout", "cancel", "../x"], ["VERSION: '../x' is not an image version"]),
         (["rollout", "hold", "1.0.0", "--reason", "  "], ["--reason: must say why, in 1 to 500 characters"]),
@@ -176,6 +217,8 @@ def test_a_binary_policy_file_is_refused_exit_3(offline, capsys, tmp_path: Path)
         ["auto", "enable"],
         ["rollout", "hold", "1.0.0"],
         ["rollout", "show", "1.0.0", "--bogus\x1b"],
+        ["auto", "settings", "--max-sets-per-region", "many"],
+        ["rollout", "plan", "1.0.0"],
     ],
 )
 def test_usage_errors_exit_2_with_a_hint(offline, capsys, args):
@@ -194,6 +237,8 @@ def test_usage_errors_exit_2_with_a_hint(offline, capsys, args):
         ["rollout", "list"],
         ["rollout", "show", "1.0.0"],
         ["rollout", "resume", "1.0.0"],
+        ["rollout", "plan"],
+        ["auto", "settings", "--max-sets-per-region", "5", "--phase-bake-time", "PT12H"],
     ],
 )
 def test_no_temporal_is_one_line_exit_4(offline, capsys, args):
@@ -208,6 +253,7 @@ def test_no_temporal_is_one_line_exit_4(offline, capsys, args):
         ["auto", "settings", "--help"],
         ["rollout", "--help"],
         ["rollout", "show", "--help"],
+        ["rollout", "plan", "--help"],
     ],
 )
 def test_help_is_plain_text(offline, capsys, args):
@@ -419,3 +465,168 @@ async def test_a_published_version_rolls_out_and_the_rollout_can_be_followed_and
 
     history = await auto_cli("history", west, "--json")
     assert history.json()["value"][0]["properties"]["startedBy"] == "Platform"
+
+
+# --- rollout plan: the phases and zone waves a new version would get now --------------------------
+
+
+def test_a_plan_lists_phases_regions_sets_cohorts_and_waves():
+    from models.automatic import AutomaticSettings
+    from starter.rollout_plan import PlannedSet, Rolled, RolloutPlan
+
+    sets = [
+        PlannedSet("web-b", "westeurope", ["1", "2", "3"], 30),
+        PlannedSet("web-a", "westeurope", ["1", "2"], 20),
+        PlannedSet("batch", "westeurope", [], 5),
+        PlannedSet("api", "northeurope", ["2"], 10),
+        PlannedSet("shop", "eastus", ["1"], 100),
+    ]
+    plan = RolloutPlan(
+        Rolled("contoso/shop-os", "image contoso/shop-os", [s.name for s in sets]),
+        AutomaticSettings(max_sets_per_region=2),
+        {s.name: s for s in sets},
+        {"gone": "not found"},
+    )
+    # northeurope (10 instances) is the canary; then its geo-pair and eastus (55, 100 instances).
+    assert plan.phases == [["northeurope"], ["westeurope", "eastus"]]
+    document = plan.to_json()
+    west = document["phases"][1]["regions"][0]
+    assert west["instances"] == 55
+    assert [c["scaleSets"] for c in west["cohorts"]] == [["batch", "web-a"], ["web-b"]]
+    assert west["cohorts"][0]["waves"] == [
+        {"zone": "1", "scaleSets": ["web-a"]},
+        {"zone": "2", "scaleSets": ["web-a"]},
+        {"zone": "", "scaleSets": ["batch"]},
+    ]
+    assert [w["zone"] for w in west["cohorts"][1]["waves"]] == ["1", "2", "3"]
+    assert document["leftOut"] == [{"name": "gone", "reason": "not found"}]
+    lines = plan.lines()
+    assert lines[0].startswith(
+        "a new version of image contoso/shop-os: 5 scale set(s) in 3 region(s), 2 phase(s)"
+    )
+    assert "phase 1: northeurope" in lines
+    assert "    web-a: 20 instance(s), zones 1, 2" in lines
+    assert "    batch: 5 instance(s), regional" in lines
+    assert "    cohort 1 of 2: batch, web-a" in lines
+    assert "      wave 3, regional: batch" in lines
+    assert "    wave 1, zone 2: api" in lines  # one cohort: no cohort line
+    assert lines[-1] == "left out: gone: not found"
+
+
+def test_the_plan_groups_sets_as_the_watcher_rolls_them():
+    from models.automatic import Enrollment, ExtensionEnrollment
+    from models.policy import UpgradePolicy
+    from starter.rollout_plan import chosen_groups, rolled_groups
+
+    gallery = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/contoso/images/shop-os"
+    agent = ExtensionEnrollment(
+        name="agent",
+        publisher="Contoso",
+        type="Agent",
+        model_version="1.2",
+        automatic=True,
+        installed=["1.2.0"],
+    )
+    latest = ImageReference(id=gallery, version="latest")
+
+    def enrolled(name: str, location: str, image: ImageReference, **more) -> Enrollment:
+        return Enrollment(
+            scale_set=name, policy=UpgradePolicy(), location=location, image_reference=image, **more
+        )
+
+    enrollments = [
+        enrolled("b", "eastus", latest),
+        enrolled("a", "westus", latest, extensions={"agent": agent}),
+        enrolled("pinned", "eastus", ImageReference.parse("P:O:S:1.0.0"), note="pinned"),
+    ]
+    groups = rolled_groups(enrollments)
+    assert [(g.key, g.title, g.scale_sets) for g in groups] == [
+        ("contoso/shop-os", "image contoso/shop-os", ["a", "b"]),
+        ("ext:contoso.agent/1", "extension Contoso.Agent 1.x", ["a"]),
+    ]
+    assert [g.key for g in chosen_groups(groups, enrollments, "contoso/shop-os", None)] == ["contoso/shop-os"]
+    assert [g.key for g in chosen_groups(groups, enrollments, gallery.upper(), None)] == ["contoso/shop-os"]
+    assert [g.key for g in chosen_groups(groups, enrollments, None, "ext:Contoso.Agent")] == [
+        "ext:contoso.agent/1"
+    ]
+    assert chosen_groups(groups, enrollments, "P:O:S", None) == []  # pinned: not rolled
+
+
+async def test_rollout_plan_and_the_fleet_scale_settings(auto_cli, fresh_watcher, fleet):
+    image = Image()
+    await fleet.publish_image(image.at("1.0.0"))
+    names = {}
+    for key, location, zones, capacity in [
+        ("west-big", "westeurope", ["1", "2", "3"], 6),
+        ("west-small", "westeurope", ["1", "2"], 2),
+        ("west-regional", "westeurope", [], 2),
+        ("north", "northeurope", ["2"], 3),
+    ]:
+        names[key] = f"auto-cli-{key}-{uuid.uuid4().hex[:6]}"
+        await fleet.create_scale_set(
+            ScaleSetSpec(
+                name=names[key], location=location, capacity=capacity, zones=zones,
+                image_reference=image.latest, timing=INSTANT,
+            )
+        )  # fmt: skip
+        assert (await auto_cli("auto", "enable", names[key])).code == 0
+
+    changed = await auto_cli(
+        "auto", "settings", "--max-sets-per-region", "2", "--max-instances-per-region", "50",
+        "--phase-bake-time", "PT12H", "--replication-timeout", "P2D", "--json",
+    )  # fmt: skip
+    assert changed.code == 0, changed
+    assert {k: changed.json()[k] for k in ("maxSetsPerRegion", "maxInstancesPerRegion")} == {
+        "maxSetsPerRegion": 2,
+        "maxInstancesPerRegion": 50,
+    }
+    assert changed.json()["phaseBakeTime"] == "PT12H" and changed.json()["replicationTimeout"] == "P2D"
+    shown = await auto_cli("auto", "show")
+    assert shown.code == 0, shown
+    for expected in (
+        "maxSetsPerRegion",
+        "maxInstancesPerRegion",
+        "phaseBakeTime",
+        "PT12H",
+        "replicationTimeout",
+    ):
+        assert expected in shown.out, shown.out
+
+    source = f"Contoso:{image.latest.offer}:2024"
+    planned = await auto_cli("rollout", "plan", "--image", source, "--json")
+    assert planned.code == 0, planned
+    [plan] = planned.json()["value"]
+    assert plan["rollout"] == source and plan["maxSetsPerRegion"] == 2
+    # northeurope (3 instances) is the canary; westeurope, its geo-pair, the next phase.
+    assert [[r["region"] for r in p["regions"]] for p in plan["phases"]] == [["northeurope"], ["westeurope"]]
+    west = plan["phases"][1]["regions"][0]
+    assert west["instances"] == 10
+    zones = {s["name"]: s["zones"] for s in west["scaleSets"]}
+    assert zones == {
+        names["west-big"]: ["1", "2", "3"],
+        names["west-small"]: ["1", "2"],
+        names["west-regional"]: [],
+    }
+    in_order = sorted([names["west-big"], names["west-regional"], names["west-small"]])
+    assert [c["scaleSets"] for c in west["cohorts"]] == [in_order[:2], in_order[2:]]
+    for cohort in west["cohorts"]:
+        waves = [w["zone"] for w in cohort["waves"]]
+        assert waves == sorted(waves, key=lambda z: (z == "", z))  # zones in order, regional last
+
+    text = await auto_cli("rollout", "plan")
+    assert text.code == 0, text
+    assert_harmless(text)
+    for expected in (
+        f"a new version of image {source}: 4 scale set(s) in 2 region(s), 2 phase(s)",
+        "phase 1: northeurope",
+        "phase 2: westeurope",
+        f"{names['west-regional']}: 2 instance(s), regional",
+        "cohort 1 of 2",
+        "wave 1, zone 1",
+    ):
+        assert expected in text.out, text.out
+
+    missing = await auto_cli("rollout", "plan", "--image", "contoso/nothing")
+    assert missing.code == 5, missing
+    assert "no enrolled scale set follows contoso/nothing" in missing.err
+    assert len(missing.err.strip().splitlines()) == 1

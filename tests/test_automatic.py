@@ -3,6 +3,7 @@ time-skipping server, through the Azure SDK to the emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from datetime import timedelta
@@ -221,6 +222,47 @@ async def test_a_published_version_rolls_every_opted_in_latest_set_availability_
     assert report.history_entry(None).properties.started_by == PLATFORM
     enrolled = {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
     assert enrolled[east].applied_version == "1.1.0" and enrolled[pinned].applied_version is None
+
+
+async def test_derived_phases_are_staged_by_enrolled_instances_and_the_rollout_gets_the_settings(
+    ts_env, ts_worker, fleet
+):
+    """Phase 1 is the region with the fewest enrolled instances (the canary), then up to 2, 4, ...
+    regions by instances, geo-pairs apart (eastus and westus: westus waits for phase 3); the
+    rollout is asked with the watcher's fleet-scale settings. Read from the rollout's input, so
+    this holds whatever the rollout does with it."""
+    from models.automatic import RolloutRequest
+
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    sizes = {"westeurope": 2, "eastus": 3, "westus": 4, "northeurope": 5}
+    names = {region: await make_set(fleet, images.latest, region, size) for region, size in sizes.items()}
+    handle = await watcher(
+        ts_env.client,
+        ts_worker.task_queue,
+        max_sets_per_region=3,
+        max_instances_per_region=40,
+        phase_bake_time=timedelta(hours=12),
+        replication_timeout=timedelta(days=2),
+    )
+    for name in names.values():
+        await enroll(handle, name)
+    enrolled = {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
+    assert {region: enrolled[name].instance_count for region, name in names.items()} == sizes
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    history = await rollout.fetch_history()
+    payloads = history.events[0].workflow_execution_started_event_attributes.input.payloads
+    [request] = await ts_env.client.data_converter.decode(payloads[:1], [RolloutRequest])
+    with contextlib.suppress(RPCError):  # (ended already)
+        await rollout.terminate("read its input")
+
+    assert request.phases == [["westeurope"], ["eastus", "northeurope"], ["westus"]]
+    assert (request.max_sets_per_region, request.max_instances_per_region) == (3, 40)
+    assert request.phase_bake_time == timedelta(hours=12)
+    assert request.replication_timeout == timedelta(days=2)
 
 
 async def test_a_region_waits_until_the_version_is_replicated_to_it(ts_env, ts_worker, fleet):
@@ -448,6 +490,10 @@ def test_the_web_ui_details_summarise_each_phase_link_each_upgrade_and_escape_us
         hold=Hold(by="ops", reason="**soak** [x](http://evil)", since=datetime(2026, 11, 30, tzinfo=UTC)),
     )
     text = details(status, "default")
+    # The image by its short form (gallery/image version), never its resource id.
+    assert status.source is not None and status.source.id is not None
+    assert text.startswith(f"**fleet/{status.source.id.rsplit('/', 1)[1]} 1.1.0**: Held")
+    assert "/subscriptions/" not in text
     assert "Phase 1 (eastus, northeurope): 1 of 1 scale sets upgraded" in text
     assert "Phase 2 (westeurope): 0 of 1 scale sets upgraded" in text
     assert "[a](/namespaces/default/workflows/rolling-upgrade%2Fa)" in text

@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from models.policy import format_duration
     from workflows import activity_calls
     from workflows.admission import rolled_by_azure
-    from workflows.phases import check_phases, plan_phases
+    from workflows.phases import check_phases, flat_phases, plan_phases
     from workflows.presentation import escaped
     from workflows.rollout import RolloutWorkflow
 
@@ -83,6 +83,10 @@ PING_ROLLOUTS = "ping-rollouts"
 # starts their rollouts; a faulted one is retried after extensionRetryInterval (the watcher's
 # wait ends in time for it).
 EXTENSION_UPGRADES = "extension-upgrades"
+# 2026-12: staged derived phases (one canary region, the fewest enrolled instances, then up to 2,
+# 4, ... regions) instead of every region without a geo-pair conflict in phase 1; and the rollout
+# request carries maxSetsPerRegion, maxInstancesPerRegion, phaseBakeTime and replicationTimeout.
+STAGED_PHASES = "staged-phases"
 # Ended rollouts kept for `upgradectl rollout list`.
 RECENT_ROLLOUTS = 50
 
@@ -389,14 +393,30 @@ class AutomaticOSUpgradesWorkflow:
         retries: dict[str, RolloutRetry] | None = None,
     ) -> RolloutRequest:
         settings = self._state.settings
+        if not workflow.patched(STAGED_PHASES):
+            return RolloutRequest(
+                source=source,
+                version=version,
+                enrollments=due,
+                phases=flat_phases(
+                    {e.location for e in due if e.location}, settings.phases, settings.geo_pairs
+                ),
+                replication_poll_interval=settings.replication_poll_interval,
+                extension=extension,
+                retries=retries or {},
+            )
         return RolloutRequest(
             source=source,
             version=version,
             enrollments=due,
-            phases=plan_phases({e.location for e in due if e.location}, settings.phases, settings.geo_pairs),
+            phases=plan_phases(enrolled_instances(due), settings.phases, settings.geo_pairs),
             replication_poll_interval=settings.replication_poll_interval,
             extension=extension,
             retries=retries or {},
+            max_sets_per_region=settings.max_sets_per_region,
+            max_instances_per_region=settings.max_instances_per_region,
+            phase_bake_time=settings.phase_bake_time,
+            replication_timeout=settings.replication_timeout,
         )
 
     async def _roll(self, key: str, version: str, request: RolloutRequest | None) -> bool:
@@ -488,6 +508,7 @@ class AutomaticOSUpgradesWorkflow:
                 extension.note = enrollment.note
             return
         enrollment.location = view.location
+        enrollment.instance_count = survey.instance_count
         enrollment.image_reference = view.image_reference.model_copy(update={"exact_version": None})
         versions = survey.instance_versions
         refusal = rolled_by_azure(view)
@@ -512,6 +533,17 @@ class AutomaticOSUpgradesWorkflow:
             await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
         except FailureError as err:  # it ended meanwhile
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
+
+
+def enrolled_instances(enrollments: list[Enrollment]) -> dict[str, int]:
+    """Per region, how many instances its enrolled sets have (what staged phases order regions
+    by; a set not counted yet counts 0)."""
+    instances: dict[str, int] = {}
+    for enrollment in enrollments:
+        if enrollment.location:
+            region = enrollment.location.lower()
+            instances[region] = instances.get(region, 0) + (enrollment.instance_count or 0)
+    return instances
 
 
 def observed_extensions(
@@ -553,7 +585,7 @@ def details(state: AutomaticState, namespace: str) -> str:
         (
             escaped(e.scale_set),
             escaped(e.location or "?"),
-            escaped(e.image_reference.with_version("") if e.image_reference else "?"),
+            escaped(image_source_key(e.image_reference) if e.image_reference else "?"),  # short
             escaped(e.applied_version or "-"),
             escaped(e.note or "upgraded automatically"),
         )

@@ -1,9 +1,15 @@
-"""Phases of a rollout across regions (pure): geo-paired regions never share a phase, and since
-phases run one after another, they are never in flight together either."""
+"""Phases of a rollout across regions, and the zone waves within a region (pure).
+
+Across regions: geo-paired regions never share a phase, and since phases run one after another,
+they are never in flight together either; derived phases are staged (one canary region, then
+doubling). Within a region: its sets in cohorts of at most max_sets_per_region (name order), each
+cohort in zone waves (zone 1, zone 2, ..., then the regional sets)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+
+from models.sorting import natural_key
 
 # Azure's published region pairs (learn.microsoft.com, "Azure cross-region replication"). A
 # region may pair with more than one (East US with West US and West US 3).
@@ -65,23 +71,28 @@ def check_phases(phases: list[list[str]], pairs: Iterable[tuple[str, str]] | Non
                     )
 
 
-def plan_phases(
-    regions: Iterable[str],
-    explicit: list[list[str]] | None = None,
-    pairs: Iterable[tuple[str, str]] | None = None,
-) -> list[list[str]]:
-    """The phases for `regions`: first the explicit plan's phases (only the regions in use),
-    then the rest, each region in the first derived phase holding none of its pairs (regions in
-    name order, so the plan is the same every time)."""
-    known = _pairs(pairs)
-    wanted = sorted({r.lower() for r in regions})
+def _explicit_phases(wanted: set[str], explicit: list[list[str]] | None) -> list[list[str]]:
+    """The explicit plan's phases, only the regions in use (a phase left empty is dropped)."""
     phases: list[list[str]] = []
-    placed: set[str] = set()
     for phase in explicit or []:
         chosen = [r.lower() for r in phase if r.lower() in wanted]
         if chosen:
             phases.append(chosen)
-            placed.update(chosen)
+    return phases
+
+
+def flat_phases(
+    regions: Iterable[str],
+    explicit: list[list[str]] | None = None,
+    pairs: Iterable[tuple[str, str]] | None = None,
+) -> list[list[str]]:
+    """The phases before staged phases (watchers that started a rollout with them replay with
+    this): first the explicit plan's phases (only the regions in use), then the rest, each
+    region in the first derived phase holding none of its pairs (regions in name order)."""
+    known = _pairs(pairs)
+    wanted = sorted({r.lower() for r in regions})
+    phases = _explicit_phases(set(wanted), explicit)
+    placed = {region for phase in phases for region in phase}
     derived: list[list[str]] = []
     for region in wanted:
         if region in placed:
@@ -93,3 +104,88 @@ def plan_phases(
         else:
             derived.append([region])
     return phases + derived
+
+
+def plan_phases(
+    instances: Mapping[str, int],
+    explicit: list[list[str]] | None = None,
+    pairs: Iterable[tuple[str, str]] | None = None,
+) -> list[list[str]]:
+    """The phases for the regions of `instances` (region -> its enrolled instances): first the
+    explicit plan's phases (only the regions in use), then staged phases for the regions it does
+    not name: one region (the canary: the fewest enrolled instances), then up to 2, 4, 8, ...
+    regions, taken by enrolled instances ascending, then name. Geo-paired regions never share a
+    phase: a region whose pair is already in the phase being filled waits for the next one (it
+    stays first in line). Region names are compared lowercased; the plan does not depend on the
+    order of `instances`."""
+    known = _pairs(pairs)
+    counts: dict[str, int] = {}
+    for region, count in instances.items():
+        counts[region.lower()] = counts.get(region.lower(), 0) + max(count, 0)
+    phases = _explicit_phases(set(counts), explicit)
+    placed = {region for phase in phases for region in phase}
+    waiting = sorted((r for r in counts if r not in placed), key=lambda r: (counts[r], r))
+    size = 1
+    while waiting:
+        phase: list[str] = []
+        for region in waiting:
+            if len(phase) == size:
+                break
+            if not any(frozenset((region, other)) in known for other in phase):
+                phase.append(region)
+        phases.append(phase)  # never empty: the first region waiting always fits
+        waiting = [r for r in waiting if r not in phase]
+        size *= 2
+    return phases
+
+
+# --- within a region: cohorts of scale sets, each in zone waves ------------------------------------
+
+REGIONAL = ""  # the wave of the sets without zones (regional sets), after the zone waves
+
+
+def set_zones_of(zones: Iterable[str | None]) -> list[str]:
+    """A scale set's zones from its instances' zones, in natural order ([]: regional)."""
+    return sorted({z for z in zones if z}, key=natural_key)
+
+
+def zone_waves(set_zones: Mapping[str, Collection[str]]) -> list[str]:
+    """The waves of a region's sets (scale set -> its instances' zones), in order: each zone
+    in natural order, then REGIONAL ("") if some set has no zones."""
+    zones = {zone for chosen in set_zones.values() for zone in chosen if zone}
+    regional = any(not any(chosen) for chosen in set_zones.values())
+    return sorted(zones, key=natural_key) + ([REGIONAL] if regional else [])
+
+
+def wave_sets(set_zones: Mapping[str, Collection[str]], wave: str) -> list[str]:
+    """The sets that take part in `wave` (a zone: those with instances in it; REGIONAL: those
+    without zones), in name order."""
+    chosen = [
+        name for name, zones in set_zones.items() if (wave in zones if wave != REGIONAL else not any(zones))
+    ]
+    return name_order(chosen)
+
+
+def name_order(sets: Iterable[str]) -> list[str]:
+    """Scale sets in name order (Azure's names are case-insensitive: by lowercase, then as
+    written, so the order never depends on the input's)."""
+    return sorted(set(sets), key=lambda name: (name.lower(), name))
+
+
+def cohorts(sets: Iterable[str], size: int) -> list[list[str]]:
+    """A region's sets in groups of at most `size` (max_sets_per_region), in name order: each
+    cohort runs its zone waves, then the next cohort starts."""
+    if size < 1:
+        raise ValueError(f"a cohort holds at least 1 scale set, not {size}")
+    ordered = name_order(sets)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def region_waves(set_zones: Mapping[str, Collection[str]], size: int) -> list[list[tuple[str, list[str]]]]:
+    """A region's plan: per cohort (of at most `size` sets, name order), its waves in order, each
+    as (zone, or REGIONAL, and the cohort's sets in it)."""
+    plan: list[list[tuple[str, list[str]]]] = []
+    for cohort in cohorts(set_zones, size):
+        members = {name: list(set_zones[name]) for name in cohort}
+        plan.append([(wave, wave_sets(members, wave)) for wave in zone_waves(members)])
+    return plan
