@@ -400,6 +400,9 @@ class RolloutRequest(ViewModel):
     max_instances_per_region: int = MAX_INSTANCES_PER_REGION
     phase_bake_time: timedelta = timedelta(0)
     replication_timeout: timedelta = timedelta(days=7)
+    geo_pairs: list[tuple[str, str]] | None = Field(
+        default=None, description="region pairs never in flight together; None: Azure's published pairs"
+    )
 
     @property
     def source_key(self) -> str:
@@ -439,6 +442,10 @@ class RolloutStatus(ViewModel):
     superseded_by: str | None = None
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
+    waves: dict[str, str] = Field(default_factory=dict, description="per region, the zone wave in flight")
+    bake_until: AwareDatetime | None = Field(
+        default=None, description="baking after a phase: the next phase starts after this"
+    )
 
     @property
     def subject(self) -> str:

@@ -39,6 +39,8 @@ CANCEL_SIGNAL = "cancel"
 PAUSE_SIGNAL = "pause"  # PauseRequest: the batch in flight finishes, no new one starts
 RESUME_SIGNAL = "resume"  # ResumeRequest
 APPROVE_SIGNAL = "approve"  # ApproveRequest: Azure's ApproveRollingUpgrade
+ZONE_PERMIT_SIGNAL = "zone_permit"  # ZonePermit: the rollout's zone wave lets it upgrade a zone
+WAVE_REPORT_SIGNAL = "wave_report"  # WaveReport, on the rollout: the zones an upgrade has left
 STATUS_QUERY = "status"
 INSTANCES_QUERY = "instances"
 PLAN_QUERY = "plan"
@@ -56,6 +58,38 @@ NotBeforeTimeout = Annotated[
     iso_duration(timedelta(minutes=5), timedelta(hours=2)),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
+
+
+REGIONAL = ""  # the zone key of instances without an availability zone
+
+
+class WaveCoordination(ViewModel):
+    """An upgrade a rollout runs in zone waves across the sets of a region: it upgrades a zone
+    only while the rollout permits it (`zone_permit`), and tells the rollout (`wave_report` on
+    the rollout's workflow) what zones it has left after admission and after each zone."""
+
+    rollout_id: str
+    region: str
+
+
+class ZonePermit(ViewModel):
+    zone: str = Field(description="the zone whose instances may go now; '' the regional ones")
+
+
+class WaveReport(ViewModel):
+    """What an upgrade in zone waves has left: instances to upgrade per zone key, its batch size."""
+
+    scale_set: str
+    zones: dict[str, int] = Field(default_factory=dict)
+    batch: int = 1
+    done: str | None = Field(default=None, description="the zone it has just finished, if any")
+
+
+class CancelRequest(ViewModel):
+    """The `cancel` signal's payload (optional: a bare signal is a cancel by someone unknown)."""
+
+    by: str = "User"
+    reason: str = ""
 
 
 class UpgradeRequest(ViewModel):
@@ -87,6 +121,9 @@ class UpgradeRequest(ViewModel):
         default=None,
         description="osImageNotificationProfile.notBeforeTimeout: an instance pending approval is "
         "approved on its own this long after it became pending (PT5M-PT2H)",
+    )
+    waves: WaveCoordination | None = Field(
+        default=None, description="a rollout's zone waves: a zone only while the rollout permits it"
     )
 
     @model_validator(mode="after")
@@ -325,6 +362,7 @@ class UpgradeReport(ViewModel):
     instances: list[InstanceProgress] = Field(default_factory=list)
     request: UpgradeRequest | None = None
     notifications: list[NotificationRecord] = Field(default_factory=list)
+    cancelled_by: str | None = Field(default=None, description="who asked for the cancel, if cancelled")
 
     @property
     def change(self) -> Change:

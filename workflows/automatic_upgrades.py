@@ -417,6 +417,7 @@ class AutomaticOSUpgradesWorkflow:
             max_instances_per_region=settings.max_instances_per_region,
             phase_bake_time=settings.phase_bake_time,
             replication_timeout=settings.replication_timeout,
+            geo_pairs=settings.geo_pairs,
         )
 
     async def _roll(self, key: str, version: str, request: RolloutRequest | None) -> bool:

@@ -6,7 +6,7 @@ stops. The checklist in RollingUpgradeWorkflow decides when each gate runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from models.errors import UpgradeErrorCode
@@ -168,6 +168,21 @@ def approval_wait_reason(ledger: UpgradeLedger, batch: int, waiting: Sequence[st
     return (
         f"waiting for approval of batch {batch}: {len(waiting)} instance(s) pending approval "
         f"({named(list(waiting))}); approve with {how}"
+    )
+
+
+def zone_text(zone: str) -> str:
+    """A zone key as the texts name it: `zone 2`, or `regional` for instances without a zone."""
+    return f"zone {zone}" if zone else "regional"
+
+
+def zone_wave_reason(region: str, done: str | None, left: Mapping[str, int]) -> str:
+    """Why the next batch waits in a rollout's zone waves: its zones left, the region's turn."""
+    remaining = ", ".join(f"{zone_text(z)}: {n}" for z, n in sorted(left.items()))
+    after = f"{zone_text(done)} done; " if done is not None else ""
+    return (
+        f"{after}waiting for the rollout's zone wave in {region} (one zone of a region in flight "
+        f"at a time); instances left by zone: {remaining}"
     )
 
 

@@ -60,6 +60,7 @@ class UpgradeLedger:
         self.approvals: dict[str, tuple[str, datetime]] = {}
         self.approved_all: tuple[str, datetime] | None = None
         self.batches = 0
+        self.cancelled_by: str | None = None  # who asked for the cancel
         self._phases: dict[str, int | None] = {}
         self._gone: set[str] = set()
         self.notifications: list[NotificationRecord] = []
@@ -335,9 +336,10 @@ class UpgradeLedger:
         self.stopping(error)
         self.code = RollingUpgradeStatusCode.FAULTED
 
-    def cancel_requested(self, now: datetime) -> None:
+    def cancel_requested(self, now: datetime, by: str | None = None) -> None:
         self.last_action = RollingUpgradeActionType.CANCEL
         self.last_action_time = now
+        self.cancelled_by = by
 
     def cancelled(self) -> None:
         self.code = RollingUpgradeStatusCode.CANCELLED

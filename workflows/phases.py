@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 
 from models.sorting import natural_key
+from models.upgrade import REGIONAL
 
 # Azure's published region pairs (learn.microsoft.com, "Azure cross-region replication"). A
 # region may pair with more than one (East US with West US and West US 3).
@@ -141,8 +142,6 @@ def plan_phases(
 
 # --- within a region: cohorts of scale sets, each in zone waves ------------------------------------
 
-REGIONAL = ""  # the wave of the sets without zones (regional sets), after the zone waves
-
 
 def set_zones_of(zones: Iterable[str | None]) -> list[str]:
     """A scale set's zones from its instances' zones, in natural order ([]: regional)."""
@@ -153,15 +152,20 @@ def zone_waves(set_zones: Mapping[str, Collection[str]]) -> list[str]:
     """The waves of a region's sets (scale set -> its instances' zones), in order: each zone
     in natural order, then REGIONAL ("") if some set has no zones."""
     zones = {zone for chosen in set_zones.values() for zone in chosen if zone}
-    regional = any(not any(chosen) for chosen in set_zones.values())
+    regional = any(_regional(chosen) for chosen in set_zones.values())
     return sorted(zones, key=natural_key) + ([REGIONAL] if regional else [])
+
+
+def _regional(zones: Collection[str]) -> bool:
+    """A set with instances outside any zone: no zones at all, or REGIONAL among them."""
+    return not zones or REGIONAL in zones
 
 
 def wave_sets(set_zones: Mapping[str, Collection[str]], wave: str) -> list[str]:
     """The sets that take part in `wave` (a zone: those with instances in it; REGIONAL: those
     without zones), in name order."""
     chosen = [
-        name for name, zones in set_zones.items() if (wave in zones if wave != REGIONAL else not any(zones))
+        name for name, zones in set_zones.items() if (wave in zones if wave != REGIONAL else _regional(zones))
     ]
     return name_order(chosen)
 

@@ -118,4 +118,5 @@ def report(ledger: UpgradeLedger) -> UpgradeReport:
         instances=list(ledger.instances.values()),
         request=ledger.request,
         notifications=ledger.notifications,
+        cancelled_by=ledger.cancelled_by if ledger.code == RollingUpgradeStatusCode.CANCELLED else None,
     )

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from models.errors import ROLLED_BACK_CAUSES, FailureCause
@@ -41,16 +41,20 @@ with workflow.unsafe.imports_passed_through():
         INSTANCES_QUERY,
         PAUSE_SIGNAL,
         PLAN_QUERY,
+        REGIONAL,
         REPORT_QUERY,
         RESUME_SIGNAL,
         ROLLING_UPGRADE_WORKFLOW,
         STATUS_QUERY,
+        WAVE_REPORT_SIGNAL,
+        ZONE_PERMIT_SIGNAL,
         Admission,
         ApproveRequest,
         BatchAction,
         BatchInstance,
         BatchRequest,
         BatchResult,
+        CancelRequest,
         InstanceOutcome,
         InstanceProgress,
         InstanceState,
@@ -58,6 +62,8 @@ with workflow.unsafe.imports_passed_through():
         ResumeRequest,
         UpgradeReport,
         UpgradeRequest,
+        WaveReport,
+        ZonePermit,
     )
     from workflows import activity_calls, gates, presentation, reporting, search_attributes
     from workflows.admission import admit
@@ -65,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import internal_error
     from workflows.ledger import UpgradeLedger
     from workflows.notifier import Notifier
-    from workflows.planner import Candidate, next_batch
+    from workflows.planner import Candidate, batch_size_limit, next_batch
 
 T = TypeVar("T")
 
@@ -126,6 +132,7 @@ class RollingUpgradeWorkflow:
         self._ledger.notifications = self._notifier.records  # the report shows them as they go
         self._status: RollingUpgradeStatusInfo | None = None  # as last published
         self._stale = False  # a hold ended: read health and plan again before the next batch
+        self._zone: str | None = None  # in a rollout's zone waves: the zone permitted now
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -139,12 +146,17 @@ class RollingUpgradeWorkflow:
         return self._admission
 
     @workflow.signal(name=CANCEL_SIGNAL)
-    def cancel(self) -> None:
+    def cancel(self, request: CancelRequest | None = None) -> None:
         """No new batch starts; the batch in flight finishes (or rolls back)."""
         if not self._cancel_requested:
             self._cancel_requested = True
-            self._ledger.cancel_requested(workflow.now())
+            self._ledger.cancel_requested(workflow.now(), request.by if request else None)
             self._publish()
+
+    @workflow.signal(name=ZONE_PERMIT_SIGNAL)
+    def zone_permit(self, permit: ZonePermit) -> None:
+        """The rollout's zone wave: this zone's instances may go now."""
+        self._zone = permit.zone
 
     @workflow.signal(name=PAUSE_SIGNAL)
     def pause(self, request: PauseRequest | None = None) -> None:
@@ -248,10 +260,15 @@ class RollingUpgradeWorkflow:
                     return stop
             if self._cancel_requested or not ledger.candidates():
                 return None
+            if await self._zone_turn():
+                self._stale = True
+                continue  # time passed: the deadline, health and the plan again
             batch = await self._next_batch()
             if isinstance(batch, Stop):
                 return batch
             if not batch:
+                if ledger.request.waves is not None and ledger.candidates() and not self._cancel_requested:
+                    continue  # its zone has nothing left after all (a deletion): the next zone
                 return None  # cancelled while waiting, or nothing left to upgrade
             held = await self._hold(batch)
             if isinstance(held, Stop):
@@ -342,7 +359,7 @@ class RollingUpgradeWorkflow:
     def _plan_next(self) -> list[Candidate]:
         ledger = self._ledger
         return next_batch(
-            ledger.candidates(),
+            self._candidates(),
             ledger.total,
             len(ledger.unhealthy()),
             ledger.request.policy,
@@ -375,12 +392,64 @@ class RollingUpgradeWorkflow:
             await self._read_health()
             if breach := gates.in_flight_gate(ledger, before_upgrade=False):
                 return Stop(breach, breach=True)
-            if not ledger.candidates():
+            if not self._candidates():
                 break
             batch = self._plan_next()
         ledger.wait = None
         self._publish()
         return batch
+
+    # --- zone waves: a rollout's turn for each zone ------------------------------------------------
+
+    def _candidates(self) -> list[Candidate]:
+        """The instances a batch may take now: in a rollout's zone waves, those of the zone it permits."""
+        candidates = self._ledger.candidates()
+        if self._ledger.request.waves is None:
+            return candidates
+        return [c for c in candidates if (c.zone or REGIONAL) == self._zone]
+
+    async def _zone_turn(self) -> bool:
+        """In a rollout's zone waves, before a batch: when the permitted zone has nothing left,
+        tell the rollout which zones remain and wait for its permit for the next. True if the
+        upgrade waited (or was cancelled meanwhile)."""
+        ledger = self._ledger
+        waves = ledger.request.waves
+        if waves is None or self._candidates():
+            return False
+        left: dict[str, int] = {}
+        for candidate in ledger.candidates():
+            key = candidate.zone or REGIONAL
+            left[key] = left.get(key, 0) + 1
+        done, self._zone = self._zone, None
+        report = WaveReport(
+            scale_set=ledger.request.scale_set,
+            zones=left,
+            batch=batch_size_limit(ledger.total, ledger.request.policy.max_batch_instance_percent),
+            done=done,
+        )
+        await self._through_cancel(self._tell_rollout(waves.rollout_id, report))
+        since = workflow.now()
+        ledger.wait = UpgradeWait(
+            kind=UpgradeWaitKind.ZONE_WAVE,
+            reason=gates.zone_wave_reason(waves.region, done, left),
+            since=since,
+            until=ledger.deadline,
+        )
+        self._publish()
+        # (the deadline, if it passes meanwhile, stops the upgrade at the next health check)
+        await self._wait_until(
+            lambda: self._zone is not None or self._cancel_requested, ledger.deadline, "zone wave"
+        )
+        ledger.wait = None
+        self._publish()
+        return True
+
+    async def _tell_rollout(self, rollout_id: str, report: WaveReport) -> None:
+        try:
+            await workflow.get_external_workflow_handle(rollout_id).signal(WAVE_REPORT_SIGNAL, report)
+        except FailureError as err:  # the rollout ended: nothing more will be permitted
+            workflow.logger.warning("rollout %s did not take the wave report: %s", rollout_id, err)
+            self.cancel(CancelRequest(by=rollout_id, reason="the rollout ended"))
 
     # --- holds: approval and pause --------------------------------------------------------------
 

@@ -1,0 +1,149 @@
+"""Zone waves of one region (pure): which zone the region's sets upgrade now, which set may go
+next in it, and which must stop. The rollout workflow sends what these decisions say.
+
+At any instant a region's instances in flight belong to one zone: a wave permits its zone to
+every set that has instances left there, as many at once as the region's instance cap allows
+(a set whose batch alone exceeds it still goes, alone), and the next wave starts only when no
+set is left in flight in this one. Zones go in natural order (1, 2, 3, ...); instances without a
+zone (regional) form a wave of their own, after the zones. A set that reports instances in a
+zone whose wave has passed (a scale-out meanwhile) gets a wave of that zone again later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from models.upgrade import WaveReport
+from workflows.phases import name_order, zone_waves
+
+
+@dataclass
+class Member:
+    """One set of the region's cohort, as its upgrade last reported."""
+
+    scale_set: str
+    started: bool = False
+    ended: bool = False
+    zones: dict[str, int] | None = None  # None: no report yet (admitting, or not started)
+    batch: int = 1
+    permitted: str | None = None  # the zone it upgrades now
+    cancelled: bool = False  # the rollout asked it to stop
+
+    @property
+    def waiting(self) -> bool:
+        """Started and reported, nothing permitted: it waits for a wave."""
+        return self.started and not self.ended and self.zones is not None and self.permitted is None
+
+    def left_in(self, zone: str) -> int:
+        return (self.zones or {}).get(zone, 0)
+
+    def in_flight(self) -> int:
+        """The most instances it may have in flight: its batch, or what its zone has left."""
+        return min(self.batch, self.left_in(self.permitted)) if self.permitted is not None else 0
+
+
+@dataclass
+class Decision:
+    """What to send now: permits (set -> zone) and cancels."""
+
+    permits: list[tuple[str, str]] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.permits or self.cancels)
+
+
+class RegionWaves:
+    """The zone waves of one cohort of a region's sets."""
+
+    def __init__(self, region: str, scale_sets: Iterable[str], max_instances: int) -> None:
+        self.region = region
+        self.members = {name: Member(name) for name in scale_sets}
+        self.max_instances = max_instances
+        self.zone: str | None = None  # the wave in flight
+        self.waves = 0  # how many waves have started
+
+    # --- what the upgrades say ----------------------------------------------------------------
+
+    def started(self, scale_set: str) -> None:
+        self.members[scale_set].started = True
+
+    def report(self, report: WaveReport) -> None:
+        member = self.members.get(report.scale_set)
+        if member is None or member.ended:
+            return
+        member.started = True  # (its report may be handled before its start is)
+        member.zones = {zone: n for zone, n in report.zones.items() if n > 0}
+        member.batch = max(1, report.batch)
+        if report.done is None or report.done == member.permitted:
+            member.permitted = None
+
+    def ended(self, scale_set: str) -> None:
+        member = self.members[scale_set]
+        member.ended, member.permitted = True, None
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return all(m.ended for m in self.members.values())
+
+    def in_flight(self) -> list[Member]:
+        return [m for m in self.members.values() if m.permitted is not None and not m.ended]
+
+    def next_zone(self) -> str | None:
+        """The zone of the next wave: the first in order that a waiting set has instances in."""
+        waves = zone_waves({m.scale_set: list(m.zones or {}) for m in self.members.values() if m.waiting})
+        return waves[0] if waves else None
+
+    def decide(self, *, held: bool, stopping: bool) -> Decision:
+        """What to send now (without sending it): when stopping, a cancel to every set that
+        started and was not cancelled yet; otherwise (and not held) permits for the wave."""
+        decision = Decision()
+        if stopping:
+            decision.cancels = [
+                m.scale_set for m in self.members.values() if m.started and not m.ended and not m.cancelled
+            ]
+            return decision
+        if held:
+            return decision
+        zone = self.zone
+        going_on = zone is not None and (
+            self.in_flight() or any(m.waiting and m.left_in(zone) for m in self.members.values())
+        )
+        if not going_on:
+            zone = self.next_zone()  # this wave is over: the next one
+        if zone is None:
+            return decision
+        load = sum(m.in_flight() for m in self.in_flight())
+        for member in (self.members[name] for name in name_order(self.members)):
+            if not member.waiting or not member.left_in(zone):
+                continue
+            need = min(member.batch, member.left_in(zone))
+            if load and load + need > self.max_instances:
+                break
+            decision.permits.append((member.scale_set, zone))
+            load += need
+        return decision
+
+    def apply(self, decision: Decision) -> None:
+        for name in decision.cancels:
+            self.members[name].cancelled = True
+        for name, zone in decision.permits:
+            if zone != self.zone:
+                self.zone, self.waves = zone, self.waves + 1
+            self.members[name].permitted = zone
+
+    def text(self) -> str:
+        """The wave in flight, as `rollout show` and the Web UI say it."""
+        if self.zone is None:
+            return "starting"
+        going = self.in_flight()
+        waiting = [m for m in self.members.values() if m.waiting and m.left_in(self.zone)]
+        where = f"zone {self.zone}" if self.zone else "regional"
+        instances = sum(m.in_flight() for m in going)
+        return (
+            f"{where} wave: {len(going)} set(s) in flight (up to {instances} instances), "
+            f"{len(waiting)} waiting for room"
+        )
