@@ -138,7 +138,12 @@ async def finished(env: WorkflowEnvironment, handle: WorkflowHandle) -> RolloutS
     """The rollout's end, time skipping meanwhile (the environment skips time by itself only
     while awaiting a workflow the test started, and the watcher started this one)."""
     async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
-        return await handle.result()
+        while True:
+            try:
+                return await handle.result()
+            except RuntimeError as err:  # the test server's long poll ended first: wait on
+                if "No completion event found" not in str(err):
+                    raise
 
 
 def reimages(ops: list[FleetOperation]) -> list[FleetOperation]:

@@ -1,0 +1,343 @@
+"""Rollouts at fleet scale on the time-skipping server, through the Azure SDK to the emulator: a
+region's sets upgrade at once in zone waves (never two zones of a region in flight, the sets of
+a wave really together), geo-pairs never together, phase after phase; a region the version never
+reaches holds back no other and is skipped after the replication timeout; a set a user cancels
+holds the rollout; the bake time stops a rollout whose earlier phase turned unhealthy. And the
+zone waves' decisions as a table."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from fleet.emulator.admin import EmulatorAdmin
+from models.automatic import (
+    CHECK_NOW_SIGNAL,
+    RESUME_SIGNAL,
+    ROLLOUT_CANCEL_SIGNAL,
+    HoldRequest,
+    RolloutSetState,
+    RolloutState,
+)
+from models.fleet import FleetOperation, HealthState, TimingSpec
+from models.upgrade import CANCEL_SIGNAL, CancelRequest, WaveReport, upgrade_workflow_id
+from tests.helpers import eventually
+from tests.test_automatic import (
+    Images,
+    enroll,
+    finished,
+    in_flight,
+    make_set,
+    overlap,
+    reimages,
+    rollout_of,
+    rollout_status,
+    watcher,
+)
+from workflows.waves import RegionWaves
+
+# Long enough that an instance's reimage and boot overlap another set's in the same wave.
+STEADY = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0.5, 0.5])
+ZONES = ["1", "2", "3"]
+
+
+def zone_windows(
+    ops: dict[str, list[FleetOperation]], zone_of: dict[tuple[str, str], str | None], names: list[str]
+) -> dict[str | None, list[tuple[str, tuple[float, float]]]]:
+    """Per zone, each set's window in it (first reimage sent to last instance up)."""
+    by_zone: dict[str | None, list[tuple[str, tuple[float, float]]]] = {}
+    for name in names:
+        per_zone: dict[str | None, list[FleetOperation]] = {}
+        for op in ops[name]:
+            per_zone.setdefault(zone_of[(name, op.instance_id)], []).append(op)
+        for zone, zone_ops in per_zone.items():
+            by_zone.setdefault(zone, []).append((name, in_flight(zone_ops)))
+    return by_zone
+
+
+async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_apart(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    # westeurope and northeurope are a geo-pair; the canary is the region with fewer instances.
+    west = [
+        await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES, timing=STEADY) for _ in range(3)
+    ]
+    north = [
+        await make_set(fleet, images.latest, "northeurope", 6, zones=ZONES, timing=STEADY) for _ in range(3)
+    ]
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (*west, *north):
+        await enroll(handle, name)
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+
+    assert rollout.state == RolloutState.COMPLETED
+    assert rollout.phases == [["westeurope"], ["northeurope"]]
+    assert {s.state for s in rollout.sets} == {RolloutSetState.COMPLETED}
+    ops = {name: reimages(await fleet.operations(name)) for name in (*west, *north)}
+    zone_of = {}
+    for name in (*west, *north):
+        assert len(ops[name]) == (3 if name in west else 6)  # every instance once
+        for instance in (await fleet.show_scale_set(name)).instances:
+            zone_of[(name, instance.instance_id)] = instance.zone
+    for region in (west, north):
+        windows = [(zone_of[(n, op.instance_id)], in_flight([op])) for n in region for op in ops[n]]
+        # Never two zones of a region in flight at once, across its sets.
+        for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
+            assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} together"
+        # The sets of one wave were in flight together: the parallelism is real.
+        for zone, sets in zone_windows(ops, zone_of, region).items():
+            assert len(sets) == 3
+            latest_start = max(window[0] for _, window in sets)
+            earliest_end = min(window[1] for _, window in sets)
+            assert latest_start < earliest_end, f"the sets of zone {zone}'s wave went one after another"
+        # Zones in order: 1, then 2, then 3.
+        starts = {z: min(w[0] for _, w in sets) for z, sets in zone_windows(ops, zone_of, region).items()}
+        assert sorted(starts, key=lambda z: starts[z]) == ZONES
+    # The geo-pair apart, and phase 2 only after phase 1.
+    west_end = max(in_flight(ops[n])[1] for n in west)
+    north_start = min(in_flight(ops[n])[0] for n in north)
+    assert west_end <= north_start
+
+
+async def test_a_region_the_version_never_reaches_holds_back_no_other_and_is_skipped_after_the_timeout(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    never = await make_set(fleet, images.latest, "westeurope")
+    later = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(
+        ts_env.client,
+        ts_worker.task_queue,
+        phases=[["westeurope"], ["eastus"]],
+        replication_timeout=timedelta(hours=2),
+    )
+    for name in (never, later):
+        await enroll(handle, name)
+
+    await fleet.publish_image(images.at("1.1.0"), ["eastus"])  # never replicated to westeurope
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    waiting = await eventually(
+        lambda: rollout_status(rollout),
+        lambda s: (
+            {i.scale_set: i.state for i in s.sets}
+            == {never: RolloutSetState.WAITING_FOR_REPLICATION, later: RolloutSetState.COMPLETED}
+        ),
+    )
+    assert waiting.current_phase == 2  # the later phase went on meanwhile
+    final = await finished(ts_env, rollout)
+
+    assert final.state == RolloutState.COMPLETED
+    states = {s.scale_set: s for s in final.sets}
+    assert states[never].state == RolloutSetState.SKIPPED
+    assert "1.1.0 to reach westeurope" in (states[never].message or "")
+    assert "PT2H" in (states[never].message or "")
+    assert states[never].end_time - states[never].start_time >= timedelta(hours=2)
+    assert reimages(await fleet.operations(never)) == []
+    assert len(reimages(await fleet.operations(later))) == 3
+
+
+async def test_a_set_a_user_cancels_holds_the_rollout_until_resumed_and_cancel_ends_it(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[2.0, 2.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    cancelled = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
+    sibling = await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES)
+    later = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
+    for name in (cancelled, sibling, later):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    await eventually(lambda: fleet.operations(cancelled), lambda ops: len(reimages(ops)) >= 1)
+
+    upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled))
+    await upgrade.signal(CANCEL_SIGNAL, CancelRequest(by="alice", reason="wrong window"))
+    held = await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
+    assert held.hold is not None and held.hold.by == "alice"
+    assert cancelled in held.hold.reason and "cancelled by alice" in held.hold.reason
+    states = {s.scale_set: s.state for s in held.sets}
+    assert states[cancelled] == RolloutSetState.CANCELLED and states[later] == RolloutSetState.PENDING
+    await ts_env.sleep(timedelta(hours=1))  # held: nothing new starts
+    assert reimages(await fleet.operations(later)) == []
+
+    await rollout.signal(RESUME_SIGNAL, HoldRequest(by="alice"))  # on without the cancelled set
+    final = await finished(ts_env, rollout)
+    assert final.state == RolloutState.COMPLETED
+    states = {s.scale_set: s.state for s in final.sets}
+    assert states == {
+        cancelled: RolloutSetState.CANCELLED,
+        sibling: RolloutSetState.COMPLETED,
+        later: RolloutSetState.COMPLETED,
+    }
+    assert len(reimages(await fleet.operations(cancelled))) < 6  # not taken up again
+
+
+async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[2.0, 2.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    cancelled = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
+    later = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
+    for name in (cancelled, later):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    await eventually(lambda: fleet.operations(cancelled), lambda ops: len(reimages(ops)) >= 1)
+    await ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled)).signal(CANCEL_SIGNAL)
+    await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
+
+    await rollout.signal(ROLLOUT_CANCEL_SIGNAL, HoldRequest(by="alice", reason="not today"))
+    final = await finished(ts_env, rollout)
+    assert final.state == RolloutState.CANCELLED
+    assert {s.scale_set: s.state for s in final.sets} == {
+        cancelled: RolloutSetState.CANCELLED,
+        later: RolloutSetState.SKIPPED,
+    }
+    assert reimages(await fleet.operations(later)) == []
+
+
+async def test_the_bake_time_stops_the_rollout_when_an_earlier_phase_turned_unhealthy(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    canary = await make_set(fleet, images.latest, "westeurope", 5)
+    later = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(
+        ts_env.client,
+        ts_worker.task_queue,
+        phases=[["westeurope"], ["eastus"]],
+        phase_bake_time=timedelta(hours=6),
+    )
+    for name in (canary, later):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    baking = await eventually(lambda: rollout_status(rollout), lambda s: s.bake_until is not None)
+    assert {s.scale_set: s.state for s in baking.sets}[canary] == RolloutSetState.COMPLETED
+    for instance in ("0", "1"):  # 2 of 5 down: more than maxUnhealthyUpgradedInstancePercent 20%
+        await fleet.set_health(canary, instance, HealthState.UNHEALTHY)
+
+    final = await finished(ts_env, rollout)
+    assert final.state == RolloutState.FAULTED
+    assert final.stopped_by is not None and final.stopped_by.target == canary
+    assert final.stopped_by.code == "UnhealthyAfterBakeTime"
+    message = final.stopped_by.message or ""
+    assert "2 of 5 instances unhealthy (40%)" in message and "phase 2 not started" in message
+    assert {s.scale_set: s.state for s in final.sets}[later] == RolloutSetState.SKIPPED
+    assert reimages(await fleet.operations(later)) == []
+
+
+async def test_a_healthy_bake_lets_the_next_phase_start_after_the_bake_time(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    canary = await make_set(fleet, images.latest, "westeurope")
+    later = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(
+        ts_env.client,
+        ts_worker.task_queue,
+        phases=[["westeurope"], ["eastus"]],
+        phase_bake_time=timedelta(hours=6),
+    )
+    for name in (canary, later):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    final = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+    assert final.state == RolloutState.COMPLETED
+    sets = {s.scale_set: s for s in final.sets}
+    assert sets[later].start_time - sets[canary].end_time >= timedelta(hours=6)
+
+
+# --- the zone waves' decisions (pure) -------------------------------------------------------
+
+
+def report(name: str, zones: dict[str, int], batch: int = 1, done: str | None = None) -> WaveReport:
+    return WaveReport(scale_set=name, zones=zones, batch=batch, done=done)
+
+
+def test_a_wave_waits_for_every_started_set_to_report_then_goes_zone_by_zone():
+    waves = RegionWaves("westeurope", ["b", "a", "c"], max_instances=100)
+    waves.report(report("a", {"1": 2, "2": 2}))
+    waves.report(report("b", {"2": 1, "": 0}))
+    decision = waves.decide(held=False, stopping=False)
+    assert decision.permits == [("a", "1")]  # zone 1 first: b has nothing there
+    waves.apply(decision)
+    waves.report(report("b", {"2": 1}))
+    assert waves.decide(held=False, stopping=False).permits == []  # zone 1 in flight: b waits
+    waves.report(report("a", {"2": 2}, done="1"))
+    decision = waves.decide(held=False, stopping=False)
+    assert decision.permits == [("a", "2"), ("b", "2")] and waves.zone == "1"
+    waves.apply(decision)
+    assert waves.zone == "2" and waves.waves == 2
+    waves.ended("c")
+    waves.ended("a")
+    waves.ended("b")
+    assert waves.finished
+
+
+@pytest.mark.parametrize(
+    ("cap", "batches", "permitted"),
+    [
+        pytest.param(10, {"a": 4, "b": 4, "c": 4}, ["a", "b"], id="the cap holds the third back"),
+        pytest.param(12, {"a": 4, "b": 4, "c": 4}, ["a", "b", "c"], id="all fit"),
+        pytest.param(3, {"a": 4, "b": 1}, ["a"], id="a batch over the cap still goes, alone"),
+        pytest.param(1, {"a": 1, "b": 1}, ["a"], id="one instance at a time"),
+    ],
+)
+def test_the_region_cap_bounds_the_instances_in_flight(cap, batches, permitted):
+    waves = RegionWaves("eastus", list(batches), max_instances=cap)
+    for name, batch in batches.items():
+        waves.report(report(name, {"1": 10}, batch=batch))
+    assert [name for name, _ in waves.decide(held=False, stopping=False).permits] == permitted
+
+
+def test_regional_instances_make_a_wave_of_their_own_after_the_zones():
+    waves = RegionWaves("eastus", ["zonal", "regional"], max_instances=100)
+    waves.report(report("zonal", {"2": 1}))
+    waves.report(report("regional", {"": 3}))
+    decision = waves.decide(held=False, stopping=False)
+    assert decision.permits == [("zonal", "2")]
+    waves.apply(decision)
+    waves.ended("zonal")
+    assert waves.decide(held=False, stopping=False).permits == [("regional", "")]
+
+
+def test_a_scale_out_into_a_passed_zone_gets_another_wave_of_it():
+    waves = RegionWaves("eastus", ["a"], max_instances=100)
+    waves.report(report("a", {"1": 1, "2": 1}))
+    waves.apply(waves.decide(held=False, stopping=False))
+    waves.report(report("a", {"2": 1}, done="1"))
+    waves.apply(waves.decide(held=False, stopping=False))
+    waves.report(report("a", {"1": 2}, done="2"))  # instances added in zone 1 meanwhile
+    assert waves.decide(held=False, stopping=False).permits == [("a", "1")]
+
+
+def test_held_permits_nothing_and_stopping_cancels_every_started_set_once():
+    waves = RegionWaves("eastus", ["a", "b", "c"], max_instances=100)
+    waves.report(report("a", {"1": 1}))
+    waves.started("b")  # admitting: no report yet
+    assert not waves.decide(held=True, stopping=False)
+    decision = waves.decide(held=False, stopping=True)
+    assert decision.cancels == ["a", "b"] and decision.permits == []
+    waves.apply(decision)
+    assert not waves.decide(held=False, stopping=True)  # asked once
