@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -109,3 +112,84 @@ def detection_lags(report: UpgradeReport, operations: list[FleetOperation]) -> l
 
 def seconds_between(start: datetime, end: datetime) -> float:
     return (end - start).total_seconds()
+
+
+def zone_spans(report: UpgradeReport, operations: list[FleetOperation]) -> dict[str | None, float]:
+    """Per availability zone (None: a regional set), the seconds the set's batches kept it busy
+    there: the sum over its batches of the batch's first reimage start to its last instance
+    ready, from the emulator's timestamps."""
+    ops = reimages(operations)
+    windows: dict[tuple[int, str | None], tuple[datetime, datetime]] = {}
+    for instance in report.instances:
+        op = ops.get(instance.instance_id)
+        if instance.batch is None or op is None:
+            continue
+        if op.ready_time is None:
+            raise ValueError(f"instance {instance.instance_id} of batch {instance.batch} never became ready")
+        key = (instance.batch, instance.zone)
+        start, end = windows.get(key, (op.start_time, op.ready_time))
+        windows[key] = (min(start, op.start_time), max(end, op.ready_time))
+    spans: dict[str | None, float] = defaultdict(float)
+    for (_, zone), (start, end) in windows.items():
+        spans[zone] += seconds_between(start, end)
+    return dict(spans)
+
+
+@dataclass(frozen=True)
+class SetSpans:
+    """One scale set of a rollout: where it went and how long its batches took per zone."""
+
+    phase: int
+    region: str
+    zones: dict[str | None, float]
+
+
+def wave_ideal_seconds(sets: Iterable[SetSpans]) -> float:
+    """The availability-first ideal of a rollout: phases one after another; in a region, zone
+    waves one after another, each as long as its slowest set's batches in that zone; a phase as
+    long as its slowest region."""
+    waves: dict[tuple[int, str], dict[str | None, float]] = defaultdict(dict)
+    for s in sets:
+        wave = waves[(s.phase, s.region)]
+        for zone, seconds in s.zones.items():
+            wave[zone] = max(wave.get(zone, 0.0), seconds)
+    phases: dict[int, float] = defaultdict(float)
+    for (phase, _), zones in waves.items():
+        phases[phase] = max(phases[phase], sum(zones.values()))
+    return sum(phases.values())
+
+
+def most_zones_in_flight(windows: Iterable[tuple[str | None, datetime, datetime]]) -> int:
+    """The most distinct zones with an instance in flight at one instant (the windows of one
+    region: reimage start to ready); 1 when zone waves never overlap."""
+    events = sorted(
+        [(start, 1, zone) for zone, start, _ in windows] + [(end, -1, zone) for zone, _, end in windows],
+        key=lambda e: (e[0], e[1]),  # an instance ready at the instant another starts: not together
+    )
+    in_flight: dict[str | None, int] = defaultdict(int)
+    most = 0
+    for _, step, zone in events:
+        in_flight[zone] += step
+        most = max(most, sum(1 for count in in_flight.values() if count > 0))
+    return most
+
+
+def most_in_a_minute(samples: list[tuple[float, int]]) -> int:
+    """From (seconds, running count) samples, the largest increase within any 60 s (the whole
+    run's count when it was shorter)."""
+    times = [t for t, _ in samples]
+    most = 0
+    for j, (t, count) in enumerate(samples):
+        i = bisect.bisect_left(times, t - 60, 0, j + 1)
+        most = max(most, count - samples[i][1])
+    return most
+
+
+async def run_histories(client: Client, query: str) -> dict[str, int]:
+    """Events of every workflow run the visibility `query` lists (`TaskQueue="..."`: all of a
+    worker's), by `workflow id@run id`."""
+    events = {}
+    async for execution in client.list_workflows(query):
+        history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        events[f"{execution.id}@{execution.run_id}"] = len(history.events)
+    return events

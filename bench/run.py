@@ -1,5 +1,5 @@
-"""`make bench`: six scenarios on a dev server with a database file, printed as a table and
-written as JSON under bench/results/.
+"""`make bench`: six scenarios (a seventh on request) on a dev server with a database file,
+printed as a table and written as JSON under bench/results/.
 
 The workers reach the fleet as the product does: through AzureFleet (azure-mgmt-compute) to the
 emulator's Azure Resource Manager API over HTTPS. The emulator's admin API sets up scale sets and
@@ -17,7 +17,8 @@ from every process: the workers' and the floors').
 5. History size: the largest batch child of a 1,000-instance upgrade in one batch.
 6. ARM reads: the same 100-instance set at maxBatchInstancePercent 10 and 50 (at once, one
    worker): reads per instance should not depend on the batch size. With the reads per minute
-   of scenarios 3 and 4, set against Azure's documented throttling limits (THROTTLING below).
+   of scenarios 3 and 4, set against Azure's documented throttling limits (THROTTLING in bench/lab.py).
+7. Rollouts (`make bench ARGS=rollout`, not in the default run: about 20 minutes): bench/rollout.py.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import statistics
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,60 +38,30 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from temporalio.client import Client
 
-from bench import measure
+from bench import measure, rollout
 from bench.floors import NOOP_WORKFLOW, http_floor
-from fleet.emulator.admin import ArmCalls, EmulatorAdmin
+from bench.lab import (
+    HISTORY_LIMIT,
+    HISTORY_WARNING,
+    INSTANT,
+    PROBE_EVERY_SECOND,
+    REALISTIC,
+    THROTTLING,
+    V1,
+    V2,
+    Lab,
+    arm_figures,
+    started,
+    with_worker,
+)
 from models.fleet import FleetOperation, ScaleSetSpec, TimingSpec
-from models.image import ImageReference
-from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
+from models.policy import RollingUpgradePolicy
 from models.upgrade import UpgradeReport, UpgradeRequest, upgrade_workflow_id
-from starter import processes
 from starter.upgrades import final_report, reported_properties, start_upgrade
-from worker.connection import connect
 
 RESULTS = Path(__file__).parent / "results"
-V1 = ImageReference.parse("Contoso:bench-os:2024:2024.11.01")
-V2 = ImageReference.parse("Contoso:bench-os:2024:2024.12.01")
-INSTANT = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0, 0])
-REALISTIC = TimingSpec(reimage_seconds=[2, 4], restore_seconds=[2, 4], boot_seconds=[4, 8])
-PROBE_EVERY_SECOND = ApplicationHealthSettings(interval_in_seconds=1)
-HISTORY_WARNING, HISTORY_LIMIT = 10_240, 51_200
 READS_BATCH_PERCENTS = (10, 50)
-
-# Azure's documented read throttling, per minute (a token bucket: the refill rate per minute, a
-# burst of up to the bucket's capacity on top):
-# - Azure Resource Manager, per subscription, security principal and region: reads, a bucket of
-#   250 refilled at 25 a second, i.e. 1,500 a minute ("Understand how Azure Resource Manager
-#   throttles requests", learn.microsoft.com/azure/azure-resource-manager/management/
-#   request-limits-and-throttling, the token-bucket limits subscriptions moved to from 2024; the
-#   older limit was 12,000 reads an hour).
-# - The Compute resource provider, per region ("Compute throttling limits", learn.microsoft.com/
-#   azure/virtual-machines/compute-throttling-limits, 2024-05-27): "Get VMSS VMs" (Get, Get
-#   Instance View of one scale set VM) 2,000 a minute per subscription (bucket 6,000) and 12 per
-#   VM (bucket 36); "High Cost Get VMSS" (Get Instance View, List of scale sets) 360 a minute per
-#   subscription (bucket 1,080) and 10 per scale set (bucket 30); "Get Operation" (async
-#   operation status) 5,000 a minute per subscription (bucket 15,000). The list of a scale set's
-#   VMs ($expand=instanceView) is in no published policy; the troubleshooting guide's 429 names
-#   the group "HighCostGet" (x-ms-ratelimit-remaining-resource: Microsoft.Compute/HighCostGet;0),
-#   so its pages are set against the stricter High Cost Get VMSS limits.
-THROTTLING = {
-    "arm_subscription_reads": 1_500,
-    "compute_get_vmss_vms_subscription": 2_000,
-    "compute_high_cost_get_vmss_subscription": 360,
-    "compute_high_cost_get_vmss_per_scale_set": 10,
-    "compute_get_operation_subscription": 5_000,
-}
-
-
-@dataclass
-class Lab:
-    client: Client
-    address: str  # Temporal's
-    emulator: processes.EmulatorAddress  # ARM and the admin API, over HTTPS
-    fleet: EmulatorAdmin
-    logs: Path
 
 
 @dataclass
@@ -137,49 +106,6 @@ async def upgrade(
     handle, _ = await start_upgrade(lab.client, request, task_queue, admission_timeout=300)
     report = await final_report(handle)
     return Upgrade(name, time.monotonic() - started, report)
-
-
-async def with_worker(lab: Lab, module: str = "worker") -> processes.WorkerProcesses:
-    workers = processes.WorkerProcesses(lab.address, lab.emulator, lab.logs, module=module)
-    await workers.start()
-    return workers
-
-
-# Reads by what they are, from the emulator's request shapes (fleet/emulator/app.py arm_shape).
-READ_KINDS = {
-    "GET virtualMachineScaleSets/*/virtualMachines": "instance_list_pages",
-    "GET virtualMachines": "instance_list_pages",  # Flexible: the VMs of the set
-    "GET virtualMachineScaleSets/*/virtualMachines/*": "instance_gets",
-    "GET virtualMachines/*": "instance_gets",
-    "GET locations/*/operations/*": "operation_polls",
-    "GET virtualMachineScaleSets/*": "scale_set_gets",
-}
-
-
-def read_kinds(calls: list[ArmCalls]) -> Counter[str]:
-    kinds: Counter[str] = Counter()
-    for call in calls:
-        for shape, count in call.requests.items():
-            if shape.startswith(("GET ", "HEAD ")):
-                kinds[READ_KINDS.get(shape, "other_reads")] += count
-    return kinds
-
-
-async def arm_figures(lab: Lab, scale_sets: list[str], instances: int, wall: float) -> dict[str, Any]:
-    """ARM calls the emulator received about these scale sets: per upgraded instance, reads by
-    kind, and reads a minute over `wall`."""
-    calls = [await lab.fleet.calls(name) for name in scale_sets]
-    reads, actions = sum(c.reads for c in calls), sum(c.actions for c in calls)
-    kinds = read_kinds(calls)
-    return {
-        "arm_reads": reads,
-        "arm_actions": actions,
-        "arm_reads_per_instance": round(reads / instances, 2),
-        "arm_actions_per_instance": round(actions / instances, 2),
-        "arm_reads_per_instance_by_kind": {k: round(v / instances, 2) for k, v in sorted(kinds.items())},
-        "arm_reads_per_minute": round(60 * reads / wall, 1),
-        "instance_list_pages_per_minute": round(60 * kinds["instance_list_pages"] / wall, 1),
-    }
 
 
 async def overhead(lab: Lab, size: int) -> dict[str, Any]:
@@ -390,6 +316,16 @@ def throttling(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
+    if s7 := results.get("rollout_latency"):
+        for what, figures in (
+            (f"rollout of {s7['scale_sets']} sets (scenario 7a)", s7),
+            ("the same rollout, one set after another", s7["one_set_after_another"]),
+        ):
+            row(
+                f"{what}: ARM reads, most in a minute",
+                figures["arm_reads_most_in_a_minute"],
+                "arm_subscription_reads",
+            )
     if s3:
         row("one set (scenario 3): ARM reads", s3["arm_reads_per_minute"], "arm_subscription_reads")
         row(
@@ -469,8 +405,41 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "limit": 1.05,
             }
         )
+    rows += rollout_targets(results)
     for row in rows:
-        row["met"] = row["value"] <= row["limit"]
+        row["met"] = row["value"] >= row["limit"] if row.get("at_least") else row["value"] <= row["limit"]
+    return rows
+
+
+def rollout_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    if s7a := results.get("rollout_latency"):
+        rows += [
+            {
+                "target": "rollout wall / availability-first ideal <= 1.10",
+                "value": s7a["wall_over_ideal"],
+                "limit": 1.10,
+            },
+            {
+                "target": "rollout at least 5x faster than one set after another",
+                "value": s7a["speed_up"],
+                "limit": 5.0,
+                "at_least": True,
+            },
+            {
+                "target": "rollout ARM reads in any minute / the subscription's 1,500",
+                "value": round(s7a["arm_reads_most_in_a_minute"] / s7a["arm_read_budget_per_minute"], 3),
+                "limit": 1.0,
+            },
+        ]
+    if s7b := results.get("rollout_scale"):
+        rows.append(
+            {
+                "target": f"rollout of {s7b['instances']:,} instances: every run below the event warning",
+                "value": s7b["largest_history_events"],
+                "limit": HISTORY_WARNING,
+            }
+        )
     return rows
 
 
@@ -487,7 +456,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
                 table.add_row(key, str(value))
         console.print(table)
     if results.get("throttling"):
-        table = Table(title="ARM reads a minute against Azure's documented limits (bench/run.py THROTTLING)")
+        table = Table(title="ARM reads a minute against Azure's documented limits (bench/lab.py THROTTLING)")
         for column in ("measure", "per minute", "documented limit", "per minute", "share"):
             table.add_column(column)
         for row in results["throttling"]:
@@ -503,52 +472,45 @@ def show(console: Console, results: dict[str, Any]) -> None:
     for column in ("target", "value", "limit", "met"):
         table.add_column(column)
     for row in results["targets"]:
-        table.add_row(
-            row["target"], str(row["value"]), str(row["limit"]), "yes" if row["met"] else "[red]NO[/]"
-        )
+        limit = f"at least {row['limit']}" if row.get("at_least") else str(row["limit"])
+        table.add_row(row["target"], str(row["value"]), limit, "yes" if row["met"] else "[red]NO[/]")
     console.print(table)
 
 
-SCENARIOS = ("overhead", "critical", "concurrency", "history", "reads")
+SCENARIOS = ("overhead", "critical", "concurrency", "history", "reads", "rollout")
+DEFAULT = SCENARIOS[:-1]  # the rollout scenario takes about 20 minutes: on request
 
 
 async def run(chosen: list[str], console: Console) -> dict[str, Any]:
-    workdir = Path(".bench")
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir()
-    port, ui_port, fleet_port = processes.free_port(), processes.free_port(), processes.free_port()
-    # A database file, as a real deployment persists (not the dev server's in-memory default).
-    server = processes.start_dev_server(port, ui_port, workdir / "temporal.db", workdir / "server.log")
-    emulator_process = processes.start_emulator(fleet_port, workdir / "fleet.db", workdir / "fleet.log")
-    emulator = processes.EmulatorAddress.of(fleet_port, workdir / "fleet.db")
     results: dict[str, Any] = {}
-    try:
-        address = f"127.0.0.1:{port}"
-        async with EmulatorAdmin(emulator.url, emulator.ca_file, timeout=30) as fleet:
-            lab = Lab(await connect(address), address, emulator, fleet, workdir)
-            await fleet.publish_image(V2)
-            if "overhead" in chosen:
-                for size in (100, 1000):
-                    console.print(f"scenario 1: orchestration overhead, {size} instances, with floors ...")
-                    results[f"overhead_{size}"] = await overhead(lab, size)
-            if "critical" in chosen:
-                console.print("scenario 3: critical path, 300 instances ...")
-                results["critical_path"] = await critical_path(lab)
-            if "concurrency" in chosen:
-                console.print("scenario 4: 20 scale sets x 50 instances at once ...")
-                results["concurrency"] = await concurrency(lab)
-            if "history" in chosen:
-                console.print("scenario 5: history size, 1,000 instances in one batch ...")
-                results["history_size"] = await history_size(lab)
-            if "reads" in chosen:
-                small, large = READS_BATCH_PERCENTS
-                console.print(
-                    f"scenario 6: ARM reads, 100 instances at {small}% and {large}% batches at once ..."
-                )
-                results["arm_reads"] = await arm_reads(lab)
-    finally:
-        processes.stop(emulator_process)
-        processes.stop(server)
+    async with started(Path(".bench")) as lab:
+        await lab.fleet.publish_image(V2)
+        if "overhead" in chosen:
+            for size in (100, 1000):
+                console.print(f"scenario 1: orchestration overhead, {size} instances, with floors ...")
+                results[f"overhead_{size}"] = await overhead(lab, size)
+        if "critical" in chosen:
+            console.print("scenario 3: critical path, 300 instances ...")
+            results["critical_path"] = await critical_path(lab)
+        if "concurrency" in chosen:
+            console.print("scenario 4: 20 scale sets x 50 instances at once ...")
+            results["concurrency"] = await concurrency(lab)
+        if "history" in chosen:
+            console.print("scenario 5: history size, 1,000 instances in one batch ...")
+            results["history_size"] = await history_size(lab)
+        if "reads" in chosen:
+            small, large = READS_BATCH_PERCENTS
+            console.print(
+                f"scenario 6: ARM reads, 100 instances at {small}% and {large}% batches at once ..."
+            )
+            results["arm_reads"] = await arm_reads(lab)
+        if "rollout" in chosen:
+            console.print(
+                "scenario 7a: rollout, 24 zonal sets of 30-60 in 3 regions, then one set after another ..."
+            )
+            results["rollout_latency"] = await rollout.latency(lab)
+            console.print("scenario 7b: rollout, 20 sets x 500 instances, zero latency ...")
+            results["rollout_scale"] = await rollout.scale(lab)
     results["throttling"] = throttling(results)
     results["targets"] = targets(results)
     return results
@@ -559,14 +521,17 @@ def main() -> None:
         prog="python -m bench", description="Measure what orchestration costs on top of the fleet."
     )
     parser.add_argument(
-        "scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(SCENARIOS)}; all by default"
+        "scenarios",
+        nargs="*",
+        metavar="scenario",
+        help=f"any of {', '.join(SCENARIOS)}; all but rollout by default",
     )
     args = parser.parse_args()
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     console = Console()
-    results = asyncio.run(run(args.scenarios or list(SCENARIOS), console))
+    results = asyncio.run(run(args.scenarios or list(DEFAULT), console))
     document = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
