@@ -87,6 +87,22 @@ EXTENSION_UPGRADES = "extension-upgrades"
 # 4, ... regions) instead of every region without a geo-pair conflict in phase 1; and the rollout
 # request carries maxSetsPerRegion, maxInstancesPerRegion, phaseBakeTime and replicationTimeout.
 STAGED_PHASES = "staged-phases"
+# 2026-12: runs bounded at fleet scale (measured with 1,000 enrollments, tests/test_watcher_scale.py):
+# a look surveys the enrolled sets SURVEY_CHUNK at a time, one activity call each, instead of all
+# in one call (whose result grew 0.85 KB a set, and whose 2 ARM reads a set outlast the call's
+# one-minute attempt at the paced read budget past about 700 sets); and the run continues as new
+# also when its history grew HISTORY_GROWTH bytes (each look of 1,000 sets adds 0.85 MB: the
+# 4,000 events came only after some 250 looks, far past the 50 MB a history may hold), checked
+# while it waits too (updates and signals grow it between looks).
+BOUNDED_RUNS = "bounded-runs"
+# One survey call: about 85 KB of result, 200 reads (the read budget's burst).
+SURVEY_CHUNK = 100
+# Continue as new once the run's history grew this much since its start (Temporal warns at 10 MB;
+# a look and a rollout's request of 1,000 sets add about 2 MB more before the check).
+HISTORY_GROWTH = 4 * 1024 * 1024
+# (bounded-runs) A run whose updates never pause cannot drain its handlers to continue as new;
+# past this many events it refuses new updates (TooManyRequests, try again) until it has.
+HISTORY_REFUSE = 9_000
 # Ended rollouts kept for `upgradectl rollout list`.
 RECENT_ROLLOUTS = 50
 
@@ -98,6 +114,8 @@ class AutomaticOSUpgradesWorkflow:
         self._state = state or AutomaticState()
         self._look_now = True
         self._superseding: dict[str, str] = {}  # source key -> version asked to supersede it
+        self._bounded = False  # (decided when the run starts)
+        self._started_size = 0
 
     # --- enrollments ------------------------------------------------------------------------
 
@@ -135,6 +153,22 @@ class AutomaticOSUpgradesWorkflow:
         self._look_now = True
         return enrollment
 
+    @enroll.validator
+    def _check_enroll(self, request: EnrollRequest) -> None:
+        self._refuse_when_full()
+
+    def _refuse_when_full(self) -> None:
+        """Updates are refused (before anything is written to history) while a run long past
+        its limit waits for its handlers to finish: the way out of an endless stream of them."""
+        length = workflow.info().get_current_history_length()
+        if self._bounded and length > HISTORY_REFUSE:
+            raise ApplicationError(
+                f"the watcher is continuing as new ({length} events in this run's history): "
+                "try again in a minute",
+                type="TooManyRequests",
+                non_retryable=True,
+            )
+
     @workflow.update(name=WITHDRAW_UPDATE)
     async def withdraw(self, request: WithdrawRequest) -> Enrollment:
         """Opt out: no new automatic upgrade starts; the one in flight finishes, or is
@@ -153,6 +187,10 @@ class AutomaticOSUpgradesWorkflow:
         workflow.logger.info("withdrew %s by %s", request.scale_set, request.by)
         return enrollment
 
+    @withdraw.validator
+    def _check_withdraw(self, request: WithdrawRequest) -> None:
+        self._refuse_when_full()
+
     @workflow.update(name=SETTINGS_UPDATE)
     async def settings(self, settings: AutomaticSettings) -> AutomaticSettings:
         self._state.settings = settings
@@ -161,6 +199,7 @@ class AutomaticOSUpgradesWorkflow:
 
     @settings.validator
     def _check_settings(self, settings: AutomaticSettings) -> None:
+        self._refuse_when_full()
         try:
             check_phases(settings.phases or [], settings.geo_pairs)
         except ValueError as err:
@@ -245,20 +284,32 @@ class AutomaticOSUpgradesWorkflow:
 
     @workflow.run
     async def run(self, state: AutomaticState | None = None) -> None:
+        # Decided once a run: a run started before the patch keeps its old bounds to its end.
+        self._bounded = workflow.patched(BOUNDED_RUNS)
+        self._started_size = workflow.info().get_current_history_size()
         while True:
             self._look_now = False  # (before the look: a signal during it asks for another)
             if self._state.enrollments:
                 await self._look()
             workflow.set_current_details(details(self._state, workflow.info().namespace))
-            if workflow.info().get_current_history_length() > HISTORY_LIMIT:
+            if self._history_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._state)
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self._look_now,
+                    lambda: self._look_now or (self._bounded and self._history_long()),
                     timeout=self._next_look(),
                     timeout_summary="until the next look for new image versions",
                 )
+
+    def _history_long(self) -> bool:
+        """Time to continue as new: past HISTORY_LIMIT events, or (bounded-runs) grown by
+        HISTORY_GROWTH bytes since the run started (its input, the state, is not counted: a
+        state that large alone must not make every run continue at once)."""
+        info = workflow.info()
+        if info.get_current_history_length() > HISTORY_LIMIT:
+            return True
+        return self._bounded and info.get_current_history_size() - self._started_size > HISTORY_GROWTH
 
     def _next_look(self) -> timedelta:
         """The poll interval, or less when a failed extension version is due to be tried again
@@ -277,9 +328,14 @@ class AutomaticOSUpgradesWorkflow:
         extensions; start or supersede rollouts."""
         if workflow.patched(PING_ROLLOUTS):
             await self._forget_vanished_rollouts()
-        for survey in await activity_calls.survey_scale_sets(sorted(self._state.enrollments)):
-            if (enrollment := self._state.enrollments.get(survey.scale_set)) is not None:
-                self._observe(enrollment, survey)
+        names = sorted(self._state.enrollments)
+        chunk = SURVEY_CHUNK if self._bounded else len(names)
+        for start in range(0, len(names), chunk):
+            if self._bounded and self._history_long():
+                return  # the next run looks again at once (a look grows a run by far less)
+            for survey in await activity_calls.survey_scale_sets(names[start : start + chunk]):
+                if (enrollment := self._state.enrollments.get(survey.scale_set)) is not None:
+                    self._observe(enrollment, survey)
         await self._look_for_images()
         if self._automatic_extensions() and workflow.patched(EXTENSION_UPGRADES):
             await self._look_for_extensions()
