@@ -26,6 +26,7 @@ from models.status import ApiError
 AUTOMATIC_UPGRADES_WORKFLOW = "AutomaticOSUpgradesWorkflow"
 AUTOMATIC_UPGRADES_ID = "automatic-os-upgrades"  # the watcher of the default task queue
 ROLLOUT_WORKFLOW = "RolloutWorkflow"
+COHORT_WORKFLOW = "RolloutCohortWorkflow"  # a rollout's child: one cohort of a region's sets
 # On AutomaticOSUpgradesWorkflow
 ENROLL_UPDATE = "enroll"
 WITHDRAW_UPDATE = "withdraw"
@@ -42,6 +43,10 @@ ROLLOUT_CANCEL_SIGNAL = "cancel"
 SUPERSEDE_SIGNAL = "supersede"
 PING_SIGNAL = "ping"  # the watcher's check that a rollout it started still runs
 WITHDRAWN_SIGNAL = "withdrawn"
+COHORT_NEWS_SIGNAL = "cohort_news"  # CohortNews, from a cohort: a fault, or a user's cancel
+# On RolloutCohortWorkflow
+STEER_SIGNAL = "steer"  # Steering: the rollout's hold, halt and stops, whenever they change
+COHORT_QUERY = "cohort"
 
 PLATFORM = "Platform"  # startedBy of every upgrade a rollout starts, as in Azure's history
 
@@ -442,7 +447,12 @@ class RolloutStatus(ViewModel):
     superseded_by: str | None = None
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
-    waves: dict[str, str] = Field(default_factory=dict, description="per region, the zone wave in flight")
+    waves: dict[str, str] = Field(
+        default_factory=dict, description="per region, the zone wave in flight (from its cohorts)"
+    )
+    cohorts: list[str] = Field(
+        default_factory=list, description="the cohorts in flight (RolloutCohortWorkflow ids)"
+    )
     bake_until: AwareDatetime | None = Field(
         default=None, description="baking after a phase: the next phase starts after this"
     )
@@ -521,3 +531,51 @@ class AutomaticState(ViewModel):
 
 
 CHECK_NOW_SIGNAL = "check_now"  # on AutomaticOSUpgradesWorkflow: look for new versions now
+
+
+class Steering(ViewModel):
+    """What a rollout says to its cohorts in flight (sent whole each time it changes)."""
+
+    hold: Hold | None = None
+    halted: bool = Field(
+        default=False, description="a fault or a cancel: the sets in flight stop after their batch"
+    )
+    stop_reason: str | None = Field(default=None, description="why no new set starts, if none does")
+    withdrawn: list[str] = Field(default_factory=list, description="sets that opted out: not started")
+    cancel_in_flight: list[str] = Field(
+        default_factory=list, description="sets that opted out with cancel: cancelled if in flight"
+    )
+
+
+class CohortRequest(ViewModel):
+    """The input of RolloutCohortWorkflow: a cohort of one region's sets, in zone waves."""
+
+    rollout_id: str
+    region: str
+    number: int = Field(description="the region's n-th cohort")
+    version: str
+    extension: RolloutExtension | None = None
+    enrollments: list[Enrollment]
+    sets: list[RolloutSet]
+    max_instances_per_region: int = MAX_INSTANCES_PER_REGION
+    steering: Steering = Field(default_factory=Steering)
+
+
+class CohortStatus(ViewModel):
+    """A cohort as its query and its result say: its sets, and the zone wave in flight."""
+
+    workflow_id: str
+    region: str
+    number: int
+    wave: str | None = None
+    sets: list[RolloutSet] = Field(default_factory=list)
+    fault: ApiError | None = None
+
+
+class CohortNews(ViewModel):
+    """A cohort tells its rollout at once: a set faulted (the rollout stops), or someone else
+    cancelled a set's upgrade (the rollout holds)."""
+
+    item: RolloutSet
+    fault: ApiError | None = None
+    hold: Hold | None = None

@@ -83,6 +83,7 @@ class WaveReport(ViewModel):
     zones: dict[str, int] = Field(default_factory=dict)
     batch: int = 1
     done: str | None = Field(default=None, description="the zone it has just finished, if any")
+    again: bool = Field(default=False, description="the same report again: it still waits")
 
 
 class CancelRequest(ViewModel):

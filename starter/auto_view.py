@@ -119,6 +119,10 @@ def rollout_lines(status: RolloutStatus, now: datetime | None = None) -> list[Te
             )
     if status.superseded_by:
         lines.append(plain(f"superseded by version {status.superseded_by}", "blue", None))
+    if status.bake_until:
+        lines.append(plain(f"baking: the next phase starts after {when(status.bake_until)}", "cyan", None))
+    for region, wave in sorted(status.waves.items()):
+        lines.append(plain(f"{region}: {wave}", "cyan", None))
     return lines
 
 

@@ -33,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from models.automatic import (
     AUTOMATIC_UPGRADES_WORKFLOW,
+    COHORT_QUERY,
     ENDED,
     ENROLL_UPDATE,
     ENROLLMENTS_QUERY,
@@ -46,6 +47,7 @@ from models.automatic import (
     WITHDRAW_UPDATE,
     AutomaticSettings,
     AutomaticState,
+    CohortStatus,
     Enrollment,
     EnrollRequest,
     HoldRequest,
@@ -310,7 +312,25 @@ async def rollout_statuses(
 
 async def rollout_status(client: Client, workflow_id: str) -> RolloutStatus:
     handle = client.get_workflow_handle(workflow_id)
-    return await _query(handle, ROLLOUT_QUERY, RolloutStatus)
+    return await with_cohorts(client, await _query(handle, ROLLOUT_QUERY, RolloutStatus))
+
+
+async def with_cohorts(client: Client, status: RolloutStatus) -> RolloutStatus:
+    """A rollout as it is now: each cohort in flight (a child workflow of the rollout, so that
+    no history grows with the fleet) has its sets' progress and its zone wave; the rollout's
+    own status has them once the cohort ends. A cohort that ended meanwhile is left out."""
+    if not status.cohorts:
+        return status
+    answers = await asyncio.gather(
+        *(_query(client.get_workflow_handle(c), COHORT_QUERY, CohortStatus) for c in status.cohorts),
+        return_exceptions=True,
+    )
+    cohorts = [answer for answer in answers if isinstance(answer, CohortStatus)]
+    live = {item.scale_set: item for cohort in cohorts for item in cohort.sets}
+    waves = {cohort.region: cohort.wave for cohort in cohorts if cohort.wave}
+    return status.model_copy(
+        update={"sets": [live.get(item.scale_set, item) for item in status.sets], "waves": waves}
+    )
 
 
 async def running_rollout(

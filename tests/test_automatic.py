@@ -51,6 +51,7 @@ from models.upgrade import (
     UpgradeReport,
     upgrade_workflow_id,
 )
+from starter.automatic import with_cohorts
 from tests.helpers import INSTANT, eventually
 
 QUICK = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=5))
@@ -131,7 +132,8 @@ async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHa
 
 
 async def rollout_status(handle: WorkflowHandle) -> RolloutStatus:
-    return await handle.query(ROLLOUT_QUERY, result_type=RolloutStatus)
+    """The rollout as `rollout show` reads it: with its cohorts' sets in flight."""
+    return await with_cohorts(handle._client, await handle.query(ROLLOUT_QUERY, result_type=RolloutStatus))
 
 
 async def finished(env: WorkflowEnvironment, handle: WorkflowHandle) -> RolloutStatus:

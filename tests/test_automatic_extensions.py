@@ -25,7 +25,6 @@ from models.automatic import (
     ENROLLMENTS_QUERY,
     PLATFORM,
     ROLLOUT_CANCEL_SIGNAL,
-    ROLLOUT_QUERY,
     ROLLOUTS_QUERY,
     Enrollment,
     ExtensionEnrollment,
@@ -41,7 +40,7 @@ from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec,
 from models.upgrade import UpgradeReport, upgrade_workflow_id
 from starter import processes
 from tests.helpers import V1, eventually
-from tests.test_automatic import assert_availability_first, enroll, finished, watcher
+from tests.test_automatic import assert_availability_first, enroll, finished, rollout_status, watcher
 from workflows.rollout import details
 
 PUBLISHER = "Contoso.Monitoring"
@@ -244,8 +243,9 @@ async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the
     # Both wanted the first set at once: one waited for the other's upgrade to end (its start
     # refused by the set's lock, then tried again), none skipped it.
     refused = 0
-    for done in (broken_rollout, good_rollout):
-        history = await done.fetch_history()
+    for done in (broken_rollout, good_rollout):  # (each region's sets go in a cohort's child)
+        cohort = ts_env.client.get_workflow_handle(f"{done.id}/westeurope/cohort-1")
+        history = await cohort.fetch_history()
         refused += sum(
             e.HasField("start_child_workflow_execution_failed_event_attributes") for e in history.events
         )
@@ -279,7 +279,7 @@ async def test_a_rollout_waiting_for_a_set_another_upgrade_holds_can_be_cancelle
     rollouts_of = {t: await rollout(ts_env.client, t, "1.3.0") for t in (first_type, second_type)}
 
     async def states() -> dict[str, RolloutStatus]:
-        return {t: await h.query(ROLLOUT_QUERY, result_type=RolloutStatus) for t, h in rollouts_of.items()}
+        return {t: await rollout_status(h) for t, h in rollouts_of.items()}
 
     # One of the two upgrades the set; the other waits for it, visibly.
     seen = await eventually(
@@ -628,7 +628,7 @@ def test_the_watchers_web_ui_details_list_each_extensions_state_escaped() -> Non
 def test_an_extension_upgrade_of_a_rollout_follows_the_enrollments_policy_and_says_its_retry() -> None:
     from models.automatic import RolloutRetry, RolloutSet
     from models.policy import UpgradePolicy
-    from workflows.rollout import upgrade_request, upgrade_summary
+    from workflows.set_upgrades import upgrade_request, upgrade_summary
 
     policy = UpgradePolicy.model_validate(
         {

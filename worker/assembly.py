@@ -19,6 +19,7 @@ from workflows.automatic_upgrades import AutomaticOSUpgradesWorkflow
 from workflows.batch_upgrade import BatchUpgradeWorkflow
 from workflows.rolling_upgrade import MAX_INSTANCES_PER_CHILD, RollingUpgradeWorkflow
 from workflows.rollout import RolloutWorkflow
+from workflows.rollout_cohort import RolloutCohortWorkflow
 
 WORKFLOWS = [
     RollingUpgradeWorkflow,
@@ -26,6 +27,7 @@ WORKFLOWS = [
     UpgradePreflightWorkflow,
     AutomaticOSUpgradesWorkflow,
     RolloutWorkflow,
+    RolloutCohortWorkflow,
 ]
 
 

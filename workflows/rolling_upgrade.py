@@ -100,6 +100,8 @@ PAUSE_AND_APPROVAL = "pause-and-approval"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
+# While waiting for a rollout's zone wave: how often the rollout hears that the upgrade waits.
+WAVE_CHECK = timedelta(hours=1)
 # While unhealthy instances leave no room for a batch: how often health is read again.
 RECOVERY_RECHECK = timedelta(seconds=30)
 
@@ -436,10 +438,18 @@ class RollingUpgradeWorkflow:
             until=ledger.deadline,
         )
         self._publish()
-        # (the deadline, if it passes meanwhile, stops the upgrade at the next health check)
-        await self._wait_until(
-            lambda: self._zone is not None or self._cancel_requested, ledger.deadline, "zone wave"
-        )
+        # Now and then the rollout hears again that this upgrade waits: a rollout that ended
+        # (terminated, say) refuses it, and the upgrade stops instead of holding its set forever.
+        # (The deadline, if it passes meanwhile, stops the upgrade at the next health check.)
+        while True:
+            check = workflow.now() + WAVE_CHECK
+            until = min(check, ledger.deadline) if ledger.deadline is not None else check
+            if await self._wait_until(
+                lambda: self._zone is not None or self._cancel_requested, until, "zone wave"
+            ) or (ledger.deadline is not None and workflow.now() >= ledger.deadline):
+                break
+            again = report.model_copy(update={"again": True})
+            await self._through_cancel(self._tell_rollout(waves.rollout_id, again))
         ledger.wait = None
         self._publish()
         return True

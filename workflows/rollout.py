@@ -25,27 +25,27 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import (
-    ApplicationError,
-    CancelledError,
     ChildWorkflowError,
-    FailureError,
-    WorkflowAlreadyStartedError,
 )
 
 with workflow.unsafe.imports_passed_through():
     from models import steps
     from models.automatic import (
+        COHORT_NEWS_SIGNAL,
+        COHORT_WORKFLOW,
         HOLD_SIGNAL,
         PING_SIGNAL,
-        PLATFORM,
         RESUME_SIGNAL,
         ROLLOUT_CANCEL_SIGNAL,
         ROLLOUT_ENDED_SIGNAL,
         ROLLOUT_QUERY,
         ROLLOUT_WORKFLOW,
+        STEER_SIGNAL,
         SUPERSEDE_SIGNAL,
         WITHDRAWN_SIGNAL,
-        Enrollment,
+        CohortNews,
+        CohortRequest,
+        CohortStatus,
         Hold,
         HoldRequest,
         RolloutEnded,
@@ -54,38 +54,25 @@ with workflow.unsafe.imports_passed_through():
         RolloutSetState,
         RolloutState,
         RolloutStatus,
+        Steering,
         SupersedeRequest,
         WithdrawnNotice,
         version_key,
     )
-    from models.change import ExtensionRequest
-    from models.errors import RefusalCode
     from models.fleet import HealthState
-    from models.policy import RollingUpgradePolicy, format_duration
+    from models.policy import format_duration
     from models.status import ApiError
     from models.upgrade import (
-        CANCEL_SIGNAL,
-        ROLLING_UPGRADE_WORKFLOW,
-        WAVE_REPORT_SIGNAL,
-        ZONE_PERMIT_SIGNAL,
-        UpgradeReport,
-        UpgradeRequest,
-        WaveCoordination,
-        WaveReport,
-        ZonePermit,
         upgrade_workflow_id,
     )
-    from workflows import activity_calls, search_attributes
+    from workflows import activity_calls
     from workflows.phases import cohorts, paired
     from workflows.planner import unhealthy_allowance
     from workflows.presentation import escaped
-    from workflows.waves import Decision, RegionWaves
+    from workflows.set_upgrades import SetUpgrades
 
 # Patches: each id guards a change to the commands the workflow issues (README: "Changing
 # workflow code safely").
-# 2026-11: a set another upgrade holds (its `rolling-upgrade/<set>` lock) waits for its turn,
-# trying again after a timer and steerable meanwhile, instead of being skipped.
-WAIT_FOR_SET_LOCK = "wait-for-set-lock"
 # 2026-12: the sets of a region upgrade at once in zone waves (cohorts of maxSetsPerRegion);
 # a region the version has not reached holds back no other region and is skipped after the
 # replication timeout; a set a user cancelled holds the rollout; the bake time between phases.
@@ -97,11 +84,6 @@ REGION_RUNNING, REGION_DONE = "running", "done"
 # The code of a stop after the bake time (no Azure code: Azure's rollout has no bake check).
 UNHEALTHY_AFTER_BAKE = "UnhealthyAfterBakeTime"
 
-# An upgrade refused at admission touched nothing: the set is skipped, the rollout goes on.
-REFUSALS = frozenset(code.value for code in RefusalCode)
-# How often a set waiting for another upgrade of it to end tries to start its own: soon at first
-# (the other may be about to end), then less and less often, to keep the history short.
-SET_LOCK_POLL = (timedelta(seconds=5), timedelta(minutes=5))
 # A set in one of these states has not started: when the rollout ends it is skipped.
 WAITING = (
     RolloutSetState.PENDING,
@@ -110,59 +92,15 @@ WAITING = (
 )
 
 
-def upgrade_request(
-    enrollment: Enrollment,
-    target: str,
-    extension: str | None = None,
-    waves: WaveCoordination | None = None,
-) -> UpgradeRequest:
-    """The upgrade one enrolled set gets: its image to version `target`, or (given the
-    extension's name in the set's model) that extension to version `target`. Its rolling upgrade
-    policy when useRollingUpgradePolicy, else the seed's defaults; never across zones
-    (availability first)."""
-    policy = enrollment.policy
-    automatic = policy.automatic_os_upgrade_policy
-    rolling = (
-        policy.rolling_upgrade_policy if automatic.use_rolling_upgrade_policy else RollingUpgradePolicy()
-    )
-    chosen = policy.model_copy(
-        update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
-    )
-    if extension is not None:  # (deferral and notBeforeTimeout are OS image settings)
-        wanted = [ExtensionRequest(name=extension, version=target)]
-        return UpgradeRequest.from_policy(
-            enrollment.scale_set, None, chosen, extensions=wanted, started_by=PLATFORM, waves=waves
-        )
-    assert enrollment.image_reference is not None
-    image = enrollment.image_reference.model_copy(update={"version": target, "exact_version": None})
-    return UpgradeRequest.from_policy(
-        enrollment.scale_set,
-        image,
-        chosen,
-        started_by=PLATFORM,
-        deferral=bool(automatic.os_rolling_upgrade_deferral),
-        not_before_timeout=enrollment.not_before_timeout,
-        waves=waves,
-    )
-
-
-def upgrade_summary(item: RolloutSet, request: UpgradeRequest, rollout_id: str) -> str:
-    """The Web UI's summary of the upgrade a rollout starts on one set: what it moves, whether it
-    is a retry, and the rollout."""
-    if request.extensions:
-        [wanted] = request.extensions
-        what = f"extension upgrade of {wanted.name} to {wanted.version}"
-    else:
-        what = f"OS upgrade to {request.target_image}"
-    return f"{item.scale_set}: automatic {what}{item.retry_note} (rollout {rollout_id})"
-
-
 @workflow.defn(name=ROLLOUT_WORKFLOW)
-class RolloutWorkflow:
+class RolloutWorkflow(SetUpgrades):
     @workflow.init
     def __init__(self, request: RolloutRequest) -> None:
         self._request = request
         self._enrollments = {e.scale_set: e for e in request.enrollments}
+        self._version = request.version
+        self._extension = request.extension
+        self._rollout_id = workflow.info().workflow_id
         phase_of = {region: n for n, phase in enumerate(request.phases, 1) for region in phase}
         self._status = RolloutStatus(
             workflow_id=workflow.info().workflow_id,
@@ -187,9 +125,10 @@ class RolloutWorkflow:
         self._cancel_on_start: set[str] = set()
         self._staged = False  # the zone-waves patch: decided at the start of the run
         self._cancel_sent: set[str] = set()  # sets the rollout itself asked to cancel
-        self._waves_of: dict[str, RegionWaves] = {}  # each set in zone waves: its cohort's waves
         self._regions: dict[str, str] = {}  # region -> where it is (REGION_* below)
         self._running_regions: set[str] = set()
+        self._steered = Steering()  # what the cohorts in flight were last told
+        self._phases_done = False
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -227,13 +166,18 @@ class RolloutWorkflow:
                 await self._cancel_set(item)
         self._publish()
 
-    @workflow.signal(name=WAVE_REPORT_SIGNAL)
-    def wave_report(self, report: WaveReport) -> None:
-        """An upgrade in zone waves says which zones it has left (after admission, after a zone)."""
-        waves = self._waves_of.get(report.scale_set)
-        if waves is not None:
-            waves.report(report)
-            self._publish()
+    @workflow.signal(name=COHORT_NEWS_SIGNAL)
+    def cohort_news(self, news: CohortNews) -> None:
+        """A cohort says at once that a set faulted (the rollout stops) or that someone else
+        cancelled one (the rollout holds); the cohorts in flight are told (`_steer`)."""
+        item = self._set(news.item.scale_set)
+        if item is not None:
+            item.__dict__.update(news.item.__dict__)
+        if news.fault is not None and self._status.stopped_by is None:
+            self._status.stopped_by = news.fault
+        if news.hold is not None and not self._cancelled and self._status.end_time is None:
+            self._status.hold, self._status.state = news.hold, RolloutState.HELD
+        self._publish()
 
     @workflow.signal(name=PING_SIGNAL)
     def ping(self) -> None:
@@ -284,14 +228,6 @@ class RolloutWorkflow:
             if await self._may_start(item):  # (held or stopped while waiting for replication?)
                 await self._upgrade(item)
 
-    async def _may_start(self, item: RolloutSet) -> bool:
-        """Wait while the rollout is held; False (the set skipped) if it should not start."""
-        await workflow.wait_condition(lambda: self._status.hold is None or self._stop_reason() is not None)
-        if (reason := self._stop_reason(item.scale_set)) is not None:
-            self._skip(item, reason)
-            return False
-        return True
-
     async def _replicated(self, item: RolloutSet) -> bool:
         """Wait until the version may be rolled in the set's region ('latest' there; an
         extension version: published there); False if stopped first."""
@@ -341,6 +277,7 @@ class RolloutWorkflow:
         waiting for the version to reach it: such a region goes on waiting on its own and
         starts when the version arrives (never while a geo-pair of it is in flight), holding
         back no other region. Between phases, the bake time and a fresh look at health."""
+        steering = asyncio.create_task(self._steer())
         tasks: list[asyncio.Task[None]] = []
         for number, regions in enumerate(self._request.phases, 1):
             if self._stop_reason() is not None:
@@ -352,6 +289,8 @@ class RolloutWorkflow:
             tasks += [asyncio.create_task(self._waves_in(region)) for region in regions]
             await workflow.wait_condition(functools.partial(self._settled, regions))
         await asyncio.gather(*tasks)
+        self._phases_done = True
+        await steering
 
     def _settled(self, regions: list[str]) -> bool:
         """A phase is over: each region done, or waiting for the version on its own."""
@@ -359,7 +298,8 @@ class RolloutWorkflow:
 
     async def _waves_in(self, region: str) -> None:
         """One region: the version there, no geo-pair in flight, then its sets in zone waves, a
-        cohort of at most maxSetsPerRegion sets at a time."""
+        cohort (a child workflow) of at most maxSetsPerRegion sets at a time. (No `finally`: a
+        workflow evicted from the worker's cache closes its coroutines outside its loop.)"""
         items = [item for item in self._status.sets if item.region == region]
         if await self._reached(region, items):
             self._regions[region] = REGION_CLAIMING
@@ -368,17 +308,79 @@ class RolloutWorkflow:
             )
             self._running_regions.add(region)
             self._regions[region] = REGION_RUNNING
-            for cohort in cohorts((i.scale_set for i in items), self._request.max_sets_per_region):
+            names = (i.scale_set for i in items)
+            for number, cohort in enumerate(cohorts(names, self._request.max_sets_per_region), 1):
                 if self._stop_reason() is not None:
                     break  # (the end skips the sets left)
-                waves = RegionWaves(region, cohort, self._request.max_instances_per_region)
-                self._waves_of.update(dict.fromkeys(cohort, waves))
-                members = (self._member(self._set_of(name), waves) for name in cohort)
-                await asyncio.gather(self._coordinate(waves), *members)
+                await self._cohort(region, number, [self._set_of(name) for name in cohort])
         self._running_regions.discard(region)
         self._regions[region] = REGION_DONE
-        self._status.waves.pop(region, None)
         self._publish()
+
+    async def _cohort(self, region: str, number: int, items: list[RolloutSet]) -> None:
+        """Run one cohort as a child workflow and take its sets' ends from its result."""
+        cohort_id = f"{self._status.workflow_id}/{region}/cohort-{number}"
+        request = CohortRequest(
+            rollout_id=self._status.workflow_id,
+            region=region,
+            number=number,
+            version=self._request.version,
+            extension=self._request.extension,
+            enrollments=[self._enrollments[item.scale_set] for item in items],
+            sets=items,
+            max_instances_per_region=self._request.max_instances_per_region,
+            steering=self._steering(),
+        )
+        names = ", ".join(item.scale_set for item in items)
+        self._status.cohorts.append(cohort_id)
+        for item in items:  # in flight in the cohort: its own status has each set's progress
+            if item.state in WAITING:
+                item.state, item.start_time = RolloutSetState.RUNNING, workflow.now()
+                item.message = f"in cohort {number} of {region} ({cohort_id})"
+        self._publish()
+        try:
+            ended = await workflow.execute_child_workflow(
+                COHORT_WORKFLOW,
+                request,
+                id=cohort_id,
+                result_type=CohortStatus,
+                static_summary=f"{self._status.subject} in {region}, cohort {number}: {names}",
+            )
+        except ChildWorkflowError as err:  # terminated, say: its sets' ends are unknown
+            for item in items:
+                if item.state == RolloutSetState.RUNNING:
+                    self._skip(item, f"its cohort {cohort_id} ended without its end: see its upgrade")
+            if self._status.stopped_by is None:
+                self._status.stopped_by = ApiError(
+                    code="CohortFailed",
+                    message=f"cohort {number} of {region} ({cohort_id}) ended without its sets' ends: {err}",
+                    target=cohort_id,
+                )
+        else:
+            for done in ended.sets:
+                self._set_of(done.scale_set).__dict__.update(done.__dict__)
+        self._status.cohorts.remove(cohort_id)
+        self._publish()
+
+    def _steering(self) -> Steering:
+        """What the cohorts are told: the hold, a halt, why no new set starts, the opt-outs."""
+        return Steering(
+            hold=self._status.hold,
+            halted=self._status.stopped_by is not None or self._cancelled,
+            stop_reason=self._stop_reason(),
+            withdrawn=sorted(self._withdrawn),
+            cancel_in_flight=sorted(self._cancel_on_start),
+        )
+
+    async def _steer(self) -> None:
+        """Tell the cohorts in flight each change of the steering, until the phases are done."""
+        while True:
+            await workflow.wait_condition(lambda: self._phases_done or self._steering() != self._steered)
+            if self._phases_done:
+                return
+            self._steered = self._steering()
+            for cohort_id in list(self._status.cohorts):
+                await self._signal(cohort_id, STEER_SIGNAL, self._steered)
 
     def _pair_busy(self, region: str) -> bool:
         """A geo-pair of `region` is in flight."""
@@ -415,43 +417,6 @@ class RolloutWorkflow:
                 for item in items:
                     self._skip(item, self._stop_reason(item.scale_set) or "stopped")
                 return False
-
-    async def _member(self, item: RolloutSet, waves: RegionWaves) -> None:
-        """One set of a cohort: its upgrade, started when the rollout may start sets. (No
-        `finally` here or in `_waves_in`: a workflow evicted from the worker's cache closes its
-        coroutines outside the workflow's event loop.)"""
-        if item.state in (RolloutSetState.PENDING, RolloutSetState.WAITING_FOR_REPLICATION) and (
-            await self._may_start(item)
-        ):
-            waves_of = WaveCoordination(rollout_id=self._status.workflow_id, region=item.region)
-            handle = await self._start(item, waves_of)
-            if handle is not None:
-                waves.started(item.scale_set)
-                await self._follow(item, handle)
-        waves.ended(item.scale_set)
-        self._publish()
-
-    async def _coordinate(self, waves: RegionWaves) -> None:
-        """Send what the cohort's zone waves decide (permits; cancels when the rollout halts)
-        each time something changes, until every set of the cohort has ended."""
-        while True:
-            await workflow.wait_condition(lambda: waves.finished or bool(self._decide(waves)))
-            if waves.finished:
-                return
-            decision = self._decide(waves)
-            waves.apply(decision)
-            self._status.waves[waves.region] = waves.text()
-            self._publish()
-            for name in decision.cancels:
-                await self._cancel_set(self._set_of(name))
-            for name, zone in decision.permits:
-                await self._signal(upgrade_workflow_id(name), ZONE_PERMIT_SIGNAL, ZonePermit(zone=zone))
-
-    def _decide(self, waves: RegionWaves) -> Decision:
-        """A fault or a cancel stops the sets in flight after their batch; a newer version (or
-        an opt-out) only keeps new sets from starting, as between scale sets before."""
-        halting = self._status.stopped_by is not None or self._cancelled
-        return waves.decide(held=self._status.hold is not None, stopping=halting)
 
     async def _bake(self, phase: int) -> bool:
         """After phase `phase`: wait the bake time, then read the health of every set the
@@ -494,132 +459,22 @@ class RolloutWorkflow:
         self._publish()
         return self._status.stopped_by is None
 
-    # --- one set's upgrade ------------------------------------------------------------------------
-
     async def _upgrade(self, item: RolloutSet) -> None:
         handle = await self._start(item)
-        if handle is None:
-            return
-        await self._follow(item, handle)
+        if handle is not None:
+            await self._follow(item, handle)
 
-    async def _follow(
-        self, item: RolloutSet, handle: workflow.ChildWorkflowHandle[object, UpgradeReport]
-    ) -> None:
-        """Follow a started upgrade to its end and record it."""
-        item.state = RolloutSetState.RUNNING
-        item.start_time = workflow.now()
-        item.message = f"upgrading to {self._request.version}{item.retry_note}"
-        self._publish()
-        if self._cancelled or item.scale_set in self._cancel_on_start:
-            await self._cancel_set(item)  # asked while it was starting
-        try:
-            report: UpgradeReport = await handle
-        except ChildWorkflowError as err:
-            cause = err.cause
-            if self._staged and isinstance(cause, CancelledError):  # a cancel request (Web UI)
-                self._cancelled_set(item, "a cancel request (the Web UI, or `temporal workflow cancel`)")
-                return
-            code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UpgradeFailed"
-            message = cause.message if isinstance(cause, FailureError) else str(err)
-            if code in REFUSALS:  # refused at admission: nothing was touched, the rollout goes on
-                self._skip(item, f"refused, nothing touched: {code}: {message}")
-                return
-            item.state = RolloutSetState.FAULTED
-            item.message = f"{code}: {message}"
-            if self._status.stopped_by is None:
-                phase = f"phase {item.phase}" if item.phase else "its phase"
-                self._status.stopped_by = ApiError(
-                    code=code,
-                    message=f"the upgrade of {item.scale_set} in {item.region} ({phase}) faulted: {message}",
-                    target=item.scale_set,
-                )
-        else:
-            properties = report.status.properties
-            cancelled = properties is not None and properties.running_status.code == "Cancelled"
-            if cancelled and self._staged:
-                self._cancelled_set(item, report.cancelled_by or "someone")
-                return
-            item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED
-            item.message = (
-                f"{'cancelled' if cancelled else 'upgraded'} to {self._request.version}{item.retry_note}"
-            )
-        item.end_time = workflow.now()
-        self._publish()
+    # --- SetUpgrades' hooks -------------------------------------------------------------------
 
-    def _cancelled_set(self, item: RolloutSet, by: str) -> None:
-        """A set's upgrade ended cancelled. Cancelled by the rollout (it stopped, the set opted
-        out), it is recorded; cancelled by someone else, the rollout holds until `rollout
-        resume` (on without that set) or `rollout cancel`."""
-        item.state = RolloutSetState.CANCELLED
-        item.end_time = workflow.now()
-        why = self._stop_reason(item.scale_set)
-        if item.scale_set in self._cancel_sent or why is not None:
-            item.message = f"cancelled after its batch in flight: {why or 'stopped'}"
-        else:
-            item.message = f"cancelled by {by}"
-            if self._status.end_time is None:
-                self._status.hold = Hold(
-                    by=by,
-                    reason=(
-                        f"the upgrade of {item.scale_set} ({item.region}) was cancelled by {by}: "
-                        "`rollout resume` goes on without it, `rollout cancel` ends the rollout"
-                    ),
-                    since=workflow.now(),
-                )
-                self._status.state = RolloutState.HELD
-        self._publish()
+    def _held(self) -> bool:
+        return self._status.hold is not None
 
-    async def _start(
-        self, item: RolloutSet, waves: WaveCoordination | None = None
-    ) -> workflow.ChildWorkflowHandle[object, UpgradeReport] | None:
-        """Start the set's upgrade; while another upgrade holds the set, wait for its turn.
-        None when the set was skipped instead (the rollout stopped, was cancelled or
-        superseded, or the set opted out, meanwhile)."""
-        extension = self._request.extension
-        name = extension.names.get(item.scale_set) if extension is not None else None
-        request = upgrade_request(self._enrollments[item.scale_set], self._request.version, name, waves)
-        summary = upgrade_summary(item, request, self._status.workflow_id)
-        item.workflow_id = upgrade_workflow_id(item.scale_set)
-        poll = timedelta(0)
-        while True:
-            try:
-                return await workflow.start_child_workflow(
-                    ROLLING_UPGRADE_WORKFLOW,
-                    request,
-                    id=item.workflow_id,
-                    result_type=UpgradeReport,
-                    # The upgrade outlives a cancelled or terminated rollout: its batch in flight
-                    # finishes (a cancel is sent to it as a signal instead).
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    static_summary=summary,
-                    search_attributes=search_attributes.at_start(
-                        item.scale_set, request.change_asked, PLATFORM
-                    ),
-                )
-            except WorkflowAlreadyStartedError:
-                if not workflow.patched(WAIT_FOR_SET_LOCK):
-                    self._skip(
-                        item, f"another upgrade holds it ({item.workflow_id}): the watcher tries again later"
-                    )
-                    return None
-            poll = min(2 * poll, SET_LOCK_POLL[1]) if poll else SET_LOCK_POLL[0]
-            if not await self._wait_for_set(item, poll):
-                return None
+    async def _faulted(self, item: RolloutSet, error: ApiError) -> None:
+        if self._status.stopped_by is None:
+            self._status.stopped_by = error
 
-    async def _wait_for_set(self, item: RolloutSet, poll: timedelta) -> bool:
-        """Another upgrade holds the set: wait `poll` (a hold, a stop or a cancel ends the wait
-        at once, and a hold lasts until resumed); False if the set was skipped meanwhile."""
-        if item.state != RolloutSetState.WAITING_FOR_SCALE_SET:
-            item.state = RolloutSetState.WAITING_FOR_SCALE_SET
-            item.message = f"waiting for {item.workflow_id} to finish (another upgrade holds the scale set)"
-            self._publish()
-        with contextlib.suppress(TimeoutError):  # its turn, perhaps: try to start again
-            await workflow.wait_condition(
-                lambda: self._stop_reason(item.scale_set) is not None or self._status.hold is not None,
-                timeout=poll,
-                timeout_summary=f"until {item.workflow_id} finishes",
-            )
-        return await self._may_start(item)
+    async def _cancelled_by_someone(self, item: RolloutSet, by: str) -> None:
+        raise AssertionError("only a cohort follows upgrades in zone waves")  # (never: _staged)
 
     def _stop_reason(self, scale_set: str | None = None) -> str | None:
         """Why no further scale set starts, if it should not."""
@@ -632,12 +487,6 @@ class RolloutWorkflow:
         if scale_set is not None and scale_set in self._withdrawn:
             return "not started: the scale set opted out of automatic upgrades"
         return None
-
-    def _skip(self, item: RolloutSet, reason: str) -> None:
-        item.state = RolloutSetState.SKIPPED
-        item.message = reason
-        item.end_time = workflow.now()
-        self._publish()
 
     async def _end(self) -> RolloutStatus:
         status = self._status
@@ -683,24 +532,8 @@ class RolloutWorkflow:
         assert item is not None
         return item
 
-    async def _cancel_set(self, item: RolloutSet) -> None:
-        """Ask a set's upgrade to stop (its batch in flight finishes); the rollout knows it asked."""
-        self._cancel_sent.add(item.scale_set)
-        waves = self._waves_of.get(item.scale_set)
-        if waves is not None:
-            waves.members[item.scale_set].cancelled = True
-        if item.workflow_id:
-            await self._signal(item.workflow_id, CANCEL_SIGNAL)
-
     def _publish(self) -> None:
         workflow.set_current_details(details(self._status, workflow.info().namespace))
-
-    async def _signal(self, workflow_id: str, signal: str, arg: object = None) -> None:
-        try:
-            handle = workflow.get_external_workflow_handle(workflow_id)
-            await (handle.signal(signal) if arg is None else handle.signal(signal, arg))
-        except FailureError as err:  # it ended meanwhile
-            workflow.logger.info("could not signal %s: %s", workflow_id, err)
 
 
 def details(status: RolloutStatus, namespace: str) -> str:

@@ -11,7 +11,7 @@ zone whose wave has passed (a scale-out meanwhile) gets a wave of that zone agai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from models.upgrade import WaveReport
@@ -74,6 +74,8 @@ class RegionWaves:
         if member is None or member.ended:
             return
         member.started = True  # (its report may be handled before its start is)
+        if report.again and member.zones is not None:
+            return  # it still waits: nothing new
         member.zones = {zone: n for zone, n in report.zones.items() if n > 0}
         member.batch = max(1, report.batch)
         if report.done is None or report.done == member.permitted:
@@ -97,14 +99,17 @@ class RegionWaves:
         waves = zone_waves({m.scale_set: list(m.zones or {}) for m in self.members.values() if m.waiting})
         return waves[0] if waves else None
 
-    def decide(self, *, held: bool, stopping: bool) -> Decision:
+    def decide(self, *, held: bool, stopping: bool, cancel: Collection[str] = ()) -> Decision:
         """What to send now (without sending it): when stopping, a cancel to every set that
-        started and was not cancelled yet; otherwise (and not held) permits for the wave."""
+        started and was not cancelled yet (else to those of `cancel`); otherwise (and not held)
+        permits for the wave."""
         decision = Decision()
+        decision.cancels = [
+            m.scale_set
+            for m in self.members.values()
+            if m.started and not m.ended and not m.cancelled and (stopping or m.scale_set in cancel)
+        ]
         if stopping:
-            decision.cancels = [
-                m.scale_set for m in self.members.values() if m.started and not m.ended and not m.cancelled
-            ]
             return decision
         if held:
             return decision
@@ -118,7 +123,7 @@ class RegionWaves:
             return decision
         load = sum(m.in_flight() for m in self.in_flight())
         for member in (self.members[name] for name in name_order(self.members)):
-            if not member.waiting or not member.left_in(zone):
+            if not member.waiting or not member.left_in(zone) or member.cancelled:
                 continue
             need = min(member.batch, member.left_in(zone))
             if load and load + need > self.max_instances:
