@@ -47,6 +47,7 @@ from models.policy import UpgradePolicy
 from models.status import UpgradeWaitKind
 from models.upgrade import (
     ApproveRequest,
+    CancelRequest,
     PauseRequest,
     Preflight,
     ResumeRequest,
@@ -719,15 +720,6 @@ async def watch(
     finish(await progress.watch(client, scale_set, errors, as_json=as_json), printed=as_json)
 
 
-@app.command()
-@run
-async def cancel(scale_set: Annotated[str, typer.Argument(help="The scale set.")]) -> None:
-    """Cancel the running upgrade: no new batch starts, the batch in flight finishes."""
-    client = await connect()
-    await cancel_upgrade(client, scale_set)
-    say(f"cancel requested for the upgrade of {clean(scale_set)}")
-
-
 # --- pause, resume, approve ---------------------------------------------------------------------
 
 REASON_LIMIT = 200
@@ -768,6 +760,22 @@ def instance_ids(text: str | None) -> list[str] | None:
 ByOption = Annotated[
     str | None, typer.Option("--by", help="Who, as recorded in the upgrade (default: your OS user).")
 ]
+
+
+@app.command()
+@run
+async def cancel(
+    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    by: ByOption = None,
+) -> None:
+    """Cancel the running upgrade: no new batch starts, the batch in flight finishes. (An upgrade
+    a rollout started: the rollout holds, naming who cancelled.)"""
+    request = CancelRequest(
+        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who cancels it")
+    )
+    client = await connect()
+    await cancel_upgrade(client, scale_set, request)
+    say(f"cancel requested for the upgrade of {clean(scale_set)} by {clean(request.by)}")
 
 
 @app.command()

@@ -43,6 +43,7 @@ from models.upgrade import (
     STATUS_QUERY,
     Admission,
     ApproveRequest,
+    CancelRequest,
     InstanceProgress,
     PauseRequest,
     Preflight,
@@ -289,10 +290,10 @@ async def query_report(handle: WorkflowHandle) -> UpgradeReport:
         raise
 
 
-async def cancel_upgrade(client: Client, scale_set: str) -> None:
+async def cancel_upgrade(client: Client, scale_set: str, request: CancelRequest | None = None) -> None:
     """Ask the running upgrade to stop; NoSuchUpgrade if none is running."""
     handle = await running_upgrade(client, scale_set, "cancel")
-    await signal_running(handle, scale_set, "cancel", CANCEL_SIGNAL)
+    await signal_running(handle, scale_set, "cancel", CANCEL_SIGNAL, request)
 
 
 async def pause_upgrade(client: Client, scale_set: str, request: PauseRequest) -> None:

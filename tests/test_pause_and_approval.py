@@ -411,7 +411,8 @@ async def test_start_on_a_set_held_by_another_upgrade_is_refused_naming_the_hold
     assert second.code == 3
     assert "already being upgraded" in second.err and f"rolling-upgrade/{name}" in second.err
     assert "started by Platform" in second.err
-    assert (await upgradectl("cancel", name)).code == 0
+    cancelled = await upgradectl("cancel", name, "--by", "carol")
+    assert cancelled.code == 0 and f"cancel requested for the upgrade of {name} by carol" in cancelled.err
 
 
 @pytest.fixture
@@ -428,6 +429,9 @@ def offline(monkeypatch):
         (["pause", "web", "--reason", "\x1b[2Jgone"], 3, "--reason: control characters are not allowed"),
         (["pause", "web", "--reason", "ok", "--by", "\u202eeve"], 3, "--by: control characters"),
         (["pause", "web"], 2, "Missing option '--reason'"),
+        (["cancel", "web", "--by", "\x1b[2Jeve"], 3, "--by: control characters are not allowed"),
+        (["cancel", "web", "--by", " "], 3, "--by: must not be empty (who cancels it)"),
+        (["cancel", "web", "--by", "x" * 65], 3, "--by: at most 64 characters (got 65)"),
         (["pause", "bad name\x1b", "--reason", "x"], 3, "SCALE_SET: 'bad name\\x1b' is not a scale set name"),
         (
             ["approve", "web", "--instances", "0;3"],
