@@ -7,6 +7,7 @@ zone waves' decisions as a table."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import timedelta
 
@@ -21,8 +22,8 @@ from models.automatic import (
     RolloutSetState,
     RolloutState,
 )
-from models.fleet import FleetOperation, HealthState, TimingSpec
-from models.upgrade import CANCEL_SIGNAL, CancelRequest, WaveReport, upgrade_workflow_id
+from models.fleet import FaultSpec, FleetOperation, HealthState, TimingSpec
+from models.upgrade import CANCEL_SIGNAL, CancelRequest, UpgradeReport, WaveReport, upgrade_workflow_id
 from tests.helpers import eventually
 from tests.test_automatic import (
     Images,
@@ -341,3 +342,74 @@ def test_held_permits_nothing_and_stopping_cancels_every_started_set_once():
     assert decision.cancels == ["a", "b"] and decision.permits == []
     waves.apply(decision)
     assert not waves.decide(held=False, stopping=True)  # asked once
+
+
+async def test_a_fault_in_a_wave_stops_the_sets_in_flight_after_their_batch_and_starts_no_zone_more(
+    ts_env, ts_worker, fleet: EmulatorAdmin
+):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    broken = await make_set(
+        fleet, images.latest, "westeurope", 3, zones=ZONES, faults=FaultSpec(unhealthy_images=["1.1.0"])
+    )
+    healthy = [await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES) for _ in range(2)]
+    later = await make_set(fleet, images.latest, "eastus")
+    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
+    for name in (broken, *healthy, later):
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    final = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+
+    assert final.state == RolloutState.FAULTED
+    assert final.stopped_by is not None and final.stopped_by.target == broken
+    states = {s.scale_set: s.state for s in final.sets}
+    assert states[broken] == RolloutSetState.FAULTED and states[later] == RolloutSetState.SKIPPED
+    for name in healthy:  # in flight in zone 1's wave with it: stopped after that batch
+        assert states[name] == RolloutSetState.CANCELLED
+        assert "the rollout stopped at " + broken in (
+            {s.scale_set: s for s in final.sets}[name].message or ""
+        )
+    zone_of = {}
+    for name in (broken, *healthy):
+        for instance in (await fleet.show_scale_set(name)).instances:
+            zone_of[(name, instance.instance_id)] = instance.zone
+    touched = {
+        zone_of[(name, op.instance_id)]
+        for name in (broken, *healthy)
+        for op in reimages(await fleet.operations(name))
+    }
+    assert touched == {"1"}  # no later wave started
+    assert reimages(await fleet.operations(later)) == []
+
+
+async def test_a_rollout_terminated_mid_waves_leaves_no_upgrade_waiting_for_a_wave(
+    local_env, local_worker, fleet: EmulatorAdmin
+):
+    """On a real server (the time-skipping one neither terminates a child with its parent nor
+    tells a parent its child was terminated): terminating a rollout terminates its cohorts, and
+    each upgrade in flight stops after its zone, when the cohort no longer takes its report (an
+    upgrade waiting for a wave finds out within the hour it re-reports)."""
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    names = [
+        await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES, timing=slow) for _ in range(2)
+    ]
+    handle = await watcher(local_env.client, local_worker.task_queue)
+    for name in names:
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(local_env.client, images, "1.1.0")
+    for name in names:  # both in zone 1's wave
+        await eventually(lambda n=name: fleet.operations(n), lambda ops: len(reimages(ops)) >= 1, 60)
+    await rollout.terminate(reason="test: an operator terminates the rollout")
+
+    for name in names:
+        upgrade = local_env.client.get_workflow_handle(upgrade_workflow_id(name), result_type=UpgradeReport)
+        report = await asyncio.wait_for(upgrade.result(), 60)
+        assert report.status.properties is not None
+        assert report.status.properties.running_status.code == "Cancelled"
+        assert len(reimages(await fleet.operations(name))) == 1  # zone 1 only
+    await handle.terminate(reason="test done")
