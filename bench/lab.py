@@ -81,8 +81,12 @@ async def started(workdir: Path) -> AsyncIterator[Lab]:
         processes.stop(server)
 
 
-async def with_worker(lab: Lab, module: str = "worker") -> processes.WorkerProcesses:
+async def with_worker(
+    lab: Lab, module: str = "worker", env: dict[str, str] | None = None
+) -> processes.WorkerProcesses:
+    """A worker process on a task queue of its own (`env` on top of its environment)."""
     workers = processes.WorkerProcesses(lab.address, lab.emulator, lab.logs, module=module)
+    workers.env.update(env or {})
     await workers.start()
     return workers
 
