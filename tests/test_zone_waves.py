@@ -12,6 +12,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
+from temporalio.client import WorkflowHandle
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
@@ -44,6 +45,27 @@ STEADY = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_sec
 ZONES = ["1", "2", "3"]
 
 
+async def roll_out(
+    env: object,
+    worker: object,
+    fleet: EmulatorAdmin,
+    images: Images,
+    names: list[str],
+    *,
+    regions: list[str] | None = None,
+    **settings: object,
+) -> tuple[WorkflowHandle, WorkflowHandle]:
+    """A watcher with `settings` and `names` enrolled, version 1.1.0 published (to `regions`, or
+    everywhere): the watcher and the rollout it starts."""
+    client = env.client  # type: ignore[attr-defined]
+    handle = await watcher(client, worker.task_queue, **settings)  # type: ignore[attr-defined]
+    for name in names:
+        await enroll(handle, name)
+    await fleet.publish_image(images.at("1.1.0"), regions)
+    await handle.signal(CHECK_NOW_SIGNAL)
+    return handle, await rollout_of(client, images, "1.1.0")
+
+
 def zone_windows(
     ops: dict[str, list[FleetOperation]], zone_of: dict[tuple[str, str], str | None], names: list[str]
 ) -> dict[str | None, list[tuple[str, tuple[float, float]]]]:
@@ -70,13 +92,8 @@ async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_ap
     north = [
         await make_set(fleet, images.latest, "northeurope", 6, zones=ZONES, timing=STEADY) for _ in range(3)
     ]
-    handle = await watcher(ts_env.client, ts_worker.task_queue)
-    for name in (*west, *north):
-        await enroll(handle, name)
-
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+    _, rollout = await roll_out(ts_env, ts_worker, fleet, images, [*west, *north])
+    rollout = await finished(ts_env, rollout)
 
     assert rollout.state == RolloutState.COMPLETED
     assert rollout.phases == [["westeurope"], ["northeurope"]]
@@ -114,18 +131,16 @@ async def test_a_region_the_version_never_reaches_holds_back_no_other_and_is_ski
     await fleet.publish_image(images.at("1.0.0"))
     never = await make_set(fleet, images.latest, "westeurope")
     later = await make_set(fleet, images.latest, "eastus")
-    handle = await watcher(
-        ts_env.client,
-        ts_worker.task_queue,
+    _, rollout = await roll_out(  # never replicated to westeurope
+        ts_env,
+        ts_worker,
+        fleet,
+        images,
+        [never, later],
+        regions=["eastus"],
         phases=[["westeurope"], ["eastus"]],
         replication_timeout=timedelta(hours=2),
     )
-    for name in (never, later):
-        await enroll(handle, name)
-
-    await fleet.publish_image(images.at("1.1.0"), ["eastus"])  # never replicated to westeurope
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await rollout_of(ts_env.client, images, "1.1.0")
     waiting = await eventually(
         lambda: rollout_status(rollout),
         lambda s: (
@@ -155,12 +170,9 @@ async def test_a_set_a_user_cancels_holds_the_rollout_until_resumed_and_cancel_e
     cancelled = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
     sibling = await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES)
     later = await make_set(fleet, images.latest, "eastus")
-    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
-    for name in (cancelled, sibling, later):
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    _, rollout = await roll_out(
+        ts_env, ts_worker, fleet, images, [cancelled, sibling, later], phases=[["westeurope"], ["eastus"]]
+    )
     await eventually(lambda: fleet.operations(cancelled), lambda ops: len(reimages(ops)) >= 1)
 
     upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled))
@@ -193,12 +205,9 @@ async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
     slow = TimingSpec(reimage_seconds=[2.0, 2.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
     cancelled = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
     later = await make_set(fleet, images.latest, "eastus")
-    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
-    for name in (cancelled, later):
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    _, rollout = await roll_out(
+        ts_env, ts_worker, fleet, images, [cancelled, later], phases=[["westeurope"], ["eastus"]]
+    )
     await eventually(lambda: fleet.operations(cancelled), lambda ops: len(reimages(ops)) >= 1)
     await ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled)).signal(CANCEL_SIGNAL)
     await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
@@ -213,60 +222,43 @@ async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
     assert reimages(await fleet.operations(later)) == []
 
 
-async def test_the_bake_time_stops_the_rollout_when_an_earlier_phase_turned_unhealthy(
-    ts_env, ts_worker, fleet: EmulatorAdmin
+@pytest.mark.parametrize("turns_unhealthy", [True, False], ids=["turned unhealthy", "healthy"])
+async def test_after_the_bake_time_an_earlier_phase_turned_unhealthy_stops_the_rollout_a_healthy_one_goes_on(
+    ts_env, ts_worker, fleet: EmulatorAdmin, turns_unhealthy: bool
 ):
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
     canary = await make_set(fleet, images.latest, "westeurope", 5)
     later = await make_set(fleet, images.latest, "eastus")
-    handle = await watcher(
-        ts_env.client,
-        ts_worker.task_queue,
+    _, rollout = await roll_out(
+        ts_env,
+        ts_worker,
+        fleet,
+        images,
+        [canary, later],
         phases=[["westeurope"], ["eastus"]],
         phase_bake_time=timedelta(hours=6),
     )
-    for name in (canary, later):
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await rollout_of(ts_env.client, images, "1.1.0")
     baking = await eventually(lambda: rollout_status(rollout), lambda s: s.bake_until is not None)
     assert {s.scale_set: s.state for s in baking.sets}[canary] == RolloutSetState.COMPLETED
-    for instance in ("0", "1"):  # 2 of 5 down: more than maxUnhealthyUpgradedInstancePercent 20%
-        await fleet.set_health(canary, instance, HealthState.UNHEALTHY)
-
+    assert reimages(await fleet.operations(later)) == []  # not while baking
+    if turns_unhealthy:  # 2 of 5 down: more than maxUnhealthyUpgradedInstancePercent 20%
+        for instance in ("0", "1"):
+            await fleet.set_health(canary, instance, HealthState.UNHEALTHY)
     final = await finished(ts_env, rollout)
+
+    sets = {s.scale_set: s for s in final.sets}
+    if not turns_unhealthy:
+        assert final.state == RolloutState.COMPLETED
+        assert sets[later].start_time - sets[canary].end_time >= timedelta(hours=6)
+        return
     assert final.state == RolloutState.FAULTED
     assert final.stopped_by is not None and final.stopped_by.target == canary
     assert final.stopped_by.code == "UnhealthyAfterBakeTime"
     message = final.stopped_by.message or ""
     assert "2 of 5 instances unhealthy (40%)" in message and "phase 2 not started" in message
-    assert {s.scale_set: s.state for s in final.sets}[later] == RolloutSetState.SKIPPED
+    assert sets[later].state == RolloutSetState.SKIPPED
     assert reimages(await fleet.operations(later)) == []
-
-
-async def test_a_healthy_bake_lets_the_next_phase_start_after_the_bake_time(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
-    images = Images()
-    await fleet.publish_image(images.at("1.0.0"))
-    canary = await make_set(fleet, images.latest, "westeurope")
-    later = await make_set(fleet, images.latest, "eastus")
-    handle = await watcher(
-        ts_env.client,
-        ts_worker.task_queue,
-        phases=[["westeurope"], ["eastus"]],
-        phase_bake_time=timedelta(hours=6),
-    )
-    for name in (canary, later):
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    final = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
-    assert final.state == RolloutState.COMPLETED
-    sets = {s.scale_set: s for s in final.sets}
-    assert sets[later].start_time - sets[canary].end_time >= timedelta(hours=6)
 
 
 # --- the zone waves' decisions (pure) -------------------------------------------------------
@@ -354,12 +346,10 @@ async def test_a_fault_in_a_wave_stops_the_sets_in_flight_after_their_batch_and_
     )
     healthy = [await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES) for _ in range(2)]
     later = await make_set(fleet, images.latest, "eastus")
-    handle = await watcher(ts_env.client, ts_worker.task_queue, phases=[["westeurope"], ["eastus"]])
-    for name in (broken, *healthy, later):
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    final = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+    _, rollout = await roll_out(
+        ts_env, ts_worker, fleet, images, [broken, *healthy, later], phases=[["westeurope"], ["eastus"]]
+    )
+    final = await finished(ts_env, rollout)
 
     assert final.state == RolloutState.FAULTED
     assert final.stopped_by is not None and final.stopped_by.target == broken
@@ -396,12 +386,7 @@ async def test_a_rollout_terminated_mid_waves_leaves_no_upgrade_waiting_for_a_wa
     names = [
         await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES, timing=slow) for _ in range(2)
     ]
-    handle = await watcher(local_env.client, local_worker.task_queue)
-    for name in names:
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await rollout_of(local_env.client, images, "1.1.0")
+    handle, rollout = await roll_out(local_env, local_worker, fleet, images, names)
     for name in names:  # both in zone 1's wave
         await eventually(lambda n=name: fleet.operations(n), lambda ops: len(reimages(ops)) >= 1, 60)
     await rollout.terminate(reason="test: an operator terminates the rollout")
@@ -424,12 +409,7 @@ async def test_no_run_of_a_rollout_grows_with_the_fleet_only_with_a_cohort(
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
     names = [await make_set(fleet, images.latest, "eastus", 2) for _ in range(12)]
-    handle = await watcher(ts_env.client, ts_worker.task_queue, max_sets_per_region=3)
-    for name in names:
-        await enroll(handle, name)
-    await fleet.publish_image(images.at("1.1.0"))
-    await handle.signal(CHECK_NOW_SIGNAL)
-    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    _, rollout = await roll_out(ts_env, ts_worker, fleet, images, names, max_sets_per_region=3)
     final = await finished(ts_env, rollout)
     assert final.state == RolloutState.COMPLETED and {s.state for s in final.sets} == {
         RolloutSetState.COMPLETED
