@@ -15,7 +15,7 @@ from activities.fleet_activities import fleet_errors
 from fleet.protocol import FleetBackend
 from models import steps
 from models.change import installed, major_of, version_key
-from models.fleet import ScaleSetView
+from models.fleet import HealthState, ScaleSetView
 from models.image import LATEST
 
 # Reads of many scale sets at once stay well inside ARM's read budget.
@@ -32,7 +32,33 @@ class AutomaticActivities:
         self.fleet = fleet
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.survey_scale_sets, self.latest_versions, self.newest_extension_versions]
+        return [
+            self.survey_scale_sets,
+            self.latest_versions,
+            self.newest_extension_versions,
+            self.summarize_health,
+        ]
+
+    @activity.defn(name=steps.SUMMARIZE_HEALTH)
+    async def summarize_health(self, request: steps.SummarizeHealthInput) -> steps.SummarizeHealthResult:
+        """Each set's instances and unhealthy count now (one health read a set): a rollout's
+        look at its earlier phases after the bake time. A deleted set is `gone`, not a failure."""
+        gate = asyncio.Semaphore(CONCURRENT_READS)
+
+        async def summary(name: str) -> steps.HealthSummary:
+            async with gate:
+                try:
+                    with fleet_errors():
+                        reading = await self.fleet.read_health(name)
+                except Exception as err:
+                    if getattr(err, "type", None) in GONE:
+                        return steps.HealthSummary(scale_set=name, gone=True)
+                    raise
+            states = reading.health.values()
+            unhealthy = sum(state != HealthState.HEALTHY for state in states)
+            return steps.HealthSummary(scale_set=name, instances=len(states), unhealthy=unhealthy)
+
+        return steps.SummarizeHealthResult(sets=list(await asyncio.gather(*map(summary, request.scale_sets))))
 
     @activity.defn(name=steps.SURVEY_SCALE_SETS)
     async def survey_scale_sets(self, request: steps.SurveyInput) -> steps.SurveyResult:

@@ -157,6 +157,28 @@ class SurveyResult(Payload):
     sets: list[ScaleSetSurvey]
 
 
+# A rollout's bake time: how the sets of its earlier phases are doing now.
+SUMMARIZE_HEALTH = "summarize_health"
+HEALTH_SUMMARY_CHUNK = 100  # sets per call: a small payload, a few hundred ARM reads
+
+
+class SummarizeHealthInput(Payload):
+    scale_sets: list[str]
+
+
+class HealthSummary(Payload):
+    """One scale set's instances and how many of them are not Healthy now; `gone` if deleted."""
+
+    scale_set: str
+    instances: int = 0
+    unhealthy: int = 0
+    gone: bool = False
+
+
+class SummarizeHealthResult(Payload):
+    sets: list[HealthSummary]
+
+
 class VersionQuery(Payload):
     source: ImageReference = Field(description="the image as scale sets reference it ('latest')")
     region: str

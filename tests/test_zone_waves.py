@@ -222,9 +222,9 @@ async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
     assert reimages(await fleet.operations(later)) == []
 
 
-@pytest.mark.parametrize("turns_unhealthy", [True, False], ids=["turned unhealthy", "healthy"])
+@pytest.mark.parametrize("meanwhile", ["turned unhealthy", "healthy", "deleted"])
 async def test_after_the_bake_time_an_earlier_phase_turned_unhealthy_stops_the_rollout_a_healthy_one_goes_on(
-    ts_env, ts_worker, fleet: EmulatorAdmin, turns_unhealthy: bool
+    ts_env, ts_worker, fleet: EmulatorAdmin, meanwhile: str
 ):
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
@@ -242,13 +242,15 @@ async def test_after_the_bake_time_an_earlier_phase_turned_unhealthy_stops_the_r
     baking = await eventually(lambda: rollout_status(rollout), lambda s: s.bake_until is not None)
     assert {s.scale_set: s.state for s in baking.sets}[canary] == RolloutSetState.COMPLETED
     assert reimages(await fleet.operations(later)) == []  # not while baking
-    if turns_unhealthy:  # 2 of 5 down: more than maxUnhealthyUpgradedInstancePercent 20%
+    if meanwhile == "turned unhealthy":  # 2 of 5 down: more than maxUnhealthyUpgradedInstancePercent 20%
         for instance in ("0", "1"):
             await fleet.set_health(canary, instance, HealthState.UNHEALTHY)
+    if meanwhile == "deleted":  # nothing left to judge: not a failure
+        await fleet.delete_scale_set(canary)
     final = await finished(ts_env, rollout)
 
     sets = {s.scale_set: s for s in final.sets}
-    if not turns_unhealthy:
+    if meanwhile != "turned unhealthy":
         assert final.state == RolloutState.COMPLETED
         assert sets[later].start_time - sets[canary].end_time >= timedelta(hours=6)
         return

@@ -8,6 +8,7 @@ an operation the back end failed), which the workflows turn into an instance's F
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -202,6 +203,29 @@ async def survey_scale_sets(scale_sets: list[str]) -> list[steps.ScaleSetSurvey]
         summary=f"read {len(scale_sets)} enrolled scale set(s)",
     )
     return result.sets
+
+
+async def summarize_health(scale_sets: list[str]) -> list[steps.HealthSummary]:
+    """Each set's unhealthy count now, at most HEALTH_SUMMARY_CHUNK sets a call."""
+    chunks = [
+        scale_sets[i : i + steps.HEALTH_SUMMARY_CHUNK]
+        for i in range(0, len(scale_sets), steps.HEALTH_SUMMARY_CHUNK)
+    ]
+    results = await asyncio.gather(
+        *(
+            workflow.execute_activity(
+                steps.SUMMARIZE_HEALTH,
+                steps.SummarizeHealthInput(scale_sets=chunk),
+                result_type=steps.SummarizeHealthResult,
+                schedule_to_close_timeout=READ_DEADLINE,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=FLEET_RETRY,
+                summary=f"read the health of {len(chunk)} scale set(s)",
+            )
+            for chunk in chunks
+        )
+    )
+    return [summary for result in results for summary in result.sets]
 
 
 async def latest_versions(queries: list[steps.VersionQuery]) -> list[steps.LatestVersion]:

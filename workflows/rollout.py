@@ -59,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         WithdrawnNotice,
         version_key,
     )
-    from models.fleet import HealthState
     from models.policy import format_duration
     from models.status import ApiError
     from models.upgrade import (
@@ -69,7 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.phases import cohorts, paired
     from workflows.planner import unhealthy_allowance
     from workflows.presentation import escaped
-    from workflows.set_upgrades import SetUpgrades
+    from workflows.set_upgrades import SetUpgrades, rolling_policy
 
 # Patches: each id guards a change to the commands the workflow issues (README: "Changing
 # workflow code safely").
@@ -436,23 +435,21 @@ class RolloutWorkflow(SetUpgrades):
         self._status.bake_until = None
         if self._stop_reason() is not None:
             return False
-        readings = await asyncio.gather(*(activity_calls.read_health(s.scale_set) for s in done))
-        for item, reading in zip(done, readings, strict=True):
-            policy = self._enrollments[item.scale_set].policy.rolling_upgrade_policy
-            states = list(reading.health.values())
-            unhealthy = sum(state != HealthState.HEALTHY for state in states)
-            allowed = unhealthy_allowance(len(states), policy.max_unhealthy_upgraded_instance_percent)
-            if unhealthy > allowed and self._status.stopped_by is None:
-                percent = 100 * unhealthy // max(1, len(states))
+        summaries = await activity_calls.summarize_health([s.scale_set for s in done])
+        for item, summary in zip(done, summaries, strict=True):
+            policy = rolling_policy(self._enrollments[item.scale_set])
+            allowed = unhealthy_allowance(summary.instances, policy.max_unhealthy_upgraded_instance_percent)
+            if summary.unhealthy > allowed and self._status.stopped_by is None:
+                percent = 100 * summary.unhealthy // max(1, summary.instances)
                 item.message = f"{item.message or ''}; unhealthy after the bake time".lstrip("; ")
                 self._status.stopped_by = ApiError(
                     code=UNHEALTHY_AFTER_BAKE,
                     message=(
                         f"after the bake time of {format_duration(bake)}, {item.scale_set} in "
-                        f"{item.region} (phase {item.phase}) has {unhealthy} of {len(states)} "
-                        f"instances unhealthy ({percent}%); maxUnhealthyUpgradedInstancePercent "
-                        f"allows {policy.max_unhealthy_upgraded_instance_percent}%: phase "
-                        f"{phase + 1} not started"
+                        f"{item.region} (phase {item.phase}) has {summary.unhealthy} of "
+                        f"{summary.instances} instances unhealthy ({percent}%); "
+                        "maxUnhealthyUpgradedInstancePercent allows "
+                        f"{policy.max_unhealthy_upgraded_instance_percent}%: phase {phase + 1} not started"
                     ),
                     target=item.scale_set,
                 )

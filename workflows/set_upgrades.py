@@ -48,6 +48,15 @@ CANCEL_REQUEST = "a cancel request (the Web UI, or `temporal workflow cancel`)"
 UpgradeHandle = workflow.ChildWorkflowHandle[object, UpgradeReport]
 
 
+def rolling_policy(enrollment: Enrollment) -> RollingUpgradePolicy:
+    """The rolling upgrade policy an enrolled set's automatic upgrades follow: its own with
+    useRollingUpgradePolicy, else the seed's defaults."""
+    policy = enrollment.policy
+    if policy.automatic_os_upgrade_policy.use_rolling_upgrade_policy:
+        return policy.rolling_upgrade_policy
+    return RollingUpgradePolicy()
+
+
 def upgrade_request(
     enrollment: Enrollment,
     target: str,
@@ -60,9 +69,7 @@ def upgrade_request(
     (availability first)."""
     policy = enrollment.policy
     automatic = policy.automatic_os_upgrade_policy
-    rolling = (
-        policy.rolling_upgrade_policy if automatic.use_rolling_upgrade_policy else RollingUpgradePolicy()
-    )
+    rolling = rolling_policy(enrollment)
     chosen = policy.model_copy(
         update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
     )
