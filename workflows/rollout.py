@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -80,6 +80,8 @@ ZONE_WAVES = "zone-waves"
 # Where a region is in a staged rollout: waiting for the version, for a geo-pair, upgrading, done.
 REGION_REPLICATING, REGION_CLAIMING = "replicating", "claiming"
 REGION_RUNNING, REGION_DONE = "running", "done"
+# The longest pause between two looks whether a version reached the regions waiting for it.
+REPLICATION_POLL_CEILING = timedelta(hours=1)
 # The code of a stop after the bake time (no Azure code: Azure's rollout has no bake check).
 UNHEALTHY_AFTER_BAKE = "UnhealthyAfterBakeTime"
 
@@ -127,6 +129,11 @@ class RolloutWorkflow(SetUpgrades):
         self._regions: dict[str, str] = {}  # region -> where it is (REGION_* below)
         self._running_regions: set[str] = set()
         self._steered = Steering()  # what the cohorts in flight were last told
+        # Regions waiting for the version: since when; and, once the wait ended, how (True: it
+        # arrived; a text: skipped, why; None: the rollout stopped).
+        self._waiting_since: dict[str, datetime] = {}
+        self._replicated_to: dict[str, bool | str | None] = {}
+        self._watching: asyncio.Task[None] | None = None
         self._phases_done = False
 
     # --- messages ---------------------------------------------------------------------------
@@ -231,7 +238,7 @@ class RolloutWorkflow(SetUpgrades):
         """Wait until the version may be rolled in the set's region ('latest' there; an
         extension version: published there); False if stopped first."""
         while True:
-            there, waiting = await self._available(item.region)
+            there, waiting = (await self._available([item.region]))[item.region]
             if there:
                 return True
             if item.state != RolloutSetState.WAITING_FOR_REPLICATION:
@@ -247,27 +254,38 @@ class RolloutWorkflow(SetUpgrades):
                 )
                 return False  # stopped while waiting
 
-    async def _available(self, region: str) -> tuple[bool, str]:
-        """Whether the version may be rolled in `region` now, and if not, what a set waits for."""
+    async def _available(self, regions: list[str]) -> dict[str, tuple[bool, str]]:
+        """Per region, whether the version may be rolled there now, and if not, what its sets
+        wait for (one activity for all the regions)."""
         version, extension = self._request.version, self._request.extension
         if extension is not None:
-            query = steps.ExtensionVersionQuery(
-                publisher=extension.publisher, type_=extension.type_, major=extension.major, region=region
-            )
-            [found] = await activity_calls.newest_extension_versions([query])
-            return version in found.versions, (
-                f"waiting for {extension.full_type} {version} to be published in {region} "
-                f"(the newest {extension.major}.x there is {found.newest or 'none'})"
-            )
+            queries = [
+                steps.ExtensionVersionQuery(
+                    publisher=extension.publisher, type_=extension.type_, major=extension.major, region=region
+                )
+                for region in regions
+            ]
+            found = await activity_calls.newest_extension_versions(queries)
+            return {
+                region: (
+                    version in one.versions,
+                    f"waiting for {extension.full_type} {version} to be published in {region} "
+                    f"(the newest {extension.major}.x there is {one.newest or 'none'})",
+                )
+                for region, one in zip(regions, found, strict=True)
+            }
         assert self._request.source is not None
-        [latest] = await activity_calls.latest_versions(
-            [steps.VersionQuery(source=self._request.source, region=region)]
+        source = self._request.source
+        latest = await activity_calls.latest_versions(
+            [steps.VersionQuery(source=source, region=region) for region in regions]
         )
-        there = latest.version is not None and version_key(latest.version) >= version_key(version)
-        return (
-            there,
-            f"waiting for {version} to reach {region} ('latest' there is {latest.version or 'none'})",
-        )
+        return {
+            region: (
+                one.version is not None and version_key(one.version) >= version_key(version),
+                f"waiting for {version} to reach {region} ('latest' there is {one.version or 'none'})",
+            )
+            for region, one in zip(regions, latest, strict=True)
+        }
 
     # --- phases, regions and zone waves (the zone-waves patch) -----------------------------------
 
@@ -387,35 +405,70 @@ class RolloutWorkflow(SetUpgrades):
 
     async def _reached(self, region: str, items: list[RolloutSet]) -> bool:
         """Wait until the version may be rolled in `region`; False (its sets skipped) if the
-        rollout stopped first or the replication timeout passed."""
-        since = workflow.now()
-        while True:
-            there, waiting = await self._available(region)
-            if there:
-                return True
-            self._regions[region] = REGION_REPLICATING
-            for item in items:
-                if item.state == RolloutSetState.PENDING:
-                    item.state = RolloutSetState.WAITING_FOR_REPLICATION
-                    item.start_time = since
-                if item.state == RolloutSetState.WAITING_FOR_REPLICATION:
-                    item.message = waiting
-            self._publish()
-            left = since + self._request.replication_timeout - workflow.now()
-            if left <= timedelta(0):
-                timeout = format_duration(self._request.replication_timeout)
-                for item in items:
-                    self._skip(item, f"skipped: {waiting.removeprefix('waiting for ')} after {timeout}")
-                return False
-            with contextlib.suppress(TimeoutError):  # the poll interval passed: look again
+        rollout stopped first or the replication timeout passed. The regions waiting are looked
+        at together (`_watch_replication`)."""
+        there, waiting = (await self._available([region]))[region]
+        if there:
+            return True
+        self._regions[region] = REGION_REPLICATING
+        self._waiting_since[region] = workflow.now()
+        self._waiting_for(region, waiting)
+        if self._watching is None or self._watching.done():  # (it ends when no region waits)
+            self._watching = asyncio.create_task(self._watch_replication())
+        await workflow.wait_condition(lambda: region not in self._waiting_since)
+        outcome = self._replicated_to.pop(region)
+        if outcome is True:
+            return True
+        for item in items:
+            self._skip(item, outcome or self._stop_reason(item.scale_set) or "stopped")
+        return False
+
+    def _waiting_for(self, region: str, waiting: str) -> None:
+        for item in self._status.sets:
+            if item.region == region and item.state in (
+                RolloutSetState.PENDING,
+                RolloutSetState.WAITING_FOR_REPLICATION,
+            ):
+                item.state = RolloutSetState.WAITING_FOR_REPLICATION
+                item.start_time = item.start_time or self._waiting_since[region]
+                item.message = waiting
+        self._publish()
+
+    async def _watch_replication(self) -> None:
+        """Look whether the version reached the regions waiting for it, all in one activity:
+        every replicationPollInterval at first, then less and less often (at most hourly), so
+        a week's wait adds a few hundred events, not thousands. A region it reached starts; one
+        past the replication timeout has its sets skipped; a stop ends every wait."""
+        interval = self._request.replication_poll_interval
+        ceiling = max(interval, REPLICATION_POLL_CEILING)
+        timeout = self._request.replication_timeout
+        while self._waiting_since:
+            first_deadline = min(self._waiting_since.values()) + timeout
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._stop_reason() is not None,
-                    timeout=min(self._request.replication_poll_interval, left),
-                    timeout_summary=f"until {self._request.version} reaches {region}",
+                    timeout=max(min(interval, first_deadline - workflow.now()), timedelta(seconds=1)),
+                    timeout_summary=f"until {self._request.version} reaches "
+                    + ", ".join(sorted(self._waiting_since)),
                 )
-                for item in items:
-                    self._skip(item, self._stop_reason(item.scale_set) or "stopped")
-                return False
+            regions = sorted(self._waiting_since)
+            if self._stop_reason() is not None:
+                self._replicated_to.update(dict.fromkeys(regions, None))
+                self._waiting_since.clear()
+                break
+            found = await self._available(regions)
+            for region in regions:
+                there, waiting = found[region]
+                if there:
+                    self._replicated_to[region] = True
+                elif workflow.now() >= self._waiting_since[region] + timeout:
+                    what = waiting.removeprefix("waiting for ")
+                    self._replicated_to[region] = f"skipped: {what} after {format_duration(timeout)}"
+                else:
+                    self._waiting_for(region, waiting)
+                    continue
+                del self._waiting_since[region]
+            interval = min(2 * interval, ceiling)
 
     async def _bake(self, phase: int) -> bool:
         """After phase `phase`: wait the bake time, then read the health of every set the
