@@ -437,3 +437,25 @@ async def test_no_run_of_a_rollout_grows_with_the_fleet_only_with_a_cohort(
     # (measured: 61, and 50-56 per cohort)
     assert rollout_events <= 40 + 10 * 4, rollout_events
     assert all(events <= 30 + 15 * 3 for events in cohort_events), cohort_events
+
+
+def test_the_web_ui_details_stay_short_at_fleet_scale_and_link_the_cohorts_in_flight():
+    from models.automatic import RolloutSet, RolloutStatus
+    from workflows.rollout import DETAILS_SETS_PER_PHASE, details
+
+    sets = [RolloutSet(scale_set=f"web-{n:03}", region="eastus", phase=1) for n in range(100)]
+    sets[70].state = RolloutSetState.RUNNING
+    sets[71].state = RolloutSetState.FAULTED
+    status = RolloutStatus(
+        workflow_id="rollout/x/1.1.0",
+        version="1.1.0",
+        phases=[["eastus"]],
+        sets=sets,
+        cohorts=["rollout/x/1.1.0/eastus/cohort-4"],
+    )
+    text = details(status, "default")
+    assert "(/namespaces/default/workflows/rollout%2Fx%2F1.1.0%2Feastus%2Fcohort-4)" in text
+    assert f"and {100 - DETAILS_SETS_PER_PHASE} more" in text
+    listed = [line for line in text.splitlines() if line.startswith("- [web-")]
+    assert len(listed) == DETAILS_SETS_PER_PHASE
+    assert listed[0].startswith("- [web-070]") and listed[1].startswith("- [web-071]")  # news first

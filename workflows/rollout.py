@@ -80,6 +80,8 @@ ZONE_WAVES = "zone-waves"
 # Where a region is in a staged rollout: waiting for the version, for a geo-pair, upgrading, done.
 REGION_REPLICATING, REGION_CLAIMING = "replicating", "claiming"
 REGION_RUNNING, REGION_DONE = "running", "done"
+# The Web UI's details list at most this many sets per phase (the rest are counted).
+DETAILS_SETS_PER_PHASE = 25
 # The longest pause between two looks whether a version reached the regions waiting for it.
 REPLICATION_POLL_CEILING = timedelta(hours=1)
 # The code of a stop after the bake time (no Azure code: Azure's rollout has no bake check).
@@ -176,9 +178,7 @@ class RolloutWorkflow(SetUpgrades):
     def cohort_news(self, news: CohortNews) -> None:
         """A cohort says at once that a set faulted (the rollout stops) or that someone else
         cancelled one (the rollout holds); the cohorts in flight are told (`_steer`)."""
-        item = self._set(news.item.scale_set)
-        if item is not None:
-            item.__dict__.update(news.item.__dict__)
+        self._record(news.item)
         if news.fault is not None and self._status.stopped_by is None:
             self._status.stopped_by = news.fault
         if news.hold is not None and not self._cancelled and self._status.end_time is None:
@@ -344,7 +344,7 @@ class RolloutWorkflow(SetUpgrades):
             version=self._request.version,
             extension=self._request.extension,
             enrollments=[self._enrollments[item.scale_set] for item in items],
-            sets=items,
+            sets=[item.model_copy() for item in items],
             max_instances_per_region=self._request.max_instances_per_region,
             steering=self._steering(),
         )
@@ -364,7 +364,7 @@ class RolloutWorkflow(SetUpgrades):
                 static_summary=f"{self._status.subject} in {region}, cohort {number}: {names}",
             )
         except ChildWorkflowError as err:  # terminated, say: its sets' ends are unknown
-            for item in items:
+            for item in (self._set_of(i.scale_set) for i in items):  # (news may have replaced it)
                 if item.state == RolloutSetState.RUNNING:
                     self._skip(item, f"its cohort {cohort_id} ended without its end: see its upgrade")
             if self._status.stopped_by is None:
@@ -375,7 +375,7 @@ class RolloutWorkflow(SetUpgrades):
                 )
         else:
             for done in ended.sets:
-                self._set_of(done.scale_set).__dict__.update(done.__dict__)
+                self._record(done)
         self._status.cohorts.remove(cohort_id)
         self._publish()
 
@@ -577,6 +577,13 @@ class RolloutWorkflow(SetUpgrades):
     def _set(self, scale_set: str) -> RolloutSet | None:
         return next((s for s in self._status.sets if s.scale_set == scale_set), None)
 
+    def _record(self, news: RolloutSet) -> None:
+        """A set as its cohort last said."""
+        sets = self._status.sets
+        for index, item in enumerate(sets):
+            if item.scale_set == news.scale_set:
+                sets[index] = news
+
     def _set_of(self, scale_set: str) -> RolloutSet:
         item = self._set(scale_set)
         assert item is not None
@@ -599,13 +606,24 @@ def details(status: RolloutStatus, namespace: str) -> str:
         lines.append(f"stopped: {escaped(status.stopped_by.message or str(status.stopped_by.code))}")
     if status.superseded_by:
         lines.append(f"superseded by {status.superseded_by}")
+    if status.bake_until:
+        lines.append(f"baking until {status.bake_until.isoformat(timespec='seconds')}")
+    for cohort in status.cohorts:  # each with its sets' progress and its zone wave
+        lines.append(f"- cohort in flight: [{escaped(cohort)}]({_link(namespace, cohort)})")
     for number, regions in enumerate(status.phases, 1):
         members = [s for s in status.sets if s.phase == number]
         done = sum(s.state == RolloutSetState.COMPLETED for s in members)
         lines.append("")
         lines.append(f"Phase {number} ({', '.join(regions)}): {done} of {len(members)} scale sets upgraded")
-        for item in members:
-            target = item.workflow_id or upgrade_workflow_id(item.scale_set)
-            link = f"/namespaces/{namespace}/workflows/{target.replace('/', '%2F')}"
+        # At fleet scale the details stay short: the sets not simply done or waiting come first.
+        shown = sorted(members, key=lambda s: s.state in (RolloutSetState.COMPLETED, RolloutSetState.PENDING))
+        for item in shown[:DETAILS_SETS_PER_PHASE]:
+            link = _link(namespace, item.workflow_id or upgrade_workflow_id(item.scale_set))
             lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}{item.retry_note}")
+        if len(shown) > DETAILS_SETS_PER_PHASE:
+            lines.append(f"- and {len(shown) - DETAILS_SETS_PER_PHASE} more (`upgradectl rollout show`)")
     return "\n".join(lines)
+
+
+def _link(namespace: str, workflow_id: str) -> str:
+    return f"/namespaces/{namespace}/workflows/{workflow_id.replace('/', '%2F')}"
