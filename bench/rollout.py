@@ -292,6 +292,7 @@ async def latency(
         **(await waves(lab, run)),
         **(await reads_of(lab, run)),
     }
+    figures["reads_unpaced"] = await unpaced(lab, capacities, rolling)
     old_fleet = await build_fleet(lab, "one-by-one", capacities, REALISTIC)
     old = await roll(lab, old_fleet, rollout_request(old_fleet, rolling, max_sets_per_region=1))
     figures["one_set_after_another"] = {
@@ -301,6 +302,14 @@ async def latency(
     }
     figures["speed_up"] = round(old.wall / run.wall, 2)
     return figures
+
+
+async def unpaced(lab: Lab, capacities: list[int], rolling: RollingUpgradePolicy) -> dict[str, Any]:
+    """The same rollout on fresh sets with the worker's reads not paced: what the zone waves
+    cost on top of the fleet's latency alone, without the read budget."""
+    fleet = await build_fleet(lab, "unpaced", capacities, REALISTIC)
+    run = await roll(lab, fleet, rollout_request(fleet, rolling), worker_env=UNPACED)
+    return {"wall_s": round(run.wall, 3), **(await waves(lab, run)), **(await reads_of(lab, run))}
 
 
 async def scale(lab: Lab, sets: int = 20, size: int = 500) -> dict[str, Any]:
