@@ -13,7 +13,7 @@ import collections
 import functools
 import itertools
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +46,18 @@ from models.upgrade import upgrade_workflow_id
 from starter import processes
 from starter.history import upgrade_history
 from tests.helpers import WorkerProcesses, eventually
-from tests.test_automatic import POLICY, Images, enroll, finished, in_flight, make_set, overlap, reimages
+from tests.test_automatic import (
+    POLICY,
+    Images,
+    enroll,
+    finished,
+    in_flight,
+    make_set,
+    overlap,
+    reimages,
+    rollout_of,
+    rollout_status,
+)
 from tests.test_automatic_extensions import PUBLISHER, extension, publish, rollout
 from tests.test_automatic_extensions import make_set as make_extension_set
 from worker.assembly import build_worker
@@ -265,16 +276,16 @@ async def cohort_ids(client: Client, status: RolloutStatus) -> list[str]:
     return found
 
 
+# A scenario on the time-skipping server: the ids of the workflows to record.
+Scenario = Callable[[WorkflowEnvironment, EmulatorAdmin], Awaitable[list[str]]]
 # Fixed names: the recordings' workflow ids (and so their file names) stay the same.
 RECORDED_QUEUE = "h-automatic-extensions"
 FLAKY, STEADY = "FlakyAgent", "SteadyAgent"
 
 
-async def record_extensions(out: Path) -> None:
-    """Automatic extension upgrades on the time-skipping server and a fresh emulator: two
-    extensions due at once on one scale set (one waits for the other's upgrade to end), one
-    version failing to install (rolled back, the rollout Faulted), fixed by its publisher and
-    retried an hour later. Writes the watcher's and the three rollouts' histories."""
+async def record_time_skipping(out: Path, scenario: Scenario) -> None:
+    """Run `scenario` on the time-skipping server and a fresh emulator (its waits take hours);
+    write the histories of the workflows it returns."""
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         fleet_port = processes.free_port()
@@ -291,18 +302,21 @@ async def record_extensions(out: Path) -> None:
                 AzureFleet(AzureSettings.from_env(target.env())) as azure,
                 build_worker(env.client, azure, RECORDED_QUEUE),
             ):
-                handles = await roll_extensions(env, fleet)
+                ids = await scenario(env, fleet)
             out.mkdir(parents=True, exist_ok=True)
-            for handle in handles:
-                history = await env.client.get_workflow_handle(handle.id).fetch_history()
-                (out / f"{handle.id.replace('/', '~')}.json").write_text(history.to_json())
-                print(f"recorded {handle.id}")
+            for workflow_id in ids:
+                history = await env.client.get_workflow_handle(workflow_id).fetch_history()
+                (out / f"{workflow_id.replace('/', '~')}.json").write_text(history.to_json())
+                print(f"recorded {workflow_id}")
         finally:
             await env.shutdown()
             processes.stop(emulator)
 
 
-async def roll_extensions(env: WorkflowEnvironment, fleet: EmulatorAdmin) -> list[WorkflowHandle]:
+async def roll_extensions(env: WorkflowEnvironment, fleet: EmulatorAdmin) -> list[str]:
+    """Automatic extension upgrades: two extensions due at once on one scale set (one waits for
+    the other's upgrade to end), one version failing to install (rolled back, the rollout
+    Faulted), fixed by its publisher and retried an hour later: the watcher and the rollouts."""
     for type_ in (FLAKY, STEADY):
         await publish(fleet, type_, "1.2.0")
     name = await make_extension_set(
@@ -330,7 +344,45 @@ async def roll_extensions(env: WorkflowEnvironment, fleet: EmulatorAdmin) -> lis
     retried = await rollout(env.client, FLAKY, "1.3.0", retry=1)
     assert (await finished(env, retried)).state == RolloutState.COMPLETED
     await env.sleep(timedelta(minutes=30))  # two more looks: nothing more to do
-    return [watcher, flaky, steady, retried]
+    return [handle.id for handle in (watcher, flaky, steady, retried)]
+
+
+async def roll_staged(env: WorkflowEnvironment, fleet: EmulatorAdmin) -> list[str]:
+    """A staged rollout: the canary region (two zonal sets in zone waves), a bake of an hour
+    and its health read again, then a region the version reaches only later (waiting for it,
+    looked at again and again) next to one it reached at once: the rollout, its cohorts and the
+    upgrades."""
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    canary = [await make_set(fleet, images.latest, "westeurope", 3, zones=list(ZONES)) for _ in range(2)]
+    late = await make_set(fleet, images.latest, "eastus", 8)  # more instances than the canary's
+    early = await make_set(fleet, images.latest, "northeurope", 8)
+    watcher = await env.client.start_workflow(
+        AUTOMATIC_UPGRADES_WORKFLOW,
+        AutomaticState(settings=AutomaticSettings(phase_bake_time=timedelta(hours=1))),
+        id=watcher_workflow_id(RECORDED_QUEUE),
+        task_queue=RECORDED_QUEUE,
+    )
+    for name in (*canary, late, early):
+        await enroll(watcher, name)
+    await fleet.publish_image(images.at("1.1.0"), ["westeurope", "northeurope"])
+    await watcher.signal(CHECK_NOW_SIGNAL)
+    handle = await rollout_of(env.client, images, "1.1.0")
+    await eventually(lambda: rollout_status(handle), lambda s: s.bake_until is not None, timeout=60)
+    await env.sleep(timedelta(hours=1))  # the bake
+    await eventually(
+        lambda: rollout_status(handle),
+        lambda s: {i.scale_set: i.state for i in s.sets}[late] == RolloutSetState.WAITING_FOR_REPLICATION,
+        timeout=60,
+    )
+    await env.sleep(timedelta(minutes=40))  # a few looks at eastus
+    await fleet.publish_image(images.at("1.1.0"), ["westeurope", "northeurope", "eastus"])
+    status = await finished(env, handle)
+    assert status.state == RolloutState.COMPLETED, status
+    assert status.phases[0] == ["westeurope"], status.phases
+    # (not the watcher: its recording under this queue is the extensions scenario's)
+    ids = [handle.id, *await cohort_ids(env.client, status)]
+    return ids + [upgrade_workflow_id(item.scale_set) for item in status.sets]
 
 
 def main(argv: Any = None) -> None:
@@ -338,11 +390,12 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--out", type=Path, default=AUTOMATIC_HISTORIES)
     parser.add_argument(
         "--only",
-        choices=["images", "waves", "extensions"],
+        choices=["images", "waves", "extensions", "staged"],
         help=(
             "record one of the scenarios (default: all): images, a rollout over regional sets in "
             "two regions; waves, zone waves of zonal sets in two regions (two cohorts in one); "
-            "extensions, automatic extension upgrades"
+            "extensions, automatic extension upgrades; staged, a canary region, a bake and a region "
+            "the version reaches later"
         ),
     )
     args = parser.parse_args(argv)
@@ -351,7 +404,9 @@ def main(argv: Any = None) -> None:
     if args.only in (None, "waves"):
         asyncio.run(record(args.out, TWO_REGIONS, TWO_REGIONS_SETTINGS))
     if args.only in (None, "extensions"):
-        asyncio.run(record_extensions(args.out))
+        asyncio.run(record_time_skipping(args.out, roll_extensions))
+    if args.only in (None, "staged"):
+        asyncio.run(record_time_skipping(args.out, roll_staged))
 
 
 if __name__ == "__main__":
