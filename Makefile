@@ -47,6 +47,7 @@ histories-keep:
 	cp tests/histories/*.json tests/histories/before-$(PATCH)/
 
 # Benchmarks (not part of `make test`): figures printed and written to bench/results/.
-# `make bench ARGS=critical` runs one scenario (overhead, critical, concurrency, history, reads).
+# `make bench ARGS=critical` runs one scenario (overhead, critical, concurrency, history, reads;
+# rollout, about 20 minutes, only when asked for).
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
