@@ -66,7 +66,9 @@ async def http_floor(
     from models.policy import ApplicationHealthSettings
 
     health = ApplicationHealthSettings(interval_in_seconds=max(1, int(interval)))
-    async with AzureFleet(AzureSettings.from_env(emulator.env())) as fleet:
+    from bench.lab import UNPACED
+
+    async with AzureFleet(AzureSettings.from_env({**emulator.env(), **UNPACED})) as fleet:
 
         async def upgrade_one(instance_id: str) -> None:
             await fleet.get_instance(scale_set, instance_id)

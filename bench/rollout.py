@@ -30,11 +30,12 @@ from bench.lab import (
     PROBE_EVERY_SECOND,
     REALISTIC,
     THROTTLING,
+    UNPACED,
     Lab,
     arm_figures,
     with_worker,
 )
-from fleet.azure.read_pacing import DEFAULT_READS_PER_MINUTE, MAX_READ_BURST, MAX_READS_PER_MINUTE
+from fleet.azure.read_pacing import DEFAULT_READS_PER_MINUTE
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
 from models.automatic import (
@@ -69,7 +70,6 @@ SAMPLE_EVERY = 5.0  # seconds between counts of the ARM reads while a rollout ru
 # (b) measures the orchestration at scale, not Azure's read budget: its worker's reads are not
 # paced (fleet/azure/read_pacing.py). At the default pace of 1,200 a minute, 10,000 instances'
 # reads alone take about half an hour: the figures say how long.
-UNPACED = {"AZURE_READS_PER_MINUTE": str(MAX_READS_PER_MINUTE), "AZURE_READ_BURST": str(MAX_READ_BURST)}
 
 
 def sizes(sets: int, low: int, high: int) -> list[int]:

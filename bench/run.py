@@ -48,6 +48,7 @@ from bench.lab import (
     PROBE_EVERY_SECOND,
     REALISTIC,
     THROTTLING,
+    UNPACED,
     V1,
     V2,
     Lab,
@@ -110,7 +111,7 @@ async def upgrade(
 
 async def overhead(lab: Lab, size: int) -> dict[str, Any]:
     """Scenario 1 with its floors."""
-    workers = await with_worker(lab)
+    workers = await with_worker(lab, env=UNPACED)
     try:
         run = await upgrade(lab, workers.task_queue, f"overhead-{size}-{uuid.uuid4().hex[:6]}", size, INSTANT)
         assert workers.process is not None  # with_worker started it
@@ -119,7 +120,7 @@ async def overhead(lab: Lab, size: int) -> dict[str, Any]:
         workers.stop()
     stats = await measure.history_stats(lab.client, upgrade_workflow_id(run.scale_set))
 
-    floor_workers = await with_worker(lab, module="bench.floors")
+    floor_workers = await with_worker(lab, module="bench.floors", env=UNPACED)
     try:
         started = time.monotonic()
         await lab.client.execute_workflow(
@@ -186,7 +187,7 @@ async def critical_path_of(lab: Lab, run: Upgrade) -> dict[str, Any]:
 
 async def critical_path(lab: Lab) -> dict[str, Any]:
     """Scenario 3."""
-    workers = await with_worker(lab)
+    workers = await with_worker(lab, env=UNPACED)
     try:
         run = await upgrade(lab, workers.task_queue, f"critical-{uuid.uuid4().hex[:6]}", 300, REALISTIC)
     finally:
@@ -196,7 +197,7 @@ async def critical_path(lab: Lab) -> dict[str, Any]:
 
 async def concurrency(lab: Lab, sets: int = 20, size: int = 50) -> dict[str, Any]:
     """Scenario 4: many scale sets at once on one worker."""
-    workers = await with_worker(lab)
+    workers = await with_worker(lab, env=UNPACED)
     try:
         started = time.monotonic()
         runs = await asyncio.gather(
@@ -228,7 +229,7 @@ async def concurrency(lab: Lab, sets: int = 20, size: int = 50) -> dict[str, Any
 
 async def history_size(lab: Lab) -> dict[str, Any]:
     """Scenario 5: 1,000 instances in one batch (100%, across zones, one update domain)."""
-    workers = await with_worker(lab)
+    workers = await with_worker(lab, env=UNPACED)
     policy = RollingUpgradePolicy(
         max_batch_instance_percent=100, max_unhealthy_instance_percent=100, enable_cross_zone_upgrade=True
     )
@@ -261,7 +262,7 @@ async def history_size(lab: Lab) -> dict[str, Any]:
 
 async def arm_reads(lab: Lab, size: int = 100) -> dict[str, Any]:
     """Scenario 6: the same set at two batch sizes, upgraded at once on one worker."""
-    workers = await with_worker(lab)
+    workers = await with_worker(lab, env=UNPACED)
     try:
         runs = await asyncio.gather(
             *(
