@@ -50,9 +50,9 @@ from models.fleet import ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import RollingUpgradePolicy, UpgradePolicy
 from models.upgrade import UpgradeReport
+from rules.phases import plan_phases
 from starter.upgrades import final_report, upgrade_handle
 from workflows.automatic_upgrades import enrolled_instances
-from workflows.phases import plan_phases
 
 GALLERY = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute"

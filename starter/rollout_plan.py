@@ -4,7 +4,7 @@ nothing.
 The enrolled scale sets and the settings come from the watcher (as `auto show` reads them); each
 set's region, instances and zones (its instances' zones: none, a regional set) from the fleet, as
 `upgradectl plan` reads a scale set. The phases are the watcher's own derivation
-(workflows/phases.py `plan_phases`, by enrolled instances per region), the cohorts and waves the
+(rules/phases.py `plan_phases`, by enrolled instances per region), the cohorts and waves the
 rollout's (`region_waves`): per region, its sets in cohorts of at most maxSetsPerRegion (name
 order), each cohort in zone waves (zone 1, zone 2, ..., then the regional sets).
 """
@@ -19,7 +19,7 @@ from fleet.errors import FleetError
 from fleet.protocol import FleetBackend
 from models.automatic import AutomaticSettings, Enrollment, extension_rollout_key, image_source_key
 from models.policy import format_duration
-from workflows.phases import REGIONAL, name_order, plan_phases, region_waves, set_zones_of
+from rules.phases import REGIONAL, name_order, plan_phases, region_waves, set_zones_of
 
 GONE = {"ResourceNotFound", "NotFound"}
 CONCURRENT_READS = 8

@@ -1,4 +1,4 @@
-"""Phases across regions and zone waves within a region (workflows/phases.py): pure, table-tested.
+"""Phases across regions and zone waves within a region (rules/phases.py): pure, table-tested.
 
 Staged derived phases: one canary region (the fewest enrolled instances, ties by name), then up
 to 2, 4, 8, ... regions by instances ascending then name; geo-pairs never in one phase; explicit
@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from workflows.phases import (
+from rules.phases import (
     REGIONAL,
     check_phases,
     cohorts,
@@ -163,7 +163,7 @@ def test_the_plan_is_the_same_whatever_the_input_order(seed):
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 20, 40])
 def test_every_region_once_phases_grow_and_pairs_stay_apart(count):
     """Azure's paired regions, as many as asked, with instance counts that tie often."""
-    from workflows.phases import AZURE_GEO_PAIRS
+    from rules.phases import AZURE_GEO_PAIRS
 
     names = sorted({r for pair in AZURE_GEO_PAIRS for r in pair})[:count]
     instances = {name: (i * 7) % 5 for i, name in enumerate(names)}

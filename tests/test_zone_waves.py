@@ -25,6 +25,7 @@ from models.automatic import (
 )
 from models.fleet import FaultSpec, FleetOperation, HealthState, TimingSpec
 from models.upgrade import CANCEL_SIGNAL, CancelRequest, UpgradeReport, WaveReport, upgrade_workflow_id
+from rules.waves import RegionWaves
 from tests.helpers import eventually
 from tests.test_automatic import (
     Images,
@@ -38,7 +39,6 @@ from tests.test_automatic import (
     rollout_status,
     watcher,
 )
-from workflows.waves import RegionWaves
 
 # Long enough that an instance's reimage and boot overlap another set's in the same wave.
 STEADY = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0.5, 0.5])

@@ -68,9 +68,9 @@ with workflow.unsafe.imports_passed_through():
     from models.image import ImageReference
     from models.markdown import table
     from models.policy import format_duration
+    from rules.phases import check_phases, flat_phases, plan_phases
     from workflows import activity_calls
     from workflows.admission import rolled_by_azure
-    from workflows.phases import check_phases, flat_phases, plan_phases
     from workflows.presentation import escaped
     from workflows.rollout import RolloutWorkflow
 

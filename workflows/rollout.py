@@ -64,8 +64,8 @@ with workflow.unsafe.imports_passed_through():
     from models.upgrade import (
         upgrade_workflow_id,
     )
+    from rules.phases import cohorts, paired
     from workflows import activity_calls
-    from workflows.phases import cohorts, paired
     from workflows.planner import unhealthy_allowance
     from workflows.presentation import escaped
     from workflows.set_upgrades import SetUpgrades, rolling_policy

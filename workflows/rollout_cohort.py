@@ -4,7 +4,7 @@ cohort's sets, never with the whole fleet: a rollout over a thousand sets is a f
 
 Each set's upgrade (a RollingUpgradeWorkflow, the set's lock, startedBy Platform) asks this
 workflow for each zone (`wave_report`) and upgrades it only when permitted (`zone_permit`); the
-pure decisions are `workflows.waves.RegionWaves`. The rollout steers it (`steer`: hold, halt,
+pure decisions are `rules.waves.RegionWaves`. The rollout steers it (`steer`: hold, halt,
 no new sets, opt-outs) and hears at once from it when a set faults or someone else cancels one
 (`cohort_news`); the cohort's sets as they ended are its result.
 """
@@ -38,9 +38,9 @@ with workflow.unsafe.imports_passed_through():
         ZonePermit,
         upgrade_workflow_id,
     )
+    from rules.waves import Decision, RegionWaves
     from workflows.presentation import escaped
     from workflows.set_upgrades import SetUpgrades
-    from workflows.waves import Decision, RegionWaves
 
 
 @workflow.defn(name=COHORT_WORKFLOW)

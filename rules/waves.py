@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from models.upgrade import WaveReport
-from workflows.phases import name_order, zone_waves
+from rules.phases import name_order, zone_waves
 
 
 @dataclass
