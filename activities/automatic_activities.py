@@ -12,6 +12,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.fleet_activities import fleet_errors
+from fleet.errors import GONE
 from fleet.protocol import FleetBackend
 from models import steps
 from models.change import installed, major_of, version_key
@@ -22,7 +23,6 @@ from models.image import LATEST
 CONCURRENT_READS = 8
 # Back-end codes that mean "no version may be 'latest' here (yet)", not a failure.
 NO_VERSION_CODES = {"ImageNotFound", "ImageNotReplicatedToRegion"}
-GONE = {"ResourceNotFound", "NotFound"}
 # Back-end codes that mean "no version of this extension is published here".
 NO_EXTENSION_CODES = {"ArtifactNotFound", "NotFound", "ResourceNotFound"}
 

@@ -66,7 +66,7 @@ async def http_floor(
     from models.policy import ApplicationHealthSettings
 
     health = ApplicationHealthSettings(interval_in_seconds=max(1, int(interval)))
-    from bench.lab import UNPACED
+    from fleet.azure.read_pacing import UNPACED
 
     async with AzureFleet(AzureSettings.from_env({**emulator.env(), **UNPACED})) as fleet:
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from temporalio.client import Client
 
-from fleet.azure.read_pacing import MAX_READ_BURST, MAX_READS_PER_MINUTE
 from fleet.emulator.admin import ArmCalls, EmulatorAdmin
 from models.fleet import TimingSpec
 from models.image import ImageReference
@@ -28,9 +27,6 @@ INSTANT = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_second
 REALISTIC = TimingSpec(reimage_seconds=[2, 4], restore_seconds=[2, 4], boot_seconds=[4, 8])
 PROBE_EVERY_SECOND = ApplicationHealthSettings(interval_in_seconds=1)
 HISTORY_WARNING, HISTORY_LIMIT = 10_240, 51_200
-# A worker whose ARM reads are not paced (fleet/azure/read_pacing.py): the scenarios that measure
-# the orchestration itself, not the subscription's read budget (the rollout scenario does that).
-UNPACED = {"AZURE_READS_PER_MINUTE": str(MAX_READS_PER_MINUTE), "AZURE_READ_BURST": str(MAX_READ_BURST)}
 
 # Azure's documented read throttling, per minute (a token bucket: the refill rate per minute, a
 # burst of up to the bucket's capacity on top):

@@ -30,12 +30,11 @@ from bench.lab import (
     PROBE_EVERY_SECOND,
     REALISTIC,
     THROTTLING,
-    UNPACED,
     Lab,
     arm_figures,
     with_worker,
 )
-from fleet.azure.read_pacing import DEFAULT_READS_PER_MINUTE
+from fleet.azure.read_pacing import DEFAULT_READS_PER_MINUTE, UNPACED
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
 from models.automatic import (
@@ -50,9 +49,9 @@ from models.fleet import ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import RollingUpgradePolicy, UpgradePolicy
 from models.upgrade import UpgradeReport
+from rules.enrolled import enrolled_instances
 from rules.phases import plan_phases
 from starter.upgrades import final_report, upgrade_handle
-from workflows.automatic_upgrades import enrolled_instances
 
 GALLERY = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/providers/Microsoft.Compute"

@@ -48,7 +48,6 @@ from bench.lab import (
     PROBE_EVERY_SECOND,
     REALISTIC,
     THROTTLING,
-    UNPACED,
     V1,
     V2,
     Lab,
@@ -56,6 +55,10 @@ from bench.lab import (
     started,
     with_worker,
 )
+
+# Scenarios 1-6 measure the orchestration itself: their workers read unpaced (the rollout
+# scenario measures the read budget).
+from fleet.azure.read_pacing import UNPACED
 from models.fleet import FleetOperation, ScaleSetSpec, TimingSpec
 from models.policy import RollingUpgradePolicy
 from models.upgrade import UpgradeReport, UpgradeRequest, upgrade_workflow_id

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# The codes of a resource that does not exist (deleted, or never was).
+GONE = frozenset({"ResourceNotFound", "NotFound"})
+
 
 class FleetError(Exception):
     """The back end refused or failed a request; `code` is its error code."""

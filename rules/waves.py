@@ -11,11 +11,73 @@ zone whose wave has passed (a scale-out meanwhile) gets a wave of that zone agai
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from models.upgrade import WaveReport
-from rules.phases import name_order, zone_waves
+from models.sorting import natural_key
+from models.upgrade import REGIONAL, WaveReport
+
+# --- the plan: cohorts of a region's sets, each in zone waves -------------------------------------
+
+
+def zone_text(zone: str) -> str:
+    """A zone key as the texts name it: `zone 2`, or `regional` for instances without a zone."""
+    return f"zone {zone}" if zone != REGIONAL else "regional"
+
+
+def set_zones_of(zones: Iterable[str | None]) -> list[str]:
+    """A scale set's zones from its instances' zones, in natural order ([]: regional)."""
+    return sorted({z for z in zones if z}, key=natural_key)
+
+
+def zone_waves(set_zones: Mapping[str, Collection[str]]) -> list[str]:
+    """The waves of a region's sets (scale set -> its instances' zones), in order: each zone
+    in natural order, then REGIONAL ("") if some set has no zones."""
+    zones = {zone for chosen in set_zones.values() for zone in chosen if zone}
+    regional = any(_regional(chosen) for chosen in set_zones.values())
+    return sorted(zones, key=natural_key) + ([REGIONAL] if regional else [])
+
+
+def _regional(zones: Collection[str]) -> bool:
+    """A set with instances outside any zone: no zones at all, or REGIONAL among them."""
+    return not zones or REGIONAL in zones
+
+
+def wave_sets(set_zones: Mapping[str, Collection[str]], wave: str) -> list[str]:
+    """The sets that take part in `wave` (a zone: those with instances in it; REGIONAL: those
+    without zones), in name order."""
+    chosen = [
+        name for name, zones in set_zones.items() if (wave in zones if wave != REGIONAL else _regional(zones))
+    ]
+    return name_order(chosen)
+
+
+def name_order(sets: Iterable[str]) -> list[str]:
+    """Scale sets in name order (Azure's names are case-insensitive: by lowercase, then as
+    written, so the order never depends on the input's)."""
+    return sorted(set(sets), key=lambda name: (name.lower(), name))
+
+
+def cohorts(sets: Iterable[str], size: int) -> list[list[str]]:
+    """A region's sets in groups of at most `size` (max_sets_per_region), in name order: each
+    cohort runs its zone waves, then the next cohort starts."""
+    if size < 1:
+        raise ValueError(f"a cohort holds at least 1 scale set, not {size}")
+    ordered = name_order(sets)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def region_waves(set_zones: Mapping[str, Collection[str]], size: int) -> list[list[tuple[str, list[str]]]]:
+    """A region's plan: per cohort (of at most `size` sets, name order), its waves in order, each
+    as (zone, or REGIONAL, and the cohort's sets in it)."""
+    plan: list[list[tuple[str, list[str]]]] = []
+    for cohort in cohorts(set_zones, size):
+        members = {name: list(set_zones[name]) for name in cohort}
+        plan.append([(wave, wave_sets(members, wave)) for wave in zone_waves(members)])
+    return plan
+
+
+# --- a cohort's waves as they go ------------------------------------------------------------------
 
 
 @dataclass
@@ -146,7 +208,7 @@ class RegionWaves:
             return "starting"
         going = self.in_flight()
         waiting = [m for m in self.members.values() if m.waiting and m.left_in(self.zone)]
-        where = f"zone {self.zone}" if self.zone else "regional"
+        where = zone_text(self.zone)
         instances = sum(m.in_flight() for m in going)
         return (
             f"{where} wave: {len(going)} set(s) in flight (up to {instances} instances), "

@@ -15,13 +15,14 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.errors import FleetError
+from fleet.errors import GONE, FleetError
 from fleet.protocol import FleetBackend
 from models.automatic import AutomaticSettings, Enrollment, extension_rollout_key, image_source_key
 from models.policy import format_duration
-from rules.phases import REGIONAL, name_order, plan_phases, region_waves, set_zones_of
+from rules.enrolled import automatic_extensions, by_image_source
+from rules.phases import plan_phases
+from rules.waves import name_order, region_waves, set_zones_of, zone_text
 
-GONE = {"ResourceNotFound", "NotFound"}
 CONCURRENT_READS = 8
 
 
@@ -131,8 +132,7 @@ class RolloutPlan:
                         lines.append(f"    cohort {index} of {len(cohorts)}: {', '.join(names)}")
                         prefix = "      "
                     for step, (zone, names) in enumerate(cohort, 1):
-                        wave = f"zone {zone}" if zone != REGIONAL else "regional"
-                        lines.append(f"{prefix}wave {step}, {wave}: {', '.join(names)}")
+                        lines.append(f"{prefix}wave {step}, {zone_text(zone)}: {', '.join(names)}")
         for name, reason in sorted(self.unread.items()):
             lines.append(f"left out: {name}: {reason}")
         return lines
@@ -140,21 +140,15 @@ class RolloutPlan:
 
 def rolled_groups(enrollments: list[Enrollment]) -> list[Rolled]:
     """The rollouts a new version would start, as the watcher groups its enrolled sets: per image
-    source the sets that follow 'latest' (no note), per extension type and major the sets whose
-    extension is upgraded automatically."""
-    images: dict[str, list[str]] = {}
+    source the sets that follow 'latest', per extension type and major the sets whose extension
+    is upgraded automatically."""
     extensions: dict[str, tuple[str, list[str]]] = {}
-    for enrollment in enrollments:
-        if enrollment.note is None and enrollment.image_reference is not None:
-            images.setdefault(image_source_key(enrollment.image_reference), []).append(enrollment.scale_set)
-        if not enrollment.location:
-            continue
-        for extension in enrollment.extensions.values():
-            if extension.automatic and extension.note is None and extension.installed:
-                key = extension_rollout_key(extension.full_type, extension.major)
-                title = f"extension {extension.full_type} {extension.major}.x"
-                extensions.setdefault(key, (title, []))[1].append(enrollment.scale_set)
-    return [Rolled(key, f"image {key}", name_order(names)) for key, names in sorted(images.items())] + [
+    for enrollment, extension in automatic_extensions(enrollments):
+        key = extension_rollout_key(extension.full_type, extension.major)
+        title = f"extension {extension.full_type} {extension.major}.x"
+        extensions.setdefault(key, (title, []))[1].append(enrollment.scale_set)
+    images = sorted(by_image_source(enrollments).items())
+    return [Rolled(key, f"image {key}", name_order(e.scale_set for e in sets)) for key, sets in images] + [
         Rolled(key, title, name_order(names)) for key, (title, names) in sorted(extensions.items())
     ]
 

@@ -12,17 +12,13 @@ import random
 
 import pytest
 
+from models.upgrade import REGIONAL
 from rules.phases import (
-    REGIONAL,
     check_phases,
-    cohorts,
     flat_phases,
     plan_phases,
-    region_waves,
-    set_zones_of,
-    wave_sets,
-    zone_waves,
 )
+from rules.waves import cohorts, region_waves, set_zones_of, wave_sets, zone_waves
 
 NO_PAIRS: list[tuple[str, str]] = []
 # Twenty regions, r01..r20, region rN with N*10 instances (so the order by instances is by name).

@@ -20,6 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from fleet.azure.backend import AzureFleet
+from fleet.azure.read_pacing import UNPACED
 from fleet.azure.settings import AzureSettings
 from models import steps
 from models.automatic import AutomaticState, RolloutRequest, watcher_workflow_id
@@ -97,7 +98,7 @@ async def runs_of(client: Client, workflow_id: str) -> list[Run]:
 
 @pytest.fixture
 async def unpaced_worker(ts_env, emulator: EmulatorAddress) -> AsyncIterator[Worker]:
-    env = {**emulator.env(), "AZURE_READS_PER_MINUTE": "1000000", "AZURE_READ_BURST": "1000000"}
+    env = {**emulator.env(), **UNPACED}
     async with (
         AzureFleet(AzureSettings.from_env(env)) as backend,
         build_worker(ts_env.client, backend, f"tq-{uuid.uuid4()}") as worker,

@@ -66,6 +66,23 @@ async def roll_out(
     return handle, await rollout_of(client, images, "1.1.0")
 
 
+async def reimaging(
+    env: object, worker: object, fleet: EmulatorAdmin, *, siblings: int
+) -> tuple[WorkflowHandle, str, list[str], str]:
+    """A rollout in two phases, its first set (westeurope, slow reimages) reimaging: the rollout,
+    that set, its `siblings` in the region and the set of the later phase (eastus)."""
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    slow = TimingSpec(reimage_seconds=[2.0, 2.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+    first = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
+    others = [await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES) for _ in range(siblings)]
+    later = await make_set(fleet, images.latest, "eastus")
+    names = [first, *others, later]
+    _, rollout = await roll_out(env, worker, fleet, images, names, phases=[["westeurope"], ["eastus"]])
+    await eventually(lambda: fleet.operations(first), lambda ops: len(reimages(ops)) >= 1)
+    return rollout, first, others, later
+
+
 def zone_windows(
     ops: dict[str, list[FleetOperation]], zone_of: dict[tuple[str, str], str | None], names: list[str]
 ) -> dict[str | None, list[tuple[str, tuple[float, float]]]]:
@@ -170,17 +187,7 @@ async def test_a_region_the_version_never_reaches_holds_back_no_other_and_is_ski
 async def test_a_set_a_user_cancels_holds_the_rollout_until_resumed_and_cancel_ends_it(
     ts_env, ts_worker, fleet: EmulatorAdmin
 ):
-    images = Images()
-    await fleet.publish_image(images.at("1.0.0"))
-    slow = TimingSpec(reimage_seconds=[2.0, 2.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
-    cancelled = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
-    sibling = await make_set(fleet, images.latest, "westeurope", 3, zones=ZONES)
-    later = await make_set(fleet, images.latest, "eastus")
-    _, rollout = await roll_out(
-        ts_env, ts_worker, fleet, images, [cancelled, sibling, later], phases=[["westeurope"], ["eastus"]]
-    )
-    await eventually(lambda: fleet.operations(cancelled), lambda ops: len(reimages(ops)) >= 1)
-
+    rollout, cancelled, [sibling], later = await reimaging(ts_env, ts_worker, fleet, siblings=1)
     upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled))
     await upgrade.signal(CANCEL_SIGNAL, CancelRequest(by="alice", reason="wrong window"))
     held = await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
@@ -206,15 +213,7 @@ async def test_a_set_a_user_cancels_holds_the_rollout_until_resumed_and_cancel_e
 async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
     ts_env, ts_worker, fleet: EmulatorAdmin
 ):
-    images = Images()
-    await fleet.publish_image(images.at("1.0.0"))
-    slow = TimingSpec(reimage_seconds=[2.0, 2.0], restore_seconds=[0, 0], boot_seconds=[0, 0])
-    cancelled = await make_set(fleet, images.latest, "westeurope", 6, zones=ZONES, timing=slow)
-    later = await make_set(fleet, images.latest, "eastus")
-    _, rollout = await roll_out(
-        ts_env, ts_worker, fleet, images, [cancelled, later], phases=[["westeurope"], ["eastus"]]
-    )
-    await eventually(lambda: fleet.operations(cancelled), lambda ops: len(reimages(ops)) >= 1)
+    rollout, cancelled, _, later = await reimaging(ts_env, ts_worker, fleet, siblings=0)
     await ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled)).signal(CANCEL_SIGNAL)
     await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
 

@@ -68,10 +68,11 @@ with workflow.unsafe.imports_passed_through():
     from models.image import ImageReference
     from models.markdown import table
     from models.policy import format_duration
+    from rules.enrolled import automatic_extensions, by_image_source, enrolled_instances
     from rules.phases import check_phases, flat_phases, plan_phases
     from workflows import activity_calls
     from workflows.admission import rolled_by_azure
-    from workflows.presentation import escaped
+    from workflows.presentation import escaped, workflow_link
     from workflows.rollout import RolloutWorkflow
 
 # Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.
@@ -386,25 +387,16 @@ class AutomaticOSUpgradesWorkflow:
                 await self._roll_extension(key, members, newest[key])
 
     def _automatic_extensions(self) -> list[tuple[Enrollment, ExtensionEnrollment]]:
-        """The enrolled sets' extensions an automatic upgrade may reach, by set and name: on,
-        and installed on instances. (Only a survey by this code reports what instances run, so
-        a watcher that started before automatic extension upgrades, replayed, never asks for
-        them in its old looks and takes them up at its first look after the deploy.)"""
-        return [
-            (enrollment, extension)
-            for enrollment in (self._state.enrollments[name] for name in sorted(self._state.enrollments))
-            if enrollment.location
-            for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name)
-            if extension.automatic and extension.note is None and extension.installed
-        ]
+        """The enrolled sets' extensions an automatic upgrade may reach. (Only a survey by this
+        code reports what instances run, so a watcher that started before automatic extension
+        upgrades, replayed, never asks for them in its old looks and takes them up at its first
+        look after the deploy.)"""
+        enrollments = self._state.enrollments
+        return automatic_extensions(enrollments[name] for name in sorted(enrollments))
 
     def _by_source(self) -> dict[str, list[Enrollment]]:
         """The enrolled sets an automatic upgrade may reach, by image source."""
-        by_source: dict[str, list[Enrollment]] = {}
-        for enrollment in self._state.enrollments.values():
-            if enrollment.note is None and enrollment.image_reference is not None:
-                by_source.setdefault(image_source_key(enrollment.image_reference), []).append(enrollment)
-        return by_source
+        return by_image_source(self._state.enrollments.values())
 
     async def _roll_image(self, key: str, sets: list[Enrollment], version: str) -> None:
         due = [e for e in sets if version not in (e.applied_version, e.failed_version)]
@@ -592,17 +584,6 @@ class AutomaticOSUpgradesWorkflow:
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
 
 
-def enrolled_instances(enrollments: list[Enrollment]) -> dict[str, int]:
-    """Per region, how many instances its enrolled sets have (what staged phases order regions
-    by; a set not counted yet counts 0)."""
-    instances: dict[str, int] = {}
-    for enrollment in enrollments:
-        if enrollment.location:
-            region = enrollment.location.lower()
-            instances[region] = instances.get(region, 0) + (enrollment.instance_count or 0)
-    return instances
-
-
 def observed_extensions(
     enrollment: Enrollment, view: ScaleSetView, installed: dict[str, list[str]], blocked: str | None
 ) -> dict[str, ExtensionEnrollment]:
@@ -664,6 +645,6 @@ def details(state: AutomaticState, namespace: str) -> str:
     if extensions:
         lines += ["", table(("scale set", "extension", "type", "automatic upgrade"), extensions)]
     for summary in state.running.values():
-        link = f"/namespaces/{namespace}/workflows/{summary.workflow_id.replace('/', '%2F')}"
+        link = workflow_link(namespace, summary.workflow_id)
         lines += ["", f"Rollout in flight: [{escaped(summary.workflow_id)}]({link})"]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from models.errors import UpgradeErrorCode
 from models.policy import RollingUpgradePolicy, format_duration
 from models.status import ApiError, ApiErrorBase
 from models.upgrade import ATTEMPTED, FINAL_FAILURES, InstanceProgress, InstanceState
+from rules.waves import zone_text
 from workflows import failures
 from workflows.ledger import UpgradeLedger
 from workflows.planner import unhealthy_allowance
@@ -169,11 +170,6 @@ def approval_wait_reason(ledger: UpgradeLedger, batch: int, waiting: Sequence[st
         f"waiting for approval of batch {batch}: {len(waiting)} instance(s) pending approval "
         f"({named(list(waiting))}); approve with {how}"
     )
-
-
-def zone_text(zone: str) -> str:
-    """A zone key as the texts name it: `zone 2`, or `regional` for instances without a zone."""
-    return f"zone {zone}" if zone else "regional"
 
 
 def zone_wave_reason(region: str, done: str | None, left: Mapping[str, int]) -> str:

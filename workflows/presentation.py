@@ -164,6 +164,11 @@ def current_details(ledger: UpgradeLedger) -> str:
 _MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>#|"})
 
 
+def workflow_link(namespace: str, workflow_id: str) -> str:
+    """The Web UI's path to a workflow (its id's slashes encoded)."""
+    return f"/namespaces/{namespace}/workflows/{workflow_id.replace('/', '%2F')}"
+
+
 def escaped(text: str) -> str:
     """User text (a pause's reason, a name) shown as it is, never as markdown."""
     return text.translate(_MARKDOWN)

@@ -64,10 +64,11 @@ with workflow.unsafe.imports_passed_through():
     from models.upgrade import (
         upgrade_workflow_id,
     )
-    from rules.phases import cohorts, paired
+    from rules.phases import paired
+    from rules.waves import cohorts
     from workflows import activity_calls
     from workflows.planner import unhealthy_allowance
-    from workflows.presentation import escaped
+    from workflows.presentation import escaped, workflow_link
     from workflows.set_upgrades import SetUpgrades, rolling_policy
 
 # Patches: each id guards a change to the commands the workflow issues (README: "Changing
@@ -126,7 +127,6 @@ class RolloutWorkflow(SetUpgrades):
         self._cancelled = False
         self._withdrawn: set[str] = set()
         self._cancel_on_start: set[str] = set()
-        self._staged = False  # the zone-waves patch: decided at the start of the run
         self._cancel_sent: set[str] = set()  # sets the rollout itself asked to cancel
         self._regions: dict[str, str] = {}  # region -> where it is (REGION_* below)
         self._running_regions: set[str] = set()
@@ -210,8 +210,7 @@ class RolloutWorkflow(SetUpgrades):
     @workflow.run
     async def run(self, request: RolloutRequest) -> RolloutStatus:
         self._publish()
-        self._staged = workflow.patched(ZONE_WAVES)
-        if self._staged:
+        if workflow.patched(ZONE_WAVES):
             await self._phases()
             return await self._end()
         for number, regions in enumerate(request.phases, 1):
@@ -523,9 +522,6 @@ class RolloutWorkflow(SetUpgrades):
         if self._status.stopped_by is None:
             self._status.stopped_by = error
 
-    async def _cancelled_by_someone(self, item: RolloutSet, by: str) -> None:
-        raise AssertionError("only a cohort follows upgrades in zone waves")  # (never: _staged)
-
     def _stop_reason(self, scale_set: str | None = None) -> str | None:
         """Why no further scale set starts, if it should not."""
         if self._status.stopped_by is not None:
@@ -609,7 +605,7 @@ def details(status: RolloutStatus, namespace: str) -> str:
     if status.bake_until:
         lines.append(f"baking until {status.bake_until.isoformat(timespec='seconds')}")
     for cohort in status.cohorts:  # each with its sets' progress and its zone wave
-        lines.append(f"- cohort in flight: [{escaped(cohort)}]({_link(namespace, cohort)})")
+        lines.append(f"- cohort in flight: [{escaped(cohort)}]({workflow_link(namespace, cohort)})")
     for number, regions in enumerate(status.phases, 1):
         members = [s for s in status.sets if s.phase == number]
         done = sum(s.state == RolloutSetState.COMPLETED for s in members)
@@ -618,12 +614,8 @@ def details(status: RolloutStatus, namespace: str) -> str:
         # At fleet scale the details stay short: the sets not simply done or waiting come first.
         shown = sorted(members, key=lambda s: s.state in (RolloutSetState.COMPLETED, RolloutSetState.PENDING))
         for item in shown[:DETAILS_SETS_PER_PHASE]:
-            link = _link(namespace, item.workflow_id or upgrade_workflow_id(item.scale_set))
+            link = workflow_link(namespace, item.workflow_id or upgrade_workflow_id(item.scale_set))
             lines.append(f"- [{item.scale_set}]({link}) ({item.region}): {item.state.value}{item.retry_note}")
         if len(shown) > DETAILS_SETS_PER_PHASE:
             lines.append(f"- and {len(shown) - DETAILS_SETS_PER_PHASE} more (`upgradectl rollout show`)")
     return "\n".join(lines)
-
-
-def _link(namespace: str, workflow_id: str) -> str:
-    return f"/namespaces/{namespace}/workflows/{workflow_id.replace('/', '%2F')}"

@@ -39,12 +39,14 @@ with workflow.unsafe.imports_passed_through():
         upgrade_workflow_id,
     )
     from rules.waves import Decision, RegionWaves
-    from workflows.presentation import escaped
+    from workflows.presentation import escaped, workflow_link
     from workflows.set_upgrades import SetUpgrades
 
 
 @workflow.defn(name=COHORT_WORKFLOW)
 class RolloutCohortWorkflow(SetUpgrades):
+    _cancel_holds = True
+
     @workflow.init
     def __init__(self, request: CohortRequest) -> None:
         self._request = request
@@ -52,7 +54,6 @@ class RolloutCohortWorkflow(SetUpgrades):
         self._version = request.version
         self._extension = request.extension
         self._rollout_id = request.rollout_id
-        self._staged = True
         self._steering = request.steering
         self._cancelled = request.steering.halted
         self._cancel_on_start = set(request.steering.cancel_in_flight)
@@ -177,8 +178,7 @@ class RolloutCohortWorkflow(SetUpgrades):
             lines.append(escaped(self._waves.text()))
         namespace = workflow.info().namespace
         for item in self._sets.values():
-            target = (item.workflow_id or upgrade_workflow_id(item.scale_set)).replace("/", "%2F")
-            link = f"/namespaces/{namespace}/workflows/{target}"
+            link = workflow_link(namespace, item.workflow_id or upgrade_workflow_id(item.scale_set))
             state = item.state.value if item.state != RolloutSetState.PENDING else "pending"
             lines.append(f"- [{escaped(item.scale_set)}]({link}): {state}")
         workflow.set_current_details("\n".join(lines))

@@ -109,7 +109,9 @@ class SetUpgrades:
     _version: str
     _extension: RolloutExtension | None
     _rollout_id: str
-    _staged: bool  # zone waves: a cancel someone else sent holds the rollout
+    # A cancel someone else sent holds the rollout (zone waves: the cohorts); before them, a
+    # cancelled upgrade was only recorded.
+    _cancel_holds = False
     _cancelled: bool  # the rollout was cancelled
     _cancel_on_start: set[str]  # sets that opted out with cancel
     _cancel_sent: set[str]  # sets the rollout itself asked to cancel
@@ -131,7 +133,8 @@ class SetUpgrades:
         raise NotImplementedError
 
     async def _cancelled_by_someone(self, item: RolloutSet, by: str) -> None:
-        """Someone other than the rollout cancelled a set's upgrade: the rollout holds."""
+        """Someone other than the rollout cancelled a set's upgrade: the rollout holds (where
+        `_cancel_holds`)."""
         raise NotImplementedError
 
     # --- one set ------------------------------------------------------------------------------
@@ -206,7 +209,7 @@ class SetUpgrades:
             report: UpgradeReport = await handle
         except ChildWorkflowError as err:
             cause = err.cause
-            if self._staged and isinstance(cause, CancelledError):
+            if self._cancel_holds and isinstance(cause, CancelledError):
                 await self._cancelled_set(item, CANCEL_REQUEST)
                 return
             code = cause.type if isinstance(cause, ApplicationError) and cause.type else "UpgradeFailed"
@@ -228,7 +231,7 @@ class SetUpgrades:
         else:
             properties = report.status.properties
             cancelled = properties is not None and properties.running_status.code == "Cancelled"
-            if cancelled and self._staged:
+            if cancelled and self._cancel_holds:
                 await self._cancelled_set(item, report.cancelled_by or "someone")
                 return
             item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED

@@ -46,6 +46,8 @@ DEFAULT_READS_PER_MINUTE = 1_200
 DEFAULT_READ_BURST = 200
 MAX_READS_PER_MINUTE = 1_000_000
 MAX_READ_BURST = 1_000_000
+# The environment of a process whose reads are not paced (benchmarks of the orchestration alone).
+UNPACED = {"AZURE_READS_PER_MINUTE": str(MAX_READS_PER_MINUTE), "AZURE_READ_BURST": str(MAX_READ_BURST)}
 # ARM's own buckets, the least capacity assumed for its remaining-count headers.
 ARM_READ_BUCKET = 250
 ARM_GLOBAL_READ_BUCKET = 15 * ARM_READ_BUCKET  # every principal of the subscription
