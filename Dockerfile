@@ -10,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY models ./models
+COPY rules ./rules
 COPY workflows ./workflows
 COPY activities ./activities
 COPY fleet ./fleet

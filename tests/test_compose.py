@@ -31,7 +31,7 @@ from workflows import search_attributes
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SEARCH_ATTRIBUTES = {"ScaleSet", "TargetImage", "UpgradeStatus", "StartedBy"}
-PACKAGES = ["models", "workflows", "activities", "fleet", "worker", "starter"]
+PACKAGES = ["models", "rules", "workflows", "activities", "fleet", "worker", "starter"]
 
 
 @pytest.fixture(scope="module")
