@@ -293,18 +293,6 @@ class FleetActivities:
         progress = Progress.resumed(kind)
         doubt = activity.info().attempt > 1 or progress.operation is not None
         while True:
-            if progress.operation is not None:
-                operation = await self._poll(progress.operation)
-                if operation is None:  # its status URL is gone: read the instance instead
-                    progress.operation = None
-                    continue
-                progress.operation = operation
-                if operation.status == OperationStatus.IN_PROGRESS:
-                    progress.beat()
-                    await asyncio.sleep(poll_seconds(operation.retry_after_seconds))
-                    continue
-                if operation.status != OperationStatus.SUCCEEDED:
-                    raise operation_failure(operation)
             instance = await self._read_instance(scale_set, instance_id, progress)
             if instance is None:
                 continue
@@ -322,10 +310,26 @@ class FleetActivities:
                 )
                 return done
             if instance.busy:
+                # Ours under way (or someone else's): the instance shows when it is done, read
+                # with its set's other instances; the operation's own status is not read at all.
                 progress.beat(waiting=f"instance is {instance.provisioning_state}")
-                await asyncio.sleep(MAX_POLL_SECONDS)
+                ours = progress.operation
+                await asyncio.sleep(poll_seconds(ours.retry_after_seconds) if ours else MAX_POLL_SECONDS)
                 continue
             if progress.operation is not None:
+                # The instance shows neither our action done nor any under way: its operation
+                # says whether it is yet to start, failed, or succeeded (and the view lags).
+                operation = await self._poll(progress.operation)
+                if operation is None:  # its status URL is gone: the instance is all there is
+                    progress.operation = None
+                    continue
+                progress.operation = operation
+                if operation.status == OperationStatus.IN_PROGRESS:
+                    progress.beat()
+                    await asyncio.sleep(poll_seconds(operation.retry_after_seconds))
+                    continue
+                if operation.status != OperationStatus.SUCCEEDED:
+                    raise operation_failure(operation)
                 # Ours succeeded, yet the instance does not show it: look again a few times
                 # (a view may lag), then say so; sending it again could make it twice.
                 progress.mismatches += 1
@@ -395,7 +399,9 @@ class FleetActivities:
         """The instance now; None after a transient error (the caller loops). A deleted
         instance ends the activity: its code says it is gone."""
         try:
-            return await self.fleet.get_instance(scale_set, instance_id)
+            # Once our action is sent, the batch's looks share the set's regular reads.
+            watching = progress.operation is not None
+            return await self.fleet.get_instance(scale_set, instance_id, watching=watching)
         except FleetTransientError as err:
             # Through `progress`: a heartbeat replaces the details the next attempt resumes
             # from, so each one must still name the operation sent (else a retry resends it).
@@ -405,7 +411,8 @@ class FleetActivities:
 
     @activity.defn(name=steps.WAIT_FOR_HEALTH)
     async def wait_for_health(self, request: steps.HealthInput) -> steps.HealthResult:
-        """Probe every intervalInSeconds until numberOfProbes Healthy answers in a row.
+        """Probe every intervalInSeconds until numberOfProbes Healthy answers in a row (every
+        half interval while the instance says it is initializing).
 
         Inside the grace period any other answer means the instance is still warming up.
         After it, numberOfProbes Unhealthy (or unanswered) probes in a row end the activity
@@ -435,7 +442,12 @@ class FleetActivities:
             # The probe count alone is no news: a heartbeat when the state or its detail changes.
             details = {"probes": probes, "state": state.value, "detail": probe.detail}
             beat(details, news=(state, probe.detail))
-            next_probe = await on_cadence(next_probe, settings.interval_in_seconds)
+            # Still initializing (booting): it turns Healthy between two of the extension's
+            # probes, so look again in half an interval (the set's reads allow two an interval:
+            # fleet/azure/backend.py). Healthy and failing answers are counted an interval apart.
+            booting = probe.state == HealthState.INITIALIZING
+            interval = settings.interval_in_seconds / (2 if booting else 1)
+            next_probe = await on_cadence(next_probe, interval)
 
     @activity.defn(name=steps.PROBE_HEALTH)
     async def probe_health(self, request: steps.HealthInput) -> steps.HealthResult:

@@ -24,9 +24,12 @@ class FleetBackend(Protocol):
     async def read_health(self, name: str) -> HealthReading:
         """Every instance's health and phase, compactly."""
 
-    async def get_instance(self, scale_set: str, instance_id: str) -> InstanceView:
+    async def get_instance(self, scale_set: str, instance_id: str, *, watching: bool = False) -> InstanceView:
         """One instance as it is now (image exact version, OS disk, provisioning state): what
-        an action reconciles against. Raises FleetRequestError code NotFound when it is gone."""
+        an action reconciles against. Raises FleetRequestError code NotFound when it is gone.
+        Concurrent calls for one scale set share one read of the set; `watching` (the caller
+        looks again and again until the instance changes) lets the read wait for the set's next
+        regular one."""
 
     async def resolve_image(self, image: ImageReference, location: str) -> ImageReference:
         """The image at an exact version available in `location` ('latest' resolved)."""

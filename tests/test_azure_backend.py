@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from fleet.azure import AzureFleet, AzureSettings, AzureSettingsError, parse_restore_point, same_restore_point
-from fleet.azure.health_reads import CoalescingHealthReader
 from fleet.azure.images import pick_gallery_version, pick_marketplace_version
+from fleet.azure.set_reads import CoalescingReader
 from fleet.azure.views import custom_metrics
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.errors import FleetRequestError, FleetTransientError
@@ -178,7 +178,7 @@ async def test_coalescing_reader_shares_one_read_but_never_one_begun_before_the_
         await asyncio.sleep(0.05)
         return {"0": HealthProbe(state=seen)}
 
-    reader = CoalescingHealthReader(read)
+    reader = CoalescingReader(read)
     results = await asyncio.gather(*(reader.get("web") for _ in range(50)))
     assert len(reads) == 1 and all(r["0"].state == HealthState.HEALTHY for r in results)
 
@@ -200,7 +200,7 @@ async def test_coalescing_reader_starts_reads_of_one_set_at_least_min_gap_apart(
         starts.append(asyncio.get_running_loop().time())
         return {}
 
-    reader = CoalescingHealthReader(read)
+    reader = CoalescingReader(read)
     for _ in range(3):
         await reader.get("web", min_gap=0.3)
         await asyncio.sleep(0.1)  # the next waiter asks 0.1 s after the last read
@@ -216,7 +216,7 @@ async def test_coalescing_reader_survives_a_cancelled_caller() -> None:
         await asyncio.sleep(0.05)
         return {}
 
-    reader = CoalescingHealthReader(read)
+    reader = CoalescingReader(read)
     first = asyncio.create_task(reader.get("web"))
     second = asyncio.create_task(reader.get("web"))
     await asyncio.sleep(0.01)

@@ -237,6 +237,26 @@ async def test_a_409_busy_answer_is_waited_out_and_the_reimage_sent_once_the_ins
         assert ours.start_time >= by_id[theirs.operation_id].end_time
 
 
+async def test_a_batch_is_watched_through_its_sets_instance_list_not_a_read_per_instance(
+    ts_env, ts_worker, fleet
+):
+    # Twelve reimages of a second each: every instance is read before its reimage and until it
+    # shows it done, and waited for until healthy. Those looks share the set's instance lists:
+    # no GET of an instance, no poll of an operation while the instances show theirs under way.
+    ids = [str(n) for n in range(12)]
+    name = await make_scale_set(fleet, len(ids), update_domains=1, timing=SLOW_REIMAGE)
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, policy=ONE_BATCH)
+    report = await finish(ts_env, handle)
+
+    completed_exactly_once(report, await fleet.operations(name), ids)
+    calls = await fleet.calls(name)
+    assert calls.requests.get("GET virtualMachineScaleSets/*/virtualMachines/*", 0) == 0
+    assert calls.requests.get("GET locations/*/operations/*", 0) == 0
+    # Admission, gates and the batch's looks: far fewer reads than the 12 x 4 of a GET before
+    # and after each reimage and a poll a second while it runs.
+    assert calls.reads < len(ids) * 2, calls.requests
+
+
 async def test_a_worker_killed_between_the_reimage_post_and_its_answer_never_reimages_twice(
     local_env, fleet, emulator, tmp_path
 ):

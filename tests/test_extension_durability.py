@@ -456,8 +456,8 @@ class Scripted:
         self.sent.append(operation)
         return operation
 
-    async def get_instance(self, scale_set: str, instance_id: str) -> InstanceView:
-        return self.on_read(await self.azure.get_instance(scale_set, instance_id))
+    async def get_instance(self, scale_set: str, instance_id: str, *, watching: bool = False) -> InstanceView:
+        return self.on_read(await self.azure.get_instance(scale_set, instance_id, watching=watching))
 
 
 async def test_a_failed_read_after_the_patch_keeps_the_install_in_the_heartbeat_so_a_retry_never_resends(

@@ -27,7 +27,6 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from fleet.azure import AzureFleet, AzureSettings, AzureSettingsError, read_pacing
-from fleet.azure.health_reads import CoalescingHealthReader
 from fleet.azure.read_pacing import (
     KEEP_ALIVE_SECONDS,
     MAX_REMAINING_HOLD,
@@ -36,6 +35,7 @@ from fleet.azure.read_pacing import (
     TokenBucket,
     set_keep_alive,
 )
+from fleet.azure.set_reads import CoalescingReader
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.errors import FleetError, FleetTransientError
 from models.fleet import FaultSpec, HealthProbe, ScaleSetSpec
@@ -212,7 +212,7 @@ async def test_callers_sharing_a_health_read_are_each_kept_alive(monkeypatch: py
         caller.set(n)
         await reader.get("web")
 
-    reader = CoalescingHealthReader(slow_read, gather_seconds=0.01)
+    reader = CoalescingReader(slow_read, gather_seconds=0.01)
     set_keep_alive(lambda: alive.add(caller.get()))
     try:
         await asyncio.gather(*(probe(n) for n in range(5)))
@@ -287,12 +287,12 @@ async def test_a_burst_of_reads_is_spread_as_the_bucket_says(
     name = await new_set(fleet)
     settings = settings_of(emulator, AZURE_READS_PER_MINUTE="600", AZURE_READ_BURST="5")
     async with AzureFleet(settings, pacers=ReadPacers()) as azure:
-        await azure.get_instance(name, "0")  # the scale set's mode and the instance: two tokens
+        await azure.read_health(name)  # the scale set's mode and its instances: two tokens
         started = time.monotonic()
         done: list[float] = []
 
         async def read(n: int) -> None:
-            await azure.get_instance(name, str(n % 2))
+            await azure.read_health(name)
             done.append(time.monotonic() - started)
 
         await asyncio.gather(*(read(n) for n in range(25)))
@@ -302,6 +302,44 @@ async def test_a_burst_of_reads_is_spread_as_the_bucket_says(
     assert sum(1 for t in done if t < 0.4) <= 10  # the burst (3 left) and what 0.4 s refilled
     assert pacer.reads == 27 and pacer.waits >= 19
     assert (await fleet.calls(name)).reads == 27  # every read reached ARM, none was dropped
+
+
+async def test_callers_join_a_read_while_it_waits_for_its_turn() -> None:
+    # A read waiting for its share of the budget is not sent yet: callers who ask meanwhile are
+    # served by it (it starts after them), so a short budget makes reads fewer, not later.
+    reads: list[str] = []
+    turns = 0
+
+    async def read(scale_set: str) -> list[str]:
+        reads.append(scale_set)
+        return list(reads)
+
+    async def turn() -> None:
+        nonlocal turns
+        turns += 1
+        await asyncio.sleep(0.4)
+
+    reader: CoalescingReader[list[str]] = CoalescingReader(read, gather_seconds=0.01, turn=turn)
+    first = asyncio.create_task(reader.get("web"))
+    await asyncio.sleep(0.2)  # the first read is waiting for its turn
+    second = await reader.get("web")
+    assert await first == second == ["web"] and turns == 1
+    assert await reader.get("web") == ["web", "web"]  # asked after it was sent: a read of its own
+
+
+async def test_a_shared_read_takes_one_token_however_many_join_it(
+    emulator: EmulatorAddress, fleet: EmulatorAdmin
+) -> None:
+    name = await new_set(fleet, capacity=3)
+    settings = settings_of(emulator, AZURE_READS_PER_MINUTE="60", AZURE_READ_BURST="1")
+    async with AzureFleet(settings, pacers=ReadPacers()) as azure:
+        await azure.read_health(name)  # the mode and the list: the second waits a second
+        first = asyncio.create_task(azure.get_instance(name, "0"))
+        await asyncio.sleep(0.5)  # it waits for its token, about a second
+        later = await asyncio.gather(*(azure.get_instance(name, str(n)) for n in (1, 2, 0)))
+        assert [i.instance_id for i in (await first, *later)] == ["0", "1", "2", "0"]
+        assert azure.read_pacer.reads == 3  # the token taken ahead is not taken again
+    assert (await fleet.calls(name)).reads == 3
 
 
 async def test_a_429_holds_every_read_of_the_subscription_for_its_retry_after(
@@ -315,16 +353,16 @@ async def test_a_429_holds_every_read_of_the_subscription_for_its_retry_after(
         AzureFleet(settings, pacers=pacers, retry_total=0) as first,
         AzureFleet(settings, pacers=pacers) as second,
     ):
-        await first.get_instance(throttled, "0")
-        await second.get_instance(other, "0")
+        await first.read_health(throttled)
+        await second.read_health(other)
         await fleet.set_faults(throttled, FaultSpec(throttle_calls=1, retry_after_seconds=2))
         with pytest.raises(FleetTransientError) as caught:
-            await first.get_instance(throttled, "0")
+            await first.read_health(throttled)
         assert caught.value.status == 429
         # Another scale set, another client: it waits out the Retry-After too.
-        assert await timed(second.get_instance(other, "0")) >= 1.5
+        assert await timed(second.read_health(other)) >= 1.5
         assert first.read_pacer is second.read_pacer and first.read_pacer.holds == 1
-        assert first.read_pacer.reads == 6  # each fleet's mode read and two instance reads
+        assert first.read_pacer.reads == 6  # each fleet's mode read and two list reads
 
 
 async def test_subscriptions_do_not_share_a_budget(emulator: EmulatorAddress, fleet: EmulatorAdmin) -> None:
@@ -336,10 +374,10 @@ async def test_subscriptions_do_not_share_a_budget(emulator: EmulatorAddress, fl
             settings_of(emulator, AZURE_SUBSCRIPTION_ID=OTHER_SUBSCRIPTION), pacers=pacers, retry_total=0
         ) as theirs,
     ):
-        await ours.get_instance(throttled, "0")
+        await ours.read_health(throttled)
         await fleet.set_faults(throttled, FaultSpec(throttle_calls=1, retry_after_seconds=5))
         with pytest.raises(FleetTransientError):
-            await ours.get_instance(throttled, "0")
+            await ours.read_health(throttled)
 
         async def elsewhere() -> None:
             with pytest.raises(FleetError) as caught:  # the emulator knows one subscription only
@@ -417,15 +455,15 @@ async def test_a_low_remaining_count_slows_the_reads_after_it(
     remaining = "x-ms-ratelimit-remaining-subscription-reads"
     async with AzureFleet(settings, pacers=ReadPacers()) as azure:
         header_proxy.headers[remaining] = "240"
-        await azure.get_instance(name, "0")
-        assert await timed(azure.get_instance(name, "1")) < 1.0  # plenty left: no wait
+        await azure.read_health(name)
+        assert await timed(azure.read_health(name)) < 1.0  # plenty left: no wait
         # ARM says 5 left (its bucket: 250): below 25, reads wait until 10 a second bring it back.
         header_proxy.headers[remaining] = "5"
-        await azure.get_instance(name, "0")
+        await azure.read_health(name)
         header_proxy.headers[remaining] = "240"
-        assert await timed(azure.get_instance(name, "1")) >= 1.5  # (25 - 5) / 10 a second
+        assert await timed(azure.read_health(name)) >= 1.5  # (25 - 5) / 10 a second
         assert azure.read_pacer.holds == 1
-        assert await timed(azure.get_instance(name, "0")) < 1.0
+        assert await timed(azure.read_health(name)) < 1.0
 
 
 # --- a waiting read keeps its activity alive, with the details it had --------------------------

@@ -12,6 +12,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -29,10 +30,10 @@ from azure.mgmt.compute.models import (
 from fleet.azure.calls import CallCounter
 from fleet.azure.credentials import credential_for
 from fleet.azure.errors import arm_errors, error_of_body, from_status
-from fleet.azure.health_reads import CoalescingHealthReader, Probes
 from fleet.azure.images import parse_gallery_image_id, pick_gallery_version, pick_marketplace_version
 from fleet.azure.operations import accepted, polled
 from fleet.azure.read_pacing import PACERS, ReadPacer, ReadPacers, ReadPacingPolicy
+from fleet.azure.set_reads import CoalescingReader
 from fleet.azure.settings import AzureSettings
 from fleet.azure.transport import PooledTransport
 from fleet.azure.views import (
@@ -67,6 +68,17 @@ __all__ = ["AzureFleet", "RestorePoint", "parse_restore_point", "same_restore_po
 FLEXIBLE_FILTER = "'virtualMachineScaleSet/id' eq '{}'"
 # The Compute API version of the raw instance lists (vmHealth and exactVersion are in it).
 LIST_API_VERSION = "2024-07-01"
+# Reads of a set's instances for callers watching one of them until it shows an action done
+# start at least this far apart: the instances of a batch look about once a second each.
+INSTANCE_READ_GAP = 1.0
+
+
+@dataclass(frozen=True)
+class SetInstances:
+    """One read of a scale set's instances, each as ARM answered it (JSON), by instance id."""
+
+    flexible: bool
+    vms: dict[str, Json]
 
 
 class AzureFleet:
@@ -100,7 +112,9 @@ class AzureFleet:
         self.client = self._client_for(self.settings.subscription_id)
         # Orchestration mode and id of each scale set seen: immutable for a scale set's life.
         self._sets: dict[str, tuple[OrchestrationMode, str]] = {}
-        self._health = CoalescingHealthReader(self._read_probes)
+        # Every look at an instance (its health, its state around an action) of concurrent
+        # callers shares one read of the set's instances (fleet/azure/set_reads.py).
+        self._instances = CoalescingReader(self._read_instances, turn=self.read_pacer.acquire_ahead)
 
     def _client_for(self, subscription_id: str) -> ComputeManagementClient:
         """One client per subscription (a gallery may live in another), one call counter; its
@@ -267,28 +281,29 @@ class AzureFleet:
                 phases[instance_id] = phase
         return HealthReading(health=health, phases=phases)
 
-    async def get_instance(self, scale_set: str, instance_id: str) -> InstanceView:
-        """One instance with its instance view, read as JSON like `_list_vms` (two of these per
-        reimage: the SDK's models cost more CPU than the rest of the call)."""
-        vm = quote(instance_id, safe="")
-        query = urlencode({"$expand": "instanceView", "api-version": LIST_API_VERSION})
+    async def _read_instances(self, scale_set: str) -> SetInstances:
+        flexible, vms = await self._list_vms(scale_set)
+        return SetInstances(flexible, {instance_id_of(vm, flexible=flexible): vm for vm in vms})
+
+    async def get_instance(self, scale_set: str, instance_id: str, *, watching: bool = False) -> InstanceView:
+        """One instance with its instance view, from a read of the set's instances begun after
+        the call: the instances of a batch, each read before its action and about once a second
+        until it shows done, share a list instead of a GET each (a read before an action goes
+        at once: the batch waits for it; one watching waits for the set's next regular read)."""
         try:
-            mode, vmss_id = await self._mode(scale_set)
-            if mode == "Flexible":
-                path = f"virtualMachines/{vm}"
-            else:
-                path = f"virtualMachineScaleSets/{quote(scale_set, safe='')}/virtualMachines/{vm}"
-            document = await self._get_json(f"{self._provider}/{path}?{query}")
+            instances = await self._instances.get(scale_set, min_gap=INSTANCE_READ_GAP if watching else 0.0)
         except FleetError as err:
             if err.status == 404:
                 raise FleetRequestError(
                     "NotFound", f"instance {instance_id} of scale set {scale_set} is gone ({err})", 404
                 ) from err
             raise
-        owner = dig(document, "properties", "virtualMachineScaleSet", "id") or ""
-        if mode == "Flexible" and owner.lower() != vmss_id.lower():
-            raise FleetRequestError("NotFound", f"VM {instance_id} is not in scale set {scale_set}", 404)
-        return instance_of(document, flexible=mode == "Flexible")
+        vm = instances.vms.get(instance_id)
+        if vm is None:
+            raise FleetRequestError(
+                "NotFound", f"instance {instance_id} is not among the instances of scale set {scale_set}", 404
+            )
+        return instance_of(vm, flexible=instances.flexible)
 
     async def resolve_image(self, image: ImageReference, location: str) -> ImageReference:
         try:
@@ -443,20 +458,16 @@ class AzureFleet:
 
     # --- health -------------------------------------------------------------------------------
 
-    async def _read_probes(self, scale_set: str) -> Probes:
-        flexible, vms = await self._list_vms(scale_set)
-        return {instance_id_of(vm, flexible=flexible): probe_of(vm) for vm in vms}
-
     async def probe_health(
         self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
     ) -> HealthProbe:
         # The extension probes inside the VM with its own settings: `settings` are the caller's.
         # At most two reads of the set per probe interval, whatever the number of waiters.
-        probes = await self._health.get(scale_set, min_gap=settings.interval_in_seconds / 2)
-        probe = probes.get(instance_id)
-        if probe is None:
+        instances = await self._instances.get(scale_set, min_gap=settings.interval_in_seconds / 2)
+        vm = instances.vms.get(instance_id)
+        if vm is None:
             return HealthProbe(
                 state=HealthState.UNKNOWN,
                 detail=f"instance {instance_id} is gone: not among the instances of scale set {scale_set}",
             )
-        return probe
+        return probe_of(vm)

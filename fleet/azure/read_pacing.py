@@ -33,6 +33,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,6 +70,8 @@ RESOURCE = "x-ms-ratelimit-remaining-resource"
 _WINDOW = re.compile(r"(\d+)\s*min$", re.IGNORECASE)
 
 T = TypeVar("T")
+# The pacer whose token the task's next read already holds (ReadPacer.acquire_ahead).
+_ahead: ContextVar[ReadPacer | None] = ContextVar("read_token_ahead", default=None)
 KeepAlive = Callable[[], None]
 _keep_alive: KeepAlive | None = None
 
@@ -207,6 +210,19 @@ class ReadPacer:
             self.waited_seconds += waited
         return waited
 
+    async def acquire_ahead(self) -> None:
+        """Take the token of this task's next read now: it is sent without waiting again (a
+        coalesced read lets callers join while it waits for its turn: fleet/azure/set_reads.py)."""
+        await self.acquire()
+        _ahead.set(self)
+
+    def take_ahead(self) -> bool:
+        """Whether this task's read already holds its token (taken ahead); uses it up."""
+        if _ahead.get() is not self:
+            return False
+        _ahead.set(None)
+        return True
+
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """What a read's answer says about the budget: a 429 holds every read for its
         Retry-After; otherwise a remaining count below its low mark holds them until the refill
@@ -273,7 +289,8 @@ class ReadPacingPolicy(AsyncHTTPPolicy[Any, Any]):
     async def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         if request.http_request.method.upper() not in READ_METHODS:
             return await self.next.send(request)
-        await self.pacer.acquire()
+        if not self.pacer.take_ahead():
+            await self.pacer.acquire()
         response = await self.next.send(request)
         answer = response.http_response
         self.pacer.observe(answer.status_code, answer.headers)
