@@ -247,12 +247,17 @@ def _renamed(section: Any, names: dict[str, str]) -> Any:
     }
 
 
+def _has_key(document: dict[str, Any], lowered: str) -> bool:
+    return any(isinstance(k, str) and k.lower() == lowered for k in document)
+
+
 class UpgradePolicy(AzureModel):
     """A policy file: Azure's upgradePolicy (mode, rollingUpgradePolicy,
     automaticOSUpgradePolicy) plus the health settings, notifications and time limit.
 
-    `normalize` reads what Azure writes: the whole thing wrapped in "upgradePolicy", keys in any
-    case ("RollingUpgradePolicy"), or just a rolling upgrade policy's fields.
+    `normalize` reads what Azure writes: a scale set's REST body ({"properties": {"upgradePolicy":
+    ...}}), the whole thing wrapped in "upgradePolicy", keys in any case ("RollingUpgradePolicy"),
+    or just a rolling upgrade policy's fields.
     """
 
     mode: Literal["Automatic", "Manual", "Rolling"] | None = Field(
@@ -275,9 +280,13 @@ class UpgradePolicy(AzureModel):
         """A policy document with Azure's spellings made canonical (pure; flags go on top)."""
         if not document:
             return {}
-        wrapper = next((k for k in document if isinstance(k, str) and k.lower() == "upgradepolicy"), None)
-        if wrapper is not None and isinstance(document[wrapper], dict):
-            document = {**document[wrapper], **{k: v for k, v in document.items() if k != wrapper}}
+        # The REST body of a scale set (PUT/PATCH, an ARM template's resource): {"properties":
+        # {"upgradePolicy": ...}}; then the upgradePolicy itself.
+        for name in ("properties", "upgradepolicy"):
+            wrapper = next((k for k in document if isinstance(k, str) and k.lower() == name), None)
+            inner = document.get(wrapper) if wrapper is not None else None
+            if isinstance(inner, dict) and (name == "upgradepolicy" or _has_key(inner, "upgradepolicy")):
+                document = {**inner, **{k: v for k, v in document.items() if k != wrapper}}
         if not any(isinstance(k, str) and k.lower() in _SECTIONS for k in document):
             document = {"rollingUpgradePolicy": document}  # a bare RollingUpgradePolicy
         document = _renamed(document, _SECTIONS)

@@ -234,6 +234,24 @@ def test_azures_own_upgrade_policy_json_is_taken_with_a_note_per_field_not_acted
     assert "is not a known field" not in "".join(notes)
 
 
+def test_a_scale_sets_rest_body_is_taken_as_its_upgrade_policy(offline, capsys, tmp_path):
+    # Seed 000's REST example (PUT/PATCH of the scale set) and an ARM template resource wrap the
+    # upgradePolicy in "properties": the policy inside is the one used.
+    policy = tmp_path / "vmss.json"
+    policy.write_text(json.dumps({"properties": SEED_POLICY}))
+    request = build_request("web", str(V2), policy, {}, "User")
+    assert isinstance(request, UpgradeRequest)
+    assert request.policy.max_unhealthy_instance_percent == 25
+    capsys.readouterr()
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 4 and "cannot reach Temporal" in result.err, result  # past the policy
+    assert "is not a known field" not in result.err
+    # Beside the upgrade policy, the rest of a scale set's properties is not an upgrade policy.
+    policy.write_text(json.dumps({"properties": {**SEED_POLICY, "overprovision": True}}))
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3 and "overprovision" in result.err
+
+
 def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, capsys, tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(
