@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 # Azure's published region pairs (learn.microsoft.com, "Azure cross-region replication"). A
-# region may pair with more than one (East US with West US and West US 3).
+# region may pair with more than one (East US with West US and West US 3; Brazil South with South
+# Central US and Brazil Southeast); a pair listed one way only (Brazil South's is South Central
+# US, whose own is North Central US) still never rolls together. Regions without a pair (Qatar
+# Central, Poland Central, Israel Central, Italy North, ...) pair with none.
 AZURE_GEO_PAIRS: tuple[tuple[str, str], ...] = (
     ("eastus", "westus"),
     ("westus3", "eastus"),
@@ -18,6 +21,7 @@ AZURE_GEO_PAIRS: tuple[tuple[str, str], ...] = (
     ("northcentralus", "southcentralus"),
     ("westus2", "westcentralus"),
     ("brazilsouth", "southcentralus"),
+    ("brazilsoutheast", "brazilsouth"),
     ("canadacentral", "canadaeast"),
     ("northeurope", "westeurope"),
     ("uksouth", "ukwest"),
@@ -35,6 +39,13 @@ AZURE_GEO_PAIRS: tuple[tuple[str, str], ...] = (
     ("australiacentral", "australiacentral2"),
     ("southafricanorth", "southafricawest"),
     ("uaenorth", "uaecentral"),
+    ("jioindiawest", "jioindiacentral"),
+    # Sovereign clouds (another ARM endpoint, the same rule).
+    ("chinanorth", "chinaeast"),
+    ("chinanorth2", "chinaeast2"),
+    ("chinanorth3", "chinaeast3"),
+    ("usgovvirginia", "usgovtexas"),
+    ("usgovarizona", "usgovtexas"),
 )
 
 

@@ -172,6 +172,25 @@ def test_every_region_once_phases_grow_and_pairs_stay_apart(count):
         assert 1 <= len(phase) <= 2**number
 
 
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("brazilsoutheast", "brazilsouth"),
+        ("brazilsouth", "southcentralus"),
+        ("westus3", "eastus"),
+        ("westindia", "southindia"),
+        ("jioindiawest", "jioindiacentral"),
+        ("chinanorth2", "chinaeast2"),
+        ("usgovarizona", "usgovtexas"),
+    ],
+)
+def test_every_published_pair_stays_apart_including_the_one_way_ones(pair):
+    with pytest.raises(ValueError, match="geo-pair"):
+        check_phases([list(pair)], None)
+    phases = plan_phases(dict.fromkeys(pair, 10))
+    assert len(phases) == 2 and {r for phase in phases for r in phase} == set(pair)
+
+
 def test_the_flat_derivation_is_kept_for_watchers_that_replay_it():
     regions = ["westeurope", "eastus", "northeurope", "japaneast", "westus"]
     assert flat_phases(regions) == [["eastus", "japaneast", "northeurope"], ["westeurope", "westus"]]
