@@ -392,6 +392,9 @@ if command == 'operator namespace describe':
     sys.exit(0 if namespace in state else 1)
 if command == 'operator namespace create':
     state[namespace] = {}
+elif command == 'operator namespace update':
+    if namespace not in state:
+        sys.exit(1)
 elif command == 'operator search-attribute list':
     if namespace not in state:
         sys.exit(1)
@@ -458,6 +461,12 @@ def test_namespace_job_registers_the_four_search_attributes_as_keywords(services
     # Again, on a cluster that has it all: nothing is created twice.
     run_script(script, environment(service), tmp_path)
     assert sorted(created_attributes(tmp_path)) == sorted(SEARCH_ATTRIBUTES)
+
+    # Closed upgrades are kept two months, as Azure keeps a set's upgrade history: at creation,
+    # and set again on a namespace that existed before.
+    namespace_calls = [a for a in calls(tmp_path, "temporal") if a[:2] == ["operator", "namespace"]]
+    retention = [(a[2], a[a.index("--retention") + 1]) for a in namespace_calls if "--retention" in a]
+    assert retention == [("create", "1440h"), ("update", "1440h")]
     namespace_creates = [
         args for args in calls(tmp_path, "temporal") if args[:3] == ["operator", "namespace", "create"]
     ]

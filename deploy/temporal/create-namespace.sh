@@ -1,7 +1,8 @@
 #!/bin/sh
 # Create the namespace the workers use and register the upgrade's search attributes on it.
 # Runs once per `docker compose up` in the temporalio/admin-tools image, after the server is
-# healthy and before any worker starts. Safe to run again: what exists is left as it is.
+# healthy and before any worker starts. Safe to run again: what exists is kept (the namespace's
+# retention is set to RETENTION again).
 #
 # The search attributes are declared in workflows/search_attributes.py; keep the two lists equal
 # (tests/test_compose.py checks that they are).
@@ -9,7 +10,9 @@ set -eu
 
 TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
 NAMESPACE="${TEMPORAL_NAMESPACE:-default}"
-RETENTION="${NAMESPACE_RETENTION:-72h}"
+# Closed upgrades stay readable this long: Azure keeps a scale set's upgrade history for two
+# months (`upgradectl history` looks back 60 days).
+RETENTION="${NAMESPACE_RETENTION:-1440h}"
 SEARCH_ATTRIBUTES="ScaleSet TargetImage UpgradeStatus StartedBy"
 export TEMPORAL_ADDRESS
 
@@ -31,8 +34,13 @@ namespace_exists() {
     temporal operator namespace describe --namespace "$NAMESPACE" >/dev/null 2>&1
 }
 
+# A namespace created earlier (with a shorter retention) gets this one too.
 ensure_namespace() {
-    namespace_exists || temporal operator namespace create --namespace "$NAMESPACE" --retention "$RETENTION"
+    if namespace_exists; then
+        temporal operator namespace update --namespace "$NAMESPACE" --retention "$RETENTION"
+    else
+        temporal operator namespace create --namespace "$NAMESPACE" --retention "$RETENTION"
+    fi
 }
 
 # A name already registered as Keyword is left alone; `create` fails for a name registered with
