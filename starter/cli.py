@@ -1020,7 +1020,9 @@ async def fleet_publish(
     region: Annotated[
         list[str] | None, typer.Option(help="Replicate to this region (repeat); default everywhere.")
     ] = None,
-    exclude_from_latest: bool = False,
+    exclude_from_latest: Annotated[
+        bool, typer.Option(help="Not taken as 'latest' (gallery image versions only, as on Azure).")
+    ] = False,
 ) -> None:
     """Publish an image version to the emulator's gallery."""
     reference = parse_image(image, "IMAGE")

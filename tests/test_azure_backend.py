@@ -418,6 +418,13 @@ async def test_resolve_marketplace_image(emulator: Emulator, fleet: AzureFleet) 
     with pytest.raises(FleetRequestError) as missing:
         await fleet.resolve_image(latest.model_copy(update={"version": "8.11.0"}), "westeurope")
     assert missing.value.code == "ImageNotFound"
+    # Excluded from latest is a gallery version's property: the Marketplace lists every version,
+    # so the emulator refuses it there rather than keep a flag its listing would not honour.
+    with pytest.raises(FleetRequestError) as refused:
+        await emulator.publish({**offer, "version": "8.12.0"}, ["westeurope"], exclude_from_latest=True)
+    assert (refused.value.status, refused.value.code) == (400, "InvalidParameter")
+    assert "gallery image versions" in refused.value.message
+    assert (await fleet.resolve_image(latest, "westeurope")).exact_version == "8.10.0"
 
 
 async def test_uniform_reimage_and_restore(emulator: Emulator, fleet: AzureFleet) -> None:

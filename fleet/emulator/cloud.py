@@ -630,6 +630,15 @@ class Cloud:
         latest (Azure's per-region excludeFromLatest); `end_of_life`: its endOfLifeDate."""
         if image.version == LATEST:
             raise CloudError(400, "InvalidParameter", "publish an exact version, not 'latest'")
+        if image.id is None and (exclude_from_latest or excluded_regions):
+            # Azure's Marketplace lists every version an offer has: excludeFromLatest is a
+            # property of gallery image versions only, so 'latest' would take it anyway.
+            raise CloudError(
+                400,
+                "InvalidParameter",
+                f"excludeFromLatest: {image} is a Marketplace image; only gallery image versions "
+                "can be excluded from latest",
+            )
         exact = image.at_version(image.version)
         self._publish(exact, regions, exclude_from_latest, self.clock(), True, end_of_life, excluded_regions)
         return self._gallery_version(self._image_row(exact))
