@@ -14,7 +14,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from models.base import AzureModel, ViewModel
 from models.image import ImageReference
-from models.policy import whole_number
+from models.policy import RollingUpgradePolicy, whole_number
 
 # Azure's rule for a scale set's name; the one pattern every input naming a scale set checks.
 ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -164,6 +164,11 @@ class ScaleSetView(ViewModel):
     upgrade_mode: UpgradeMode = "Manual"
     automatic_os_upgrade: bool = Field(
         default=False, description="automaticOSUpgradePolicy.enableAutomaticOSUpgrade of the set"
+    )
+    rolling_upgrade_policy: RollingUpgradePolicy | None = Field(
+        default=None,
+        description="upgradePolicy.rollingUpgradePolicy of the set's model, when it has one: an "
+        "upgrade's policy where the user gave no value",
     )
     instances: list[InstanceView] = Field(default_factory=list)
     extensions: list[ExtensionView] = Field(
@@ -382,6 +387,9 @@ class ScaleSetSpec(AzureModel):
     orchestration_mode: OrchestrationMode = "Uniform"
     upgrade_mode: UpgradeMode = "Manual"
     automatic_os_upgrade: bool = False
+    rolling_upgrade_policy: RollingUpgradePolicy | None = Field(
+        default=None, description="upgradePolicy.rollingUpgradePolicy of the model (None: none)"
+    )
     health_extension: HealthExtensionSpec | None = Field(
         default=None,
         description="the Application Health extension's settings; None: the defaults, rich "

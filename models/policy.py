@@ -110,12 +110,9 @@ class RollingUpgradePolicy(AzureModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RollingUpgradePolicy:
-        if self.max_batch_instance_percent > self.max_unhealthy_instance_percent:
-            raise ValueError(
-                f"maxBatchInstancePercent ({self.max_batch_instance_percent}) may not exceed "
-                f"maxUnhealthyInstancePercent ({self.max_unhealthy_instance_percent}): "
-                "a batch counts as unhealthy while it upgrades"
-            )
+        # maxBatchInstancePercent against maxUnhealthyInstancePercent is checked only where a
+        # user gives both (UpgradePolicy.from_user), as Azure checks it: a policy read back (a
+        # payload, with every default written out) must not be refused for a default.
         if self.max_surge:
             raise ValueError("maxSurge is not supported: instances are upgraded in place")
         return self
@@ -247,6 +244,10 @@ def _renamed(section: Any, names: dict[str, str]) -> Any:
     }
 
 
+def _batch_over_unhealthy(policy: RollingUpgradePolicy) -> bool:
+    return policy.max_batch_instance_percent > policy.max_unhealthy_instance_percent
+
+
 def _has_key(document: dict[str, Any], lowered: str) -> bool:
     return any(isinstance(k, str) and k.lower() == lowered for k in document)
 
@@ -305,8 +306,37 @@ class UpgradePolicy(AzureModel):
     def _azure_spellings(cls, data: Any) -> Any:
         return cls.normalize(data) if isinstance(data, dict) else data
 
+    @classmethod
+    def from_user(cls, document: dict[str, Any]) -> UpgradePolicy:
+        """A policy a user wrote (a file, flags on top): validated; maxBatchInstancePercent may
+        not exceed maxUnhealthyInstancePercent when both are given (with one given, the other's
+        default refuses nothing: batches stay within the unhealthy limit, and a note says so).
+        Raises ValueError (a pydantic ValidationError for a field on its own)."""
+        policy = cls.model_validate(document)
+        rolling = cls.normalize(document).get("rollingUpgradePolicy")
+        both = {"maxBatchInstancePercent", "maxUnhealthyInstancePercent"}
+        chosen = policy.rolling_upgrade_policy
+        if isinstance(rolling, dict) and both <= rolling.keys() and _batch_over_unhealthy(chosen):
+            raise ValueError(
+                f"rollingUpgradePolicy.maxBatchInstancePercent ({chosen.max_batch_instance_percent}) may "
+                f"not exceed maxUnhealthyInstancePercent ({chosen.max_unhealthy_instance_percent}): a "
+                "batch counts as unhealthy while it upgrades"
+            )
+        return policy
+
     def notes(self) -> list[str]:
         """One line per field that was given but is not acted on, and why."""
+        rolling = self.rolling_upgrade_policy
+        limited = (
+            [
+                f"rollingUpgradePolicy.maxBatchInstancePercent ({rolling.max_batch_instance_percent}) is "
+                f"above maxUnhealthyInstancePercent ({rolling.max_unhealthy_instance_percent}): a batch "
+                f"counts as unhealthy while it upgrades, so batches stay within "
+                f"{rolling.max_unhealthy_instance_percent}%"
+            ]
+            if _batch_over_unhealthy(rolling)
+            else []
+        )
         automatic = self.automatic_os_upgrade_policy
         given = {
             "mode": self.mode,
@@ -314,7 +344,7 @@ class UpgradePolicy(AzureModel):
             "automaticOSUpgradePolicy.useRollingUpgradePolicy": automatic.use_rolling_upgrade_policy,
             "automaticOSUpgradePolicy.osRollingUpgradeDeferral": automatic.os_rolling_upgrade_deferral,
         }
-        return [
+        return limited + [
             f"{path} is read but not acted on: {_NOT_ACTED_ON[path]}"
             for path, value in given.items()
             if value is not None

@@ -93,6 +93,10 @@ class CancelRequest(ViewModel):
     reason: str = ""
 
 
+def _flag(value: bool) -> str:
+    return "true" if value else "false"  # Azure's spelling
+
+
 class UpgradeRequest(ViewModel):
     """The input of RollingUpgradeWorkflow; fields are only ever added, with defaults (and
     fields a newer starter adds are ignored, not refused)."""
@@ -126,6 +130,16 @@ class UpgradeRequest(ViewModel):
     waves: WaveCoordination | None = Field(
         default=None, description="a rollout's zone waves: a zone only while the rollout permits it"
     )
+    policy_given: list[str] | None = Field(
+        default=None,
+        description="the rollingUpgradePolicy fields the user gave (a policy file, flags): the scale "
+        "set's own policy decides the others; None: the policy as it is (no set's policy read)",
+    )
+    policy_from_scale_set: list[str] = Field(
+        default_factory=list,
+        description="the rollingUpgradePolicy fields taken from the scale set's own policy (set at "
+        "admission)",
+    )
 
     @model_validator(mode="after")
     def _one_change(self) -> UpgradeRequest:
@@ -156,23 +170,33 @@ class UpgradeRequest(ViewModel):
             return False
         return self.deferral or self.not_before_timeout is not None
 
-    def effective_policy(self) -> list[tuple[str, str]]:
-        """Every setting the upgrade runs with, as (name, value) rows."""
-        policy, health = self.policy, self.health
-        flag = lambda value: "true" if value else "false"  # noqa: E731 - Azure's spelling
-        return [
-            ("target image" if self.target_image is not None else "extensions", self.change_asked),
+    def rolling_policy(self) -> list[tuple[str, str]]:
+        """The rollingUpgradePolicy as (name, value) rows; each value says where it came from
+        (the scale set, given, or the default) when the scale set's own policy was read."""
+        policy = self.policy
+        rolling = [
             ("maxBatchInstancePercent", str(policy.max_batch_instance_percent)),
             ("maxUnhealthyInstancePercent", str(policy.max_unhealthy_instance_percent)),
             ("maxUnhealthyUpgradedInstancePercent", str(policy.max_unhealthy_upgraded_instance_percent)),
             ("pauseTimeBetweenBatches", format_duration(policy.pause_time_between_batches)),
-            ("enableCrossZoneUpgrade", flag(policy.enable_cross_zone_upgrade)),
-            ("prioritizeUnhealthyInstances", flag(policy.prioritize_unhealthy_instances)),
+            ("enableCrossZoneUpgrade", _flag(policy.enable_cross_zone_upgrade)),
+            ("prioritizeUnhealthyInstances", _flag(policy.prioritize_unhealthy_instances)),
             (
                 "rollbackFailedInstancesOnPolicyBreach",
-                flag(policy.rollback_failed_instances_on_policy_breach),
+                _flag(policy.rollback_failed_instances_on_policy_breach),
             ),
-            ("disableAutomaticRollback", flag(self.disable_automatic_rollback)),
+        ]
+        if self.policy_given is not None:
+            rolling = [(name, f"{value} ({self.policy_source(name)})") for name, value in rolling]
+        return rolling
+
+    def effective_policy(self) -> list[tuple[str, str]]:
+        """Every setting the upgrade runs with, as (name, value) rows."""
+        health = self.health
+        return [
+            ("target image" if self.target_image is not None else "extensions", self.change_asked),
+            *self.rolling_policy(),
+            ("disableAutomaticRollback", _flag(self.disable_automatic_rollback)),
             ("health probe", f"{health.protocol} :{health.port}{health.request_path or ''}"),
             (
                 "intervalInSeconds / numberOfProbes",
@@ -181,7 +205,7 @@ class UpgradeRequest(ViewModel):
             ("gracePeriod", f"{health.effective_grace_period} s"),
             ("healthWaitTimeout", format_duration(health.health_wait_timeout)),
             ("upgradeTimeout", format_duration(self.upgrade_timeout) if self.upgrade_timeout else "none"),
-            ("osRollingUpgradeDeferral", flag(self.deferral)),
+            ("osRollingUpgradeDeferral", _flag(self.deferral)),
             (
                 "notBeforeTimeout",
                 format_duration(self.not_before_timeout) if self.not_before_timeout else "none",
@@ -189,6 +213,24 @@ class UpgradeRequest(ViewModel):
             ("startedBy", self.started_by),
             ("webhooks", ", ".join(self.notifications.webhooks) or "none"),
         ]
+
+    def policy_source(self, name: str) -> str:
+        """Where a rollingUpgradePolicy field's value came from: "scale set", "given", "default"."""
+        if name in self.policy_from_scale_set:
+            return "scale set"
+        return "given" if name in (self.policy_given or []) else "default"
+
+    def with_scale_sets_policy(self, own: RollingUpgradePolicy | None) -> UpgradeRequest:
+        """The request with the scale set's own rollingUpgradePolicy (seed 003: "Upgrade policies
+        defined on the scale set are honored") under the fields the user gave, field by field."""
+        if self.policy_given is None or own is None:
+            return self
+        given = self.policy.to_json()
+        merged = {**own.to_json(), **{name: given[name] for name in self.policy_given if name in given}}
+        from_set = [name for name in own.to_json() if name not in self.policy_given and name != "maxSurge"]
+        return self.model_copy(
+            update={"policy": RollingUpgradePolicy.model_validate(merged), "policy_from_scale_set": from_set}
+        )
 
     @classmethod
     def from_policy(

@@ -220,13 +220,15 @@ def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> Upgrad
         if chosen:
             current = document.get(section)
             document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
+    where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
     try:
-        return UpgradePolicy.model_validate(document)
+        return UpgradePolicy.from_user(document)
     except ValidationError as err:
         from models.base import describe_validation_error
 
-        where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
         fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
+    except ValueError as err:
+        fail(f"invalid upgrade policy{where}:\n{err}")
 
 
 # --- auto ---------------------------------------------------------------------------------------

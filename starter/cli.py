@@ -378,11 +378,13 @@ def build_request(
         if chosen:
             current = document.get(section)
             document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
+    where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
     try:
-        policy = UpgradePolicy.model_validate(document)
+        policy = UpgradePolicy.from_user(document)
     except ValidationError as err:
-        where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
         fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
+    except ValueError as err:
+        fail(f"invalid upgrade policy{where}:\n{err}")
     if isinstance(image, str):
         target: ImageReference | None = parse_image(image)
     else:
@@ -390,7 +392,12 @@ def build_request(
     for note in policy.notes():
         say(f"note: {note}", "yellow")
     try:
-        return UpgradeRequest.from_policy(scale_set, target, policy, started_by=started_by, **extra)
+        # The fields given; the scale set's own rollingUpgradePolicy decides the others.
+        rolling = document.get("rollingUpgradePolicy")
+        given = sorted(rolling) if isinstance(rolling, dict) else []
+        return UpgradeRequest.from_policy(
+            scale_set, target, policy, started_by=started_by, policy_given=given, **extra
+        )
     except ValidationError as err:
         problems = (
             describe_validation_error(err)
@@ -536,6 +543,14 @@ async def start(
         f"{admission.instance_count} instances to {clean(target, None)}, "
         f"{admission.skipped} skipped, about {admission.planned_batches} batches"
     )
+    if request.target_image is not None and disable_automatic_rollback is None and policy is None:
+        # Seed 000: "Manual trigger of OS image upgrades does not provide automatic rollback".
+        say(
+            "note: automatic rollback is on: an instance still unhealthy after its health wait is "
+            "reimaged back to its previous version (Azure's manual upgrade does not roll back; "
+            "--disable-automatic-rollback to match it)",
+            "yellow",
+        )
     if wait:
         finish(await progress.watch(client, scale_set, errors, as_json=as_json), printed=as_json)
 
@@ -556,13 +571,14 @@ async def plan(
     max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
     pause_time_between_batches: PauseBetweenBatches = None,
     enable_cross_zone_upgrade: CrossZone = None,
+    prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
 ) -> None:
     """Print the batches an upgrade would run now (zones, update domains, phases, skipped
     instances, an estimate): reads the scale set and the image or extension versions, changes
     nothing."""
     from fleet.azure.backend import AzureFleet
     from models.errors import RefusalCode
-    from starter.plan import ExtensionsRefused, plan_text, resolve_extensions
+    from starter.plan import ExtensionsRefused, admitted, gate_before, plan_text, resolve_extensions
     from workflows.admission import rolled_by_azure
 
     try:
@@ -580,6 +596,7 @@ async def plan(
                 "maxUnhealthyInstancePercent": max_unhealthy_instance_percent,
                 "pauseTimeBetweenBatches": pause_time_between_batches,
                 "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
+                "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
             }
         },
         "User",
@@ -602,10 +619,13 @@ async def plan(
             )
         else:
             planned = Change(image=await fleet.resolve_image(target, view.location))
-    for line in plan_text(request, view, planned, datetime.now(UTC)).splitlines():
+    ledger = admitted(request, view, planned, datetime.now(UTC))
+    for line in plan_text(ledger, view).splitlines():
         console.print(plain(line, limit=None), soft_wrap=True)
     if refusal := rolled_by_azure(view):
         fail(f"start would refuse it: {refusal.type}: {refusal.message}")
+    if ledger.candidates() and (breach := gate_before(ledger)):
+        fail(f"the upgrade would fault at once, touching nothing: {breach.code}: {breach.message}")
 
 
 def finish(report: UpgradeReport, *, printed: bool = False) -> NoReturn:

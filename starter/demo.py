@@ -35,7 +35,7 @@ from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import UpgradeRequest
 from starter import processes
 from starter.auto_demo import run_automatic_demo
-from starter.plan import plan_text
+from starter.plan import admitted, plan_text
 from starter.processes import EmulatorAddress
 from starter.progress import watch
 from starter.upgrades import EXIT_CODES, reported_properties, start_upgrade
@@ -135,7 +135,7 @@ async def show_plan(console: Console, emulator: EmulatorAddress, request: Upgrad
         f"the plan (`upgradectl plan --scale-set {SCALE_SET} --image {TARGET}`; reads only):",
         soft_wrap=True,
     )
-    for line in plan_text(request, view, image, datetime.now(UTC)).splitlines():
+    for line in plan_text(admitted(request, view, image, datetime.now(UTC)), view).splitlines():
         console.print(Text("  " + line), soft_wrap=True)
     console.print(
         "  (the estimate is Azure's; the emulator reimages in a second or two, so this takes about a minute)",

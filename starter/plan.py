@@ -18,7 +18,9 @@ from models.errors import RefusalCode
 from models.fleet import ScaleSetView
 from models.image import ImageReference
 from models.policy import format_duration
+from models.status import ApiError
 from models.upgrade import InstanceState, UpgradeRequest
+from workflows.gates import in_flight_gate
 from workflows.ledger import UpgradeLedger
 from workflows.planner import Candidate
 from workflows.presentation import change_text
@@ -58,14 +60,26 @@ async def resolve_extensions(
     return result.extensions
 
 
-def plan_text(
+def admitted(
     request: UpgradeRequest, scale_set: ScaleSetView, change: ImageReference | Change, now: datetime
-) -> str:
-    """The plan as plain text: the scale set, the change, what is skipped, every batch, an
-    estimate. `change` is the resolved image (or Change) the upgrade would apply."""
-    change = change if isinstance(change, Change) else Change(image=change)
+) -> UpgradeLedger:
+    """The upgrade's ledger as its admission would leave it now. `change` is the resolved image
+    (or Change) the upgrade would apply."""
     ledger = UpgradeLedger(request, now)
-    ledger.admit(scale_set, change)
+    ledger.admit(scale_set, change if isinstance(change, Change) else Change(image=change))
+    return ledger
+
+
+def gate_before(ledger: UpgradeLedger) -> ApiError | None:
+    """What the gate before the first batch would say (maxUnhealthyInstancePercent): the upgrade
+    would fault at once, touching nothing."""
+    return in_flight_gate(ledger, before_upgrade=True)
+
+
+def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
+    """The plan as plain text: the scale set, the change, what is skipped, every batch, an
+    estimate."""
+    request, change = ledger.request, ledger.change
     batches = ledger.plan()
     image = change.image
     lines = [
@@ -77,6 +91,8 @@ def plan_text(
         # Each to the newest of its model's major version, or the version asked.
         else f"change: {change_text(ledger)} (asked: {request.change_asked})",
     ]
+    if request.policy_from_scale_set:  # seed 003: "Upgrade policies defined on the scale set are honored"
+        lines.append("policy: " + ", ".join(f"{name} {value}" for name, value in request.rolling_policy()))
     skipped = ledger.in_state(InstanceState.SKIPPED)
     if skipped:
         # Which instance for which reason: the ids listed under each reason.

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from models.fleet import FaultSpec
+from models.policy import RollingUpgradePolicy
 from models.status import RollingUpgradeStatusInfo
 from tests.helpers import V2, make_scale_set
 
@@ -21,6 +22,8 @@ async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(
     result = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
     assert result.code == 0, result.err
     assert f"started rolling-upgrade/{name}" in result.err
+    # Seed 000: Azure's manual trigger does not roll back; ours does by default, and says so.
+    assert "note: automatic rollback is on" in result.err and "--disable-automatic-rollback" in result.err
     status = RollingUpgradeStatusInfo.model_validate(result.json())
     assert status.properties.running_status.code == "Completed"
     assert status.properties.progress.successful_instance_count == 6
@@ -49,10 +52,39 @@ async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(
     assert {op["kind"] for op in ops} == {"reimage"}
 
 
+async def test_start_honours_the_scale_sets_own_rolling_policy_and_status_says_so(upgradectl, fleet):
+    # Seed 003: "Upgrade policies defined on the scale set are honored": 50% batches from the
+    # set's model; the unhealthy limit given on the command line wins over the set's.
+    own = RollingUpgradePolicy(max_batch_instance_percent=50, max_unhealthy_instance_percent=50)
+    name = await make_scale_set(fleet, 6, update_domains=1, rolling_upgrade_policy=own)
+    result = await upgradectl(
+        "start",
+        "--scale-set",
+        name,
+        "--image",
+        str(V2),
+        "--max-unhealthy-instance-percent",
+        "60",
+        "--wait",
+        *QUICK,
+    )
+    assert result.code == 0, result.err
+    status = RollingUpgradeStatusInfo.model_validate(result.json())
+    assert status.properties.policy.max_batch_instance_percent == 50
+    assert status.properties.policy.max_unhealthy_instance_percent == 60
+    ops = (await upgradectl("fleet", "ops", name, "--json")).json()
+    assert len(ops) == 6
+    human = await upgradectl("status", name)
+    assert "50 (scale set)" in human.out and "60 (given)" in human.out and "20 (default)" not in human.out
+
+
 async def test_a_faulted_upgrade_exits_one(upgradectl, fleet):
     name = await make_scale_set(fleet, 5, faults=FaultSpec(unhealthy_images=[V2.version]))
-    result = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
+    result = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--wait", "--automatic-rollback", *QUICK
+    )
     assert result.code == 1
+    assert "automatic rollback is on" not in result.err  # chosen: no note
     error = result.json()["properties"]["error"]
     assert error["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
     watched = await upgradectl("watch", name)

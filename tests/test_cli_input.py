@@ -252,6 +252,19 @@ def test_a_scale_sets_rest_body_is_taken_as_its_upgrade_policy(offline, capsys, 
     assert result.code == 3 and "overprovision" in result.err
 
 
+def test_a_large_batch_alone_is_taken_and_both_inconsistent_are_refused(offline, capsys):
+    # Azure checks maxBatchInstancePercent against maxUnhealthyInstancePercent only when both
+    # are set: 50 alone starts (here: up to Temporal, which is closed), with a note.
+    start = ("start", "--scale-set", "web", "--image", str(V2), "--max-batch-instance-percent", "50")
+    alone = call(capsys, *start)
+    assert alone.code == 4, alone
+    assert "batches stay within 20%" in alone.err
+    both = call(capsys, *start, "--max-unhealthy-instance-percent", "30")
+    assert both.code == 3
+    assert "maxBatchInstancePercent (50) may not exceed maxUnhealthyInstancePercent (30)" in both.err
+    assert_harmless(both)
+
+
 def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, capsys, tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(

@@ -64,16 +64,30 @@ def test_defaults_are_azures():
         ),
         ({"pauseTimeBetweenBatches": "PT5X"}, "such as PT30S or PT5M (got 'PT5X')"),
         ({"pauseTimeBetweenBatches": "PT49H"}, "must be from PT0S to PT48H (got PT49H)"),
-        (
-            {"maxBatchInstancePercent": 30},
-            "maxBatchInstancePercent (30) may not exceed maxUnhealthyInstancePercent (20)",
-        ),
         ({"maxSurge": True}, "maxSurge is not supported"),
         ({"maxBatchPercent": 30}, "policy.maxBatchPercent: is not a known field"),
     ],
 )
 def test_invalid_policies_name_the_field_and_the_allowed_range(data, message):
     assert message in problem(RollingUpgradePolicy, data, "policy")
+
+
+def test_a_batch_above_the_unhealthy_limit_is_refused_only_when_both_are_given():
+    # As Azure checks them: both given and inconsistent is refused, naming both fields.
+    both = {"rollingUpgradePolicy": {"maxBatchInstancePercent": 50, "maxUnhealthyInstancePercent": 30}}
+    with pytest.raises(ValueError, match=r"\(50\) may not exceed maxUnhealthyInstancePercent \(30\)"):
+        UpgradePolicy.from_user(both)
+    # One given: the other's default refuses nothing; the batches stay within the limit, and a
+    # note says so.
+    alone = UpgradePolicy.from_user({"RollingUpgradePolicy": {"MaxBatchInstancePercent": 50}})
+    assert alone.rolling_upgrade_policy.max_batch_instance_percent == 50
+    assert alone.notes() == [
+        "rollingUpgradePolicy.maxBatchInstancePercent (50) is above maxUnhealthyInstancePercent (20): a "
+        "batch counts as unhealthy while it upgrades, so batches stay within 20%"
+    ]
+    # A payload read back (every default written out) is not refused either.
+    rolling = alone.rolling_upgrade_policy
+    assert RollingUpgradePolicy.model_validate(rolling.to_json()) == rolling
 
 
 def test_pause_up_to_48_hours_is_allowed_and_printed_as_azure_writes_it():

@@ -10,8 +10,9 @@ import sys
 import uuid
 
 from fleet.emulator.admin import EmulatorAdmin
-from models.fleet import CustomMetrics
+from models.fleet import CustomMetrics, HealthState
 from models.image import ImageReference
+from models.policy import RollingUpgradePolicy
 from starter import processes
 from starter.processes import EmulatorAddress
 from tests.conftest import Result
@@ -123,6 +124,71 @@ async def test_plan_takes_the_policy_from_flags_and_a_file(emulator, fleet, tmp_
     )
     assert everything.code == 0 and len(batches(everything.out)) == 6
     await untouched(fleet, name)
+
+
+async def test_plan_says_when_the_gate_before_the_upgrade_would_fault_it(emulator, fleet):
+    # Three of ten unhealthy, the default allows 20%: start would fault at once (touching
+    # nothing), and plan says so after the batches, exit 3.
+    name = await make_scale_set(fleet, 10, update_domains=1)
+    for instance_id in ("1", "4", "7"):
+        await fleet.set_health(name, instance_id, HealthState.UNHEALTHY)
+    result = await plan(emulator, "--scale-set", name, "--image", str(V2))
+    assert result.code == 3, result
+    assert batches(result.out)  # the plan is still printed
+    assert "would fault at once" in result.err
+    assert "MaxUnhealthyInstancePercentExceededBeforeRollingUpgrade" in result.err
+    assert "3 of 10 instances (30%)" in result.err
+    assert_harmless(result)
+    allowed = await plan(
+        emulator, "--scale-set", name, "--image", str(V2), "--max-unhealthy-instance-percent", "50"
+    )
+    assert allowed.code == 0, allowed
+    await untouched(fleet, name)
+
+
+async def test_plan_offers_prioritize_unhealthy_instances(emulator, fleet):
+    # One of ten unhealthy: plain, it rides along with the first healthy instance; prioritized,
+    # it goes first, alone in its priority group.
+    name = await make_scale_set(fleet, 10, update_domains=1)
+    await fleet.set_health(name, "7", HealthState.UNHEALTHY)
+    plain = await plan(emulator, "--scale-set", name, "--image", str(V2))
+    first = await plan(emulator, "--scale-set", name, "--image", str(V2), "--prioritize-unhealthy-instances")
+    assert plain.code == first.code == 0, (plain, first)
+    assert batches(plain.out)[0][1] == ["0", "7"]
+    assert batches(first.out)[0][1] == ["7"]
+    await untouched(fleet, name)
+
+
+async def test_the_scale_sets_own_rolling_policy_is_honoured_under_what_is_given(emulator, fleet):
+    # Seed 003: "Upgrade policies defined on the scale set are honored". The set's model says
+    # 50% batches and 50% unhealthy; a flag overrides one field, the set keeps the other.
+    own = RollingUpgradePolicy(max_batch_instance_percent=50, max_unhealthy_instance_percent=50)
+    name = await make_scale_set(fleet, 10, update_domains=1, rolling_upgrade_policy=own)
+    theirs = await plan(emulator, "--scale-set", name, "--image", str(V2))
+    assert theirs.code == 0, theirs
+    assert [len(ids) for _, ids in batches(theirs.out)] == [5, 5]
+    assert "maxBatchInstancePercent 50 (scale set)" in theirs.out
+    flagged = await plan(
+        emulator, "--scale-set", name, "--image", str(V2), "--max-batch-instance-percent", "30"
+    )
+    assert flagged.code == 0, flagged
+    assert [len(ids) for _, ids in batches(flagged.out)] == [3, 3, 3, 1]
+    assert "maxBatchInstancePercent 30 (given)" in flagged.out
+    assert "maxUnhealthyInstancePercent 50 (scale set)" in flagged.out
+    await untouched(fleet, name)
+
+
+async def test_a_small_set_takes_the_batch_size_its_policy_asks_for(emulator, fleet, tmp_path):
+    # Five instances or fewer go one at a time under the default 20% (seed 000); 50% is honoured.
+    name = await make_scale_set(fleet, 4, update_domains=1)
+    default = await plan(emulator, "--scale-set", name, "--image", str(V2))
+    assert default.code == 0 and [len(ids) for _, ids in batches(default.out)] == [1, 1, 1, 1]
+    policy = tmp_path / "half.json"
+    policy.write_text(
+        '{"rollingUpgradePolicy": {"maxBatchInstancePercent": 50, "maxUnhealthyInstancePercent": 50}}'
+    )
+    half = await plan(emulator, "--scale-set", name, "--image", str(V2), "--policy", str(policy))
+    assert half.code == 0 and [len(ids) for _, ids in batches(half.out)] == [2, 2], half.out
 
 
 async def test_nothing_to_upgrade_is_said_as_such(emulator, fleet):

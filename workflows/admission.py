@@ -18,6 +18,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_calls, presentation
     from workflows.ledger import UpgradeLedger
 
+# Patch (README: "Changing workflow code"), of the preflight and the upgrade (RollingUpgradeWorkflow
+# lists it): 2026-12, the scale set's own upgradePolicy.rollingUpgradePolicy is the upgrade's
+# policy where the user gave no value (requests that say which fields they gave: policyGiven).
+SETS_OWN_POLICY = "sets-own-policy"
+
 
 def refusal_of(err: ActivityError) -> ApplicationError | None:
     """The admission activities' refusals (unknown scale set or image), as the user sees them."""
@@ -77,6 +82,7 @@ class UpgradePreflightWorkflow:
     async def run(self, request: UpgradeRequest) -> Preflight:
         scale_set, change = await admit(request)
         ledger = UpgradeLedger(request, workflow.now())
+        ledger.sets_own_policy = workflow.patched(SETS_OWN_POLICY)
         ledger.admit(scale_set, change)
         return Preflight(
             scale_set=request.scale_set,

@@ -42,6 +42,12 @@ class UpgradeLedger:
         # The rules of the exact-core patch (gone instances, scale-out, the unhealthy budget);
         # False only while replaying upgrades started before it.
         self.exact = exact
+        # Sets of 5 or fewer one at a time whatever the policy's percent: True only while
+        # replaying upgrades started before the batch-size-by-policy patch.
+        self.small_sets_one_at_a_time = False
+        # The scale set's own rollingUpgradePolicy under the fields the user gave: False only
+        # while replaying upgrades started before the sets-own-policy patch.
+        self.sets_own_policy = True
         # What the upgrade applies; the request's until admission resolves it exactly.
         self.change = Change(image=request.target_image)
         self.instances: dict[str, InstanceProgress] = {}
@@ -74,7 +80,10 @@ class UpgradeLedger:
         return self.change.image
 
     def admit(self, scale_set: ScaleSetView, change: Change) -> None:
-        """Record every instance; skip those that have the change already or opted out."""
+        """Record every instance; skip those that have the change already or opted out. The
+        policy becomes the scale set's own where the user gave no value."""
+        if self.sets_own_policy:
+            self.request = self.request.with_scale_sets_policy(scale_set.rolling_upgrade_policy)
         self.change = change
         self.resource_id = f"{scale_set.id}/rollingUpgrades/latest"
         self.location = scale_set.location
@@ -173,7 +182,12 @@ class UpgradeLedger:
             for p in self.in_state(InstanceState.PENDING_APPROVAL)
         ]
         planned = plan_batches(
-            self.candidates(), self.total, self.unhealthy(), self.request.policy, within_budget=self.exact
+            self.candidates(),
+            self.total,
+            self.unhealthy(),
+            self.request.policy,
+            within_budget=self.exact,
+            small_sets_one_at_a_time=self.small_sets_one_at_a_time,
         )
         return [awaiting, *planned] if awaiting else planned
 

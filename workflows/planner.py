@@ -36,9 +36,14 @@ class Candidate:
     phase: int | None = None
 
 
-def batch_size_limit(total: int, max_batch_instance_percent: int) -> int:
-    """The largest batch for a scale set of `total` instances."""
-    if total <= 5:
+def batch_size_limit(
+    total: int, max_batch_instance_percent: int, *, small_sets_one_at_a_time: bool = False
+) -> int:
+    """The largest batch for a scale set of `total` instances: at least one. Seed 000's "scale
+    sets with 5 or fewer instances have 1 virtual machine per upgrade batch" is what the default
+    20% gives; an explicit larger percent is honoured. `small_sets_one_at_a_time`: the rule of
+    upgrades started before the batch-size-by-policy patch, one at a time whatever the percent."""
+    if small_sets_one_at_a_time and total <= 5:
         return 1
     return max(1, total * max_batch_instance_percent // 100)
 
@@ -86,17 +91,21 @@ def next_batch(
     policy: RollingUpgradePolicy,
     *,
     within_budget: bool = True,
+    small_sets_one_at_a_time: bool = False,
 ) -> list[Candidate]:
     """The next batch from `candidates`, given `unhealthy_count` unhealthy instances in the set;
     empty when no healthy instance may go down now.
 
     `within_budget=False` is the rule of upgrades started before the exact-core patch: the
-    first instance of a batch always went, whatever the budget.
+    first instance of a batch always went, whatever the budget; `small_sets_one_at_a_time`, see
+    batch_size_limit.
     """
     ordered = order_candidates(candidates, policy)
     if not ordered:
         return []
-    limit = batch_size_limit(total, policy.max_batch_instance_percent)
+    limit = batch_size_limit(
+        total, policy.max_batch_instance_percent, small_sets_one_at_a_time=small_sets_one_at_a_time
+    )
     allowance = unhealthy_allowance(total, policy.max_unhealthy_instance_percent)
     budget = (max(1, allowance) if within_budget else allowance) - unhealthy_count
     first = ordered[0]
@@ -128,6 +137,7 @@ def plan_batches(
     policy: RollingUpgradePolicy,
     *,
     within_budget: bool = True,
+    small_sets_one_at_a_time: bool = False,
 ) -> list[list[Candidate]]:
     """The whole plan, assuming every upgraded instance comes back healthy (and, where the
     unhealthy instances leave no room for a batch, that they recover)."""
@@ -135,7 +145,14 @@ def plan_batches(
     remaining = list(candidates)
     plan: list[list[Candidate]] = []
     while remaining:
-        batch = next_batch(remaining, total, len(unhealthy), policy, within_budget=within_budget)
+        batch = next_batch(
+            remaining,
+            total,
+            len(unhealthy),
+            policy,
+            within_budget=within_budget,
+            small_sets_one_at_a_time=small_sets_one_at_a_time,
+        )
         if not batch:
             if not unhealthy:
                 break  # cannot happen: one instance always fits when all are healthy

@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         ZonePermit,
     )
     from workflows import activity_calls, gates, presentation, reporting, search_attributes
-    from workflows.admission import admit
+    from workflows.admission import SETS_OWN_POLICY, admit
     from workflows.batch_upgrade import BatchUpgradeWorkflow
     from workflows.failures import internal_error
     from workflows.ledger import UpgradeLedger
@@ -97,6 +97,13 @@ EXACT_CORE = "exact-core"
 # notBeforeTimeout) and a health reading after a hold. Decided where first needed (a pause, or
 # the first batch of a deferred upgrade), so upgrades started before it can be paused too.
 PAUSE_AND_APPROVAL = "pause-and-approval"
+# 2026-12: a set of 5 or fewer instances takes the policy's batch size (seed 000's one at a time
+# is what the default 20% gives) instead of one at a time whatever maxBatchInstancePercent says.
+BATCH_SIZE_BY_POLICY = "batch-size-by-policy"
+# 2026-12: the upgrade timeout stops only batches not yet started: an upgrade whose last batch
+# settles after the deadline ends Completed (it faulted with RollingUpgradeTimeoutError).
+LATE_BUT_COMPLETE = "late-but-complete"
+# 2026-12: SETS_OWN_POLICY (workflows/admission.py, shared with the preflight).
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -245,6 +252,8 @@ class RollingUpgradeWorkflow:
         """The patches decided once, at the start: an upgrade keeps the rules it started with."""
         self._visible = workflow.patched(VISIBILITY)
         self._ledger.exact = workflow.patched(EXACT_CORE)
+        self._ledger.small_sets_one_at_a_time = not workflow.patched(BATCH_SIZE_BY_POLICY)
+        self._ledger.sets_own_policy = workflow.patched(SETS_OWN_POLICY)
 
     async def _upgrade(self, request: UpgradeRequest) -> Stop | None:
         """The upgrade, step by step; returns why it stopped, or None once done or cancelled."""
@@ -327,6 +336,9 @@ class RollingUpgradeWorkflow:
             return Stop(breach, breach=ledger.exact)
         await self._read_health()
         if not last or ledger.candidates():  # (a scale-out may add some at the last reading)
+            # Instances a scale-out added after a late last batch: no batch starts past the deadline.
+            if last and ledger.exact and (breach := gates.deadline_gate(ledger, workflow.now())):
+                return Stop(breach, breach=True)
             if breach := gates.in_flight_gate(ledger, before_upgrade=False):
                 return Stop(breach, breach=ledger.exact)
         if workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
@@ -366,6 +378,7 @@ class RollingUpgradeWorkflow:
             len(ledger.unhealthy()),
             ledger.request.policy,
             within_budget=ledger.exact,
+            small_sets_one_at_a_time=ledger.small_sets_one_at_a_time,
         )
 
     async def _next_batch(self) -> list[Candidate] | Stop:
@@ -426,7 +439,11 @@ class RollingUpgradeWorkflow:
         report = WaveReport(
             scale_set=ledger.request.scale_set,
             zones=left,
-            batch=batch_size_limit(ledger.total, ledger.request.policy.max_batch_instance_percent),
+            batch=batch_size_limit(
+                ledger.total,
+                ledger.request.policy.max_batch_instance_percent,
+                small_sets_one_at_a_time=ledger.small_sets_one_at_a_time,
+            ),
             done=done,
         )
         await self._through_cancel(self._tell_rollout(waves.rollout_id, report))
@@ -607,7 +624,9 @@ class RollingUpgradeWorkflow:
         if breach := gates.upgraded_gate(ledger):
             return Stop(breach, breach=True)
         if ledger.exact and (breach := gates.deadline_gate(ledger, workflow.now())):
-            return Stop(breach, breach=True)
+            remains = bool(ledger.candidates() or ledger.pending_approval())
+            if remains or not workflow.patched(LATE_BUT_COMPLETE):
+                return Stop(breach, breach=True)
         return None
 
     async def _pause(self) -> None:

@@ -26,6 +26,7 @@ from models.fleet import (
     ScaleSetView,
 )
 from models.image import LATEST, ImageReference
+from models.policy import RollingUpgradePolicy, UpgradePolicy
 
 Json = dict[str, Any]
 
@@ -241,6 +242,20 @@ def probe_of(vm: Json) -> HealthProbe:
     return HealthProbe(state=health_state(view), custom_metrics=custom_metrics(view), detail=detail)
 
 
+def rolling_policy_of(section: Any) -> RollingUpgradePolicy | None:
+    """A set's own rollingUpgradePolicy, its fields this product knows (a newer API's others,
+    and maxSurge, which an in-place upgrade cannot follow, left out); None when it has none or
+    it cannot be read."""
+    if not isinstance(section, dict):
+        return None
+    named = UpgradePolicy.normalize({"rollingUpgradePolicy": section})["rollingUpgradePolicy"]
+    known = set(RollingUpgradePolicy.model_json_schema()["properties"]) - {"maxSurge"}
+    try:
+        return RollingUpgradePolicy.model_validate({k: v for k, v in named.items() if k in known})
+    except ValidationError:
+        return None
+
+
 def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
     properties = vmss.get("properties") or {}
     upgrade_policy = properties.get("upgradePolicy") or {}
@@ -260,6 +275,7 @@ def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
         automatic_os_upgrade=bool(
             dig(upgrade_policy, "automaticOSUpgradePolicy", "enableAutomaticOSUpgrade")
         ),
+        rolling_upgrade_policy=rolling_policy_of(upgrade_policy.get("rollingUpgradePolicy")),
         instances=instances,
         extensions=model_extensions(vmss),
     )

@@ -328,6 +328,7 @@ class Cloud:
             orchestration_mode=spec.orchestration_mode,
             upgrade_mode=spec.upgrade_mode,
             automatic_os_upgrade=spec.automatic_os_upgrade,
+            rolling_upgrade_policy=spec.rolling_upgrade_policy,
             instances=[self._instance_view(spec, row, probe, installed) for row in rows],
             extensions=self.model_extensions(spec),
         )

@@ -211,15 +211,18 @@ def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any
             for lun in range(spec.data_disks_per_instance)
         ],
     }
+    upgrade_policy: dict[str, Any] = {
+        "mode": spec.upgrade_mode,
+        "automaticOSUpgradePolicy": {
+            "enableAutomaticOSUpgrade": spec.automatic_os_upgrade,
+            "disableAutomaticRollback": False,
+        },
+    }
+    if spec.rolling_upgrade_policy is not None:
+        upgrade_policy["rollingUpgradePolicy"] = spec.rolling_upgrade_policy.to_json()
     properties: dict[str, Any] = {
         "orchestrationMode": spec.orchestration_mode,
-        "upgradePolicy": {
-            "mode": spec.upgrade_mode,
-            "automaticOSUpgradePolicy": {
-                "enableAutomaticOSUpgrade": spec.automatic_os_upgrade,
-                "disableAutomaticRollback": False,
-            },
-        },
+        "upgradePolicy": upgrade_policy,
         "virtualMachineProfile": {
             "osProfile": {"computerNamePrefix": spec.name[:9], "adminUsername": "azureuser"},
             "storageProfile": storage,
