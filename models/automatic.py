@@ -273,6 +273,12 @@ class Enrollment(ViewModel):
         description="osImageNotificationProfile.notBeforeTimeout: a pending instance is approved "
         "on its own after this long",
     )
+    policy_given: list[str] | None = Field(
+        default=None,
+        description="the rollingUpgradePolicy fields `auto enable` was given: under "
+        "useRollingUpgradePolicy the scale set's own policy decides the others (None: enrolled "
+        "before that, the policy as recorded)",
+    )
     enrolled_by: str = "unknown"
     enrolled_at: AwareDatetime | None = None
     # What the watcher last read of the scale set.
@@ -481,6 +487,9 @@ class EnrollRequest(ViewModel):
     scale_set: str
     policy: UpgradePolicy = Field(default_factory=UpgradePolicy)
     not_before_timeout: NotBeforeTimeout | None = None
+    policy_given: list[str] | None = Field(
+        default=None, description="the rollingUpgradePolicy fields given (Enrollment.policy_given)"
+    )
     by: str = "unknown"
 
 

@@ -202,8 +202,9 @@ def reason_of(text: str, option: str = "--reason") -> str:
     return reason
 
 
-def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> UpgradePolicy:
-    """Azure's upgradePolicy from a file, overlaid with flags, with automatic OS upgrades on."""
+def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> tuple[UpgradePolicy, list[str]]:
+    """Azure's upgradePolicy from a file, overlaid with flags, with automatic OS upgrades on; and
+    the rollingUpgradePolicy fields given (the scale set's own policy decides the others)."""
     from starter.cli import load_document
 
     document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
@@ -221,8 +222,9 @@ def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> Upgrad
             current = document.get(section)
             document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
     where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
+    rolling = document.get("rollingUpgradePolicy")
     try:
-        return UpgradePolicy.from_user(document)
+        return UpgradePolicy.from_user(document), sorted(rolling) if isinstance(rolling, dict) else []
     except ValidationError as err:
         from models.base import describe_validation_error
 
@@ -297,7 +299,7 @@ async def enable(
         prioritize_unhealthy_instances,
         rollback_failed_instances_on_policy_breach,
     )
-    chosen = enrollment_policy(
+    chosen, given = enrollment_policy(
         policy,
         {
             "rollingUpgradePolicy": rolling,
@@ -327,7 +329,9 @@ async def enable(
     from starter.automatic import enroll
 
     client, task_queue = await connect_and_queue()
-    request = EnrollRequest(scale_set=name, policy=chosen, not_before_timeout=timeout, by=who())
+    request = EnrollRequest(
+        scale_set=name, policy=chosen, not_before_timeout=timeout, policy_given=given, by=who()
+    )
     enrollment = await enroll(client, task_queue, request)
     rolling_text = (
         "its rolling upgrade policy" if automatic.use_rolling_upgrade_policy else "the default policy"

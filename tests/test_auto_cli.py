@@ -363,6 +363,8 @@ async def test_enable_show_settings_and_disable(auto_cli, fresh_watcher, fleet):
     assert by_name[follows]["location"] == "westeurope"
     assert by_name[follows]["notBeforeTimeout"] == "PT15M"
     assert by_name[follows]["policy"]["rollingUpgradePolicy"]["maxBatchInstancePercent"] == 50
+    # What was given is recorded: the scale set's own rolling policy decides the rest.
+    assert by_name[follows]["policyGiven"] == ["maxBatchInstancePercent", "maxUnhealthyInstancePercent"]
     assert "note" not in by_name[follows]
     assert by_name[pinned]["note"].startswith("pinned to version 1.0.0")
 

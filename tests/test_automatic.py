@@ -41,7 +41,7 @@ from models.automatic import (
 )
 from models.fleet import FaultSpec, FleetOperation, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
-from models.policy import ApplicationHealthSettings, UpgradePolicy
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, UpgradePolicy
 from models.upgrade import (
     APPROVE_SIGNAL,
     INSTANCES_QUERY,
@@ -229,6 +229,50 @@ async def test_a_published_version_rolls_every_opted_in_latest_set_availability_
     assert report.history_entry(None).properties.started_by == PLATFORM
     enrolled = {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
     assert enrolled[east].applied_version == "1.1.0" and enrolled[pinned].applied_version is None
+
+
+async def test_an_automatic_upgrade_follows_the_scale_sets_own_rolling_policy(ts_env, ts_worker, fleet):
+    # Seed 003: "Upgrade policies defined on the scale set are honored". Enrolled with
+    # useRollingUpgradePolicy and only the unhealthy-upgraded limit given: the set's own 50%
+    # batches are followed, the given field wins, and cross-zone stays off (availability first)
+    # though the set's policy allows it.
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    own = RollingUpgradePolicy(
+        max_batch_instance_percent=50, max_unhealthy_instance_percent=50, enable_cross_zone_upgrade=True
+    )
+    name = f"auto-{uuid.uuid4().hex[:8]}"
+    spec = ScaleSetSpec(
+        name=name, location="eastus", capacity=6, update_domain_count=1, image_reference=images.latest
+    )
+    await fleet.create_scale_set(spec.model_copy(update={"rolling_upgrade_policy": own}))
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    policy = UpgradePolicy.model_validate(
+        {
+            "applicationHealth": QUICK.to_json(),
+            "automaticOSUpgradePolicy": {"useRollingUpgradePolicy": True},
+            "rollingUpgradePolicy": {"maxUnhealthyUpgradedInstancePercent": 40},
+        }
+    )
+    request = EnrollRequest(
+        scale_set=name, policy=policy, policy_given=["maxUnhealthyUpgradedInstancePercent"], by="test"
+    )
+    await handle.execute_update(ENROLL_UPDATE, request, result_type=Enrollment)
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+    assert rollout.state == RolloutState.COMPLETED
+    report = await ts_env.client.get_workflow_handle(
+        upgrade_workflow_id(name), result_type=UpgradeReport
+    ).result()
+    assert report.request is not None
+    chosen = report.request.policy
+    assert (chosen.max_batch_instance_percent, chosen.max_unhealthy_instance_percent) == (50, 50)
+    assert chosen.max_unhealthy_upgraded_instance_percent == 40
+    assert chosen.enable_cross_zone_upgrade is False
+    assert report.request.policy_source("maxBatchInstancePercent") == "scale set"
+    assert report.batches == 2  # 50% of 6
 
 
 async def test_derived_phases_are_staged_by_enrolled_instances_and_the_rollout_gets_the_settings(

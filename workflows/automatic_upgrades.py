@@ -139,6 +139,7 @@ class AutomaticOSUpgradesWorkflow:
             scale_set=request.scale_set,
             policy=policy,
             not_before_timeout=request.not_before_timeout,
+            policy_given=request.policy_given,
             enrolled_by=request.by,
             enrolled_at=workflow.now(),
             applied_version=previous.applied_version if previous else None,

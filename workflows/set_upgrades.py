@@ -64,8 +64,9 @@ def upgrade_request(
     waves: WaveCoordination | None = None,
 ) -> UpgradeRequest:
     """The upgrade one enrolled set gets: its image to version `target`, or (given the
-    extension's name in the set's model) that extension to version `target`. Its rolling upgrade
-    policy when useRollingUpgradePolicy, else the seed's defaults; never across zones
+    extension's name in the set's model) that extension to version `target`. Under
+    useRollingUpgradePolicy, the scale set's own rolling upgrade policy (read at admission) with
+    the fields `auto enable` was given on top, else the seed's defaults; never across zones
     (availability first)."""
     policy = enrollment.policy
     automatic = policy.automatic_os_upgrade_policy
@@ -73,10 +74,19 @@ def upgrade_request(
     chosen = policy.model_copy(
         update={"rolling_upgrade_policy": rolling.model_copy(update={"enable_cross_zone_upgrade": False})}
     )
+    given = None
+    if automatic.use_rolling_upgrade_policy and enrollment.policy_given is not None:
+        given = sorted({*enrollment.policy_given, "enableCrossZoneUpgrade"})
     if extension is not None:  # (deferral and notBeforeTimeout are OS image settings)
         wanted = [ExtensionRequest(name=extension, version=target)]
         return UpgradeRequest.from_policy(
-            enrollment.scale_set, None, chosen, extensions=wanted, started_by=PLATFORM, waves=waves
+            enrollment.scale_set,
+            None,
+            chosen,
+            extensions=wanted,
+            started_by=PLATFORM,
+            waves=waves,
+            policy_given=given,
         )
     assert enrollment.image_reference is not None
     image = enrollment.image_reference.model_copy(update={"version": target, "exact_version": None})
@@ -88,6 +98,7 @@ def upgrade_request(
         deferral=bool(automatic.os_rolling_upgrade_deferral),
         not_before_timeout=enrollment.not_before_timeout,
         waves=waves,
+        policy_given=given,
     )
 
 
