@@ -411,32 +411,34 @@ class FleetActivities:
 
     @activity.defn(name=steps.WAIT_FOR_HEALTH)
     async def wait_for_health(self, request: steps.HealthInput) -> steps.HealthResult:
-        """Probe every intervalInSeconds until numberOfProbes Healthy answers in a row (every
-        half interval while the instance says it is initializing).
+        """Look every intervalInSeconds until the instance is Healthy (every half interval while
+        it says it is initializing).
 
-        Inside the grace period any other answer means the instance is still warming up.
-        After it, numberOfProbes Unhealthy (or unanswered) probes in a row end the activity
-        with that state; the workflow looks again later, until its deadline (a durable timer).
+        Each look is the platform's verdict, counted by whatever reports health: the extension
+        says Healthy only after its numberOfProbes in a row and Initializing through its own
+        grace period, a load balancer marks an instance Up after its probe threshold. So one
+        Healthy look is healthy: counting numberOfProbes again would only delay it. Inside the
+        grace period any other look means the instance is still warming up; after it, a failing
+        look ends the activity with that state and the workflow looks again later, until its
+        deadline (a durable timer).
         """
         settings = request.health
         started = next_probe = time.monotonic()
-        probes = healthy = failing = 0
+        probes = 0
         beat = Heartbeat()
         while True:
             with fleet_errors():
                 probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
             probes += 1
-            healthy = healthy + 1 if probe.state == HealthState.HEALTHY else 0
-            failing = failing + 1 if probe.state in FAILING_STATES else 0
-            if healthy >= settings.number_of_probes:
+            if probe.state == HealthState.HEALTHY:
                 activity.logger.info(
-                    "healthy after %s probe(s)",
+                    "healthy after %s look(s)",
                     probes,
                     extra={"scale_set": request.scale_set, "instance": request.instance_id},
                 )
                 return steps.HealthResult(state=HealthState.HEALTHY, probes=probes)
             in_grace = time.monotonic() - started < request.grace_remaining_seconds
-            if not in_grace and failing >= settings.number_of_probes:
+            if not in_grace and probe.state in FAILING_STATES:
                 return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
             state = HealthState.INITIALIZING if in_grace else probe.state
             # The probe count alone is no news: a heartbeat when the state or its detail changes.
@@ -444,23 +446,16 @@ class FleetActivities:
             beat(details, news=(state, probe.detail))
             # Still initializing (booting): it turns Healthy between two of the extension's
             # probes, so look again in half an interval (the set's reads allow two an interval:
-            # fleet/azure/backend.py). Healthy and failing answers are counted an interval apart.
+            # fleet/azure/backend.py). Other looks are an interval apart.
             booting = probe.state == HealthState.INITIALIZING
             interval = settings.interval_in_seconds / (2 if booting else 1)
             next_probe = await on_cadence(next_probe, interval)
 
     @activity.defn(name=steps.PROBE_HEALTH)
     async def probe_health(self, request: steps.HealthInput) -> steps.HealthResult:
-        """The last look at the health-wait deadline: Healthy only after numberOfProbes Healthy
-        answers in a row, every intervalInSeconds; the first other answer is the verdict."""
-        settings = request.health
-        probes = 0
-        next_probe = time.monotonic()
-        while True:
-            with fleet_errors():
-                probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
-            probes += 1
-            activity.heartbeat({"probes": probes, "state": probe.state.value, "detail": probe.detail})
-            if probe.state != HealthState.HEALTHY or probes >= settings.number_of_probes:
-                return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
-            next_probe = await on_cadence(next_probe, settings.interval_in_seconds)
+        """The last look at the health-wait deadline: the platform's verdict now (one look;
+        wait_for_health says why numberOfProbes is not counted again)."""
+        with fleet_errors():
+            probe = await self.fleet.probe_health(request.scale_set, request.instance_id, request.health)
+        activity.heartbeat({"probes": 1, "state": probe.state.value, "detail": probe.detail})
+        return steps.HealthResult(state=probe.state, probes=1, detail=probe.detail)

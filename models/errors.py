@@ -30,6 +30,8 @@ class RefusalCode(StrEnum):
     # Extension upgrades: an extension the model does not have, or no version of its major.
     EXTENSION_NOT_FOUND = "ExtensionNotFound"
     EXTENSION_VERSION_NOT_FOUND = "ExtensionVersionNotFound"
+    # Automatic OS upgrades need one health source: the extension or a load balancer probe.
+    NO_HEALTH_SOURCE = "HealthSourceRequired"
 
 
 class FailureCause(StrEnum):

@@ -8,13 +8,13 @@ set spec, faults, timing) is an AzureModel: an unknown field there is a typo, re
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
 from models.base import AzureModel, ViewModel
 from models.image import ImageReference
-from models.policy import RollingUpgradePolicy, whole_number
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, whole_number
 
 # Azure's rule for a scale set's name; the one pattern every input naming a scale set checks.
 ScaleSetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -27,6 +27,24 @@ class HealthState(StrEnum):
     HEALTHY = "Healthy"
     UNHEALTHY = "Unhealthy"
     UNKNOWN = "Unknown"
+
+
+class HealthSource(StrEnum):
+    """Where an instance's health is read (seed 000: "application health probes or Application
+    Health extension"; with neither, "the platform considers virtual machine power state and
+    extension provisioning state")."""
+
+    EXTENSION = "ApplicationHealthExtension"
+    LOAD_BALANCER_PROBE = "LoadBalancerProbe"
+    POWER_STATE = "PowerState"
+
+    @property
+    def described(self) -> str:
+        return {
+            HealthSource.EXTENSION: "the Application Health extension (vmHealth)",
+            HealthSource.LOAD_BALANCER_PROBE: "the load balancer health probe",
+            HealthSource.POWER_STATE: "power state and provisioning state (no health probe)",
+        }[self]
 
 
 class CustomMetrics(ViewModel):
@@ -174,6 +192,24 @@ class ScaleSetView(ViewModel):
     extensions: list[ExtensionView] = Field(
         default_factory=list, description="virtualMachineProfile.extensionProfile.extensions"
     )
+    # Views read before health sources were (recorded histories) all came from sets with the
+    # Application Health extension: the default.
+    health_source: HealthSource = Field(
+        default=HealthSource.EXTENSION, description="where each instance's health is read"
+    )
+    health_probe_id: str | None = Field(
+        default=None, description="virtualMachineProfile.networkProfile.healthProbe.id"
+    )
+    health_extension: ApplicationHealthSettings | None = Field(
+        default=None,
+        description="the Application Health extension's settings in the model (it probes with "
+        "them inside the VM), when it has one",
+    )
+
+    @property
+    def both_health_sources(self) -> bool:
+        """Seed 000: "Only one source of health monitoring can be used" for automatic upgrades."""
+        return self.health_extension is not None and self.health_probe_id is not None
 
 
 class OperationStatus(StrEnum):
@@ -395,6 +431,13 @@ class ScaleSetSpec(AzureModel):
         description="the Application Health extension's settings; None: the defaults, rich "
         "unless appEndpoint is binary",
     )
+    health_source: Literal["extension", "loadBalancerProbe", "both", "none"] = Field(
+        default="extension",
+        description="what reports health: the Application Health extension (healthExtension), "
+        "a load balancer health probe (networkProfile.healthProbe, probing the application as "
+        "healthExtension says, answers read as binary), both (Azure's automatic upgrades refuse "
+        "that), or none (power and provisioning state)",
+    )
     page_size: Annotated[int, whole_number(1, 1000)] = Field(
         default=100, description="instances per page of ARM lists (nextLink beyond)"
     )
@@ -404,6 +447,19 @@ class ScaleSetSpec(AzureModel):
         description="extensions of the model besides the Application Health extension; every "
         "instance gets them installed at create and scale-out",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _probed_apps_answer_binary(cls, data: Any) -> Any:
+        # An application behind a load balancer probe answers an error status when unhealthy
+        # (the probe reads only the status): a rich one's 200 "Unhealthy" would read Up.
+        if (
+            isinstance(data, dict)
+            and data.get("healthSource", data.get("health_source")) == "loadBalancerProbe"
+        ):
+            if "appEndpoint" not in data and "app_endpoint" not in data:
+                data = {**data, "appEndpoint": "binary"}
+        return data
 
     @model_validator(mode="after")
     def _extension_names(self) -> ScaleSetSpec:
@@ -419,6 +475,14 @@ class ScaleSetSpec(AzureModel):
                 raise ValueError(f"extensions: the name {extension.name!r} is used twice")
             seen.add(key)
         return self
+
+    @property
+    def has_health_extension(self) -> bool:
+        return self.health_source in ("extension", "both")
+
+    @property
+    def has_health_probe(self) -> bool:
+        return self.health_source in ("loadBalancerProbe", "both")
 
     @property
     def extension(self) -> HealthExtensionSpec:

@@ -118,6 +118,18 @@ class RollingUpgradePolicy(AzureModel):
         return self
 
 
+# The settings of Azure's Application Health extension (its model's, not ours, decide them).
+# Each with its upgradectl flag (healthStates has none: a policy file's only).
+EXTENSION_SETTINGS = {
+    "protocol": " (--health-protocol)",
+    "port": " (--health-port)",
+    "request_path": " (--health-path)",
+    "number_of_probes": " (--health-probes)",
+    "grace_period": " (--health-grace-period)",
+    "health_states": "",
+}
+
+
 class ApplicationHealthSettings(AzureModel):
     """How an instance's health is probed, after Azure's Application Health extension.
 
@@ -165,6 +177,24 @@ class ApplicationHealthSettings(AzureModel):
                 f"least the gracePeriod ({self.effective_grace_period} s)"
             )
         return self
+
+    def notes(self) -> list[str]:
+        """The extension's settings given (a file, flags): they describe how Azure's Application
+        Health extension probes, which the extension's own settings in the model decide."""
+        given = [
+            f"applicationHealth.{type(self).model_fields[name].alias or name}{flag}"
+            for name, flag in EXTENSION_SETTINGS.items()
+            if name in self.model_fields_set
+        ]
+        if not given:
+            return []
+        return [
+            f"{', '.join(given)} describe the Application Health extension: on Azure the extension's "
+            "settings in the scale set's model decide how it probes (status and plan show them), so "
+            "these change nothing here; change them in the model (az vmss extension set --name "
+            "ApplicationHealthLinux ... --settings). intervalInSeconds is how often the upgrade looks "
+            "at health, healthWaitTimeout how long it waits"
+        ]
 
     @property
     def effective_grace_period(self) -> int:
@@ -344,8 +374,12 @@ class UpgradePolicy(AzureModel):
             "automaticOSUpgradePolicy.useRollingUpgradePolicy": automatic.use_rolling_upgrade_policy,
             "automaticOSUpgradePolicy.osRollingUpgradeDeferral": automatic.os_rolling_upgrade_deferral,
         }
-        return limited + [
-            f"{path} is read but not acted on: {_NOT_ACTED_ON[path]}"
-            for path, value in given.items()
-            if value is not None
-        ]
+        return (
+            limited
+            + [
+                f"{path} is read but not acted on: {_NOT_ACTED_ON[path]}"
+                for path, value in given.items()
+                if value is not None
+            ]
+            + self.application_health.notes()
+        )

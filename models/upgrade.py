@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, Field, PlainSerializer, model_validator
 from models.base import ViewModel
 from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.errors import FailureCause
-from models.fleet import HealthState, InstanceView, ScaleSetName
+from models.fleet import HealthSource, HealthState, InstanceView, ScaleSetName, ScaleSetView
 from models.image import ImageReference
 from models.notifications import NotificationRecord, Notifications
 from models.policy import (
@@ -97,6 +97,15 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"  # Azure's spelling
 
 
+def extension_settings(health: ApplicationHealthSettings) -> str:
+    """An Application Health extension's settings, as `status` and `plan` show them."""
+    where = f"{health.protocol} :{health.port}{health.request_path or ''}"
+    return (
+        f"{where}, every {health.interval_in_seconds} s, {health.number_of_probes} probe(s) in a row, "
+        f"gracePeriod {health.effective_grace_period} s, {health.health_states} states"
+    )
+
+
 class UpgradeRequest(ViewModel):
     """The input of RollingUpgradeWorkflow; fields are only ever added, with defaults (and
     fields a newer starter adds are ignored, not refused)."""
@@ -139,6 +148,15 @@ class UpgradeRequest(ViewModel):
         default_factory=list,
         description="the rollingUpgradePolicy fields taken from the scale set's own policy (set at "
         "admission)",
+    )
+    health_source: HealthSource | None = Field(
+        default=None, description="where instances' health is read (set at admission; None: not read)"
+    )
+    health_probe_id: str | None = Field(default=None, description="the load balancer probe, its source")
+    health_extension: ApplicationHealthSettings | None = Field(
+        default=None,
+        description="the Application Health extension's settings in the scale set's model (set at "
+        "admission): on Azure they, not `health`'s probe settings, decide how it probes",
     )
 
     @model_validator(mode="after")
@@ -190,6 +208,38 @@ class UpgradeRequest(ViewModel):
             rolling = [(name, f"{value} ({self.policy_source(name)})") for name, value in rolling]
         return rolling
 
+    def health_rows(self) -> list[tuple[str, str]]:
+        """Where health comes from and how it is read; before admission (or in an upgrade that
+        never read its source) the probe settings as given."""
+        health = self.health
+        if self.health_source is None:
+            return [
+                ("health probe", f"{health.protocol} :{health.port}{health.request_path or ''}"),
+                (
+                    "intervalInSeconds / numberOfProbes",
+                    f"{health.interval_in_seconds} / {health.number_of_probes}",
+                ),
+                ("gracePeriod", f"{health.effective_grace_period} s"),
+            ]
+        source = self.health_source.described
+        if self.health_source == HealthSource.LOAD_BALANCER_PROBE and self.health_probe_id:
+            source += f" {self.health_probe_id.rsplit('/loadBalancers/', 1)[-1]}"
+        rows = [("health source", source)]
+        if (extension := self.health_extension) is not None:
+            rows.append(("health extension (the model's)", extension_settings(extension)))
+        rows.append(("health looked at every", f"{health.interval_in_seconds} s"))
+        return rows
+
+    def with_scale_sets_health(self, scale_set: ScaleSetView) -> UpgradeRequest:
+        """The request with where the scale set's health comes from (what status shows)."""
+        return self.model_copy(
+            update={
+                "health_source": scale_set.health_source,
+                "health_probe_id": scale_set.health_probe_id,
+                "health_extension": scale_set.health_extension,
+            }
+        )
+
     def effective_policy(self) -> list[tuple[str, str]]:
         """Every setting the upgrade runs with, as (name, value) rows."""
         health = self.health
@@ -197,12 +247,7 @@ class UpgradeRequest(ViewModel):
             ("target image" if self.target_image is not None else "extensions", self.change_asked),
             *self.rolling_policy(),
             ("disableAutomaticRollback", _flag(self.disable_automatic_rollback)),
-            ("health probe", f"{health.protocol} :{health.port}{health.request_path or ''}"),
-            (
-                "intervalInSeconds / numberOfProbes",
-                f"{health.interval_in_seconds} / {health.number_of_probes}",
-            ),
-            ("gracePeriod", f"{health.effective_grace_period} s"),
+            *self.health_rows(),
             ("healthWaitTimeout", format_duration(health.health_wait_timeout)),
             ("upgradeTimeout", format_duration(self.upgrade_timeout) if self.upgrade_timeout else "none"),
             ("osRollingUpgradeDeferral", _flag(self.deferral)),

@@ -19,7 +19,7 @@ from models.fleet import ScaleSetView
 from models.image import ImageReference
 from models.policy import format_duration
 from models.status import ApiError
-from models.upgrade import InstanceState, UpgradeRequest
+from models.upgrade import InstanceState, UpgradeRequest, extension_settings
 from workflows.gates import in_flight_gate
 from workflows.ledger import UpgradeLedger
 from workflows.planner import Candidate
@@ -76,6 +76,16 @@ def gate_before(ledger: UpgradeLedger) -> ApiError | None:
     return in_flight_gate(ledger, before_upgrade=True)
 
 
+def health_line(scale_set: ScaleSetView) -> str:
+    """Where the upgrade reads health, and how the extension probes (its model's settings)."""
+    line = f"health: read from {scale_set.health_source.described}"
+    if scale_set.health_extension is not None:
+        line += f"; the extension probes {extension_settings(scale_set.health_extension)}"
+    if scale_set.both_health_sources:
+        line += " (the set also has a load balancer health probe: automatic upgrades need one source only)"
+    return line
+
+
 def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
     """The plan as plain text: the scale set, the change, what is skipped, every batch, an
     estimate."""
@@ -93,6 +103,7 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
     ]
     if request.policy_from_scale_set:  # seed 003: "Upgrade policies defined on the scale set are honored"
         lines.append("policy: " + ", ".join(f"{name} {value}" for name, value in request.rolling_policy()))
+    lines.append(health_line(scale_set))
     skipped = ledger.in_state(InstanceState.SKIPPED)
     if skipped:
         # Which instance for which reason: the ids listed under each reason.

@@ -632,3 +632,30 @@ async def test_rollout_plan_and_the_fleet_scale_settings(auto_cli, fresh_watcher
     assert missing.code == 5, missing
     assert "no enrolled scale set follows contoso/nothing" in missing.err
     assert len(missing.err.strip().splitlines()) == 1
+
+
+async def test_enable_refuses_a_set_without_one_health_source_naming_the_missing_piece(
+    auto_cli, fresh_watcher, fleet
+):
+    """Seed 000: automatic OS image upgrades need application health probes or the Application
+    Health extension, one of them."""
+    image = Image()
+    await fleet.publish_image(image.at("1.0.0"))
+    names = {}
+    for source in ("none", "both", "loadBalancerProbe"):
+        names[source] = f"auto-health-{uuid.uuid4().hex[:8]}"
+        spec = ScaleSetSpec(
+            name=names[source], capacity=2, image_reference=image.latest, timing=INSTANT, health_source=source
+        )
+        await fleet.create_scale_set(spec)
+
+    bare = await auto_cli("auto", "enable", names["none"])
+    assert_one_line(
+        bare, 3, "has no health source", "networkProfile.healthProbe.id", "ApplicationHealthLinux"
+    )
+    both = await auto_cli("auto", "enable", names["both"])
+    assert_one_line(both, 3, "only one source of health", f"{names['both']}-lb/probes/health")
+    probed = await auto_cli("auto", "enable", names["loadBalancerProbe"])
+    assert probed.code == 0, probed
+    shown = await auto_cli("auto", "show", "--json")
+    assert {e["scaleSet"] for e in shown.json()["enrollments"]} == {names["loadBalancerProbe"]}

@@ -19,9 +19,15 @@ QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
 
 async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(upgradectl, fleet):
     name = await make_scale_set(fleet, 6, zones=["1", "2"])
-    result = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait", *QUICK)
+    result = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--wait", "--health-port", "8080", *QUICK
+    )
     assert result.code == 0, result.err
     assert f"started rolling-upgrade/{name}" in result.err
+    # The extension's own settings decide how it probes: told once, the model's shown.
+    assert (
+        "note: applicationHealth.port (--health-port) describe the Application Health extension" in result.err
+    )
     # Seed 000: Azure's manual trigger does not roll back; ours does by default, and says so.
     assert "note: automatic rollback is on" in result.err and "--disable-automatic-rollback" in result.err
     status = RollingUpgradeStatusInfo.model_validate(result.json())
@@ -40,8 +46,11 @@ async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(
         "PT2S",
         "disableAutomaticRollback",
         "upgradeTimeout",
+        "the Application Health extension (vmHealth)",
+        "http :80/health, every 5 s",
     ):
         assert setting in human.out
+    assert "8080" not in human.out
     assert (await upgradectl("watch", name)).code == 0  # a finished upgrade: its outcome at once
 
     instances = (await upgradectl("fleet", "show", name, "--json")).json()["instances"]

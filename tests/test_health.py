@@ -270,18 +270,35 @@ async def run(backend, activity, name: str, settings: ApplicationHealthSettings,
     return result, heartbeats
 
 
-async def test_wait_for_health_needs_number_of_probes_healthy_answers_in_a_row(fleet, azure):
-    name = await make_scale_set(fleet, 1)
+async def test_the_extension_counts_number_of_probes_and_the_prober_takes_its_verdict(fleet, azure):
+    """Azure's extension reports Healthy only after numberOfProbes Healthy answers in a row (and
+    Initializing until then): the emulated one too, and the prober does not count again."""
+    name = await make_scale_set(fleet, 1, health_extension=HealthExtensionSpec(number_of_probes=2))
     await fleet.set_probe_answers(name, "0", ["Healthy", "Unhealthy", "Healthy", "Down", "Healthy"])
-    result, _ = await run(azure, "wait_for_health", name, quick(number_of_probes=2), grace=30)
+    result, heartbeats = await run(azure, "wait_for_health", name, quick(), grace=30)
     # One Healthy answer among failures is not enough: the 5th and 6th answers are the pair.
     assert (result.state, result.probes) == (HEALTHY, 6)
+    assert {h["detail"] for h in heartbeats} == {"vmHealth HealthState/initializing: The VM is initializing"}
 
 
-async def test_wait_for_health_ends_on_number_of_probes_failures_in_a_row_after_the_grace(fleet, azure):
+async def test_the_prober_does_not_count_number_of_probes_again_on_top_of_the_extension(fleet, azure):
+    """The request's numberOfProbes describes the extension; on Azure the model's extension
+    counts (here 1): one Healthy look is healthy, one failing look after the grace is final."""
     name = await make_scale_set(fleet, 1)
+    result, _ = await run(azure, "wait_for_health", name, quick(number_of_probes=3))
+    assert (result.state, result.probes) == (HEALTHY, 1)
+    await fleet.set_probe_answers(name, "0", ["Unhealthy", "Healthy"])
+    result, _ = await run(azure, "wait_for_health", name, quick(number_of_probes=3))
+    assert (result.state, result.probes) == (UNHEALTHY, 1)
+    result, heartbeats = await run(azure, "probe_health", name, quick(number_of_probes=3))
+    assert (result.state, result.probes, len(heartbeats)) == (HEALTHY, 1, 1)
+
+
+async def test_the_extension_turns_unhealthy_after_number_of_probes_failures_in_a_row(fleet, azure):
+    name = await make_scale_set(fleet, 1, health_extension=HealthExtensionSpec(number_of_probes=2))
     await fleet.set_probe_answers(name, "0", ["Unhealthy", "Healthy", "Unhealthy", "Unhealthy"])
-    result, _ = await run(azure, "wait_for_health", name, quick(number_of_probes=2))
+    result, _ = await run(azure, "wait_for_health", name, quick())
+    # Initializing (still counting) for three looks; the 3rd and 4th answers agree.
     assert (result.state, result.probes) == (UNHEALTHY, 4)
 
 
@@ -293,29 +310,21 @@ async def test_failures_inside_the_grace_period_are_initializing_not_final(fleet
     # Inside the grace period each answer (Down, Unhealthy, Down: each a new detail) reads
     # Initializing.
     assert [h["state"] for h in heartbeats] == ["Initializing"] * 3
-    # Without a grace period the first failure is final (numberOfProbes 1).
+    # Without a grace period the first failure is final.
     await fleet.set_probe_answers(name, "0", ["Down", "Healthy"])
     result, _ = await run(azure, "wait_for_health", name, quick(), grace=0)
     assert (result.state, result.probes) == (UNKNOWN, 1)
 
 
 @pytest.mark.parametrize(
-    ("answers", "state", "probes"),
-    [
-        (["Healthy", "Healthy", "Healthy"], HEALTHY, 3),
-        (["Healthy", "Healthy", "Unhealthy"], UNHEALTHY, 3),  # one probe said Healthy: not enough
-        (["Healthy", "Down"], UNKNOWN, 2),
-        (["Unhealthy", "Healthy", "Healthy", "Healthy"], UNHEALTHY, 1),
-    ],
+    ("answers", "state"),
+    [(["Healthy"], HEALTHY), (["Unhealthy", "Healthy"], UNHEALTHY), (["Down", "Healthy"], UNKNOWN)],
 )
-async def test_the_last_look_at_the_deadline_needs_number_of_probes_healthy_answers(
-    fleet, answers, state, probes, azure
-):
+async def test_the_last_look_at_the_deadline_is_the_extensions_verdict(fleet, answers, state, azure):
     name = await make_scale_set(fleet, 1)
     await fleet.set_probe_answers(name, "0", answers)
     result, heartbeats = await run(azure, "probe_health", name, quick(number_of_probes=3))
-    assert (result.state, result.probes) == (state, probes)
-    assert len(heartbeats) == probes
+    assert (result.state, result.probes, len(heartbeats)) == (state, 1, 1)
 
 
 def test_heartbeats_say_news_at_once_and_otherwise_only_keep_the_activity_alive():

@@ -75,7 +75,8 @@ async def test_plan_prints_every_batch_the_skipped_instances_and_an_estimate(emu
     lines = result.out.splitlines()
     assert lines[0] == f"scale set {name}: Uniform, westeurope, 10 instances, upgradePolicy.mode Manual"
     assert lines[1] == f"target image: {V2} ('latest' resolved)"
-    assert lines[2] == "skipped: 2 instance(s): SkipUpgradeCustomMetric (1): 4; AlreadyOnTargetImage (1): 9"
+    assert lines[2].startswith("health: read from the Application Health extension (vmHealth)")
+    assert lines[3] == "skipped: 2 instance(s): SkipUpgradeCustomMetric (1): 4; AlreadyOnTargetImage (1): 9"
     # Zone by zone (crossZoneUpgrade off), update domain by update domain, 20% at most (2 of 10).
     assert batches(result.out) == [
         ("zone 1; UD 0", ["0", "6"]),
@@ -312,3 +313,24 @@ async def test_plan_refuses_bad_input_in_one_line_never_a_traceback(emulator, fl
     )
     assert "AZURE_ARM_ENDPOINT" in unreachable.err
     await untouched(fleet, name)
+
+
+async def test_plan_says_where_health_is_read_and_how_the_extension_probes(emulator, fleet):
+    probed = await make_scale_set(fleet, 5, health_source="loadBalancerProbe")
+    await fleet.set_health(probed, "3", HealthState.UNHEALTHY)
+    await fleet.set_health(probed, "4", HealthState.UNHEALTHY)
+    result = await plan(emulator, "--scale-set", probed, "--image", str(V2))
+    # Two of five Down at the probe: the gate would fault, and says where health was read.
+    assert result.code == 3, result
+    assert "health: read from the load balancer health probe" in result.out
+    assert "Health is read from the load balancer health probe." in result.err
+    plain = await make_scale_set(fleet, 5, health_source="none")
+    result = await plan(emulator, "--scale-set", plain, "--image", str(V2))
+    assert result.code == 0, result
+    assert "health: read from power state and provisioning state (no health probe)" in result.out
+    extension = await make_scale_set(fleet, 5)
+    result = await plan(emulator, "--scale-set", extension, "--image", str(V2))
+    assert (
+        "health: read from the Application Health extension (vmHealth); the extension probes "
+        "http :80/health, every 5 s, 1 probe(s) in a row, gracePeriod 5 s, rich states"
+    ) in result.out

@@ -31,6 +31,7 @@ async def test_the_web_ui_shows_summary_details_and_live_progress(local_env, loc
     assert "| maxBatchInstancePercent | 20 |" in details
     assert "| pauseTimeBetweenBatches | PT1H |" in details
     assert "| healthWaitTimeout | PT2S |" in details
+    assert "| health source | the Application Health extension (vmHealth) |" in details
     attributes = description.typed_search_attributes
     assert attributes.get(search_attributes.SCALE_SET) == name
     assert attributes.get(search_attributes.TARGET_IMAGE) == "Contoso:web-os:2024:2024.12.01"
@@ -48,6 +49,7 @@ async def test_the_web_ui_shows_summary_details_and_live_progress(local_env, loc
         "| skipped | 0 |",
     ):
         assert row in live
+    assert "Health read from the Application Health extension (vmHealth)." in live
 
     # Each batch child has its own summary, each activity its own.
     child = client.get_workflow_handle(f"{upgrade_workflow_id(name)}/batch-1")

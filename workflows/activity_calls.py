@@ -166,8 +166,8 @@ def probe_timeouts(health: ApplicationHealthSettings) -> tuple[timedelta, timede
 async def probe_health(
     scale_set: str, instance_id: str, health: ApplicationHealthSettings
 ) -> steps.HealthResult:
-    """The last look at the health-wait deadline: Healthy needs numberOfProbes Healthy answers
-    in a row."""
+    """The last look at the health-wait deadline: the platform's verdict (timeouts sized for
+    numberOfProbes looks, as upgrades started before one look was the verdict ran it)."""
     start_to_close, heartbeat = probe_timeouts(health)
     return await workflow.execute_activity(
         steps.PROBE_HEALTH,

@@ -13,7 +13,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from models.change import Change
     from models.errors import RefusalCode
-    from models.fleet import ScaleSetView
+    from models.fleet import HealthSource, ScaleSetView
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
     from workflows import activity_calls, presentation
     from workflows.ledger import UpgradeLedger
@@ -51,6 +51,31 @@ def rolled_by_azure(scale_set: ScaleSetView) -> ApplicationError | None:
             "rolls its instances by itself whenever its model changes. Set it to Manual to upgrade "
             f"it here ({change} upgradePolicy.mode=Manual)",
             type=RefusalCode.UPGRADE_MODE_NOT_MANUAL,
+            non_retryable=True,
+        )
+    return None
+
+
+def health_source_refusal(scale_set: ScaleSetView) -> ApplicationError | None:
+    """Seed 000: automatic OS image upgrades "must use application health probes or Application
+    Health extension", and only one of them. The refusal names the missing (or extra) piece."""
+    where = f"scale set {scale_set.name!r}"
+    if scale_set.health_source == HealthSource.POWER_STATE:
+        return ApplicationError(
+            f"{where} has no health source: automatic OS image upgrades need the Application Health "
+            "extension (ApplicationHealthLinux or ApplicationHealthWindows in "
+            "virtualMachineProfile.extensionProfile) or a load balancer health probe "
+            "(virtualMachineProfile.networkProfile.healthProbe.id). Add one, then enable again",
+            type=RefusalCode.NO_HEALTH_SOURCE,
+            non_retryable=True,
+        )
+    if scale_set.both_health_sources:
+        return ApplicationError(
+            f"{where} has both the Application Health extension and a load balancer health probe "
+            f"({scale_set.health_probe_id}): only one source of health can be used for automatic OS "
+            "image upgrades. Remove one (the extension, or "
+            "virtualMachineProfile.networkProfile.healthProbe), then enable again",
+            type=RefusalCode.NO_HEALTH_SOURCE,
             non_retryable=True,
         )
     return None
@@ -94,5 +119,5 @@ class UpgradePreflightWorkflow:
             skipped=len(ledger.in_state(InstanceState.SKIPPED)),
             planned_batches=len(ledger.plan()),
             summary=presentation.upgrade_summary(ledger),
-            details=presentation.policy_details(request),
+            details=presentation.policy_details(ledger.request),  # as admitted: the set's policy, health
         )

@@ -71,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from rules.enrolled import automatic_extensions, by_image_source, enrolled_instances
     from rules.phases import check_phases, flat_phases, plan_phases
     from workflows import activity_calls
-    from workflows.admission import rolled_by_azure
+    from workflows.admission import health_source_refusal, rolled_by_azure
     from workflows.presentation import escaped, workflow_link
     from workflows.rollout import RolloutWorkflow
 
@@ -130,8 +130,8 @@ class AutomaticOSUpgradesWorkflow:
                 type=RefusalCode.SCALE_SET_NOT_FOUND,
                 non_retryable=True,
             )
-        if refusal := rolled_by_azure(survey.view):
-            raise refusal  # Azure would roll it at the same time
+        if refusal := rolled_by_azure(survey.view) or health_source_refusal(survey.view):
+            raise refusal  # Azure would roll it at the same time, or it has no health to go by
         previous = self._state.enrollments.get(request.scale_set)
         policy = request.policy.model_copy(deep=True)
         policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade = True

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from models.errors import UpgradeErrorCode
+from models.fleet import HealthSource
 from models.policy import RollingUpgradePolicy, format_duration
 from models.status import ApiError, ApiErrorBase
 from models.upgrade import ATTEMPTED, FINAL_FAILURES, InstanceProgress, InstanceState
@@ -36,9 +37,15 @@ def named(ids: Sequence[str], limit: int = 5) -> str:
 
 
 def unhealthy_gate(
-    unhealthy: Sequence[str], total: int, policy: RollingUpgradePolicy, *, before_upgrade: bool
+    unhealthy: Sequence[str],
+    total: int,
+    policy: RollingUpgradePolicy,
+    *,
+    before_upgrade: bool,
+    source: HealthSource | None = None,
 ) -> ApiError | None:
-    """maxUnhealthyInstancePercent, checked before the upgrade and before every later batch."""
+    """maxUnhealthyInstancePercent, checked before the upgrade and before every later batch. The
+    message says where health was read (`source`): a wrong source is the usual wrong cause."""
     limit = policy.max_unhealthy_instance_percent
     if not exceeds(len(unhealthy), total, limit):
         return None
@@ -54,13 +61,19 @@ def unhealthy_gate(
             f"{len(unhealthy)} of {total} instances ({share(len(unhealthy), total)}) were "
             f"unhealthy {when}. The policy allows {limit}% (maxUnhealthyInstancePercent). "
             f"Unhealthy instances: {named(list(unhealthy))}."
+            + (f" Health is read from {source.described}." if source else "")
         ),
     )
 
 
 def in_flight_gate(ledger: UpgradeLedger, *, before_upgrade: bool) -> ApiError | None:
+    request = ledger.request
     return unhealthy_gate(
-        ledger.unhealthy(), ledger.total, ledger.request.policy, before_upgrade=before_upgrade
+        ledger.unhealthy(),
+        ledger.total,
+        request.policy,
+        before_upgrade=before_upgrade,
+        source=request.health_source,
     )
 
 

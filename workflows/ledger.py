@@ -84,6 +84,8 @@ class UpgradeLedger:
         policy becomes the scale set's own where the user gave no value."""
         if self.sets_own_policy:
             self.request = self.request.with_scale_sets_policy(scale_set.rolling_upgrade_policy)
+        # Only what status shows: no command depends on it, so no patch.
+        self.request = self.request.with_scale_sets_health(scale_set)
         self.change = change
         self.resource_id = f"{scale_set.id}/rollingUpgrades/latest"
         self.location = scale_set.location

@@ -140,6 +140,8 @@ def current_details(ledger: UpgradeLedger) -> str:
             ],
         ),
     ]
+    if source := ledger.request.health_source:
+        lines += ["", f"Health read from {source.described}."]
     in_flight = ledger.in_state(InstanceState.IN_PROGRESS)
     if in_flight:
         ids = ", ".join(p.instance_id for p in in_flight)

@@ -8,6 +8,7 @@ FleetOperation, and `get_operation` polls it through the client's pipeline (auth
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -38,12 +39,12 @@ from fleet.azure.settings import AzureSettings
 from fleet.azure.transport import PooledTransport
 from fleet.azure.views import (
     Json,
-    custom_metrics,
     dig,
-    health_state,
+    health_of,
+    health_source_of,
     instance_id_of,
     instance_of,
-    probe_of,
+    probe_answers,
     scale_set_of,
 )
 from fleet.errors import FleetError, FleetRequestError, FleetTransientError
@@ -52,6 +53,7 @@ from models.fleet import (
     FleetOperation,
     HealthProbe,
     HealthReading,
+    HealthSource,
     HealthState,
     InstanceView,
     OperationKind,
@@ -73,6 +75,8 @@ LIST_API_VERSION = "2024-07-01"
 # a batch's watchers, served by one read, look again together: this only keeps stragglers from
 # bringing reads of their own.
 INSTANCE_READ_GAP = 0.25
+# Microsoft.Network's API version of a load balancing rule's per-instance health.
+NETWORK_API_VERSION = "2024-05-01"
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,12 @@ class AzureFleet:
         # Every look at an instance (its health, its state around an action) of concurrent
         # callers shares one read of the set's instances (fleet/azure/set_reads.py).
         self._instances = CoalescingReader(self._read_instances, turn=self.read_pacer.acquire_ahead)
+        # Each set's health source and load balancer probe, as its model said when last read.
+        self._health_sources: dict[str, tuple[HealthSource, str | None]] = {}
+        # The load balancer's answers for a set with a health probe, shared the same way.
+        self._probe_answers = CoalescingReader(self._read_probe_answers, turn=self.read_pacer.acquire_ahead)
+        # The health URL of the load balancing rule that uses each probe.
+        self._rule_health_urls: dict[str, str] = {}
 
     def _client_for(self, subscription_id: str) -> ComputeManagementClient:
         """One client per subscription (a gallery may live in another), one call counter; its
@@ -192,6 +202,8 @@ class AzureFleet:
             "Flexible" if dig(vmss, "properties", "orchestrationMode") == "Flexible" else "Uniform"
         )
         self._sets[name] = (mode, vmss.get("id") or "")
+        source, probe_id, _ = health_source_of(vmss)
+        self._health_sources[name] = (source, probe_id)
         return vmss
 
     async def _mode(self, name: str) -> tuple[OrchestrationMode, str]:
@@ -265,23 +277,79 @@ class AzureFleet:
     async def get_scale_set(self, name: str) -> ScaleSetView:
         vmss = await self._get_set(name)
         flexible, vms = await self._list_vms(name)
+        health = await self._health(name, {instance_id_of(vm, flexible=flexible): vm for vm in vms})
         instances = sorted(
-            (instance_of(vm, flexible=flexible) for vm in vms), key=lambda i: natural_key(i.instance_id)
+            (
+                instance_of(vm, flexible=flexible).model_copy(
+                    update={"health": health[instance_id_of(vm, flexible=flexible)].state}
+                )
+                for vm in vms
+            ),
+            key=lambda i: natural_key(i.instance_id),
         )
         return scale_set_of(vmss, instances)
 
     async def read_health(self, name: str) -> HealthReading:
         flexible, vms = await self._list_vms(name)
-        health: dict[str, HealthState] = {}
-        phases: dict[str, int] = {}
-        for vm in vms:
-            instance_id = instance_id_of(vm, flexible=flexible)
-            view = dig(vm, "properties", "instanceView")
-            health[instance_id] = health_state(view)
-            phase = custom_metrics(view).phase_ordering_number
-            if phase is not None:
-                phases[instance_id] = phase
-        return HealthReading(health=health, phases=phases)
+        health = await self._health(name, {instance_id_of(vm, flexible=flexible): vm for vm in vms})
+        phases = {
+            instance_id: probe.custom_metrics.phase_ordering_number
+            for instance_id, probe in health.items()
+            if probe.custom_metrics.phase_ordering_number is not None
+        }
+        return HealthReading(health={i: probe.state for i, probe in health.items()}, phases=phases)
+
+    async def _health(self, name: str, vms: dict[str, Json], min_gap: float = 0.0) -> dict[str, HealthProbe]:
+        """Each instance's health from the set's source: the extension's vmHealth, the load
+        balancer probe's answer (one more read, shared), or power and provisioning state."""
+        if name not in self._health_sources:
+            await self._get_set(name)
+        source, _ = self._health_sources[name]
+        answers = None
+        if source == HealthSource.LOAD_BALANCER_PROBE:
+            answers = await self._probe_answers.get(name, min_gap=min_gap)
+        return {instance_id: health_of(vm, source, answers) for instance_id, vm in vms.items()}
+
+    async def _read_probe_answers(self, name: str) -> dict[str, HealthProbe]:
+        """The load balancer's answers for the set's probe, by network interface: the health of
+        the load balancing rule that uses the probe (a POST, answered at once or after a 202)."""
+        _, probe_id = self._health_sources[name]
+        if probe_id is None:
+            return {}
+        url = self._rule_health_urls.get(probe_id.lower())
+        if url is None:
+            balancer_id = probe_id.split("/probes/")[0]
+            balancer = await self._get_json(
+                f"{self.settings.endpoint}{balancer_id}?api-version={NETWORK_API_VERSION}"
+            )
+            rules = dig(balancer, "properties", "loadBalancingRules") or []
+            uses = [str(dig(rule, "properties", "probe", "id") or "").lower() for rule in rules]
+            rule = next((r for r, probe in zip(rules, uses, strict=True) if probe == probe_id.lower()), None)
+            if rule is None:
+                raise FleetRequestError(
+                    "HealthProbeNotUsed",
+                    f"scale set {name}: no load balancing rule of {balancer_id} uses its health probe "
+                    f"{probe_id}, so the load balancer reports no answers of it",
+                )
+            url = f"{self.settings.endpoint}{rule['id']}/health?api-version={NETWORK_API_VERSION}"
+            self._rule_health_urls[probe_id.lower()] = url
+        return probe_answers(await self._post_json(url))
+
+    async def _post_json(self, url: str) -> Json:
+        """POST an ARM action that reads (a rule's health): its answer, following a 202's
+        Location until the result is there."""
+        with arm_errors():
+            response = await self.client.send_request(HttpRequest("POST", url))
+        while True:
+            if response.status_code >= 400:
+                code, message = error_of_body(response.text())
+                raise from_status(response.status_code, code, message, response.headers, action=False)
+            location = response.headers.get("Location")
+            if response.status_code != 202 or not location:
+                document = response.json() if response.content else {}
+                return document if isinstance(document, dict) else {}
+            await asyncio.sleep(float(response.headers.get("Retry-After") or 1))
+            _, response = await self._read(location, "InvalidLocation")
 
     async def _read_instances(self, scale_set: str) -> SetInstances:
         flexible, vms = await self._list_vms(scale_set)
@@ -465,11 +533,12 @@ class AzureFleet:
     ) -> HealthProbe:
         # The extension probes inside the VM with its own settings: `settings` are the caller's.
         # At most two reads of the set per probe interval, whatever the number of waiters.
-        instances = await self._instances.get(scale_set, min_gap=settings.interval_in_seconds / 2)
+        gap = settings.interval_in_seconds / 2
+        instances = await self._instances.get(scale_set, min_gap=gap)
         vm = instances.vms.get(instance_id)
         if vm is None:
             return HealthProbe(
                 state=HealthState.UNKNOWN,
                 detail=f"instance {instance_id} is gone: not among the instances of scale set {scale_set}",
             )
-        return probe_of(vm)
+        return (await self._health(scale_set, {instance_id: vm}, min_gap=gap))[instance_id]

@@ -19,6 +19,7 @@ from models.fleet import (
     DataDisk,
     ExtensionView,
     HealthProbe,
+    HealthSource,
     HealthState,
     InstanceExtension,
     InstanceView,
@@ -26,7 +27,7 @@ from models.fleet import (
     ScaleSetView,
 )
 from models.image import LATEST, ImageReference
-from models.policy import RollingUpgradePolicy, UpgradePolicy
+from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, UpgradePolicy
 
 Json = dict[str, Any]
 
@@ -37,6 +38,20 @@ _HEALTH = {
     "unknown": HealthState.UNKNOWN,
 }
 CUSTOM_METRICS_STATUS = "ComponentStatus/CustomMetrics/succeeded"
+# The Application Health extension: ApplicationHealthLinux or ApplicationHealthWindows.
+HEALTH_EXTENSION_PUBLISHER = "microsoft.managedservices"
+HEALTH_EXTENSION_TYPE = "applicationhealth"
+# The settings the extension probes with, as its model's `settings` spell them.
+HEALTH_EXTENSION_SETTINGS = (
+    "protocol",
+    "port",
+    "requestPath",
+    "intervalInSeconds",
+    "numberOfProbes",
+    "gracePeriod",
+)
+# A load balancer's per-instance answer (LoadBalancerHealthPerRule: Up or Down).
+PROBE_STATES = {"up": HealthState.HEALTHY, "down": HealthState.UNHEALTHY}
 
 
 def dig(document: Any, *path: str) -> Any:
@@ -242,6 +257,103 @@ def probe_of(vm: Json) -> HealthProbe:
     return HealthProbe(state=health_state(view), custom_metrics=custom_metrics(view), detail=detail)
 
 
+def health_extension_of(vmss: Json) -> ApplicationHealthSettings | None:
+    """The settings of the model's Application Health extension (None: it has none). Its major
+    version 1 reads answers as binary, 2 as rich states; settings it cannot have are the defaults."""
+    for entry in dig(vmss, "properties", "virtualMachineProfile", "extensionProfile", "extensions") or []:
+        properties = dig(entry, "properties") or {}
+        publisher, type_ = (str(properties.get(key) or "").lower() for key in ("publisher", "type"))
+        if publisher != HEALTH_EXTENSION_PUBLISHER or not type_.startswith(HEALTH_EXTENSION_TYPE):
+            continue
+        given = properties.get("settings")
+        given = given if isinstance(given, dict) else {}
+        fields: Json = {key: given[key] for key in HEALTH_EXTENSION_SETTINGS if given.get(key) is not None}
+        if isinstance(fields.get("protocol"), str):
+            fields["protocol"] = fields["protocol"].lower()
+        binary = str(properties.get("typeHandlerVersion") or "").startswith("1")
+        fields["healthStates"] = "binary" if binary else "rich"
+        # healthWaitTimeout is this service's, not the extension's: long enough for its grace.
+        grace = fields.get("gracePeriod")
+        fields["healthWaitTimeout"] = f"PT{max(300, grace if isinstance(grace, int) else 0)}S"
+        try:
+            return ApplicationHealthSettings.model_validate(fields)
+        except ValidationError:
+            return ApplicationHealthSettings(health_states="binary" if binary else "rich")
+    return None
+
+
+def health_source_of(vmss: Json) -> tuple[HealthSource, str | None, ApplicationHealthSettings | None]:
+    """Where the set's health is read, its load balancer probe's id and its extension's settings.
+    With both, the extension's vmHealth is read (automatic upgrades refuse such a set)."""
+    probe_id = dig(vmss, "properties", "virtualMachineProfile", "networkProfile", "healthProbe", "id")
+    probe_id = probe_id if isinstance(probe_id, str) and probe_id else None
+    extension = health_extension_of(vmss)
+    if extension is not None:
+        return HealthSource.EXTENSION, probe_id, extension
+    if probe_id is not None:
+        return HealthSource.LOAD_BALANCER_PROBE, probe_id, None
+    return HealthSource.POWER_STATE, None, None
+
+
+def nic_ids(vm: Json) -> list[str]:
+    """The ids of the VM's network interfaces (lower case, as the load balancer's answers are
+    matched against them)."""
+    found = dig(vm, "properties", "networkProfile", "networkInterfaces") or []
+    return [str(nic["id"]).lower() for nic in found if isinstance(nic, dict) and nic.get("id")]
+
+
+def probe_answers(document: Json) -> dict[str, HealthProbe]:
+    """A load balancing rule's health (LoadBalancerHealthPerRule) by network interface id."""
+    answers: dict[str, HealthProbe] = {}
+    for address in document.get("loadBalancerBackendAddresses") or []:
+        config = dig(address, "networkInterfaceIPConfigurationId")
+        if not isinstance(config, str):
+            continue
+        state = str(address.get("state") or "")
+        said = address.get("reason")
+        answers[config.lower().split("/ipconfigurations/")[0]] = HealthProbe(
+            state=PROBE_STATES.get(state.lower(), HealthState.UNKNOWN),
+            detail=f"load balancer probe: {state or 'no state'}" + (f" ({said})" if said else ""),
+        )
+    return answers
+
+
+def platform_health(vm: Json) -> HealthProbe:
+    """Health without a probe (seed 000): the VM provisioned and running, every extension
+    provisioned. An operation under way or an extension still installing is Initializing."""
+    view = dig(vm, "properties", "instanceView")
+    provisioning = _provisioning_state(vm, view)
+    power = power_state(view) or "unknown"
+    extensions = instance_extensions(vm)
+    failed = [e.name for e in extensions if e.status.lower().startswith("provisioningstate/failed")]
+    if provisioning == "Failed" or failed:
+        why = f"extension {', '.join(failed)} failed" if failed else "provisioning failed"
+        return HealthProbe(state=HealthState.UNHEALTHY, detail=f"{why} (power state {power})")
+    settling = [e.name for e in extensions if not e.status.lower().startswith("provisioningstate/succeeded")]
+    if provisioning != "Succeeded" or power == "starting" or settling:
+        return HealthProbe(
+            state=HealthState.INITIALIZING, detail=f"provisioning {provisioning.lower()}, power state {power}"
+        )
+    if power != "running":
+        return HealthProbe(state=HealthState.UNHEALTHY, detail=f"power state {power}")
+    return HealthProbe(state=HealthState.HEALTHY, detail="running, every extension provisioned")
+
+
+def health_of(vm: Json, source: HealthSource, probes: dict[str, HealthProbe] | None = None) -> HealthProbe:
+    """An instance's health from the set's source (`probes`: the load balancer's answers)."""
+    if source == HealthSource.LOAD_BALANCER_PROBE:
+        answer = next((probes[nic] for nic in nic_ids(vm) if probes and nic in probes), None)
+        if answer is None:
+            answer = HealthProbe(
+                state=HealthState.UNKNOWN, detail="not among the load balancer probe's backend addresses"
+            )
+        metrics = custom_metrics(dig(vm, "properties", "instanceView"))
+        return answer.model_copy(update={"custom_metrics": metrics})
+    if source == HealthSource.POWER_STATE:
+        return platform_health(vm)
+    return probe_of(vm)
+
+
 def rolling_policy_of(section: Any) -> RollingUpgradePolicy | None:
     """A set's own rollingUpgradePolicy, its fields this product knows (a newer API's others,
     and maxSurge, which an in-place upgrade cannot follow, left out); None when it has none or
@@ -264,6 +376,7 @@ def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
         image = instances[0].image_reference
     if image is None:
         raise FleetRequestError("InvalidScaleSet", f"scale set {vmss.get('name')!r} has no imageReference")
+    source, probe_id, extension = health_source_of(vmss)
     return ScaleSetView(
         name=vmss.get("name") or "",
         id=vmss.get("id") or "",
@@ -278,6 +391,9 @@ def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
         rolling_upgrade_policy=rolling_policy_of(upgrade_policy.get("rollingUpgradePolicy")),
         instances=instances,
         extensions=model_extensions(vmss),
+        health_source=source,
+        health_probe_id=probe_id,
+        health_extension=extension,
     )
 
 

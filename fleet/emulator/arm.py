@@ -28,6 +28,8 @@ __all__ = ["RESOURCE_GROUP", "SUBSCRIPTION", "arm_router"]
 GROUP = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute"
 VMSS_EXTENSIONS = GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}/extensions"
 LOCATIONS = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}"
+NETWORK = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network"
+NETWORK_LOCATIONS = "/subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}"
 # Seconds a client should wait between polls of an operation (Azure sends its own guess).
 POLL_SECONDS = 1
 
@@ -58,6 +60,8 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
             raise CloudError(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
 
     router = APIRouter(dependencies=[Depends(check)])
+    # Load balancer rule health answers not yet read, by result id.
+    rule_answers: dict[str, dict[str, Any]] = {}
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -427,6 +431,42 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
     def default_location() -> str:
         names = cloud.scale_set_names()
         return cloud.spec(names[0]).location if names else "westeurope"
+
+    # --- load balancers (a set's health probe) ---------------------------------------------
+
+    def balanced_set(balancer: str) -> str:
+        """The scale set a load balancer `<set>-lb` serves (404 as Microsoft.Network says it)."""
+        name = balancer.removesuffix("-lb")
+        if not balancer.endswith("-lb") or name not in cloud.scale_set_names():
+            missing = f"The Resource 'Microsoft.Network/loadBalancers/{balancer}' was not found."
+            raise CloudError(404, "ResourceNotFound", missing)
+        return name
+
+    @router.get(NETWORK + "/loadBalancers/{balancer}")
+    async def get_load_balancer(balancer: str) -> dict[str, Any]:
+        return resources.load_balancer(cloud.spec(balanced_set(balancer)))
+
+    @router.post(NETWORK + "/loadBalancers/{balancer}/loadBalancingRules/{rule}/health")
+    async def rule_health(balancer: str, rule: str, request: Request) -> Response:
+        """Accepted (202), the answer at the Location a second later: Azure's is long-running."""
+        name = balanced_set(balancer)
+        if rule.lower() != resources.HEALTH_RULE:
+            raise CloudError(404, "ResourceNotFound", f"load balancing rule {rule!r} was not found")
+        spec = cloud.spec(name)
+        result_id = str(uuid.uuid4())
+        rule_answers[result_id] = resources.rule_health(spec, cloud.load_balancer_answers(name))
+        base = str(request.base_url).rstrip("/")
+        results = f"{base}{NETWORK_LOCATIONS.format(sub=SUBSCRIPTION, loc=spec.location)}/operationResults"
+        location = f"{results}/{result_id}?api-version={api_version(request)}"
+        headers = {"Location": location, "Retry-After": "1"}
+        return Response(status_code=202, headers=headers)
+
+    @router.get(NETWORK_LOCATIONS + "/operationResults/{result_id}")
+    async def rule_health_result(result_id: str) -> dict[str, Any]:
+        answer = rule_answers.pop(result_id, None)
+        if answer is None:
+            raise CloudError(404, "NotFound", f"operation result {result_id!r} was not found (or was read)")
+        return answer
 
     @router.get(GROUP + "/galleries/{gallery}/images/{image}/versions")
     async def list_gallery_versions(gallery: str, image: str, request: Request) -> dict[str, Any]:

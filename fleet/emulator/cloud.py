@@ -140,6 +140,11 @@ class Cloud:
         self.clock = clock
         # Scripted answers of health endpoints, one per probe (tests only; not persisted).
         self.probe_answers: dict[tuple[str, str], list[AppState]] = {}
+        # What each instance's Application Health extension reports, by (set, instance, OS disk):
+        # the state it reports, the state its last answers agree on and how many in a row. It
+        # changes its report only after numberOfProbes answers in a row agree (not persisted:
+        # a restarted emulator's extensions start over, as after a reboot).
+        self.extension_reports: dict[tuple[str, str, str], tuple[HealthProbe, HealthState, int]] = {}
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -281,6 +286,8 @@ class Cloud:
         self.db.execute("DELETE FROM scale_sets WHERE name = ?", (name,))
         for key in [key for key in self.probe_answers if key[0] == name]:
             del self.probe_answers[key]
+        for report in [report for report in self.extension_reports if report[0] == name]:
+            del self.extension_reports[report]
 
     def delete_scale_set(self, name: str) -> None:
         self.spec(name)
@@ -343,7 +350,8 @@ class Cloud:
             type_handler_version="2.0" if spec.extension.rich else "1.0",
             auto_upgrade_minor_version=True,
         )
-        return [health, *(ExtensionView.model_validate(e.to_json()) for e in spec.extensions)]
+        others = [ExtensionView.model_validate(e.to_json()) for e in spec.extensions]
+        return [health, *others] if spec.has_health_extension else others
 
     def _installed_extensions(
         self, name: str, instance_id: str | None = None
@@ -443,10 +451,16 @@ class Cloud:
             health=health,
             custom_metrics=metrics,
             extensions=[
-                InstanceExtension(
-                    name=HEALTH_EXTENSION,
-                    type_=f"{HEALTH_PUBLISHER}.{HEALTH_TYPE}",
-                    type_handler_version=health_extension_version(spec),
+                *(
+                    [
+                        InstanceExtension(
+                            name=HEALTH_EXTENSION,
+                            type_=f"{HEALTH_PUBLISHER}.{HEALTH_TYPE}",
+                            type_handler_version=health_extension_version(spec),
+                        )
+                    ]
+                    if spec.has_health_extension
+                    else []
                 ),
                 *(self._installed_view(e) for e in installed.get(row["instance_id"], [])),
             ],
@@ -493,7 +507,43 @@ class Cloud:
         extension = spec.extension
         answer = self._answer(spec, row, self._app_state(spec, row, consume), tcp=extension.protocol == "tcp")
         mode: Mode = "rich" if extension.rich else "binary"
-        return interpret(extension.protocol, mode, answer.status, answer.body)
+        probe = interpret(extension.protocol, mode, answer.status, answer.body)
+        if extension.number_of_probes == 1:
+            return probe
+        return self._extension_report(spec, row, probe, consume)
+
+    def _extension_report(
+        self, spec: ScaleSetSpec, row: sqlite3.Row, probe: HealthProbe, consume: bool
+    ) -> HealthProbe:
+        """What the extension reports after this answer: its report changes only once
+        numberOfProbes answers in a row agree (Initializing until the first such run)."""
+        key = (spec.name, row["instance_id"], row["os_disk"])
+        starting = HealthProbe(
+            state=HealthState.INITIALIZING, detail="the extension is still counting answers"
+        )
+        reported, agreed, run = self.extension_reports.get(key, (starting, probe.state, 0))
+        if not consume:
+            return reported
+        run = run + 1 if probe.state == agreed else 1
+        if run >= spec.extension.number_of_probes:
+            reported = probe
+        self.extension_reports[key] = (reported, probe.state, run)
+        return reported
+
+    def load_balancer_answers(self, name: str) -> list[tuple[InstanceView, HealthProbe]]:
+        """Every instance as the set's load balancer health probe sees it now (one probe each,
+        consuming scripted answers): a probe reads answers as binary, whatever the body says;
+        an instance stopped or booting does not answer."""
+        view = self.scale_set_view(name)
+        spec, answers = self.spec(name), []
+        extension = spec.extension
+        for instance in view.instances:
+            row = self._instance(name, instance.instance_id)
+            app = self._app_state(spec, row, consume=True)
+            answer = self._answer(spec, row, app, tcp=extension.protocol == "tcp")
+            reading = interpret(extension.protocol, "binary", answer.status, answer.body)
+            answers.append((instance, reading.model_copy(update={"detail": answer.body or app[1]})))
+        return answers
 
     def set_probe_answers(self, name: str, instance_id: str, answers: list[AppState]) -> None:
         """Script the next answers of an instance's endpoint, one per probe; once they are used

@@ -18,10 +18,21 @@ from fleet.emulator.cloud import (
     iso,
     resource_id,
 )
-from models.fleet import ExtensionSpec, HealthState, InstanceExtension, InstanceView, ScaleSetSpec
+from models.fleet import (
+    ExtensionSpec,
+    HealthProbe,
+    HealthState,
+    InstanceExtension,
+    InstanceView,
+    ScaleSetSpec,
+)
 from models.image import ImageReference
 
 __all__ = ["HEALTH_EXTENSION", "HEALTH_PUBLISHER", "HEALTH_TYPE"]
+NETWORK = PROVIDER.removesuffix("Microsoft.Compute") + "Microsoft.Network"
+HEALTH_PROBE = "health"
+HEALTH_RULE = "app"
+IP_CONFIGURATION = "/ipConfigurations/ipconfig1"
 # Azure's display names of regions, as gallery replication shows them.
 REGION_NAMES = {
     "westeurope": "West Europe",
@@ -95,6 +106,104 @@ def health_extension(spec: ScaleSetSpec) -> dict[str, Any]:
             "provisioningState": "Succeeded",
         },
     }
+
+
+def load_balancer_id(name: str) -> str:
+    return f"{NETWORK}/loadBalancers/{name}-lb"
+
+
+def health_probe_id(name: str) -> str:
+    return f"{load_balancer_id(name)}/probes/{HEALTH_PROBE}"
+
+
+def nic_id(spec: ScaleSetSpec, instance_id: str) -> str:
+    """The instance's network interface (Uniform: under the scale set VM; Flexible: its own)."""
+    if spec.orchestration_mode == "Flexible":
+        return f"{NETWORK}/networkInterfaces/{instance_id}-nic"
+    return f"{resource_id(spec.name)}/virtualMachines/{instance_id}/networkInterfaces/{spec.name}-nic"
+
+
+def network_profile(spec: ScaleSetSpec) -> dict[str, Any]:
+    """The model's networkProfile: a NIC in the load balancer's pool; healthProbe when the set
+    uses the load balancer's probe as its health source."""
+    pool = f"{load_balancer_id(spec.name)}/backendAddressPools/pool"
+    profile: dict[str, Any] = {
+        "networkInterfaceConfigurations": [
+            {
+                "name": f"{spec.name}-nic",
+                "properties": {
+                    "primary": True,
+                    "ipConfigurations": [
+                        {
+                            "name": "ipconfig1",
+                            "properties": {"loadBalancerBackendAddressPools": [{"id": pool}]},
+                        }
+                    ],
+                },
+            }
+        ]
+    }
+    if spec.has_health_probe:
+        profile["healthProbe"] = {"id": health_probe_id(spec.name)}
+    return profile
+
+
+def load_balancer(spec: ScaleSetSpec) -> dict[str, Any]:
+    """The set's load balancer: one probe of the application (its settings are the health
+    extension's: healthExtension) and the rule that uses it."""
+    settings = spec.extension
+    lb_id = load_balancer_id(spec.name)
+    probe: dict[str, Any] = {
+        "protocol": settings.protocol.capitalize(),
+        "port": settings.port,
+        "intervalInSeconds": settings.interval_in_seconds,
+        "numberOfProbes": settings.number_of_probes,
+        "probeThreshold": settings.number_of_probes,
+    }
+    if settings.protocol != "tcp":
+        probe["requestPath"] = settings.request_path
+    return {
+        "name": f"{spec.name}-lb",
+        "id": lb_id,
+        "type": "Microsoft.Network/loadBalancers",
+        "location": spec.location,
+        "sku": {"name": "Standard", "tier": "Regional"},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "backendAddressPools": [{"name": "pool", "id": f"{lb_id}/backendAddressPools/pool"}],
+            "probes": [{"name": HEALTH_PROBE, "id": health_probe_id(spec.name), "properties": probe}],
+            "loadBalancingRules": [
+                {
+                    "name": HEALTH_RULE,
+                    "id": f"{lb_id}/loadBalancingRules/{HEALTH_RULE}",
+                    "properties": {
+                        "protocol": "Tcp",
+                        "frontendPort": settings.port,
+                        "backendPort": settings.port,
+                        "probe": {"id": health_probe_id(spec.name)},
+                        "backendAddressPool": {"id": f"{lb_id}/backendAddressPools/pool"},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def rule_health(spec: ScaleSetSpec, answers: list[tuple[InstanceView, HealthProbe]]) -> dict[str, Any]:
+    """LoadBalancerHealthPerRule: each backend address Up or Down, as the probe sees it."""
+    addresses = []
+    for ordinal, (instance, probe) in enumerate(answers):
+        up = probe.state == HealthState.HEALTHY
+        address: dict[str, Any] = {
+            "ipAddress": f"10.{ordinal // 65536 % 256}.{ordinal // 256 % 256}.{ordinal % 256 + 4}",
+            "networkInterfaceIPConfigurationId": nic_id(spec, instance.instance_id) + IP_CONFIGURATION,
+            "state": "Up" if up else "Down",
+        }
+        if not up:
+            address["reason"] = f"probe failed: {probe.detail or probe.state.value}"
+        addresses.append(address)
+    count = sum(1 for a in addresses if a["state"] == "Up")
+    return {"up": count, "down": len(addresses) - count, "loadBalancerBackendAddresses": addresses}
 
 
 def model_extension(spec: ScaleSetSpec, extension: ExtensionSpec) -> dict[str, Any]:
@@ -227,8 +336,12 @@ def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any
             "osProfile": {"computerNamePrefix": spec.name[:9], "adminUsername": "azureuser"},
             "storageProfile": storage,
             "extensionProfile": {
-                "extensions": [health_extension(spec), *(model_extension(spec, e) for e in spec.extensions)]
+                "extensions": [
+                    *([health_extension(spec)] if spec.has_health_extension else []),
+                    *(model_extension(spec, e) for e in spec.extensions),
+                ]
             },
+            "networkProfile": network_profile(spec),
         },
         "provisioningState": "Succeeded",
         "overprovision": False,
@@ -296,7 +409,7 @@ def instance_view(spec: ScaleSetSpec, instance: InstanceView, since: float) -> d
         "substatuses": substatuses,
     }
     others = [extension_instance_view(e) for e in instance.extensions if e.name != HEALTH_EXTENSION]
-    return {
+    document = {
         "platformUpdateDomain": instance.platform_update_domain,
         "platformFaultDomain": instance.platform_fault_domain,
         "computerName": computer_name(spec, instance),
@@ -317,6 +430,10 @@ def instance_view(spec: ScaleSetSpec, instance: InstanceView, since: float) -> d
         "statuses": statuses,
         "hyperVGeneration": "V2",
     }
+    if not spec.has_health_extension:  # vmHealth is the extension's report
+        del document["vmHealth"]
+        document["extensions"] = others
+    return document
 
 
 def computer_name(spec: ScaleSetSpec, instance: InstanceView) -> str:
@@ -362,6 +479,7 @@ def scale_set_vm(
         "storageProfile": _storage(instance),
         "osProfile": {"computerName": computer_name(spec, instance), "adminUsername": "azureuser"},
         "provisioningState": instance.provisioning_state,
+        "networkProfile": {"networkInterfaces": [{"id": nic_id(spec, instance.instance_id)}]},
     }
     if expand:
         properties["instanceView"] = instance_view(spec, instance, since)
@@ -390,6 +508,7 @@ def virtual_machine(spec: ScaleSetSpec, instance: InstanceView, since: float, ex
         "osProfile": {"computerName": computer_name(spec, instance), "adminUsername": "azureuser"},
         "virtualMachineScaleSet": {"id": resource_id(spec.name)},
         "provisioningState": instance.provisioning_state,
+        "networkProfile": {"networkInterfaces": [{"id": nic_id(spec, instance.instance_id)}]},
     }
     if expand:
         properties["instanceView"] = instance_view(spec, instance, since)
