@@ -132,6 +132,20 @@ StatusPolicy = Annotated[
 ]
 
 
+class ExtensionUpgradeStatus(AzureModel):
+    """One extension of an extension upgrade (not in Azure's shape, where each extension is an
+    upgrade of its own): how far it moved, in the four progress counts, and why it stopped."""
+
+    name: str
+    version: str = Field(description="the version it moves to")
+    code: RollingUpgradeStatusCode
+    progress: RollingUpgradeProgressInfo = Field(
+        description="instances it moved on (successful), failed on (rolled back or left failed), "
+        "being installed on, and not tried on yet or any more (pending)"
+    )
+    error: ApiError | None = None
+
+
 class RollingUpgradeStatusProperties(AzureModel):
     policy: StatusPolicy | None = None
     running_status: RollingUpgradeRunningStatus
@@ -142,6 +156,8 @@ class RollingUpgradeStatusProperties(AzureModel):
     # The pause in effect (kind Paused: who, why, since when), from the `pause` signal until
     # `resume`: also while the batch in flight still finishes, before it shows as the wait.
     paused: UpgradeWait | None = None
+    # An extension upgrade: each extension's own progress and error.
+    extensions: list[ExtensionUpgradeStatus] | None = None
 
 
 class RollingUpgradeStatusInfo(AzureModel):

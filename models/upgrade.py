@@ -309,6 +309,19 @@ FINAL_FAILURES = (InstanceState.ROLLED_BACK, InstanceState.FAILED)
 ATTEMPTED = (InstanceState.SUCCEEDED, *FINAL_FAILURES)
 
 
+class ExtensionOutcome(ViewModel):
+    """What became of one extension of an extension upgrade on one instance: each is applied on
+    its own (seed 003: "A failure on one extension doesn't affect the other extensions")."""
+
+    state: InstanceState = Field(
+        description="Succeeded: moved to its target; RolledBack: its previous version reinstalled; "
+        "Failed: left as it is (no rollback, or none possible)"
+    )
+    cause: FailureCause | None = None
+    code: str | None = None
+    message: str | None = None
+
+
 class InstanceResult(ViewModel):
     """What became of an instance: the fields an outcome reports and the progress keeps.
 
@@ -322,6 +335,11 @@ class InstanceResult(ViewModel):
     previous_extensions: dict[str, str] | None = Field(
         default=None,
         description="extension changes: the versions installed before, which a rollback reinstalls",
+    )
+    extension_outcomes: dict[str, ExtensionOutcome] | None = Field(
+        default=None,
+        description="extension changes applied each on its own: what became of each extension "
+        "tried on the instance, by name",
     )
     health: HealthState | None = None
     health_after_restore: HealthState | None = None
@@ -491,6 +509,9 @@ class BatchInstance(ViewModel):
     instance_id: str
     previous_os_disk: str | None = None
     previous_extensions: dict[str, str] | None = None
+    restore_extensions: list[str] | None = Field(
+        default=None, description="a restore of these extensions only (None: every one of the change)"
+    )
 
 
 class BatchRequest(ViewModel):
@@ -507,6 +528,11 @@ class BatchRequest(ViewModel):
     )
     health: ApplicationHealthSettings
     rollback: bool = True
+    independent_extensions: bool = Field(
+        default=False,
+        description="each extension on its own: one that fails to install is reinstalled at its "
+        "previous version alone and the others still go ahead (seed 003)",
+    )
 
 
 class BatchResult(ViewModel):

@@ -660,6 +660,8 @@ async def status(
         "progress",
         ", ".join([*counts, f"{report.skipped_instance_count} skipped"]) + f", batch {report.batches}",
     )
+    for extension in properties.extensions or []:  # each extension on its own: which moved
+        table.add_row("extension", plain(progress.extension_text(extension), limit=None))
     if properties.paused:
         table.add_row("paused", plain(progress.paused_text(properties.paused), limit=None))
     if properties.wait and properties.wait.kind != UpgradeWaitKind.PAUSED:

@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from models.sorting import natural_key
-from models.status import RollingUpgradeStatusCode, UpgradeWait, UpgradeWaitKind
+from models.status import ExtensionUpgradeStatus, RollingUpgradeStatusCode, UpgradeWait, UpgradeWaitKind
 from models.upgrade import PLAN_QUERY, REPORT_QUERY, InstanceProgress, InstanceState, UpgradeReport
 from starter.terminal import clean, plain
 from starter.upgrades import (
@@ -90,6 +90,13 @@ def wait_text(wait: UpgradeWait) -> str:
     return text + (f", until {_at(wait.until)} at the most)" if wait.until else ")")
 
 
+def extension_text(extension: ExtensionUpgradeStatus) -> str:
+    """One extension of an extension upgrade, each on its own: `agent → 1.3.0 Faulted: 0
+    succeeded, 2 failed, 0 in progress, 8 pending` (its error is in the upgrade's)."""
+    counts = ", ".join(f"{count} {word}" for word, count in extension.progress.labelled())
+    return f"{extension.name} → {extension.version} {extension.code.value}: {counts}"
+
+
 def render(report: UpgradeReport, batches_left: int, now: datetime | None = None) -> RenderableType:
     now = now or datetime.now(UTC)
     status = report.status
@@ -129,6 +136,7 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
         parts.append(plain(f"paused: {paused_text(paused)}", "bold magenta", None))
     if running and (waiting := properties.wait) and waiting.kind != UpgradeWaitKind.PAUSED:
         parts.append(plain(f"waiting: {wait_text(waiting)}", "cyan", None))
+    parts.extend(plain(f"extension {extension_text(e)}", "", None) for e in properties.extensions or [])
     parts.append(_by_zone(report.instances))
     if error := properties.error:
         parts.append(

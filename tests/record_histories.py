@@ -66,6 +66,8 @@ AGENT = ExtensionSpec.model_validate(
     }
 )
 AGENT_OLD, AGENT_NEW = "1.2.0", "1.3.0"
+# A second extension of the model, for upgrades of several extensions (each on its own).
+LOGS = AGENT.model_copy(update={"name": "logs", "type_": "LogsLinux"})
 AGENT_VERSIONS = [AGENT_OLD, AGENT_NEW, "2.0.0"]
 EXT_QUICK = QUICK.model_copy(update={"extension_seconds": [0.2, 0.2]})
 EXT_SLOW = QUICK.model_copy(update={"extension_seconds": [1.5, 1.5]})
@@ -112,13 +114,14 @@ class Scenario:
 
 
 def extension_scenario(**fields: Any) -> Scenario:
-    """An upgrade of extension `agent` from 1.2.0 to 1.3.0 (AGENT)."""
-    return Scenario(
-        extensions=[ExtensionRequest(name=AGENT.name)],
-        model_extensions=[AGENT],
-        extension_versions=AGENT_VERSIONS,
-        **{"timing": EXT_QUICK, **fields},
-    )
+    """An upgrade of extension `agent` from 1.2.0 to 1.3.0 (AGENT), unless `fields` say others."""
+    defaults = {
+        "extensions": [ExtensionRequest(name=AGENT.name)],
+        "model_extensions": [AGENT],
+        "extension_versions": AGENT_VERSIONS,
+        "timing": EXT_QUICK,
+    }
+    return Scenario(**{**defaults, **fields})
 
 
 async def ops_count(run: Run, count: int) -> None:
@@ -269,6 +272,13 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "ext-rollback-install": extension_scenario(
         faults=FaultSpec(failing_extension_versions=[f"{AGENT.name}:{AGENT_NEW}"])
+    ),
+    # agent fails to install (reinstalled at once, then stopped by its own breach); logs moves on.
+    "ext-independent": extension_scenario(
+        capacity=3,
+        extensions=[ExtensionRequest(name=AGENT.name), ExtensionRequest(name=LOGS.name)],
+        model_extensions=[AGENT, LOGS],
+        faults=FaultSpec(failing_extension_versions=[f"{AGENT.name}:{AGENT_NEW}"]),
     ),
     "ext-crash-resume": extension_scenario(timing=EXT_SLOW, during=kill_the_worker),
     "ext-crash-reinstall": extension_scenario(

@@ -277,3 +277,64 @@ def test_the_change_reads_from_to_for_each_extension_and_the_image():
     pinned = [agent.to_json(), logs.to_json()]
     assert history_target(entry(extensions=pinned)) == "extension agent 1.3.0, logs 2.1.4"
     assert history_target(entry(targetImageReference=V2.to_json())) == V2.version
+
+
+async def test_status_says_which_of_two_extensions_moved_when_one_fails_to_install(
+    upgradectl: Any, fleet: EmulatorAdmin
+) -> None:
+    """`start --extensions agent logs` where every install of agent 1.3.0 fails: logs still
+    moves on every instance; `status` (and `--json`) say per extension which moved."""
+    failing, working = f"Failing{uuid.uuid4().hex[:6]}", f"Logs{uuid.uuid4().hex[:6]}"
+    for type_ in (failing, working):
+        for version in ("1.2.0", "1.3.0"):
+            await fleet.publish_extension_version(PUBLISHER, type_, version)
+    name = f"extcli-{uuid.uuid4().hex[:8]}"
+    model = [
+        {
+            "name": n,
+            "publisher": PUBLISHER,
+            "type": t,
+            "typeHandlerVersion": "1.2",
+            "autoUpgradeMinorVersion": False,
+        }
+        for n, t in (("agent", failing), ("logs", working))
+    ]
+    await fleet.create_scale_set(
+        ScaleSetSpec.model_validate(
+            {
+                "name": name,
+                "capacity": 4,
+                "imageReference": V1.to_json(),
+                "timing": TimingSpec(
+                    reimage_seconds=[0, 0],
+                    restore_seconds=[0, 0],
+                    boot_seconds=[0, 0],
+                    extension_seconds=[0, 0],
+                ).to_json(),
+                "extensions": model,
+                "faults": {"failingExtensionVersions": [f"{failing}:1.3.0"]},
+            }
+        )
+    )
+
+    result = await upgradectl("start", "--scale-set", name, "--extensions", "agent", "logs", "--wait", *QUICK)
+
+    assert result.code == 1, result.err  # Faulted: agent did not reach the set
+    extensions = {e["name"]: e for e in result.json()["properties"]["extensions"]}
+    assert extensions["logs"]["code"] == "Completed"
+    assert extensions["logs"]["progress"]["successfulInstanceCount"] == 4
+    assert extensions["agent"]["code"] == "Faulted" and "VMExtensionProvisioningError" in str(
+        extensions["agent"]
+    )
+    view = await fleet.show_scale_set(name)
+    assert {(e.type_handler_version if (e := i.extension("logs")) else None) for i in view.instances} == {
+        "1.3.0"
+    }
+    assert {(e.type_handler_version if (e := i.extension("agent")) else None) for i in view.instances} == {
+        "1.2.0"
+    }
+
+    status = await upgradectl("status", name)
+    assert status.code == 0
+    assert "logs → 1.3.0 Completed: 4 succeeded, 0 failed, 0 in progress, 0 pending" in status.out
+    assert "agent → 1.3.0 Faulted: 0 succeeded, 1 failed, 0 in progress, 3 pending" in status.out

@@ -213,3 +213,100 @@ async def test_os_deferral_asks_no_approval_of_an_extension_upgrade(
     assert report.status.properties.running_status.code == "Completed"
     assert all(p.approved_by is None for p in report.instances)
     assert await installs(fleet, name) == {"0": ["1.2.1"], "1": ["1.2.1"]}
+
+
+async def test_a_failed_install_rolls_back_that_extension_only_and_the_other_still_moves(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
+    """Seed 003: "if two extensions are scheduled for an upgrade, and the first extension
+    upgrade fails, the second extension is still upgraded". `agent` 1.3.0 fails to install
+    everywhere; `logs` 1.3.0 installs. `agent` is reinstalled at 1.2.0 where it failed and stops
+    on its own policy breach; `logs` goes on to every instance; the result names both."""
+    failing, working = unique_type("Failing"), unique_type("Logs")
+    for type_ in (failing, working):
+        for version in ("1.2.0", "1.3.0"):
+            await fleet.publish_extension_version(PUBLISHER, type_, version)
+    name = await scale_set(
+        fleet,
+        [extension("agent", failing), extension("logs", working)],
+        faults=FaultSpec(failing_extension_versions=[f"{failing}:1.3.0"]).to_json(),
+    )
+
+    report = await run(ts_env, ts_worker, name, ExtensionRequest(name="agent"), ExtensionRequest(name="logs"))
+
+    # The second extension moved on every instance, the first is back where it was everywhere.
+    assert set((await versions(fleet, name, "logs")).values()) == {"1.3.0"}
+    assert set((await versions(fleet, name, "agent")).values()) == {"1.2.0"}
+    view = await fleet.show_scale_set(name)
+    assert all((e := i.extension("agent")) is not None and e.succeeded for i in view.instances)
+    # agent was tried on the first batch only (2 of 2 failed: past the 20% its policy allows),
+    # each time reinstalled at once; logs was installed once on each instance.
+    done = await installs(fleet, name)
+    first = sorted(p.instance_id for p in report.instances if p.batch == 1)
+    assert len(first) == 2
+    for instance_id, versions_sent in done.items():
+        expected = ["1.3.0", "1.2.0", "1.3.0"] if instance_id in first else ["1.3.0"]
+        assert versions_sent == expected, instance_id
+    assert len(done) == 10
+    # Every instance got logs and stayed healthy: none failed the upgrade as a whole.
+    assert {p.state for p in report.instances} == {InstanceState.SUCCEEDED}
+    for p in report.instances:
+        outcomes = p.extension_outcomes or {}
+        assert outcomes["logs"].state == InstanceState.SUCCEEDED
+        if p.instance_id in first:
+            assert outcomes["agent"].state == InstanceState.ROLLED_BACK
+            assert outcomes["agent"].code == "VMExtensionProvisioningError"
+        else:
+            assert "agent" not in outcomes  # stopped before their batch
+    # The result says per extension which moved.
+    properties = report.status.properties
+    assert properties is not None
+    assert properties.running_status.code == "Faulted"  # agent did not reach the set
+    assert properties.error is not None and properties.error.code == (
+        "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
+    )
+    assert "agent" in (properties.error.message or "") and "logs" in (properties.error.message or "")
+    per_extension = {e.name: e for e in properties.extensions or []}
+    assert set(per_extension) == {"agent", "logs"}
+    logs, agent = per_extension["logs"], per_extension["agent"]
+    assert (logs.code, logs.version, logs.error) == ("Completed", "1.3.0", None)
+    assert logs.progress.successful_instance_count == 10 and logs.progress.failed_instance_count == 0
+    assert (agent.code, agent.version) == ("Faulted", "1.3.0")
+    assert agent.progress.successful_instance_count == 0
+    assert agent.progress.failed_instance_count == 2 and agent.progress.pending_instance_count == 8
+    assert agent.error is not None and "VMExtensionProvisioningError" in (agent.error.message or "")
+
+
+async def test_without_automatic_rollback_a_breach_reinstalls_only_the_extension_left_failed(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
+    """disableAutomaticRollback leaves `agent` failed where it failed to install; its breach
+    with rollbackFailedInstancesOnPolicyBreach reinstalls agent there at the end, never logs."""
+    failing, working = unique_type("Failing"), unique_type("Logs")
+    for type_ in (failing, working):
+        for version in ("1.2.0", "1.3.0"):
+            await fleet.publish_extension_version(PUBLISHER, type_, version)
+    name = await scale_set(
+        fleet,
+        [extension("agent", failing), extension("logs", working)],
+        capacity=5,
+        faults=FaultSpec(failing_extension_versions=[f"{failing}:1.3.0"]).to_json(),
+    )
+
+    report = await run(
+        ts_env,
+        ts_worker,
+        name,
+        ExtensionRequest(name="agent"),
+        ExtensionRequest(name="logs"),
+        disable_automatic_rollback=True,
+        policy={"rollbackFailedInstancesOnPolicyBreach": True},
+    )
+
+    assert set((await versions(fleet, name, "logs")).values()) == {"1.3.0"}
+    assert set((await versions(fleet, name, "agent")).values()) == {"1.2.0"}
+    [first] = [p for p in report.instances if p.batch == 1]
+    assert (await installs(fleet, name))[first.instance_id] == ["1.3.0", "1.3.0", "1.2.0"]
+    outcome = (first.extension_outcomes or {})["agent"]
+    assert outcome.state == InstanceState.ROLLED_BACK and "on the policy breach" in (outcome.message or "")
+    assert {p.state for p in report.instances} == {InstanceState.SUCCEEDED}

@@ -4,7 +4,8 @@ Per instance: apply the change, wait for health up to the health-wait deadline, 
 Healthy and rollback is on, roll the change back and probe again. The change is an OS image
 (reimage, which keeps data disks and remembers the previous OS disk; restore that disk) or
 extension versions (install each; reinstall the versions the instance had). An extension that
-fails to install is rolled back at once. Every instance ends in exactly one outcome; nothing is
+fails to install is rolled back at once; since the independent-extensions patch, that extension
+alone, and the others still go ahead (seed 003). Every instance ends in exactly one outcome; nothing is
 left half done, so a cancel of the upgrade lets a running batch finish.
 """
 
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         BatchInstance,
         BatchRequest,
         BatchResult,
+        ExtensionOutcome,
         InstanceOutcome,
         InstanceState,
     )
@@ -77,6 +79,8 @@ class BatchUpgradeWorkflow:
             state=InstanceState.FAILED,
             start_time=workflow.now(),
         )
+        if request.extensions and request.independent_extensions:
+            return await self._install_each(outcome, instance)
         if request.extensions:
             failed = await self._install(outcome, instance)
             if failed is not None:
@@ -98,8 +102,11 @@ class BatchUpgradeWorkflow:
         outcome.previous_os_disk = operation.previous_os_disk
         return await self._settle_health(outcome)
 
-    async def _settle_health(self, outcome: InstanceOutcome) -> InstanceOutcome:
-        """After the change: Healthy by the deadline, or failed (and rolled back if on)."""
+    async def _settle_health(
+        self, outcome: InstanceOutcome, moved: list[ExtensionTarget] | None = None
+    ) -> InstanceOutcome:
+        """After the change: Healthy by the deadline, or failed (and rolled back if on). `moved`:
+        the extensions installed (None: every one of the change)."""
         request = self._request
         health = await self._wait_for_health(outcome.instance_id)
         outcome.health = health.state
@@ -109,18 +116,22 @@ class BatchUpgradeWorkflow:
         outcome.cause = FailureCause.HEALTH
         outcome.code = HEALTH_FAILURE_CODES[health.state]
         waited = format_duration(request.health.health_wait_timeout)
-        outcome.message = f"{health.state.value} after the {waited} health wait"
-        return await self._roll_back(outcome, "restore")
+        outcome.message = joined(
+            outcome.message if moved else None, f"{health.state.value} after the {waited} health wait"
+        )
+        return await self._roll_back(outcome, "restore", moved)
 
-    async def _roll_back(self, outcome: InstanceOutcome, step: str) -> InstanceOutcome:
+    async def _roll_back(
+        self, outcome: InstanceOutcome, step: str, moved: list[ExtensionTarget] | None = None
+    ) -> InstanceOutcome:
         """The change failed the instance: roll it back when rollback is on."""
         request = self._request
         if not request.rollback:
-            target = request.target_image.resolved_version if request.target_image else self._targets()
+            target = request.target_image.resolved_version if request.target_image else self._targets(moved)
             outcome.message = joined(outcome.message, f"left on {target}")
             return self._end(outcome, InstanceState.FAILED)
         if request.extensions:
-            return await self._reinstall(outcome, outcome.previous_extensions, step)
+            return await self._reinstall(outcome, outcome.previous_extensions, step, moved)
         return await self._restore(outcome, outcome.previous_os_disk, step)
 
     async def _restore_only(self, instance: BatchInstance) -> InstanceOutcome:
@@ -131,13 +142,18 @@ class BatchUpgradeWorkflow:
             start_time=workflow.now(),
         )
         if self._request.extensions:
-            return await self._reinstall(outcome, instance.previous_extensions, "policy-restore")
+            names = instance.restore_extensions
+            only = [t for t in self._request.extensions if names is None or t.name in names]
+            outcome = await self._reinstall(outcome, instance.previous_extensions, "policy-restore", only)
+            if names is not None:  # the extensions an instance that succeeded left failed
+                outcome.extension_outcomes = {t.name: ExtensionOutcome(state=outcome.state) for t in only}
+            return outcome
         return await self._restore(outcome, instance.previous_os_disk, "policy-restore")
 
     # --- extensions ---------------------------------------------------------------------------
 
-    def _targets(self) -> str:
-        return ", ".join(str(t) for t in self._request.extensions)
+    def _targets(self, only: list[ExtensionTarget] | None = None) -> str:
+        return ", ".join(str(t) for t in (self._request.extensions if only is None else only))
 
     async def _install(self, outcome: InstanceOutcome, instance: BatchInstance) -> InstanceOutcome | None:
         """Install each extension version in order; an outcome if one failed (then rolled
@@ -156,6 +172,63 @@ class BatchUpgradeWorkflow:
                 return await self._roll_back(outcome, "restore")
         return None
 
+    async def _install_each(self, outcome: InstanceOutcome, instance: BatchInstance) -> InstanceOutcome:
+        """Each extension on its own (seed 003): one that fails to install is reinstalled at its
+        previous version at once (rollback on), and the others still go ahead. The health wait
+        then judges what moved; an instance on which nothing moved failed, as a whole."""
+        request = self._request
+        outcome.previous_extensions = instance.previous_extensions
+        before = instance.previous_extensions or {}
+        results: dict[str, ExtensionOutcome] = {}
+        outcome.extension_outcomes = results
+        moved: list[ExtensionTarget] = []
+        reinstalled: list[ExtensionTarget] = []
+        for target in request.extensions:
+            try:
+                await self._install_one(outcome.instance_id, target, "install")
+            except ActivityError as err:
+                code, message = infrastructure_failure(err)
+                if code != EXTENSION_PROVISIONING_ERROR:
+                    return self._infrastructure(outcome, err, f"install of {target}")
+                failure = f"{target} failed to install: {message}"
+                outcome.message = joined(outcome.message, failure)
+                previous = before.get(target.name) if request.rollback else None
+                state, after = InstanceState.FAILED, f"left on {target}"
+                if request.rollback and previous is None:
+                    after = f"no previous version of {target.name} to reinstall"
+                elif previous is not None:
+                    back = target.model_copy(update={"version": previous})
+                    try:
+                        await self._install_one(outcome.instance_id, back, "restore")
+                    except ActivityError as err:
+                        return self._infrastructure(outcome, err, f"reinstall of {back}")
+                    state, after = InstanceState.ROLLED_BACK, f"reinstalled {back}"
+                    reinstalled.append(back)
+                results[target.name] = ExtensionOutcome(
+                    state=state, cause=FailureCause.INSTALL, code=code, message=f"{failure}; {after}"
+                )
+                continue
+            moved.append(target)
+            results[target.name] = ExtensionOutcome(state=InstanceState.SUCCEEDED)
+        if not moved:  # every extension failed to install: the instance failed the upgrade
+            first = next(iter(results.values()))
+            outcome.cause, outcome.code = first.cause, first.code
+            if not reinstalled:
+                outcome.message = joined(outcome.message, f"left on {self._targets()}")
+                return self._end(outcome, InstanceState.FAILED)
+            outcome.restored = False  # until the instance is back and healthy
+            done = "reinstalled " + ", ".join(str(t) for t in reinstalled)
+            return await self._health_after_rollback(outcome, done)
+        if reinstalled:
+            outcome.message = joined(outcome.message, "reinstalled " + ", ".join(str(t) for t in reinstalled))
+        settled = await self._settle_health(outcome, moved)
+        if settled.state != InstanceState.SUCCEEDED:  # health cannot say which one broke it
+            for target in moved:
+                results[target.name] = ExtensionOutcome(
+                    state=settled.state, cause=settled.cause, code=settled.code, message=settled.message
+                )
+        return settled
+
     async def _install_one(self, instance_id: str, target: ExtensionTarget, step: str) -> None:
         request = self._request
         await activity_calls.install_extension(
@@ -168,12 +241,18 @@ class BatchUpgradeWorkflow:
         )
 
     async def _reinstall(
-        self, outcome: InstanceOutcome, previous: dict[str, str] | None, step: str
+        self,
+        outcome: InstanceOutcome,
+        previous: dict[str, str] | None,
+        step: str,
+        only: list[ExtensionTarget] | None = None,
     ) -> InstanceOutcome:
-        """Reinstall the versions the instance had before, then probe again."""
+        """Reinstall the versions the instance had before (of `only` these extensions, else
+        every one of the change), then probe again."""
         outcome.restored = False  # until the instance is back and healthy
         before = previous or {}
-        missing = [t.name for t in self._request.extensions if t.name not in before]
+        targets = self._request.extensions if only is None else only
+        missing = [t.name for t in targets if t.name not in before]
         if missing:
             outcome.cause = FailureCause.INFRASTRUCTURE  # as an OS disk that is not there
             outcome.message = joined(
@@ -181,9 +260,7 @@ class BatchUpgradeWorkflow:
             )
             return self._end(outcome, InstanceState.FAILED)
         back = [  # (an extension the instance already had at its target stays as it is)
-            t.model_copy(update={"version": before[t.name]})
-            for t in self._request.extensions
-            if before[t.name] != t.version
+            t.model_copy(update={"version": before[t.name]}) for t in targets if before[t.name] != t.version
         ]
         for target in back:
             try:

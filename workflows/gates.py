@@ -218,3 +218,63 @@ def budget_gate(ledger: UpgradeLedger, waited: timedelta) -> ApiError:
             f"{STOPS}"
         ),
     )
+
+
+# --- several extensions, each on its own (seed 003) ---------------------------------------------
+
+
+def extension_failures(ledger: UpgradeLedger, name: str) -> list[InstanceProgress]:
+    """Instances extension `name` failed on (rolled back or left failed)."""
+    return [p for p in ledger.tried(name) if (p.extension_outcomes or {})[name].state in FINAL_FAILURES]
+
+
+def extension_gates(ledger: UpgradeLedger) -> dict[str, ApiError]:
+    """maxUnhealthyUpgradedInstancePercent for each extension still going, over the instances it
+    was tried on: an extension past it stops alone (Azure upgrades each extension on its own:
+    "A failure on one extension doesn't affect the other extensions")."""
+    if not ledger.independent_extensions:
+        return {}
+    limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
+    breaches = {}
+    for target in ledger.extensions_going():
+        tried, failed = ledger.tried(target.name), extension_failures(ledger, target.name)
+        if not failed or not exceeds(len(failed), len(tried), limit):
+            continue
+        outcomes = [(p.extension_outcomes or {})[target.name] for p in failed]
+        cause = failures.most_common(
+            (o.code, f"{p.instance_id} ({o.message})") for p, o in zip(failed, outcomes, strict=True)
+        )
+        breaches[target.name] = ApiError(
+            code=UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED,
+            target=target.name,
+            message=(
+                f"extension {target}: {len(failed)} of {len(tried)} instances it was tried on "
+                f"({share(len(failed), len(tried))}) failed; the policy allows {limit}% "
+                f"(maxUnhealthyUpgradedInstancePercent). Most common error: {cause}. It stopped "
+                f"after batch {ledger.batches}: no later batch installs {target.name}."
+            ),
+            details=[
+                ApiErrorBase(code=o.code, target=p.instance_id, message=o.message)
+                for p, o in zip(failed, outcomes, strict=True)
+            ],
+        )
+    return breaches
+
+
+def extensions_stopped(ledger: UpgradeLedger) -> ApiError | None:
+    """The upgrade's error once an extension stopped on its own breach: which stopped, and that
+    the others went on without it (they are not affected)."""
+    stopped = ledger.stopped_extensions
+    if not stopped:
+        return None
+    going = [t.name for t in ledger.extensions_going()]
+    others = f"the upgrade went on with {', '.join(going)}" if going else "no extension was left to install"
+    return ApiError(
+        code=UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED,
+        message=(
+            f"{len(stopped)} of {len(ledger.change.extensions)} extensions stopped on their own "
+            f"policy breach ({', '.join(stopped)}); {others}. "
+            + " ".join(error.message or "" for error in stopped.values())
+        ),
+        details=[detail for error in stopped.values() for detail in error.details or []],
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from models.change import Change
+from models.change import Change, ExtensionTarget
 from models.errors import FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
@@ -48,6 +48,11 @@ class UpgradeLedger:
         # The scale set's own rollingUpgradePolicy under the fields the user gave: False only
         # while replaying upgrades started before the sets-own-policy patch.
         self.sets_own_policy = True
+        # Several extensions, each on its own (seed 003): False only while replaying upgrades
+        # started before the independent-extensions patch.
+        self.independent_extensions = False
+        # Extensions stopped by their own policy breach, with why: no later batch installs them.
+        self.stopped_extensions: dict[str, ApiError] = {}
         # What the upgrade applies; the request's until admission resolves it exactly.
         self.change = Change(image=request.target_image)
         self.instances: dict[str, InstanceProgress] = {}
@@ -155,6 +160,23 @@ class UpgradeLedger:
 
     def failed(self) -> list[InstanceProgress]:
         return self.counted(*FINAL_FAILURES) if self.exact else self.in_state(*FINAL_FAILURES)
+
+    # --- extensions, each on its own -------------------------------------------------------
+
+    def extensions_going(self) -> list[ExtensionTarget]:
+        """The extensions later batches install: those not stopped by their own breach."""
+        return [t for t in self.change.extensions if t.name not in self.stopped_extensions]
+
+    def tried(self, name: str) -> list[InstanceProgress]:
+        """Instances extension `name` was tried on (and that still exist), in upgrade order."""
+        return [
+            p
+            for p in self.in_state(*ATTEMPTED)
+            if name in (p.extension_outcomes or {}) and p.instance_id not in self._gone
+        ]
+
+    def stop_extension(self, name: str, why: ApiError) -> None:
+        self.stopped_extensions[name] = why
 
     # --- planning ---------------------------------------------------------------------------
 
@@ -308,8 +330,14 @@ class UpgradeLedger:
         """Restores after a policy breach: keep why the instance failed, add how it ended."""
         for outcome in outcomes:
             progress = self.instances[outcome.instance_id]
-            progress.state = outcome.state
             progress.message = f"{progress.message}; on the policy breach: {outcome.message}"
+            if progress.state == InstanceState.SUCCEEDED:  # only the extensions it left failed
+                for name in outcome.extension_outcomes or {}:
+                    if (mine := (progress.extension_outcomes or {}).get(name)) is not None:
+                        mine.state = outcome.state
+                        mine.message = f"{mine.message}; on the policy breach: {outcome.message}"
+                continue
+            progress.state = outcome.state
             progress.health_after_restore = outcome.health_after_restore
             progress.restored = outcome.restored
             if outcome.health_after_restore:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from models.errors import UpgradeErrorCode
 from models.status import (
     ApiError,
+    ExtensionUpgradeStatus,
     RollbackStatusInfo,
     RollingUpgradeProgressInfo,
     RollingUpgradeRunningStatus,
@@ -47,6 +48,8 @@ def error(ledger: UpgradeLedger) -> ApiError | None:
     """The reason the upgrade stops, or failures within what the policy allows."""
     if ledger.fault is not None:
         return ledger.fault
+    if stopped := gates.extensions_stopped(ledger):
+        return stopped
     failed = ledger.in_state(*FINAL_FAILURES)
     if not failed:
         return None
@@ -87,8 +90,50 @@ def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
             error=error(ledger),
             wait=ledger.wait,
             paused=ledger.paused,
+            extensions=extension_statuses(ledger),
         ),
     )
+
+
+def extension_statuses(ledger: UpgradeLedger) -> list[ExtensionUpgradeStatus] | None:
+    """Each extension of an extension upgrade applied on its own: where it moved, where it
+    failed, where it is being installed, and where not yet (or no more: it stopped)."""
+    if not ledger.independent_extensions or not ledger.change.extensions:
+        return None
+    going = {t.name for t in ledger.extensions_going()}
+    statuses = []
+    for target in ledger.change.extensions:
+        moved = failed = in_progress = pending = 0
+        for p in ledger.instances.values():
+            outcome = (p.extension_outcomes or {}).get(target.name)
+            if outcome is not None:
+                moved += outcome.state == InstanceState.SUCCEEDED
+                failed += outcome.state in FINAL_FAILURES
+            elif p.state == InstanceState.IN_PROGRESS and target.name in going:
+                in_progress += 1
+            elif p.state != InstanceState.SKIPPED:
+                pending += 1
+        stopped = ledger.stopped_extensions.get(target.name)
+        code = ledger.code
+        if stopped is not None:
+            code = RollingUpgradeStatusCode.FAULTED
+        elif code == RollingUpgradeStatusCode.FAULTED and ledger.fault == gates.extensions_stopped(ledger):
+            code = RollingUpgradeStatusCode.COMPLETED  # the upgrade faulted on another extension alone
+        statuses.append(
+            ExtensionUpgradeStatus(
+                name=target.name,
+                version=target.version,
+                code=code,
+                progress=RollingUpgradeProgressInfo(
+                    successful_instance_count=moved,
+                    failed_instance_count=failed,
+                    in_progress_instance_count=in_progress,
+                    pending_instance_count=pending,
+                ),
+                error=stopped,
+            )
+        )
+    return statuses
 
 
 def rollback_info(ledger: UpgradeLedger) -> RollbackStatusInfo:

@@ -104,6 +104,11 @@ BATCH_SIZE_BY_POLICY = "batch-size-by-policy"
 # settles after the deadline ends Completed (it faulted with RollingUpgradeTimeoutError).
 LATE_BUT_COMPLETE = "late-but-complete"
 # 2026-12: SETS_OWN_POLICY (workflows/admission.py, shared with the preflight).
+# 2026-12: several extensions of one upgrade are independent (seed 003): a batch installs each
+# on its own (one that fails to install is reinstalled alone, the others go ahead), each has its
+# own maxUnhealthyUpgradedInstancePercent, and one past it stops alone while the others go on.
+# Decided at the start: an upgrade started before it keeps moving its extensions as one.
+INDEPENDENT_EXTENSIONS = "independent-extensions"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -243,6 +248,12 @@ class RollingUpgradeWorkflow:
             stop = await self._upgrade(request)
         except (ActivityError, ChildWorkflowError) as err:
             stop = Stop(internal_error(err))  # the fleet failed in a way no rule covers
+        if (
+            stop is None
+            and not self._cancel_requested
+            and (stopped := gates.extensions_stopped(self._ledger))
+        ):
+            stop = Stop(stopped, breach=True)  # the others went on; this one did not reach the set
         report = await self._end(stop)
         if self._cancel_requested_by_temporal:
             raise asyncio.CancelledError("cancel requested")  # the Web UI shows it Canceled
@@ -254,6 +265,7 @@ class RollingUpgradeWorkflow:
         self._ledger.exact = workflow.patched(EXACT_CORE)
         self._ledger.small_sets_one_at_a_time = not workflow.patched(BATCH_SIZE_BY_POLICY)
         self._ledger.sets_own_policy = workflow.patched(SETS_OWN_POLICY)
+        self._ledger.independent_extensions = workflow.patched(INDEPENDENT_EXTENSIONS)
 
     async def _upgrade(self, request: UpgradeRequest) -> Stop | None:
         """The upgrade, step by step; returns why it stopped, or None once done or cancelled."""
@@ -623,6 +635,15 @@ class RollingUpgradeWorkflow:
             return Stop(breach)
         if breach := gates.upgraded_gate(ledger):
             return Stop(breach, breach=True)
+        for name, breach in gates.extension_gates(ledger).items():
+            ledger.stop_extension(name, breach)
+            workflow.logger.warning(
+                "extension stopped: %s", breach.message, extra={"scale_set": ledger.request.scale_set}
+            )
+        if ledger.stopped_extensions and not ledger.extensions_going():
+            stopped = gates.extensions_stopped(ledger)
+            assert stopped is not None
+            return Stop(stopped, breach=True)
         if ledger.exact and (breach := gates.deadline_gate(ledger, workflow.now())):
             remains = bool(ledger.candidates() or ledger.pending_approval())
             if remains or not workflow.patched(LATE_BUT_COMPLETE):
@@ -689,14 +710,27 @@ class RollingUpgradeWorkflow:
 
     async def _restore_failed(self) -> None:
         """rollbackFailedInstancesOnPolicyBreach: restore instances left failed on the new image."""
+        ledger = self._ledger
         stranded = [
             BatchInstance(
                 instance_id=p.instance_id,
                 previous_os_disk=p.previous_os_disk,
                 previous_extensions=p.previous_extensions,
             )
-            for p in self._ledger.in_state(InstanceState.FAILED)
+            for p in ledger.in_state(InstanceState.FAILED)
             if p.cause in ROLLED_BACK_CAUSES and (p.previous_os_disk or p.previous_extensions)
+        ]
+        # Instances that succeeded with an extension left failed to install: that one only.
+        stranded += [
+            BatchInstance(
+                instance_id=p.instance_id, previous_extensions=p.previous_extensions, restore_extensions=names
+            )
+            for p in ledger.in_state(InstanceState.SUCCEEDED)
+            if (
+                names := [
+                    n for n, o in (p.extension_outcomes or {}).items() if o.state == InstanceState.FAILED
+                ]
+            )
         ]
         if stranded:
             outcomes = await self._run_batch(self._ledger.batches, BatchAction.RESTORE, stranded)
@@ -782,9 +816,15 @@ class RollingUpgradeWorkflow:
                     action=action,
                     instances=part,
                     target_image=ledger.change.image,
-                    extensions=ledger.change.extensions,
+                    # A restore knows every extension of the change; a batch installs those going.
+                    extensions=(
+                        ledger.extensions_going()
+                        if action == BatchAction.UPGRADE
+                        else ledger.change.extensions
+                    ),
                     health=ledger.request.health,
                     rollback=not ledger.request.disable_automatic_rollback,
+                    independent_extensions=ledger.independent_extensions,
                 ),
                 id=base if len(parts) == 1 else f"{base}-part-{index + 1}",
                 result_type=BatchResult,
