@@ -80,7 +80,9 @@ def image_reference(image: ImageReference, *, exact: bool) -> dict[str, Any]:
     return document
 
 
-def health_extension(spec: ScaleSetSpec) -> dict[str, Any]:
+def probe_settings(spec: ScaleSetSpec) -> dict[str, Any]:
+    """How the set's application is probed, as the extension's settings and a load balancer's
+    probe both spell it."""
     settings = spec.extension
     document: dict[str, Any] = {
         "protocol": settings.protocol,
@@ -90,6 +92,12 @@ def health_extension(spec: ScaleSetSpec) -> dict[str, Any]:
     }
     if settings.protocol != "tcp":
         document["requestPath"] = settings.request_path
+    return document
+
+
+def health_extension(spec: ScaleSetSpec) -> dict[str, Any]:
+    settings = spec.extension
+    document = probe_settings(spec)
     if settings.grace_period is not None:
         document["gracePeriod"] = settings.grace_period
     return {
@@ -153,15 +161,8 @@ def load_balancer(spec: ScaleSetSpec) -> dict[str, Any]:
     extension's: healthExtension) and the rule that uses it."""
     settings = spec.extension
     lb_id = load_balancer_id(spec.name)
-    probe: dict[str, Any] = {
-        "protocol": settings.protocol.capitalize(),
-        "port": settings.port,
-        "intervalInSeconds": settings.interval_in_seconds,
-        "numberOfProbes": settings.number_of_probes,
-        "probeThreshold": settings.number_of_probes,
-    }
-    if settings.protocol != "tcp":
-        probe["requestPath"] = settings.request_path
+    probe = probe_settings(spec)
+    probe.update(protocol=settings.protocol.capitalize(), probeThreshold=settings.number_of_probes)
     return {
         "name": f"{spec.name}-lb",
         "id": lb_id,
