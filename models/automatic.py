@@ -391,6 +391,11 @@ class RolloutSet(ViewModel):
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
     retry: RolloutRetry | None = Field(default=None, description="a retry of a version that failed here")
+    rolled_back: list[str] = Field(
+        default_factory=list,
+        description="a completed upgrade's instances that failed and were rolled back (fewer than "
+        "its policy stops at); an extension's are tried again after the retry interval",
+    )
 
     @property
     def retry_note(self) -> str:

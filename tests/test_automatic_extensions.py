@@ -42,12 +42,14 @@ from models.automatic import (
     extension_rollout_id,
     watcher_workflow_id,
 )
-from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec, TimingSpec
+from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
+from models.policy import AutomaticOSUpgradePolicy, RollingUpgradePolicy
 from models.upgrade import UpgradeReport, upgrade_workflow_id
 from starter import processes
 from tests.helpers import V1, eventually
 from tests.test_automatic import (
+    POLICY,
     Images,
     assert_availability_first,
     enroll,
@@ -485,6 +487,62 @@ async def test_a_failed_version_is_retried_after_the_interval_not_before_and_suc
         await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].applied_version)
     )[name]
     assert after.extensions["agent"].failed_version is None and after.extensions["agent"].attempts == 0
+
+
+async def test_instances_rolled_back_in_an_upgrade_that_completed_are_retried_after_the_interval(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    # Seed 003: "A failed extension upgrade is automatically retried ... every few days", per
+    # instance: one instance fails its health after the install and is rolled back, fewer than
+    # the policy stops at, so the set's upgrade completes; that instance is tried again later.
+    agent = unique_type("Partly")
+    await publish(fleet, agent, "1.2.0")
+    name = await make_set(fleet, "westeurope", [extension("agent", agent)], 3)
+    lenient = POLICY.model_copy(
+        update={
+            "rolling_upgrade_policy": RollingUpgradePolicy(
+                max_unhealthy_instance_percent=80, max_unhealthy_upgraded_instance_percent=50
+            ),
+            "automatic_os_upgrade_policy": AutomaticOSUpgradePolicy(use_rolling_upgrade_policy=True),
+        }
+    )
+    handle = await watcher(ts_env.client, ts_worker.task_queue, extension_retry_interval=timedelta(hours=1))
+    await enroll(handle, name, lenient, os_image=False, extensions=["agent"])
+    await fleet.set_health(name, "2", HealthState.UNHEALTHY)  # whatever it runs
+
+    await publish(fleet, agent, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    first = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0"))
+    assert first.state == RolloutState.COMPLETED and first.sets[0].state == RolloutSetState.COMPLETED
+    assert first.sets[0].rolled_back == ["2"]
+    assert "1 instance(s) failed and were rolled back (2)" in (first.sets[0].message or "")
+    assert await versions_now(fleet, name, "agent") == {"0": "1.3.0", "1": "1.3.0", "2": "1.2.0"}
+    state = await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].failed_at)
+    failed = state[name].extensions["agent"]
+    assert (failed.failed_version, failed.attempts, failed.retry) == ("1.3.0", 1, True)
+    assert failed.applied_version == "1.2.0"  # (what every instance ran before), not 1.3.0
+    assert failed.failed_at is not None
+    retry_at = failed.failed_at + timedelta(hours=1)
+    # The status says when: `auto show` (and the watcher's Web UI details) read this line.
+    assert f"retry 1 at {retry_at:%Y-%m-%d %H:%M:%S} UTC" in failed.state_text(timedelta(hours=1))
+    assert "1 instance(s) failed and were rolled back (2)" in failed.state_text(timedelta(hours=1))
+
+    await fleet.set_health(name, "2", None)  # whatever broke it is gone
+    await ts_env.sleep(timedelta(minutes=50))  # not before the interval
+    assert [r.retry for r in await rollouts(handle)] == [0]
+    await ts_env.sleep(timedelta(minutes=15))
+    retried = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0", retry=1))
+    assert retried.state == RolloutState.COMPLETED and retried.start_time is not None
+    assert retried.start_time >= retry_at and retried.sets[0].rolled_back == []
+    # Only the instance rolled back was upgraded again.
+    assert await installed(fleet, name) == {
+        ("0", "agent"): ["1.3.0"],
+        ("1", "agent"): ["1.3.0"],
+        ("2", "agent"): ["1.3.0", "1.2.0", "1.3.0"],
+    }
+    after = await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].applied_version)
+    assert after[name].extensions["agent"].applied_version == "1.3.0"
+    assert after[name].extensions["agent"].failed_version is None
 
 
 async def test_an_extension_rollout_keeps_availability_first(

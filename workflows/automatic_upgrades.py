@@ -84,6 +84,11 @@ PING_ROLLOUTS = "ping-rollouts"
 # version of each one's major (an activity) and starts their rollouts; a faulted one is retried
 # after extensionRetryInterval (the watcher's wait ends in time for it).
 EXTENSION_UPGRADES = "extension-upgrades"
+# 2026-12: an extension upgrade that completed with instances rolled back (fewer than its policy
+# stops at) counts as failed on the set, like a faulted one: its version is tried again there
+# (on those instances: the others run it already) after extensionRetryInterval. Decided when such
+# an end arrives: a watcher that took one in before it keeps it applied.
+RETRY_ROLLED_BACK = "retry-rolled-back"
 # 2026-12: staged derived phases (one canary region, the fewest enrolled instances, then up to 2,
 # 4, ... regions) instead of every region without a geo-pair conflict in phase 1; and the rollout
 # request carries maxSetsPerRegion, maxInstancesPerRegion, phaseBakeTime and replicationTimeout.
@@ -286,7 +291,11 @@ class AutomaticOSUpgradesWorkflow:
                 extension.rollout_id = extension.rolling_version = None
             if extension.full_type.lower() != rolled.full_type.lower() or extension.major != rolled.major:
                 continue  # the model changed meanwhile: another extension under that name now
-            if done.state == RolloutSetState.COMPLETED:
+            completed = done.state == RolloutSetState.COMPLETED
+            if completed and done.rolled_back and workflow.patched(RETRY_ROLLED_BACK):
+                failed_on(extension, ended, done, retry=True)  # its rolled-back instances
+                continue
+            if completed:
                 extension.applied_version = ended.version
                 extension.forgive()
                 continue
@@ -297,12 +306,7 @@ class AutomaticOSUpgradesWorkflow:
                 ended.state == RolloutState.CANCELLED and done.state == RolloutSetState.SKIPPED
             )
             if faulted or cancelled:
-                again = extension.failed_version == ended.version and extension.retry
-                extension.attempts = extension.attempts + 1 if again else 1
-                extension.failed_version = ended.version
-                extension.failed_at = done.end_time or ended.end_time or workflow.now()
-                extension.failure = done.message or ended.message or ended.state.value
-                extension.retry = faulted
+                failed_on(extension, ended, done, retry=faulted)
 
     # --- the watcher ------------------------------------------------------------------------
 
@@ -607,6 +611,18 @@ class AutomaticOSUpgradesWorkflow:
             await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
         except FailureError as err:  # it ended meanwhile
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
+
+
+def failed_on(extension: ExtensionEnrollment, ended: RolloutEnded, done: RolloutSet, *, retry: bool) -> None:
+    """An extension rollout failed on this set (faulted, cancelled, or completed with instances
+    rolled back): when, why, the how-many-th time, and whether it is tried again (after the
+    retry interval)."""
+    again = extension.failed_version == ended.version and extension.retry
+    extension.attempts = extension.attempts + 1 if again else 1
+    extension.failed_version = ended.version
+    extension.failed_at = done.end_time or ended.end_time or workflow.now()
+    extension.failure = done.message or ended.message or ended.state.value
+    extension.retry = retry
 
 
 def observed_extensions(
