@@ -169,7 +169,10 @@ def when_text(moment: datetime) -> str:
 
 class ExtensionEnrollment(ViewModel):
     """One extension of an enrolled set's model, and what the watcher saw and did with it. It
-    follows new minor and patch versions of its major when `enableAutomaticUpgrade` is on."""
+    follows new minor and patch versions of its major when it has no note: enrolled by name
+    (`auto enable SET --extension NAME`) with `enableAutomaticUpgrade` off (on, Azure upgrades it
+    itself); in an enrollment made before extensions were enrolled one by one, when
+    `enableAutomaticUpgrade` is on."""
 
     name: str = Field(description="its name in the scale set's model")
     publisher: str = ""
@@ -181,7 +184,9 @@ class ExtensionEnrollment(ViewModel):
         description="the versions its instances run (installed and succeeded); '' for an "
         "instance where it is not (a failed or unfinished install)",
     )
-    note: str | None = Field(default=None, description="why it is not upgraded automatically now")
+    note: str | None = Field(
+        default=None, description="why it is not upgraded automatically now (None: it follows)"
+    )
     applied_version: str | None = Field(default=None, description="the last version a rollout completed")
     failed_version: str | None = Field(
         default=None, description="a version whose rollout faulted or was cancelled on this set"
@@ -221,7 +226,7 @@ class ExtensionEnrollment(ViewModel):
         """Should `version` (the newest of its major) be rolled to it now? When some instance
         runs an older version, unless a rollout completed it already, or it failed here and
         the retry interval has not passed (or it was cancelled)."""
-        if self.note is not None or not self.automatic or version == self.applied_version:
+        if self.note is not None or version == self.applied_version:
             return False
         if not any(version_key(v) < version_key(version) for v in self.installed):
             return False
@@ -260,13 +265,20 @@ class ExtensionEnrollment(ViewModel):
 
 
 class Enrollment(ViewModel):
-    """One scale set opted in to automatic upgrades (its OS image when it follows 'latest', each
-    extension with enableAutomaticUpgrade), and what the watcher last saw and did."""
+    """One scale set opted in to automatic upgrades (its OS image when enableAutomaticOSUpgrade
+    and it follows 'latest'; each extension enrolled by name), and what the watcher last saw and
+    did."""
 
     scale_set: str
     policy: UpgradePolicy = Field(
-        description="automaticOSUpgradePolicy, and rollingUpgradePolicy when "
+        description="automaticOSUpgradePolicy (enableAutomaticOSUpgrade: OS image upgrades on; "
+        "false when only extensions are enrolled), and rollingUpgradePolicy when "
         "useRollingUpgradePolicy (else the seed's defaults), health settings, notifications"
+    )
+    enrolled_extensions: list[str] | None = Field(
+        default=None,
+        description="the extensions enrolled, by their name in the model (None: enrolled before "
+        "extensions were enrolled one by one: those with enableAutomaticUpgrade follow)",
     )
     not_before_timeout: NotBeforeTimeout | None = Field(
         default=None,
@@ -307,6 +319,20 @@ class Enrollment(ViewModel):
     def extension(self, name: str) -> ExtensionEnrollment | None:
         """The extension called `name` (case-insensitive, as Azure names them)."""
         return next((e for e in self.extensions.values() if e.name.lower() == name.lower()), None)
+
+    @property
+    def os_upgrades(self) -> bool:
+        """Automatic OS image upgrades on (every enrollment before extension-only ones had them)."""
+        return self.policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade is not False
+
+    def enrolls(self, name: str) -> bool:
+        """Is the extension called `name` enrolled by name?"""
+        return name.lower() in {n.lower() for n in self.enrolled_extensions or []}
+
+    @property
+    def enrolls_any(self) -> bool:
+        """Is anything enrolled still (else the set is no longer enrolled at all)?"""
+        return self.os_upgrades or self.enrolled_extensions is None or bool(self.enrolled_extensions)
 
     @property
     def follows_latest(self) -> bool:
@@ -365,6 +391,11 @@ class RolloutSet(ViewModel):
     start_time: AwareDatetime | None = None
     end_time: AwareDatetime | None = None
     retry: RolloutRetry | None = Field(default=None, description="a retry of a version that failed here")
+    rolled_back: list[str] = Field(
+        default_factory=list,
+        description="a completed upgrade's instances that failed and were rolled back (fewer than "
+        "its policy stops at); an extension's are tried again after the retry interval",
+    )
 
     @property
     def retry_note(self) -> str:
@@ -485,6 +516,16 @@ class RolloutSummary(ViewModel):
 
 class EnrollRequest(ViewModel):
     scale_set: str
+    os_image: bool = Field(
+        default=True,
+        description="turn automatic OS image upgrades on (False: as they were; off for a new enrollment)",
+    )
+    extensions: list[str] | None = Field(
+        default=None,
+        description="extensions to enroll, by their name in the model, with those enrolled already "
+        "(None: a request from before extensions were enrolled one by one: every extension with "
+        "enableAutomaticUpgrade follows)",
+    )
     policy: UpgradePolicy = Field(default_factory=UpgradePolicy)
     not_before_timeout: NotBeforeTimeout | None = None
     policy_given: list[str] | None = Field(
@@ -494,10 +535,20 @@ class EnrollRequest(ViewModel):
 
 
 class WithdrawRequest(ViewModel):
+    """Opt a scale set out: of everything, or (`os_image`, `extensions`) of only those; a set
+    left with nothing enrolled is no longer enrolled at all."""
+
     scale_set: str
+    os_image: bool = Field(default=False, description="turn automatic OS image upgrades off")
+    extensions: list[str] = Field(default_factory=list, description="extensions to withdraw, by name")
     cancel_in_flight: bool = Field(
         default=False, description="also cancel the set's automatic upgrade in flight (its batch finishes)"
     )
+
+    @property
+    def everything(self) -> bool:
+        return not self.os_image and not self.extensions
+
     by: str = "unknown"
 
 

@@ -27,6 +27,8 @@ class RefusalCode(StrEnum):
     # Azure would roll the scale set itself, at the same time as us.
     UPGRADE_MODE_NOT_MANUAL = "UpgradePolicyModeNotManual"
     AUTOMATIC_OS_UPGRADE_ENABLED = "AutomaticOSUpgradeEnabled"
+    # An extension with enableAutomaticUpgrade: Azure upgrades it itself (not enrolled here).
+    AUTOMATIC_EXTENSION_UPGRADE_ENABLED = "AutomaticExtensionUpgradeEnabled"
     # Extension upgrades: an extension the model does not have, or no version of its major.
     EXTENSION_NOT_FOUND = "ExtensionNotFound"
     EXTENSION_VERSION_NOT_FOUND = "ExtensionVersionNotFound"

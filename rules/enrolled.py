@@ -19,14 +19,15 @@ def by_image_source(enrollments: Iterable[Enrollment]) -> dict[str, list[Enrollm
 
 
 def automatic_extensions(enrollments: Iterable[Enrollment]) -> list[tuple[Enrollment, ExtensionEnrollment]]:
-    """The enrolled sets' extensions an automatic upgrade may reach (on, no note, installed on
-    instances), by set (in the order given) and extension name."""
+    """The enrolled sets' extensions an automatic upgrade may reach (no note: enrolled, and
+    Azure does not upgrade them itself; installed on instances), by set (in the order given) and
+    extension name."""
     return [
         (enrollment, extension)
         for enrollment in enrollments
         if enrollment.location
         for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name)
-        if extension.automatic and extension.note is None and extension.installed
+        if extension.note is None and extension.installed
     ]
 
 

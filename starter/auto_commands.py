@@ -202,20 +202,42 @@ def reason_of(text: str, option: str = "--reason") -> str:
     return reason
 
 
-def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> tuple[UpgradePolicy, list[str]]:
-    """Azure's upgradePolicy from a file, overlaid with flags, with automatic OS upgrades on; and
-    the rollingUpgradePolicy fields given (the scale set's own policy decides the others)."""
+def extension_names(names: list[str] | None) -> list[str]:
+    """The extensions named with `--extension` (repeatable), each once; anything else exits 3
+    naming the option."""
+    from starter.cli import EXTENSION_NAME
+
+    chosen: list[str] = []
+    for name in names or []:
+        if not EXTENSION_NAME.fullmatch(name):
+            fail(
+                f"--extension: '{clean(name)}' is not an extension name (its name in the scale set's "
+                "model: letters, digits, '.', '_', '-'; up to 64)"
+            )
+        if any(n.lower() == name.lower() for n in chosen):
+            fail(f"--extension: {name} is named twice")
+        chosen.append(name)
+    return chosen
+
+
+def enrollment_policy(
+    policy_file: Path | None, flags: dict[str, Any], *, os_image: bool
+) -> tuple[UpgradePolicy, list[str], bool]:
+    """Azure's upgradePolicy from a file, overlaid with flags; the rollingUpgradePolicy fields
+    given (the scale set's own policy decides the others); and whether automatic OS image
+    upgrades are turned on: when `os_image`, or when the file's enableAutomaticOSUpgrade is true."""
     from starter.cli import load_document
 
     document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
     automatic = document.get("automaticOSUpgradePolicy")
-    if isinstance(automatic, dict) and automatic.get("enableAutomaticOSUpgrade") is False:
+    in_file = automatic.get("enableAutomaticOSUpgrade") if isinstance(automatic, dict) else None
+    if os_image and in_file is False:
         fail(
             f"--policy {clean(policy_file, PATH_LIMIT)}: automaticOSUpgradePolicy.enableAutomaticOSUpgrade "
-            "is false; `auto enable` turns it on (to opt out: `upgradectl auto disable`)"
+            "is false; `auto enable` turns it on (to opt out: `upgradectl auto disable`; to enroll "
+            "extensions only: `auto enable SCALE_SET --extension NAME`)"
         )
-    automatic_flags = {**flags.get("automaticOSUpgradePolicy", {}), "enableAutomaticOSUpgrade": True}
-    flags = {**flags, "automaticOSUpgradePolicy": automatic_flags}
+    os_image = os_image or in_file is True
     for section, values in flags.items():
         chosen = {k: v for k, v in values.items() if v is not None}
         if chosen:
@@ -223,8 +245,9 @@ def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> tuple[
             document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
     where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
     rolling = document.get("rollingUpgradePolicy")
+    given = sorted(rolling) if isinstance(rolling, dict) else []
     try:
-        return UpgradePolicy.from_user(document), sorted(rolling) if isinstance(rolling, dict) else []
+        return UpgradePolicy.from_user(document), given, os_image
     except ValidationError as err:
         from models.base import describe_validation_error
 
@@ -236,10 +259,29 @@ def enrollment_policy(policy_file: Path | None, flags: dict[str, Any]) -> tuple[
 # --- auto ---------------------------------------------------------------------------------------
 
 
+OsImage = Annotated[
+    bool,
+    typer.Option(
+        "--os-image",
+        help="Automatic OS image upgrades (the default when no --extension is given).",
+    ),
+]
+Extensions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--extension",
+        metavar="NAME",
+        help="An extension, by its name in the scale set's model (repeat for more).",
+    ),
+]
+
+
 @auto_app.command("enable")
 @run
 async def enable(
     scale_set: Annotated[str, typer.Argument(help="The scale set to opt in.")],
+    os_image: OsImage = False,
+    extension: Extensions = None,
     policy: Annotated[
         Path | None,
         typer.Option(
@@ -284,11 +326,14 @@ async def enable(
     health_grace_period: HealthGracePeriod = None,
     health_wait_timeout: HealthWaitTimeout = None,
 ) -> None:
-    """Opt a scale set in to automatic OS image and extension upgrades (again: change its policy,
-    forget a failed version). Its OS image is upgraded only when its image reference says
-    'latest'; each extension of its model with enableAutomaticUpgrade follows new minor and patch
-    versions (never a new major), also when the image is pinned."""
+    """Opt a scale set in to automatic OS image upgrades (--os-image, the default) and/or
+    automatic upgrades of the extensions named (--extension NAME, each enrolled on its own), with
+    what it had enrolled already (again: the policy replaced, a failed version forgotten). Its OS
+    image is upgraded only when its image reference says 'latest'; an enrolled extension follows
+    new minor and patch versions (never a new major), also when the image is pinned. An
+    extension with enableAutomaticUpgrade on is refused: Azure upgrades it itself."""
     name = scale_set_name(scale_set)
+    extensions = extension_names(extension)
     timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
     rolling = rolling_flags(
         max_batch_instance_percent,
@@ -299,7 +344,7 @@ async def enable(
         prioritize_unhealthy_instances,
         rollback_failed_instances_on_policy_breach,
     )
-    chosen, given = enrollment_policy(
+    chosen, given, turn_on_os = enrollment_policy(
         policy,
         {
             "rollingUpgradePolicy": rolling,
@@ -318,6 +363,7 @@ async def enable(
                 health_wait_timeout,
             ),
         },
+        os_image=os_image or not extensions,
     )
     automatic = chosen.automatic_os_upgrade_policy
     if not automatic.use_rolling_upgrade_policy and chosen.rolling_upgrade_policy != RollingUpgradePolicy():
@@ -330,48 +376,89 @@ async def enable(
 
     client, task_queue = await connect_and_queue()
     request = EnrollRequest(
-        scale_set=name, policy=chosen, not_before_timeout=timeout, policy_given=given, by=who()
+        scale_set=name,
+        os_image=turn_on_os,
+        extensions=extensions,
+        policy=chosen,
+        not_before_timeout=timeout,
+        policy_given=given,
+        by=who(),
     )
     enrollment = await enroll(client, task_queue, request)
     rolling_text = (
         "its rolling upgrade policy" if automatic.use_rolling_upgrade_policy else "the default policy"
     )
-    say(
-        f"enrolled {clean(enrollment.scale_set)} in automatic OS image upgrades ({rolling_text}"
+    settings_text = (
+        rolling_text
         + (", deferral" if automatic.os_rolling_upgrade_deferral else "")
         + (f", notBeforeTimeout {format_duration(timeout)}" if timeout else "")
         + (", automatic rollback off" if automatic.disable_automatic_rollback else "")
-        + ")"
     )
+    if enrollment.os_upgrades:
+        say(f"enrolled {clean(enrollment.scale_set)} in automatic OS image upgrades ({settings_text})")
+    enrolled = ", ".join(enrollment.enrolled_extensions or [])
+    if enrolled:
+        say(
+            f"enrolled {clean(enrollment.scale_set)}'s extensions in automatic extension upgrades, "
+            f"each on its own: {clean(enrolled, None)} ({rolling_text})"
+        )
     if enrollment.image_reference is not None:
         say(f"image: {clean(enrollment.image_reference, None)} in {clean(enrollment.location or '?')}")
     if enrollment.note:
         say(f"note: {enrollment.note}", "yellow")
-    for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name.lower()):
-        state = "follows new minor and patch versions" if extension.note is None else extension.note
-        say(f"extension {extension.name} ({extension.full_type} {extension.model_version}): {state}")
+    for seen in sorted(enrollment.extensions.values(), key=lambda e: e.name.lower()):
+        state = "follows new minor and patch versions" if seen.note is None else seen.note
+        say(f"extension {seen.name} ({seen.full_type} {seen.model_version}): {state}")
 
 
 @auto_app.command("disable")
 @run
 async def disable(
     scale_set: Annotated[str, typer.Argument(help="The scale set to opt out.")],
+    os_image: Annotated[
+        bool, typer.Option("--os-image", help="Only its automatic OS image upgrades.")
+    ] = False,
+    extension: Annotated[
+        list[str] | None,
+        typer.Option("--extension", metavar="NAME", help="Only this extension (repeat for more)."),
+    ] = None,
     cancel: Annotated[
         bool,
         typer.Option("--cancel", help="Also cancel its automatic upgrade in flight (its batch finishes)."),
     ] = False,
 ) -> None:
-    """Opt a scale set out: no new automatic upgrade starts; one in flight finishes (or, with
-    --cancel, is cancelled). Exit 5 if it is not enrolled."""
+    """Opt a scale set out, of everything, or only of its OS image upgrades (--os-image) or of
+    the extensions named (--extension NAME): no new automatic upgrade of them starts; one in
+    flight finishes (or, with --cancel, is cancelled). A set left with nothing enrolled is no
+    longer enrolled. Exit 5 if it (or what is named) is not enrolled."""
     from starter.automatic import withdraw
 
     name = scale_set_name(scale_set)
+    request = WithdrawRequest(
+        scale_set=name,
+        os_image=os_image,
+        extensions=extension_names(extension),
+        cancel_in_flight=cancel,
+        by=who(),
+    )
     client, task_queue = await connect_and_queue()
-    await withdraw(client, task_queue, WithdrawRequest(scale_set=name, cancel_in_flight=cancel, by=who()))
+    left = await withdraw(client, task_queue, request)
     in_flight = "is being cancelled" if cancel else "finishes"
+    if request.everything or not left.enrolls_any:
+        say(
+            f"{clean(name)} is no longer enrolled: no new automatic upgrade starts; "
+            f"an automatic upgrade in flight {in_flight}"
+        )
+        return
+    parts = (["automatic OS image upgrades"] if request.os_image else []) + [
+        f"extension {n}" for n in request.extensions
+    ]
+    still = (["OS image"] if left.os_upgrades else []) + [
+        f"extension {n}" for n in left.enrolled_extensions or []
+    ]
     say(
-        f"{clean(name)} is no longer enrolled: no new automatic upgrade starts; "
-        f"an automatic upgrade in flight {in_flight}"
+        f"{clean(name)}: {clean(', '.join(parts), None)} withdrawn: no new automatic upgrade of them "
+        f"starts; one in flight {in_flight}. Still enrolled: {clean(', '.join(still) or 'extensions', None)}"
     )
 
 
@@ -532,7 +619,7 @@ async def list_rollouts(as_json: Annotated[bool, typer.Option("--json")] = False
     if not summaries:
         say(
             "no rollouts yet: one starts when a new version of an enrolled scale set's image, or of "
-            "one of its extensions with enableAutomaticUpgrade, is found"
+            "one of its enrolled extensions, is found"
         )
         return
     console.print(rollouts_table(summaries))

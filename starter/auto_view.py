@@ -214,6 +214,12 @@ def extension_row(extension: ExtensionEnrollment, retry_interval: timedelta) -> 
     )
 
 
+def enrolled_text(enrollment: Enrollment) -> str:
+    if enrollment.enrolled_extensions is None:
+        return "those with enableAutomaticUpgrade (enrolled before extensions were enrolled one by one)"
+    return ", ".join(enrollment.enrolled_extensions) or "none"
+
+
 def enrollment_rows(
     enrollment: Enrollment, retry_interval: timedelta = timedelta(days=3)
 ) -> list[tuple[str, Text]]:
@@ -223,7 +229,8 @@ def enrollment_rows(
     health = enrollment.policy.application_health
     image = enrollment.image_reference
     rows = [
-        ("enableAutomaticOSUpgrade", Text("true")),
+        ("enableAutomaticOSUpgrade", Text(flag(enrollment.os_upgrades))),
+        ("enrolled extensions", plain(enrolled_text(enrollment), limit=None)),
         ("disableAutomaticRollback", Text(flag(automatic.disable_automatic_rollback))),
         ("useRollingUpgradePolicy", Text(flag(use_rolling))),
         (

@@ -294,7 +294,7 @@ ExtensionNames = Annotated[
 
 # An extension's name in a scale set's model, as `fleet create` takes it (Azure's are of this
 # kind: `AzureMonitorLinuxAgent`, `Microsoft.Azure.Monitor.AzureMonitorLinuxAgent`).
-_EXTENSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+EXTENSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 EXTENSION_SYNTAX = "NAME or NAME=VERSION, separated by spaces or commas, such as agent logs=2.1.4"
 
 
@@ -314,7 +314,7 @@ def extension_requests(names: list[str] | None) -> list[ExtensionRequest]:
             )
         for part in filter(None, parts):
             name, pinned, version = part.partition("=")
-            if not _EXTENSION_NAME.fullmatch(name):
+            if not EXTENSION_NAME.fullmatch(name):
                 fail(
                     f"--extensions: '{clean(name)}' is not an extension name (letters, digits, '.', "
                     f"'_', '-'; up to 64); give {EXTENSION_SYNTAX}"

@@ -91,6 +91,14 @@ def assert_one_line(result: Result, code: int, *expected: str) -> None:
             ["auto", "enable", "web", "--not-before-timeout", "15 minutes"],
             ["--not-before-timeout: must be an ISO 8601 duration from PT5M to PT2H"],
         ),
+        (
+            ["auto", "enable", "web", "--extension", "agent\x1b[2J"],
+            ["--extension: 'agent\\x1b[2J' is not an extension name"],
+        ),
+        (
+            ["auto", "disable", "web", "--extension", "agent", "--extension", "AGENT"],
+            ["--extension: AGENT is named twice"],
+        ),
         (["auto", "settings", "--poll-interval", "PT10S"], ["--poll-interval: must be from PT1M to PT24H"]),
         (
             ["auto", "settings", "--replication-poll-interval", "often"],
@@ -200,7 +208,13 @@ def test_a_policy_that_turns_automatic_upgrades_off_is_refused_exit_3(offline, c
     policy = tmp_path / "policy.json"
     policy.write_text('{"upgradePolicy": {"automaticOSUpgradePolicy": {"EnableAutomaticOSUpgrade": false}}}')
     result = call(capsys, "auto", "enable", "web", "--policy", str(policy))
-    assert_one_line(result, 3, "enableAutomaticOSUpgrade is false", "upgradectl auto disable")
+    assert_one_line(result, 3, "enableAutomaticOSUpgrade is false", "upgradectl auto disable", "--extension")
+    both = call(
+        capsys, "auto", "enable", "web", "--os-image", "--extension", "agent", "--policy", str(policy)
+    )
+    assert_one_line(both, 3, "enableAutomaticOSUpgrade is false")
+    # Extensions only: the file's false is what they want (offline: refused only by no Temporal).
+    assert_one_line(call(capsys, "auto", "enable", "web", "--extension", "agent", "--policy", str(policy)), 4)
 
 
 def test_a_binary_policy_file_is_refused_exit_3(offline, capsys, tmp_path: Path):

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
@@ -109,10 +110,16 @@ async def watcher(client: Client, task_queue: str, **settings: object) -> Workfl
     )
 
 
-async def enroll(handle: WorkflowHandle, scale_set: str, policy: UpgradePolicy = POLICY) -> Enrollment:
-    return await handle.execute_update(
-        ENROLL_UPDATE, EnrollRequest(scale_set=scale_set, policy=policy, by="test"), result_type=Enrollment
-    )
+async def enroll(
+    handle: WorkflowHandle, scale_set: str, policy: UpgradePolicy = POLICY, **fields: Any
+) -> Enrollment:
+    """Enroll through the watcher's update; `fields`: more of EnrollRequest (os_image, extensions)."""
+    request = EnrollRequest(scale_set=scale_set, policy=policy, by="test", **fields)
+    return await handle.execute_update(ENROLL_UPDATE, request, result_type=Enrollment)
+
+
+async def withdraw(handle: WorkflowHandle, request: WithdrawRequest) -> Enrollment:
+    return await handle.execute_update(WITHDRAW_UPDATE, request, result_type=Enrollment)
 
 
 async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHandle:

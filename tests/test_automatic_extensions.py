@@ -1,10 +1,12 @@
 """Automatic extension upgrades on the watcher and its availability-first rollouts (seed 003), on the
-time-skipping server, through the Azure SDK to the emulator: a new minor or patch version of an
-extension with enableAutomaticUpgrade rolls to every opted-in set, never a new major and never an
-extension left off; two extensions due at once roll independently (one rolled back, the other
-completes); a failed version is retried after the retry interval, not before, and succeeds once
-the publisher fixes it; and the rollout keeps availability first, as for OS images. Everything is
-asserted from the emulator's log of accepted installs."""
+time-skipping server, through the Azure SDK to the emulator: extensions are enrolled one by one
+(without OS image upgrades, if so chosen; one Azure upgrades itself, enableAutomaticUpgrade on, is
+refused); a new minor or patch version of an enrolled extension rolls to every set that enrolled
+it, never a new major and never an extension not enrolled; two extensions due at once roll
+independently (one rolled back, the other completes); a failed version is retried after the
+retry interval, not before, and succeeds once the publisher fixes it; and the rollout keeps
+availability first, as for OS images. Everything is asserted from the emulator's log of accepted
+installs."""
 
 from __future__ import annotations
 
@@ -15,32 +17,47 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
     CHECK_NOW_SIGNAL,
+    ENROLL_UPDATE,
     ENROLLMENTS_QUERY,
     PLATFORM,
     ROLLOUT_CANCEL_SIGNAL,
     ROLLOUTS_QUERY,
     Enrollment,
+    EnrollRequest,
     ExtensionEnrollment,
     HoldRequest,
     RolloutSetState,
     RolloutState,
     RolloutStatus,
     RolloutSummary,
+    WithdrawRequest,
     extension_rollout_id,
     watcher_workflow_id,
 )
-from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec, TimingSpec
+from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, ScaleSetSpec, TimingSpec
+from models.image import ImageReference
+from models.policy import AutomaticOSUpgradePolicy, RollingUpgradePolicy
 from models.upgrade import UpgradeReport, upgrade_workflow_id
 from starter import processes
 from tests.helpers import V1, eventually
-from tests.test_automatic import assert_availability_first, enroll, finished, rollout_status, watcher
+from tests.test_automatic import (
+    POLICY,
+    Images,
+    assert_availability_first,
+    enroll,
+    finished,
+    rollout_status,
+    watcher,
+    withdraw,
+)
 from workflows.rollout import details
 
 PUBLISHER = "Contoso.Monitoring"
@@ -53,7 +70,8 @@ def unique_type(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:6]}"
 
 
-def extension(name: str, type_: str, *, automatic: bool = True) -> dict[str, Any]:
+def extension(name: str, type_: str, *, automatic: bool = False) -> dict[str, Any]:
+    """An extension of the model; `automatic`: enableAutomaticUpgrade (Azure upgrades it itself)."""
     return {
         "name": name,
         "publisher": PUBLISHER,
@@ -73,8 +91,9 @@ async def make_set(
     zones: list[str] | None = None,
     faults: FaultSpec | None = None,
     timing: TimingSpec = INSTANT,
+    image: ImageReference = V1,
 ) -> str:
-    """A scale set whose image is pinned (its OS left alone): only its extensions move."""
+    """A scale set whose image is pinned (its OS left alone) unless `image` says otherwise."""
     name = f"autox-{uuid.uuid4().hex[:8]}"
     await fleet.create_scale_set(
         ScaleSetSpec.model_validate(
@@ -84,7 +103,7 @@ async def make_set(
                 "capacity": capacity,
                 "zones": zones or [],
                 "updateDomainCount": 1,
-                "imageReference": V1.to_json(),
+                "imageReference": image.to_json(),
                 "timing": timing.to_json(),
                 "faults": (faults or FaultSpec()).to_json(),
                 "extensions": extensions,
@@ -159,9 +178,9 @@ async def test_a_new_minor_version_rolls_to_every_opted_in_extension_never_a_maj
         fleet, "eastus", [extension("monitor", agent), extension("other", other, automatic=False)]
     )
     handle = await watcher(ts_env.client, ts_worker.task_queue)
-    for name in (west, east):
-        note = (await enroll(handle, name)).note or ""
-        assert "pinned to version" in note and "extensions with enableAutomaticUpgrade still follow" in note
+    for name, enrolled_name in ((west, "agent"), (east, "monitor")):
+        note = (await enroll(handle, name, extensions=[enrolled_name])).note or ""
+        assert "pinned to version" in note and "its enrolled extensions still follow" in note
 
     await publish(fleet, agent, "1.3.0", "2.0.0")  # a minor and a new major, published together
     await publish(fleet, other, "1.3.0")
@@ -188,13 +207,102 @@ async def test_a_new_minor_version_rolls_to_every_opted_in_extension_never_a_maj
     state = await eventually(lambda: enrolled(handle), lambda e: e[west].extensions["agent"].applied_version)
     assert state[west].extensions["agent"].applied_version == "1.3.0"
     assert state[east].extensions["monitor"].applied_version == "1.3.0"
-    assert state[west].extensions["other"].note == "enableAutomaticUpgrade is off: left alone"
+    assert (
+        state[west].extensions["other"].note
+        == f"not enrolled (upgradectl auto enable {west} --extension other)"
+    )
     # Later looks start nothing more: not the major, not the extension left off, not 1.3.0 again.
     await ts_env.sleep(timedelta(hours=1))
     assert [(r.source, r.version, r.state) for r in await rollouts(handle)] == [
         (f"ext:{PUBLISHER}.{agent}", "1.3.0", RolloutState.COMPLETED)
     ]
     assert len(await installs(fleet, west)) == 3 and len(await installs(fleet, east)) == 3
+
+
+async def test_extensions_are_enrolled_one_by_one_without_os_upgrades_and_withdrawn_one_by_one(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    # Seed 003: "Each supported extension is enrolled individually"; OS upgrades stay optional.
+    agent, other = unique_type("Solo"), unique_type("Left")
+    await publish(fleet, agent, "1.2.0")
+    await publish(fleet, other, "1.2.0")
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    # The image follows 'latest': enrolled for its OS image, it would be reimaged.
+    name = await make_set(
+        fleet, "westeurope", [extension("agent", agent), extension("other", other)], image=images.latest
+    )
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    enrollment = await enroll(handle, name, os_image=False, extensions=["AGENT"])  # (as Azure: any case)
+
+    assert not enrollment.os_upgrades and enrollment.enrolled_extensions == ["agent"]
+    assert enrollment.policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade is False
+    assert enrollment.note is not None and "automatic OS image upgrades are off" in enrollment.note
+    assert enrollment.extensions["agent"].note is None
+    assert (
+        enrollment.extensions["other"].note
+        == f"not enrolled (upgradectl auto enable {name} --extension other)"
+    )
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await publish(fleet, agent, "1.3.0")
+    await publish(fleet, other, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    status = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0"))
+    assert status.state == RolloutState.COMPLETED
+    assert await installed(fleet, name) == {(str(i), "agent"): ["1.3.0"] for i in range(3)}
+    await ts_env.sleep(timedelta(hours=1))  # more looks: still no OS image rollout, nor of `other`
+    assert [(r.source, r.version) for r in await rollouts(handle)] == [(f"ext:{PUBLISHER}.{agent}", "1.3.0")]
+    assert [op.kind for op in await fleet.operations(name)] == [OperationKind.INSTALL_EXTENSION] * 3
+
+    # Enrolling another extension keeps the first (and OS upgrades off).
+    both = await enroll(handle, name, os_image=False, extensions=["other"])
+    assert both.enrolled_extensions == ["agent", "other"] and not both.os_upgrades
+    # Withdrawing one leaves the other; withdrawing the last leaves the set not enrolled at all.
+    left = await withdraw(handle, WithdrawRequest(scale_set=name, extensions=["agent"], by="test"))
+    assert left.enrolled_extensions == ["other"] and left.extensions["agent"].note is not None
+    assert name in await enrolled(handle)
+    last = await withdraw(handle, WithdrawRequest(scale_set=name, extensions=["other"], by="test"))
+    assert not last.enrolls_any and name not in await enrolled(handle)
+
+
+async def test_an_extension_azure_upgrades_itself_is_refused_naming_the_field_and_the_az_command(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    agent = unique_type("Azure")
+    await publish(fleet, agent, "1.2.0")
+    name = await make_set(fleet, "westeurope", [extension("agent", agent, automatic=True)])
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await enroll(handle, name, os_image=False, extensions=["agent"])
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "AutomaticExtensionUpgradeEnabled"
+    assert cause.message.startswith(f"extension 'agent' of scale set '{name}' has enableAutomaticUpgrade on")
+    assert (
+        f"az vmss extension set --resource-group <group> --vmss-name {name} --name {agent} --publisher "
+        f"{PUBLISHER} --extension-instance-name agent --version 1.2 --enable-auto-upgrade false"
+    ) in cause.message
+    with pytest.raises(WorkflowUpdateFailedError, match="update failed") as unknown:
+        await enroll(handle, name, extensions=["nope"])
+    assert isinstance(unknown.value.cause, ApplicationError)
+    assert unknown.value.cause.type == "ExtensionNotFound" and "'nope'" in unknown.value.cause.message
+    assert name not in await enrolled(handle)  # nothing enrolled on a refusal
+
+
+async def test_an_enrollment_from_before_extensions_were_enrolled_one_by_one_keeps_following_the_flag(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    # An EnrollRequest as recorded before (no os_image, no extensions): OS upgrades on, and the
+    # extensions with enableAutomaticUpgrade follow, as they did.
+    on, off = unique_type("On"), unique_type("Off")
+    name = await make_set(fleet, "westeurope", [extension("on", on, automatic=True), extension("off", off)])
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    old = EnrollRequest.model_validate({"scaleSet": name, "policy": {}, "by": "test"})
+    enrollment = await handle.execute_update(ENROLL_UPDATE, old, result_type=Enrollment)
+    assert enrollment.os_upgrades and enrollment.enrolled_extensions is None
+    assert enrollment.extensions["on"].note is None
+    assert enrollment.extensions["off"].note == "enableAutomaticUpgrade is off: left alone"
 
 
 async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the_other_completed(
@@ -209,7 +317,7 @@ async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the
     second = await make_set(fleet, "westeurope", extensions, faults=faults)
     handle = await watcher(ts_env.client, ts_worker.task_queue)
     for name in (first, second):
-        await enroll(handle, name)
+        await enroll(handle, name, extensions=["broken", "good"])
 
     await publish(fleet, broken, "1.3.0")
     await publish(fleet, good, "1.3.0")
@@ -272,7 +380,7 @@ async def test_a_rollout_waiting_for_a_set_another_upgrade_holds_can_be_cancelle
         fleet, "westeurope", [extension("early", first_type), extension("late", second_type)], 3, timing=slow
     )
     handle = await watcher(ts_env.client, ts_worker.task_queue, extension_retry_interval=timedelta(hours=1))
-    await enroll(handle, name)
+    await enroll(handle, name, extensions=["early", "late"])
     for type_ in (first_type, second_type):
         await publish(fleet, type_, "1.3.0")
     await handle.signal(CHECK_NOW_SIGNAL)
@@ -324,7 +432,7 @@ async def test_a_failed_version_is_retried_after_the_interval_not_before_and_suc
     faults = FaultSpec(failing_extension_versions=[f"{agent}:1.3.0"])
     name = await make_set(fleet, "westeurope", [extension("agent", agent)], faults=faults)
     handle = await watcher(ts_env.client, ts_worker.task_queue, extension_retry_interval=timedelta(hours=1))
-    await enroll(handle, name)
+    await enroll(handle, name, extensions=["agent"])
 
     await publish(fleet, agent, "1.3.0")
     await handle.signal(CHECK_NOW_SIGNAL)
@@ -381,6 +489,62 @@ async def test_a_failed_version_is_retried_after_the_interval_not_before_and_suc
     assert after.extensions["agent"].failed_version is None and after.extensions["agent"].attempts == 0
 
 
+async def test_instances_rolled_back_in_an_upgrade_that_completed_are_retried_after_the_interval(
+    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+) -> None:
+    # Seed 003: "A failed extension upgrade is automatically retried ... every few days", per
+    # instance: one instance fails its health after the install and is rolled back, fewer than
+    # the policy stops at, so the set's upgrade completes; that instance is tried again later.
+    agent = unique_type("Partly")
+    await publish(fleet, agent, "1.2.0")
+    name = await make_set(fleet, "westeurope", [extension("agent", agent)], 3)
+    lenient = POLICY.model_copy(
+        update={
+            "rolling_upgrade_policy": RollingUpgradePolicy(
+                max_unhealthy_instance_percent=80, max_unhealthy_upgraded_instance_percent=50
+            ),
+            "automatic_os_upgrade_policy": AutomaticOSUpgradePolicy(use_rolling_upgrade_policy=True),
+        }
+    )
+    handle = await watcher(ts_env.client, ts_worker.task_queue, extension_retry_interval=timedelta(hours=1))
+    await enroll(handle, name, lenient, os_image=False, extensions=["agent"])
+    await fleet.set_health(name, "2", HealthState.UNHEALTHY)  # whatever it runs
+
+    await publish(fleet, agent, "1.3.0")
+    await handle.signal(CHECK_NOW_SIGNAL)
+    first = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0"))
+    assert first.state == RolloutState.COMPLETED and first.sets[0].state == RolloutSetState.COMPLETED
+    assert first.sets[0].rolled_back == ["2"]
+    assert "1 instance(s) failed and were rolled back (2)" in (first.sets[0].message or "")
+    assert await versions_now(fleet, name, "agent") == {"0": "1.3.0", "1": "1.3.0", "2": "1.2.0"}
+    state = await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].failed_at)
+    failed = state[name].extensions["agent"]
+    assert (failed.failed_version, failed.attempts, failed.retry) == ("1.3.0", 1, True)
+    assert failed.applied_version == "1.2.0"  # (what every instance ran before), not 1.3.0
+    assert failed.failed_at is not None
+    retry_at = failed.failed_at + timedelta(hours=1)
+    # The status says when: `auto show` (and the watcher's Web UI details) read this line.
+    assert f"retry 1 at {retry_at:%Y-%m-%d %H:%M:%S} UTC" in failed.state_text(timedelta(hours=1))
+    assert "1 instance(s) failed and were rolled back (2)" in failed.state_text(timedelta(hours=1))
+
+    await fleet.set_health(name, "2", None)  # whatever broke it is gone
+    await ts_env.sleep(timedelta(minutes=50))  # not before the interval
+    assert [r.retry for r in await rollouts(handle)] == [0]
+    await ts_env.sleep(timedelta(minutes=15))
+    retried = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0", retry=1))
+    assert retried.state == RolloutState.COMPLETED and retried.start_time is not None
+    assert retried.start_time >= retry_at and retried.sets[0].rolled_back == []
+    # Only the instance rolled back was upgraded again.
+    assert await installed(fleet, name) == {
+        ("0", "agent"): ["1.3.0"],
+        ("1", "agent"): ["1.3.0"],
+        ("2", "agent"): ["1.3.0", "1.2.0", "1.3.0"],
+    }
+    after = await eventually(lambda: enrolled(handle), lambda e: e[name].extensions["agent"].applied_version)
+    assert after[name].extensions["agent"].applied_version == "1.3.0"
+    assert after[name].extensions["agent"].failed_version is None
+
+
 async def test_an_extension_rollout_keeps_availability_first(
     ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
 ) -> None:
@@ -396,7 +560,7 @@ async def test_an_extension_rollout_keeps_availability_first(
     east = await make_set(fleet, "eastus", extensions, 2, timing=slow)
     handle = await watcher(ts_env.client, ts_worker.task_queue)
     for name in (west, west_too, north, east):
-        await enroll(handle, name)
+        await enroll(handle, name, extensions=["agent"])
 
     await publish(fleet, agent, "1.3.0")
     await handle.signal(CHECK_NOW_SIGNAL)
@@ -466,23 +630,43 @@ async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts
     upgradectl, local_env, local_worker, fleet
 ):
     agent, flaky, other = unique_type("CliAgent"), unique_type("CliFlaky"), unique_type("CliOther")
-    for type_ in (agent, flaky, other):
+    azure = unique_type("CliAzure")
+    for type_ in (agent, flaky, other, azure):
         await publish(fleet, type_, "1.2.0")
     name = await make_set(
         fleet,
         "westeurope",
-        [extension("agent", agent), extension("flaky", flaky), extension("other", other, automatic=False)],
+        [
+            extension("agent", agent),
+            extension("flaky", flaky),
+            extension("other", other),
+            extension("azure", azure, automatic=True),
+        ],
         2,
         faults=FaultSpec(failing_extension_versions=[f"{flaky}:1.3.0"]),
     )
     try:
-        enabled = await upgradectl("auto", "enable", name, "--health-interval", "1")
+        refused = await upgradectl("auto", "enable", name, "--extension", "agent", "--extension", "azure")
+        assert refused.code == 3, refused
+        [line] = refused.err.strip().splitlines()
+        assert "AutomaticExtensionUpgradeEnabled" in line and "has enableAutomaticUpgrade on" in line
+        assert "az vmss extension set" in line and "--enable-auto-upgrade false" in line
+        assert (await upgradectl("auto", "show", name)).code == 5  # nothing enrolled
+
+        enabled = await upgradectl(
+            "auto", "enable", name, "--extension", "agent", "--extension", "flaky", "--health-interval", "1"
+        )
         assert enabled.code == 0, enabled
+        assert "in automatic OS image upgrades" not in enabled.err
+        assert (
+            f"enrolled {name}'s extensions in automatic extension upgrades, each on its own: agent, flaky"
+            in (enabled.err)
+        )
         assert (
             f"extension agent ({PUBLISHER}.{agent} 1.2): follows new minor and patch versions" in enabled.err
         )
-        assert f"extension other ({PUBLISHER}.{other} 1.2): enableAutomaticUpgrade is off" in enabled.err
-        assert "its extensions with enableAutomaticUpgrade still follow" in enabled.err  # pinned image
+        assert f"extension other ({PUBLISHER}.{other} 1.2): not enrolled" in enabled.err
+        assert "note: automatic OS image upgrades are off: only extensions are enrolled" in enabled.err
         changed = await upgradectl("auto", "settings", "--extension-retry-interval", "P2D", "--json")
         assert changed.code == 0, changed
         assert changed.json()["extensionRetryInterval"] == "P2D"
@@ -511,7 +695,8 @@ async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts
         text = " ".join(table.out.split())  # (the table wraps long cells)
         assert "extension agent" in text and "following new 1.x versions; installed 1.3.0" in text
         assert "extension flaky" in text and "1.3.0 failed at" in text and "retry 1 at" in text
-        assert "extension other" in text and "enableAutomaticUpgrade is off: left alone" in text
+        assert "extension other" in text and "not enrolled" in text
+        assert "enableAutomaticOSUpgrade │ false" in text and "enrolled extensions │ agent, flaky" in text
         assert "extensionRetryInterval" in text
 
         listed = await upgradectl("rollout", "list", "--json")
@@ -524,6 +709,17 @@ async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts
         flat = " ".join(one.out.split())
         assert f"rollout of extension {PUBLISHER}.{flaky} 1.3.0: Faulted" in flat
         assert "VMExtensionProvisioningError" in flat
+
+        partly = await upgradectl("auto", "disable", name, "--extension", "flaky")
+        assert partly.code == 0, partly
+        assert (
+            f"{name}: extension flaky withdrawn" in partly.err
+            and "Still enrolled: extension agent" in partly.err
+        )
+        assert (await upgradectl("auto", "disable", name, "--extension", "flaky")).code == 5  # not now
+        last = await upgradectl("auto", "disable", name, "--extension", "agent")
+        assert last.code == 0 and f"{name} is no longer enrolled" in last.err, last
+        assert (await upgradectl("auto", "show", name)).code == 5
     finally:
         with contextlib.suppress(Exception):
             await local_env.client.get_workflow_handle(
@@ -562,7 +758,8 @@ FAILED = {"failed_version": "1.3.0", "failed_at": FAILED_AT, "failure": "VMExten
         pytest.param(agent(installed=["1.4.0"]), FAILED_AT, False, id="every instance newer"),
         pytest.param(agent(installed=[]), FAILED_AT, False, id="no instances"),
         pytest.param(agent(applied_version="1.3.0"), FAILED_AT, False, id="a rollout completed it"),
-        pytest.param(agent(automatic=False), FAILED_AT, False, id="enableAutomaticUpgrade off"),
+        pytest.param(agent(note="not enrolled (...)"), FAILED_AT, False, id="not enrolled"),
+        pytest.param(agent(automatic=False), FAILED_AT, True, id="enrolled by name, Azure's flag off"),
         pytest.param(agent(note="gone"), FAILED_AT, False, id="the set is gone"),
         pytest.param(agent(**FAILED), FAILED_AT + DAY, False, id="failed: before the interval"),
         pytest.param(agent(**FAILED), FAILED_AT + 2 * DAY, True, id="failed: the interval passed"),

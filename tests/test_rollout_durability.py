@@ -332,7 +332,7 @@ async def roll_extensions(env: WorkflowEnvironment, fleet: EmulatorAdmin) -> lis
         id=watcher_workflow_id(RECORDED_QUEUE),
         task_queue=RECORDED_QUEUE,
     )
-    await enroll(watcher, name)
+    await enroll(watcher, name, extensions=["flaky", "steady"])
     for type_ in (FLAKY, STEADY):
         await publish(fleet, type_, "1.3.0")
     await watcher.signal(CHECK_NOW_SIGNAL)

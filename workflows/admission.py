@@ -81,6 +81,33 @@ def health_source_refusal(scale_set: ScaleSetView) -> ApplicationError | None:
     return None
 
 
+def extension_enrollment_refusal(scale_set: ScaleSetView, name: str) -> ApplicationError | None:
+    """Why the extension `name` of the scale set cannot be enrolled in automatic extension
+    upgrades: the model lacks it, or its enableAutomaticUpgrade is on (Azure's own Automatic
+    Extension Upgrade then upgrades it, at the same time as a rollout would). The refusal names
+    the field and the az command that turns it off."""
+    extension = next((e for e in scale_set.extensions if e.name.lower() == name.lower()), None)
+    if extension is None:
+        known = ", ".join(sorted(e.name for e in scale_set.extensions)) or "none"
+        return ApplicationError(
+            f"--extension: scale set {scale_set.name!r} has no extension {name!r} in its model "
+            f"(its extensions: {known})",
+            type=RefusalCode.EXTENSION_NOT_FOUND,
+            non_retryable=True,
+        )
+    if not extension.enable_automatic_upgrade:
+        return None
+    return ApplicationError(
+        f"extension {extension.name!r} of scale set {scale_set.name!r} has enableAutomaticUpgrade on: "
+        "Azure upgrades it by itself. Turn it off to enroll it here (az vmss extension set "
+        f"--resource-group <group> --vmss-name {scale_set.name} --name {extension.type_} --publisher "
+        f"{extension.publisher} --extension-instance-name {extension.name} --version "
+        f"{extension.type_handler_version} --enable-auto-upgrade false)",
+        type=RefusalCode.AUTOMATIC_EXTENSION_UPGRADE_ENABLED,
+        non_retryable=True,
+    )
+
+
 async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
     """The scale set as it is and the exact change; raises the refusal if refused."""
     try:

@@ -1,6 +1,7 @@
 """AutomaticOSUpgradesWorkflow: who opted in to automatic upgrades, and the watcher that starts a
-rollout when a new version of their image may be 'latest', or a new minor or patch version of one
-of their extensions with enableAutomaticUpgrade is published.
+rollout when a new version of their image may be 'latest' (for sets with OS image upgrades on), or
+a new minor or patch version of one of their enrolled extensions is published (each extension is
+enrolled on its own, never one Azure upgrades itself: enableAutomaticUpgrade on).
 
 One long-running workflow (`automatic-os-upgrades`): enrollments change through updates (who and
 when stay in its history), and every poll interval it reads the enrolled scale sets and what
@@ -64,14 +65,14 @@ with workflow.unsafe.imports_passed_through():
         version_key,
     )
     from models.errors import RefusalCode
-    from models.fleet import ScaleSetView
+    from models.fleet import ExtensionView, ScaleSetView
     from models.image import ImageReference
     from models.markdown import table
     from models.policy import format_duration
     from rules.enrolled import automatic_extensions, by_image_source, enrolled_instances
     from rules.phases import check_phases, flat_phases, plan_phases
     from workflows import activity_calls
-    from workflows.admission import health_source_refusal, rolled_by_azure
+    from workflows.admission import extension_enrollment_refusal, health_source_refusal, rolled_by_azure
     from workflows.presentation import escaped, workflow_link
     from workflows.rollout import RolloutWorkflow
 
@@ -79,11 +80,15 @@ with workflow.unsafe.imports_passed_through():
 HISTORY_LIMIT = 4_000
 # 2026-11: each look first checks that the rollouts it started still run (a ping signal).
 PING_ROLLOUTS = "ping-rollouts"
-# 2026-11: automatic extension upgrades: a look with enrolled extensions that have
-# enableAutomaticUpgrade also asks the newest version of each one's major (an activity) and
-# starts their rollouts; a faulted one is retried after extensionRetryInterval (the watcher's
-# wait ends in time for it).
+# 2026-11: automatic extension upgrades: a look with enrolled extensions also asks the newest
+# version of each one's major (an activity) and starts their rollouts; a faulted one is retried
+# after extensionRetryInterval (the watcher's wait ends in time for it).
 EXTENSION_UPGRADES = "extension-upgrades"
+# 2026-12: an extension upgrade that completed with instances rolled back (fewer than its policy
+# stops at) counts as failed on the set, like a faulted one: its version is tried again there
+# (on those instances: the others run it already) after extensionRetryInterval. Decided when such
+# an end arrives: a watcher that took one in before it keeps it applied.
+RETRY_ROLLED_BACK = "retry-rolled-back"
 # 2026-12: staged derived phases (one canary region, the fewest enrolled instances, then up to 2,
 # 4, ... regions) instead of every region without a geo-pair conflict in phase 1; and the rollout
 # request carries maxSetsPerRegion, maxInstancesPerRegion, phaseBakeTime and replicationTimeout.
@@ -122,7 +127,8 @@ class AutomaticOSUpgradesWorkflow:
 
     @workflow.update(name=ENROLL_UPDATE)
     async def enroll(self, request: EnrollRequest) -> Enrollment:
-        """Opt a scale set in (again: its policy replaced, a failed version forgotten)."""
+        """Opt a scale set in, its OS image and/or extensions by name, with what it had enrolled
+        already (again: its policy replaced, a failed version forgotten)."""
         [survey] = await activity_calls.survey_scale_sets([request.scale_set])
         if survey.view is None:
             raise ApplicationError(
@@ -130,14 +136,22 @@ class AutomaticOSUpgradesWorkflow:
                 type=RefusalCode.SCALE_SET_NOT_FOUND,
                 non_retryable=True,
             )
-        if refusal := rolled_by_azure(survey.view) or health_source_refusal(survey.view):
-            raise refusal  # Azure would roll it at the same time, or it has no health to go by
+        if refusal := rolled_by_azure(survey.view):
+            raise refusal  # Azure would roll it at the same time
+        if request.os_image and (refusal := health_source_refusal(survey.view)):
+            raise refusal  # automatic OS image upgrades need one health source
+        for name in request.extensions or []:
+            if refusal := extension_enrollment_refusal(survey.view, name):
+                raise refusal  # not in the model, or Azure upgrades it itself
         previous = self._state.enrollments.get(request.scale_set)
         policy = request.policy.model_copy(deep=True)
-        policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade = True
+        policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade = request.os_image or (
+            previous is not None and previous.os_upgrades
+        )
         enrollment = Enrollment(
             scale_set=request.scale_set,
             policy=policy,
+            enrolled_extensions=enrolled_extensions(previous, request, survey.view),
             not_before_timeout=request.not_before_timeout,
             policy_given=request.policy_given,
             enrolled_by=request.by,
@@ -158,6 +172,13 @@ class AutomaticOSUpgradesWorkflow:
     @enroll.validator
     def _check_enroll(self, request: EnrollRequest) -> None:
         self._refuse_when_full()
+        previous = self._state.enrollments.get(request.scale_set)
+        if not request.os_image and not request.extensions and (previous is None or not previous.enrolls_any):
+            raise ApplicationError(
+                "nothing to enroll: turn on os_image or name extensions",
+                type="InvalidParameter",
+                non_retryable=True,
+            )
 
     def _refuse_when_full(self) -> None:
         """Updates are refused (before anything is written to history) while a run long past
@@ -173,18 +194,26 @@ class AutomaticOSUpgradesWorkflow:
 
     @workflow.update(name=WITHDRAW_UPDATE)
     async def withdraw(self, request: WithdrawRequest) -> Enrollment:
-        """Opt out: no new automatic upgrade starts; the one in flight finishes, or is
-        cancelled (its batch in flight finishes) when asked."""
-        enrollment = self._state.enrollments.pop(request.scale_set, None)
+        """Opt out, of everything or of the parts named: no new automatic upgrade of them
+        starts; the one in flight finishes, or is cancelled (its batch in flight finishes) when
+        asked. A set left with nothing enrolled is no longer enrolled at all."""
+        enrollment = self._state.enrollments.get(request.scale_set)
         if enrollment is None:
             raise ApplicationError(
                 f"scale set {request.scale_set!r} is not enrolled in automatic upgrades",
                 type="NotEnrolled",
                 non_retryable=True,
             )
+        parts = not request.everything
+        if parts:
+            withdraw_parts(enrollment, request)
+        if not parts or not enrollment.enrolls_any:
+            del self._state.enrollments[request.scale_set]
         notice = WithdrawnNotice(scale_set=request.scale_set, cancel_in_flight=request.cancel_in_flight)
         for running in list(self._state.running.values()):
-            if request.scale_set in running.scale_sets:
+            if request.scale_set in running.scale_sets and (
+                request.scale_set not in self._state.enrollments or withdrawn_from(running, request)
+            ):
                 await self._signal(running.workflow_id, WITHDRAWN_SIGNAL, notice)
         workflow.logger.info("withdrew %s by %s", request.scale_set, request.by)
         return enrollment
@@ -264,7 +293,11 @@ class AutomaticOSUpgradesWorkflow:
                 extension.rollout_id = extension.rolling_version = None
             if extension.full_type.lower() != rolled.full_type.lower() or extension.major != rolled.major:
                 continue  # the model changed meanwhile: another extension under that name now
-            if done.state == RolloutSetState.COMPLETED:
+            completed = done.state == RolloutSetState.COMPLETED
+            if completed and done.rolled_back and workflow.patched(RETRY_ROLLED_BACK):
+                failed_on(extension, ended, done, retry=True)  # its rolled-back instances
+                continue
+            if completed:
                 extension.applied_version = ended.version
                 extension.forgive()
                 continue
@@ -275,12 +308,7 @@ class AutomaticOSUpgradesWorkflow:
                 ended.state == RolloutState.CANCELLED and done.state == RolloutSetState.SKIPPED
             )
             if faulted or cancelled:
-                again = extension.failed_version == ended.version and extension.retry
-                extension.attempts = extension.attempts + 1 if again else 1
-                extension.failed_version = ended.version
-                extension.failed_at = done.end_time or ended.end_time or workflow.now()
-                extension.failure = done.message or ended.message or ended.state.value
-                extension.retry = faulted
+                failed_on(extension, ended, done, retry=faulted)
 
     # --- the watcher ------------------------------------------------------------------------
 
@@ -564,11 +592,13 @@ class AutomaticOSUpgradesWorkflow:
         refusal = rolled_by_azure(view)
         if refusal:
             enrollment.note = refusal.message
+        elif not enrollment.os_upgrades:
+            enrollment.note = os_upgrades_off(enrollment.scale_set)
         elif not enrollment.follows_latest:
             enrollment.note = (
                 f"pinned to version {view.image_reference.version}: left alone (automatic OS upgrades "
-                "follow only an image reference whose version is 'latest'; its extensions with "
-                "enableAutomaticUpgrade still follow their new minor and patch versions)"
+                "follow only an image reference whose version is 'latest'; its enrolled extensions "
+                "still follow their new minor and patch versions)"
             )
         else:
             enrollment.note = None
@@ -583,6 +613,18 @@ class AutomaticOSUpgradesWorkflow:
             await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
         except FailureError as err:  # it ended meanwhile
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
+
+
+def failed_on(extension: ExtensionEnrollment, ended: RolloutEnded, done: RolloutSet, *, retry: bool) -> None:
+    """An extension rollout failed on this set (faulted, cancelled, or completed with instances
+    rolled back): when, why, the how-many-th time, and whether it is tried again (after the
+    retry interval)."""
+    again = extension.failed_version == ended.version and extension.retry
+    extension.attempts = extension.attempts + 1 if again else 1
+    extension.failed_version = ended.version
+    extension.failed_at = done.end_time or ended.end_time or workflow.now()
+    extension.failure = done.message or ended.message or ended.state.value
+    extension.retry = retry
 
 
 def observed_extensions(
@@ -603,9 +645,7 @@ def observed_extensions(
         extension.model_version = model.type_handler_version
         extension.automatic = model.enable_automatic_upgrade
         extension.installed = installed.get(model.name, [])
-        extension.note = blocked or (
-            None if model.enable_automatic_upgrade else "enableAutomaticUpgrade is off: left alone"
-        )
+        extension.note = blocked or extension_note(enrollment, view, model)
         versions = set(extension.installed)
         if len(versions) == 1 and "" not in versions:  # every instance runs it already
             [extension.applied_version] = versions
@@ -613,6 +653,84 @@ def observed_extensions(
                 extension.forgive()
         observed[model.name] = extension
     return observed
+
+
+def extension_note(enrollment: Enrollment, view: ScaleSetView, model: ExtensionView) -> str | None:
+    """Why an extension of the model is not upgraded automatically (None: it is)."""
+    if enrollment.enrolled_extensions is None:  # enrolled before extensions were, one by one
+        return None if model.enable_automatic_upgrade else "enableAutomaticUpgrade is off: left alone"
+    if not enrollment.enrolls(model.name):
+        return not_enrolled(enrollment.scale_set, model.name)
+    refusal = extension_enrollment_refusal(view, model.name)  # turned on since it was enrolled
+    return refusal.message if refusal else None
+
+
+def enrolled_extensions(
+    previous: Enrollment | None, request: EnrollRequest, view: ScaleSetView
+) -> list[str] | None:
+    """The extensions an enrollment enrolls by name: those enrolled already and those asked for
+    (spelled as in the model). None for a request from before extensions were enrolled one by
+    one: then those with enableAutomaticUpgrade follow, as they did."""
+    if request.extensions is None:
+        return None
+    names = list(previous.enrolled_extensions or []) if previous is not None else []
+    for asked in request.extensions:
+        model = next(e.name for e in view.extensions if e.name.lower() == asked.lower())
+        if not any(n.lower() == model.lower() for n in names):
+            names.append(model)
+    return names
+
+
+def withdraw_parts(enrollment: Enrollment, request: WithdrawRequest) -> None:
+    """Turn off what the request names (OS image upgrades, extensions by name); NotEnrolled if
+    one of them is not enrolled."""
+
+    def refused(what: str) -> ApplicationError:
+        return ApplicationError(
+            f"scale set {enrollment.scale_set!r}: {what}", type="NotEnrolled", non_retryable=True
+        )
+
+    if request.os_image and not enrollment.os_upgrades:
+        raise refused("automatic OS image upgrades are off already")
+    if request.extensions and enrollment.enrolled_extensions is None:
+        raise refused(
+            "enrolled before extensions were enrolled one by one (its extensions with "
+            "enableAutomaticUpgrade follow): enroll it again with `upgradectl auto enable "
+            f"{enrollment.scale_set} --extension NAME` to choose them"
+        )
+    for name in request.extensions:
+        if not enrollment.enrolls(name):
+            enrolled = ", ".join(enrollment.enrolled_extensions or []) or "none"
+            raise refused(f"extension {name!r} is not enrolled (enrolled: {enrolled})")
+    if request.os_image:
+        enrollment.policy.automatic_os_upgrade_policy.enable_automatic_os_upgrade = False
+        enrollment.note = os_upgrades_off(enrollment.scale_set)
+    withdrawn = {name.lower() for name in request.extensions}
+    if withdrawn:  # (enrolled by name: checked above)
+        names = enrollment.enrolled_extensions or []
+        enrollment.enrolled_extensions = [n for n in names if n.lower() not in withdrawn]
+    for extension in enrollment.extensions.values():
+        if extension.name.lower() in withdrawn:
+            extension.note = not_enrolled(enrollment.scale_set, extension.name)
+
+
+def withdrawn_from(running: RolloutSummary, request: WithdrawRequest) -> bool:
+    """Does the rollout in flight move a part of the set the request withdraws?"""
+    if running.extension is None:
+        return request.os_image
+    name = running.extension.names.get(request.scale_set, "")
+    return name.lower() in {n.lower() for n in request.extensions}
+
+
+def not_enrolled(scale_set: str, extension: str) -> str:
+    return f"not enrolled (upgradectl auto enable {scale_set} --extension {extension})"
+
+
+def os_upgrades_off(scale_set: str) -> str:
+    return (
+        "automatic OS image upgrades are off: only extensions are enrolled "
+        f"(upgradectl auto enable {scale_set} turns them on)"
+    )
 
 
 def details(state: AutomaticState, namespace: str) -> str:

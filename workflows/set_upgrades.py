@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from models.status import ApiError
     from models.upgrade import (
         CANCEL_SIGNAL,
+        FINAL_FAILURES,
         ROLLING_UPGRADE_WORKFLOW,
         UpgradeReport,
         UpgradeRequest,
@@ -99,6 +100,19 @@ def upgrade_request(
         not_before_timeout=enrollment.not_before_timeout,
         waves=waves,
         policy_given=given,
+    )
+
+
+def rolled_back(item: RolloutSet, report: UpgradeReport) -> str:
+    """Note the instances a completed upgrade rolled back (fewer than its policy stops at) on the
+    set's item; what its message adds: how many, which, and why the first failed."""
+    failed = [i for i in report.instances if i.state in FINAL_FAILURES]
+    item.rolled_back = [i.instance_id for i in failed]
+    if not failed:
+        return ""
+    why = next((f"{i.code}: {i.message}" for i in failed if i.code or i.message), "")
+    return f", but {len(failed)} instance(s) failed and were rolled back ({', '.join(item.rolled_back)})" + (
+        f": {why}" if why else ""
     )
 
 
@@ -247,6 +261,8 @@ class SetUpgrades:
                 return
             item.state = RolloutSetState.CANCELLED if cancelled else RolloutSetState.COMPLETED
             item.message = f"{'cancelled' if cancelled else 'upgraded'} to {self._version}{item.retry_note}"
+            if not cancelled:
+                item.message += rolled_back(item, report)
         item.end_time = workflow.now()
         self._publish()
 
