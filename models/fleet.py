@@ -150,6 +150,10 @@ class InstanceView(ViewModel):
         return self.provisioning_state in ("Updating", "Creating", "Deleting")
 
 
+# A Uniform instance's restore point: this prefix + the image at its exact version (Uniform has
+# no call to restore an OS disk: it is reimaged back); a Flexible one's is its OS disk's id.
+IMAGE_RESTORE_POINT_PREFIX = "image:"
+
 OrchestrationMode = Literal["Uniform", "Flexible"]
 UpgradeMode = Literal["Manual", "Automatic", "Rolling"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from models.errors import RefusalCode, UpgradeErrorCode
 from models.fleet import FaultSpec, OperationKind, OperationStatus, ScaleSetView
-from models.status import RollingUpgradeStatusCode
+from models.status import ROLLBACK_DESCRIPTIONS, ROLLED_BACK_BY, RollbackMethod, RollingUpgradeStatusCode
 from models.upgrade import FailureCause, InstanceState
 from starter.upgrades import UpgradeRefused
 from tests.helpers import V1, V2, count_ops, finish, make_scale_set, upgrade
@@ -77,6 +77,22 @@ async def test_a_bad_image_is_restored_the_way_the_mode_allows(ts_env, ts_worker
         i.state == InstanceState.NOT_STARTED for i in report.instances if i.instance_id not in rolled_back
     )
     assert report.rollback_info.successfully_rolledback_instance_count == len(rolled_back)
+    # What the rollback did, said exactly: in the status, the history's rollbackInfo, each instance.
+    method = {
+        "Uniform": RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION,
+        "Flexible": RollbackMethod.OS_DISK_SWAP,
+    }[mode]
+    entry = report.history_entry(None).properties.rollback_info
+    for info in (report.rollback_info, status.rollback_info, entry):
+        assert (info.rollback_method, info.rollback_description) == (method, ROLLBACK_DESCRIPTIONS[method])
+        assert info.successfully_rolledback_instance_count == len(rolled_back)
+    said = {
+        "Uniform": ("reimaged back to the image version it had", "contents are lost"),
+        "Flexible": ("deallocated, its previous OS disk swapped back in", "contents are kept"),
+    }[mode]
+    assert all(words in ROLLBACK_DESCRIPTIONS[method] for words in said)
+    messages = [i.message or "" for i in report.instances if i.instance_id in rolled_back]
+    assert all(ROLLED_BACK_BY[method] in message for message in messages), messages
 
     after = {i.instance_id: i for i in (await fleet.show_scale_set(name)).instances}
     assert all(i.image_reference.same_image(V1) for i in after.values())
