@@ -194,6 +194,10 @@ class OperationKind(StrEnum):
     RESTART = "restart"
     # One extension of one instance set to a version (PATCH/PUT .../extensions/{name}).
     INSTALL_EXTENSION = "installExtension"
+    # A Flexible VM stopped and released (POST .../deallocate), or started again (POST
+    # .../start): Azure swaps an OS disk only while the VM is deallocated.
+    DEALLOCATE = "deallocate"
+    START = "start"
 
 
 class OperationError(ViewModel):
@@ -273,10 +277,12 @@ class TimingSpec(AzureModel):
     restore_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
     boot_seconds: SecondsRange = Field(default_factory=lambda: [2.0, 4.0])
     extension_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
+    # A Flexible VM's deallocate or start (the start's boot comes on top: bootSeconds).
+    power_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
 
     @model_validator(mode="after")
     def _ordered(self) -> TimingSpec:
-        for name in ("reimage_seconds", "restore_seconds", "boot_seconds", "extension_seconds"):
+        for name in type(self).model_fields:
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name}: need 0 <= min <= max (got [{low}, {high}])")

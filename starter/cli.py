@@ -985,7 +985,13 @@ async def fleet_create(
     location: Annotated[str | None, typer.Option()] = None,
     data_disks: Annotated[int | None, typer.Option(help="Data disks per instance.")] = None,
     reimage_seconds: Annotated[str | None, typer.Option(help="MIN,MAX latency of a reimage.")] = None,
-    restore_seconds: Annotated[str | None, typer.Option(help="MIN,MAX latency of a restore.")] = None,
+    restore_seconds: Annotated[
+        str | None, typer.Option(help="MIN,MAX latency of a restore (Flexible: the OS disk swap).")
+    ] = None,
+    power_seconds: Annotated[
+        str | None,
+        typer.Option(help="MIN,MAX latency of a Flexible VM's deallocate or start (a swap needs both)."),
+    ] = None,
     boot_seconds: Annotated[str | None, typer.Option(help="MIN,MAX boot time after an operation.")] = None,
     unhealthy_image: Annotated[
         str | None, typer.Option(help="Comma-separated versions that never become healthy.")
@@ -1020,6 +1026,7 @@ async def fleet_create(
         "reimageSeconds": _range(reimage_seconds, "--reimage-seconds"),
         "restoreSeconds": _range(restore_seconds, "--restore-seconds"),
         "bootSeconds": _range(boot_seconds, "--boot-seconds"),
+        "powerSeconds": _range(power_seconds, "--power-seconds"),
     }
     faults = {
         "unhealthyImages": _ids(unhealthy_image),
