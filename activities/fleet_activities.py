@@ -29,7 +29,7 @@ from activities.exactly_once import (
 from activities.heartbeats import Heartbeat
 from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.protocol import FleetBackend
-from fleet.restore_points import same_restore_point
+from fleet.restore_points import parse_restore_point, same_restore_point
 from models import steps
 from models.change import ExtensionRequest, ExtensionTarget, installed, major_of, newest_of_major
 from models.errors import (
@@ -50,6 +50,19 @@ from models.fleet import (
 from workflows.failures import GONE_CODES
 
 FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
+# Power states (PowerState/… in the instance view) of a VM that is up or coming up, and of one
+# whose OS disk can be swapped.
+RUNNING = ("running", "starting")
+Send = Callable[[], Awaitable[FleetOperation]]
+DEALLOCATED = "deallocated"
+
+
+def is_disk_swap(restore_point: str) -> bool:
+    """A Flexible restore point: an OS disk to swap back in (Uniform's is an image version)."""
+    try:
+        return parse_restore_point(restore_point).os_disk_id is not None
+    except ValueError:
+        return False  # begin_restore refuses it, naming the restore point
 
 
 @contextmanager
@@ -258,17 +271,46 @@ class FleetActivities:
 
     @activity.defn(name=steps.RESTORE_OS_DISK)
     async def restore_os_disk(self, request: steps.RestoreInput) -> steps.OperationResult:
-        def reached(instance: InstanceView) -> bool:
-            return same_restore_point(instance.restore_point, request.os_disk)
+        """Bring the previous OS disk back. Uniform: one reimage back to the image version it
+        had. Flexible: Azure swaps an OS disk only while the VM is deallocated, so three steps,
+        deallocate, swap, start, each at most once: each is skipped when the VM's power state
+        and OS disk show it done, so a retry resumes at the step the VM shows next."""
+        scale_set, instance_id, point = request.scale_set, request.instance_id, request.os_disk
 
-        async def send() -> FleetOperation:
-            return await self.fleet.begin_restore(request.scale_set, request.instance_id, request.os_disk)
+        def swapped(instance: InstanceView) -> bool:
+            return same_restore_point(instance.restore_point, point)
 
+        async def restore() -> FleetOperation:
+            return await self.fleet.begin_restore(scale_set, instance_id, point)
+
+        def power(kind: OperationKind) -> Send:
+            return lambda: self.fleet.begin_power(scale_set, instance_id, kind)
+
+        plan: list[tuple[OperationKind, Callable[[InstanceView], bool], Send]]
+        plan = [(OperationKind.RESTORE, swapped, restore)]
+        if is_disk_swap(point):
+            plan = [
+                (
+                    OperationKind.DEALLOCATE,
+                    lambda i: swapped(i) or i.power_state == DEALLOCATED,
+                    power(OperationKind.DEALLOCATE),
+                ),
+                (OperationKind.RESTORE, swapped, restore),
+                (
+                    OperationKind.START,
+                    lambda i: swapped(i) and i.power_state in RUNNING,
+                    power(OperationKind.START),
+                ),
+            ]
         with fleet_errors():
-            operation = await self._exactly_once(
-                OperationKind.RESTORE, request.scale_set, request.instance_id, reached, send
-            )
-        return steps.OperationResult(operation=operation)
+            done = [
+                await self._exactly_once(kind, scale_set, instance_id, reached, send)
+                for kind, reached, send in plan
+            ]
+        swap = next(op for op in done if op.kind == OperationKind.RESTORE)
+        # The swap's disks before and after; the actions of every step; done when the VM is up.
+        update = {"request_count": sum(op.request_count for op in done), "end_time": done[-1].end_time}
+        return steps.OperationResult(operation=swap.model_copy(update=update))
 
     async def _exactly_once(
         self,

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from models.fleet import FleetOperation, HealthProbe, HealthReading, InstanceView, ScaleSetView
+from models.fleet import (
+    FleetOperation,
+    HealthProbe,
+    HealthReading,
+    InstanceView,
+    OperationKind,
+    ScaleSetView,
+)
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 
@@ -40,7 +47,13 @@ class FleetBackend(Protocol):
 
     async def begin_restore(self, scale_set: str, instance_id: str, restore_point: str) -> FleetOperation:
         """Send one restore of the OS disk an instance had before (`InstanceView.restore_point`
-        read before the reimage). Never resent automatically."""
+        read before the reimage): Uniform, a reimage back to its image version; Flexible, an OS
+        disk swap, which Azure accepts only while the VM is deallocated (`begin_power`). Never
+        resent automatically."""
+
+    async def begin_power(self, scale_set: str, instance_id: str, kind: OperationKind) -> FleetOperation:
+        """Send one deallocate (kind DEALLOCATE) or start (kind START) of a Flexible VM, as an
+        OS disk swap needs. Never resent automatically."""
 
     async def begin_install_extension(
         self, scale_set: str, instance_id: str, extension_name: str, version: str

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from models.fleet import IMAGE_RESTORE_POINT_PREFIX as IMAGE_PREFIX
 from models.image import ImageReference
-
-IMAGE_PREFIX = "image:"
 
 
 @dataclass(frozen=True)

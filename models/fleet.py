@@ -168,6 +168,10 @@ class InstanceView(ViewModel):
         return self.provisioning_state in ("Updating", "Creating", "Deleting")
 
 
+# A Uniform instance's restore point: this prefix + the image at its exact version (Uniform has
+# no call to restore an OS disk: it is reimaged back); a Flexible one's is its OS disk's id.
+IMAGE_RESTORE_POINT_PREFIX = "image:"
+
 OrchestrationMode = Literal["Uniform", "Flexible"]
 UpgradeMode = Literal["Manual", "Automatic", "Rolling"]
 
@@ -226,6 +230,10 @@ class OperationKind(StrEnum):
     RESTART = "restart"
     # One extension of one instance set to a version (PATCH/PUT .../extensions/{name}).
     INSTALL_EXTENSION = "installExtension"
+    # A Flexible VM stopped and released (POST .../deallocate), or started again (POST
+    # .../start): Azure swaps an OS disk only while the VM is deallocated.
+    DEALLOCATE = "deallocate"
+    START = "start"
 
 
 class OperationError(ViewModel):
@@ -305,10 +313,12 @@ class TimingSpec(AzureModel):
     restore_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
     boot_seconds: SecondsRange = Field(default_factory=lambda: [2.0, 4.0])
     extension_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
+    # A Flexible VM's deallocate or start (the start's boot comes on top: bootSeconds).
+    power_seconds: SecondsRange = Field(default_factory=lambda: [1.0, 2.0])
 
     @model_validator(mode="after")
     def _ordered(self) -> TimingSpec:
-        for name in ("reimage_seconds", "restore_seconds", "boot_seconds", "extension_seconds"):
+        for name in type(self).model_fields:
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"{name}: need 0 <= min <= max (got [{low}, {high}])")

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import AwareDatetime, ConfigDict, Field
 
 from models.base import AzureModel
+from models.fleet import IMAGE_RESTORE_POINT_PREFIX
 from models.policy import RollingUpgradePolicy
 
 
@@ -146,6 +147,57 @@ class ExtensionUpgradeStatus(AzureModel):
     error: ApiError | None = None
 
 
+class RollbackMethod(StrEnum):
+    """What rolling an instance back does: what Azure lets an orchestrator do per mode."""
+
+    REIMAGE_TO_PREVIOUS_VERSION = "ReimageToPreviousVersion"
+    OS_DISK_SWAP = "OsDiskSwap"
+    REINSTALL_PREVIOUS_VERSIONS = "ReinstallPreviousVersions"
+
+
+# Said where users read about rollback: `status`, the status's and history's rollbackInfo.
+ROLLBACK_DESCRIPTIONS = {
+    RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION: (
+        "Uniform has no call to restore an OS disk: a rolled-back instance is reimaged back to the "
+        "image version it had, on a new OS disk; the previous OS disk is not restored and its "
+        "contents are lost (data disks are kept)"
+    ),
+    RollbackMethod.OS_DISK_SWAP: (
+        "Flexible: a rolled-back VM is deallocated, its previous OS disk swapped back in and the VM "
+        "started; the disk's contents are kept as they were before the upgrade"
+    ),
+    RollbackMethod.REINSTALL_PREVIOUS_VERSIONS: (
+        "a rolled-back instance gets the extension versions it had reinstalled"
+    ),
+}
+# An instance's message once rolled back, per method.
+ROLLED_BACK_BY = {
+    RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION: (
+        "reimaged back to the previous image version (a new OS disk: its contents are lost)"
+    ),
+    RollbackMethod.OS_DISK_SWAP: "restored to the previous OS disk (swapped back in, its contents kept)",
+}
+
+
+def os_rollback_method(restore_point: str) -> RollbackMethod:
+    """How an instance with this restore point (InstanceView.restore_point) is rolled back."""
+    if restore_point.startswith(IMAGE_RESTORE_POINT_PREFIX):
+        return RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION
+    return RollbackMethod.OS_DISK_SWAP
+
+
+class RollbackStatusInfo(AzureModel):
+    """Azure's rollbackInfo of an upgrade's history entry; also in the status (Azure's has none).
+
+    `rollbackMethod` and `rollbackDescription` are not Azure's: what a rollback does on this
+    scale set (None before the upgrade has read it)."""
+
+    successfully_rolledback_instance_count: int = 0
+    failed_rolledback_instance_count: int = 0
+    rollback_method: RollbackMethod | None = None
+    rollback_description: str | None = None
+
+
 class RollingUpgradeStatusProperties(AzureModel):
     policy: StatusPolicy | None = None
     running_status: RollingUpgradeRunningStatus
@@ -158,6 +210,9 @@ class RollingUpgradeStatusProperties(AzureModel):
     paused: UpgradeWait | None = None
     # An extension upgrade: each extension's own progress and error.
     extensions: list[ExtensionUpgradeStatus] | None = None
+    # Not in Azure's Get Latest: once an instance was rolled back, the rollbacks so far and
+    # what a rollback does on this scale set.
+    rollback_info: RollbackStatusInfo | None = None
 
 
 class RollingUpgradeStatusInfo(AzureModel):
@@ -176,13 +231,6 @@ class UpgradeOperationHistoryStatus(AzureModel):
     code: RollingUpgradeStatusCode
     start_time: AwareDatetime
     end_time: AwareDatetime | None = None
-
-
-class RollbackStatusInfo(AzureModel):
-    """Azure's rollbackInfo of an upgrade's history entry."""
-
-    successfully_rolledback_instance_count: int = 0
-    failed_rolledback_instance_count: int = 0
 
 
 class UpgradeOperationHistoricalStatusInfoProperties(AzureModel):

@@ -547,8 +547,9 @@ async def start(
         # Seed 000: "Manual trigger of OS image upgrades does not provide automatic rollback".
         say(
             "note: automatic rollback is on: an instance still unhealthy after its health wait is "
-            "reimaged back to its previous version (Azure's manual upgrade does not roll back; "
-            "--disable-automatic-rollback to match it)",
+            "rolled back (Uniform: reimaged back to its previous version, its OS disk's contents "
+            "lost; Flexible: its previous OS disk swapped back in). Azure's manual upgrade does not "
+            "roll back; --disable-automatic-rollback to match it",
             "yellow",
         )
     if wait:
@@ -642,7 +643,9 @@ async def status(
     as_json: Annotated[bool, typer.Option("--json", help="Azure's RollingUpgradeStatusInfo.")] = False,
 ) -> None:
     """The latest upgrade of a scale set: running status, the change (an OS image, or extension
-    versions, from → to), progress, policy, error."""
+    versions, from → to), progress, rollback (how many, and what a rollback does on this scale
+    set: Uniform reimages back to the previous version, Flexible swaps the previous OS disk back
+    in), policy, error."""
     client = await connect()
     report = await read_report(client, scale_set)
     if as_json:
@@ -668,6 +671,13 @@ async def status(
         table.add_row("waiting", plain(progress.wait_text(properties.wait), limit=None))
     if properties.error:
         table.add_row("error", plain(f"{properties.error.code}: {properties.error.message}", limit=None))
+    rollback = properties.rollback_info or report.rollback_info
+    if rollback.rollback_description:
+        table.add_row(
+            "rollback",
+            f"{rollback.successfully_rolledback_instance_count} ok, "
+            f"{rollback.failed_rolledback_instance_count} failed: {rollback.rollback_description}",
+        )
     for record in report.notifications:
         outcome = "delivered" if record.delivered else f"NOT delivered: {record.error}"
         table.add_row(f"notification {record.event.value}", plain(f"{record.url}: {outcome}", limit=None))
@@ -721,7 +731,8 @@ async def history(
             str(p.progress.successful_instance_count),
             str(p.progress.failed_instance_count),
             f"{p.rollback_info.successfully_rolledback_instance_count} ok, "
-            f"{p.rollback_info.failed_rolledback_instance_count} failed",
+            f"{p.rollback_info.failed_rolledback_instance_count} failed"
+            + (f" ({p.rollback_info.rollback_method.value})" if p.rollback_info.rollback_method else ""),
             plain(history_target(entry), limit=None),
             plain(p.started_by),
             plain(p.error.code if p.error else ""),
@@ -976,7 +987,13 @@ async def fleet_create(
     location: Annotated[str | None, typer.Option()] = None,
     data_disks: Annotated[int | None, typer.Option(help="Data disks per instance.")] = None,
     reimage_seconds: Annotated[str | None, typer.Option(help="MIN,MAX latency of a reimage.")] = None,
-    restore_seconds: Annotated[str | None, typer.Option(help="MIN,MAX latency of a restore.")] = None,
+    restore_seconds: Annotated[
+        str | None, typer.Option(help="MIN,MAX latency of a restore (Flexible: the OS disk swap).")
+    ] = None,
+    power_seconds: Annotated[
+        str | None,
+        typer.Option(help="MIN,MAX latency of a Flexible VM's deallocate or start (a swap needs both)."),
+    ] = None,
     boot_seconds: Annotated[str | None, typer.Option(help="MIN,MAX boot time after an operation.")] = None,
     unhealthy_image: Annotated[
         str | None, typer.Option(help="Comma-separated versions that never become healthy.")
@@ -1011,6 +1028,7 @@ async def fleet_create(
         "reimageSeconds": _range(reimage_seconds, "--reimage-seconds"),
         "restoreSeconds": _range(restore_seconds, "--restore-seconds"),
         "bootSeconds": _range(boot_seconds, "--boot-seconds"),
+        "powerSeconds": _range(power_seconds, "--power-seconds"),
     }
     faults = {
         "unhealthyImages": _ids(unhealthy_image),

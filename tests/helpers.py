@@ -31,7 +31,9 @@ CLOSED = f"127.0.0.1:{_NEVER_LISTENING.getsockname()[1]}"
 
 V1 = ImageReference.parse("Contoso:web-os:2024:2024.11.01")
 V2 = ImageReference.parse("Contoso:web-os:2024:2024.12.01")
-INSTANT = TimingSpec(reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0, 0])
+INSTANT = TimingSpec(
+    reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0, 0], power_seconds=[0, 0]
+)
 # Probes every second; an instance that is not healthy is given up after 2 s.
 QUICK_HEALTH = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=2))
 

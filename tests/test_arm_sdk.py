@@ -94,7 +94,12 @@ async def new_set(admin: EmulatorAdmin, **fields: Any) -> str:
         {
             "name": name,
             "capacity": 3,
-            "timing": {"reimageSeconds": [0.3, 0.5], "restoreSeconds": [0.3, 0.5], "bootSeconds": [0.2, 0.3]},
+            "timing": {
+                "reimageSeconds": [0.3, 0.5],
+                "restoreSeconds": [0.3, 0.5],
+                "bootSeconds": [0.2, 0.3],
+                "powerSeconds": [0.2, 0.3],
+            },
             **fields,
         }
     )
@@ -180,10 +185,21 @@ async def test_flexible_reimage_and_os_disk_swap(
     assert reimaged.storage_profile.image_reference.exact_version == "1.0.2"
     assert reimaged.storage_profile.os_disk.managed_disk.id != old_disk
     swap = {"properties": {"storageProfile": {"osDisk": {"managedDisk": {"id": old_disk}}}}}
+    # As Azure: an OS disk is swapped only while the VM is deallocated.
+    with pytest.raises(HttpResponseError) as running:
+        await compute.virtual_machines.begin_update(RG, vm_name, swap, retry_total=0)
+    assert running.value.status_code == 409 and running.value.error.code == "OperationNotAllowed"
+    await (await compute.virtual_machines.begin_deallocate(RG, vm_name)).result()
+    view = await compute.virtual_machines.instance_view(RG, vm_name)
+    assert "PowerState/deallocated" in [status.code for status in view.statuses]
     restored = await (await compute.virtual_machines.begin_update(RG, vm_name, swap)).result()
     assert restored.storage_profile.os_disk.managed_disk.id == old_disk
     assert restored.storage_profile.image_reference.exact_version == "1.0.0"
-    assert [op.kind.value for op in await admin.operations(name)] == ["reimage", "restoreOsDisk"]
+    await (await compute.virtual_machines.begin_start(RG, vm_name)).result()
+    view = await compute.virtual_machines.instance_view(RG, vm_name)
+    assert {"PowerState/starting", "PowerState/running"} & {status.code for status in view.statuses}
+    kinds = [op.kind.value for op in await admin.operations(name)]
+    assert kinds == ["reimage", "deallocate", "restoreOsDisk", "start"]
 
 
 async def test_model_update_and_manual_upgrade(

@@ -21,17 +21,31 @@ from fleet.azure.views import custom_metrics
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.errors import FleetRequestError, FleetTransientError
 from fleet.restore_points import image_restore_point
-from models.fleet import FaultSpec, FleetOperation, HealthProbe, HealthState, OperationStatus, ScaleSetSpec
+from models.fleet import (
+    FaultSpec,
+    FleetOperation,
+    HealthProbe,
+    HealthState,
+    OperationKind,
+    OperationStatus,
+    ScaleSetSpec,
+)
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 from starter.processes import emulator_ca_file, emulator_url, start_emulator, stop
+from tests.helpers import eventually
 
 SUB = "00000000-0000-0000-0000-000000000000"
 RG = "fleet-emulator"
 PROVIDER = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute"
 GALLERY_IMAGE = f"{PROVIDER}/galleries/fleet/images/web"
 MARKET = {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server"}
-FAST = {"reimageSeconds": [0.2, 0.4], "restoreSeconds": [0.2, 0.4], "bootSeconds": [0.1, 0.2]}
+FAST = {
+    "reimageSeconds": [0.2, 0.4],
+    "restoreSeconds": [0.2, 0.4],
+    "bootSeconds": [0.1, 0.2],
+    "powerSeconds": [0.2, 0.4],
+}
 PROBE = ApplicationHealthSettings(interval_in_seconds=2)
 
 
@@ -466,11 +480,37 @@ async def test_flexible_reimage_and_os_disk_swap(emulator: Emulator, fleet: Azur
     assert (await until_done(fleet, operation)).status == OperationStatus.SUCCEEDED
     after = await fleet.get_instance("flex-act", vm.instance_id)
     assert after.image_reference.exact_version == "2.1.0" and after.os_disk.name != vm.os_disk.name
+    # Azure swaps an OS disk only on a deallocated VM: a running one is refused, as 409.
+    with pytest.raises(FleetRequestError) as running:
+        await fleet.begin_restore("flex-act", vm.instance_id, vm.restore_point or "")
+    assert (running.value.status, running.value.code) == (409, "OperationNotAllowed")
+    assert "deallocate it first" in running.value.message
+    assert (await fleet.get_instance("flex-act", vm.instance_id)).os_disk.name == after.os_disk.name
+
+    deallocate = await fleet.begin_power("flex-act", vm.instance_id, OperationKind.DEALLOCATE)
+    assert deallocate.kind == OperationKind.DEALLOCATE and deallocate.status_url
+    assert (await until_done(fleet, deallocate)).status == OperationStatus.SUCCEEDED
+    stopped = await fleet.get_instance("flex-act", vm.instance_id)
+    assert (stopped.power_state, stopped.health) == ("deallocated", HealthState.UNKNOWN)
     restore = await fleet.begin_restore("flex-act", vm.instance_id, vm.restore_point or "")
     assert (await until_done(fleet, restore)).status == OperationStatus.SUCCEEDED
     restored = await fleet.get_instance("flex-act", vm.instance_id)
     assert restored.os_disk.name == vm.os_disk.name and restored.image_reference.exact_version == "2.0.0"
     assert same_restore_point(restored.restore_point, vm.restore_point)
+    assert restored.power_state == "deallocated"  # until started
+    start = await fleet.begin_power("flex-act", vm.instance_id, OperationKind.START)
+    assert (await until_done(fleet, start)).status == OperationStatus.SUCCEEDED
+    up = await eventually(
+        lambda: fleet.get_instance("flex-act", vm.instance_id), lambda i: i.power_state == "running"
+    )
+    assert up.os_disk.name == vm.os_disk.name and up.health == HealthState.HEALTHY
+    kinds = [op.kind for op in await emulator.admin.operations("flex-act")]
+    assert kinds == [
+        OperationKind.REIMAGE,
+        OperationKind.DEALLOCATE,
+        OperationKind.RESTORE,
+        OperationKind.START,
+    ]
 
 
 async def test_an_action_answered_500_after_acceptance_is_not_resent(

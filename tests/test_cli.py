@@ -11,10 +11,26 @@ import pytest
 
 from models.fleet import FaultSpec
 from models.policy import RollingUpgradePolicy
-from models.status import RollingUpgradeStatusInfo
+from models.status import ROLLBACK_DESCRIPTIONS, RollbackMethod, RollingUpgradeStatusInfo
 from tests.helpers import V2, make_scale_set
 
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
+
+
+def table_rows(out: str) -> dict[str, str]:
+    """A two-column table as printed: each row's text by its first cell, wrapped lines joined."""
+    rows: dict[str, str] = {}
+    key = None
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if len(cells) != 2:
+            continue
+        if cells[0]:
+            key = cells[0]
+            rows[key] = cells[1]
+        elif key:
+            rows[key] += " " + cells[1]
+    return rows
 
 
 async def test_start_wait_prints_the_azure_status_and_exits_zero_when_completed(upgradectl, fleet):
@@ -98,6 +114,28 @@ async def test_a_faulted_upgrade_exits_one(upgradectl, fleet):
     assert error["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
     watched = await upgradectl("watch", name)
     assert watched.code == 1 and watched.json()["properties"]["runningStatus"]["code"] == "Faulted"
+
+
+async def test_status_and_history_say_a_uniform_rollback_reimages_and_loses_the_os_disk(upgradectl, fleet):
+    # Uniform has no call to restore an OS disk: the rollback is a reimage to the old version.
+    name = await make_scale_set(fleet, 5, faults=FaultSpec(unhealthy_images=[V2.version]))
+    result = await upgradectl(
+        "start", "--scale-set", name, "--image", str(V2), "--wait", "--automatic-rollback", *QUICK
+    )
+    assert result.code == 1
+    said = ROLLBACK_DESCRIPTIONS[RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION]
+    assert "reimaged back to the image version it had" in said and "contents are lost" in said
+
+    rollback = (await upgradectl("status", name, "--json")).json()["properties"]["rollbackInfo"]
+    assert rollback["rollbackMethod"] == "ReimageToPreviousVersion"
+    assert rollback["rollbackDescription"] == said
+    assert rollback["successfullyRolledbackInstanceCount"] >= 1
+    entry = (await upgradectl("history", name, "--json")).json()["value"][0]["properties"]["rollbackInfo"]
+    assert (entry["rollbackMethod"], entry["rollbackDescription"]) == ("ReimageToPreviousVersion", said)
+    rows = table_rows((await upgradectl("status", name)).out)
+    count = rollback["successfullyRolledbackInstanceCount"]
+    assert rows["rollback"] == f"{count} ok, 0 failed: {said}"
+    assert "(ReimageToPreviousVersion)" in (await upgradectl("history", name)).out
 
 
 async def test_watch_json_writes_one_status_line_per_change(upgradectl, fleet):

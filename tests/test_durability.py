@@ -18,11 +18,12 @@ from fleet.emulator.admin import EmulatorAdmin
 from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStatus, TimingSpec
 from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
-from models.upgrade import UpgradeReport
+from models.upgrade import InstanceState, UpgradeReport
 from starter import processes
 from starter.upgrades import final_report, get_status
 from tests.helpers import (
     QUICK_HEALTH,
+    V2,
     WorkerProcesses,
     action,
     count_ops,
@@ -33,6 +34,8 @@ from tests.helpers import (
 from worker.connection import connect
 
 Moment = Callable[[list[FleetOperation], RollingUpgradeStatusInfo], bool]
+# A Flexible restore: Azure swaps an OS disk only on a deallocated VM.
+SWAP_STEPS = [OperationKind.DEALLOCATE, OperationKind.RESTORE, OperationKind.START]
 
 
 @dataclass
@@ -46,17 +49,21 @@ class Scenario:
     faults: FaultSpec = field(default_factory=FaultSpec)
     policy: dict[str, Any] = field(default_factory=dict)
     health: ApplicationHealthSettings = field(default_factory=lambda: QUICK_HEALTH)
+    orchestration_mode: str = "Uniform"
 
 
 def outcome(report: UpgradeReport) -> dict[str, Any]:
     """What must not depend on a crash: codes, counts, and every instance's fate."""
     status = report.status.properties
+    # Instances by their place in the set: two Flexible sets' VMs have different names.
+    place = {i.instance_id: str(n) for n, i in enumerate(report.instances)}
+    details = status.error.details or [] if status.error else []
     return {
         "code": status.running_status.code,
         "progress": status.progress.to_json(),
         "error": status.error.code if status.error else None,
-        "failed": sorted(d.target for d in (status.error.details or [])) if status.error else [],
-        "instances": {i.instance_id: (i.state, i.cause, i.code, i.batch) for i in report.instances},
+        "failed": sorted(place.get(d.target, d.target) for d in details),
+        "instances": {place[i.instance_id]: (i.state, i.cause, i.code, i.batch) for i in report.instances},
     }
 
 
@@ -71,7 +78,12 @@ async def run(
     client: Any, fleet: EmulatorAdmin, workers: WorkerProcesses, scenario: Scenario, crash_at: Moment | None
 ) -> Run:
     name = await make_scale_set(
-        fleet, scenario.capacity, update_domains=1, timing=scenario.timing, faults=scenario.faults
+        fleet,
+        scenario.capacity,
+        update_domains=1,
+        timing=scenario.timing,
+        faults=scenario.faults,
+        orchestration_mode=scenario.orchestration_mode,
     )
     await workers.start()
     at_crash: list[FleetOperation] | None = None
@@ -107,8 +119,10 @@ async def crash_and_compare(local_env, fleet, emulator, tmp_path, scenario: Scen
         if i.state.value in ("Succeeded", "RolledBack", "Failed")
     }
     assert count_ops(crashed.ops, OperationKind.REIMAGE) == {i: 1 for i in upgraded}
-    assert all(n == 1 for n in count_ops(crashed.ops, OperationKind.RESTORE).values())
-    assert count_ops(crashed.ops, OperationKind.RESTORE) == count_ops(baseline.ops, OperationKind.RESTORE)
+    # A Flexible restore's deallocate and start too (Uniform has neither).
+    for kind in (OperationKind.RESTORE, OperationKind.DEALLOCATE, OperationKind.START):
+        assert all(n == 1 for n in count_ops(crashed.ops, kind).values()), kind
+        assert len(count_ops(crashed.ops, kind)) == len(count_ops(baseline.ops, kind)), kind
     assert {op.status for op in crashed.ops} <= {OperationStatus.SUCCEEDED}
     return crashed
 
@@ -186,6 +200,35 @@ async def test_worker_killed_during_a_rollback(local_env, fleet, emulator, tmp_p
     assert [op.instance_id for op in caught_in_flight(crashed, OperationKind.RESTORE)] == ["1"]
     assert count_ops(crashed.ops, OperationKind.RESTORE) == {"1": 1}
     assert crashed.report.status.properties.progress.failed_instance_count == 1
+
+
+@pytest.mark.parametrize(
+    "step", [OperationKind.DEALLOCATE, OperationKind.RESTORE, OperationKind.START], ids=lambda k: k.value
+)
+async def test_worker_killed_during_each_step_of_a_flexible_os_disk_swap(
+    local_env, fleet, emulator, tmp_path, step
+):
+    # Azure swaps an OS disk only on a deallocated VM: deallocate, swap, start, each long enough
+    # for the kill to land while it runs. The new worker reads the VM (power state, OS disk),
+    # waits for the step in flight and resumes at the next: no step twice, none skipped.
+    scenario = Scenario(
+        capacity=4,
+        timing=TimingSpec(
+            reimage_seconds=[0.2, 0.2], restore_seconds=[3, 3], boot_seconds=[0, 0], power_seconds=[3, 3]
+        ),
+        faults=FaultSpec(unhealthy_images=[V2.version]),
+        orchestration_mode="Flexible",
+    )
+    crashed = await crash_and_compare(local_env, fleet, emulator, tmp_path, scenario, in_flight(step))
+    caught = caught_in_flight(crashed, step)
+    assert len(caught) == 1
+    instance_id = caught[0].instance_id
+    ops = sorted((op for op in crashed.ops if op.instance_id == instance_id), key=lambda op: op.start_time)
+    assert [op.kind for op in ops] == [OperationKind.REIMAGE, *SWAP_STEPS]
+    # The step the dead worker had sent is the one the VM got; the steps after it came once.
+    assert next(op for op in ops if op.kind == step).operation_id == caught[0].operation_id
+    rolled_back = next(i for i in crashed.report.instances if i.instance_id == instance_id)
+    assert (rolled_back.state, rolled_back.restored) == (InstanceState.ROLLED_BACK, True)
 
 
 async def test_the_upgrade_completes_across_a_dev_server_restart(fleet, emulator, tmp_path):

@@ -183,7 +183,8 @@ async def test_every_policy_breach_restores_under_rollback_failed_instances_on_p
     assert report.status.properties.error.code == code
     restored = next(i for i in report.instances if i.instance_id == "0")
     assert restored.state == InstanceState.ROLLED_BACK
-    assert "on the policy breach: restored to the previous OS disk" in restored.message
+    assert "on the policy breach: reimaged back to the previous image version" in restored.message
+    assert "its contents are lost" in restored.message
     assert count_ops(await fleet.operations(name), OperationKind.RESTORE) == {"0": 1}
     assert report.rollback_info.successfully_rolledback_instance_count == 1
 

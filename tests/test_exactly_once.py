@@ -30,7 +30,7 @@ from models import steps
 from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStatus, TimingSpec
 from models.image import ImageReference
 from models.status import RollingUpgradeStatusCode
-from models.upgrade import UpgradeReport
+from models.upgrade import InstanceState, UpgradeReport
 from starter.upgrades import final_report
 from tests.helpers import (
     INSTANT,
@@ -58,15 +58,17 @@ Arm = Callable[[str, str], Awaitable[Any]]
 
 
 class ArmedActions:
-    """The product's AzureFleet, unchanged but for this: before the first action on each instance
-    `arm(scale_set, instance_id)` sets a fault in the emulator, after it `disarm` clears it. Each
-    action sent is recorded: `answers[instance]` is what each POST got (ACCEPTED or the fleet
-    error's code), `sent_at[instance]` when it was sent."""
+    """The product's AzureFleet, unchanged but for this: before the first action of each kind
+    (a reimage, a restore, a deallocate, a start) on each instance `arm(scale_set, instance_id)`
+    sets a fault in the emulator, after it `disarm` clears it. Each action sent is recorded:
+    `answers[instance]` is what each request got (ACCEPTED or the fleet error's code),
+    `sent_at[instance]` when it was sent."""
 
     def __init__(self, azure: AzureFleet, arm: Arm, disarm: Arm) -> None:
         self.azure, self.arm, self.disarm = azure, arm, disarm
         self.answers: dict[str, list[str]] = {}
         self.sent_at: dict[str, list[float]] = {}
+        self._armed: set[tuple[str, str]] = set()
         self._one_at_a_time = asyncio.Lock()  # one armed window at a time
 
     def __getattr__(self, name: str) -> Any:
@@ -74,18 +76,27 @@ class ArmedActions:
 
     async def begin_reimage(self, scale_set: str, instance_id: str, image: ImageReference) -> FleetOperation:
         return await self._action(
-            scale_set, instance_id, lambda: self.azure.begin_reimage(scale_set, instance_id, image)
+            scale_set, instance_id, "reimage", lambda: self.azure.begin_reimage(scale_set, instance_id, image)
         )
 
     async def begin_restore(self, scale_set: str, instance_id: str, restore_point: str) -> FleetOperation:
         return await self._action(
-            scale_set, instance_id, lambda: self.azure.begin_restore(scale_set, instance_id, restore_point)
+            scale_set,
+            instance_id,
+            "restore",
+            lambda: self.azure.begin_restore(scale_set, instance_id, restore_point),
+        )
+
+    async def begin_power(self, scale_set: str, instance_id: str, kind: OperationKind) -> FleetOperation:
+        return await self._action(
+            scale_set, instance_id, kind.value, lambda: self.azure.begin_power(scale_set, instance_id, kind)
         )
 
     async def _action(
-        self, scale_set: str, instance_id: str, send: Callable[[], Awaitable[FleetOperation]]
+        self, scale_set: str, instance_id: str, kind: str, send: Callable[[], Awaitable[FleetOperation]]
     ) -> FleetOperation:
-        first = instance_id not in self.answers
+        first = (instance_id, kind) not in self._armed
+        self._armed.add((instance_id, kind))
         answers = self.answers.setdefault(instance_id, [])
         async with self._one_at_a_time:
             if first:
@@ -152,6 +163,56 @@ async def test_a_500_after_the_reimage_was_accepted_is_settled_by_reading_not_by
     # Every reimage POST was accepted and answered 500; none was sent a second time.
     assert actions.answers == {i: ["InternalServerError"] for i in IDS}
     completed_exactly_once(report, await fleet.operations(name), IDS)
+
+
+# A Flexible rollback is three actions, as Azure swaps an OS disk only on a deallocated VM.
+SWAP_STEPS = (OperationKind.DEALLOCATE, OperationKind.RESTORE, OperationKind.START)
+SLOW_STEPS = TimingSpec(
+    reimage_seconds=[1, 1], restore_seconds=[1, 1], boot_seconds=[0, 0], power_seconds=[1, 1]
+)
+
+
+@pytest.mark.parametrize("timing", [SLOW_STEPS, INSTANT], ids=["step-in-flight", "step-done"])
+async def test_a_500_after_each_step_of_a_flexible_rollback_was_accepted_sends_no_step_twice(
+    ts_env, azure, fleet, timing
+):
+    bad_image = FaultSpec(unhealthy_images=[V2.version])
+    name = await make_scale_set(
+        fleet, 2, update_domains=1, timing=timing, orchestration_mode="Flexible", faults=bad_image
+    )
+    disks = {i.instance_id: i.os_disk.name for i in (await fleet.show_scale_set(name)).instances}
+    after_accept = bad_image.model_copy(
+        update={"transient_error_share": 1.0, "transient_status_codes": [500], "after_accept_share": 1.0}
+    )
+
+    async def arm(scale_set: str, _: str) -> None:
+        await fleet.set_faults(scale_set, after_accept)
+
+    async def disarm(scale_set: str, _: str) -> None:
+        await fleet.set_faults(scale_set, bad_image)
+
+    async with armed_worker(ts_env, azure, arm, disarm) as (worker, actions):
+        handle, _ = await upgrade(ts_env.client, worker.task_queue, name, policy=ONE_BATCH)
+        report = await finish(ts_env, handle)
+
+    # The reimage, then deallocate, swap and start: each accepted and answered 500, none resent.
+    assert actions.answers == {i: ["InternalServerError"] * 4 for i in disks}
+    assert all(i.state == InstanceState.ROLLED_BACK and i.restored for i in report.instances)
+    ops = await fleet.operations(name)
+    for kind in (OperationKind.REIMAGE, *SWAP_STEPS):
+        assert count_ops(ops, kind) == {i: 1 for i in disks}, kind
+    assert all(op.status == OperationStatus.SUCCEEDED for op in ops)
+    requests = (await fleet.calls(name)).requests
+    for shape in (
+        "POST virtualMachines/*/deallocate",
+        "PATCH virtualMachines/*",
+        "POST virtualMachines/*/start",
+    ):
+        assert requests.get(shape) == len(disks), (shape, requests)
+    after = {i.instance_id: i for i in (await fleet.show_scale_set(name)).instances}
+    assert {i: (v.os_disk.name, v.power_state) for i, v in after.items()} == {
+        i: (disk, "running") for i, disk in disks.items()
+    }
 
 
 @READ_AFTER_DOUBT

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
+from models.status import ROLLBACK_DESCRIPTIONS, RollbackMethod
 from starter.history import history_query
 from tests.helpers import INSTANT, eventually
 
@@ -83,6 +84,9 @@ async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_
     assert properties["rollbackInfo"] == {
         "successfullyRolledbackInstanceCount": 1,
         "failedRolledbackInstanceCount": 0,
+        # Not Azure's: what the rollback did on this Uniform set, which has no OS disk restore.
+        "rollbackMethod": "ReimageToPreviousVersion",
+        "rollbackDescription": ROLLBACK_DESCRIPTIONS[RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION],
     }
     assert properties["error"]["code"] == "MaxUnhealthyUpgradedInstancePercentExceededInRollingUpgrade"
     assert properties["targetImageReference"]["exactVersion"] == V3.version

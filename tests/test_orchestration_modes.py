@@ -12,7 +12,7 @@ import pytest
 
 from models.errors import RefusalCode, UpgradeErrorCode
 from models.fleet import FaultSpec, OperationKind, OperationStatus, ScaleSetView
-from models.status import RollingUpgradeStatusCode
+from models.status import ROLLBACK_DESCRIPTIONS, ROLLED_BACK_BY, RollbackMethod, RollingUpgradeStatusCode
 from models.upgrade import FailureCause, InstanceState
 from starter.upgrades import UpgradeRefused
 from tests.helpers import V1, V2, count_ops, finish, make_scale_set, upgrade
@@ -77,6 +77,22 @@ async def test_a_bad_image_is_restored_the_way_the_mode_allows(ts_env, ts_worker
         i.state == InstanceState.NOT_STARTED for i in report.instances if i.instance_id not in rolled_back
     )
     assert report.rollback_info.successfully_rolledback_instance_count == len(rolled_back)
+    # What the rollback did, said exactly: in the status, the history's rollbackInfo, each instance.
+    method = {
+        "Uniform": RollbackMethod.REIMAGE_TO_PREVIOUS_VERSION,
+        "Flexible": RollbackMethod.OS_DISK_SWAP,
+    }[mode]
+    entry = report.history_entry(None).properties.rollback_info
+    for info in (report.rollback_info, status.rollback_info, entry):
+        assert (info.rollback_method, info.rollback_description) == (method, ROLLBACK_DESCRIPTIONS[method])
+        assert info.successfully_rolledback_instance_count == len(rolled_back)
+    said = {
+        "Uniform": ("reimaged back to the image version it had", "contents are lost"),
+        "Flexible": ("deallocated, its previous OS disk swapped back in", "contents are kept"),
+    }[mode]
+    assert all(words in ROLLBACK_DESCRIPTIONS[method] for words in said)
+    messages = [i.message or "" for i in report.instances if i.instance_id in rolled_back]
+    assert all(ROLLED_BACK_BY[method] in message for message in messages), messages
 
     after = {i.instance_id: i for i in (await fleet.show_scale_set(name)).instances}
     assert all(i.image_reference.same_image(V1) for i in after.values())
@@ -85,9 +101,20 @@ async def test_a_bad_image_is_restored_the_way_the_mode_allows(ts_env, ts_worker
     assert count_ops(ops, OperationKind.RESTORE) == {i: 1 for i in rolled_back}
     restores = [op for op in ops if op.instance_id in rolled_back and op.kind != OperationKind.REIMAGE]
     if mode == "Flexible":
-        # An OS disk swap: the instance boots again from the very disk it had before.
-        assert [op.kind for op in restores] == [OperationKind.RESTORE] * len(rolled_back)
-        assert all(after[i].os_disk.name == disks[i] for i in rolled_back)
+        # An OS disk swap, which Azure does only on a deallocated VM: deallocate, swap, start,
+        # each once; the instance boots again from the very disk it had before.
+        for instance_id in rolled_back:
+            steps = sorted(
+                (op for op in restores if op.instance_id == instance_id), key=lambda op: op.start_time
+            )
+            assert [op.kind for op in steps] == [
+                OperationKind.DEALLOCATE,
+                OperationKind.RESTORE,
+                OperationKind.START,
+            ]
+        assert all(
+            after[i].os_disk.name == disks[i] and after[i].power_state == "running" for i in rolled_back
+        )
     else:
         # No restore call on Uniform: a second reimage, to the previous version, on a new disk.
         assert restores == []

@@ -191,7 +191,8 @@ async def test_rollback_on_policy_breach_restores_failed_instances(ts_env, ts_wo
     assert report.status.properties.error.code == UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED
     restored = next(i for i in report.instances if i.instance_id == "1")
     assert restored.state == InstanceState.ROLLED_BACK
-    assert "on the policy breach: restored to the previous OS disk" in restored.message
+    assert "on the policy breach: reimaged back to the previous image version" in restored.message
+    assert "its contents are lost" in restored.message
     instance = next(i for i in (await fleet.show_scale_set(name)).instances if i.instance_id == "1")
     assert instance.image_reference.same_image(V1)
     assert count_ops(await fleet.operations(name), OperationKind.RESTORE) == {"1": 1}

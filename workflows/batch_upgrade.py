@@ -2,7 +2,8 @@
 
 Per instance: apply the change, wait for health up to the health-wait deadline, and if still not
 Healthy and rollback is on, roll the change back and probe again. The change is an OS image
-(reimage, which keeps data disks and remembers the previous OS disk; restore that disk) or
+(reimage, which keeps data disks and remembers the previous OS disk; roll back as the mode allows:
+Uniform reimages back to the previous version, Flexible swaps the previous OS disk back in) or
 extension versions (install each; reinstall the versions the instance had). An extension that
 fails to install is rolled back at once; since the independent-extensions patch, that extension
 alone, and the others still go ahead (seed 003). Every instance ends in exactly one outcome; nothing is
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import EXTENSION_PROVISIONING_ERROR, FailureCause
     from models.fleet import HealthState
     from models.policy import format_duration
+    from models.status import ROLLED_BACK_BY, os_rollback_method
     from models.upgrade import (
         BATCH_UPGRADE_WORKFLOW,
         BatchAction,
@@ -289,7 +291,7 @@ class BatchUpgradeWorkflow:
             )
         except ActivityError as err:
             return self._infrastructure(outcome, err, "restore")
-        return await self._health_after_rollback(outcome, "restored to the previous OS disk")
+        return await self._health_after_rollback(outcome, ROLLED_BACK_BY[os_rollback_method(os_disk)])
 
     async def _health_after_rollback(self, outcome: InstanceOutcome, done: str) -> InstanceOutcome:
         after = await self._wait_for_health(outcome.instance_id)

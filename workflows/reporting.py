@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from models.errors import UpgradeErrorCode
 from models.status import (
+    ROLLBACK_DESCRIPTIONS,
     ApiError,
     ExtensionUpgradeStatus,
+    RollbackMethod,
     RollbackStatusInfo,
     RollingUpgradeProgressInfo,
     RollingUpgradeRunningStatus,
     RollingUpgradeStatusCode,
     RollingUpgradeStatusInfo,
     RollingUpgradeStatusProperties,
+    os_rollback_method,
 )
 from models.upgrade import FINAL_FAILURES, InstanceProgress, InstanceState, UpgradeReport
 from workflows import failures, gates
@@ -91,6 +94,7 @@ def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
             wait=ledger.wait,
             paused=ledger.paused,
             extensions=extension_statuses(ledger),
+            rollback_info=rolled_back(ledger),
         ),
     )
 
@@ -136,14 +140,36 @@ def extension_statuses(ledger: UpgradeLedger) -> list[ExtensionUpgradeStatus] | 
     return statuses
 
 
+def rolled_back(ledger: UpgradeLedger) -> RollbackStatusInfo | None:
+    """The status's rollbackInfo, once an instance was rolled back (a status with none keeps
+    the shape of Azure's Get Latest)."""
+    info = rollback_info(ledger)
+    done = info.successfully_rolledback_instance_count + info.failed_rolledback_instance_count
+    return info if done else None
+
+
 def rollback_info(ledger: UpgradeLedger) -> RollbackStatusInfo:
     """Restores that brought an instance back healthy, and those that did not (failed, had no
     previous OS disk, or left the instance unhealthy)."""
     restores = [restored(p) for p in ledger.instances.values()]
+    method = rollback_method(ledger)
     return RollbackStatusInfo(
         successfully_rolledback_instance_count=restores.count(True),
         failed_rolledback_instance_count=restores.count(False),
+        rollback_method=method,
+        rollback_description=ROLLBACK_DESCRIPTIONS[method] if method else None,
     )
+
+
+def rollback_method(ledger: UpgradeLedger) -> RollbackMethod | None:
+    """What a rollback does on this scale set: reinstall extension versions, or bring the OS
+    back the way the instances' restore points allow (Uniform: a reimage; Flexible: a disk
+    swap). None before admission has read the instances."""
+    if ledger.change.extensions:
+        return RollbackMethod.REINSTALL_PREVIOUS_VERSIONS
+    points = (p.previous_os_disk for p in ledger.instances.values() if p.previous_os_disk)
+    point = next(points, None)
+    return os_rollback_method(point) if point else None
 
 
 def restored(instance: InstanceProgress) -> bool | None:

@@ -1,7 +1,7 @@
 """AzureFleet: the FleetBackend on Azure Resource Manager (azure-mgmt-compute's async client).
 
-Reads use the SDK as it is (paging, retries). Actions (reimage, restore, extension installs)
-are sent exactly once:
+Reads use the SDK as it is (paging, retries). Actions (reimage, restore, a Flexible VM's
+deallocate and start, extension installs) are sent exactly once:
 retries off for the call and no SDK poller; the accepted answer's status URL goes into the
 FleetOperation, and `get_operation` polls it through the client's pipeline (auth, TLS).
 """
@@ -450,7 +450,8 @@ class AzureFleet:
                     "InvalidRestorePoint",
                     f"a Flexible instance is restored from an OS disk id (got {restore_point})",
                 )
-            # OS disk swap: the VM boots from the earlier disk; the current one stays, detached.
+            # OS disk swap, on a deallocated VM (begin_power): it will boot from the earlier
+            # disk; the current one stays, detached.
             update = {
                 "properties": {
                     "storageProfile": {
@@ -474,6 +475,23 @@ class AzureFleet:
             )
         response = await self._reimage(scale_set, instance_id, point.image.exact_version)
         return accepted(response, kind=kind, scale_set=scale_set, instance_id=instance_id, image=point.image)
+
+    async def begin_power(self, scale_set: str, instance_id: str, kind: OperationKind) -> FleetOperation:
+        """POST .../virtualMachines/{vm}/deallocate or /start (Flexible VMs only: a Uniform
+        instance is restored by a reimage, never swapped)."""
+        mode, _ = await self._mode(scale_set)
+        if mode != "Flexible":
+            raise FleetRequestError(
+                "OperationNotAllowed", f"{kind.value} is for Flexible VMs; {scale_set} is {mode}"
+            )
+        calls = {
+            OperationKind.DEALLOCATE: self.client.virtual_machines.begin_deallocate,
+            OperationKind.START: self.client.virtual_machines.begin_start,
+        }
+        if kind not in calls:
+            raise FleetRequestError("InvalidParameter", f"not a power operation: {kind.value}")
+        response = await self._send_once(calls[kind], self._rg, instance_id)
+        return accepted(response, kind=kind, scale_set=scale_set, instance_id=instance_id)
 
     async def begin_install_extension(
         self, scale_set: str, instance_id: str, extension_name: str, version: str

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from fleet.emulator import resources
 from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, Cloud, CloudError, resource_id
+from models.fleet import OperationKind
 from models.image import LATEST, ImageReference
 from models.sorting import natural_key
 
@@ -353,9 +354,24 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         cloud.begin_reimage(name, vm, image, operation)
         return accepted(request, operation, cloud.spec(name).location)
 
+    @router.post(GROUP + "/virtualMachines/{vm}/deallocate")
+    async def deallocate_vm(vm: str, request: Request) -> Response:
+        return power(request, vm, OperationKind.DEALLOCATE)
+
+    @router.post(GROUP + "/virtualMachines/{vm}/start")
+    async def start_vm(vm: str, request: Request) -> Response:
+        return power(request, vm, OperationKind.START)
+
+    def power(request: Request, vm: str, kind: OperationKind) -> Response:
+        name = cloud.flexible_scale_set_of(vm)
+        operation = cloud.new_arm_operation(name)
+        cloud.begin_power(name, vm, kind, operation)
+        return accepted(request, operation, cloud.spec(name).location)
+
     @router.patch(GROUP + "/virtualMachines/{vm}")
     async def update_vm(vm: str, request: Request) -> Response:
-        """OS disk swap: properties.storageProfile.osDisk.managedDisk.id = a disk the VM had."""
+        """OS disk swap: properties.storageProfile.osDisk.managedDisk.id = a disk the VM had,
+        only while the VM is deallocated (409 OperationNotAllowed otherwise)."""
         name = cloud.flexible_scale_set_of(vm)
         body = await body_of(request)
         storage = (body.get("properties") or {}).get("storageProfile") or {}

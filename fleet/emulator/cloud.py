@@ -365,14 +365,35 @@ class Cloud:
             installed.setdefault(row["instance_id"], []).append(row)
         return installed
 
-    def _stopped(self, row: sqlite3.Row) -> bool:
-        """The instance is stopped for an operation (an extension install leaves it running)."""
+    def _busy_kind(self, row: sqlite3.Row) -> str | None:
+        """The kind of the operation the instance is busy with, if any."""
         if not row["busy_operation"]:
-            return False
+            return None
         kind = self.db.execute(
             "SELECT kind FROM operations WHERE operation_id = ?", (row["busy_operation"],)
         ).fetchone()
-        return kind is None or kind[0] != OperationKind.INSTALL_EXTENSION.value
+        return str(kind[0]) if kind else OperationKind.RESTART.value
+
+    def _stopped(self, row: sqlite3.Row) -> bool:
+        """The instance is deallocated, or stopped for an operation (an extension install leaves
+        it running)."""
+        if row["deallocated"]:
+            return True
+        kind = self._busy_kind(row)
+        return kind is not None and kind != OperationKind.INSTALL_EXTENSION.value
+
+    def _power_state(self, row: sqlite3.Row, now: float) -> str:
+        """PowerState/… as the instance view shows it."""
+        kind = self._busy_kind(row)
+        if kind == OperationKind.DEALLOCATE.value:
+            return "deallocating"
+        if kind == OperationKind.START.value:
+            return "starting"
+        if row["deallocated"]:
+            return "deallocated"  # an OS disk swap in flight too: the VM stays deallocated
+        if self._stopped(row):
+            return "stopped"
+        return "starting" if now < row["ready_at"] else "running"
 
     def instance_count(self, name: str) -> int:
         self.spec(name)
@@ -422,12 +443,8 @@ class Cloud:
         now = self.clock()
         if installed is None:
             installed = self._installed_extensions(spec.name, row["instance_id"])
-        if row["busy_operation"]:
-            provisioning = "Updating"
-            power = "stopped" if self._stopped(row) else ("starting" if now < row["ready_at"] else "running")
-        else:
-            provisioning = "Failed" if row["error_code"] else "Succeeded"
-            power = "starting" if now < row["ready_at"] else "running"
+        provisioning = "Updating" if row["busy_operation"] else "Failed" if row["error_code"] else "Succeeded"
+        power = self._power_state(row, now)
         if probe:
             reading = self._probe(spec, row, consume=True)
             health, metrics = reading.state, reading.custom_metrics
@@ -898,10 +915,20 @@ class Cloud:
     def begin_restore(
         self, name: str, instance_id: str, os_disk: str, arm_operation: str | None = None
     ) -> FleetOperation:
-        """Swap the instance's OS disk for one it had before (Flexible OS disk swap)."""
+        """Swap the instance's OS disk for one it had before (Flexible OS disk swap). As in
+        Azure, only while the VM is deallocated: 409 OperationNotAllowed otherwise. The VM stays
+        deallocated; a start boots it from the disk swapped in."""
         self.settle()
         spec = self.spec(name)
         instance = self._idle_instance(name, instance_id)
+        if not instance["deallocated"]:
+            raise CloudError(
+                409,
+                "OperationNotAllowed",
+                f"The OS disk of virtual machine '{instance_id}' cannot be swapped while the VM is "
+                f"running: deallocate it first (POST .../virtualMachines/{instance_id}/deallocate), "
+                "then swap its OS disk and start it.",
+            )
         disk = self.db.execute(
             "SELECT * FROM os_disks WHERE name = ? AND scale_set = ? AND instance_id = ?",
             (os_disk, name, instance_id),
@@ -920,6 +947,30 @@ class Cloud:
             instance["os_disk"],
             seconds,
             target_disk=os_disk,
+            arm_operation=arm_operation,
+        )
+
+    def begin_power(
+        self, name: str, instance_id: str, kind: OperationKind, arm_operation: str | None = None
+    ) -> FleetOperation:
+        """Deallocate a VM (stop it and release its host) or start it again (then it boots).
+        Every call is a new operation (no deduplication); deallocating a deallocated VM or
+        starting a running one changes nothing, as in Azure."""
+        if kind not in (OperationKind.DEALLOCATE, OperationKind.START):
+            raise ValueError(f"not a power operation: {kind}")
+        self.settle()
+        spec = self.spec(name)
+        instance = self._idle_instance(name, instance_id)
+        operation_id = str(uuid.uuid4())
+        seconds = within(spec.timing.power_seconds, spec.seed, kind.value, instance_id, operation_id)
+        return self._begin(
+            operation_id,
+            kind,
+            name,
+            instance_id,
+            instance["os_disk"],
+            seconds,
+            target_disk=instance["os_disk"],
             arm_operation=arm_operation,
         )
 
@@ -1218,6 +1269,8 @@ class Cloud:
             return self._fail(op, "NotFound", "the instance was deleted during the operation")
         if op["kind"] == OperationKind.INSTALL_EXTENSION.value:
             return self._finish_install(op)
+        if op["kind"] in (OperationKind.DEALLOCATE.value, OperationKind.START.value):
+            return self._finish_power(op, boot)
         if op["error_code"]:
             # Azure leaves the VM with provisioningState Failed and the error in its instance
             # view until an operation succeeds on it.
@@ -1297,6 +1350,19 @@ class Cloud:
             (OperationStatus.SUCCEEDED.value, ended, op["operation_id"]),
         )
         return None
+
+    def _finish_power(self, op: sqlite3.Row, boot: float) -> None:
+        """Deallocated (no host, no application), or started: it boots on its OS disk."""
+        deallocated = op["kind"] == OperationKind.DEALLOCATE.value
+        self.db.execute(
+            "UPDATE instances SET deallocated = ? WHERE scale_set = ? AND instance_id = ?",
+            (int(deallocated), op["scale_set"], op["instance_id"]),
+        )
+        self._release(op, op["complete_at"] + (0.0 if deallocated else boot))
+        self.db.execute(
+            "UPDATE operations SET status = ?, end_time = ?, os_disk = ? WHERE operation_id = ?",
+            (OperationStatus.SUCCEEDED.value, op["complete_at"], op["target_disk"], op["operation_id"]),
+        )
 
     def _release(self, op: sqlite3.Row, ready_at: float) -> None:
         """The instance is free again and boots; it answers its health endpoint at `ready_at`."""

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS instances (
     busy_operation TEXT,
     ready_at REAL NOT NULL DEFAULT 0,
     forced_health TEXT,
+    deallocated INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (scale_set, instance_id)
 );
 CREATE TABLE IF NOT EXISTS os_disks (
@@ -117,6 +118,7 @@ ADDED_COLUMNS = [
     ("images", "excluded_regions", "TEXT NOT NULL DEFAULT '[]'"),
     ("operations", "extension_name", "TEXT"),
     ("operations", "extension_version", "TEXT"),
+    ("instances", "deallocated", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 
