@@ -140,7 +140,7 @@ class Cloud:
         self.clock = clock
         # Scripted answers of health endpoints, one per probe (tests only; not persisted).
         self.probe_answers: dict[tuple[str, str], list[AppState]] = {}
-        # What each instance's Application Health extension reports, by (set, instance, OS disk):
+        # What each instance's Application Health extension reports, by (set, instance, boot):
         # the state it reports, the state its last answers agree on and how many in a row. It
         # changes its report only after numberOfProbes answers in a row agree (not persisted:
         # a restarted emulator's extensions start over, as after a reboot).
@@ -534,7 +534,7 @@ class Cloud:
     ) -> HealthProbe:
         """What the extension reports after this answer: its report changes only once
         numberOfProbes answers in a row agree (Initializing until the first such run)."""
-        key = (spec.name, row["instance_id"], row["os_disk"])
+        key = (spec.name, row["instance_id"], f"{row['os_disk']}@{row['ready_at']}")  # each boot anew
         starting = HealthProbe(
             state=HealthState.INITIALIZING, detail="the extension is still counting answers"
         )
