@@ -454,8 +454,9 @@ async def test_a_failed_version_is_retried_after_the_interval_not_before_and_suc
     # After it, without anyone acting: retry 1, which fails again (not fixed yet) ...
     await ts_env.sleep(timedelta(minutes=15))
     retry_1 = await finished(ts_env, await rollout(ts_env.client, agent, "1.3.0", retry=1))
-    assert first.end_time is not None and retry_1.start_time is not None
-    assert retry_1.start_time >= first.end_time + timedelta(hours=1)
+    # The interval runs from when the set's upgrade failed (a few ms before its rollout ended).
+    assert first.sets[0].end_time is not None and retry_1.start_time is not None
+    assert retry_1.start_time >= first.sets[0].end_time + timedelta(hours=1)
     assert retry_1.state == RolloutState.FAULTED
     assert retry_1.retry is not None and retry_1.retry.attempt == 1
     assert retry_1.retry.failed_at == first.sets[0].end_time
@@ -475,8 +476,8 @@ async def test_a_failed_version_is_retried_after_the_interval_not_before_and_suc
     assert retry_2.state == RolloutState.COMPLETED
     assert retry_2.retry is not None and retry_2.retry.attempt == 2
     assert retry_2.sets[0].message == "upgraded to 1.3.0 (retry 2)"
-    assert retry_2.start_time is not None and retry_1.end_time is not None
-    assert retry_2.start_time >= retry_1.end_time + timedelta(hours=1)
+    assert retry_2.start_time is not None and retry_1.sets[0].end_time is not None
+    assert retry_2.start_time >= retry_1.sets[0].end_time + timedelta(hours=1)
     done = await installed(fleet, name)
     assert done[instance] == ["1.3.0", "1.2.0"] * 2 + ["1.3.0"]
     assert {k: v for k, v in done.items() if k != instance} == {
