@@ -4,7 +4,9 @@ The activities are methods of a class that receives its fleet back end, so the w
 the emulator's client (or, later, a real cloud's) and tests inject whatever they need. Fleet
 errors become ApplicationErrors: transient ones stay retryable (the workflow's retry policy
 backs off), permanent ones are non-retryable and carry the back end's error code, so the
-workflow reports them as infrastructure failures, never as "unhealthy".
+workflow reports them as infrastructure failures, never as "unhealthy". Anything else is a bug:
+retried with the same backoff until the activity's schedule-to-close, so a fixed worker takes
+over the upgrade.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def is_disk_swap(restore_point: str) -> bool:
 def fleet_errors(refusals: dict[str, RefusalCode] | None = None) -> Iterator[None]:
     """Translate back-end errors; `refusals` maps back-end codes to refusal codes.
 
-    Anything else (a malformed answer, a bug) is not retried: it is UNEXPECTED_ERROR.
+    Only what the fleet refused (or answered as final) is not retried. Anything else is a bug
+    in our code: UNEXPECTED_ERROR, retried with backoff until the activity's schedule-to-close
+    (a retried action reconciles before it acts), so a fixed worker resumes the upgrade; after
+    that the upgrade stops with InternalExecutionError.
     """
     try:
         yield
@@ -81,9 +86,7 @@ def fleet_errors(refusals: dict[str, RefusalCode] | None = None) -> Iterator[Non
     except ApplicationError:
         raise
     except Exception as err:
-        raise ApplicationError(
-            f"{type(err).__name__}: {err}", type=UNEXPECTED_ERROR, non_retryable=True
-        ) from err
+        raise ApplicationError(f"{type(err).__name__}: {err}", type=UNEXPECTED_ERROR) from err
 
 
 async def on_cadence(last_probe: float, interval: float) -> float:

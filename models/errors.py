@@ -56,6 +56,7 @@ FLEET_OPERATION_FAILED = "FleetOperationFailed"
 # An extension's handler failed to install or enable (Azure's code): the instance failed the
 # upgrade, and a rollback reinstalls the version it had.
 EXTENSION_PROVISIONING_ERROR = "VMExtensionProvisioningError"
-# Anything an activity did not expect (a malformed answer, a bug): not retried, and it stops
-# the upgrade with InternalExecutionError rather than being taken for an instance failure.
+# Anything an activity did not expect (a bug): retried until the activity's schedule-to-close,
+# so a fixed worker can take over; then it stops the upgrade with InternalExecutionError rather
+# than being taken for an instance failure.
 UNEXPECTED_ERROR = "UnexpectedError"

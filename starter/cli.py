@@ -75,6 +75,7 @@ from starter.policy_options import (
     health_flags,
     rolling_flags,
 )
+from starter.retries import retrying
 from starter.terminal import PATH_LIMIT, clean, clean_message, plain
 from starter.terminal import console as terminal_console
 from starter.upgrades import (
@@ -645,7 +646,8 @@ async def status(
     """The latest upgrade of a scale set: running status, the change (an OS image, or extension
     versions, from → to), progress, rollback (how many, and what a rollback does on this scale
     set: Uniform reimages back to the previous version, Flexible swaps the previous OS disk back
-    in), policy, error."""
+    in), policy, error; while it runs, each step being retried after a failed attempt (a bug
+    awaiting a fixed worker, the fleet out of reach), with its error."""
     client = await connect()
     report = await read_report(client, scale_set)
     if as_json:
@@ -669,6 +671,8 @@ async def status(
         table.add_row("paused", plain(progress.paused_text(properties.paused), limit=None))
     if properties.wait and properties.wait.kind != UpgradeWaitKind.PAUSED:
         table.add_row("waiting", plain(progress.wait_text(properties.wait), limit=None))
+    for retry in await retrying(client, scale_set):  # a failed attempt (a bug?) to be tried again
+        table.add_row("retrying", plain(retry.text(), limit=None))
     if properties.error:
         table.add_row("error", plain(f"{properties.error.code}: {properties.error.message}", limit=None))
     rollback = properties.rollback_info or report.rollback_info

@@ -1,21 +1,28 @@
 """Faults the upgrade must survive or report: transient API errors, a deleted instance, an
-unexpected answer, its own timeout, and a cancel request from outside (the Web UI's Cancel)."""
+unexpected answer, a bug in activity code fixed by a new worker, its own timeout, and a cancel
+request from outside (the Web UI's Cancel)."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import timedelta
+from typing import Any, cast
 
 from temporalio.client import WorkflowExecutionStatus
 
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
+from fleet.protocol import FleetBackend
 from models.errors import FailureCause, UpgradeErrorCode
 from models.fleet import FaultSpec, OperationKind, OperationStatus, TimingSpec
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState, upgrade_workflow_id
+from starter.retries import retrying
 from starter.upgrades import get_status
 from tests.helpers import count_ops, eventually, finish, make_scale_set, upgrade
 from worker.assembly import build_worker
+from workflows.activity_calls import OPERATION_DEADLINE
 from workflows.failures import SKIP_GONE
 
 SLOW_REIMAGE = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
@@ -130,6 +137,66 @@ async def test_an_unexpected_error_faults_with_internal_execution_error_and_its_
     # Stopped before the next batch; the workflow failed instead of retrying a task.
     assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {"0": 1}
     assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+
+
+class BrokenReimage:
+    """A build with a bug in the reimage activity: it raises before anything is sent."""
+
+    def __init__(self, fleet: FleetBackend) -> None:
+        self.fleet = fleet
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fleet, name)
+
+    async def begin_reimage(self, *args: Any) -> Any:
+        raise RuntimeError("bug")
+
+
+async def test_a_bug_in_an_activity_is_retried_until_a_fixed_worker_resumes_the_upgrade(
+    local_env, azure, fleet, upgradectl
+):
+    name = await make_scale_set(fleet, 4, update_domains=1)
+    task_queue = f"tq-{uuid.uuid4()}"
+    broken = cast(FleetBackend, BrokenReimage(azure))
+    async with build_worker(local_env.client, broken, task_queue):
+        handle, _ = await upgrade(local_env.client, task_queue, name)
+        # The first batch's reimage fails and waits for its next attempt; nothing failed.
+        retries = await eventually(lambda: retrying(local_env.client, name), lambda r: len(r) == 1)
+        shown = re.compile(rf"reimage {name}/\d → 2024\.12\.01 \(attempt \d+, next at [\d:]+Z\): ")
+        assert all(shown.match(r.text()) for r in retries), retries
+        assert {r.error for r in retries} == {"UnexpectedError: RuntimeError: bug"}
+        status = (await get_status(local_env.client, name)).properties
+        assert status.running_status.code == RollingUpgradeStatusCode.ROLLING_FORWARD
+        assert status.progress.failed_instance_count == 0
+        out = (await upgradectl("status", name)).out
+        assert [line for line in out.splitlines() if "retrying" in line and "RuntimeError: bug" in line]
+        assert await fleet.operations(name) == []
+
+    # The fix is deployed: a new worker on the same task queue takes the next attempts.
+    async with build_worker(local_env.client, azure, task_queue):
+        report = await finish(local_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert (status.progress.successful_instance_count, status.progress.failed_instance_count) == (4, 0)
+    assert count_ops(await fleet.operations(name), OperationKind.REIMAGE) == {str(i): 1 for i in range(4)}
+
+
+async def test_a_bug_never_fixed_faults_the_upgrade_once_the_activity_runs_out_of_time(ts_env, azure, fleet):
+    name = await make_scale_set(fleet, 4, update_domains=1)
+    broken = cast(FleetBackend, BrokenReimage(azure))
+    async with build_worker(ts_env.client, broken, f"tq-{uuid.uuid4()}") as worker:
+        handle, _ = await upgrade(ts_env.client, worker.task_queue, name)
+        report = await finish(ts_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == RollingUpgradeStatusCode.FAULTED
+    assert status.error.code == UpgradeErrorCode.INTERNAL_EXECUTION_ERROR
+    assert "0 (reimage failed: RuntimeError: bug)" in status.error.message
+    # Retried with backoff for as long as the reimage's schedule-to-close allows, then faulted.
+    first = next(i for i in report.instances if i.instance_id == "0")
+    assert first.end_time - first.start_time >= OPERATION_DEADLINE - timedelta(minutes=1)
+    assert await fleet.operations(name) == []
 
 
 async def test_an_instance_busy_with_another_operation_is_waited_for_not_failed(

@@ -1,9 +1,11 @@
 """Typed calls of the fleet activities by name, with their timeouts and retry policies.
 
 Workflows call activities only through this module, so every timeout lives in one place and the
-sandbox never imports the implementations. Transient fleet errors are retried with backoff;
-activities raise non-retryable ApplicationErrors for permanent ones (an instance that is gone,
-an operation the back end failed), which the workflows turn into an instance's Failed outcome.
+sandbox never imports the implementations. Transient fleet errors and bugs in activity code are
+retried with backoff, each call bounded by its schedule-to-close (so a fixed worker deployed in
+the meantime resumes it); activities raise non-retryable ApplicationErrors only for what the
+fleet refused or failed (an instance that is gone, an operation the back end failed), which the
+workflows turn into an instance's Failed outcome.
 """
 
 from __future__ import annotations
@@ -167,15 +169,18 @@ async def probe_health(
     scale_set: str, instance_id: str, health: ApplicationHealthSettings
 ) -> steps.HealthResult:
     """The last look at the health-wait deadline: the platform's verdict (timeouts sized for
-    numberOfProbes looks, as upgrades started before one look was the verdict ran it)."""
+    numberOfProbes looks, as upgrades started before one look was the verdict ran it). Retried
+    as a read is, so a failing look (a bug, the fleet out of reach) gets a fixed worker's or the
+    fleet's recovery before the instance is judged Unknown."""
     start_to_close, heartbeat = probe_timeouts(health)
     return await workflow.execute_activity(
         steps.PROBE_HEALTH,
         steps.HealthInput(scale_set=scale_set, instance_id=instance_id, health=health),
         result_type=steps.HealthResult,
+        schedule_to_close_timeout=start_to_close + READ_DEADLINE,
         start_to_close_timeout=start_to_close,
         heartbeat_timeout=heartbeat,
-        retry_policy=RetryPolicy(maximum_attempts=3),
+        retry_policy=FLEET_RETRY,
         summary=f"probe {scale_set}/{instance_id}",
     )
 
