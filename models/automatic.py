@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
-from models.base import ViewModel
+from models.base import AzureModel
 from models.change import major_of, version_key
 from models.image import LATEST, ImageReference
 from models.policy import UpgradePolicy, format_duration
@@ -119,7 +119,7 @@ SetsPerRegion = Annotated[int, Field(ge=1, le=100)]
 InstancesPerRegion = Annotated[int, Field(ge=1, le=100_000)]
 
 
-class AutomaticSettings(ViewModel):
+class AutomaticSettings(AzureModel):
     """How the watcher looks for new versions and how rollouts move across regions."""
 
     poll_interval: PollInterval = Field(
@@ -167,7 +167,7 @@ def when_text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-class ExtensionEnrollment(ViewModel):
+class ExtensionEnrollment(AzureModel):
     """One extension of an enrolled set's model, and what the watcher saw and did with it. It
     follows new minor and patch versions of its major when it has no note: enrolled by name
     (`auto enable SET --extension NAME`) with `enableAutomaticUpgrade` off (on, Azure upgrades it
@@ -264,7 +264,7 @@ class ExtensionEnrollment(ViewModel):
         return f"following new {self.major}.x versions; installed {installed}"
 
 
-class Enrollment(ViewModel):
+class Enrollment(AzureModel):
     """One scale set opted in to automatic upgrades (its OS image when enableAutomaticOSUpgrade
     and it follows 'latest'; each extension enrolled by name), and what the watcher last saw and
     did."""
@@ -350,7 +350,7 @@ class RolloutSetState(StrEnum):
     SKIPPED = "Skipped"  # not started: the rollout stopped, was superseded, or the set opted out
 
 
-class RolloutRetry(ViewModel):
+class RolloutRetry(AzureModel):
     """A rollout that tries a version again on a scale set where it failed."""
 
     attempt: int = Field(description="the retry's number: 1 for the first retry")
@@ -363,7 +363,7 @@ class RolloutRetry(ViewModel):
         )
 
 
-class RolloutExtension(ViewModel):
+class RolloutExtension(AzureModel):
     """The extension an extension rollout moves: one type, one major version; its name in each
     scale set's model (names may differ between sets)."""
 
@@ -381,7 +381,7 @@ class RolloutExtension(ViewModel):
         return extension_rollout_key(self.full_type, self.major)
 
 
-class RolloutSet(ViewModel):
+class RolloutSet(AzureModel):
     scale_set: str
     region: str
     phase: int = 0
@@ -423,7 +423,7 @@ def subject(source: ImageReference | None, extension: RolloutExtension | None, v
     return f"{image_source_key(source)} {version}" if source is not None else version
 
 
-class RolloutRequest(ViewModel):
+class RolloutRequest(AzureModel):
     """The input of RolloutWorkflow: one version of one image source (or of one extension), the
     scale sets it goes to (with the enrollment each upgrade follows) and the phases of regions."""
 
@@ -459,13 +459,13 @@ class RolloutRequest(ViewModel):
         return max(self.retries.values(), key=lambda r: (r.attempt, r.failed_at), default=None)
 
 
-class Hold(ViewModel):
+class Hold(AzureModel):
     by: str
     reason: str
     since: AwareDatetime
 
 
-class RolloutStatus(ViewModel):
+class RolloutStatus(AzureModel):
     """A rollout as `upgradectl rollout show` and the Web UI present it."""
 
     workflow_id: str
@@ -499,7 +499,7 @@ class RolloutStatus(ViewModel):
         return subject(self.source, self.extension, self.version)
 
 
-class RolloutSummary(ViewModel):
+class RolloutSummary(AzureModel):
     """One line of `upgradectl rollout list`, as the watcher keeps it."""
 
     workflow_id: str
@@ -514,7 +514,7 @@ class RolloutSummary(ViewModel):
     retry: int = Field(default=0, description="a retry: its number")
 
 
-class EnrollRequest(ViewModel):
+class EnrollRequest(AzureModel):
     scale_set: str
     os_image: bool = Field(
         default=True,
@@ -534,7 +534,7 @@ class EnrollRequest(ViewModel):
     by: str = "unknown"
 
 
-class WithdrawRequest(ViewModel):
+class WithdrawRequest(AzureModel):
     """Opt a scale set out: of everything, or (`os_image`, `extensions`) of only those; a set
     left with nothing enrolled is no longer enrolled at all."""
 
@@ -552,21 +552,21 @@ class WithdrawRequest(ViewModel):
     by: str = "unknown"
 
 
-class HoldRequest(ViewModel):
+class HoldRequest(AzureModel):
     by: str = "unknown"
     reason: str = ""
 
 
-class SupersedeRequest(ViewModel):
+class SupersedeRequest(AzureModel):
     version: str
 
 
-class WithdrawnNotice(ViewModel):
+class WithdrawnNotice(AzureModel):
     scale_set: str
     cancel_in_flight: bool = False
 
 
-class RolloutEnded(ViewModel):
+class RolloutEnded(AzureModel):
     """What a rollout tells the watcher when it ends: per scale set, the end it came to."""
 
     workflow_id: str
@@ -579,7 +579,7 @@ class RolloutEnded(ViewModel):
     extension: RolloutExtension | None = None
 
 
-class AutomaticState(ViewModel):
+class AutomaticState(AzureModel):
     """The watcher's whole state: its input, carried across continue-as-new."""
 
     settings: AutomaticSettings = Field(default_factory=AutomaticSettings)
@@ -593,7 +593,7 @@ class AutomaticState(ViewModel):
 CHECK_NOW_SIGNAL = "check_now"  # on AutomaticOSUpgradesWorkflow: look for new versions now
 
 
-class Steering(ViewModel):
+class Steering(AzureModel):
     """What a rollout says to its cohorts in flight (sent whole each time it changes)."""
 
     hold: Hold | None = None
@@ -607,7 +607,7 @@ class Steering(ViewModel):
     )
 
 
-class CohortRequest(ViewModel):
+class CohortRequest(AzureModel):
     """The input of RolloutCohortWorkflow: a cohort of one region's sets, in zone waves."""
 
     rollout_id: str
@@ -621,7 +621,7 @@ class CohortRequest(ViewModel):
     steering: Steering = Field(default_factory=Steering)
 
 
-class CohortStatus(ViewModel):
+class CohortStatus(AzureModel):
     """A cohort as its query and its result say: its sets, and the zone wave in flight."""
 
     workflow_id: str
@@ -632,7 +632,7 @@ class CohortStatus(ViewModel):
     fault: ApiError | None = None
 
 
-class CohortNews(ViewModel):
+class CohortNews(AzureModel):
     """A cohort tells its rollout at once: a set faulted (the rollout stops), or someone else
     cancelled a set's upgrade (the rollout holds)."""
 

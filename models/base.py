@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 from pydantic.alias_generators import to_camel
 
 
 class AzureModel(BaseModel):
-    """camelCase aliases, accepted by name too; unknown fields are an error; None is omitted.
+    """camelCase aliases, accepted by name too; unknown fields ignored; None is omitted.
+
+    Unknown fields are ignored at every depth because these documents cross Temporal's
+    boundaries (workflow and activity inputs and results, signals, updates, queries, memos):
+    during a deploy an older worker reads what a newer one wrote. What a user writes is
+    validated with `from_user`, which refuses them.
 
     Omitting None keeps documents the shape Azure prints (an upgrade with no error has
     no `error` key) and round-trips, since every optional field defaults to None.
@@ -21,8 +26,14 @@ class AzureModel(BaseModel):
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
-        extra="forbid",
+        extra="ignore",
     )
+
+    @classmethod
+    def from_user(cls, document: Any) -> Self:
+        """A document a user wrote (a `--policy` or `--file`, an emulator admin request): an
+        unknown field at any depth is a typo, refused by its path ("is not a known field")."""
+        return cls.model_validate(document, extra="forbid")
 
     @model_serializer(mode="wrap")
     def _omit_none(self, handler: Any) -> Any:
@@ -34,12 +45,6 @@ class AzureModel(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The JSON document, as Azure spells it."""
         return self.model_dump(mode="json")
-
-
-class ViewModel(AzureModel):
-    """A document read from a back end: fields it adds later are ignored, not refused."""
-
-    model_config = ConfigDict(extra="ignore")
 
 
 _DOCS_LINK = re.compile(r"\s*\[?\s*For further information visit https://errors\.pydantic\.dev/\S*\s*\]?")

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from models.base import ViewModel
+from models.base import AzureModel
 from models.fleet import InstanceView
 from models.image import ImageReference
 
@@ -41,7 +41,7 @@ def newest_of_major(versions: list[str], major: str) -> str | None:
     return max(same, key=version_key) if same else None
 
 
-class ExtensionRequest(ViewModel):
+class ExtensionRequest(AzureModel):
     """One extension an upgrade is asked to move: by its name in the scale set's model, to an
     exact version (a rollout's) or, without one, to the newest of the model's major version."""
 
@@ -49,7 +49,7 @@ class ExtensionRequest(ViewModel):
     version: ExtensionVersion | None = None
 
 
-class ExtensionTarget(ViewModel):
+class ExtensionTarget(AzureModel):
     """One extension an admitted upgrade moves, to an exact version."""
 
     name: str
@@ -71,7 +71,7 @@ def describe_extensions(targets: list[ExtensionTarget]) -> str:
     return "extension " + ", ".join(str(t) for t in targets)
 
 
-class Change(ViewModel):
+class Change(AzureModel):
     """The change an admitted upgrade applies to each instance: an exact OS image, or exact
     versions of extensions (each installed on its own, in order)."""
 

@@ -1,8 +1,7 @@
 """What a fleet back end shows and accepts: scale sets, instances, images, operations, faults.
 
-Documents a back end shows (and that travel between workflows and activities) are ViewModels:
-fields a newer back end or worker adds are ignored, not refused. What a user writes (a scale
-set spec, faults, timing) is an AzureModel: an unknown field there is a typo, refused.
+Fields a newer back end or worker adds are ignored, not refused. What a user writes (a scale
+set spec, faults, timing) is read with `from_user`: an unknown field there is a typo, refused.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from models.base import AzureModel, ViewModel
+from models.base import AzureModel
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, whole_number
 
@@ -47,7 +46,7 @@ class HealthSource(StrEnum):
         }[self]
 
 
-class CustomMetrics(ViewModel):
+class CustomMetrics(AzureModel):
     """The `rollingUpgrade` custom metrics an instance's health endpoint may report (metrics
     Azure adds later are ignored)."""
 
@@ -55,12 +54,12 @@ class CustomMetrics(ViewModel):
     skip_upgrade: bool = Field(default=False, alias="SkipUpgrade")
 
 
-class OsDisk(ViewModel):
+class OsDisk(AzureModel):
     name: str
     image_reference: ImageReference
 
 
-class DataDisk(ViewModel):
+class DataDisk(AzureModel):
     lun: int
     name: str
     disk_size_gb: int = Field(alias="diskSizeGB")
@@ -79,7 +78,7 @@ class ExtensionSpec(AzureModel):
     enable_automatic_upgrade: bool = False
 
 
-class ExtensionView(ViewModel):
+class ExtensionView(AzureModel):
     """One extension of a scale set's model, as a back end reads it (Azure's extensionProfile)."""
 
     name: str
@@ -95,7 +94,7 @@ class ExtensionView(ViewModel):
         return f"{self.publisher}.{self.type_}"
 
 
-class InstanceExtension(ViewModel):
+class InstanceExtension(AzureModel):
     """An extension installed on one instance (Azure's instanceView.extensions[] entry)."""
 
     name: str
@@ -132,7 +131,7 @@ class InstanceExtension(ViewModel):
         )
 
 
-class InstanceView(ViewModel):
+class InstanceView(AzureModel):
     # Uniform: the instance id ("0", "1", ...); Flexible: the VM's name.
     instance_id: str
     vm_name: str | None = None
@@ -176,7 +175,7 @@ OrchestrationMode = Literal["Uniform", "Flexible"]
 UpgradeMode = Literal["Manual", "Automatic", "Rolling"]
 
 
-class ScaleSetView(ViewModel):
+class ScaleSetView(AzureModel):
     name: str
     id: str
     location: str
@@ -236,12 +235,12 @@ class OperationKind(StrEnum):
     START = "start"
 
 
-class OperationError(ViewModel):
+class OperationError(AzureModel):
     code: str
     message: str
 
 
-class FleetOperation(ViewModel):
+class FleetOperation(AzureModel):
     """A long-running operation, as the back end reports it (Azure's async operation)."""
 
     operation_id: str
@@ -267,7 +266,7 @@ class FleetOperation(ViewModel):
     extension_version: str | None = Field(default=None, description="installExtension: the version asked for")
 
 
-class HealthReading(ViewModel):
+class HealthReading(AzureModel):
     """Every instance's health and phase, and nothing else: what the upgrade re-reads before
     each batch (a few bytes an instance, where a full view is hundreds)."""
 
@@ -286,7 +285,7 @@ class HealthReading(ViewModel):
         )
 
 
-class HealthProbe(ViewModel):
+class HealthProbe(AzureModel):
     """One probe of an instance's health endpoint."""
 
     state: HealthState
@@ -294,7 +293,7 @@ class HealthProbe(ViewModel):
     detail: str | None = None
 
 
-class GalleryImageVersion(ViewModel):
+class GalleryImageVersion(AzureModel):
     """One published image version and the regions it has been replicated to."""
 
     image_reference: ImageReference

@@ -9,7 +9,7 @@ before anything starts.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BeforeValidator,
@@ -337,13 +337,14 @@ class UpgradePolicy(AzureModel):
         return cls.normalize(data) if isinstance(data, dict) else data
 
     @classmethod
-    def from_user(cls, document: dict[str, Any]) -> UpgradePolicy:
-        """A policy a user wrote (a file, flags on top): validated; maxBatchInstancePercent may
-        not exceed maxUnhealthyInstancePercent when both are given (with one given, the other's
-        default refuses nothing: batches stay within the unhealthy limit, and a note says so).
-        Raises ValueError (a pydantic ValidationError for a field on its own)."""
-        policy = cls.model_validate(document)
-        rolling = cls.normalize(document).get("rollingUpgradePolicy")
+    def from_user(cls, document: Any) -> Self:
+        """A policy a user wrote (a file, flags on top): validated, unknown fields refused;
+        maxBatchInstancePercent may not exceed maxUnhealthyInstancePercent when both are given
+        (with one given, the other's default refuses nothing: batches stay within the unhealthy
+        limit, and a note says so). Raises ValueError (a pydantic ValidationError for a field on
+        its own)."""
+        policy = super().from_user(document)
+        rolling = cls.normalize(document).get("rollingUpgradePolicy") if isinstance(document, dict) else None
         both = {"maxBatchInstancePercent", "maxUnhealthyInstancePercent"}
         chosen = policy.rolling_upgrade_policy
         if isinstance(rolling, dict) and both <= rolling.keys() and _batch_over_unhealthy(chosen):

@@ -9,9 +9,9 @@ any pauseTimeBetweenBatches). Such documents parse too.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, ConfigDict, Field
+from pydantic import AwareDatetime, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
 from models.base import AzureModel
 from models.fleet import IMAGE_RESTORE_POINT_PREFIX
@@ -127,9 +127,18 @@ class ReportedRollingUpgradePolicy(AzureModel):
     max_surge: bool | None = None
 
 
+def _every_field_known(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # Ours only when this product knows every field: a policy with others is reported as it is
+    # (those kept), not stripped of them.
+    if isinstance(value, dict):
+        return RollingUpgradePolicy.model_validate(value, extra="forbid")
+    return handler(value)
+
+
 # Ours when it is one this product would run with, else as reported.
 StatusPolicy = Annotated[
-    RollingUpgradePolicy | ReportedRollingUpgradePolicy, Field(union_mode="left_to_right")
+    Annotated[RollingUpgradePolicy, WrapValidator(_every_field_known)] | ReportedRollingUpgradePolicy,
+    Field(union_mode="left_to_right"),
 ]
 
 

@@ -4,15 +4,14 @@ Workflows call activities by these names, so they never import the implementatio
 I/O) into the sandbox. One input model per activity, so fields can be added without breaking
 recorded histories.
 
-Every payload ignores fields it does not know: during a rolling deploy a newer worker may send
-a field an older one has never heard of, and the older one must still run the step.
+Every payload ignores fields it does not know, at every depth (models/base.py AzureModel):
+during a rolling deploy a newer worker may send a field an older one has never heard of, and
+the older one must still run the step.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field
 
 from models.base import AzureModel
 from models.change import ExtensionRequest, ExtensionTarget
@@ -32,34 +31,28 @@ RESOLVE_EXTENSIONS = "resolve_extensions"
 INSTALL_EXTENSION = "install_extension"
 
 
-class Payload(AzureModel):
-    """An activity's input or output: unknown fields are ignored, not refused."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-class DescribeScaleSetInput(Payload):
+class DescribeScaleSetInput(AzureModel):
     scale_set: str
 
 
-class DescribeScaleSetResult(Payload):
+class DescribeScaleSetResult(AzureModel):
     scale_set: ScaleSetView
 
 
-class ReadHealthInput(Payload):
+class ReadHealthInput(AzureModel):
     scale_set: str
 
 
-class ResolveImageInput(Payload):
+class ResolveImageInput(AzureModel):
     image: ImageReference
     scale_set: ScaleSetView = Field(description="where the image must be replicated to")
 
 
-class ResolveImageResult(Payload):
+class ResolveImageResult(AzureModel):
     image: ImageReference
 
 
-class ReimageInput(Payload):
+class ReimageInput(AzureModel):
     scale_set: str
     instance_id: str
     image: ImageReference
@@ -71,16 +64,16 @@ class ReimageInput(Payload):
     )
 
 
-class ResolveExtensionsInput(Payload):
+class ResolveExtensionsInput(AzureModel):
     extensions: list[ExtensionRequest] = Field(description="[]: every extension of the model")
     scale_set: ScaleSetView = Field(description="its model's extensions and region")
 
 
-class ResolveExtensionsResult(Payload):
+class ResolveExtensionsResult(AzureModel):
     extensions: list[ExtensionTarget]
 
 
-class InstallExtensionInput(Payload):
+class InstallExtensionInput(AzureModel):
     """Install one version of one extension on one instance (an upgrade's, or the version it had
     before, which a rollback reinstalls)."""
 
@@ -90,37 +83,25 @@ class InstallExtensionInput(Payload):
     operation_id: str
 
 
-class RestoreInput(Payload):
+class RestoreInput(AzureModel):
     scale_set: str
     instance_id: str
     os_disk: str
     operation_id: str
 
 
-class OperationResult(Payload):
+class OperationResult(AzureModel):
     operation: FleetOperation
 
 
-class HealthInput(Payload):
+class HealthInput(AzureModel):
     scale_set: str
     instance_id: str
     health: ApplicationHealthSettings
     grace_remaining_seconds: float = 0.0
 
-    @field_validator("health", mode="before")
-    @classmethod
-    def _known_health_fields(cls, value: Any) -> Any:
-        """The health settings refuse unknown fields (a typo in a policy file), but a newer
-        worker may send settings with a field this one does not know: drop those."""
-        if not isinstance(value, dict):
-            return value
-        known = set()
-        for name, field in ApplicationHealthSettings.model_fields.items():
-            known.update({name, field.alias or name})
-        return {key: item for key, item in value.items() if key in known}
 
-
-class HealthResult(Payload):
+class HealthResult(AzureModel):
     state: HealthState
     probes: int = 1
     detail: str | None = None
@@ -131,11 +112,11 @@ SURVEY_SCALE_SETS = "survey_scale_sets"
 LATEST_VERSIONS = "latest_versions"
 
 
-class SurveyInput(Payload):
+class SurveyInput(AzureModel):
     scale_sets: list[str]
 
 
-class ScaleSetSurvey(Payload):
+class ScaleSetSurvey(AzureModel):
     """One scale set's model without its instances (`view.instances` is empty) and the image
     versions its instances run now; `error` when it could not be read (gone)."""
 
@@ -153,7 +134,7 @@ class ScaleSetSurvey(Payload):
     )
 
 
-class SurveyResult(Payload):
+class SurveyResult(AzureModel):
     sets: list[ScaleSetSurvey]
 
 
@@ -162,11 +143,11 @@ SUMMARIZE_HEALTH = "summarize_health"
 HEALTH_SUMMARY_CHUNK = 100  # sets per call: a small payload, a few hundred ARM reads
 
 
-class SummarizeHealthInput(Payload):
+class SummarizeHealthInput(AzureModel):
     scale_sets: list[str]
 
 
-class HealthSummary(Payload):
+class HealthSummary(AzureModel):
     """One scale set's instances and how many of them are not Healthy now; `gone` if deleted."""
 
     scale_set: str
@@ -175,16 +156,16 @@ class HealthSummary(Payload):
     gone: bool = False
 
 
-class SummarizeHealthResult(Payload):
+class SummarizeHealthResult(AzureModel):
     sets: list[HealthSummary]
 
 
-class VersionQuery(Payload):
+class VersionQuery(AzureModel):
     source: ImageReference = Field(description="the image as scale sets reference it ('latest')")
     region: str
 
 
-class LatestVersion(Payload):
+class LatestVersion(AzureModel):
     """What 'latest' means for one image source in one region now (excludeFromLatest, end of
     life and replication honoured), or why there is none."""
 
@@ -194,11 +175,11 @@ class LatestVersion(Payload):
     reason: str | None = None
 
 
-class LatestVersionsInput(Payload):
+class LatestVersionsInput(AzureModel):
     queries: list[VersionQuery]
 
 
-class LatestVersionsResult(Payload):
+class LatestVersionsResult(AzureModel):
     versions: list[LatestVersion]
 
 
@@ -206,14 +187,14 @@ class LatestVersionsResult(Payload):
 NEWEST_EXTENSION_VERSIONS = "newest_extension_versions"
 
 
-class ExtensionVersionQuery(Payload):
+class ExtensionVersionQuery(AzureModel):
     publisher: str
     type_: str = Field(alias="type")
     major: str = Field(description="only versions of this major (a new major is never automatic)")
     region: str
 
 
-class NewestExtensionVersion(Payload):
+class NewestExtensionVersion(AzureModel):
     """The versions of one major of an extension published in one region, and the newest."""
 
     publisher: str
@@ -225,9 +206,9 @@ class NewestExtensionVersion(Payload):
     reason: str | None = None
 
 
-class NewestExtensionVersionsInput(Payload):
+class NewestExtensionVersionsInput(AzureModel):
     queries: list[ExtensionVersionQuery]
 
 
-class NewestExtensionVersionsResult(Payload):
+class NewestExtensionVersionsResult(AzureModel):
     versions: list[NewestExtensionVersion]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, Field, PlainSerializer, model_validator
 
-from models.base import ViewModel
+from models.base import AzureModel
 from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.errors import FailureCause
 from models.fleet import HealthSource, HealthState, InstanceView, ScaleSetName, ScaleSetView
@@ -63,7 +63,7 @@ NotBeforeTimeout = Annotated[
 REGIONAL = ""  # the zone key of instances without an availability zone
 
 
-class WaveCoordination(ViewModel):
+class WaveCoordination(AzureModel):
     """An upgrade a rollout runs in zone waves across the sets of a region: it upgrades a zone
     only while the rollout permits it (`zone_permit`), and tells the rollout (`wave_report` on
     the rollout's workflow) what zones it has left after admission and after each zone."""
@@ -72,11 +72,11 @@ class WaveCoordination(ViewModel):
     region: str
 
 
-class ZonePermit(ViewModel):
+class ZonePermit(AzureModel):
     zone: str = Field(description="the zone whose instances may go now; '' the regional ones")
 
 
-class WaveReport(ViewModel):
+class WaveReport(AzureModel):
     """What an upgrade in zone waves has left: instances to upgrade per zone key, its batch size."""
 
     scale_set: str
@@ -86,7 +86,7 @@ class WaveReport(ViewModel):
     again: bool = Field(default=False, description="the same report again: it still waits")
 
 
-class CancelRequest(ViewModel):
+class CancelRequest(AzureModel):
     """The `cancel` signal's payload (optional: a bare signal is a cancel by someone unknown)."""
 
     by: str = "User"
@@ -106,7 +106,7 @@ def extension_settings(health: ApplicationHealthSettings) -> str:
     )
 
 
-class UpgradeRequest(ViewModel):
+class UpgradeRequest(AzureModel):
     """The input of RollingUpgradeWorkflow; fields are only ever added, with defaults (and
     fields a newer starter adds are ignored, not refused)."""
 
@@ -309,7 +309,7 @@ FINAL_FAILURES = (InstanceState.ROLLED_BACK, InstanceState.FAILED)
 ATTEMPTED = (InstanceState.SUCCEEDED, *FINAL_FAILURES)
 
 
-class ExtensionOutcome(ViewModel):
+class ExtensionOutcome(AzureModel):
     """What became of one extension of an extension upgrade on one instance: each is applied on
     its own (seed 003: "A failure on one extension doesn't affect the other extensions")."""
 
@@ -322,7 +322,7 @@ class ExtensionOutcome(ViewModel):
     message: str | None = None
 
 
-class InstanceResult(ViewModel):
+class InstanceResult(AzureModel):
     """What became of an instance: the fields an outcome reports and the progress keeps.
 
     Payloads between workflows accept fields they do not know: during a deploy, a worker of
@@ -400,20 +400,20 @@ class InstanceProgress(InstanceResult):
                 setattr(self, name, getattr(outcome, name))
 
 
-class PauseRequest(ViewModel):
+class PauseRequest(AzureModel):
     """The `pause` signal: no new batch starts until `resume`; the batch in flight finishes."""
 
     reason: str = ""
     by: str = "User"
 
 
-class ResumeRequest(ViewModel):
+class ResumeRequest(AzureModel):
     """The `resume` signal."""
 
     by: str = "User"
 
 
-class ApproveRequest(ViewModel):
+class ApproveRequest(AzureModel):
     """The `approve` signal (Azure's ApproveRollingUpgrade). `instance_ids` None approves every
     instance pending approval now and any that becomes pending later; ids approve those
     instances, now or whenever they become due."""
@@ -422,7 +422,7 @@ class ApproveRequest(ViewModel):
     by: str = "User"
 
 
-class Preflight(ViewModel):
+class Preflight(AzureModel):
     """The upgrade as it would start now: what `upgradectl start` shows before starting it, and
     the Web UI's summary and details of the upgrade workflow."""
 
@@ -442,7 +442,7 @@ class Preflight(ViewModel):
         return Change(image=self.target_image, extensions=self.extensions)
 
 
-class Admission(ViewModel):
+class Admission(AzureModel):
     """What the upgrade accepted: returned to `upgradectl start` before any instance is touched."""
 
     workflow_id: str
@@ -456,7 +456,7 @@ class Admission(ViewModel):
     planned_batches: int
 
 
-class UpgradeReport(ViewModel):
+class UpgradeReport(AzureModel):
     """The end of an upgrade: Azure's status plus what Azure's shape has no room for."""
 
     status: RollingUpgradeStatusInfo
@@ -505,7 +505,7 @@ class BatchAction(StrEnum):
     RESTORE = "restore"
 
 
-class BatchInstance(ViewModel):
+class BatchInstance(AzureModel):
     instance_id: str
     previous_os_disk: str | None = None
     previous_extensions: dict[str, str] | None = None
@@ -514,7 +514,7 @@ class BatchInstance(ViewModel):
     )
 
 
-class BatchRequest(ViewModel):
+class BatchRequest(AzureModel):
     """The input of BatchUpgradeWorkflow: one batch (or part of one) of one upgrade."""
 
     upgrade_id: str
@@ -535,5 +535,5 @@ class BatchRequest(ViewModel):
     )
 
 
-class BatchResult(ViewModel):
+class BatchResult(AzureModel):
     outcomes: list[InstanceOutcome]

@@ -1048,7 +1048,7 @@ async def fleet_create(
     if not document.get("imageReference"):
         fail("--image is required (or imageReference in --file)")
     try:
-        spec = ScaleSetSpec.model_validate({**document, "name": name})
+        spec = ScaleSetSpec.from_user({**document, "name": name})
     except ValidationError as err:
         where = f" (--file {clean(file, PATH_LIMIT)})" if file else ""
         fail(f"invalid scale set{where}:\n" + describe_validation_error(err))

@@ -278,6 +278,29 @@ def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, 
     assert result.code == 3 and "maxSurge is not supported: instances are upgraded in place" in result.err
 
 
+def test_a_nested_unknown_field_in_a_policy_or_spec_file_is_refused_by_its_path(offline, capsys, tmp_path):
+    # The models ignore unknown fields (payloads between workers); a user's file refuses them.
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"applicationHealth": {"port": 8080, "someNewField": 1}}))
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3, result
+    assert [line for line in result.err.splitlines() if "someNewField" in line] == [
+        "applicationHealth.someNewField: is not a known field"
+    ], result.err
+    assert_harmless(result)
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "faults:\n  goUnhealthy:\n    - afterReimages: 2\n      instances: ['0']\n      someNewField: 1\n"
+    )
+    result = call(capsys, "fleet", "create", "web", "--image", str(V2), "--file", str(spec))
+    assert result.code == 3, result
+    assert [line for line in result.err.splitlines() if "someNewField" in line] == [
+        "faults.goUnhealthy.0.someNewField: is not a known field"
+    ], result.err
+    assert_harmless(result)
+
+
 # --- the fleet ---------------------------------------------------------------------------------------
 
 

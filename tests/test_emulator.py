@@ -17,6 +17,7 @@ from azure.mgmt.compute.aio import ComputeManagementClient
 from fleet.azure.credentials import StaticTokenCredential
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.emulator.cloud import RESOURCE_GROUP, SUBSCRIPTION
+from fleet.errors import FleetRequestError
 from models.fleet import FaultSpec, HealthState, ScaleSetSpec
 from models.image import ImageReference
 from starter import processes
@@ -66,6 +67,23 @@ async def new_set(admin: EmulatorAdmin, **fields: Any) -> str:
 async def health(compute: ComputeManagementClient, name: str, instance_id: str) -> str:
     view = await compute.virtual_machine_scale_set_vms.get_instance_view(RG, name, instance_id)
     return view.vm_health.status.code
+
+
+async def test_the_admin_api_refuses_an_unknown_field_by_its_path(admin: EmulatorAdmin) -> None:
+    # Its bodies are what users write (`upgradectl fleet create --file`, a scenario's faults):
+    # an unknown field is a typo, refused at any depth, not ignored as payloads ignore it.
+    name = await new_set(admin)
+    image = {**UBUNTU.to_json(), "someNewField": 1}
+    fault = {"afterReimages": 1, "instances": ["0"], "someNewField": 1}
+    for path, body, where in [
+        (f"/admin/scaleSets/{name}", {"imageReference": image}, "imageReference"),
+        (f"/admin/scaleSets/{name}/faults", {"goUnhealthy": [fault]}, "goUnhealthy.0"),
+        ("/admin/images", {"imageReference": image}, ""),
+    ]:
+        with pytest.raises(FleetRequestError) as refused:
+            await admin._call("PUT" if "scaleSets" in path else "POST", path, body)
+        assert refused.value.status == 400
+        assert refused.value.message == f"{where}{'.' if where else ''}someNewField: is not a known field"
 
 
 async def test_probe_answers_are_consumed_by_arm_reads_only(

@@ -178,7 +178,7 @@ def test_payloads_between_workflows_and_activities_ignore_fields_they_do_not_kno
     assert view.instances[0].custom_metrics.phase_ordering_number == 1
     # What a user writes still refuses a typo.
     with pytest.raises(ValidationError):
-        ApplicationHealthSettings.model_validate({"probeJitter": "PT1S"})
+        ApplicationHealthSettings.from_user({"probeJitter": "PT1S"})
 
 
 # --- each kind of endpoint, as the emulated extension reports it through ARM -----------------

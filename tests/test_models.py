@@ -22,8 +22,9 @@ from models.status import (
 
 
 def problem(model, data, prefix=""):
+    """How `data`, as a user wrote it, is refused."""
     with pytest.raises(ValidationError) as err:
-        model.model_validate(data)
+        model.from_user(data)
     return describe_validation_error(err.value, prefix)
 
 

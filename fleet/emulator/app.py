@@ -122,7 +122,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.put("/admin/scaleSets/{name}")
     async def create_scale_set(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        spec = ScaleSetSpec.model_validate({**body, "name": name})
+        spec = ScaleSetSpec.from_user({**body, "name": name})
         return cloud.create_scale_set(spec).to_json()
 
     @app.get("/admin/scaleSets/{name}")
@@ -135,7 +135,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.put("/admin/scaleSets/{name}/faults", status_code=204)
     async def set_faults(name: str, body: dict[str, Any] = Body(...)) -> None:
-        faults = FaultSpec.model_validate(body)
+        faults = FaultSpec.from_user(body)
         cloud.set_faults(name, faults)
         arm_faults.faults_set(name, faults)
 
@@ -195,7 +195,7 @@ def create_app(db_path: str | Path) -> FastAPI:
         if isinstance(count, bool) or not isinstance(count, int):
             raise CloudError(400, "InvalidParameter", f"count: must be a whole number (got {count!r})")
         image = body.get("imageReference")
-        image = ImageReference.model_validate(image) if image else None
+        image = ImageReference.from_user(image) if image else None
         return cloud.scale_out(name, count, image).to_json()
 
     @app.post("/admin/scaleSets/{name}/instances/{instance_id}/restart")
@@ -213,7 +213,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.post("/admin/images")
     async def publish_image(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        image = ImageReference.model_validate(body["imageReference"])
+        image = ImageReference.from_user(body["imageReference"])
         regions = body.get("regions") or ["*"]
         version = cloud.publish_image(
             image,
