@@ -943,7 +943,8 @@ def fleet_serve(
 ) -> None:
     """Run the fleet emulator (Azure Resource Manager over HTTPS, SQLite state)."""
     from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
-    from fleet.emulator.tls import ensure_certificates, serve
+    from fleet.emulator.server import serve
+    from fleet.emulator.tls import ensure_certificates
     from starter.processes import EmulatorAddress
 
     ca = ensure_certificates(db, host).ca_file.resolve()

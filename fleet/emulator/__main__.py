@@ -4,7 +4,8 @@ HTTPS with a local CA kept beside the database (see fleet/emulator/tls.py)."""
 import argparse
 
 from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
-from fleet.emulator.tls import ca_file, ensure_certificates, serve
+from fleet.emulator.server import serve
+from fleet.emulator.tls import ca_file, ensure_certificates
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Run the fleet emulator.")

@@ -229,10 +229,3 @@ def create_app(db_path: str | Path) -> FastAPI:
         return [version.to_json() for version in cloud.images()]
 
     return app
-
-
-def serve(host: str, port: int, db_path: str | Path) -> None:
-    """Run the emulator in this process until interrupted, over HTTPS (fleet/emulator/tls.py)."""
-    from fleet.emulator import tls
-
-    tls.serve(host, port, db_path)

@@ -415,12 +415,6 @@ class Cloud:
                 return str(row["scale_set"])
         raise CloudError(404, "ResourceNotFound", f"virtual machine {vm_name!r} was not found")
 
-    def flexible_vms(self) -> list[tuple[str, str]]:
-        """(scale set, VM name) of every Flexible instance, in order."""
-        flexible = {n for n in self.scale_set_names() if self.spec(n).orchestration_mode == "Flexible"}
-        rows = self.db.execute("SELECT scale_set, instance_id FROM instances ORDER BY scale_set, ordinal")
-        return [(r["scale_set"], r["instance_id"]) for r in rows if r["scale_set"] in flexible]
-
     def _instance(self, name: str, instance_id: str) -> sqlite3.Row:
         self.spec(name)
         row = self.db.execute(
