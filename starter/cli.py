@@ -1,6 +1,6 @@
 """`upgradectl`: start, inspect, watch and cancel upgrades; run the worker and the fleet emulator.
 
-Exit codes (README: Exit codes):
+Exit codes (docs/usage.md: Exit codes):
   0  Completed
   1  Faulted
   2  Cancelled, and usage errors (an unknown option, a missing or malformed option value)

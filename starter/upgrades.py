@@ -54,7 +54,7 @@ from models.upgrade import (
 )
 from workflows import presentation, search_attributes
 
-# `upgradectl`'s exit codes (README: Exit codes), one home for all of them.
+# `upgradectl`'s exit codes (docs/usage.md: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0
 EXIT_FAULTED = 1
 EXIT_CANCELLED = 2  # also a usage error (click's own code)

@@ -8,9 +8,9 @@ child's to `<scenario>.<child id suffix>.json`. Workflow ids follow from the fil
 The workers reach the fleet as the product does: AzureFleet over HTTPS to the emulator's ARM
 API (the environment of `EmulatorAddress.env()`); scenarios are set up through its admin API.
 
-Run it for new scenarios, or after a patched change once the old recordings are kept (see the
-README's section on changing workflow code). `--out DIR` writes elsewhere than tests/histories/
-(to try a scenario without touching the recordings the replay test uses).
+Run it for new scenarios, or after a patched change once the old recordings are kept (see
+docs/maintaining.md, "Changing workflow code safely"). `--out DIR` writes elsewhere than
+tests/histories/ (to try a scenario without touching the recordings the replay test uses).
 """
 
 from __future__ import annotations

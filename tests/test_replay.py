@@ -2,7 +2,7 @@
 
 A change to workflow code that alters the commands it issues (a new activity, a timer moved,
 a child started in another order) fails here unless it is guarded with workflow.patched; see
-the README's section on changing workflow code. `make histories` records new scenarios.
+docs/maintaining.md, "Changing workflow code safely". `make histories` records new scenarios.
 """
 
 from __future__ import annotations

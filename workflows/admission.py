@@ -18,9 +18,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_calls, presentation
     from workflows.ledger import UpgradeLedger
 
-# Patch (README: "Changing workflow code"), of the preflight and the upgrade (RollingUpgradeWorkflow
-# lists it): 2026-12, the scale set's own upgradePolicy.rollingUpgradePolicy is the upgrade's
-# policy where the user gave no value (requests that say which fields they gave: policyGiven).
+# Patch (docs/maintaining.md: "Changing workflow code"), of the preflight and the upgrade
+# (RollingUpgradeWorkflow lists it): 2026-12, the scale set's own
+# upgradePolicy.rollingUpgradePolicy is the upgrade's policy where the user gave no value
+# (requests that say which fields they gave: policyGiven).
 SETS_OWN_POLICY = "sets-own-policy"
 
 

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.deadlines import DeadlineClock
     from workflows.failures import HEALTH_FAILURE_CODES, infrastructure_failure
 
-# Patches (see RollingUpgradeWorkflow's list and the README).
+# Patches (see RollingUpgradeWorkflow's list and docs/maintaining.md).
 # 2026-11: every instance's health-wait deadline on one timer per batch child (DeadlineClock)
 # instead of one timer each: two history events and two server timer operations fewer an instance.
 ONE_DEADLINE_TIMER = "one-deadline-timer"

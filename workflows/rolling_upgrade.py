@@ -76,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 # Patches: each id guards a change to the commands the workflow issues, so upgrades started
-# by older code replay (see the README's section on changing workflow code).
+# by older code replay (see docs/maintaining.md: "Changing workflow code safely").
 # 2026-11: upgraded instances that turn unhealthy after their batch count against
 # maxUnhealthyUpgradedInstancePercent, with one more health reading after the last batch.
 COUNT_UNHEALTHY_SINCE_UPGRADE = "count-unhealthy-since-upgrade"

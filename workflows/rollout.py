@@ -71,8 +71,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.presentation import escaped, workflow_link
     from workflows.set_upgrades import SetUpgrades, rolling_policy
 
-# Patches: each id guards a change to the commands the workflow issues (README: "Changing
-# workflow code safely").
+# Patches: each id guards a change to the commands the workflow issues (docs/maintaining.md:
+# "Changing workflow code safely").
 # 2026-12: the sets of a region upgrade at once in zone waves (cohorts of maxSetsPerRegion);
 # a region the version has not reached holds back no other region and is skipped after the
 # replication timeout; a set a user cancelled holds the rollout; the bake time between phases.

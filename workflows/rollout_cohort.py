@@ -42,9 +42,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.presentation import escaped, workflow_link
     from workflows.set_upgrades import SetUpgrades
 
-# Patches (README: "Changing workflow code"). 2026-12: a wave's permits go out together, in one
-# workflow task, instead of one after another (each waited for the server's acknowledgement:
-# the eighth set of a wave started half a second after the first).
+# Patches (docs/maintaining.md: "Changing workflow code"). 2026-12: a wave's permits go out
+# together, in one workflow task, instead of one after another (each waited for the server's
+# acknowledgement: the eighth set of a wave started half a second after the first).
 PERMITS_TOGETHER = "permits-together"
 
 
