@@ -94,7 +94,8 @@ async def two_builds(client: Client, azure: AzureFleet, **options) -> AsyncItera
                 client, azure, task_queue, deployment=build.version, workflows=workflows, **options
             )
             await stack.enter_async_context(worker)
-            await take_current(client, build)  # build 2 finds build 1 current and leaves it
+            # Build 1 makes itself current; build 2 finds build 1 chosen and leaves it.
+            assert await take_current(client, build) == one.version
         yield Builds(client, task_queue, one, two)
 
 
