@@ -89,13 +89,16 @@ from starter.upgrades import (
     UpgradeRefused,
     approve_upgrade,
     cancel_upgrade,
+    describe_upgrade,
     pause_upgrade,
     preflight_change,
     read_report,
     report_change,
     reported_properties,
     resume_upgrade,
+    running_build,
     start_upgrade,
+    upgrade_handle,
 )
 from worker.connection import Settings, connect
 from worker.process_exit import exit_after
@@ -654,8 +657,10 @@ async def status(
         print_json(report.status.to_json())
         return
     properties = reported_properties(report)
+    build = running_build(await describe_upgrade(upgrade_handle(client, scale_set), scale_set))
     table = Table(title=plain(f"rolling upgrade of {clean(scale_set)}"), show_header=False)
     table.add_row("status", properties.running_status.code.value)
+    table.add_row("build", plain(build or "unversioned worker", limit=None))
     table.add_row("change", plain(report_change(report), limit=None))
     table.add_row("started", properties.running_status.start_time.isoformat())
     running = properties.running_status

@@ -219,6 +219,9 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
                     # The worker reaches the emulator as it would reach Azure: the SDK, AZURE_*.
                     **emulator.env(),
                     "UPGRADE_TASK_QUEUE": TASK_QUEUE,
+                    # The demo's server keeps its database between runs: this build serves, even
+                    # after a version bump (docs/operating.md, "Releases").
+                    "UPGRADE_MAKE_CURRENT": "always",
                     "PYTHONUNBUFFERED": "1",
                 },
                 WORKDIR / "worker.log",

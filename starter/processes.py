@@ -143,6 +143,18 @@ def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
 EAGER_ACTIVITIES = ("--dynamic-config-value", "system.enableActivityEagerExecution=true")
 
 
+# Worker versioning (worker/deployment.py): the Worker Deployment APIs and versions, as
+# sdk-python's own tests switch them on (newer servers have them on by default).
+WORKER_VERSIONING = (
+    "--dynamic-config-value",
+    "frontend.workerVersioningWorkflowAPIs=true",
+    "--dynamic-config-value",
+    "frontend.workerVersioningDataAPIs=true",
+    "--dynamic-config-value",
+    "system.enableDeploymentVersions=true",
+)
+
+
 def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
     args = [
         venv_binary("temporal"),
@@ -160,6 +172,7 @@ def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
         "--dynamic-config-value",
         "history.transferProcessorMaxPollRPS=1000",
         *EAGER_ACTIVITIES,
+        *WORKER_VERSIONING,
         *[arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")],
     ]
     if db is not None:

@@ -24,7 +24,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import VersioningBehavior, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -246,6 +246,17 @@ async def describe_upgrade(handle: WorkflowHandle, scale_set: str) -> WorkflowEx
         if err.status == RPCStatusCode.NOT_FOUND:
             raise NoSuchUpgrade(f"scale set {scale_set!r} has no upgrade") from None
         raise
+
+
+def running_build(description: WorkflowExecutionDescription) -> str | None:
+    """The worker build an upgrade runs on (it is pinned to the one that started it), from its
+    Temporal description; None when unversioned workers ran it."""
+    info = description.raw_description.workflow_execution_info.versioning_info
+    version = info.deployment_version
+    if not version.build_id:
+        return None
+    behavior = VersioningBehavior(info.behavior).name.lower().replace("_", "-")
+    return f"{version.build_id} of worker deployment {version.deployment_name} ({behavior})"
 
 
 async def await_admission(handle: WorkflowHandle, timeout: float = ADMISSION_WAIT) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.protocol import FleetBackend
@@ -20,6 +22,8 @@ from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import Admission, UpgradeReport, UpgradeRequest
 from starter.processes import WorkerProcesses  # noqa: F401 - the tests' worker processes
 from starter.upgrades import final_report, get_status, start_upgrade
+from worker.assembly import build_worker
+from worker.deployment import DeploymentSettings, package_version, take_current
 
 T = TypeVar("T")
 
@@ -36,6 +40,24 @@ INSTANT = TimingSpec(
 )
 # Probes every second; an instance that is not healthy is given up after 2 s.
 QUICK_HEALTH = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=2))
+
+
+@asynccontextmanager
+async def product_worker(
+    env: WorkflowEnvironment, fleet: FleetBackend, task_queue: str | None = None, **options: Any
+) -> AsyncIterator[Worker]:
+    """The product's worker in this process, on a task queue of its own (a fresh one unless
+    given). On a dev server it is versioned as `python -m worker` is, a Worker Deployment of its
+    own named after the task queue, made current (a real server refuses a workflow that declares
+    a versioning behavior from an unversioned worker); the time-skipping server has no worker
+    versioning, so there it runs unversioned."""
+    task_queue = task_queue or f"tq-{uuid.uuid4()}"
+    deployment = None if env.supports_time_skipping else DeploymentSettings(task_queue, package_version())
+    version = deployment.version if deployment else None
+    async with build_worker(env.client, fleet, task_queue, deployment=version, **options) as worker:
+        if deployment is not None:
+            await take_current(env.client, deployment)
+        yield worker
 
 
 async def make_scale_set(

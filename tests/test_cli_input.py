@@ -25,9 +25,8 @@ from starter.cli import build_request, cli
 from starter.terminal import clean
 from starter.upgrades import final_report
 from tests.conftest import Result
-from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set
+from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set, product_worker
 from tests.test_models import SEED_POLICY
-from worker.assembly import build_worker
 from worker.connection import connect
 
 # What may never reach a terminal raw: ESC, a C1 CSI, BEL, a bidi override.
@@ -442,7 +441,7 @@ async def test_status_right_after_the_start_counts_every_instance(local_env, fle
     )
     try:
         await asyncio.sleep(3)  # status is waiting; now a worker comes
-        async with build_worker(local_env.client, azure, task_queue):
+        async with product_worker(local_env, azure, task_queue):
             out, err = await asyncio.wait_for(process.communicate(), 60)
             assert process.returncode == 0, err.decode()
             progress = json.loads(out)["properties"]["progress"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import fleet_activities
 from activities.fleet_activities import FleetActivities
@@ -46,8 +46,7 @@ from models.policy import RollingUpgradePolicy
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState, UpgradeReport, UpgradeRequest
 from starter.upgrades import final_report, start_upgrade
-from tests.helpers import QUICK_HEALTH, V1, WorkerProcesses, eventually
-from worker.assembly import build_worker
+from tests.helpers import QUICK_HEALTH, V1, WorkerProcesses, eventually, product_worker
 
 PUBLISHER = "Contoso.Monitoring"
 OLD, NEW = "1.2.0", "1.3.0"
@@ -384,11 +383,12 @@ LOST = {
 
 
 async def lost_answer(
-    client: Any, azure: AzureFleet, fleet: EmulatorAdmin, case: LostAnswer
+    env: WorkflowEnvironment, azure: AzureFleet, fleet: EmulatorAdmin, case: LostAnswer
 ) -> tuple[str, UpgradeReport, ArmedInstalls]:
     name, _ = await extension_scale_set(fleet, 2, case.timing, case.faults)
     backend = ArmedInstalls(azure, fleet, case.armed, case.faults)
-    async with build_worker(client, backend, f"tq-{uuid.uuid4()}") as worker:  # type: ignore[arg-type]
+    client = env.client
+    async with product_worker(env, backend) as worker:  # type: ignore[arg-type]
         handle, _ = await start_upgrade(client, extension_upgrade(name), worker.task_queue)
         report = await asyncio.wait_for(final_report(handle), 60)
     return name, report, backend
@@ -398,7 +398,7 @@ async def test_an_install_or_reinstall_whose_answer_was_lost_is_settled_by_readi
     local_env, azure, fleet
 ):
     # In-process workers on the dev server, every case side by side (each on its own scale set).
-    results = await asyncio.gather(*(lost_answer(local_env.client, azure, fleet, c) for c in LOST.values()))
+    results = await asyncio.gather(*(lost_answer(local_env, azure, fleet, c) for c in LOST.values()))
 
     for (case_id, case), (name, report, backend) in zip(LOST.items(), results, strict=True):
         ops = await fleet.operations(name)

@@ -8,6 +8,7 @@ upgrade itself, which admits again: the fleet may have changed in between.
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -127,7 +128,8 @@ async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
     return scale_set, change
 
 
-@workflow.defn(name=PREFLIGHT_WORKFLOW)
+# Pinned: short, on the build that started it.
+@workflow.defn(name=PREFLIGHT_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED)
 class UpgradePreflightWorkflow:
     """What an upgrade would do if started now; fails with the refusal if it would be refused."""
 

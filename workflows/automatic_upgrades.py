@@ -24,6 +24,7 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -113,7 +114,9 @@ HISTORY_REFUSE = 9_000
 RECENT_ROLLOUTS = 50
 
 
-@workflow.defn(name=AUTOMATIC_UPGRADES_WORKFLOW)
+# Auto-upgrade: runs for months, so it moves to the current build at its next workflow task
+# (changes to it go behind workflow.patched); each continue-as-new starts on the current build.
+@workflow.defn(name=AUTOMATIC_UPGRADES_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class AutomaticOSUpgradesWorkflow:
     @workflow.init
     def __init__(self, state: AutomaticState | None = None) -> None:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityHandle
 
@@ -59,7 +60,8 @@ def joined(first: str | None, then: str) -> str:
     return f"{first}; {then}" if first else then
 
 
-@workflow.defn(name=BATCH_UPGRADE_WORKFLOW)
+# Pinned, on its upgrade's build (a child starts on its parent's pinned version).
+@workflow.defn(name=BATCH_UPGRADE_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED)
 class BatchUpgradeWorkflow:
     @workflow.run
     async def run(self, request: BatchRequest) -> BatchResult:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -131,7 +132,8 @@ class Stop:
     breach: bool = False
 
 
-@workflow.defn(name=ROLLING_UPGRADE_WORKFLOW)
+# Pinned: an upgrade ends on the code that started it (a new build serves the next one).
+@workflow.defn(name=ROLLING_UPGRADE_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED)
 class RollingUpgradeWorkflow:
     @workflow.init
     def __init__(self, request: UpgradeRequest) -> None:
@@ -760,7 +762,8 @@ class RollingUpgradeWorkflow:
         query answers what was last published, never the ledger between two steps of one
         decision (a batch settled, its health re-read, the gates not yet weighed)."""
         self._status = reporting.status(self._ledger)
-        workflow.set_current_details(presentation.current_details(self._ledger))
+        build = workflow.info().get_current_deployment_version()
+        workflow.set_current_details(presentation.current_details(self._ledger, build))
 
     def _notify(self, event: NotificationEvent, key: str = "") -> None:
         info = workflow.info()

@@ -24,6 +24,7 @@ import functools
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import (
     ChildWorkflowError,
 )
@@ -96,7 +97,9 @@ WAITING = (
 )
 
 
-@workflow.defn(name=ROLLOUT_WORKFLOW)
+# Auto-upgrade: a rollout lasts days; it moves to the current build at its next workflow task
+# (changes to it go behind workflow.patched). The upgrades it starts are pinned to their build.
+@workflow.defn(name=ROLLOUT_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RolloutWorkflow(SetUpgrades):
     @workflow.init
     def __init__(self, request: RolloutRequest) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from models.automatic import (
@@ -48,7 +49,8 @@ with workflow.unsafe.imports_passed_through():
 PERMITS_TOGETHER = "permits-together"
 
 
-@workflow.defn(name=COHORT_WORKFLOW)
+# Auto-upgrade, like the rollout it belongs to.
+@workflow.defn(name=COHORT_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RolloutCohortWorkflow(SetUpgrades):
     _cancel_holds = True
 
