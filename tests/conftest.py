@@ -11,7 +11,6 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -105,11 +104,6 @@ async def ts_worker(ts_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIter
 async def local_worker(local_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
     async with build_worker(local_env.client, azure, f"tq-{uuid.uuid4()}") as worker:
         yield worker
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 @dataclass
