@@ -41,7 +41,7 @@ from temporalio.service import RPCError
 from fleet.errors import FleetError, FleetRequestError
 from models.base import describe_validation_error, without_docs_link
 from models.change import Change, ExtensionRequest
-from models.fleet import InstanceExtension
+from models.fleet import InstanceExtension, ScaleSetName
 from models.image import ImageReference
 from models.policy import UpgradePolicy
 from models.status import UpgradeWaitKind
@@ -51,7 +51,6 @@ from models.upgrade import (
     PauseRequest,
     Preflight,
     ResumeRequest,
-    ScaleSetName,
     UpgradeReport,
     UpgradeRequest,
 )

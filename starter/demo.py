@@ -203,7 +203,7 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
         return 4
     WORKDIR.mkdir(exist_ok=True)
     emulator = EmulatorAddress.of(FLEET_PORT, WORKDIR / "fleet.db")
-    started: list[subprocess.Popen] = []
+    started: list[subprocess.Popen[bytes]] = []
     try:
         console.print("starting the Temporal dev server, the fleet emulator and a worker ...")
         started.append(

@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -115,11 +114,6 @@ async def ts_worker(ts_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIter
 async def local_worker(local_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
     async with product_worker(local_env, azure) as worker:  # versioned, a deployment of its own
         yield worker
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 @dataclass

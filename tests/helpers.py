@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -20,8 +20,8 @@ from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, 
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import Admission, UpgradeReport, UpgradeRequest
-from starter.processes import WorkerProcesses  # noqa: F401 - the tests' worker processes
-from starter.upgrades import final_report, get_status, start_upgrade
+from starter.processes import WorkerProcesses as WorkerProcesses  # the tests' worker processes
+from starter.upgrades import UpgradeHandle, final_report, get_status, start_upgrade
 from worker.assembly import build_worker
 from worker.deployment import DeploymentSettings, package_version, take_current
 
@@ -96,7 +96,7 @@ async def upgrade(
     image: ImageReference = V2,
     health: ApplicationHealthSettings = QUICK_HEALTH,
     **policy: Any,
-) -> tuple[WorkflowHandle, Admission]:
+) -> tuple[UpgradeHandle, Admission]:
     request = UpgradeRequest(
         scale_set=scale_set,
         target_image=image,
@@ -109,7 +109,7 @@ async def upgrade(
 
 async def upgrade_paused_after_first_batch(
     client: Client, task_queue: str, fleet: EmulatorAdmin
-) -> tuple[str, WorkflowHandle, Admission]:
+) -> tuple[str, UpgradeHandle, Admission]:
     """A six-instance upgrade across two zones, held in its hour-long pause after batch 1: a
     running upgrade to inspect."""
     name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)
@@ -120,7 +120,7 @@ async def upgrade_paused_after_first_batch(
     return name, handle, admission
 
 
-async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> UpgradeReport:
+async def finish(env: WorkflowEnvironment, handle: UpgradeHandle) -> UpgradeReport:
     """The upgrade's report. On the time-skipping server, time skips while we wait (only
     handles from start_workflow do that by themselves, not those from update-with-start)."""
     unlocked = getattr(env, "time_skipping_unlocked", None)
@@ -150,7 +150,7 @@ def count_ops(ops: list[FleetOperation], kind: OperationKind, target: ImageRefer
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 30.0
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], object], timeout: float = 30.0
 ) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

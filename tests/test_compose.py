@@ -38,12 +38,14 @@ PACKAGES = ["models", "rules", "workflows", "activities", "fleet", "worker", "st
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
-    return compose["services"]
+    services: dict[str, Any] = compose["services"]
+    return services
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -97,7 +99,8 @@ def condition(services: dict[str, Any], name: str, dependency: str) -> str | Non
     depends_on = services[name].get("depends_on") or {}
     if isinstance(depends_on, list):  # the short form has no conditions
         return None
-    return (depends_on.get(dependency) or {}).get("condition")
+    found: str | None = (depends_on.get(dependency) or {}).get("condition")
+    return found
 
 
 def test_every_service_is_there(services):

@@ -25,7 +25,7 @@ def test_every_scenario_has_a_recording():
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: str(p.relative_to(HISTORIES)))
-async def test_recorded_history_replays(path: Path):
+async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(workflow_id_of(path), path.read_text())
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio import workflow
@@ -19,9 +20,10 @@ from temporalio.api.deployment.v1 import WorkerDeploymentVersion as WorkerDeploy
 from temporalio.api.enums.v1 import EventType, VersionDrainageStatus
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentVersionRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowHandle
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
@@ -83,7 +85,7 @@ class Builds:
 
 
 @asynccontextmanager
-async def two_builds(client: Client, azure: AzureFleet, **options) -> AsyncIterator[Builds]:
+async def two_builds(client: Client, azure: AzureFleet, **options: Any) -> AsyncIterator[Builds]:
     """Builds 1 and 2 of a deployment of its own, both polling one task queue; build 1 is
     current (the deployment's first build makes itself so, as `python -m worker` does)."""
     task_queue = f"tq-{uuid.uuid4()}"
@@ -99,12 +101,12 @@ async def two_builds(client: Client, azure: AzureFleet, **options) -> AsyncItera
         yield Builds(client, task_queue, one, two)
 
 
-def versioning(description) -> tuple[str, int]:
+def versioning(description: WorkflowExecutionDescription) -> tuple[str, int]:
     info = description.raw_description.workflow_execution_info.versioning_info
     return info.deployment_version.build_id, info.behavior
 
 
-async def task_builds(handle: WorkflowHandle) -> list[str]:
+async def task_builds(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """The build of each workflow task of the run, in order; fails on any failed task (a
     nondeterminism error, say)."""
     builds = []
@@ -115,7 +117,7 @@ async def task_builds(handle: WorkflowHandle) -> list[str]:
     return builds
 
 
-async def timer_summaries(client: Client, handle: WorkflowHandle) -> list[str]:
+async def timer_summaries(client: Client, handle: WorkflowHandle[Any, Any]) -> list[str]:
     converter = client.data_converter.payload_converter
     return [
         converter.from_payload(event.user_metadata.summary, str)
@@ -136,7 +138,7 @@ async def drainage(client: Client, version: WorkerDeploymentVersion) -> int:
     return described.worker_deployment_version_info.drainage_info.status
 
 
-async def replays(workflows: Sequence[type], handle: WorkflowHandle) -> bool:
+async def replays(workflows: Sequence[type], handle: WorkflowHandle[Any, Any]) -> bool:
     replayer = Replayer(workflows=workflows, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
     if result.replay_failure is not None:
@@ -194,8 +196,8 @@ async def test_a_running_upgrade_ends_on_its_build_while_a_new_build_takes_new_u
 
 
 async def test_the_watcher_moves_to_the_new_build_and_continues_as_new_there(
-    local_env, azure, monkeypatch: pytest.MonkeyPatch
-):
+    local_env: WorkflowEnvironment, azure: AzureFleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A run continues as new past HISTORY_LIMIT events: a few looks here (module constants are
     # shared with unsandboxed workflows).
     monkeypatch.setattr(automatic_upgrades, "HISTORY_LIMIT", 30)

@@ -61,10 +61,9 @@ with workflow.unsafe.imports_passed_through():
         extension_rollout_id,
         extension_rollout_key,
         image_source_key,
-        major_of,
         rollout_workflow_id,
-        version_key,
     )
+    from models.change import major_of, version_key
     from models.errors import RefusalCode
     from models.fleet import ExtensionView, ScaleSetView
     from models.image import ImageReference

@@ -58,8 +58,8 @@ with workflow.unsafe.imports_passed_through():
         Steering,
         SupersedeRequest,
         WithdrawnNotice,
-        version_key,
     )
+    from models.change import version_key
     from models.policy import format_duration
     from models.status import ApiError
     from models.upgrade import (
