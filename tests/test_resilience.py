@@ -20,7 +20,7 @@ from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState, upgrade_workflow_id
 from starter.retries import retrying
 from starter.upgrades import get_status
-from tests.helpers import count_ops, eventually, finish, make_scale_set, upgrade
+from tests.helpers import count_ops, eventually, finish, make_scale_set, product_worker, upgrade
 from worker.assembly import build_worker
 from workflows.activity_calls import OPERATION_DEADLINE
 from workflows.failures import SKIP_GONE
@@ -158,7 +158,7 @@ async def test_a_bug_in_an_activity_is_retried_until_a_fixed_worker_resumes_the_
     name = await make_scale_set(fleet, 4, update_domains=1)
     task_queue = f"tq-{uuid.uuid4()}"
     broken = cast(FleetBackend, BrokenReimage(azure))
-    async with build_worker(local_env.client, broken, task_queue):
+    async with product_worker(local_env, broken, task_queue):
         handle, _ = await upgrade(local_env.client, task_queue, name)
         # The first batch's reimage fails and waits for its next attempt; nothing failed.
         retries = await eventually(lambda: retrying(local_env.client, name), lambda r: len(r) == 1)
@@ -172,8 +172,10 @@ async def test_a_bug_in_an_activity_is_retried_until_a_fixed_worker_resumes_the_
         assert [line for line in out.splitlines() if "retrying" in line and "RuntimeError: bug" in line]
         assert await fleet.operations(name) == []
 
-    # The fix is deployed: a new worker on the same task queue takes the next attempts.
-    async with build_worker(local_env.client, azure, task_queue):
+    # The fix is deployed: a new worker on the same task queue takes the next attempts. The
+    # upgrade is pinned to its build, so the fix (activity code only) ships as that build again
+    # (docs/operating.md, "Releases": a fix for upgrades already running).
+    async with product_worker(local_env, azure, task_queue):
         report = await finish(local_env, handle)
 
     status = report.status.properties
