@@ -11,10 +11,10 @@ from models.change import Change
 from models.fleet import CustomMetrics, HealthState, InstanceView, OsDisk, ScaleSetView
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceState, UpgradeRequest
+from rules import reporting
+from rules.ledger import UpgradeLedger
+from rules.planner import Candidate, batch_size_limit, next_batch, plan_batches
 from tests.helpers import V1, V2
-from workflows import reporting
-from workflows.ledger import UpgradeLedger
-from workflows.planner import Candidate, batch_size_limit, next_batch, plan_batches
 
 DEFAULT = RollingUpgradePolicy()
 

@@ -15,8 +15,9 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import RefusalCode
     from models.fleet import HealthSource, ScaleSetView
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
-    from workflows import activity_calls, presentation
-    from workflows.ledger import UpgradeLedger
+    from rules import presentation
+    from rules.ledger import UpgradeLedger
+    from workflows import activity_calls
 
 # Patch (README: "Changing workflow code"), of the preflight and the upgrade (RollingUpgradeWorkflow
 # lists it): 2026-12, the scale set's own upgradePolicy.rollingUpgradePolicy is the upgrade's

@@ -71,9 +71,9 @@ with workflow.unsafe.imports_passed_through():
     from models.policy import format_duration
     from rules.enrolled import automatic_extensions, by_image_source, enrolled_instances
     from rules.phases import check_phases, flat_phases, plan_phases
+    from rules.presentation import escaped, workflow_link
     from workflows import activity_calls
     from workflows.admission import extension_enrollment_refusal, health_source_refusal, rolled_by_azure
-    from workflows.presentation import escaped, workflow_link
     from workflows.rollout import RolloutWorkflow
 
 # Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.

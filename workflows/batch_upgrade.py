@@ -37,9 +37,9 @@ with workflow.unsafe.imports_passed_through():
         InstanceOutcome,
         InstanceState,
     )
+    from rules.failures import HEALTH_FAILURE_CODES
     from workflows import activity_calls
     from workflows.deadlines import DeadlineClock
-    from workflows.failures import HEALTH_FAILURE_CODES
 
 # Patches (see RollingUpgradeWorkflow's list and the README).
 # 2026-11: every instance's health-wait deadline on one timer per batch child (DeadlineClock)

@@ -65,13 +65,14 @@ with workflow.unsafe.imports_passed_through():
         WaveReport,
         ZonePermit,
     )
-    from workflows import activity_calls, gates, presentation, reporting, search_attributes
+    from rules import gates, presentation, reporting
+    from rules.failures import internal_error
+    from rules.ledger import UpgradeLedger
+    from rules.planner import Candidate, batch_size_limit, next_batch
+    from workflows import activity_calls, search_attributes
     from workflows.admission import SETS_OWN_POLICY, admit
     from workflows.batch_upgrade import BatchUpgradeWorkflow
-    from workflows.failures import internal_error
-    from workflows.ledger import UpgradeLedger
     from workflows.notifier import Notifier
-    from workflows.planner import Candidate, batch_size_limit, next_batch
 
 T = TypeVar("T")
 

@@ -1,8 +1,8 @@
 """The ledger of one upgrade: where every instance is, and what became of it.
 
 Pure and deterministic (no clocks, no I/O): the workflow passes in `now`, so the ledger can be
-unit-tested and replays identically. The gates (workflows/gates.py) and the Azure status
-(workflows/reporting.py) are derived from it; nothing else keeps a count of its own.
+unit-tested and replays identically. The gates (rules/gates.py) and the Azure status
+(rules/reporting.py) are derived from it; nothing else keeps a count of its own.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from models.upgrade import (
     InstanceState,
     UpgradeRequest,
 )
-from workflows.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
-from workflows.planner import Candidate, plan_batches
+from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
+from rules.planner import Candidate, plan_batches
 
 
 class UpgradeLedger:

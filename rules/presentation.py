@@ -12,8 +12,8 @@ from models.change import NOT_INSTALLED, Change, version_key
 from models.markdown import table
 from models.status import UpgradeWait, UpgradeWaitKind
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
-from workflows import reporting
-from workflows.ledger import UpgradeLedger
+from rules import reporting
+from rules.ledger import UpgradeLedger
 
 
 def from_images(ledger: UpgradeLedger) -> dict[str, int]:

@@ -22,8 +22,8 @@ from models.status import (
     os_rollback_method,
 )
 from models.upgrade import FINAL_FAILURES, InstanceProgress, InstanceState, UpgradeReport
-from workflows import failures, gates
-from workflows.ledger import UpgradeLedger
+from rules import failures, gates
+from rules.ledger import UpgradeLedger
 
 GOES_ON = {
     RollingUpgradeStatusCode.ROLLING_FORWARD: "so the upgrade goes on",

@@ -14,10 +14,10 @@ from models.fleet import HealthSource
 from models.policy import RollingUpgradePolicy, format_duration
 from models.status import ApiError, ApiErrorBase
 from models.upgrade import ATTEMPTED, FINAL_FAILURES, InstanceProgress, InstanceState
+from rules import failures
+from rules.ledger import UpgradeLedger
+from rules.planner import unhealthy_allowance
 from rules.waves import zone_text
-from workflows import failures
-from workflows.ledger import UpgradeLedger
-from workflows.planner import unhealthy_allowance
 
 STOPS = "The upgrade stops: no new batch starts."
 
