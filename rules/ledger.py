@@ -8,6 +8,7 @@ unit-tested and replays identically. The gates (rules/gates.py) and the Azure st
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from models.change import Change, ExtensionTarget
@@ -36,21 +37,31 @@ from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRI
 from rules.planner import Candidate, plan_batches
 
 
+@dataclass(frozen=True)
+class UpgradeRules:
+    """The rules one upgrade runs by: each field is a patch's decision (`workflow.patched`, in
+    RollingUpgradeWorkflow._adopt_patches), taken once at its start, so an upgrade replayed from
+    an older history keeps the rules it started with. The defaults are what a ledger built
+    outside an upgrade (a preview, a test) assumes."""
+
+    # The core exact to the seeds (the exact-core patch; EXACT_CORE in workflows/rolling_upgrade.py
+    # lists what it changed): False only while replaying upgrades started before it.
+    exact_core: bool = True
+    # Sets of 5 or fewer one at a time whatever the policy's percent: True only while replaying
+    # upgrades started before the batch-size-by-policy patch.
+    small_sets_one_at_a_time: bool = False
+    # The scale set's own rollingUpgradePolicy under the fields the user gave: False only while
+    # replaying upgrades started before the sets-own-policy patch.
+    sets_own_policy: bool = True
+    # Several extensions, each on its own (seed 003): False only while replaying upgrades
+    # started before the independent-extensions patch.
+    independent_extensions: bool = False
+
+
 class UpgradeLedger:
-    def __init__(self, request: UpgradeRequest, now: datetime, *, exact: bool = True) -> None:
+    def __init__(self, request: UpgradeRequest, now: datetime, *, rules: UpgradeRules | None = None) -> None:
         self.request = request
-        # The rules of the exact-core patch (gone instances, scale-out, the unhealthy budget);
-        # False only while replaying upgrades started before it.
-        self.exact = exact
-        # Sets of 5 or fewer one at a time whatever the policy's percent: True only while
-        # replaying upgrades started before the batch-size-by-policy patch.
-        self.small_sets_one_at_a_time = False
-        # The scale set's own rollingUpgradePolicy under the fields the user gave: False only
-        # while replaying upgrades started before the sets-own-policy patch.
-        self.sets_own_policy = True
-        # Several extensions, each on its own (seed 003): False only while replaying upgrades
-        # started before the independent-extensions patch.
-        self.independent_extensions = False
+        self.rules = rules or UpgradeRules()
         # Extensions stopped by their own policy breach, with why: no later batch installs them.
         self.stopped_extensions: dict[str, ApiError] = {}
         # What the upgrade applies; the request's until admission resolves it exactly.
@@ -87,7 +98,7 @@ class UpgradeLedger:
     def admit(self, scale_set: ScaleSetView, change: Change) -> None:
         """Record every instance; skip those that have the change already or opted out. The
         policy becomes the scale set's own where the user gave no value."""
-        if self.sets_own_policy:
+        if self.rules.sets_own_policy:
             self.request = self.request.with_scale_sets_policy(scale_set.rolling_upgrade_policy)
         # Only what status shows: no command depends on it, so no patch.
         self.request = self.request.with_scale_sets_health(scale_set)
@@ -136,7 +147,7 @@ class UpgradeLedger:
         self._gone.add(progress.instance_id)
         progress.health = HealthState.UNKNOWN
         waiting = (InstanceState.PENDING, InstanceState.PENDING_APPROVAL)
-        leaves = (*waiting, *FINAL_FAILURES) if self.exact else waiting
+        leaves = (*waiting, *FINAL_FAILURES) if self.rules.exact_core else waiting
         if progress.state in leaves:
             self._skip(progress, SKIP_GONE, message)
 
@@ -156,10 +167,10 @@ class UpgradeLedger:
 
     def attempted(self) -> list[InstanceProgress]:
         """Upgraded instances the upgraded-instances gate counts."""
-        return self.counted(*ATTEMPTED) if self.exact else self.in_state(*ATTEMPTED)
+        return self.counted(*ATTEMPTED) if self.rules.exact_core else self.in_state(*ATTEMPTED)
 
     def failed(self) -> list[InstanceProgress]:
-        return self.counted(*FINAL_FAILURES) if self.exact else self.in_state(*FINAL_FAILURES)
+        return self.counted(*FINAL_FAILURES) if self.rules.exact_core else self.in_state(*FINAL_FAILURES)
 
     # --- extensions, each on its own -------------------------------------------------------
 
@@ -210,8 +221,8 @@ class UpgradeLedger:
             self.total,
             self.unhealthy(),
             self.request.policy,
-            within_budget=self.exact,
-            small_sets_one_at_a_time=self.small_sets_one_at_a_time,
+            within_budget=self.rules.exact_core,
+            small_sets_one_at_a_time=self.rules.small_sets_one_at_a_time,
         )
         return [awaiting, *planned] if awaiting else planned
 
@@ -315,7 +326,7 @@ class UpgradeLedger:
             progress.settle(outcome)
             if outcome.state == InstanceState.ROLLED_BACK and outcome.health_after_restore:
                 progress.health = outcome.health_after_restore  # what it is now, after the restore
-            if self.exact and self._deleted_under_us(outcome):
+            if self.rules.exact_core and self._deleted_under_us(outcome):
                 self._leave(progress, "the instance was deleted during its batch")
 
     @staticmethod

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from models.fleet import HealthSource, ScaleSetView
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
     from rules import presentation
-    from rules.ledger import UpgradeLedger
+    from rules.ledger import UpgradeLedger, UpgradeRules
     from workflows import activity_calls
 
 # Patch (README: "Changing workflow code"), of the preflight and the upgrade (RollingUpgradeWorkflow
@@ -134,8 +134,8 @@ class UpgradePreflightWorkflow:
     @workflow.run
     async def run(self, request: UpgradeRequest) -> Preflight:
         scale_set, change = await admit(request)
-        ledger = UpgradeLedger(request, workflow.now())
-        ledger.sets_own_policy = workflow.patched(SETS_OWN_POLICY)
+        rules = UpgradeRules(sets_own_policy=workflow.patched(SETS_OWN_POLICY))
+        ledger = UpgradeLedger(request, workflow.now(), rules=rules)
         ledger.admit(scale_set, change)
         return Preflight(
             scale_set=request.scale_set,
