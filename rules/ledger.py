@@ -16,7 +16,6 @@ from models.errors import FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.notifications import NotificationRecord
-from models.policy import format_duration
 from models.sorting import natural_key
 from models.status import (
     ApiError,
@@ -33,6 +32,7 @@ from models.upgrade import (
     InstanceState,
     UpgradeRequest,
 )
+from rules.approvals import Approvals, hold, release_due
 from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
 from rules.planner import Candidate, plan_batches
 
@@ -77,10 +77,7 @@ class UpgradeLedger:
         self.wait: UpgradeWait | None = None
         # The pause in effect (who, why, since when), from `pause` until `resume`.
         self.paused: UpgradeWait | None = None
-        # Approvals given (who, when) for instances not yet due; `approved_all`: every instance
-        # pending now and later (an `approve` without instance ids).
-        self.approvals: dict[str, tuple[str, datetime]] = {}
-        self.approved_all: tuple[str, datetime] | None = None
+        self.approvals = Approvals()  # given (who, when), for instances or every instance
         self.batches = 0
         self.cancelled_by: str | None = None  # who asked for the cancel
         self._phases: dict[str, int | None] = {}
@@ -252,64 +249,21 @@ class UpgradeLedger:
         return [p.instance_id for p in self.in_state(InstanceState.PENDING_APPROVAL)]
 
     def await_approval(self, instance_ids: Iterable[str], now: datetime) -> list[str]:
-        """Mark the next batch's instances pending approval (Azure shows the VM
-        Platform.PendingOSUpgrade); those approved before they were due go at once. Returns
-        the instances still awaiting approval."""
-        for instance_id in instance_ids:
-            progress = self.instances[instance_id]
-            if progress.state != InstanceState.PENDING:
-                continue
-            if progress.approved_by is not None:
-                continue  # approved before (a batch planned again after a wait)
-            progress.state = InstanceState.PENDING_APPROVAL
-            progress.pending_approval_since = now
-        self._release_approved()
+        """Mark the next batch's instances pending approval; those approved before they were
+        due go at once. Returns the instances still awaiting approval."""
+        hold((self.instances[i] for i in instance_ids), now)
+        self.approvals.release(self.in_state(InstanceState.PENDING_APPROVAL))
         return self.pending_approval()
 
     def approve(self, instance_ids: list[str] | None, by: str, now: datetime) -> list[str]:
         """An approval: of these instances (now or whenever they become due), or of every
         instance (None). Returns the instances it released now."""
-        if instance_ids is None:
-            if self.approved_all is None:
-                self.approved_all = (by, now)
-        else:
-            for instance_id in instance_ids:
-                self.approvals.setdefault(instance_id, (by, now))
-        return self._release_approved()
+        self.approvals.give(instance_ids, by, now)
+        return self.approvals.release(self.in_state(InstanceState.PENDING_APPROVAL))
 
     def approve_due(self, timeout: timedelta, now: datetime) -> list[str]:
         """notBeforeTimeout: instances pending approval that long are approved on their own."""
-        released = []
-        for progress in self.in_state(InstanceState.PENDING_APPROVAL):
-            since = progress.pending_approval_since or now
-            if since + timeout <= now:
-                self._release(
-                    progress,
-                    "notBeforeTimeout",
-                    since + timeout,
-                    f"approved on its own after notBeforeTimeout {format_duration(timeout)} "
-                    f"(pending approval since {since.isoformat(timespec='seconds')})",
-                )
-                released.append(progress.instance_id)
-        return released
-
-    def _release_approved(self) -> list[str]:
-        released = []
-        for progress in self.in_state(InstanceState.PENDING_APPROVAL):
-            approval = self.approvals.get(progress.instance_id) or self.approved_all
-            if approval is None:
-                continue
-            by, when = approval
-            self._release(progress, by, when, f"approved by {by} at {when.isoformat(timespec='seconds')}")
-            released.append(progress.instance_id)
-        return released
-
-    @staticmethod
-    def _release(progress: InstanceProgress, by: str, when: datetime, message: str) -> None:
-        progress.state = InstanceState.PENDING
-        progress.approved_by = by
-        progress.approval_time = when
-        progress.message = f"{progress.message}; {message}" if progress.message else message
+        return release_due(self.in_state(InstanceState.PENDING_APPROVAL), timeout, now)
 
     def start_batch(self, instance_ids: Iterable[str], now: datetime) -> int:
         self.batches += 1
