@@ -7,6 +7,7 @@ import statements of every module (those inside functions too), without importin
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("models", "rules", "fleet", "activities", "workflows", "starter", "worker", "bench", "tests")
 
 Graph = dict[str, dict[str, set[str]]]  # package -> imported package -> modules that import it
+# What the pure rules may import besides models (and one another): the standard library, pydantic.
+RULES_MAY_IMPORT = frozenset({"models", "rules", "pydantic", *sys.stdlib_module_names})
 
 
 def imported(tree: ast.AST) -> Iterator[str]:
@@ -34,6 +37,17 @@ def import_graph(root: Path = ROOT) -> Graph:
                 if name in PACKAGES and name != package:
                     graph[package].setdefault(name, set()).add(module)
     return graph
+
+
+def outside_imports(package: str, allowed: frozenset[str], root: Path = ROOT) -> dict[str, set[str]]:
+    """What the modules of `package` import beyond `allowed` (top-level names), and where."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((root / package).rglob("*.py")):
+        module = str(path.relative_to(root).with_suffix("")).replace("/", ".")
+        for name in imported(ast.parse(path.read_text(), str(path))):
+            if name not in allowed:
+                found.setdefault(name, set()).add(module)
+    return found
 
 
 def circles(graph: Graph) -> list[list[str]]:

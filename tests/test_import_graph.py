@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.import_graph import Graph, circles, import_graph
+from tests.import_graph import RULES_MAY_IMPORT, Graph, circles, import_graph, outside_imports
 
 
 def test_the_rules_import_only_models() -> None:
     graph = import_graph()
     assert set(graph["rules"]) <= {"models"}, {p: sorted(m) for p, m in graph["rules"].items()}
     assert graph["models"] == {}
+    # Nor any library but pydantic: no temporalio, no I/O (the standard library is theirs).
+    assert outside_imports("rules", RULES_MAY_IMPORT) == {}
 
 
 def test_no_circle_between_packages() -> None:

@@ -12,8 +12,8 @@ from rules.ledger import UpgradeLedger, UpgradeRules
 from tests.helpers import V1, V2
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-AGENT = ExtensionTarget(name="agent", publisher="Contoso", type="Agent", version="1.3.0")
-PROBE = ExtensionTarget(name="probe", publisher="Contoso", type="Probe", version="2.1.0")
+AGENT = ExtensionTarget(name="agent", publisher="Contoso", type_="Agent", version="1.3.0")
+PROBE = ExtensionTarget(name="probe", publisher="Contoso", type_="Probe", version="2.1.0")
 
 
 def ledger_of(

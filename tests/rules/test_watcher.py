@@ -65,7 +65,7 @@ def state_of(extension: ExtensionEnrollment | None = None, **fields: object) -> 
 def ended(
     state: RolloutState, set_state: RolloutSetState, *, extension: bool = False, **set_fields: object
 ) -> RolloutEnded:
-    rolled = RolloutExtension(publisher="Contoso", type="Agent", major="1", names={"web": "agent"})
+    rolled = RolloutExtension(publisher="Contoso", type_="Agent", major="1", names={"web": "agent"})
     return RolloutEnded(
         workflow_id="r1",
         source_key="src",
@@ -369,7 +369,7 @@ def test_enrolled_extensions(
 )
 def test_withdrawn_from(extension: str | None, request_: WithdrawRequest, expected: bool) -> None:
     rolled = (
-        RolloutExtension(publisher="Contoso", type="Agent", major="1", names={"web": extension})
+        RolloutExtension(publisher="Contoso", type_="Agent", major="1", names={"web": extension})
         if extension
         else None
     )
