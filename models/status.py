@@ -89,7 +89,6 @@ class ApiError(AzureModel):
 class UpgradeWaitKind(StrEnum):
     """What an upgrade is holding back for."""
 
-    HEALTH_RECOVERY = "HealthRecovery"  # unhealthy instances leave no room for a batch
     PAUSED = "Paused"  # someone paused it (`upgradectl pause`, a rollout's hold)
     PENDING_APPROVAL = "PendingApproval"  # osRollingUpgradeDeferral: the batch awaits approval
     ZONE_WAVE = "ZoneWave"  # a rollout's zone waves: its next zone waits for the region's turn

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from models.change import NOT_INSTALLED, Change, version_key
 from models.markdown import table
@@ -121,8 +122,20 @@ def restore_summary(instance_ids: list[str]) -> str:
     return f"rollback after the policy breach: {len(instance_ids)} instance(s)"
 
 
-def current_details(ledger: UpgradeLedger) -> str:
-    """The live view: status, counts, the batch in flight, the error if any."""
+class Build(Protocol):
+    """A worker deployment version (temporalio's WorkerDeploymentVersion): what the rules read of
+    it, so they need not import the SDK."""
+
+    @property
+    def deployment_name(self) -> str: ...
+
+    @property
+    def build_id(self) -> str: ...
+
+
+def current_details(ledger: UpgradeLedger, build: Build | None = None) -> str:
+    """The live view: status, counts, the batch in flight, the error if any, and the build it
+    runs on (pinned: the one that started it; None on an unversioned worker)."""
     progress = reporting.progress(ledger)
     skipped = len(ledger.in_state(InstanceState.SKIPPED))
     planned = ledger.batches + len(ledger.plan())
@@ -160,7 +173,16 @@ def current_details(ledger: UpgradeLedger) -> str:
         lines += ["", f"Since {wait.since.isoformat(timespec='seconds')}, {escaped(wait.reason)}{until}."]
     if error := reporting.error(ledger):
         lines += ["", f"`{error.code}`: {error.message}"]
+    if build is not None:
+        lines += ["", running_on(build)]
     return "\n".join(lines)
+
+
+def running_on(build: Build) -> str:
+    return (
+        f"Runs on build {escaped(build.build_id)} of worker deployment {escaped(build.deployment_name)}, "
+        "pinned: it ends on the code that started it."
+    )
 
 
 _MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>#|"})

@@ -3,7 +3,7 @@
 `auto enable|disable|show|settings` opt scale sets in and out and set how the watcher looks for new
 image and extension versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts
 it starts; `rollout plan` prints the phases and zone waves a new version would get now.
-Exit codes are `upgradectl`'s (starter/cli.py, README: Exit codes): 0 done, 2 a usage error,
+Exit codes are `upgradectl`'s (starter/cli.py, docs/usage.md: Exit codes): 0 done, 2 a usage error,
 3 an invalid option value or a refusal of the watcher (its Azure-style code and message),
 4 Temporal or a worker not answering, 5 a scale set that is not enrolled or a version with no
 (running) rollout.

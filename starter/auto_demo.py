@@ -40,8 +40,8 @@ from models.automatic import (
     RolloutState,
     RolloutStatus,
     RolloutSummary,
-    version_key,
 )
+from models.change import version_key
 from models.fleet import ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import UpgradePolicy
@@ -235,7 +235,7 @@ def main(keep: bool = False) -> int:
     port, ui_port, fleet_port = processes.free_port(), processes.free_port(), processes.free_port()
     emulator = EmulatorAddress.of(fleet_port, workdir / "fleet.db")
     task_queue = "rolling-upgrades-automatic-demo"
-    started: list[subprocess.Popen] = []
+    started: list[subprocess.Popen[bytes]] = []
     try:
         console.print("starting the Temporal dev server, the fleet emulator and a worker ...")
         started.append(processes.start_dev_server(port, ui_port, None, workdir / "temporal.log"))

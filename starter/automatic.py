@@ -84,13 +84,13 @@ class Overview:
     enrollments: list[Enrollment] = field(default_factory=list)
 
 
-def watcher(client: Client, task_queue: str) -> WorkflowHandle:
+def watcher(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
     """The latest run of the task queue's watcher (one per deployment; continue-as-new keeps
     its id): `automatic-os-upgrades` on the default queue."""
     return client.get_workflow_handle(watcher_workflow_id(task_queue))
 
 
-async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle:
+async def ensure_watcher(client: Client, task_queue: str) -> WorkflowHandle[Any, Any]:
     """Start the watcher unless it runs already. A watcher that ended (terminated from the Web
     UI, say) is started again with its enrollments and settings, read from the ended run, so
     nothing enrolled is lost. The start is tried and an existing run tolerated (the
@@ -147,20 +147,20 @@ async def _answer(call: Awaitable[T], what: str) -> T:
         raise
 
 
-async def _query(handle: WorkflowHandle, name: str, result_type: type[T]) -> T:
+async def _query(handle: WorkflowHandle[Any, Any], name: str, result_type: type[T]) -> T:
     return await _answer(
         handle.query(name, result_type=result_type, rpc_timeout=QUERY_TIMEOUT),
         f"the {name} query of {handle.id}",
     )
 
 
-async def _update(handle: WorkflowHandle, name: str, arg: Any, result_type: type[T]) -> T:
+async def _update(handle: WorkflowHandle[Any, Any], name: str, arg: Any, result_type: type[T]) -> T:
     return await _answer(
         handle.execute_update(name, arg, result_type=result_type), f"the {name} update of {handle.id}"
     )
 
 
-async def _watcher_exists(handle: WorkflowHandle) -> bool:
+async def _watcher_exists(handle: WorkflowHandle[Any, Any]) -> bool:
     try:
         await handle.describe(rpc_timeout=QUERY_TIMEOUT)
     except RPCError as err:

@@ -1,6 +1,6 @@
 """`upgradectl`: start, inspect, watch and cancel upgrades; run the worker and the fleet emulator.
 
-Exit codes (README: Exit codes):
+Exit codes (docs/usage.md: Exit codes):
   0  Completed
   1  Faulted
   2  Cancelled, and usage errors (an unknown option, a missing or malformed option value)
@@ -41,7 +41,7 @@ from temporalio.service import RPCError
 from fleet.errors import FleetError, FleetRequestError
 from models.base import describe_validation_error, without_docs_link
 from models.change import Change, ExtensionRequest
-from models.fleet import InstanceExtension
+from models.fleet import InstanceExtension, ScaleSetName
 from models.image import ImageReference
 from models.policy import UpgradePolicy
 from models.status import UpgradeWaitKind
@@ -51,7 +51,6 @@ from models.upgrade import (
     PauseRequest,
     Preflight,
     ResumeRequest,
-    ScaleSetName,
     UpgradeReport,
     UpgradeRequest,
 )
@@ -89,13 +88,16 @@ from starter.upgrades import (
     UpgradeRefused,
     approve_upgrade,
     cancel_upgrade,
+    describe_upgrade,
     pause_upgrade,
     preflight_change,
     read_report,
     report_change,
     reported_properties,
     resume_upgrade,
+    running_build,
     start_upgrade,
+    upgrade_handle,
 )
 from worker.connection import Settings, connect
 from worker.process_exit import exit_after
@@ -654,8 +656,10 @@ async def status(
         print_json(report.status.to_json())
         return
     properties = reported_properties(report)
+    build = running_build(await describe_upgrade(upgrade_handle(client, scale_set), scale_set))
     table = Table(title=plain(f"rolling upgrade of {clean(scale_set)}"), show_header=False)
     table.add_row("status", properties.running_status.code.value)
+    table.add_row("build", plain(build or "unversioned worker", limit=None))
     table.add_row("change", plain(report_change(report), limit=None))
     table.add_row("started", properties.running_status.start_time.isoformat())
     running = properties.running_status

@@ -203,7 +203,7 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
         return 4
     WORKDIR.mkdir(exist_ok=True)
     emulator = EmulatorAddress.of(FLEET_PORT, WORKDIR / "fleet.db")
-    started: list[subprocess.Popen] = []
+    started: list[subprocess.Popen[bytes]] = []
     try:
         console.print("starting the Temporal dev server, the fleet emulator and a worker ...")
         started.append(
@@ -219,6 +219,9 @@ def run_demo(*, keep: bool, instances: int, console: Console) -> int:
                     # The worker reaches the emulator as it would reach Azure: the SDK, AZURE_*.
                     **emulator.env(),
                     "UPGRADE_TASK_QUEUE": TASK_QUEUE,
+                    # The demo's server keeps its database between runs: this build serves, even
+                    # after a version bump (docs/operating.md, "Releases").
+                    "UPGRADE_MAKE_CURRENT": "always",
                     "PYTHONUNBUFFERED": "1",
                 },
                 WORKDIR / "worker.log",

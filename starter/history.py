@@ -44,7 +44,7 @@ async def entry_of(client: Client, execution: WorkflowExecution) -> UpgradeOpera
     if "upgrade" in memo:
         return UpgradeOperationHistoricalStatusInfo.model_validate(memo["upgrade"])
     handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-    report = await handle.query(REPORT_QUERY, result_type=UpgradeReport)
+    report: UpgradeReport = await handle.query(REPORT_QUERY, result_type=UpgradeReport)
     ended = execution.close_time if execution.status != WorkflowExecutionStatus.RUNNING else None
     return report.history_entry(ended)
 

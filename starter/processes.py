@@ -44,11 +44,15 @@ def venv_binary(name: str) -> str:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def wait_until(
-    check: Callable[[], bool], what: str, timeout: float = 30.0, process: subprocess.Popen | None = None
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = 30.0,
+    process: subprocess.Popen[bytes] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,7 +73,9 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_process(args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+def start_process(
+    args: list[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
@@ -121,7 +127,7 @@ class EmulatorAddress:
         }
 
 
-def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
+def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen[bytes]:
     """The fleet emulator over HTTPS on `port` (emulator_url; trust emulator_ca_file(db))."""
     args = [sys.executable, "-m", "fleet.emulator", "--port", str(port), "--db", str(db)]
     process = start_process(args, log_path)
@@ -143,6 +149,18 @@ def start_emulator(port: int, db: Path, log_path: Path) -> subprocess.Popen:
 EAGER_ACTIVITIES = ("--dynamic-config-value", "system.enableActivityEagerExecution=true")
 
 
+# Worker versioning (worker/deployment.py): the Worker Deployment APIs and versions, as
+# sdk-python's own tests switch them on (newer servers have them on by default).
+WORKER_VERSIONING = (
+    "--dynamic-config-value",
+    "frontend.workerVersioningWorkflowAPIs=true",
+    "--dynamic-config-value",
+    "frontend.workerVersioningDataAPIs=true",
+    "--dynamic-config-value",
+    "system.enableDeploymentVersions=true",
+)
+
+
 def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
     args = [
         venv_binary("temporal"),
@@ -160,6 +178,7 @@ def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
         "--dynamic-config-value",
         "history.transferProcessorMaxPollRPS=1000",
         *EAGER_ACTIVITIES,
+        *WORKER_VERSIONING,
         *[arg for name in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{name}=Keyword")],
     ]
     if db is not None:
@@ -167,17 +186,17 @@ def dev_server_args(port: int, ui_port: int, db: Path | None) -> list[str]:
     return args
 
 
-def start_dev_server(port: int, ui_port: int, db: Path | None, log_path: Path) -> subprocess.Popen:
+def start_dev_server(port: int, ui_port: int, db: Path | None, log_path: Path) -> subprocess.Popen[bytes]:
     process = start_process(dev_server_args(port, ui_port, db), log_path)
     wait_until(lambda: port_open(port), "the Temporal dev server", timeout=60, process=process)
     return process
 
 
-def start_worker(env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+def start_worker(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     return start_process([sys.executable, "-m", "worker"], log_path, env)
 
 
-def stop(process: subprocess.Popen | None, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+def stop(process: subprocess.Popen[bytes] | None, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
     """Ask a process to stop; kill it if it will not."""
     if process is None or process.poll() is not None:
         return
@@ -202,7 +221,7 @@ class WorkerProcesses:
             "UPGRADE_TASK_QUEUE": self.task_queue,
         }
         self.logs = logs
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.started = 0
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, PendingActivityState
@@ -52,7 +53,7 @@ async def retrying(client: Client, scale_set: str) -> list[Retrying]:
 
 
 async def _of(
-    client: Client, handle: WorkflowHandle, pending: Iterable[PendingActivityInfo]
+    client: Client, handle: WorkflowHandle[Any, Any], pending: Iterable[PendingActivityInfo]
 ) -> list[Retrying]:
     failing = [a for a in pending if a.attempt > 1 and a.HasField("last_failure")]
     if not failing:
@@ -77,7 +78,9 @@ def _error(failure: Failure) -> str:
     return f"{kind}: {failure.message}" if kind else failure.message
 
 
-async def _summaries(client: Client, handle: WorkflowHandle, activity_ids: set[str]) -> dict[str, str]:
+async def _summaries(
+    client: Client, handle: WorkflowHandle[Any, Any], activity_ids: set[str]
+) -> dict[str, str]:
     """The summaries the activities were scheduled with (what the Web UI shows), read from the
     history's end: a retried activity was scheduled lately, or in a short batch history."""
     service, converter = client.workflow_service, client.data_converter.payload_converter

@@ -24,7 +24,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import VersioningBehavior, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -55,7 +55,7 @@ from models.upgrade import (
 from rules import presentation
 from workflows import search_attributes
 
-# `upgradectl`'s exit codes (README: Exit codes), one home for all of them.
+# `upgradectl`'s exit codes (docs/usage.md: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0
 EXIT_FAULTED = 1
 EXIT_CANCELLED = 2  # also a usage error (click's own code)
@@ -106,7 +106,7 @@ async def start_upgrade(
     *,
     admission_timeout: float = 60.0,
     on_preflight: Callable[[Preflight], None] | None = None,
-) -> tuple[WorkflowHandle, Admission]:
+) -> tuple[UpgradeHandle, Admission]:
     """Preflight the upgrade, start it, and return once the workflow has admitted it.
 
     The preflight (a short workflow) reads the scale set and resolves the image or the extension
@@ -226,20 +226,30 @@ async def run_preflight(
         ) from None
 
 
-def upgrade_handle(client: Client, scale_set: str) -> WorkflowHandle:
+# A rolling upgrade's handle: its result is the UpgradeReport.
+UpgradeHandle = WorkflowHandle[Any, UpgradeReport]
+
+
+def upgrade_handle(client: Client, scale_set: str) -> UpgradeHandle:
     """The latest upgrade of the scale set (running or finished)."""
     return client.get_workflow_handle(upgrade_workflow_id(scale_set), result_type=UpgradeReport)
 
 
 async def get_status(client: Client, scale_set: str) -> RollingUpgradeStatusInfo:
-    return await upgrade_handle(client, scale_set).query(STATUS_QUERY, result_type=RollingUpgradeStatusInfo)
+    status: RollingUpgradeStatusInfo = await upgrade_handle(client, scale_set).query(
+        STATUS_QUERY, result_type=RollingUpgradeStatusInfo
+    )
+    return status
 
 
 async def get_instances(client: Client, scale_set: str) -> list[InstanceProgress]:
-    return await upgrade_handle(client, scale_set).query(INSTANCES_QUERY, result_type=list[InstanceProgress])
+    instances: list[InstanceProgress] = await upgrade_handle(client, scale_set).query(
+        INSTANCES_QUERY, result_type=list[InstanceProgress]
+    )
+    return instances
 
 
-async def describe_upgrade(handle: WorkflowHandle, scale_set: str) -> WorkflowExecutionDescription:
+async def describe_upgrade(handle: UpgradeHandle, scale_set: str) -> WorkflowExecutionDescription:
     """The latest upgrade's execution, or NoSuchUpgrade if the scale set never had one."""
     try:
         return await handle.describe(rpc_timeout=QUERY_TIMEOUT)
@@ -249,7 +259,18 @@ async def describe_upgrade(handle: WorkflowHandle, scale_set: str) -> WorkflowEx
         raise
 
 
-async def await_admission(handle: WorkflowHandle, timeout: float = ADMISSION_WAIT) -> None:
+def running_build(description: WorkflowExecutionDescription) -> str | None:
+    """The worker build an upgrade runs on (it is pinned to the one that started it), from its
+    Temporal description; None when unversioned workers ran it."""
+    info = description.raw_description.workflow_execution_info.versioning_info
+    version = info.deployment_version
+    if not version.build_id:
+        return None
+    behavior = VersioningBehavior(info.behavior).name.lower().replace("_", "-")
+    return f"{version.build_id} of worker deployment {version.deployment_name} ({behavior})"
+
+
+async def await_admission(handle: UpgradeHandle, timeout: float = ADMISSION_WAIT) -> None:
     """Wait (bounded) until a running upgrade is admitted or refused, so that its status counts
     every instance of the scale set. The `admit` update returns at once when it already is."""
     try:
@@ -279,9 +300,12 @@ async def read_report(
     return await query_report(handle)
 
 
-async def query_report(handle: WorkflowHandle) -> UpgradeReport:
+async def query_report(handle: UpgradeHandle) -> UpgradeReport:
     try:
-        return await handle.query(REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=QUERY_TIMEOUT)
+        report: UpgradeReport = await handle.query(
+            REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=QUERY_TIMEOUT
+        )
+        return report
     except RPCError as err:
         if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
             raise UpgradeFailed(
@@ -315,7 +339,9 @@ async def approve_upgrade(client: Client, scale_set: str, request: ApproveReques
     read before approving (None when no worker answered)."""
     handle = await running_upgrade(client, scale_set, "approve")
     try:
-        report = await handle.query(REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=APPROVE_CHECK)
+        report: UpgradeReport | None = await handle.query(
+            REPORT_QUERY, result_type=UpgradeReport, rpc_timeout=APPROVE_CHECK
+        )
     except RPCError:
         report = None  # no worker now: the approval waits in the history all the same
     if report is not None and request.instance_ids is not None and report.instances:
@@ -335,7 +361,7 @@ async def approve_upgrade(client: Client, scale_set: str, request: ApproveReques
 APPROVE_CHECK = timedelta(seconds=5)
 
 
-async def running_upgrade(client: Client, scale_set: str, action: str) -> WorkflowHandle:
+async def running_upgrade(client: Client, scale_set: str, action: str) -> UpgradeHandle:
     """The scale set's running upgrade; NoSuchUpgrade if it has none or the latest ended."""
     handle = upgrade_handle(client, scale_set)
     description = await describe_upgrade(handle, scale_set)
@@ -347,7 +373,7 @@ async def running_upgrade(client: Client, scale_set: str, action: str) -> Workfl
 
 
 async def signal_running(
-    handle: WorkflowHandle, scale_set: str, action: str, signal: str, payload: Any = None
+    handle: UpgradeHandle, scale_set: str, action: str, signal: str, payload: Any = None
 ) -> None:
     try:
         if payload is None:
@@ -371,7 +397,7 @@ def _ended(description: WorkflowExecutionDescription) -> str:
     return text
 
 
-async def final_report(handle: WorkflowHandle) -> UpgradeReport:
+async def final_report(handle: UpgradeHandle) -> UpgradeReport:
     """Wait for the end. A Faulted upgrade's report travels in its failure's details; one that
     a cancel request ended (Canceled in Temporal) still answers the `report` query."""
     try:
@@ -381,5 +407,6 @@ async def final_report(handle: WorkflowHandle) -> UpgradeReport:
         if isinstance(cause, ApplicationError) and cause.details:
             return UpgradeReport.model_validate(cause.details[0])
         if isinstance(cause, CancelledError):
-            return await handle.query(REPORT_QUERY, result_type=UpgradeReport)
+            report: UpgradeReport = await handle.query(REPORT_QUERY, result_type=UpgradeReport)
+            return report
         raise UpgradeFailed(str(cause or err)) from err

@@ -8,10 +8,8 @@ import asyncio
 import json
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -23,7 +21,7 @@ from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
 from starter import processes
 from starter.processes import EmulatorAddress
-from worker.assembly import build_worker
+from tests.helpers import product_worker
 from worker.search_attribute_setup import ensure_search_attributes
 from workflows import search_attributes
 
@@ -77,6 +75,17 @@ async def local_env() -> AsyncIterator[WorkflowEnvironment]:
             "--dynamic-config-value",
             "history.transferProcessorMaxPollRPS=1000",
             *processes.EAGER_ACTIVITIES,
+            *processes.WORKER_VERSIONING,
+            # Every test's worker is a Worker Deployment of its own (tests/helpers.py,
+            # product_worker); a namespace holds 100 by default.
+            "--dynamic-config-value",
+            "matching.maxDeployments=10000",
+            # A version no pinned workflow needs any more shows Drained within seconds, not the
+            # three minutes plus three minutes of the defaults (tests/test_worker_versioning.py).
+            "--dynamic-config-value",
+            'matching.wv.VersionDrainageStatusVisibilityGracePeriod="1s"',
+            "--dynamic-config-value",
+            'matching.wv.VersionDrainageStatusRefreshInterval="1s"',
         ],
         search_attributes=search_attributes.ALL,
         ui=True,
@@ -97,19 +106,14 @@ def web_ui_url(local_env: WorkflowEnvironment) -> str:
 
 @pytest.fixture
 async def ts_worker(ts_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
-    async with build_worker(ts_env.client, azure, f"tq-{uuid.uuid4()}") as worker:
+    async with product_worker(ts_env, azure) as worker:  # unversioned
         yield worker
 
 
 @pytest.fixture
 async def local_worker(local_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
-    async with build_worker(local_env.client, azure, f"tq-{uuid.uuid4()}") as worker:
+    async with product_worker(local_env, azure) as worker:  # versioned, a deployment of its own
         yield worker
-
-
-@pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    return tmp_path
 
 
 @dataclass

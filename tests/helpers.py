@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from fleet.emulator.admin import EmulatorAdmin
 from fleet.protocol import FleetBackend
@@ -18,8 +20,10 @@ from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, 
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import Admission, UpgradeReport, UpgradeRequest
-from starter.processes import WorkerProcesses  # noqa: F401 - the tests' worker processes
-from starter.upgrades import final_report, get_status, start_upgrade
+from starter.processes import WorkerProcesses as WorkerProcesses  # the tests' worker processes
+from starter.upgrades import UpgradeHandle, final_report, get_status, start_upgrade
+from worker.assembly import build_worker
+from worker.deployment import DeploymentSettings, package_version, take_current
 
 T = TypeVar("T")
 
@@ -36,6 +40,24 @@ INSTANT = TimingSpec(
 )
 # Probes every second; an instance that is not healthy is given up after 2 s.
 QUICK_HEALTH = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=2))
+
+
+@asynccontextmanager
+async def product_worker(
+    env: WorkflowEnvironment, fleet: FleetBackend, task_queue: str | None = None, **options: Any
+) -> AsyncIterator[Worker]:
+    """The product's worker in this process, on a task queue of its own (a fresh one unless
+    given). On a dev server it is versioned as `python -m worker` is, a Worker Deployment of its
+    own named after the task queue, made current (a real server refuses a workflow that declares
+    a versioning behavior from an unversioned worker); the time-skipping server has no worker
+    versioning, so there it runs unversioned."""
+    task_queue = task_queue or f"tq-{uuid.uuid4()}"
+    deployment = None if env.supports_time_skipping else DeploymentSettings(task_queue, package_version())
+    version = deployment.version if deployment else None
+    async with build_worker(env.client, fleet, task_queue, deployment=version, **options) as worker:
+        if deployment is not None:
+            await take_current(env.client, deployment)
+        yield worker
 
 
 async def make_scale_set(
@@ -74,7 +96,7 @@ async def upgrade(
     image: ImageReference = V2,
     health: ApplicationHealthSettings = QUICK_HEALTH,
     **policy: Any,
-) -> tuple[WorkflowHandle, Admission]:
+) -> tuple[UpgradeHandle, Admission]:
     request = UpgradeRequest(
         scale_set=scale_set,
         target_image=image,
@@ -87,7 +109,7 @@ async def upgrade(
 
 async def upgrade_paused_after_first_batch(
     client: Client, task_queue: str, fleet: EmulatorAdmin
-) -> tuple[str, WorkflowHandle, Admission]:
+) -> tuple[str, UpgradeHandle, Admission]:
     """A six-instance upgrade across two zones, held in its hour-long pause after batch 1: a
     running upgrade to inspect."""
     name = await make_scale_set(fleet, 6, zones=["1", "2"], update_domains=1)
@@ -98,7 +120,7 @@ async def upgrade_paused_after_first_batch(
     return name, handle, admission
 
 
-async def finish(env: WorkflowEnvironment, handle: WorkflowHandle) -> UpgradeReport:
+async def finish(env: WorkflowEnvironment, handle: UpgradeHandle) -> UpgradeReport:
     """The upgrade's report. On the time-skipping server, time skips while we wait (only
     handles from start_workflow do that by themselves, not those from update-with-start)."""
     unlocked = getattr(env, "time_skipping_unlocked", None)
@@ -128,7 +150,7 @@ def count_ops(ops: list[FleetOperation], kind: OperationKind, target: ImageRefer
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], timeout: float = 30.0
+    probe: Callable[[], Awaitable[T]], accept: Callable[[T], object], timeout: float = 30.0
 ) -> T:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

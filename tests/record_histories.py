@@ -8,9 +8,9 @@ child's to `<scenario>.<child id suffix>.json`. Workflow ids follow from the fil
 The workers reach the fleet as the product does: AzureFleet over HTTPS to the emulator's ARM
 API (the environment of `EmulatorAddress.env()`); scenarios are set up through its admin API.
 
-Run it for new scenarios, or after a patched change once the old recordings are kept (see the
-README's section on changing workflow code). `--out DIR` writes elsewhere than tests/histories/
-(to try a scenario without touching the recordings the replay test uses).
+Run it for new scenarios, or after a patched change once the old recordings are kept (see
+docs/maintaining.md, "Changing workflow code safely"). `--out DIR` writes elsewhere than
+tests/histories/ (to try a scenario without touching the recordings the replay test uses).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
@@ -38,7 +38,7 @@ from models.fleet import ExtensionSpec, FaultSpec, HealthState, OperationKind, O
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.upgrades import cancel_upgrade, final_report, get_status, start_upgrade
+from starter.upgrades import UpgradeHandle, cancel_upgrade, final_report, get_status, start_upgrade
 from tests.helpers import (
     QUICK_HEALTH,
     V2,
@@ -92,7 +92,7 @@ class Run:
     azure: AzureFleet  # the product's client, for what only ARM does (a reimage)
     workers: WorkerProcesses
     scale_set: str
-    handle: WorkflowHandle | None = None
+    handle: UpgradeHandle | None = None
 
 
 @dataclass
@@ -340,7 +340,7 @@ async def record(
     return written
 
 
-async def start(client: Client, task_queue: str, scale_set: str, scenario: Scenario) -> WorkflowHandle:
+async def start(client: Client, task_queue: str, scale_set: str, scenario: Scenario) -> UpgradeHandle:
     """The scenario's upgrade: of the OS image (to V2), or of its extensions."""
     if scenario.extensions is None:
         handle, _ = await upgrade(client, task_queue, scale_set, **scenario.options)

@@ -19,6 +19,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.rest import AsyncHttpResponse
 from azure.mgmt.compute.aio import ComputeManagementClient
 
 from fleet.azure.credentials import StaticTokenCredential
@@ -150,7 +151,7 @@ async def test_reimage_to_an_exact_version_through_the_sdk_poller(
 ) -> None:
     name = await new_set(admin)
     await admin.publish_image(UBUNTU.model_copy(update={"version": "1.0.1"}))
-    poller = await compute.virtual_machine_scale_set_vms.begin_reimage(
+    poller = await compute.virtual_machine_scale_set_vms.begin_reimage(  # type: ignore[call-overload]  # a raw JSON body
         RG, name, "2", {"exactVersion": "1.0.1"}
     )
     await poller.result()
@@ -187,12 +188,12 @@ async def test_flexible_reimage_and_os_disk_swap(
     swap = {"properties": {"storageProfile": {"osDisk": {"managedDisk": {"id": old_disk}}}}}
     # As Azure: an OS disk is swapped only while the VM is deallocated.
     with pytest.raises(HttpResponseError) as running:
-        await compute.virtual_machines.begin_update(RG, vm_name, swap, retry_total=0)
+        await compute.virtual_machines.begin_update(RG, vm_name, swap, retry_total=0)  # type: ignore[call-overload]  # a raw JSON body
     assert running.value.status_code == 409 and running.value.error.code == "OperationNotAllowed"
     await (await compute.virtual_machines.begin_deallocate(RG, vm_name)).result()
     view = await compute.virtual_machines.instance_view(RG, vm_name)
     assert "PowerState/deallocated" in [status.code for status in view.statuses]
-    restored = await (await compute.virtual_machines.begin_update(RG, vm_name, swap)).result()
+    restored = await (await compute.virtual_machines.begin_update(RG, vm_name, swap)).result()  # type: ignore[call-overload]  # a raw JSON body
     assert restored.storage_profile.os_disk.managed_disk.id == old_disk
     assert restored.storage_profile.image_reference.exact_version == "1.0.0"
     await (await compute.virtual_machines.begin_start(RG, vm_name)).result()
@@ -223,12 +224,12 @@ async def test_model_update_and_manual_upgrade(
         }
     }
     with pytest.raises(HttpResponseError) as stale:
-        await compute.virtual_machine_scale_sets.begin_update(
+        await compute.virtual_machine_scale_sets.begin_update(  # type: ignore[call-overload]  # a raw JSON body
             RG, name, patch, etag='"999"', match_condition=MatchConditions.IfNotModified
         )
     assert stale.value.status_code == 412
     await (
-        await compute.virtual_machine_scale_sets.begin_update(
+        await compute.virtual_machine_scale_sets.begin_update(  # type: ignore[call-overload]  # a raw JSON body
             RG, name, patch, etag=scale_set.etag, match_condition=MatchConditions.IfNotModified
         )
     ).result()
@@ -316,8 +317,10 @@ async def test_throttling_and_authentication(
         with pytest.raises(HttpResponseError) as throttled:
             await compute.virtual_machine_scale_sets.get(RG, name, retry_total=0)
         assert throttled.value.status_code == 429
-        assert throttled.value.response.headers["Retry-After"] == "7"
-        assert "x-ms-ratelimit-remaining-resource" in throttled.value.response.headers
+        response = throttled.value.response
+        assert isinstance(response, AsyncHttpResponse)  # what the SDK's operations raise with
+        assert response.headers["Retry-After"] == "7"
+        assert "x-ms-ratelimit-remaining-resource" in response.headers
     assert (await compute.virtual_machine_scale_sets.get(RG, name)).name == name
     url, ca = emulator
     path = f"{url}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Compute"

@@ -15,10 +15,12 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.models import TyperInfo
 
+from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import CHECK_NOW_SIGNAL, watcher_workflow_id
 from models.fleet import ScaleSetSpec, TimingSpec
 from models.image import ImageReference
@@ -51,7 +53,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
 
 
-def call(capsys, *args: str) -> Result:
+def call(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     code = cli_module.cli(list(args))
     out, err = capsys.readouterr()
     return Result(code, out, err)
@@ -194,7 +196,9 @@ def test_invalid_policy_flags_name_the_field_exit_3(offline, capsys, args, expec
     assert expected in result.err
 
 
-def test_an_invalid_policy_names_every_field_exit_3(offline, capsys, tmp_path: Path):
+def test_an_invalid_policy_names_every_field_exit_3(
+    offline: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("rollingUpgradePolicy:\n  maxBatchInstancePercent: 1\n  bogus: 1\n")
     result = call(capsys, "auto", "enable", "web", "--policy", str(policy))
@@ -204,7 +208,9 @@ def test_an_invalid_policy_names_every_field_exit_3(offline, capsys, tmp_path: P
     assert "rollingUpgradePolicy.bogus: is not a known field" in result.err
 
 
-def test_a_policy_that_turns_automatic_upgrades_off_is_refused_exit_3(offline, capsys, tmp_path: Path):
+def test_a_policy_that_turns_automatic_upgrades_off_is_refused_exit_3(
+    offline: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text('{"upgradePolicy": {"automaticOSUpgradePolicy": {"EnableAutomaticOSUpgrade": false}}}')
     result = call(capsys, "auto", "enable", "web", "--policy", str(policy))
@@ -217,7 +223,9 @@ def test_a_policy_that_turns_automatic_upgrades_off_is_refused_exit_3(offline, c
     assert_one_line(call(capsys, "auto", "enable", "web", "--extension", "agent", "--policy", str(policy)), 4)
 
 
-def test_a_binary_policy_file_is_refused_exit_3(offline, capsys, tmp_path: Path):
+def test_a_binary_policy_file_is_refused_exit_3(
+    offline: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.bin"
     policy.write_bytes(b"\xff\xfe\x00\x1b[2J")
     assert_one_line(call(capsys, "auto", "enable", "web", "--policy", str(policy)), 3, "not a text file")
@@ -314,7 +322,11 @@ def auto_cli(local_env, local_worker, emulator):
 
 
 async def make_set(
-    fleet, image: ImageReference, location: str, capacity: int = 2, timing: TimingSpec = INSTANT
+    fleet: EmulatorAdmin,
+    image: ImageReference,
+    location: str,
+    capacity: int = 2,
+    timing: TimingSpec = INSTANT,
 ) -> str:
     name = f"auto-cli-{uuid.uuid4().hex[:8]}"
     await fleet.create_scale_set(
@@ -438,7 +450,7 @@ async def test_a_published_version_rolls_out_and_the_rollout_can_be_followed_and
     await fleet.publish_image(image.at("1.1.0"), ["westeurope", "northeurope"])
     await fresh_watcher.signal(CHECK_NOW_SIGNAL)
 
-    async def listed() -> list[dict]:
+    async def listed() -> list[dict[str, Any]]:
         result = await auto_cli("rollout", "list", "--json")
         assert result.code == 0, result
         return [
@@ -462,8 +474,9 @@ async def test_a_published_version_rolls_out_and_the_rollout_can_be_followed_and
         else:
             assert resumed.code == 0, resumed
 
-    async def status() -> dict:
-        return (await auto_cli("rollout", "show", "1.1.0", "--json")).json()["value"][0]
+    async def status() -> dict[str, Any]:
+        shown: dict[str, Any] = (await auto_cli("rollout", "show", "1.1.0", "--json")).json()["value"][0]
+        return shown
 
     final = await eventually(status, lambda s: s["state"] not in ("Running", "Held"), timeout=90)
     assert final["state"] == "Completed", final
@@ -538,14 +551,14 @@ def test_the_plan_groups_sets_as_the_watcher_rolls_them():
     agent = ExtensionEnrollment(
         name="agent",
         publisher="Contoso",
-        type="Agent",
+        type_="Agent",
         model_version="1.2",
         automatic=True,
         installed=["1.2.0"],
     )
     latest = ImageReference(id=gallery, version="latest")
 
-    def enrolled(name: str, location: str, image: ImageReference, **more) -> Enrollment:
+    def enrolled(name: str, location: str, image: ImageReference, **more: Any) -> Enrollment:
         return Enrollment(
             scale_set=name, policy=UpgradePolicy(), location=location, image_reference=image, **more
         )
@@ -617,8 +630,8 @@ async def test_rollout_plan_and_the_fleet_scale_settings(auto_cli, fresh_watcher
     assert [[r["region"] for r in p["regions"]] for p in plan["phases"]] == [["northeurope"], ["westeurope"]]
     west = plan["phases"][1]["regions"][0]
     assert west["instances"] == 10
-    zones = {s["name"]: s["zones"] for s in west["scaleSets"]}
-    assert zones == {
+    zones_of = {s["name"]: s["zones"] for s in west["scaleSets"]}
+    assert zones_of == {
         names["west-big"]: ["1", "2", "3"],
         names["west-small"]: ["1", "2"],
         names["west-regional"]: [],

@@ -101,7 +101,7 @@ async def make_set(
     return name
 
 
-async def watcher(client: Client, task_queue: str, **settings: object) -> WorkflowHandle:
+async def watcher(client: Client, task_queue: str, **settings: object) -> WorkflowHandle[Any, Any]:
     return await client.start_workflow(
         AUTOMATIC_UPGRADES_WORKFLOW,
         AutomaticState(settings=AutomaticSettings.model_validate(settings)),
@@ -111,18 +111,20 @@ async def watcher(client: Client, task_queue: str, **settings: object) -> Workfl
 
 
 async def enroll(
-    handle: WorkflowHandle, scale_set: str, policy: UpgradePolicy = POLICY, **fields: Any
+    handle: WorkflowHandle[Any, Any], scale_set: str, policy: UpgradePolicy = POLICY, **fields: Any
 ) -> Enrollment:
     """Enroll through the watcher's update; `fields`: more of EnrollRequest (os_image, extensions)."""
     request = EnrollRequest(scale_set=scale_set, policy=policy, by="test", **fields)
-    return await handle.execute_update(ENROLL_UPDATE, request, result_type=Enrollment)
+    enrollment: Enrollment = await handle.execute_update(ENROLL_UPDATE, request, result_type=Enrollment)
+    return enrollment
 
 
-async def withdraw(handle: WorkflowHandle, request: WithdrawRequest) -> Enrollment:
-    return await handle.execute_update(WITHDRAW_UPDATE, request, result_type=Enrollment)
+async def withdraw(handle: WorkflowHandle[Any, Any], request: WithdrawRequest) -> Enrollment:
+    enrollment: Enrollment = await handle.execute_update(WITHDRAW_UPDATE, request, result_type=Enrollment)
+    return enrollment
 
 
-async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHandle:
+async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHandle[Any, Any]:
     handle = client.get_workflow_handle(
         rollout_workflow_id(images.latest, version), result_type=RolloutStatus
     )
@@ -138,18 +140,19 @@ async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHa
     return handle
 
 
-async def rollout_status(handle: WorkflowHandle) -> RolloutStatus:
+async def rollout_status(handle: WorkflowHandle[Any, Any]) -> RolloutStatus:
     """The rollout as `rollout show` reads it: with its cohorts' sets in flight."""
     return await with_cohorts(handle._client, await handle.query(ROLLOUT_QUERY, result_type=RolloutStatus))
 
 
-async def finished(env: WorkflowEnvironment, handle: WorkflowHandle) -> RolloutStatus:
+async def finished(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> RolloutStatus:
     """The rollout's end, time skipping meanwhile (the environment skips time by itself only
     while awaiting a workflow the test started, and the watcher started this one)."""
     async with env.time_skipping_unlocked():  # type: ignore[attr-defined]
         while True:
             try:
-                return await handle.result()
+                status: RolloutStatus = await handle.result()
+                return status
             except RuntimeError as err:  # the test server's long poll ended first: wait on
                 if "No completion event found" not in str(err):
                     raise
@@ -511,7 +514,10 @@ async def test_a_deferred_automatic_upgrade_waits_for_approval_and_the_notice_ap
 
     async def instances() -> list[InstanceProgress]:
         try:
-            return await upgrade.query(INSTANCES_QUERY, result_type=list[InstanceProgress])
+            progress: list[InstanceProgress] = await upgrade.query(
+                INSTANCES_QUERY, result_type=list[InstanceProgress]
+            )
+            return progress
         except RPCError:
             return []  # not started yet
 

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
@@ -139,7 +140,7 @@ async def versions_now(fleet: EmulatorAdmin, name: str, extension_name: str) -> 
     }
 
 
-async def rollout(client: Client, type_: str, version: str, retry: int = 0) -> WorkflowHandle:
+async def rollout(client: Client, type_: str, version: str, retry: int = 0) -> WorkflowHandle[Any, Any]:
     """The rollout of an extension version, once the watcher started it."""
     handle = client.get_workflow_handle(
         extension_rollout_id(f"{PUBLISHER}.{type_}", version, retry), result_type=RolloutStatus
@@ -156,16 +157,18 @@ async def rollout(client: Client, type_: str, version: str, retry: int = 0) -> W
     return handle
 
 
-async def enrolled(handle: WorkflowHandle) -> dict[str, Enrollment]:
-    return {e.scale_set: e for e in await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])}
+async def enrolled(handle: WorkflowHandle[Any, Any]) -> dict[str, Enrollment]:
+    enrollments: list[Enrollment] = await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])
+    return {e.scale_set: e for e in enrollments}
 
 
-async def rollouts(handle: WorkflowHandle) -> list[RolloutSummary]:
-    return await handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary])
+async def rollouts(handle: WorkflowHandle[Any, Any]) -> list[RolloutSummary]:
+    summaries: list[RolloutSummary] = await handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary])
+    return summaries
 
 
 async def test_a_new_minor_version_rolls_to_every_opted_in_extension_never_a_major_nor_one_left_off(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     agent, other = unique_type("Agent"), unique_type("Other")
     await publish(fleet, agent, "1.2.0")
@@ -220,7 +223,7 @@ async def test_a_new_minor_version_rolls_to_every_opted_in_extension_never_a_maj
 
 
 async def test_extensions_are_enrolled_one_by_one_without_os_upgrades_and_withdrawn_one_by_one(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     # Seed 003: "Each supported extension is enrolled individually"; OS upgrades stay optional.
     agent, other = unique_type("Solo"), unique_type("Left")
@@ -267,7 +270,7 @@ async def test_extensions_are_enrolled_one_by_one_without_os_upgrades_and_withdr
 
 
 async def test_an_extension_azure_upgrades_itself_is_refused_naming_the_field_and_the_az_command(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     agent = unique_type("Azure")
     await publish(fleet, agent, "1.2.0")
@@ -291,7 +294,7 @@ async def test_an_extension_azure_upgrades_itself_is_refused_naming_the_field_an
 
 
 async def test_an_enrollment_from_before_extensions_were_enrolled_one_by_one_keeps_following_the_flag(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     # An EnrollRequest as recorded before (no os_image, no extensions): OS upgrades on, and the
     # extensions with enableAutomaticUpgrade follow, as they did.
@@ -306,7 +309,7 @@ async def test_an_enrollment_from_before_extensions_were_enrolled_one_by_one_kee
 
 
 async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the_other_completed(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     broken, good = unique_type("Broken"), unique_type("Good")
     await publish(fleet, broken, "1.2.0")
@@ -359,18 +362,18 @@ async def test_two_extensions_due_at_once_roll_independently_one_rolled_back_the
         )
     assert refused >= 1
     assert not [s for s in (*failed.sets, *completed.sets) if "another upgrade holds it" in (s.message or "")]
-    state = await eventually(
+    enrollments = await eventually(
         lambda: enrolled(handle),
         lambda e: all(e[n].extensions["broken"].failed_version for n in (first, second)),
     )
     for name in (n for n, state_ in states.items() if state_ == RolloutSetState.FAULTED):
-        assert state[name].extensions["broken"].attempts == 1
-        assert state[name].extensions["broken"].retry
-    assert all(state[n].extensions["good"].applied_version == "1.3.0" for n in (first, second))
+        assert enrollments[name].extensions["broken"].attempts == 1
+        assert enrollments[name].extensions["broken"].retry
+    assert all(enrollments[n].extensions["good"].applied_version == "1.3.0" for n in (first, second))
 
 
 async def test_a_rollout_waiting_for_a_set_another_upgrade_holds_can_be_cancelled_meanwhile(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     first_type, second_type = unique_type("Early"), unique_type("Late")
     for type_ in (first_type, second_type):
@@ -425,7 +428,7 @@ async def test_a_rollout_waiting_for_a_set_another_upgrade_holds_can_be_cancelle
 
 
 async def test_a_failed_version_is_retried_after_the_interval_not_before_and_succeeds_once_fixed(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     agent = unique_type("Flaky")
     await publish(fleet, agent, "1.2.0")
@@ -491,7 +494,7 @@ async def test_a_failed_version_is_retried_after_the_interval_not_before_and_suc
 
 
 async def test_instances_rolled_back_in_an_upgrade_that_completed_are_retried_after_the_interval(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     # Seed 003: "A failed extension upgrade is automatically retried ... every few days", per
     # instance: one instance fails its health after the install and is rolled back, fewer than
@@ -547,7 +550,7 @@ async def test_instances_rolled_back_in_an_upgrade_that_completed_are_retried_af
 
 
 async def test_an_extension_rollout_keeps_availability_first(
-    ts_env: WorkflowEnvironment, ts_worker, fleet: EmulatorAdmin
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
     agent = unique_type("Zonal")
     await publish(fleet, agent, "1.2.0")
@@ -603,7 +606,7 @@ def test_the_rollout_details_name_the_extension_and_the_retry() -> None:
 # --- upgradectl ---------------------------------------------------------------------------------
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     from starter import cli as cli_module
 
     code = cli_module.cli(list(args))
@@ -680,7 +683,8 @@ async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts
         async def shown() -> dict[str, Any]:
             result = await upgradectl("auto", "show", name, "--json")
             assert result.code == 0, result
-            return result.json()["enrollments"][0]["extensions"]
+            extensions: dict[str, Any] = result.json()["enrollments"][0]["extensions"]
+            return extensions
 
         extensions = await eventually(
             shown,

@@ -10,6 +10,8 @@ import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
@@ -17,6 +19,9 @@ import pytest
 from models.upgrade import upgrade_workflow_id
 from starter.upgrades import cancel_upgrade, final_report
 from tests.helpers import upgrade_paused_after_first_batch
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 # As the workplace's probe starts it: no sandbox as root, and no calls to Google's services.
 CHROMIUM_ARGS = [
@@ -59,7 +64,7 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def browser(chromium: str):
+async def browser(chromium: str) -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
@@ -68,7 +73,7 @@ async def browser(chromium: str):
         await browser.close()
 
 
-async def metadata_text(browser, url: str, expect: str) -> str:
+async def metadata_text(browser: Browser, url: str, expect: str) -> str:
     """The workflow's User Metadata tab: summary, details and current details. The UI renders
     Markdown in iframes, so the text of every frame is read until `expect` shows."""
     page = await browser.new_page(viewport={"width": 1400, "height": 1600})

@@ -25,9 +25,8 @@ from starter.cli import build_request, cli
 from starter.terminal import clean
 from starter.upgrades import final_report
 from tests.conftest import Result
-from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set
+from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set, product_worker
 from tests.test_models import SEED_POLICY
-from worker.assembly import build_worker
 from worker.connection import connect
 
 # What may never reach a terminal raw: ESC, a C1 CSI, BEL, a bidi override.
@@ -42,7 +41,7 @@ def offline(monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
 
 
-def call(capsys, *args: str) -> Result:
+def call(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
     code = cli(list(args))
     out, err = capsys.readouterr()
     return Result(code, out, err)
@@ -349,14 +348,14 @@ def test_fleet_refusals_exit_three_with_the_fleets_message_and_unreachable_exits
 
     # The admin API is HTTPS with the emulator's CA: a missing CA file or a plain-http URL is a
     # usage error naming the variable, before any call.
-    cases = [
+    misconfigured = [
         ({"FLEET_CA": str(tmp_path / "nowhere.pem")}, "error: FLEET_CA must name the emulator's CA file"),
         (
             {"FLEET_URL": emulator.url.replace("https://", "http://")},
             "error: FLEET_URL must be an https:// URL",
         ),
     ]
-    for changed, message in cases:
+    for changed, message in misconfigured:
         result = run_cli("fleet", "show", "web", env={**emulator.env(), **changed})
         assert result.code == 2, (changed, result.err)
         assert result.err.startswith(message) and len(result.err.splitlines()) == 1, result.err
@@ -442,7 +441,7 @@ async def test_status_right_after_the_start_counts_every_instance(local_env, fle
     )
     try:
         await asyncio.sleep(3)  # status is waiting; now a worker comes
-        async with build_worker(local_env.client, azure, task_queue):
+        async with product_worker(local_env, azure, task_queue):
             out, err = await asyncio.wait_for(process.communicate(), 60)
             assert process.returncode == 0, err.decode()
             progress = json.loads(out)["properties"]["progress"]
@@ -588,16 +587,17 @@ async def test_connect_waits_for_a_starting_server_but_not_for_a_missing_one(mon
     from worker import connection
 
     calls: list[str] = []
+    client = object()
 
     async def starting(**config):
         calls.append(config["target_host"])
         if len(calls) < 3:
             raise RuntimeError(NOT_HEALTHY)
-        return "client"
+        return client
 
     monkeypatch.setattr(connection, "STARTING_SERVER_POLL", 0.01)
     monkeypatch.setattr(Client, "connect", staticmethod(starting))
-    assert await connect("127.0.0.1:1") == "client"
+    assert await connect("127.0.0.1:1") is client
     assert calls == ["127.0.0.1:1"] * 3
 
     async def refused(**config):

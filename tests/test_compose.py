@@ -26,6 +26,8 @@ from temporalio.common import SearchAttributeIndexedValueType
 from fleet.azure.settings import AzureSettings
 from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
 from fleet.emulator.tls import ca_file, ensure_certificates
+from starter import processes
+from worker.deployment import DeploymentSettings, MakeCurrent
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +38,14 @@ PACKAGES = ["models", "rules", "workflows", "activities", "fleet", "worker", "st
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
 
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
-    return compose["services"]
+    services: dict[str, Any] = compose["services"]
+    return services
 
 
 def environment(service: dict[str, Any]) -> dict[str, str]:
@@ -95,7 +99,8 @@ def condition(services: dict[str, Any], name: str, dependency: str) -> str | Non
     depends_on = services[name].get("depends_on") or {}
     if isinstance(depends_on, list):  # the short form has no conditions
         return None
-    return (depends_on.get(dependency) or {}).get("condition")
+    found: str | None = (depends_on.get(dependency) or {}).get("condition")
+    return found
 
 
 def test_every_service_is_there(services):
@@ -308,6 +313,18 @@ def test_every_mounted_or_built_file_exists(compose, services):
     assert dynamic_config.startswith("/"), "relative to the server's working directory: say where"
     assert yaml.safe_load(host_path(services["temporal"], dynamic_config).read_text())
     assert checked >= 5
+
+
+def test_the_server_runs_worker_versioning_and_the_workers_are_one_deployment(services):
+    dynamic_config = environment(services["temporal"])["DYNAMIC_CONFIG_FILE_PATH"]
+    values = yaml.safe_load(host_path(services["temporal"], dynamic_config).read_text())
+    # The same switches the dev server gets (`make demo`, the tests).
+    for switch in processes.WORKER_VERSIONING[1::2]:
+        key = switch.removesuffix("=true")
+        assert values.get(key) == [{"value": True, "constraints": {}}], key
+    deployment = DeploymentSettings.from_env("rolling-upgrades", environment(services["worker"]))
+    assert deployment.name == "rolling-upgrades"  # every replica: one deployment, one build
+    assert deployment.make_current == MakeCurrent.IF_NONE
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:

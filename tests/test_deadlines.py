@@ -40,7 +40,7 @@ class ThreeDeadlinesWorkflow:
         return fired
 
 
-async def test_each_deadline_fires_at_its_own_time_on_one_timer(ts_env: WorkflowEnvironment):
+async def test_each_deadline_fires_at_its_own_time_on_one_timer(ts_env: WorkflowEnvironment) -> None:
     task_queue = f"tq-{uuid.uuid4()}"
     async with Worker(ts_env.client, task_queue=task_queue, workflows=[ThreeDeadlinesWorkflow]):
         handle = await ts_env.client.start_workflow(

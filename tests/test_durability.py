@@ -10,9 +10,11 @@ import itertools
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.testing import WorkflowEnvironment
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStatus, TimingSpec
@@ -20,6 +22,7 @@ from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo
 from models.upgrade import InstanceState, UpgradeReport
 from starter import processes
+from starter.processes import EmulatorAddress
 from starter.upgrades import final_report, get_status
 from tests.helpers import (
     QUICK_HEALTH,
@@ -105,7 +108,14 @@ async def run(
         workers.stop()
 
 
-async def crash_and_compare(local_env, fleet, emulator, tmp_path, scenario: Scenario, crash_at: Moment):
+async def crash_and_compare(
+    local_env: WorkflowEnvironment,
+    fleet: EmulatorAdmin,
+    emulator: EmulatorAddress,
+    tmp_path: Path,
+    scenario: Scenario,
+    crash_at: Moment,
+) -> Run:
     address = local_env.client.service_client.config.target_host
     baseline, crashed = await asyncio.gather(
         run(local_env.client, fleet, WorkerProcesses(address, emulator, tmp_path), scenario, None),

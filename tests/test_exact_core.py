@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from fleet.emulator.admin import EmulatorAdmin
 from models.errors import UpgradeErrorCode
 from models.fleet import FaultSpec, GoUnhealthy, HealthState, OperationKind, TimingSpec
 from models.policy import ApplicationHealthSettings
@@ -48,7 +51,7 @@ FAULTED = RollingUpgradeStatusCode.FAULTED
 SLOW_REIMAGE = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
 
 
-async def ops_seen(fleet, name: str, count: int) -> None:
+async def ops_seen(fleet: EmulatorAdmin, name: str, count: int) -> None:
     await eventually(lambda: fleet.operations(name), lambda ops: len(ops) >= count)
 
 
@@ -157,7 +160,7 @@ async def test_every_policy_breach_restores_under_rollback_failed_instances_on_p
     # Instance 0 fails health on the new image and is left on it (automatic rollback off); the
     # upgraded-instances gate allows it (100%); another breach stops the upgrade.
     faults = FaultSpec(unhealthy_after_upgrade=["0"])
-    options: dict = {}
+    options: dict[str, Any] = {}
     if breach == "in-flight gate":
         faults.go_unhealthy = [GoUnhealthy(after_reimages=2, instances=["7", "8", "9"])]
         code = UpgradeErrorCode.UNHEALTHY_EXCEEDED_IN_UPGRADE
@@ -220,7 +223,9 @@ async def test_the_status_never_contradicts_the_gate(ts_env, ts_worker, fleet):
     assert "The upgrade stops" in message
 
 
-async def past_a_one_minute_timeout(ts_env, ts_worker, fleet, update_domains: int) -> UpgradeReport:
+async def past_a_one_minute_timeout(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin, update_domains: int
+) -> UpgradeReport:
     """Four instances that stay unhealthy on the new image (left there), 100% batches within
     `update_domains`: the first batch settles two minutes in (its health wait), past a one-minute
     upgrade timeout."""
@@ -324,7 +329,7 @@ async def test_a_bug_in_workflow_code_fails_the_task_and_a_fixed_worker_resumes(
     name = await make_scale_set(fleet, 4)
     task_queue = f"tq-{uuid.uuid4()}"
 
-    planned = []
+    planned: list[object] = []
 
     def broken(*args, **kwargs):  # plans batch 1, then fails: the upgrade is admitted and under way
         if planned:

@@ -119,7 +119,7 @@ async def armed_worker(
     env: WorkflowEnvironment, azure: AzureFleet, arm: Arm, disarm: Arm
 ) -> AsyncIterator[tuple[Worker, ArmedActions]]:
     actions = ArmedActions(azure, arm, disarm)
-    async with build_worker(env.client, actions, f"tq-{uuid.uuid4()}") as worker:  # type: ignore[arg-type]
+    async with build_worker(env.client, actions, f"tq-{uuid.uuid4()}") as worker:
         yield worker, actions
 
 

@@ -254,8 +254,8 @@ def test_hostile_or_malformed_extension_names_are_one_line_exit_three(offline, c
 
 
 def test_the_change_reads_from_to_for_each_extension_and_the_image():
-    agent = ExtensionTarget(name="agent", publisher=PUBLISHER, type="A", version="1.3.0")
-    logs = ExtensionTarget(name="logs", publisher=PUBLISHER, type="L", version="2.1.4")
+    agent = ExtensionTarget(name="agent", publisher=PUBLISHER, type_="A", version="1.3.0")
+    logs = ExtensionTarget(name="logs", publisher=PUBLISHER, type_="L", version="2.1.4")
     sources = {"agent 1.2.0, logs 2.0.1": 5, "agent 1.10.0, logs not installed": 1}
     assert describe_change(Change(extensions=[agent, logs]), sources) == (
         "extension agent 1.2.0/1.10.0 → 1.3.0, logs 2.0.1/not installed → 2.1.4"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from temporalio.testing import ActivityEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities import fleet_activities
 from activities.fleet_activities import FleetActivities
@@ -46,8 +46,7 @@ from models.policy import RollingUpgradePolicy
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState, UpgradeReport, UpgradeRequest
 from starter.upgrades import final_report, start_upgrade
-from tests.helpers import QUICK_HEALTH, V1, WorkerProcesses, eventually
-from worker.assembly import build_worker
+from tests.helpers import QUICK_HEALTH, V1, WorkerProcesses, eventually, product_worker
 
 PUBLISHER = "Contoso.Monitoring"
 OLD, NEW = "1.2.0", "1.3.0"
@@ -384,12 +383,12 @@ LOST = {
 
 
 async def lost_answer(
-    client: Any, azure: AzureFleet, fleet: EmulatorAdmin, case: LostAnswer
+    env: WorkflowEnvironment, azure: AzureFleet, fleet: EmulatorAdmin, case: LostAnswer
 ) -> tuple[str, UpgradeReport, ArmedInstalls]:
     name, _ = await extension_scale_set(fleet, 2, case.timing, case.faults)
     backend = ArmedInstalls(azure, fleet, case.armed, case.faults)
-    async with build_worker(client, backend, f"tq-{uuid.uuid4()}") as worker:  # type: ignore[arg-type]
-        handle, _ = await start_upgrade(client, extension_upgrade(name), worker.task_queue)
+    async with product_worker(env, backend) as worker:
+        handle, _ = await start_upgrade(env.client, extension_upgrade(name), worker.task_queue)
         report = await asyncio.wait_for(final_report(handle), 60)
     return name, report, backend
 
@@ -398,7 +397,7 @@ async def test_an_install_or_reinstall_whose_answer_was_lost_is_settled_by_readi
     local_env, azure, fleet
 ):
     # In-process workers on the dev server, every case side by side (each on its own scale set).
-    results = await asyncio.gather(*(lost_answer(local_env.client, azure, fleet, c) for c in LOST.values()))
+    results = await asyncio.gather(*(lost_answer(local_env, azure, fleet, c) for c in LOST.values()))
 
     for (case_id, case), (name, report, backend) in zip(LOST.items(), results, strict=True):
         ops = await fleet.operations(name)
@@ -466,7 +465,7 @@ async def test_a_failed_read_after_the_patch_keeps_the_install_in_the_heartbeat_
     monkeypatch.setattr(fleet_activities, "MAX_POLL_SECONDS", 0.05)  # looks again sooner
     name, type_ = await extension_scale_set(fleet, 1, INSTANT_INSTALL, FaultSpec())
     before = await azure.get_instance(name, "0")
-    target = ExtensionTarget(name="agent", publisher=PUBLISHER, type=type_, version=NEW, model_version="1.2")
+    target = ExtensionTarget(name="agent", publisher=PUBLISHER, type_=type_, version=NEW, model_version="1.2")
     request = steps.InstallExtensionInput(scale_set=name, instance_id="0", extension=target, operation_id="x")
 
     # Attempt 1: the install is accepted (and done); the read that would confirm it times out,
@@ -483,7 +482,7 @@ async def test_a_failed_read_after_the_patch_keeps_the_install_in_the_heartbeat_
 
     dying = Scripted(azure, on_read=times_out_once_sent)
     with pytest.raises(asyncio.CancelledError):
-        await first.run(FleetActivities(dying).install_extension, request)  # type: ignore[arg-type]
+        await first.run(FleetActivities(dying).install_extension, request)
     [sent] = dying.sent
 
     # What the server hands the next attempt is the last heartbeat that reached it: each one
@@ -499,7 +498,7 @@ async def test_a_failed_read_after_the_patch_keeps_the_install_in_the_heartbeat_
     second.info = dataclasses.replace(second.info, attempt=2, heartbeat_details=[beats[-1]])
     lags = iter([before, before])
     result = await second.run(
-        FleetActivities(Scripted(azure, on_read=lambda view: next(lags, view))).install_extension,  # type: ignore[arg-type]
+        FleetActivities(Scripted(azure, on_read=lambda view: next(lags, view))).install_extension,
         request,
     )
     assert installs(await fleet.operations(name)) == {"0": [NEW]}
@@ -519,13 +518,13 @@ async def test_a_failure_an_earlier_upgrade_left_is_not_taken_for_this_install(f
         lambda i: not i.busy and (e := i.extension("agent")) is not None and e.failed,
     )
     await fleet.fix_extension_version(PUBLISHER, type_, NEW)
-    target = ExtensionTarget(name="agent", publisher=PUBLISHER, type=type_, version=NEW, model_version="1.2")
+    target = ExtensionTarget(name="agent", publisher=PUBLISHER, type_=type_, version=NEW, model_version="1.2")
     request = steps.InstallExtensionInput(scale_set=name, instance_id="0", extension=target, operation_id="x")
 
     # This upgrade's PATCH meets a 500 before it took effect: nothing of ours was installed, and
     # the instance still shows the earlier failure.
     backend = Scripted(azure, refuse=1)
-    result = await ActivityEnvironment().run(FleetActivities(backend).install_extension, request)  # type: ignore[arg-type]
+    result = await ActivityEnvironment().run(FleetActivities(backend).install_extension, request)
 
     assert installs(await fleet.operations(name)) == {"0": [NEW, NEW]}  # the earlier one, and ours
     assert result.operation.request_count == 1

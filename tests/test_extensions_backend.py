@@ -460,14 +460,14 @@ async def test_the_sdks_own_put_and_poller_install_and_add_extensions(
     sdk = azure.client
 
     async def put(extension: str, properties: dict[str, Any]) -> Any:
-        body = {"properties": properties}
+        body: dict[str, Any] = {"properties": properties}
         if mode == "Flexible":
             body["location"] = "westeurope"
-            poller = await sdk.virtual_machine_extensions.begin_create_or_update(
+            poller = await sdk.virtual_machine_extensions.begin_create_or_update(  # type: ignore[call-overload]  # a raw JSON body
                 RG, instance, extension, body, polling_interval=0.1
             )
         else:
-            poller = await sdk.virtual_machine_scale_set_vm_extensions.begin_create_or_update(
+            poller = await sdk.virtual_machine_scale_set_vm_extensions.begin_create_or_update(  # type: ignore[call-overload]  # a raw JSON body
                 RG, name, instance, extension, body, polling_interval=0.1
             )
         return await poller.result()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.fleet_activities import FleetActivities, on_cadence
 from activities.heartbeats import LIVENESS_SECONDS, Heartbeat
+from fleet.protocol import FleetBackend
 from models import steps
 from models.base import describe_validation_error
 from models.fleet import HealthExtensionSpec, HealthReading, HealthState, ScaleSetView, TimingSpec
@@ -258,7 +260,9 @@ def quick(**settings: object) -> ApplicationHealthSettings:
     )
 
 
-async def run(backend, activity, name: str, settings: ApplicationHealthSettings, grace: float = 0.0):
+async def run(
+    backend: FleetBackend, activity: str, name: str, settings: ApplicationHealthSettings, grace: float = 0.0
+) -> tuple[Any, list[Any]]:
     activities = FleetActivities(backend)
     request = steps.HealthInput(
         scale_set=name, instance_id="0", health=settings, grace_remaining_seconds=grace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
@@ -58,10 +59,11 @@ async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_
     for _ in range(3):
         assert (await upgradectl("start", "--scale-set", name, "--image", str(V2), "--wait")).code == 0
 
-    async def listed(*flags: str) -> list[dict]:
+    async def listed(*flags: str) -> list[dict[str, Any]]:
         result = await upgradectl("history", name, "--json", *flags)
         assert result.code == 0, result.err
-        return result.json()["value"]
+        entries: list[dict[str, Any]] = result.json()["value"]
+        return entries
 
     everything = await eventually(lambda: listed("--all"), lambda entries: len(entries) == 6, timeout=30)
     recent = await listed()

@@ -6,11 +6,12 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from models.base import describe_validation_error
+from models.base import AzureModel, describe_validation_error
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, UpgradePolicy
 from models.status import (
@@ -21,7 +22,7 @@ from models.status import (
 )
 
 
-def problem(model, data, prefix=""):
+def problem(model: type[AzureModel], data: Any, prefix: str = "") -> str:
     """How `data`, as a user wrote it, is refused."""
     with pytest.raises(ValidationError) as err:
         model.from_user(data)
@@ -311,7 +312,7 @@ def test_validation_errors_never_carry_pydantics_documentation_link():
     assert "version must not be empty" in describe_validation_error(err.value)
 
 
-def azure_status_examples() -> list[dict]:
+def azure_status_examples() -> list[dict[str, Any]]:
     """The sample responses of the REST reference 'Rolling Upgrades - Get Latest' (seed 002)."""
     seed = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "002_cef4be0f562f9243.txt"
     text = seed.read_text() if seed.exists() else AZURE_STATUS_EXAMPLES

@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ class Receiver:
     """A webhook endpoint that keeps what it was sent, and whether the signature held."""
 
     def __init__(self) -> None:
-        self.received: list[dict] = []
+        self.received: list[dict[str, Any]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):

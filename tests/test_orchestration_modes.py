@@ -7,20 +7,22 @@ instances go by their VM names (`{vmss}_{8 hex}`), never "0", "1"."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from models.errors import RefusalCode, UpgradeErrorCode
+from fleet.emulator.admin import EmulatorAdmin
+from models.errors import FailureCause, RefusalCode, UpgradeErrorCode
 from models.fleet import FaultSpec, OperationKind, OperationStatus, ScaleSetView
 from models.status import ROLLBACK_DESCRIPTIONS, ROLLED_BACK_BY, RollbackMethod, RollingUpgradeStatusCode
-from models.upgrade import FailureCause, InstanceState
+from models.upgrade import InstanceState
 from starter.upgrades import UpgradeRefused
 from tests.helpers import V1, V2, count_ops, finish, make_scale_set, upgrade
 
 MODES = pytest.mark.parametrize("mode", ["Uniform", "Flexible"])
 
 
-async def scale_set(fleet, capacity: int, mode: str, **spec) -> tuple[str, ScaleSetView]:
+async def scale_set(fleet: EmulatorAdmin, capacity: int, mode: str, **spec: Any) -> tuple[str, ScaleSetView]:
     name = await make_scale_set(fleet, capacity, update_domains=1, orchestration_mode=mode, **spec)
     view = await fleet.show_scale_set(name)
     assert view.orchestration_mode == mode

@@ -5,14 +5,21 @@ to the emulator, asserted from the emulator's operations log."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.errors import UpgradeErrorCode
 from models.fleet import OperationKind, TimingSpec
-from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo, UpgradeWaitKind
+from models.status import (
+    RollingUpgradeStatusCode,
+    RollingUpgradeStatusInfo,
+    RollingUpgradeStatusProperties,
+    UpgradeWaitKind,
+)
 from models.upgrade import (
     APPROVE_SIGNAL,
     PAUSE_SIGNAL,
@@ -44,12 +51,12 @@ HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")  # never reach a terminal raw
 SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
 
 
-def props(status: RollingUpgradeStatusInfo):
+def props(status: RollingUpgradeStatusInfo) -> RollingUpgradeStatusProperties:
     assert status.properties is not None
     return status.properties
 
 
-def waiting(kind: UpgradeWaitKind):
+def waiting(kind: UpgradeWaitKind) -> Callable[[RollingUpgradeStatusInfo], bool]:
     return lambda s: props(s).wait is not None and props(s).wait.kind == kind
 
 
@@ -367,8 +374,9 @@ async def test_upgradectl_pause_approve_resume_and_status(upgradectl, fleet):
     started = await upgradectl("start", "--scale-set", name, "--image", str(V2), "--deferral", *QUICK)
     assert started.code == 0, started.err
 
-    async def status_json() -> dict:
-        return (await upgradectl("status", name, "--json")).json()["properties"]
+    async def status_json() -> dict[str, Any]:
+        properties: dict[str, Any] = (await upgradectl("status", name, "--json")).json()["properties"]
+        return properties
 
     shown = await eventually(status_json, lambda p: p.get("wait", {}).get("kind") == "PendingApproval", 60)
     assert shown["wait"]["instances"] and "waiting for approval of batch 1" in shown["wait"]["reason"]

@@ -65,7 +65,7 @@ async def test_plan_prints_every_batch_the_skipped_instances_and_an_estimate(emu
         9,
         zones=["1", "2", "3"],
         update_domains=2,
-        custom_metrics={"4": CustomMetrics(SkipUpgrade=True)},
+        custom_metrics={"4": CustomMetrics(skip_upgrade=True)},
     )
     await fleet.scale_out(name, 1, image=V2)  # instance 9 boots on the target: nothing to do there
 

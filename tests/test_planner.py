@@ -9,6 +9,7 @@ import pytest
 
 from models.change import Change
 from models.fleet import CustomMetrics, HealthState, InstanceView, OsDisk, ScaleSetView
+from models.image import ImageReference
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceState, UpgradeRequest
 from rules import reporting
@@ -159,7 +160,7 @@ def test_instance_ids_sort_naturally():
     assert [c.instance_id for c in plan[-1]] == ["10", "11"]
 
 
-def _view(instance_id: str, image=V1, skip: bool = False) -> InstanceView:
+def _view(instance_id: str, image: ImageReference = V1, skip: bool = False) -> InstanceView:
     return InstanceView(
         instance_id=instance_id,
         image_reference=image,

@@ -435,7 +435,7 @@ async def header_proxy(
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]
         try:
             yield HeaderProxy(f"https://127.0.0.1:{port}", ca_file, added)
         finally:

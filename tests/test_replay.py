@@ -2,7 +2,7 @@
 
 A change to workflow code that alters the commands it issues (a new activity, a timer moved,
 a child started in another order) fails here unless it is guarded with workflow.patched; see
-the README's section on changing workflow code. `make histories` records new scenarios.
+docs/maintaining.md, "Changing workflow code safely". `make histories` records new scenarios.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_every_scenario_has_a_recording():
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: str(p.relative_to(HISTORIES)))
-async def test_recorded_history_replays(path: Path):
+async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(workflow_id_of(path), path.read_text())
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

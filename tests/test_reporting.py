@@ -41,7 +41,9 @@ def ledger_of(count: int) -> UpgradeLedger:
     return ledger
 
 
-def restore(instance_id: str, state: InstanceState, restored: bool | None, after: HealthState | None):
+def restore(
+    instance_id: str, state: InstanceState, restored: bool | None, after: HealthState | None
+) -> InstanceOutcome:
     return InstanceOutcome(
         instance_id=instance_id,
         state=state,

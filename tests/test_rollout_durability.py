@@ -98,8 +98,8 @@ class Rollout:
     status: RolloutStatus
     names: list[str]  # the scale sets, in the order of their specs
     ops: dict[str, list[FleetOperation]]
-    watcher: WorkflowHandle
-    handle: WorkflowHandle
+    watcher: WorkflowHandle[Any, Any]
+    handle: WorkflowHandle[Any, Any]
 
 
 async def roll(

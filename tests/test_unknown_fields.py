@@ -66,8 +66,12 @@ def handlers() -> Iterator[Any]:
         yield definition.run_fn
         for group in (definition.signals, definition.updates, definition.queries):
             yield from (handler.fn for handler in group.values())
-    for group in (FleetActivities(None).all(), AutomaticActivities(None).all(), WebhookActivities().all()):
-        yield from (activity._Definition.must_from_callable(fn).fn for fn in group)
+    for activities in (
+        FleetActivities(None).all(),
+        AutomaticActivities(None).all(),
+        WebhookActivities().all(),
+    ):
+        yield from (activity._Definition.must_from_callable(fn).fn for fn in activities)
 
 
 def arms(annotation: Any) -> list[Any]:
@@ -154,7 +158,7 @@ def paths(annotation: Any, seen: tuple[type, ...] = ()) -> Iterator[Path]:
 
 def documents(annotation: Any, seen: tuple[type, ...] = ()) -> list[Any]:
     """Valid JSON values of `annotation` that together hold an object at each of its paths."""
-    found = []
+    found: list[Any] = []
     for arm in arms(annotation):
         origin = get_origin(arm)
         if isinstance(arm, type) and issubclass(arm, BaseModel):
@@ -264,7 +268,7 @@ def test_payloads_the_issue_names_ignore_new_nested_fields():
 
 # `--policy` (start, plan, auto enable), `fleet create --file` and the emulator's admin API
 # (a scale set's spec, its faults, a published image).
-USER_DOCUMENTS = [UpgradePolicy, ScaleSetSpec, FaultSpec, ImageReference]
+USER_DOCUMENTS: list[type[BaseModel]] = [UpgradePolicy, ScaleSetSpec, FaultSpec, ImageReference]
 
 
 @pytest.mark.parametrize(("model", "path", "document", "changed"), cases(USER_DOCUMENTS, written=False))

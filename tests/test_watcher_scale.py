@@ -17,6 +17,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from fleet.azure.backend import AzureFleet
@@ -97,7 +98,7 @@ async def runs_of(client: Client, workflow_id: str) -> list[Run]:
 
 
 @pytest.fixture
-async def unpaced_worker(ts_env, emulator: EmulatorAddress) -> AsyncIterator[Worker]:
+async def unpaced_worker(ts_env: WorkflowEnvironment, emulator: EmulatorAddress) -> AsyncIterator[Worker]:
     env = {**emulator.env(), **UNPACED}
     async with (
         AzureFleet(AzureSettings.from_env(env)) as backend,

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client
 
 from models.fleet import FaultSpec
 from models.upgrade import upgrade_workflow_id
-from starter.upgrades import cancel_upgrade, final_report
+from starter.upgrades import UpgradeHandle, cancel_upgrade, final_report
 from tests.helpers import V2, eventually, make_scale_set, upgrade, upgrade_paused_after_first_batch
 from workflows import search_attributes
 
 
-async def current_details(handle) -> str:
-    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+async def current_details(handle: UpgradeHandle) -> str:
+    metadata: WorkflowMetadata = await handle.query(
+        "__temporal_workflow_metadata", result_type=WorkflowMetadata
+    )
     return metadata.current_details
 
 
@@ -76,7 +79,7 @@ async def test_the_web_ui_shows_summary_details_and_live_progress(local_env, loc
     assert admission.run_id == finished.run_id
 
 
-async def _ids(client, query: str) -> list[str]:
+async def _ids(client: Client, query: str) -> list[str]:
     return [execution.id async for execution in client.list_workflows(query)]
 
 

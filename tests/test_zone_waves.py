@@ -8,11 +8,15 @@ zone waves' decisions as a table."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
@@ -54,7 +58,7 @@ async def roll_out(
     *,
     regions: list[str] | None = None,
     **settings: object,
-) -> tuple[WorkflowHandle, WorkflowHandle]:
+) -> tuple[WorkflowHandle[Any, Any], WorkflowHandle[Any, Any]]:
     """A watcher with `settings` and `names` enrolled, version 1.1.0 published (to `regions`, or
     everywhere): the watcher and the rollout it starts."""
     client = env.client  # type: ignore[attr-defined]
@@ -68,7 +72,7 @@ async def roll_out(
 
 async def reimaging(
     env: object, worker: object, fleet: EmulatorAdmin, *, siblings: int
-) -> tuple[WorkflowHandle, str, list[str], str]:
+) -> tuple[WorkflowHandle[Any, Any], str, list[str], str]:
     """A rollout in two phases, its first set (westeurope, slow reimages) reimaging: the rollout,
     that set, its `siblings` in the region and the set of the later phase (eastus)."""
     images = Images()
@@ -98,8 +102,8 @@ def zone_windows(
 
 
 async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_apart(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
     # westeurope and northeurope are a geo-pair; the canary is the region with fewer instances.
@@ -109,8 +113,8 @@ async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_ap
     north = [
         await make_set(fleet, images.latest, "northeurope", 6, zones=ZONES, timing=STEADY) for _ in range(3)
     ]
-    _, rollout = await roll_out(ts_env, ts_worker, fleet, images, [*west, *north])
-    rollout = await finished(ts_env, rollout)
+    _, handle = await roll_out(ts_env, ts_worker, fleet, images, [*west, *north])
+    rollout = await finished(ts_env, handle)
 
     assert rollout.state == RolloutState.COMPLETED
     assert rollout.phases == [["westeurope"], ["northeurope"]]
@@ -142,8 +146,8 @@ async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_ap
 
 
 async def test_a_region_the_version_never_reaches_holds_back_no_other_and_is_skipped_after_the_timeout(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
     never = await make_set(fleet, images.latest, "westeurope")
@@ -185,8 +189,8 @@ async def test_a_region_the_version_never_reaches_holds_back_no_other_and_is_ski
 
 
 async def test_a_set_a_user_cancels_holds_the_rollout_until_resumed_and_cancel_ends_it(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     rollout, cancelled, [sibling], later = await reimaging(ts_env, ts_worker, fleet, siblings=1)
     upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled))
     await upgrade.signal(CANCEL_SIGNAL, CancelRequest(by="alice", reason="wrong window"))
@@ -211,8 +215,8 @@ async def test_a_set_a_user_cancels_holds_the_rollout_until_resumed_and_cancel_e
 
 
 async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     rollout, cancelled, _, later = await reimaging(ts_env, ts_worker, fleet, siblings=0)
     await ts_env.client.get_workflow_handle(upgrade_workflow_id(cancelled)).signal(CANCEL_SIGNAL)
     await eventually(lambda: rollout_status(rollout), lambda s: s.state == RolloutState.HELD)
@@ -229,8 +233,8 @@ async def test_a_held_rollout_cancelled_ends_with_the_later_phases_untouched(
 
 @pytest.mark.parametrize("meanwhile", ["turned unhealthy", "healthy", "deleted"])
 async def test_after_the_bake_time_an_earlier_phase_turned_unhealthy_stops_the_rollout_a_healthy_one_goes_on(
-    ts_env, ts_worker, fleet: EmulatorAdmin, meanwhile: str
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin, meanwhile: str
+) -> None:
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
     canary = await make_set(fleet, images.latest, "westeurope", 5)
@@ -344,8 +348,8 @@ def test_held_permits_nothing_and_stopping_cancels_every_started_set_once():
 
 
 async def test_a_fault_in_a_wave_stops_the_sets_in_flight_after_their_batch_and_starts_no_zone_more(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     images = Images()
     await fleet.publish_image(images.at("1.0.0"))
     broken = await make_set(
@@ -381,8 +385,8 @@ async def test_a_fault_in_a_wave_stops_the_sets_in_flight_after_their_batch_and_
 
 
 async def test_a_rollout_terminated_mid_waves_leaves_no_upgrade_waiting_for_a_wave(
-    local_env, local_worker, fleet: EmulatorAdmin
-):
+    local_env: WorkflowEnvironment, local_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     """On a real server (the time-skipping one neither terminates a child with its parent nor
     tells a parent its child was terminated): terminating a rollout terminates its cohorts, and
     each upgrade in flight stops after its zone, when the cohort no longer takes its report (an
@@ -395,7 +399,7 @@ async def test_a_rollout_terminated_mid_waves_leaves_no_upgrade_waiting_for_a_wa
     ]
     handle, rollout = await roll_out(local_env, local_worker, fleet, images, names)
     for name in names:  # both in zone 1's wave
-        await eventually(lambda n=name: fleet.operations(n), lambda ops: len(reimages(ops)) >= 1, 60)
+        await eventually(functools.partial(fleet.operations, name), lambda ops: len(reimages(ops)) >= 1, 60)
     await rollout.terminate(reason="test: an operator terminates the rollout")
 
     for name in names:
@@ -408,8 +412,8 @@ async def test_a_rollout_terminated_mid_waves_leaves_no_upgrade_waiting_for_a_wa
 
 
 async def test_no_run_of_a_rollout_grows_with_the_fleet_only_with_a_cohort(
-    ts_env, ts_worker, fleet: EmulatorAdmin
-):
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
     """Twelve sets of one region, cohorts of three: the rollout's own history grows by a few
     events a cohort, each cohort's with its own sets only; at 1,000 sets and cohorts of 20 the
     largest run stays far under Temporal's 10,240-event warning (see `make bench ARGS=rollout`)."""

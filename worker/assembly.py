@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.automatic_activities import AutomaticActivities
 from activities.fleet_activities import FleetActivities
@@ -21,7 +23,10 @@ from workflows.rolling_upgrade import MAX_INSTANCES_PER_CHILD, RollingUpgradeWor
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_cohort import RolloutCohortWorkflow
 
-WORKFLOWS = [
+# Each declares its versioning behavior (a versioned worker refuses a workflow without one):
+# the upgrade, its batches and the preflight are pinned to the build that started them; the
+# watcher, rollouts and cohorts are auto-upgrade (docs/operating.md, "Releases").
+WORKFLOWS: list[type] = [
     RollingUpgradeWorkflow,
     BatchUpgradeWorkflow,
     UpgradePreflightWorkflow,
@@ -38,6 +43,8 @@ def build_worker(
     *,
     max_concurrent_activities: int = 1000,
     webhook_secret: str | None = None,
+    deployment: WorkerDeploymentVersion | None = None,
+    workflows: Sequence[type] = WORKFLOWS,
     **options: Any,  # more of Worker's keyword arguments
 ) -> Worker:
     # Health waits are long, mostly idle activities: one per instance of a batch in flight.
@@ -46,10 +53,16 @@ def build_worker(
     # within a few seconds. An ARM read waiting for the subscription's read budget heartbeats
     # its activity's last details again every few seconds (worker/keep_alive.py).
     set_keep_alive(heartbeat_again)
+    # Versioned (the worker process, worker/main.py) or not (the time-skipping test server has
+    # no worker versioning; the tests' in-process workers).
+    versioning = None
+    if deployment is not None:
+        versioning = WorkerDeploymentConfig(version=deployment, use_worker_versioning=True)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
+        workflows=workflows,
+        deployment_config=versioning,
         activities=[
             *FleetActivities(fleet).all(),
             *AutomaticActivities(fleet).all(),

@@ -11,6 +11,7 @@ from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings, AzureSettingsError
 from worker.assembly import build_worker
 from worker.connection import Settings, connect
+from worker.deployment import DeploymentSettings, DeploymentSettingsError, set_current_command, take_current
 from worker.logs import configure_logging
 from worker.process_exit import exit_after
 from worker.search_attribute_setup import ensure_search_attributes
@@ -20,9 +21,10 @@ log = structlog.get_logger("worker")
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or Settings()
-    try:
+    try:  # one line naming the variable, before anything starts
         azure = AzureSettings.from_env()
-    except AzureSettingsError as err:  # one line naming the variable, before anything starts
+        deployment = DeploymentSettings.from_env(settings.task_queue)
+    except (AzureSettingsError, DeploymentSettingsError) as err:
         raise SystemExit(f"error: {err}") from None
     client = await connect()
     if added := await ensure_search_attributes(client):
@@ -37,10 +39,22 @@ async def run_worker(settings: Settings | None = None) -> None:
             fleet,
             settings.task_queue,
             max_concurrent_activities=settings.max_concurrent_activities,
+            deployment=deployment.version,
         )
         async with worker:
+            current = await take_current(client, deployment)  # once it polls: see the module
+            if current != deployment.version:
+                log.warning(
+                    "this build is not current: it serves only the upgrades pinned to it; make it "
+                    "current (or ramp it) to send it new upgrades and the watcher",
+                    current=current.to_canonical_string() if current else "unversioned",
+                    command=set_current_command(deployment),
+                )
             log.info(
                 "worker started",
+                deployment=deployment.name,
+                build_id=deployment.build_id,
+                current=current == deployment.version,
                 task_queue=settings.task_queue,
                 namespace=client.namespace,
                 arm_endpoint=azure.endpoint,

@@ -55,7 +55,7 @@ def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
 
 
 async def describe_scale_set(scale_set: str) -> ScaleSetView:
-    result = await workflow.execute_activity(
+    result: steps.DescribeScaleSetResult = await workflow.execute_activity(
         steps.DESCRIBE_SCALE_SET,
         steps.DescribeScaleSetInput(scale_set=scale_set),
         result_type=steps.DescribeScaleSetResult,
@@ -68,7 +68,7 @@ async def describe_scale_set(scale_set: str) -> ScaleSetView:
 
 
 async def read_health(scale_set: str) -> HealthReading:
-    return await workflow.execute_activity(
+    result: HealthReading = await workflow.execute_activity(
         steps.READ_HEALTH,
         steps.ReadHealthInput(scale_set=scale_set),
         result_type=HealthReading,
@@ -77,10 +77,11 @@ async def read_health(scale_set: str) -> HealthReading:
         retry_policy=FLEET_RETRY,
         summary=f"read the health of {scale_set}",
     )
+    return result
 
 
 async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> ImageReference:
-    result = await workflow.execute_activity(
+    result: steps.ResolveImageResult = await workflow.execute_activity(
         steps.RESOLVE_IMAGE,
         steps.ResolveImageInput(image=image, scale_set=scale_set),
         result_type=steps.ResolveImageResult,
@@ -95,7 +96,7 @@ async def resolve_image(image: ImageReference, scale_set: ScaleSetView) -> Image
 async def resolve_extensions(
     extensions: list[ExtensionRequest], scale_set: ScaleSetView
 ) -> list[ExtensionTarget]:
-    result = await workflow.execute_activity(
+    result: steps.ResolveExtensionsResult = await workflow.execute_activity(
         steps.RESOLVE_EXTENSIONS,
         steps.ResolveExtensionsInput(extensions=extensions, scale_set=scale_set),
         result_type=steps.ResolveExtensionsResult,
@@ -128,7 +129,7 @@ async def _operation(
     request: steps.ReimageInput | steps.RestoreInput | steps.InstallExtensionInput,
     summary: str,
 ) -> FleetOperation:
-    result = await workflow.execute_activity(
+    result: steps.OperationResult = await workflow.execute_activity(
         activity,
         request,
         result_type=steps.OperationResult,
@@ -189,7 +190,7 @@ async def probe_health(
     as a read is, so a failing look (a bug, the fleet out of reach) gets a fixed worker's or the
     fleet's recovery before the instance is judged Unknown."""
     start_to_close, heartbeat = probe_timeouts(health)
-    return await workflow.execute_activity(
+    result: steps.HealthResult = await workflow.execute_activity(
         steps.PROBE_HEALTH,
         steps.HealthInput(scale_set=scale_set, instance_id=instance_id, health=health),
         result_type=steps.HealthResult,
@@ -199,6 +200,7 @@ async def probe_health(
         retry_policy=FLEET_RETRY,
         summary=f"probe {scale_set}/{instance_id}",
     )
+    return result
 
 
 async def deliver_webhook(delivery: WebhookDelivery) -> None:
@@ -214,7 +216,7 @@ async def deliver_webhook(delivery: WebhookDelivery) -> None:
 
 
 async def survey_scale_sets(scale_sets: list[str]) -> list[steps.ScaleSetSurvey]:
-    result = await workflow.execute_activity(
+    result: steps.SurveyResult = await workflow.execute_activity(
         steps.SURVEY_SCALE_SETS,
         steps.SurveyInput(scale_sets=scale_sets),
         result_type=steps.SurveyResult,
@@ -232,7 +234,7 @@ async def summarize_health(scale_sets: list[str]) -> list[steps.HealthSummary]:
         scale_sets[i : i + steps.HEALTH_SUMMARY_CHUNK]
         for i in range(0, len(scale_sets), steps.HEALTH_SUMMARY_CHUNK)
     ]
-    results = await asyncio.gather(
+    results: list[steps.SummarizeHealthResult] = await asyncio.gather(
         *(
             workflow.execute_activity(
                 steps.SUMMARIZE_HEALTH,
@@ -250,7 +252,7 @@ async def summarize_health(scale_sets: list[str]) -> list[steps.HealthSummary]:
 
 
 async def latest_versions(queries: list[steps.VersionQuery]) -> list[steps.LatestVersion]:
-    result = await workflow.execute_activity(
+    result: steps.LatestVersionsResult = await workflow.execute_activity(
         steps.LATEST_VERSIONS,
         steps.LatestVersionsInput(queries=queries),
         result_type=steps.LatestVersionsResult,
@@ -265,7 +267,7 @@ async def latest_versions(queries: list[steps.VersionQuery]) -> list[steps.Lates
 async def newest_extension_versions(
     queries: list[steps.ExtensionVersionQuery],
 ) -> list[steps.NewestExtensionVersion]:
-    result = await workflow.execute_activity(
+    result: steps.NewestExtensionVersionsResult = await workflow.execute_activity(
         steps.NEWEST_EXTENSION_VERSIONS,
         steps.NewestExtensionVersionsInput(queries=queries),
         result_type=steps.NewestExtensionVersionsResult,

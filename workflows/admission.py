@@ -8,6 +8,7 @@ upgrade itself, which admits again: the fleet may have changed in between.
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -19,9 +20,10 @@ with workflow.unsafe.imports_passed_through():
     from rules.ledger import UpgradeLedger, UpgradeRules
     from workflows import activity_calls
 
-# Patch (README: "Changing workflow code"), of the preflight and the upgrade (RollingUpgradeWorkflow
-# lists it): 2026-12, the scale set's own upgradePolicy.rollingUpgradePolicy is the upgrade's
-# policy where the user gave no value (requests that say which fields they gave: policyGiven).
+# Patch (docs/maintaining.md: "Changing workflow code"), of the preflight and the upgrade
+# (RollingUpgradeWorkflow lists it): 2026-12, the scale set's own
+# upgradePolicy.rollingUpgradePolicy is the upgrade's policy where the user gave no value
+# (requests that say which fields they gave: policyGiven).
 SETS_OWN_POLICY = "sets-own-policy"
 
 
@@ -127,7 +129,8 @@ async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
     return scale_set, change
 
 
-@workflow.defn(name=PREFLIGHT_WORKFLOW)
+# Pinned: short, on the build that started it.
+@workflow.defn(name=PREFLIGHT_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED)
 class UpgradePreflightWorkflow:
     """What an upgrade would do if started now; fails with the refusal if it would be refused."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -59,10 +60,9 @@ with workflow.unsafe.imports_passed_through():
         extension_rollout_id,
         extension_rollout_key,
         image_source_key,
-        major_of,
         rollout_workflow_id,
-        version_key,
     )
+    from models.change import major_of, version_key
     from models.errors import RefusalCode
     from models.fleet import ExtensionView, ScaleSetView
     from models.image import ImageReference
@@ -109,7 +109,9 @@ HISTORY_GROWTH = 4 * 1024 * 1024
 HISTORY_REFUSE = 9_000
 
 
-@workflow.defn(name=AUTOMATIC_UPGRADES_WORKFLOW)
+# Auto-upgrade: runs for months, so it moves to the current build at its next workflow task
+# (changes to it go behind workflow.patched); each continue-as-new starts on the current build.
+@workflow.defn(name=AUTOMATIC_UPGRADES_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class AutomaticOSUpgradesWorkflow:
     @workflow.init
     def __init__(self, state: AutomaticState | None = None) -> None:

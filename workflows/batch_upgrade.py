@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError
 from temporalio.workflow import ActivityHandle
 
@@ -41,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_calls
     from workflows.deadlines import DeadlineClock
 
-# Patches (see RollingUpgradeWorkflow's list and the README).
+# Patches (see RollingUpgradeWorkflow's list and docs/maintaining.md).
 # 2026-11: every instance's health-wait deadline on one timer per batch child (DeadlineClock)
 # instead of one timer each: two history events and two server timer operations fewer an instance.
 ONE_DEADLINE_TIMER = "one-deadline-timer"
@@ -59,7 +60,8 @@ def joined(first: str | None, then: str) -> str:
     return f"{first}; {then}" if first else then
 
 
-@workflow.defn(name=BATCH_UPGRADE_WORKFLOW)
+# Pinned, on its upgrade's build (a child starts on its parent's pinned version).
+@workflow.defn(name=BATCH_UPGRADE_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED)
 class BatchUpgradeWorkflow:
     @workflow.run
     async def run(self, request: BatchRequest) -> BatchResult:

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -77,7 +78,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 # Patches: each id guards a change to the commands the workflow issues, so upgrades started
-# by older code replay (see the README's section on changing workflow code).
+# by older code replay (see docs/maintaining.md: "Changing workflow code safely").
 # 2026-11: upgraded instances that turn unhealthy after their batch count against
 # maxUnhealthyUpgradedInstancePercent, with one more health reading after the last batch.
 COUNT_UNHEALTHY_SINCE_UPGRADE = "count-unhealthy-since-upgrade"
@@ -132,7 +133,8 @@ class Stop:
     breach: bool = False
 
 
-@workflow.defn(name=ROLLING_UPGRADE_WORKFLOW)
+# Pinned: an upgrade ends on the code that started it (a new build serves the next one).
+@workflow.defn(name=ROLLING_UPGRADE_WORKFLOW, versioning_behavior=VersioningBehavior.PINNED)
 class RollingUpgradeWorkflow:
     @workflow.init
     def __init__(self, request: UpgradeRequest) -> None:
@@ -763,7 +765,8 @@ class RollingUpgradeWorkflow:
         query answers what was last published, never the ledger between two steps of one
         decision (a batch settled, its health re-read, the gates not yet weighed)."""
         self._status = reporting.status(self._ledger)
-        workflow.set_current_details(presentation.current_details(self._ledger))
+        build = workflow.info().get_current_deployment_version()
+        workflow.set_current_details(presentation.current_details(self._ledger, build))
 
     def _notify(self, event: NotificationEvent, key: str = "") -> None:
         info = workflow.info()

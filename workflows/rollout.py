@@ -24,6 +24,7 @@ import functools
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import (
     ChildWorkflowError,
 )
@@ -57,8 +58,8 @@ with workflow.unsafe.imports_passed_through():
         Steering,
         SupersedeRequest,
         WithdrawnNotice,
-        version_key,
     )
+    from models.change import version_key
     from models.policy import format_duration
     from models.status import ApiError
     from models.upgrade import (
@@ -71,8 +72,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_calls
     from workflows.set_upgrades import SetUpgrades, rolling_policy
 
-# Patches: each id guards a change to the commands the workflow issues (README: "Changing
-# workflow code safely").
+# Patches: each id guards a change to the commands the workflow issues (docs/maintaining.md:
+# "Changing workflow code safely").
 # 2026-12: the sets of a region upgrade at once in zone waves (cohorts of maxSetsPerRegion);
 # a region the version has not reached holds back no other region and is skipped after the
 # replication timeout; a set a user cancelled holds the rollout; the bake time between phases.
@@ -96,7 +97,9 @@ WAITING = (
 )
 
 
-@workflow.defn(name=ROLLOUT_WORKFLOW)
+# Auto-upgrade: a rollout lasts days; it moves to the current build at its next workflow task
+# (changes to it go behind workflow.patched). The upgrades it starts are pinned to their build.
+@workflow.defn(name=ROLLOUT_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RolloutWorkflow(SetUpgrades):
     @workflow.init
     def __init__(self, request: RolloutRequest) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from models.automatic import (
@@ -42,13 +43,14 @@ with workflow.unsafe.imports_passed_through():
     from rules.waves import Decision, RegionWaves
     from workflows.set_upgrades import SetUpgrades
 
-# Patches (README: "Changing workflow code"). 2026-12: a wave's permits go out together, in one
-# workflow task, instead of one after another (each waited for the server's acknowledgement:
-# the eighth set of a wave started half a second after the first).
+# Patches (docs/maintaining.md: "Changing workflow code"). 2026-12: a wave's permits go out
+# together, in one workflow task, instead of one after another (each waited for the server's
+# acknowledgement: the eighth set of a wave started half a second after the first).
 PERMITS_TOGETHER = "permits-together"
 
 
-@workflow.defn(name=COHORT_WORKFLOW)
+# Auto-upgrade, like the rollout it belongs to.
+@workflow.defn(name=COHORT_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class RolloutCohortWorkflow(SetUpgrades):
     _cancel_holds = True
 

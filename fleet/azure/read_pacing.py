@@ -181,7 +181,6 @@ class ReadPacer:
         self._capacity: dict[str, int] = {}
         self.reads = 0  # reads let through
         self.waits = 0  # of which waited for their token
-        self.waited_seconds = 0.0
         self.holds = 0  # holds that answers caused (429s, low remaining counts)
 
     def configure(self, per_minute: float, burst: int) -> None:
@@ -207,7 +206,6 @@ class ReadPacer:
         self.reads += 1
         if waited > 0:
             self.waits += 1
-            self.waited_seconds += waited
         return waited
 
     async def acquire_ahead(self) -> None:

@@ -29,7 +29,9 @@ def environment_matters() -> bool:
     return bool(urllib.request.getproxies()) or netrc.exists()
 
 
-class PooledTransport(AioHttpTransport):
+# azure-core exports AioHttpTransport through a module __getattr__ (aiohttp is optional there),
+# so mypy sees Any; its defining module is private and its methods untyped.
+class PooledTransport(AioHttpTransport):  # type: ignore[misc]
     """`PooledTransport(ca_bundle, **client_kwargs)`; `connections_opened` counts the TCP
     connections it opened (one per concurrent request at most, not one per request)."""
 

@@ -417,7 +417,7 @@ class Cloud:
 
     def _instance(self, name: str, instance_id: str) -> sqlite3.Row:
         self.spec(name)
-        row = self.db.execute(
+        row: sqlite3.Row | None = self.db.execute(
             "SELECT i.*, d.image, d.app_healthy FROM instances i JOIN os_disks d "
             "ON d.name = i.os_disk WHERE i.scale_set = ? AND i.instance_id = ?",
             (name, instance_id),
@@ -804,10 +804,12 @@ class Cloud:
         return changed
 
     def _image_row(self, image: ImageReference) -> sqlite3.Row:
-        return self.db.execute(
+        """The row of a version just published (so there is one)."""
+        row: sqlite3.Row = self.db.execute(
             "SELECT * FROM images WHERE definition = ? AND version = ?",
             (definition_key(image), image.resolved_version),
         ).fetchone()
+        return row
 
     @staticmethod
     def _gallery_version(row: sqlite3.Row) -> GalleryImageVersion:
