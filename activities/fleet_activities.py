@@ -49,7 +49,7 @@ from models.fleet import (
     OperationKind,
     OperationStatus,
 )
-from workflows.failures import GONE_CODES
+from rules.failures import GONE_CODES
 
 FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
 # Power states (PowerState/… in the instance view) of a VM that is up or coming up, and of one

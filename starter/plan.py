@@ -20,10 +20,10 @@ from models.image import ImageReference
 from models.policy import format_duration
 from models.status import ApiError
 from models.upgrade import InstanceState, UpgradeRequest, extension_settings
-from workflows.gates import in_flight_gate
-from workflows.ledger import UpgradeLedger
-from workflows.planner import Candidate
-from workflows.presentation import change_text
+from rules.gates import in_flight_gate
+from rules.ledger import UpgradeLedger
+from rules.planner import Candidate
+from rules.presentation import change_text
 
 # What one reimage of an instance takes on Azure (OS disk written, VM booted), and one install
 # of an extension version, for the estimate only: minutes in practice, depending on the image

@@ -52,7 +52,8 @@ from models.upgrade import (
     UpgradeRequest,
     upgrade_workflow_id,
 )
-from workflows import presentation, search_attributes
+from rules import presentation
+from workflows import search_attributes
 
 # `upgradectl`'s exit codes (docs/usage.md: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0

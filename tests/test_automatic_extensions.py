@@ -811,7 +811,7 @@ def test_an_extensions_automatic_state_reads_as_one_line(extension: ExtensionEnr
 def test_the_watchers_web_ui_details_list_each_extensions_state_escaped() -> None:
     from models.automatic import AutomaticSettings, AutomaticState
     from models.policy import UpgradePolicy
-    from workflows.automatic_upgrades import details as watcher_details
+    from rules.watcher import details as watcher_details
 
     failed = agent(**{**FAILED, "failure": "**bad** [x](y)"}, attempts=1)
     enrollment = Enrollment(

@@ -29,6 +29,8 @@ from models.upgrade import (
     UpgradeRequest,
     upgrade_workflow_id,
 )
+from rules.failures import SKIP_GONE
+from rules.planner import next_batch
 from starter.upgrades import get_status
 from tests.helpers import (
     QUICK_HEALTH,
@@ -43,8 +45,6 @@ from tests.helpers import (
 )
 from worker.assembly import build_worker
 from workflows import rolling_upgrade
-from workflows.failures import SKIP_GONE
-from workflows.planner import next_batch
 
 COMPLETED = RollingUpgradeStatusCode.COMPLETED
 FAULTED = RollingUpgradeStatusCode.FAULTED

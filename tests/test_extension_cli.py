@@ -17,10 +17,10 @@ from models.fleet import OperationKind, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.status import UpgradeOperationHistoricalStatusInfo
 from models.upgrade import upgrade_workflow_id
+from rules.presentation import describe_change
 from starter.history import history_target
 from tests.helpers import V1, V2, eventually
 from tests.test_cli_input import HOSTILE, assert_harmless, call, offline  # noqa: F401 - fixture
-from workflows.presentation import describe_change
 
 PUBLISHER = "Contoso.Monitoring"
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]

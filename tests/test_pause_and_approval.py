@@ -31,6 +31,8 @@ from models.upgrade import (
     ResumeRequest,
     UpgradeRequest,
 )
+from rules import presentation
+from rules.ledger import UpgradeLedger
 from starter.cli import cli
 from starter.upgrades import final_report, get_instances, get_status
 from tests.helpers import (
@@ -44,8 +46,6 @@ from tests.helpers import (
     make_scale_set,
     upgrade,
 )
-from workflows import presentation
-from workflows.ledger import UpgradeLedger
 
 HOSTILE = ("\x1b", "\x9b", "\x07", "\u202e")  # never reach a terminal raw
 SLOW = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])

@@ -12,10 +12,10 @@ from models.fleet import CustomMetrics, HealthState, InstanceView, OsDisk, Scale
 from models.image import ImageReference
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceState, UpgradeRequest
+from rules import reporting
+from rules.ledger import UpgradeLedger
+from rules.planner import Candidate, batch_size_limit, next_batch, plan_batches
 from tests.helpers import V1, V2
-from workflows import reporting
-from workflows.ledger import UpgradeLedger
-from workflows.planner import Candidate, batch_size_limit, next_batch, plan_batches
 
 DEFAULT = RollingUpgradePolicy()
 

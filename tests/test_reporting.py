@@ -10,9 +10,9 @@ from models.change import Change
 from models.errors import FailureCause
 from models.fleet import HealthState, ScaleSetView
 from models.upgrade import InstanceOutcome, InstanceState, UpgradeRequest
+from rules import gates, reporting
+from rules.ledger import UpgradeLedger
 from tests.helpers import V1, V2
-from workflows import gates, reporting
-from workflows.ledger import UpgradeLedger
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 

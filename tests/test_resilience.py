@@ -18,12 +18,12 @@ from models.errors import FailureCause, UpgradeErrorCode
 from models.fleet import FaultSpec, OperationKind, OperationStatus, TimingSpec
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState, upgrade_workflow_id
+from rules.failures import SKIP_GONE
 from starter.retries import retrying
 from starter.upgrades import get_status
 from tests.helpers import count_ops, eventually, finish, make_scale_set, product_worker, upgrade
 from worker.assembly import build_worker
 from workflows.activity_calls import OPERATION_DEADLINE
-from workflows.failures import SKIP_GONE
 
 SLOW_REIMAGE = TimingSpec(reimage_seconds=[1.5, 1.5], restore_seconds=[0, 0], boot_seconds=[0, 0])
 

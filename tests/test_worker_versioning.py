@@ -38,6 +38,7 @@ from models.upgrade import (
     UpgradeReport,
     UpgradeRequest,
 )
+from rules import presentation
 from starter.automatic import ensure_watcher
 from starter.upgrades import final_report, get_status
 from tests.helpers import eventually, make_scale_set, upgrade
@@ -49,7 +50,7 @@ from worker.deployment import (
     package_version,
     take_current,
 )
-from workflows import automatic_upgrades, presentation
+from workflows import automatic_upgrades
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
 
 BUILD_2_MARK = "build 2 starts with a timer"

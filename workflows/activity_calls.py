@@ -15,10 +15,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 from models import steps
 from models.change import ExtensionRequest, ExtensionTarget
+from models.errors import UNEXPECTED_ERROR, UpgradeErrorCode
 from models.fleet import FleetOperation, HealthReading, ScaleSetView
 from models.image import ImageReference
 from models.notifications import WebhookDelivery
@@ -36,6 +38,20 @@ READ_ATTEMPT = timedelta(seconds=15)
 # A reimage or restore is a long-running operation; the activity polls it and heartbeats.
 OPERATION_DEADLINE = timedelta(hours=1)
 OPERATION_HEARTBEAT = timedelta(seconds=10)
+
+
+def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
+    """The back end's error code and message behind a failed activity (here, beside the calls:
+    it reads the SDK's exception types, which the pure rules do not import)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == UNEXPECTED_ERROR:
+        return UpgradeErrorCode.INTERNAL_EXECUTION_ERROR, cause.message
+    if isinstance(cause, ApplicationError):
+        return cause.type or "FleetError", cause.message
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name.lower() if cause.type else "activity"
+        return "OperationTimedOut", f"the fleet did not answer in time ({kind} timeout)"
+    return "FleetError", str(cause or err)
 
 
 async def describe_scale_set(scale_set: str) -> ScaleSetView:

@@ -16,8 +16,9 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import RefusalCode
     from models.fleet import HealthSource, ScaleSetView
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
-    from workflows import activity_calls, presentation
-    from workflows.ledger import UpgradeLedger
+    from rules import presentation
+    from rules.ledger import UpgradeLedger, UpgradeRules
+    from workflows import activity_calls
 
 # Patch (docs/maintaining.md: "Changing workflow code"), of the preflight and the upgrade
 # (RollingUpgradeWorkflow lists it): 2026-12, the scale set's own
@@ -136,8 +137,8 @@ class UpgradePreflightWorkflow:
     @workflow.run
     async def run(self, request: UpgradeRequest) -> Preflight:
         scale_set, change = await admit(request)
-        ledger = UpgradeLedger(request, workflow.now())
-        ledger.sets_own_policy = workflow.patched(SETS_OWN_POLICY)
+        rules = UpgradeRules(sets_own_policy=workflow.patched(SETS_OWN_POLICY))
+        ledger = UpgradeLedger(request, workflow.now(), rules=rules)
         ledger.admit(scale_set, change)
         return Preflight(
             scale_set=request.scale_set,

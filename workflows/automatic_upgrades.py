@@ -21,7 +21,6 @@ stops another's. A version that faulted on a set is tried there again after the 
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import VersioningBehavior
@@ -67,13 +66,12 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import RefusalCode
     from models.fleet import ExtensionView, ScaleSetView
     from models.image import ImageReference
-    from models.markdown import table
-    from models.policy import format_duration
+    from rules import watcher
     from rules.enrolled import automatic_extensions, by_image_source, enrolled_instances
     from rules.phases import check_phases, flat_phases, plan_phases
+    from rules.watcher import details, enrolled_extensions, not_enrolled, os_upgrades_off, withdrawn_from
     from workflows import activity_calls
     from workflows.admission import extension_enrollment_refusal, health_source_refusal, rolled_by_azure
-    from workflows.presentation import escaped, workflow_link
     from workflows.rollout import RolloutWorkflow
 
 # Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.
@@ -109,8 +107,6 @@ HISTORY_GROWTH = 4 * 1024 * 1024
 # (bounded-runs) A run whose updates never pause cannot drain its handlers to continue as new;
 # past this many events it refuses new updates (TooManyRequests, try again) until it has.
 HISTORY_REFUSE = 9_000
-# Ended rollouts kept for `upgradectl rollout list`.
-RECENT_ROLLOUTS = 50
 
 
 # Auto-upgrade: runs for months, so it moves to the current build at its next workflow task
@@ -256,61 +252,14 @@ class AutomaticOSUpgradesWorkflow:
 
     @workflow.signal(name=ROLLOUT_ENDED_SIGNAL)
     def rollout_ended(self, ended: RolloutEnded) -> None:
-        running = self._state.running.get(ended.source_key)
-        if running is not None and running.workflow_id == ended.workflow_id:
-            del self._state.running[ended.source_key]
+        if watcher.rollout_ended(
+            self._state,
+            ended,
+            now=workflow.now(),
+            retry_rolled_back=lambda: workflow.patched(RETRY_ROLLED_BACK),
+        ):
             self._superseding.pop(ended.source_key, None)
-        if ended.extension is not None:
-            self._extension_ended(ended)
-        stopped = ended.state in (RolloutState.FAULTED, RolloutState.CANCELLED)
-        for done in ended.sets if ended.extension is None else []:
-            enrollment = self._state.enrollments.get(done.scale_set)
-            if enrollment is None:
-                continue
-            if done.state == RolloutSetState.COMPLETED:
-                enrollment.applied_version = ended.version
-                enrollment.failed_version = None
-            elif done.state in (RolloutSetState.FAULTED, RolloutSetState.CANCELLED) or (
-                stopped and done.state == RolloutSetState.SKIPPED
-            ):
-                enrollment.failed_version = ended.version  # not again until a newer version
-        summary = (
-            running or RolloutSummary(workflow_id=ended.workflow_id, source="", version="")
-        ).model_copy(update={"state": ended.state, "message": ended.message, "end_time": ended.end_time})
-        self._state.recent = [*self._state.recent, summary][-RECENT_ROLLOUTS:]
         self._look_now = True
-
-    def _extension_ended(self, ended: RolloutEnded) -> None:
-        """Per set, what an extension rollout came to: applied; faulted (tried again after the
-        retry interval); cancelled (not tried again until a newer version or `auto enable`)."""
-        rolled = ended.extension
-        assert rolled is not None
-        for done in ended.sets:
-            enrollment = self._state.enrollments.get(done.scale_set)
-            name = rolled.names.get(done.scale_set)
-            extension = enrollment.extension(name) if enrollment is not None and name else None
-            if extension is None:
-                continue
-            if extension.rollout_id == ended.workflow_id:
-                extension.rollout_id = extension.rolling_version = None
-            if extension.full_type.lower() != rolled.full_type.lower() or extension.major != rolled.major:
-                continue  # the model changed meanwhile: another extension under that name now
-            completed = done.state == RolloutSetState.COMPLETED
-            if completed and done.rolled_back and workflow.patched(RETRY_ROLLED_BACK):
-                failed_on(extension, ended, done, retry=True)  # its rolled-back instances
-                continue
-            if completed:
-                extension.applied_version = ended.version
-                extension.forgive()
-                continue
-            faulted = done.state == RolloutSetState.FAULTED or (
-                ended.state == RolloutState.FAULTED and done.state == RolloutSetState.SKIPPED
-            )
-            cancelled = done.state == RolloutSetState.CANCELLED or (
-                ended.state == RolloutState.CANCELLED and done.state == RolloutSetState.SKIPPED
-            )
-            if faulted or cancelled:
-                failed_on(extension, ended, done, retry=faulted)
 
     # --- the watcher ------------------------------------------------------------------------
 
@@ -330,7 +279,7 @@ class AutomaticOSUpgradesWorkflow:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._look_now or (self._bounded and self._history_long()),
-                    timeout=self._next_look(),
+                    timeout=watcher.next_look(self._state, workflow.now()),
                     timeout_summary="until the next look for new image versions",
                 )
 
@@ -342,18 +291,6 @@ class AutomaticOSUpgradesWorkflow:
         if info.get_current_history_length() > HISTORY_LIMIT:
             return True
         return self._bounded and info.get_current_history_size() - self._started_size > HISTORY_GROWTH
-
-    def _next_look(self) -> timedelta:
-        """The poll interval, or less when a failed extension version is due to be tried again
-        sooner."""
-        settings, now = self._state.settings, workflow.now()
-        wait = settings.poll_interval
-        for enrollment in self._state.enrollments.values():
-            for extension in enrollment.extensions.values():
-                retry_at = extension.retry_at(settings.extension_retry_interval)
-                if retry_at is not None and retry_at > now:
-                    wait = min(wait, retry_at - now)
-        return wait
 
     async def _look(self) -> None:
         """Read the enrolled sets, 'latest' of their images and the newest versions of their
@@ -617,18 +554,6 @@ class AutomaticOSUpgradesWorkflow:
             workflow.logger.info("could not signal %s: %s", workflow_id, err)
 
 
-def failed_on(extension: ExtensionEnrollment, ended: RolloutEnded, done: RolloutSet, *, retry: bool) -> None:
-    """An extension rollout failed on this set (faulted, cancelled, or completed with instances
-    rolled back): when, why, the how-many-th time, and whether it is tried again (after the
-    retry interval)."""
-    again = extension.failed_version == ended.version and extension.retry
-    extension.attempts = extension.attempts + 1 if again else 1
-    extension.failed_version = ended.version
-    extension.failed_at = done.end_time or ended.end_time or workflow.now()
-    extension.failure = done.message or ended.message or ended.state.value
-    extension.retry = retry
-
-
 def observed_extensions(
     enrollment: Enrollment, view: ScaleSetView, installed: dict[str, list[str]], blocked: str | None
 ) -> dict[str, ExtensionEnrollment]:
@@ -667,22 +592,6 @@ def extension_note(enrollment: Enrollment, view: ScaleSetView, model: ExtensionV
     return refusal.message if refusal else None
 
 
-def enrolled_extensions(
-    previous: Enrollment | None, request: EnrollRequest, view: ScaleSetView
-) -> list[str] | None:
-    """The extensions an enrollment enrolls by name: those enrolled already and those asked for
-    (spelled as in the model). None for a request from before extensions were enrolled one by
-    one: then those with enableAutomaticUpgrade follow, as they did."""
-    if request.extensions is None:
-        return None
-    names = list(previous.enrolled_extensions or []) if previous is not None else []
-    for asked in request.extensions:
-        model = next(e.name for e in view.extensions if e.name.lower() == asked.lower())
-        if not any(n.lower() == model.lower() for n in names):
-            names.append(model)
-    return names
-
-
 def withdraw_parts(enrollment: Enrollment, request: WithdrawRequest) -> None:
     """Turn off what the request names (OS image upgrades, extensions by name); NotEnrolled if
     one of them is not enrolled."""
@@ -714,58 +623,3 @@ def withdraw_parts(enrollment: Enrollment, request: WithdrawRequest) -> None:
     for extension in enrollment.extensions.values():
         if extension.name.lower() in withdrawn:
             extension.note = not_enrolled(enrollment.scale_set, extension.name)
-
-
-def withdrawn_from(running: RolloutSummary, request: WithdrawRequest) -> bool:
-    """Does the rollout in flight move a part of the set the request withdraws?"""
-    if running.extension is None:
-        return request.os_image
-    name = running.extension.names.get(request.scale_set, "")
-    return name.lower() in {n.lower() for n in request.extensions}
-
-
-def not_enrolled(scale_set: str, extension: str) -> str:
-    return f"not enrolled (upgradectl auto enable {scale_set} --extension {extension})"
-
-
-def os_upgrades_off(scale_set: str) -> str:
-    return (
-        "automatic OS image upgrades are off: only extensions are enrolled "
-        f"(upgradectl auto enable {scale_set} turns them on)"
-    )
-
-
-def details(state: AutomaticState, namespace: str) -> str:
-    """The Web UI's current details: who is enrolled, what the watcher last saw, and the
-    rollouts in flight with a link to each."""
-    every = format_duration(state.settings.poll_interval)
-    lines = [f"**{len(state.enrollments)} scale set(s) enrolled**, a look for new versions every {every}", ""]
-    rows = [
-        (
-            escaped(e.scale_set),
-            escaped(e.location or "?"),
-            escaped(image_source_key(e.image_reference) if e.image_reference else "?"),  # short
-            escaped(e.applied_version or "-"),
-            escaped(e.note or "upgraded automatically"),
-        )
-        for e in (state.enrollments[name] for name in sorted(state.enrollments))
-    ]
-    if rows:
-        lines.append(table(("scale set", "region", "image", "applied", "note"), rows))
-    interval = state.settings.extension_retry_interval
-    extensions = [
-        (
-            escaped(e.scale_set),
-            escaped(x.name),
-            escaped(f"{x.full_type} {x.model_version}"),
-            escaped(x.state_text(interval)),
-        )
-        for e in (state.enrollments[name] for name in sorted(state.enrollments))
-        for x in sorted(e.extensions.values(), key=lambda x: x.name)
-    ]
-    if extensions:
-        lines += ["", table(("scale set", "extension", "type", "automatic upgrade"), extensions)]
-    for summary in state.running.values():
-        link = workflow_link(namespace, summary.workflow_id)
-        lines += ["", f"Rollout in flight: [{escaped(summary.workflow_id)}]({link})"]
-    return "\n".join(lines)

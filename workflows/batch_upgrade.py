@@ -38,9 +38,9 @@ with workflow.unsafe.imports_passed_through():
         InstanceOutcome,
         InstanceState,
     )
+    from rules.failures import HEALTH_FAILURE_CODES
     from workflows import activity_calls
     from workflows.deadlines import DeadlineClock
-    from workflows.failures import HEALTH_FAILURE_CODES, infrastructure_failure
 
 # Patches (see RollingUpgradeWorkflow's list and docs/maintaining.md).
 # 2026-11: every instance's health-wait deadline on one timer per batch child (DeadlineClock)
@@ -167,7 +167,7 @@ class BatchUpgradeWorkflow:
             try:
                 await self._install_one(outcome.instance_id, target, "install")
             except ActivityError as err:
-                code, message = infrastructure_failure(err)
+                code, message = activity_calls.infrastructure_failure(err)
                 if code != EXTENSION_PROVISIONING_ERROR:
                     return self._infrastructure(outcome, err, f"install of {target}")
                 outcome.cause = FailureCause.INSTALL
@@ -191,7 +191,7 @@ class BatchUpgradeWorkflow:
             try:
                 await self._install_one(outcome.instance_id, target, "install")
             except ActivityError as err:
-                code, message = infrastructure_failure(err)
+                code, message = activity_calls.infrastructure_failure(err)
                 if code != EXTENSION_PROVISIONING_ERROR:
                     return self._infrastructure(outcome, err, f"install of {target}")
                 failure = f"{target} failed to install: {message}"
@@ -352,7 +352,7 @@ class BatchUpgradeWorkflow:
             return steps.HealthResult(state=HealthState.UNKNOWN, detail=str(err.cause or err))
 
     def _infrastructure(self, outcome: InstanceOutcome, err: ActivityError, step: str) -> InstanceOutcome:
-        code, message = infrastructure_failure(err)
+        code, message = activity_calls.infrastructure_failure(err)
         outcome.cause = FailureCause.INFRASTRUCTURE
         outcome.code = code
         outcome.message = joined(outcome.message, f"{step} failed: {message}")

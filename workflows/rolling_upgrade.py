@@ -66,13 +66,14 @@ with workflow.unsafe.imports_passed_through():
         WaveReport,
         ZonePermit,
     )
-    from workflows import activity_calls, gates, presentation, reporting, search_attributes
+    from rules import gates, presentation, reporting
+    from rules.failures import internal_error
+    from rules.ledger import UpgradeLedger, UpgradeRules
+    from rules.planner import Candidate, batch_size_limit, next_batch
+    from workflows import activity_calls, search_attributes
     from workflows.admission import SETS_OWN_POLICY, admit
     from workflows.batch_upgrade import BatchUpgradeWorkflow
-    from workflows.failures import internal_error
-    from workflows.ledger import UpgradeLedger
     from workflows.notifier import Notifier
-    from workflows.planner import Candidate, batch_size_limit, next_batch
 
 T = TypeVar("T")
 
@@ -264,17 +265,19 @@ class RollingUpgradeWorkflow:
     def _adopt_patches(self) -> None:
         """The patches decided once, at the start: an upgrade keeps the rules it started with."""
         self._visible = workflow.patched(VISIBILITY)
-        self._ledger.exact = workflow.patched(EXACT_CORE)
-        self._ledger.small_sets_one_at_a_time = not workflow.patched(BATCH_SIZE_BY_POLICY)
-        self._ledger.sets_own_policy = workflow.patched(SETS_OWN_POLICY)
-        self._ledger.independent_extensions = workflow.patched(INDEPENDENT_EXTENSIONS)
+        self._ledger.rules = UpgradeRules(  # (keyword arguments run in order: the patches' order)
+            exact_core=workflow.patched(EXACT_CORE),
+            small_sets_one_at_a_time=not workflow.patched(BATCH_SIZE_BY_POLICY),
+            sets_own_policy=workflow.patched(SETS_OWN_POLICY),
+            independent_extensions=workflow.patched(INDEPENDENT_EXTENSIONS),
+        )
 
     async def _upgrade(self, request: UpgradeRequest) -> Stop | None:
         """The upgrade, step by step; returns why it stopped, or None once done or cancelled."""
         ledger = self._ledger
         if stop := await self._admit(request):
             return stop
-        if ledger.exact and not ledger.candidates():
+        if ledger.rules.exact_core and not ledger.candidates():
             return None  # every instance is on the target already: nothing to do, whatever its health
         if breach := gates.in_flight_gate(ledger, before_upgrade=True):
             return Stop(breach)
@@ -347,14 +350,14 @@ class RollingUpgradeWorkflow:
         if last and not workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
             return None  # upgrades started before that patch took no last reading
         if not last and (breach := gates.deadline_gate(ledger, workflow.now())):
-            return Stop(breach, breach=ledger.exact)
+            return Stop(breach, breach=ledger.rules.exact_core)
         await self._read_health()
         if not last or ledger.candidates():  # (a scale-out may add some at the last reading)
             # Instances a scale-out added after a late last batch: no batch starts past the deadline.
-            if last and ledger.exact and (breach := gates.deadline_gate(ledger, workflow.now())):
+            if last and ledger.rules.exact_core and (breach := gates.deadline_gate(ledger, workflow.now())):
                 return Stop(breach, breach=True)
             if breach := gates.in_flight_gate(ledger, before_upgrade=False):
-                return Stop(breach, breach=ledger.exact)
+                return Stop(breach, breach=ledger.rules.exact_core)
         if workflow.patched(COUNT_UNHEALTHY_SINCE_UPGRADE):
             if breach := gates.upgraded_gate(ledger, including_later=True):
                 return Stop(breach, breach=True)
@@ -364,7 +367,7 @@ class RollingUpgradeWorkflow:
         """Fresh health readings; instances a scale-out added are described and join the plan."""
         ledger = self._ledger
         added = ledger.observe(await self._through_cancel(self._health_reading()))
-        if added and ledger.exact:
+        if added and ledger.rules.exact_core:
             view = await self._through_cancel(activity_calls.describe_scale_set(ledger.request.scale_set))
             wanted = set(added)
             joined = ledger.add(
@@ -391,8 +394,8 @@ class RollingUpgradeWorkflow:
             ledger.total,
             len(ledger.unhealthy()),
             ledger.request.policy,
-            within_budget=ledger.exact,
-            small_sets_one_at_a_time=ledger.small_sets_one_at_a_time,
+            within_budget=ledger.rules.exact_core,
+            small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time,
         )
 
     async def _next_batch(self) -> list[Candidate] | Stop:
@@ -401,7 +404,7 @@ class RollingUpgradeWorkflow:
         most the health wait) rather than take the set further down; stop if they do not."""
         ledger = self._ledger
         batch = self._plan_next()
-        if batch or not ledger.exact:
+        if batch or not ledger.rules.exact_core:
             return batch
         since = workflow.now()
         until = since + ledger.request.health.health_wait_timeout
@@ -456,7 +459,7 @@ class RollingUpgradeWorkflow:
             batch=batch_size_limit(
                 ledger.total,
                 ledger.request.policy.max_batch_instance_percent,
-                small_sets_one_at_a_time=ledger.small_sets_one_at_a_time,
+                small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time,
             ),
             done=done,
         )
@@ -622,7 +625,7 @@ class RollingUpgradeWorkflow:
             )
         )
         ledger.settle(outcomes)
-        if ledger.exact and any(o.cause == FailureCause.HEALTH for o in outcomes):
+        if ledger.rules.exact_core and any(o.cause == FailureCause.HEALTH for o in outcomes):
             await self._read_health()  # an instance deleted during its health wait is gone, not failed
         stop = self._decide(outcomes)
         if stop is not None:
@@ -646,7 +649,7 @@ class RollingUpgradeWorkflow:
             stopped = gates.extensions_stopped(ledger)
             assert stopped is not None
             return Stop(stopped, breach=True)
-        if ledger.exact and (breach := gates.deadline_gate(ledger, workflow.now())):
+        if ledger.rules.exact_core and (breach := gates.deadline_gate(ledger, workflow.now())):
             remains = bool(ledger.candidates() or ledger.pending_approval())
             if remains or not workflow.patched(LATE_BUT_COMPLETE):
                 return Stop(breach, breach=True)
@@ -827,7 +830,7 @@ class RollingUpgradeWorkflow:
                     ),
                     health=ledger.request.health,
                     rollback=not ledger.request.disable_automatic_rollback,
-                    independent_extensions=ledger.independent_extensions,
+                    independent_extensions=ledger.rules.independent_extensions,
                 ),
                 id=base if len(parts) == 1 else f"{base}-part-{index + 1}",
                 result_type=BatchResult,

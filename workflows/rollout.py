@@ -66,10 +66,10 @@ with workflow.unsafe.imports_passed_through():
         upgrade_workflow_id,
     )
     from rules.phases import paired
+    from rules.planner import unhealthy_allowance
+    from rules.presentation import escaped, workflow_link
     from rules.waves import cohorts
     from workflows import activity_calls
-    from workflows.planner import unhealthy_allowance
-    from workflows.presentation import escaped, workflow_link
     from workflows.set_upgrades import SetUpgrades, rolling_policy
 
 # Patches: each id guards a change to the commands the workflow issues (docs/maintaining.md:

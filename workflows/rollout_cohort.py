@@ -39,8 +39,8 @@ with workflow.unsafe.imports_passed_through():
         ZonePermit,
         upgrade_workflow_id,
     )
+    from rules.presentation import escaped, workflow_link
     from rules.waves import Decision, RegionWaves
-    from workflows.presentation import escaped, workflow_link
     from workflows.set_upgrades import SetUpgrades
 
 # Patches (docs/maintaining.md: "Changing workflow code"). 2026-12: a wave's permits go out

@@ -14,10 +14,10 @@ from models.fleet import HealthSource
 from models.policy import RollingUpgradePolicy, format_duration
 from models.status import ApiError, ApiErrorBase
 from models.upgrade import ATTEMPTED, FINAL_FAILURES, InstanceProgress, InstanceState
+from rules import failures
+from rules.ledger import UpgradeLedger
+from rules.planner import unhealthy_allowance
 from rules.waves import zone_text
-from workflows import failures
-from workflows.ledger import UpgradeLedger
-from workflows.planner import unhealthy_allowance
 
 STOPS = "The upgrade stops: no new batch starts."
 
@@ -91,7 +91,7 @@ def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> Ap
     limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
     if not unhealthy or not exceeds(unhealthy, attempted, limit):
         return None
-    if ledger.exact:
+    if ledger.rules.exact_core:
         pairs = [(p.code, failures.describe(p)) for p in failed]
         pairs += [(failures.UNHEALTHY_SINCE_UPGRADE, describe_later(p)) for p in later]
         cause = f"Most common error: {failures.most_common(pairs)}."
@@ -103,7 +103,8 @@ def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> Ap
         message=(
             f"{unhealthy} of {attempted} upgraded instances ({share(unhealthy, attempted)}) "
             f"are unhealthy; the policy allows {limit}% "
-            f"(maxUnhealthyUpgradedInstancePercent). {cause}" + (f" {STOPS}" if ledger.exact else "")
+            f"(maxUnhealthyUpgradedInstancePercent). {cause}"
+            + (f" {STOPS}" if ledger.rules.exact_core else "")
         ),
         details=failure_details(ledger)
         + [
@@ -232,7 +233,7 @@ def extension_gates(ledger: UpgradeLedger) -> dict[str, ApiError]:
     """maxUnhealthyUpgradedInstancePercent for each extension still going, over the instances it
     was tried on: an extension past it stops alone (Azure upgrades each extension on its own:
     "A failure on one extension doesn't affect the other extensions")."""
-    if not ledger.independent_extensions:
+    if not ledger.rules.independent_extensions:
         return {}
     limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
     breaches = {}

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-
-from temporalio.common import WorkerDeploymentVersion
+from typing import Protocol
 
 from models.change import NOT_INSTALLED, Change, version_key
 from models.markdown import table
 from models.status import UpgradeWait, UpgradeWaitKind
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
-from workflows import reporting
-from workflows.ledger import UpgradeLedger
+from rules import reporting
+from rules.ledger import UpgradeLedger
 
 
 def from_images(ledger: UpgradeLedger) -> dict[str, int]:
@@ -123,7 +122,18 @@ def restore_summary(instance_ids: list[str]) -> str:
     return f"rollback after the policy breach: {len(instance_ids)} instance(s)"
 
 
-def current_details(ledger: UpgradeLedger, build: WorkerDeploymentVersion | None = None) -> str:
+class Build(Protocol):
+    """A worker deployment version (temporalio's WorkerDeploymentVersion): what the rules read of
+    it, so they need not import the SDK."""
+
+    @property
+    def deployment_name(self) -> str: ...
+
+    @property
+    def build_id(self) -> str: ...
+
+
+def current_details(ledger: UpgradeLedger, build: Build | None = None) -> str:
     """The live view: status, counts, the batch in flight, the error if any, and the build it
     runs on (pinned: the one that started it; None on an unversioned worker)."""
     progress = reporting.progress(ledger)
@@ -168,7 +178,7 @@ def current_details(ledger: UpgradeLedger, build: WorkerDeploymentVersion | None
     return "\n".join(lines)
 
 
-def running_on(build: WorkerDeploymentVersion) -> str:
+def running_on(build: Build) -> str:
     return (
         f"Runs on build {escaped(build.build_id)} of worker deployment {escaped(build.deployment_name)}, "
         "pinned: it ends on the code that started it."

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
-
-from models.errors import UNEXPECTED_ERROR, UpgradeErrorCode
+from models.errors import UpgradeErrorCode
 from models.fleet import HealthState
 from models.status import ApiError, ApiErrorBase, InnerError
 from models.upgrade import InstanceProgress
@@ -31,19 +29,6 @@ SKIP_ALREADY_ON_TARGET = "AlreadyOnTargetImage"
 SKIP_CUSTOM_METRIC = "SkipUpgradeCustomMetric"
 SKIP_GONE = "InstanceNoLongerExists"
 UNHEALTHY_SINCE_UPGRADE = "UnhealthySinceUpgrade"
-
-
-def infrastructure_failure(err: ActivityError) -> tuple[str, str]:
-    """The back end's error code and message behind a failed activity."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type == UNEXPECTED_ERROR:
-        return UpgradeErrorCode.INTERNAL_EXECUTION_ERROR, cause.message
-    if isinstance(cause, ApplicationError):
-        return cause.type or "FleetError", cause.message
-    if isinstance(cause, TimeoutError):
-        kind = cause.type.name.lower() if cause.type else "activity"
-        return "OperationTimedOut", f"the fleet did not answer in time ({kind} timeout)"
-    return "FleetError", str(cause or err)
 
 
 def describe(progress: InstanceProgress) -> str:

@@ -22,8 +22,8 @@ from models.status import (
     os_rollback_method,
 )
 from models.upgrade import FINAL_FAILURES, InstanceProgress, InstanceState, UpgradeReport
-from workflows import failures, gates
-from workflows.ledger import UpgradeLedger
+from rules import failures, gates
+from rules.ledger import UpgradeLedger
 
 GOES_ON = {
     RollingUpgradeStatusCode.ROLLING_FORWARD: "so the upgrade goes on",
@@ -62,7 +62,7 @@ def error(ledger: UpgradeLedger) -> ApiError | None:
     outcome = GOES_ON.get(ledger.code, f"and the upgrade was {ledger.code.value.lower()}")
     summary = (
         f"Most common error: {failures.most_common((p.code, failures.describe(p)) for p in failed)}."
-        if ledger.exact
+        if ledger.rules.exact_core
         else f"First failed instance: {failures.describe(failed[0])}."
     )
     return ApiError(
@@ -102,7 +102,7 @@ def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
 def extension_statuses(ledger: UpgradeLedger) -> list[ExtensionUpgradeStatus] | None:
     """Each extension of an extension upgrade applied on its own: where it moved, where it
     failed, where it is being installed, and where not yet (or no more: it stopped)."""
-    if not ledger.independent_extensions or not ledger.change.extensions:
+    if not ledger.rules.independent_extensions or not ledger.change.extensions:
         return None
     going = {t.name for t in ledger.extensions_going()}
     statuses = []

@@ -1,13 +1,14 @@
 """The ledger of one upgrade: where every instance is, and what became of it.
 
 Pure and deterministic (no clocks, no I/O): the workflow passes in `now`, so the ledger can be
-unit-tested and replays identically. The gates (workflows/gates.py) and the Azure status
-(workflows/reporting.py) are derived from it; nothing else keeps a count of its own.
+unit-tested and replays identically. The gates (rules/gates.py) and the Azure status
+(rules/reporting.py) are derived from it; nothing else keeps a count of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from models.change import Change, ExtensionTarget
@@ -15,7 +16,6 @@ from models.errors import FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.notifications import NotificationRecord
-from models.policy import format_duration
 from models.sorting import natural_key
 from models.status import (
     ApiError,
@@ -32,25 +32,36 @@ from models.upgrade import (
     InstanceState,
     UpgradeRequest,
 )
-from workflows.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
-from workflows.planner import Candidate, plan_batches
+from rules.approvals import Approvals, hold, release_due
+from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
+from rules.planner import Candidate, plan_batches
+
+
+@dataclass(frozen=True)
+class UpgradeRules:
+    """The rules one upgrade runs by: each field is a patch's decision (`workflow.patched`, in
+    RollingUpgradeWorkflow._adopt_patches), taken once at its start, so an upgrade replayed from
+    an older history keeps the rules it started with. The defaults are what a ledger built
+    outside an upgrade (a preview, a test) assumes."""
+
+    # The core exact to the seeds (the exact-core patch; EXACT_CORE in workflows/rolling_upgrade.py
+    # lists what it changed): False only while replaying upgrades started before it.
+    exact_core: bool = True
+    # Sets of 5 or fewer one at a time whatever the policy's percent: True only while replaying
+    # upgrades started before the batch-size-by-policy patch.
+    small_sets_one_at_a_time: bool = False
+    # The scale set's own rollingUpgradePolicy under the fields the user gave: False only while
+    # replaying upgrades started before the sets-own-policy patch.
+    sets_own_policy: bool = True
+    # Several extensions, each on its own (seed 003): False only while replaying upgrades
+    # started before the independent-extensions patch.
+    independent_extensions: bool = False
 
 
 class UpgradeLedger:
-    def __init__(self, request: UpgradeRequest, now: datetime, *, exact: bool = True) -> None:
+    def __init__(self, request: UpgradeRequest, now: datetime, *, rules: UpgradeRules | None = None) -> None:
         self.request = request
-        # The rules of the exact-core patch (gone instances, scale-out, the unhealthy budget);
-        # False only while replaying upgrades started before it.
-        self.exact = exact
-        # Sets of 5 or fewer one at a time whatever the policy's percent: True only while
-        # replaying upgrades started before the batch-size-by-policy patch.
-        self.small_sets_one_at_a_time = False
-        # The scale set's own rollingUpgradePolicy under the fields the user gave: False only
-        # while replaying upgrades started before the sets-own-policy patch.
-        self.sets_own_policy = True
-        # Several extensions, each on its own (seed 003): False only while replaying upgrades
-        # started before the independent-extensions patch.
-        self.independent_extensions = False
+        self.rules = rules or UpgradeRules()
         # Extensions stopped by their own policy breach, with why: no later batch installs them.
         self.stopped_extensions: dict[str, ApiError] = {}
         # What the upgrade applies; the request's until admission resolves it exactly.
@@ -66,10 +77,7 @@ class UpgradeLedger:
         self.wait: UpgradeWait | None = None
         # The pause in effect (who, why, since when), from `pause` until `resume`.
         self.paused: UpgradeWait | None = None
-        # Approvals given (who, when) for instances not yet due; `approved_all`: every instance
-        # pending now and later (an `approve` without instance ids).
-        self.approvals: dict[str, tuple[str, datetime]] = {}
-        self.approved_all: tuple[str, datetime] | None = None
+        self.approvals = Approvals()  # given (who, when), for instances or every instance
         self.batches = 0
         self.cancelled_by: str | None = None  # who asked for the cancel
         self._phases: dict[str, int | None] = {}
@@ -87,7 +95,7 @@ class UpgradeLedger:
     def admit(self, scale_set: ScaleSetView, change: Change) -> None:
         """Record every instance; skip those that have the change already or opted out. The
         policy becomes the scale set's own where the user gave no value."""
-        if self.sets_own_policy:
+        if self.rules.sets_own_policy:
             self.request = self.request.with_scale_sets_policy(scale_set.rolling_upgrade_policy)
         # Only what status shows: no command depends on it, so no patch.
         self.request = self.request.with_scale_sets_health(scale_set)
@@ -136,7 +144,7 @@ class UpgradeLedger:
         self._gone.add(progress.instance_id)
         progress.health = HealthState.UNKNOWN
         waiting = (InstanceState.PENDING, InstanceState.PENDING_APPROVAL)
-        leaves = (*waiting, *FINAL_FAILURES) if self.exact else waiting
+        leaves = (*waiting, *FINAL_FAILURES) if self.rules.exact_core else waiting
         if progress.state in leaves:
             self._skip(progress, SKIP_GONE, message)
 
@@ -156,10 +164,10 @@ class UpgradeLedger:
 
     def attempted(self) -> list[InstanceProgress]:
         """Upgraded instances the upgraded-instances gate counts."""
-        return self.counted(*ATTEMPTED) if self.exact else self.in_state(*ATTEMPTED)
+        return self.counted(*ATTEMPTED) if self.rules.exact_core else self.in_state(*ATTEMPTED)
 
     def failed(self) -> list[InstanceProgress]:
-        return self.counted(*FINAL_FAILURES) if self.exact else self.in_state(*FINAL_FAILURES)
+        return self.counted(*FINAL_FAILURES) if self.rules.exact_core else self.in_state(*FINAL_FAILURES)
 
     # --- extensions, each on its own -------------------------------------------------------
 
@@ -210,8 +218,8 @@ class UpgradeLedger:
             self.total,
             self.unhealthy(),
             self.request.policy,
-            within_budget=self.exact,
-            small_sets_one_at_a_time=self.small_sets_one_at_a_time,
+            within_budget=self.rules.exact_core,
+            small_sets_one_at_a_time=self.rules.small_sets_one_at_a_time,
         )
         return [awaiting, *planned] if awaiting else planned
 
@@ -241,64 +249,21 @@ class UpgradeLedger:
         return [p.instance_id for p in self.in_state(InstanceState.PENDING_APPROVAL)]
 
     def await_approval(self, instance_ids: Iterable[str], now: datetime) -> list[str]:
-        """Mark the next batch's instances pending approval (Azure shows the VM
-        Platform.PendingOSUpgrade); those approved before they were due go at once. Returns
-        the instances still awaiting approval."""
-        for instance_id in instance_ids:
-            progress = self.instances[instance_id]
-            if progress.state != InstanceState.PENDING:
-                continue
-            if progress.approved_by is not None:
-                continue  # approved before (a batch planned again after a wait)
-            progress.state = InstanceState.PENDING_APPROVAL
-            progress.pending_approval_since = now
-        self._release_approved()
+        """Mark the next batch's instances pending approval; those approved before they were
+        due go at once. Returns the instances still awaiting approval."""
+        hold((self.instances[i] for i in instance_ids), now)
+        self.approvals.release(self.in_state(InstanceState.PENDING_APPROVAL))
         return self.pending_approval()
 
     def approve(self, instance_ids: list[str] | None, by: str, now: datetime) -> list[str]:
         """An approval: of these instances (now or whenever they become due), or of every
         instance (None). Returns the instances it released now."""
-        if instance_ids is None:
-            if self.approved_all is None:
-                self.approved_all = (by, now)
-        else:
-            for instance_id in instance_ids:
-                self.approvals.setdefault(instance_id, (by, now))
-        return self._release_approved()
+        self.approvals.give(instance_ids, by, now)
+        return self.approvals.release(self.in_state(InstanceState.PENDING_APPROVAL))
 
     def approve_due(self, timeout: timedelta, now: datetime) -> list[str]:
         """notBeforeTimeout: instances pending approval that long are approved on their own."""
-        released = []
-        for progress in self.in_state(InstanceState.PENDING_APPROVAL):
-            since = progress.pending_approval_since or now
-            if since + timeout <= now:
-                self._release(
-                    progress,
-                    "notBeforeTimeout",
-                    since + timeout,
-                    f"approved on its own after notBeforeTimeout {format_duration(timeout)} "
-                    f"(pending approval since {since.isoformat(timespec='seconds')})",
-                )
-                released.append(progress.instance_id)
-        return released
-
-    def _release_approved(self) -> list[str]:
-        released = []
-        for progress in self.in_state(InstanceState.PENDING_APPROVAL):
-            approval = self.approvals.get(progress.instance_id) or self.approved_all
-            if approval is None:
-                continue
-            by, when = approval
-            self._release(progress, by, when, f"approved by {by} at {when.isoformat(timespec='seconds')}")
-            released.append(progress.instance_id)
-        return released
-
-    @staticmethod
-    def _release(progress: InstanceProgress, by: str, when: datetime, message: str) -> None:
-        progress.state = InstanceState.PENDING
-        progress.approved_by = by
-        progress.approval_time = when
-        progress.message = f"{progress.message}; {message}" if progress.message else message
+        return release_due(self.in_state(InstanceState.PENDING_APPROVAL), timeout, now)
 
     def start_batch(self, instance_ids: Iterable[str], now: datetime) -> int:
         self.batches += 1
@@ -315,7 +280,7 @@ class UpgradeLedger:
             progress.settle(outcome)
             if outcome.state == InstanceState.ROLLED_BACK and outcome.health_after_restore:
                 progress.health = outcome.health_after_restore  # what it is now, after the restore
-            if self.exact and self._deleted_under_us(outcome):
+            if self.rules.exact_core and self._deleted_under_us(outcome):
                 self._leave(progress, "the instance was deleted during its batch")
 
     @staticmethod

@@ -1,0 +1,41 @@
+"""DESIGN.md's rooms, as the import statements have them: the pure rules import only models, and
+no two packages import each other, however indirectly (python -m tests.import_graph shows why)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.import_graph import RULES_MAY_IMPORT, Graph, circles, import_graph, outside_imports
+
+
+def test_the_rules_import_only_models() -> None:
+    graph = import_graph()
+    assert set(graph["rules"]) <= {"models"}, {p: sorted(m) for p, m in graph["rules"].items()}
+    assert graph["models"] == {}
+    # Nor any library but pydantic: no temporalio, no I/O (the standard library is theirs).
+    assert outside_imports("rules", RULES_MAY_IMPORT) == {}
+
+
+def test_no_circle_between_packages() -> None:
+    assert circles(import_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        pytest.param({"a": {"b": {"a.x"}}, "b": {}}, [], id="a line"),
+        pytest.param({"a": {"b": {"a.x"}}, "b": {"a": {"b.y"}}}, [["a", "b", "a"]], id="two packages"),
+        pytest.param(
+            {"a": {"b": {"a.x"}}, "b": {"c": {"b.y"}}, "c": {"a": {"c.z"}}},
+            [["a", "b", "c", "a"]],
+            id="three packages, reported once",
+        ),
+        pytest.param(
+            {"a": {"b": {"a.x"}, "c": {"a.x"}}, "b": {"d": {"b.y"}}, "c": {"d": {"c.z"}}, "d": {}},
+            [],
+            id="a diamond is no circle",
+        ),
+    ],
+)
+def test_circles(graph: Graph, expected: list[list[str]]) -> None:
+    assert circles(graph) == expected
