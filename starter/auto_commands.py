@@ -3,24 +3,19 @@
 `auto enable|disable|show|settings` opt scale sets in and out and set how the watcher looks for new
 image and extension versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts
 it starts; `rollout plan` prints the phases and zone waves a new version would get now.
-Exit codes are `upgradectl`'s (starter/cli.py, docs/usage.md: Exit codes): 0 done, 2 a usage error,
+Exit codes are `upgradectl`'s (starter/common.py, docs/usage.md: Exit codes): 0 done, 2 a usage error,
 3 an invalid option value or a refusal of the watcher (its Azure-style code and message),
 4 Temporal or a worker not answering, 5 a scale set that is not enrolled or a version with no
 (running) rollout.
-
-This module reaches starter/cli.py's helpers (the error mapping of `run`, `fail`, `say`, policy
-files) only when a command runs, so starter/cli.py can import it at the top without a cycle.
 """
 
 from __future__ import annotations
 
 import getpass
 import re
-from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
@@ -33,7 +28,19 @@ from models.automatic import (
     HoldRequest,
     WithdrawRequest,
 )
+from models.base import describe_validation_error
 from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
+from starter.common import (
+    EXTENSION_NAME,
+    azure_settings,
+    console,
+    fail,
+    load_document,
+    print_json,
+    run,
+    say,
+    scale_set_name,
+)
 from starter.policy_options import (
     CrossZone,
     HealthGracePeriod,
@@ -53,10 +60,6 @@ from starter.policy_options import (
     rolling_flags,
 )
 from starter.terminal import PATH_LIMIT, clean, plain
-from starter.terminal import console as terminal_console
-from starter.upgrades import EXIT_REFUSED
-
-T = TypeVar("T")
 
 auto_app = typer.Typer(
     help="Automatic OS image and extension upgrades: opt scale sets in or out, and set how new "
@@ -70,7 +73,6 @@ rollout_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-console = terminal_console()
 
 # Bounds of the watcher's durations (models/automatic.py checks them again).
 POLL = (timedelta(minutes=1), timedelta(days=1))
@@ -85,45 +87,6 @@ REGION = re.compile(r"^[a-z][a-z0-9]{1,39}$")
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 REASON_LIMIT = 500
 NAME_LIMIT = 1000  # characters of an image's name (a gallery image's resource id runs long)
-
-
-# --- starter/cli.py's helpers, reached when a command runs ----------------------------------------
-
-
-def run(main: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """starter/cli.py's `run`: the errors users meet as one line and an exit code."""
-
-    @wraps(main)
-    def command(*args: Any, **kwargs: Any) -> T:
-        from starter.cli import run as cli_run
-
-        return cli_run(main)(*args, **kwargs)
-
-    return command
-
-
-def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
-    from starter.cli import fail as cli_fail
-
-    cli_fail(message, code)
-
-
-def say(message: str, style: str = "") -> None:
-    from starter.cli import say as cli_say
-
-    cli_say(message, style)
-
-
-def print_json(document: Any) -> None:
-    from starter.cli import print_json as cli_print_json
-
-    cli_print_json(document)
-
-
-def scale_set_name(name: str, where: str = "SCALE_SET") -> str:
-    from starter.cli import scale_set_name as cli_scale_set_name
-
-    return cli_scale_set_name(name, where)
 
 
 def who() -> str:
@@ -205,8 +168,6 @@ def reason_of(text: str, option: str = "--reason") -> str:
 def extension_names(names: list[str] | None) -> list[str]:
     """The extensions named with `--extension` (repeatable), each once; anything else exits 3
     naming the option."""
-    from starter.cli import EXTENSION_NAME
-
     chosen: list[str] = []
     for name in names or []:
         if not EXTENSION_NAME.fullmatch(name):
@@ -226,8 +187,6 @@ def enrollment_policy(
     """Azure's upgradePolicy from a file, overlaid with flags; the rollingUpgradePolicy fields
     given (the scale set's own policy decides the others); and whether automatic OS image
     upgrades are turned on: when `os_image`, or when the file's enableAutomaticOSUpgrade is true."""
-    from starter.cli import load_document
-
     document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
     automatic = document.get("automaticOSUpgradePolicy")
     in_file = automatic.get("enableAutomaticOSUpgrade") if isinstance(automatic, dict) else None
@@ -249,8 +208,6 @@ def enrollment_policy(
     try:
         return UpgradePolicy.from_user(document), given, os_image
     except ValidationError as err:
-        from models.base import describe_validation_error
-
         fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
     except ValueError as err:
         fail(f"invalid upgrade policy{where}:\n{err}")
@@ -645,7 +602,6 @@ async def plan_rollout(
     follows the image or extension named."""
     from fleet.azure.backend import AzureFleet
     from starter.automatic import overview
-    from starter.cli import azure_settings
     from starter.rollout_plan import RolloutPlan, chosen_groups, read_sets, rolled_groups
 
     if image is not None and extension is not None:

@@ -21,8 +21,9 @@ from temporalio.client import WorkflowExecutionStatus
 from models.fleet import TimingSpec
 from models.upgrade import ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.cli import build_request, cli
+from starter.cli import cli
 from starter.terminal import clean
+from starter.upgrade_commands import build_request
 from starter.upgrades import final_report
 from tests.conftest import Result
 from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set, product_worker
