@@ -28,37 +28,19 @@ from models.automatic import (
     HoldRequest,
     WithdrawRequest,
 )
-from models.base import describe_validation_error
 from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
 from starter.common import (
     EXTENSION_NAME,
     azure_settings,
     console,
     fail,
-    load_document,
     print_json,
     run,
     say,
     scale_set_name,
+    with_options,
 )
-from starter.policy_options import (
-    CrossZone,
-    HealthGracePeriod,
-    HealthInterval,
-    HealthPath,
-    HealthPort,
-    HealthProbes,
-    HealthProtocol,
-    HealthWaitTimeout,
-    MaxBatchPercent,
-    MaxUnhealthyPercent,
-    MaxUnhealthyUpgradedPercent,
-    PauseBetweenBatches,
-    PrioritizeUnhealthy,
-    RollbackOnBreach,
-    health_flags,
-    rolling_flags,
-)
+from starter.policy_options import Section, checked_policy, health_flags, policy_document, rolling_flags
 from starter.terminal import PATH_LIMIT, clean, plain
 
 auto_app = typer.Typer(
@@ -187,7 +169,7 @@ def enrollment_policy(
     """Azure's upgradePolicy from a file, overlaid with flags; the rollingUpgradePolicy fields
     given (the scale set's own policy decides the others); and whether automatic OS image
     upgrades are turned on: when `os_image`, or when the file's enableAutomaticOSUpgrade is true."""
-    document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
+    document = policy_document(policy_file, flags)
     automatic = document.get("automaticOSUpgradePolicy")
     in_file = automatic.get("enableAutomaticOSUpgrade") if isinstance(automatic, dict) else None
     if os_image and in_file is False:
@@ -196,21 +178,8 @@ def enrollment_policy(
             "is false; `auto enable` turns it on (to opt out: `upgradectl auto disable`; to enroll "
             "extensions only: `auto enable SCALE_SET --extension NAME`)"
         )
-    os_image = os_image or in_file is True
-    for section, values in flags.items():
-        chosen = {k: v for k, v in values.items() if v is not None}
-        if chosen:
-            current = document.get(section)
-            document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
-    where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
-    rolling = document.get("rollingUpgradePolicy")
-    given = sorted(rolling) if isinstance(rolling, dict) else []
-    try:
-        return UpgradePolicy.from_user(document), given, os_image
-    except ValidationError as err:
-        fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
-    except ValueError as err:
-        fail(f"invalid upgrade policy{where}:\n{err}")
+    policy, given = checked_policy(document, policy_file)
+    return policy, given, os_image or in_file is True
 
 
 # --- auto ---------------------------------------------------------------------------------------
@@ -235,6 +204,7 @@ Extensions = Annotated[
 
 @auto_app.command("enable")
 @run
+@with_options(rolling_upgrade_policy=rolling_flags, application_health=health_flags)
 async def enable(
     scale_set: Annotated[str, typer.Argument(help="The scale set to opt in.")],
     os_image: OsImage = False,
@@ -268,20 +238,8 @@ async def enable(
         str | None,
         typer.Option(help="osImageNotificationProfile.notBeforeTimeout, ISO 8601, PT5M-PT2H (Azure: PT15M)."),
     ] = None,
-    max_batch_instance_percent: MaxBatchPercent = None,
-    max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
-    max_unhealthy_upgraded_instance_percent: MaxUnhealthyUpgradedPercent = None,
-    pause_time_between_batches: PauseBetweenBatches = None,
-    enable_cross_zone_upgrade: CrossZone = None,
-    prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
-    rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
-    health_protocol: HealthProtocol = None,
-    health_port: HealthPort = None,
-    health_path: HealthPath = None,
-    health_interval: HealthInterval = None,
-    health_probes: HealthProbes = None,
-    health_grace_period: HealthGracePeriod = None,
-    health_wait_timeout: HealthWaitTimeout = None,
+    rolling_upgrade_policy: Section = None,
+    application_health: Section = None,
 ) -> None:
     """Opt a scale set in to automatic OS image upgrades (--os-image, the default) and/or
     automatic upgrades of the extensions named (--extension NAME, each enrolled on its own), with
@@ -292,33 +250,16 @@ async def enable(
     name = scale_set_name(scale_set)
     extensions = extension_names(extension)
     timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
-    rolling = rolling_flags(
-        max_batch_instance_percent,
-        max_unhealthy_instance_percent,
-        max_unhealthy_upgraded_instance_percent,
-        pause_time_between_batches,
-        enable_cross_zone_upgrade,
-        prioritize_unhealthy_instances,
-        rollback_failed_instances_on_policy_breach,
-    )
     chosen, given, turn_on_os = enrollment_policy(
         policy,
         {
-            "rollingUpgradePolicy": rolling,
+            "rollingUpgradePolicy": rolling_upgrade_policy,
             "automaticOSUpgradePolicy": {
                 "disableAutomaticRollback": disable_automatic_rollback,
                 "useRollingUpgradePolicy": use_rolling_upgrade_policy,
                 "osRollingUpgradeDeferral": deferral,
             },
-            "applicationHealth": health_flags(
-                health_protocol,
-                health_port,
-                health_path,
-                health_interval,
-                health_probes,
-                health_grace_period,
-                health_wait_timeout,
-            ),
+            "applicationHealth": application_health,
         },
         os_image=os_image or not extensions,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import inspect
 import json
 import re
 import sys
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from fleet.azure.settings import AzureSettings
 
 T = TypeVar("T")
+Command = Callable[..., Coroutine[Any, Any, T]]
 
 
 class UsageProblem(typer.BadParameter):
@@ -199,6 +201,30 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
+def with_options(**groups: Callable[..., Any]) -> Callable[[Command[T]], Command[T]]:
+    """Options several commands take, declared once as the parameters of a function (typer reads
+    them from its signature, as from a command's). A command's parameter named in `groups` takes
+    that function's options in its place (in `--help` too) and receives what it makes of them."""
+
+    def declare(command: Command[T]) -> Command[T]:
+        signature = inspect.signature(command, eval_str=True)
+        declared = {name: inspect.signature(make, eval_str=True).parameters for name, make in groups.items()}
+        parameters: list[inspect.Parameter] = []
+        for parameter in signature.parameters.values():
+            parameters += declared[parameter.name].values() if parameter.name in groups else [parameter]
+
+        @wraps(command)
+        async def with_groups(**given: Any) -> T:
+            for name, make in groups.items():
+                given[name] = make(**{option: given.pop(option) for option in declared[name]})
+            return await command(**given)
+
+        with_groups.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return with_groups
+
+    return declare
+
+
 def comma_list(text: str | None) -> list[str] | None:
     """Comma-separated values, blanks dropped (None: not given)."""
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
@@ -207,7 +233,6 @@ def comma_list(text: str | None) -> list[str] | None:
 # --- who asks, and why --------------------------------------------------------------------------
 
 REASON_LIMIT = 200
-BY_LIMIT = 64
 
 
 def os_user() -> str:

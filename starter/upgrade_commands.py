@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -13,11 +14,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.table import Table
+from temporalio.client import Client
 
 from models.base import describe_validation_error
 from models.change import Change, ExtensionRequest
 from models.image import ImageReference
-from models.policy import UpgradePolicy
 from models.status import UpgradeWaitKind
 from models.upgrade import (
     ApproveRequest,
@@ -30,7 +31,6 @@ from models.upgrade import (
 )
 from starter import progress
 from starter.common import (
-    BY_LIMIT,
     EXTENSION_NAME,
     REASON_LIMIT,
     UsageProblem,
@@ -39,7 +39,6 @@ from starter.common import (
     console,
     errors,
     fail,
-    load_document,
     os_user,
     parse_image,
     print_json,
@@ -47,27 +46,22 @@ from starter.common import (
     say,
     scale_set_name,
     text_option,
+    with_options,
 )
 from starter.policy_options import (
     CrossZone,
-    HealthGracePeriod,
-    HealthInterval,
-    HealthPath,
-    HealthPort,
-    HealthProbes,
-    HealthProtocol,
-    HealthWaitTimeout,
     MaxBatchPercent,
     MaxUnhealthyPercent,
-    MaxUnhealthyUpgradedPercent,
     PauseBetweenBatches,
     PrioritizeUnhealthy,
-    RollbackOnBreach,
+    Section,
+    checked_policy,
     health_flags,
+    policy_document,
     rolling_flags,
 )
 from starter.retries import retrying
-from starter.terminal import PATH_LIMIT, clean, plain
+from starter.terminal import clean, plain
 from starter.upgrades import (
     EXIT_CODES,
     approve_upgrade,
@@ -90,6 +84,7 @@ upgrade_app = typer.Typer(rich_markup_mode=None)
 
 # --- upgrades -----------------------------------------------------------------------------------
 
+ScaleSetArgument = Annotated[str, typer.Argument(help="The scale set.")]
 ImageOption = Annotated[
     str | None,
     typer.Option(
@@ -155,10 +150,11 @@ def extension_requests(names: list[str] | None) -> list[ExtensionRequest]:
 
 
 def change_options(
-    image: str | None, extensions: bool, names: list[str] | None
+    image: ImageOption = None, extensions: ExtensionsOption = False, names: ExtensionNames = None
 ) -> str | list[ExtensionRequest]:
     """An OS image upgrade (--image) or an extension upgrade (--extensions [NAME...]): exactly
-    one. Giving both, neither, or names without --extensions is a usage error (exit 2)."""
+    one. Giving both, neither, or names without --extensions is a usage error (exit 2); `start`
+    and `plan` take these options as `with_options(change=change_options)`."""
     if image is not None and extensions:
         raise UsageProblem(
             "--image and --extensions: give one of them, not both (an upgrade changes either the OS "
@@ -190,23 +186,8 @@ def build_request(
     """The request from a policy file (Azure's upgradePolicy) overlaid with flags; a note on
     stderr for every field given that is read but not acted on. `image` is the OS image to move
     to, or the extensions to move (an extension upgrade; [] every extension of the model)."""
-    document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
-    for section, values in flags.items():
-        if not isinstance(values, dict):
-            if values is not None:
-                document[section] = values
-            continue
-        chosen = {k: v for k, v in values.items() if v is not None}
-        if chosen:
-            current = document.get(section)
-            document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
-    where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
-    try:
-        policy = UpgradePolicy.from_user(document)
-    except ValidationError as err:
-        fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
-    except ValueError as err:
-        fail(f"invalid upgrade policy{where}:\n{err}")
+    document = policy_document(policy_file, flags)
+    policy, given = checked_policy(document, policy_file)
     if isinstance(image, str):
         target: ImageReference | None = parse_image(image)
     else:
@@ -214,9 +195,6 @@ def build_request(
     for note in policy.notes():
         say(f"note: {note}", "yellow")
     try:
-        # The fields given; the scale set's own rollingUpgradePolicy decides the others.
-        rolling = document.get("rollingUpgradePolicy")
-        given = sorted(rolling) if isinstance(rolling, dict) else []
         return UpgradeRequest.from_policy(
             scale_set, target, policy, started_by=started_by, policy_given=given, **extra
         )
@@ -233,12 +211,10 @@ def build_request(
 
 @upgrade_app.command()
 @run
+@with_options(change=change_options, rolling_upgrade_policy=rolling_flags, application_health=health_flags)
 async def start(
-    ctx: typer.Context,
     scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to upgrade.")],
-    image: ImageOption = None,
-    extensions: ExtensionsOption = False,
-    names: ExtensionNames = None,
+    change: str | list[ExtensionRequest],  # with_options: --image, or --extensions [NAME...]
     policy: Annotated[
         Path | None,
         typer.Option(
@@ -247,23 +223,11 @@ async def start(
             "automaticOSUpgradePolicy) and applicationHealth.",
         ),
     ] = None,
-    max_batch_instance_percent: MaxBatchPercent = None,
-    max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
-    max_unhealthy_upgraded_instance_percent: MaxUnhealthyUpgradedPercent = None,
-    pause_time_between_batches: PauseBetweenBatches = None,
-    enable_cross_zone_upgrade: CrossZone = None,
-    prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
-    rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
+    rolling_upgrade_policy: Section = None,
     disable_automatic_rollback: Annotated[
         bool | None, typer.Option("--disable-automatic-rollback/--automatic-rollback")
     ] = None,
-    health_protocol: HealthProtocol = None,
-    health_port: HealthPort = None,
-    health_path: HealthPath = None,
-    health_interval: HealthInterval = None,
-    health_probes: HealthProbes = None,
-    health_grace_period: HealthGracePeriod = None,
-    health_wait_timeout: HealthWaitTimeout = None,
+    application_health: Section = None,
     webhook: Annotated[
         list[str] | None,
         typer.Option(help="Notify this URL (repeat for more; default $UPGRADE_WEBHOOKS, comma-separated)."),
@@ -302,35 +266,14 @@ async def start(
 ) -> None:
     """Start a rolling upgrade of a scale set: to an OS image (--image), or of its extensions to
     newer versions (--extensions [NAME[=VERSION]...]; Azure: Start Extension Upgrade)."""
-    try:
-        change = change_options(image, extensions, names)
-    except UsageProblem as err:
-        err.ctx = ctx
-        raise
     request = build_request(
         scale_set,
         change,
         policy,
         {
-            "rollingUpgradePolicy": rolling_flags(
-                max_batch_instance_percent,
-                max_unhealthy_instance_percent,
-                max_unhealthy_upgraded_instance_percent,
-                pause_time_between_batches,
-                enable_cross_zone_upgrade,
-                prioritize_unhealthy_instances,
-                rollback_failed_instances_on_policy_breach,
-            ),
+            "rollingUpgradePolicy": rolling_upgrade_policy,
             "automaticOSUpgradePolicy": {"disableAutomaticRollback": disable_automatic_rollback},
-            "applicationHealth": health_flags(
-                health_protocol,
-                health_port,
-                health_path,
-                health_interval,
-                health_probes,
-                health_grace_period,
-                health_wait_timeout,
-            ),
+            "applicationHealth": application_health,
             "upgradeTimeout": timeout,
             "notifications": {
                 "webhooks": webhook or comma_list(os.environ.get("UPGRADE_WEBHOOKS")),
@@ -380,12 +323,10 @@ async def start(
 
 @upgrade_app.command()
 @run
+@with_options(change=change_options)
 async def plan(
-    ctx: typer.Context,
     scale_set: Annotated[str, typer.Option("--scale-set", help="The scale set to plan an upgrade of.")],
-    image: ImageOption = None,
-    extensions: ExtensionsOption = False,
-    names: ExtensionNames = None,
+    change: str | list[ExtensionRequest],  # with_options: --image, or --extensions [NAME...]
     policy: Annotated[
         Path | None,
         typer.Option("--policy", help="JSON/YAML: Azure's upgradePolicy sections and applicationHealth."),
@@ -404,11 +345,6 @@ async def plan(
     from starter.plan import ExtensionsRefused, admitted, gate_before, plan_text, resolve_extensions
     from workflows.admission import rolled_by_azure
 
-    try:
-        change = change_options(image, extensions, names)
-    except UsageProblem as err:
-        err.ctx = ctx
-        raise
     request = build_request(
         scale_set,
         change,
@@ -461,7 +397,7 @@ def finish(report: UpgradeReport, *, printed: bool = False) -> NoReturn:
 @upgrade_app.command()
 @run
 async def status(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     as_json: Annotated[bool, typer.Option("--json", help="Azure's RollingUpgradeStatusInfo.")] = False,
 ) -> None:
     """The latest upgrade of a scale set: running status, the change (an OS image, or extension
@@ -516,7 +452,7 @@ async def status(
 @upgrade_app.command()
 @run
 async def history(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     everything: Annotated[
         bool, typer.Option("--all", help="Everything retained, not the last five within two months.")
     ] = False,
@@ -570,7 +506,7 @@ async def history(
 @upgrade_app.command()
 @run
 async def watch(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON status line per change instead of the live view.")
     ] = False,
@@ -582,6 +518,7 @@ async def watch(
 
 # --- pause, resume, approve ---------------------------------------------------------------------
 
+BY_LIMIT = 64
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
@@ -600,26 +537,38 @@ ByOption = Annotated[
 ]
 
 
+def by_option(by: str | None, what: str) -> str:
+    """--by, or the OS user when it is not given."""
+    return text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what=what)
+
+
+async def ask(
+    send: Callable[[Client, str, Any], Awaitable[None]],
+    scale_set: str,
+    request: CancelRequest | PauseRequest | ResumeRequest,
+    action: str,
+    then: str = "",
+) -> None:
+    """Send `request` to the running upgrade (`cancel_upgrade`, ...) and say so."""
+    await send(await connect(), scale_set, request)
+    say(f"{action} requested for the upgrade of {clean(scale_set)} by {clean(request.by)}{then}")
+
+
 @upgrade_app.command()
 @run
 async def cancel(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     by: ByOption = None,
 ) -> None:
     """Cancel the running upgrade: no new batch starts, the batch in flight finishes. (An upgrade
     a rollout started: the rollout holds, naming who cancelled.)"""
-    request = CancelRequest(
-        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who cancels it")
-    )
-    client = await connect()
-    await cancel_upgrade(client, scale_set, request)
-    say(f"cancel requested for the upgrade of {clean(scale_set)} by {clean(request.by)}")
+    await ask(cancel_upgrade, scale_set, CancelRequest(by=by_option(by, "who cancels it")), "cancel")
 
 
 @upgrade_app.command()
 @run
 async def pause(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     reason: Annotated[str, typer.Option("--reason", help="Why (shown in the status and the Web UI).")],
     by: ByOption = None,
 ) -> None:
@@ -627,36 +576,27 @@ async def pause(
     name = scale_set_name(scale_set, "SCALE_SET")
     request = PauseRequest(
         reason=text_option(reason, "--reason", REASON_LIMIT, what="say why the upgrade is paused"),
-        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who pauses it"),
+        by=by_option(by, "who pauses it"),
     )
-    client = await connect()
-    await pause_upgrade(client, name, request)
-    say(
-        f"pause requested for the upgrade of {clean(name)} by {clean(request.by)}: the batch in "
-        f"flight finishes, no new batch starts until `upgradectl resume {clean(name)}`"
-    )
+    then = f": the batch in flight finishes, no new batch starts until `upgradectl resume {clean(name)}`"
+    await ask(pause_upgrade, name, request, "pause", then)
 
 
 @upgrade_app.command()
 @run
 async def resume(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     by: ByOption = None,
 ) -> None:
     """Resume a paused upgrade."""
     name = scale_set_name(scale_set, "SCALE_SET")
-    request = ResumeRequest(
-        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who resumes it")
-    )
-    client = await connect()
-    await resume_upgrade(client, name, request)
-    say(f"resume requested for the upgrade of {clean(name)} by {clean(request.by)}")
+    await ask(resume_upgrade, name, ResumeRequest(by=by_option(by, "who resumes it")), "resume")
 
 
 @upgrade_app.command()
 @run
 async def approve(
-    scale_set: Annotated[str, typer.Argument(help="The scale set.")],
+    scale_set: ScaleSetArgument,
     instances: Annotated[
         str | None,
         typer.Option(
@@ -671,7 +611,7 @@ async def approve(
     name = scale_set_name(scale_set, "SCALE_SET")
     request = ApproveRequest(
         instance_ids=instance_ids(instances),
-        by=text_option(by if by is not None else os_user(), "--by", BY_LIMIT, what="who approves"),
+        by=by_option(by, "who approves"),
     )
     client = await connect()
     report = await approve_upgrade(client, name, request)
