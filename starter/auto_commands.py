@@ -11,7 +11,6 @@ Exit codes are `upgradectl`'s (starter/common.py, docs/usage.md: Exit codes): 0 
 
 from __future__ import annotations
 
-import getpass
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +33,9 @@ from starter.common import (
     azure_settings,
     console,
     fail,
+    os_user,
     print_json,
+    reason_of,
     run,
     say,
     scale_set_name,
@@ -67,16 +68,7 @@ SETS_PER_REGION = (1, 100)
 INSTANCES_PER_REGION = (1, 100_000)
 REGION = re.compile(r"^[a-z][a-z0-9]{1,39}$")
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-REASON_LIMIT = 500
 NAME_LIMIT = 1000  # characters of an image's name (a gallery image's resource id runs long)
-
-
-def who() -> str:
-    """Who asks, as the watcher records it (enrolled by, held by)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError, ImportError):
-        return "unknown"
 
 
 async def connect_and_queue() -> tuple[Client, str]:
@@ -136,15 +128,6 @@ def version_of(text: str) -> str:
     if not VERSION.match(text):
         fail(f"VERSION: '{clean(text)}' is not an image version (or an extension's), such as 1.2.0")
     return text
-
-
-def reason_of(text: str, option: str = "--reason") -> str:
-    reason = text.strip()
-    if not reason or len(reason) > REASON_LIMIT:
-        fail(f"{option}: must say why, in 1 to {REASON_LIMIT} characters (got {len(reason)})")
-    if clean(reason, None) != reason:
-        fail(f"{option}: control characters are not allowed (got '{clean(reason)}')")
-    return reason
 
 
 def extension_names(names: list[str] | None) -> list[str]:
@@ -280,7 +263,7 @@ async def enable(
         policy=chosen,
         not_before_timeout=timeout,
         policy_given=given,
-        by=who(),
+        by=os_user(),
     )
     enrollment = await enroll(client, task_queue, request)
     rolling_text = (
@@ -337,7 +320,7 @@ async def disable(
         os_image=os_image,
         extensions=extension_names(extension),
         cancel_in_flight=cancel,
-        by=who(),
+        by=os_user(),
     )
     client, task_queue = await connect_and_queue()
     left = await withdraw(client, task_queue, request)
@@ -602,7 +585,9 @@ async def _steer(action: str, version: str, source: str | None, reason: str) -> 
 
     wanted = version_of(version)
     client, task_queue = await connect_and_queue()
-    summary = await steer(client, task_queue, action, wanted, HoldRequest(by=who(), reason=reason), source)
+    summary = await steer(
+        client, task_queue, action, wanted, HoldRequest(by=os_user(), reason=reason), source
+    )
     console.print(
         Text.assemble(
             f"{action} requested for the rollout of ",
@@ -624,7 +609,7 @@ async def hold_rollout(
 ) -> None:
     """Hold a running rollout: no new scale set's upgrade starts until resumed. Exit 5 if no
     running rollout has that version."""
-    await _steer("hold", version, source, reason_of(reason))
+    await _steer("hold", version, source, reason_of(reason, "say why the rollout is held"))
 
 
 @rollout_app.command("resume")
@@ -646,4 +631,9 @@ async def cancel_rollout(
 ) -> None:
     """Cancel a running rollout: no new scale set's upgrade starts, those in flight are
     cancelled (their batch in flight finishes). Exit 5 if no running rollout has that version."""
-    await _steer("cancel", version, source, reason_of(reason) if reason is not None else "")
+    await _steer(
+        "cancel",
+        version,
+        source,
+        reason_of(reason, "say why the rollout is cancelled") if reason is not None else "",
+    )

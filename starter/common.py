@@ -232,11 +232,11 @@ def comma_list(text: str | None) -> list[str] | None:
 
 # --- who asks, and why --------------------------------------------------------------------------
 
-REASON_LIMIT = 200
+REASON_LIMIT = 500  # characters of a --reason: pause, rollout hold, rollout cancel
 
 
 def os_user() -> str:
-    """Who runs upgradectl: recorded as who paused, resumed or approved."""
+    """Who runs upgradectl: recorded as who paused, resumed, approved, enrolled or held."""
     try:
         return getpass.getuser() or "User"
     except (OSError, KeyError, ImportError):
@@ -253,3 +253,8 @@ def text_option(value: str, option: str, limit: int, *, what: str) -> str:
     if clean(text, None) != text:
         fail(f"{option}: control characters are not allowed (got '{clean(text)}')")
     return text
+
+
+def reason_of(text: str, what: str) -> str:
+    """A --reason: why, in 1 to REASON_LIMIT characters, no control characters."""
+    return text_option(text, "--reason", REASON_LIMIT, what=what)

@@ -32,7 +32,6 @@ from models.upgrade import (
 from starter import progress
 from starter.common import (
     EXTENSION_NAME,
-    REASON_LIMIT,
     UsageProblem,
     azure_settings,
     comma_list,
@@ -42,6 +41,7 @@ from starter.common import (
     os_user,
     parse_image,
     print_json,
+    reason_of,
     run,
     say,
     scale_set_name,
@@ -575,7 +575,7 @@ async def pause(
     """Pause the running upgrade: the batch in flight finishes, no new batch starts until resumed."""
     name = scale_set_name(scale_set, "SCALE_SET")
     request = PauseRequest(
-        reason=text_option(reason, "--reason", REASON_LIMIT, what="say why the upgrade is paused"),
+        reason=reason_of(reason, "say why the upgrade is paused"),
         by=by_option(by, "who pauses it"),
     )
     then = f": the batch in flight finishes, no new batch starts until `upgradectl resume {clean(name)}`"

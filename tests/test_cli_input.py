@@ -204,6 +204,18 @@ def test_usage_errors_are_one_line_and_a_hint_with_exit_two(offline, capsys, arg
     assert_harmless(result)
 
 
+@pytest.mark.parametrize(
+    "command", [["pause", "web"], ["rollout", "hold", "1.0.0"], ["rollout", "cancel", "1.0.0"]]
+)
+def test_a_reason_has_one_limit_wherever_it_is_asked(offline, capsys, command):
+    """pause, rollout hold and rollout cancel take a --reason of up to 500 characters alike."""
+    too_long = call(capsys, *command, "--reason", "x" * 501)
+    assert too_long.code == 3, too_long
+    assert too_long.err.strip() == "error: --reason: at most 500 characters (got 501)"
+    longest = call(capsys, *command, "--reason", "x" * 500)  # taken: on to Temporal, not reachable
+    assert longest.code == 4 and "cannot reach Temporal" in longest.err, longest
+
+
 def test_help_still_works(offline, capsys):
     result = call(capsys, "status", "--help")
     assert result.code == 0 and "Usage" in result.out
