@@ -3,24 +3,18 @@
 `auto enable|disable|show|settings` opt scale sets in and out and set how the watcher looks for new
 image and extension versions; `rollout list|show|hold|resume|cancel` follow and steer the rollouts
 it starts; `rollout plan` prints the phases and zone waves a new version would get now.
-Exit codes are `upgradectl`'s (starter/cli.py, docs/usage.md: Exit codes): 0 done, 2 a usage error,
+Exit codes are `upgradectl`'s (starter/common.py, docs/usage.md: Exit codes): 0 done, 2 a usage error,
 3 an invalid option value or a refusal of the watcher (its Azure-style code and message),
 4 Temporal or a worker not answering, 5 a scale set that is not enrolled or a version with no
 (running) rollout.
-
-This module reaches starter/cli.py's helpers (the error mapping of `run`, `fail`, `say`, policy
-files) only when a command runs, so starter/cli.py can import it at the top without a cycle.
 """
 
 from __future__ import annotations
 
-import getpass
 import re
-from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import TypeAdapter, ValidationError
@@ -34,29 +28,21 @@ from models.automatic import (
     WithdrawRequest,
 )
 from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
-from starter.policy_options import (
-    CrossZone,
-    HealthGracePeriod,
-    HealthInterval,
-    HealthPath,
-    HealthPort,
-    HealthProbes,
-    HealthProtocol,
-    HealthWaitTimeout,
-    MaxBatchPercent,
-    MaxUnhealthyPercent,
-    MaxUnhealthyUpgradedPercent,
-    PauseBetweenBatches,
-    PrioritizeUnhealthy,
-    RollbackOnBreach,
-    health_flags,
-    rolling_flags,
+from starter.common import (
+    EXTENSION_NAME,
+    azure_settings,
+    console,
+    fail,
+    os_user,
+    print_json,
+    reason_of,
+    run,
+    say,
+    scale_set_name,
+    with_options,
 )
+from starter.policy_options import Section, checked_policy, health_flags, policy_document, rolling_flags
 from starter.terminal import PATH_LIMIT, clean, plain
-from starter.terminal import console as terminal_console
-from starter.upgrades import EXIT_REFUSED
-
-T = TypeVar("T")
 
 auto_app = typer.Typer(
     help="Automatic OS image and extension upgrades: opt scale sets in or out, and set how new "
@@ -70,7 +56,6 @@ rollout_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-console = terminal_console()
 
 # Bounds of the watcher's durations (models/automatic.py checks them again).
 POLL = (timedelta(minutes=1), timedelta(days=1))
@@ -83,55 +68,7 @@ SETS_PER_REGION = (1, 100)
 INSTANCES_PER_REGION = (1, 100_000)
 REGION = re.compile(r"^[a-z][a-z0-9]{1,39}$")
 VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-REASON_LIMIT = 500
 NAME_LIMIT = 1000  # characters of an image's name (a gallery image's resource id runs long)
-
-
-# --- starter/cli.py's helpers, reached when a command runs ----------------------------------------
-
-
-def run(main: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
-    """starter/cli.py's `run`: the errors users meet as one line and an exit code."""
-
-    @wraps(main)
-    def command(*args: Any, **kwargs: Any) -> T:
-        from starter.cli import run as cli_run
-
-        return cli_run(main)(*args, **kwargs)
-
-    return command
-
-
-def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
-    from starter.cli import fail as cli_fail
-
-    cli_fail(message, code)
-
-
-def say(message: str, style: str = "") -> None:
-    from starter.cli import say as cli_say
-
-    cli_say(message, style)
-
-
-def print_json(document: Any) -> None:
-    from starter.cli import print_json as cli_print_json
-
-    cli_print_json(document)
-
-
-def scale_set_name(name: str, where: str = "SCALE_SET") -> str:
-    from starter.cli import scale_set_name as cli_scale_set_name
-
-    return cli_scale_set_name(name, where)
-
-
-def who() -> str:
-    """Who asks, as the watcher records it (enrolled by, held by)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError, ImportError):
-        return "unknown"
 
 
 async def connect_and_queue() -> tuple[Client, str]:
@@ -193,20 +130,9 @@ def version_of(text: str) -> str:
     return text
 
 
-def reason_of(text: str, option: str = "--reason") -> str:
-    reason = text.strip()
-    if not reason or len(reason) > REASON_LIMIT:
-        fail(f"{option}: must say why, in 1 to {REASON_LIMIT} characters (got {len(reason)})")
-    if clean(reason, None) != reason:
-        fail(f"{option}: control characters are not allowed (got '{clean(reason)}')")
-    return reason
-
-
 def extension_names(names: list[str] | None) -> list[str]:
     """The extensions named with `--extension` (repeatable), each once; anything else exits 3
     naming the option."""
-    from starter.cli import EXTENSION_NAME
-
     chosen: list[str] = []
     for name in names or []:
         if not EXTENSION_NAME.fullmatch(name):
@@ -226,9 +152,7 @@ def enrollment_policy(
     """Azure's upgradePolicy from a file, overlaid with flags; the rollingUpgradePolicy fields
     given (the scale set's own policy decides the others); and whether automatic OS image
     upgrades are turned on: when `os_image`, or when the file's enableAutomaticOSUpgrade is true."""
-    from starter.cli import load_document
-
-    document = UpgradePolicy.normalize(load_document(policy_file, "--policy") if policy_file else {})
+    document = policy_document(policy_file, flags)
     automatic = document.get("automaticOSUpgradePolicy")
     in_file = automatic.get("enableAutomaticOSUpgrade") if isinstance(automatic, dict) else None
     if os_image and in_file is False:
@@ -237,23 +161,8 @@ def enrollment_policy(
             "is false; `auto enable` turns it on (to opt out: `upgradectl auto disable`; to enroll "
             "extensions only: `auto enable SCALE_SET --extension NAME`)"
         )
-    os_image = os_image or in_file is True
-    for section, values in flags.items():
-        chosen = {k: v for k, v in values.items() if v is not None}
-        if chosen:
-            current = document.get(section)
-            document[section] = {**(current if isinstance(current, dict) else {}), **chosen}
-    where = f" in --policy {clean(policy_file, PATH_LIMIT)}" if policy_file else ""
-    rolling = document.get("rollingUpgradePolicy")
-    given = sorted(rolling) if isinstance(rolling, dict) else []
-    try:
-        return UpgradePolicy.from_user(document), given, os_image
-    except ValidationError as err:
-        from models.base import describe_validation_error
-
-        fail(f"invalid upgrade policy{where}:\n" + describe_validation_error(err))
-    except ValueError as err:
-        fail(f"invalid upgrade policy{where}:\n{err}")
+    policy, given = checked_policy(document, policy_file)
+    return policy, given, os_image or in_file is True
 
 
 # --- auto ---------------------------------------------------------------------------------------
@@ -278,6 +187,7 @@ Extensions = Annotated[
 
 @auto_app.command("enable")
 @run
+@with_options(rolling_upgrade_policy=rolling_flags, application_health=health_flags)
 async def enable(
     scale_set: Annotated[str, typer.Argument(help="The scale set to opt in.")],
     os_image: OsImage = False,
@@ -311,20 +221,8 @@ async def enable(
         str | None,
         typer.Option(help="osImageNotificationProfile.notBeforeTimeout, ISO 8601, PT5M-PT2H (Azure: PT15M)."),
     ] = None,
-    max_batch_instance_percent: MaxBatchPercent = None,
-    max_unhealthy_instance_percent: MaxUnhealthyPercent = None,
-    max_unhealthy_upgraded_instance_percent: MaxUnhealthyUpgradedPercent = None,
-    pause_time_between_batches: PauseBetweenBatches = None,
-    enable_cross_zone_upgrade: CrossZone = None,
-    prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
-    rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
-    health_protocol: HealthProtocol = None,
-    health_port: HealthPort = None,
-    health_path: HealthPath = None,
-    health_interval: HealthInterval = None,
-    health_probes: HealthProbes = None,
-    health_grace_period: HealthGracePeriod = None,
-    health_wait_timeout: HealthWaitTimeout = None,
+    rolling_upgrade_policy: Section = None,
+    application_health: Section = None,
 ) -> None:
     """Opt a scale set in to automatic OS image upgrades (--os-image, the default) and/or
     automatic upgrades of the extensions named (--extension NAME, each enrolled on its own), with
@@ -335,33 +233,16 @@ async def enable(
     name = scale_set_name(scale_set)
     extensions = extension_names(extension)
     timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
-    rolling = rolling_flags(
-        max_batch_instance_percent,
-        max_unhealthy_instance_percent,
-        max_unhealthy_upgraded_instance_percent,
-        pause_time_between_batches,
-        enable_cross_zone_upgrade,
-        prioritize_unhealthy_instances,
-        rollback_failed_instances_on_policy_breach,
-    )
     chosen, given, turn_on_os = enrollment_policy(
         policy,
         {
-            "rollingUpgradePolicy": rolling,
+            "rollingUpgradePolicy": rolling_upgrade_policy,
             "automaticOSUpgradePolicy": {
                 "disableAutomaticRollback": disable_automatic_rollback,
                 "useRollingUpgradePolicy": use_rolling_upgrade_policy,
                 "osRollingUpgradeDeferral": deferral,
             },
-            "applicationHealth": health_flags(
-                health_protocol,
-                health_port,
-                health_path,
-                health_interval,
-                health_probes,
-                health_grace_period,
-                health_wait_timeout,
-            ),
+            "applicationHealth": application_health,
         },
         os_image=os_image or not extensions,
     )
@@ -382,7 +263,7 @@ async def enable(
         policy=chosen,
         not_before_timeout=timeout,
         policy_given=given,
-        by=who(),
+        by=os_user(),
     )
     enrollment = await enroll(client, task_queue, request)
     rolling_text = (
@@ -439,7 +320,7 @@ async def disable(
         os_image=os_image,
         extensions=extension_names(extension),
         cancel_in_flight=cancel,
-        by=who(),
+        by=os_user(),
     )
     client, task_queue = await connect_and_queue()
     left = await withdraw(client, task_queue, request)
@@ -645,7 +526,6 @@ async def plan_rollout(
     follows the image or extension named."""
     from fleet.azure.backend import AzureFleet
     from starter.automatic import overview
-    from starter.cli import azure_settings
     from starter.rollout_plan import RolloutPlan, chosen_groups, read_sets, rolled_groups
 
     if image is not None and extension is not None:
@@ -705,7 +585,9 @@ async def _steer(action: str, version: str, source: str | None, reason: str) -> 
 
     wanted = version_of(version)
     client, task_queue = await connect_and_queue()
-    summary = await steer(client, task_queue, action, wanted, HoldRequest(by=who(), reason=reason), source)
+    summary = await steer(
+        client, task_queue, action, wanted, HoldRequest(by=os_user(), reason=reason), source
+    )
     console.print(
         Text.assemble(
             f"{action} requested for the rollout of ",
@@ -727,7 +609,7 @@ async def hold_rollout(
 ) -> None:
     """Hold a running rollout: no new scale set's upgrade starts until resumed. Exit 5 if no
     running rollout has that version."""
-    await _steer("hold", version, source, reason_of(reason))
+    await _steer("hold", version, source, reason_of(reason, "say why the rollout is held"))
 
 
 @rollout_app.command("resume")
@@ -749,4 +631,9 @@ async def cancel_rollout(
 ) -> None:
     """Cancel a running rollout: no new scale set's upgrade starts, those in flight are
     cancelled (their batch in flight finishes). Exit 5 if no running rollout has that version."""
-    await _steer("cancel", version, source, reason_of(reason) if reason is not None else "")
+    await _steer(
+        "cancel",
+        version,
+        source,
+        reason_of(reason, "say why the rollout is cancelled") if reason is not None else "",
+    )

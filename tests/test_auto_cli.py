@@ -162,8 +162,11 @@ def assert_one_line(result: Result, code: int, *expected: str) -> None:
         (["rollout", "plan", "--extension", " "], ["--extension: ' ' is not an image or extension name"]),
         (["rollout", "show", "1.0\x1b[31m"], ["VERSION: '1.0\\x1b[31m' is not an image version"]),
         (["rollout", "cancel", "../x"], ["VERSION: '../x' is not an image version"]),
-        (["rollout", "hold", "1.0.0", "--reason", "  "], ["--reason: must say why, in 1 to 500 characters"]),
-        (["rollout", "hold", "1.0.0", "--reason", "x" * 501], ["--reason: must say why"]),
+        (
+            ["rollout", "hold", "1.0.0", "--reason", "  "],
+            ["--reason: must not be empty (say why the rollout is held)"],
+        ),
+        (["rollout", "hold", "1.0.0", "--reason", "x" * 501], ["--reason: at most 500 characters (got 501)"]),
         (
             ["rollout", "hold", "1.0.0", "--reason", "soak\x1b[2J\u202e"],
             ["--reason: control characters are not allowed (got 'soak\\x1b[2J\\u202e')"],

@@ -21,8 +21,9 @@ from temporalio.client import WorkflowExecutionStatus
 from models.fleet import TimingSpec
 from models.upgrade import ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.cli import build_request, cli
+from starter.cli import cli
 from starter.terminal import clean
+from starter.upgrade_commands import build_request
 from starter.upgrades import final_report
 from tests.conftest import Result
 from tests.helpers import CLOSED, QUICK_HEALTH, V1, V2, WorkerProcesses, make_scale_set, product_worker
@@ -201,6 +202,18 @@ def test_usage_errors_are_one_line_and_a_hint_with_exit_two(offline, capsys, arg
     assert lines[0].startswith("error: ") and message in lines[0]
     assert len(lines) == 2 and lines[1].startswith("try `upgradectl")
     assert_harmless(result)
+
+
+@pytest.mark.parametrize(
+    "command", [["pause", "web"], ["rollout", "hold", "1.0.0"], ["rollout", "cancel", "1.0.0"]]
+)
+def test_a_reason_has_one_limit_wherever_it_is_asked(offline, capsys, command):
+    """pause, rollout hold and rollout cancel take a --reason of up to 500 characters alike."""
+    too_long = call(capsys, *command, "--reason", "x" * 501)
+    assert too_long.code == 3, too_long
+    assert too_long.err.strip() == "error: --reason: at most 500 characters (got 501)"
+    longest = call(capsys, *command, "--reason", "x" * 500)  # taken: on to Temporal, not reachable
+    assert longest.code == 4 and "cannot reach Temporal" in longest.err, longest
 
 
 def test_help_still_works(offline, capsys):

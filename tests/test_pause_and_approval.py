@@ -433,7 +433,7 @@ def offline(monkeypatch):
     ("args", "code", "message"),
     [
         (["pause", "web", "--reason", ""], 3, "--reason: must not be empty"),
-        (["pause", "web", "--reason", "x" * 201], 3, "--reason: at most 200 characters (got 201)"),
+        (["pause", "web", "--reason", "x" * 501], 3, "--reason: at most 500 characters (got 501)"),
         (["pause", "web", "--reason", "\x1b[2Jgone"], 3, "--reason: control characters are not allowed"),
         (["pause", "web", "--reason", "ok", "--by", "\u202eeve"], 3, "--by: control characters"),
         (["pause", "web"], 2, "Missing option '--reason'"),
