@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ast
 import sys
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,20 +51,67 @@ def outside_imports(package: str, allowed: frozenset[str], root: Path = ROOT) ->
     return found
 
 
-def circles(graph: Graph) -> list[list[str]]:
-    """Each circle between packages once, as a path that returns to its first package."""
-    found: list[list[str]] = []
+def circle_through(start: str, graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A shortest chain of imports from `start` back to it, if there is one (breadth first:
+    linear in the graph, fine for every module of the project)."""
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for target in sorted(graph.get(node, ())):
+            if target == start:
+                chain = [node]
+                while chain[-1] != start:
+                    chain.append(came_from[chain[-1]])
+                return [*reversed(chain), start]
+            if target not in came_from:
+                came_from[target] = node
+                queue.append(target)
+    return None
 
-    def walk(path: list[str]) -> None:
-        for nxt in sorted(graph.get(path[-1], {})):
-            if nxt == path[0]:
-                found.append([*path, nxt])
-            elif nxt not in path and nxt > path[0]:  # a circle is reported from its least package
-                walk([*path, nxt])
 
-    for package in sorted(graph):
-        walk([package])
-    return found
+def circles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """Each circle once, as a path from its least member back to it."""
+    found: dict[frozenset[str], list[str]] = {}
+    for node in sorted(graph):
+        if (chain := circle_through(node, graph)) and frozenset(chain) not in found:
+            found[frozenset(chain)] = chain
+    return list(found.values())
+
+
+def module_of(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, module: str) -> set[str]:
+    """Every name `module` imports, anywhere in it: `from a import b` names `a` and `a.b` (a
+    module of a package, or only a name in `a`; the caller keeps the modules)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            source = ".".join(filter(None, (base, node.module)))
+            names.add(source)
+            names.update(f"{source}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the project's modules it imports (the tests import one another's helpers and
+    are no part of it)."""
+    paths = {
+        module_of(path, root): path
+        for package in PACKAGES
+        if package != "tests"
+        for path in (root / package).rglob("*.py")
+    }
+    return {
+        module: (imported_modules(path, module) & paths.keys()) - {module} for module, path in paths.items()
+    }
 
 
 def main() -> None:
