@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
-from models.change import Change
 from models.errors import FailureCause
-from models.fleet import HealthState, ScaleSetView
-from models.upgrade import InstanceOutcome, InstanceState, UpgradeRequest
+from models.fleet import HealthState
+from models.upgrade import InstanceOutcome, InstanceState
 from rules import gates, reporting
-from rules.ledger import UpgradeLedger
-from tests.helpers import V1, V2
-
-NOW = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def ledger_of(count: int) -> UpgradeLedger:
-    instances = [
-        {
-            "instanceId": str(i),
-            "imageReference": V1.to_json(),
-            "osDisk": {"name": f"d{i}", "imageReference": V1.to_json()},
-            "health": "Healthy",
-        }
-        for i in range(count)
-    ]
-    view = ScaleSetView.model_validate(
-        {
-            "name": "web",
-            "id": "/x/web",
-            "location": "westeurope",
-            "imageReference": V1.to_json(),
-            "instances": instances,
-        }
-    )
-    ledger = UpgradeLedger(UpgradeRequest(scale_set="web", target_image=V2), NOW)
-    ledger.admit(view, Change(image=V2.at_version(V2.version)))
-    return ledger
+from tests.rules.helpers import NOW, ledger_of
 
 
 def restore(
