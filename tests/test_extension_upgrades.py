@@ -60,6 +60,20 @@ async def scale_set(
     return name
 
 
+async def agent_fails_logs_works(fleet: EmulatorAdmin, capacity: int = 10) -> str:
+    """A set with two extensions at 1.2.0: `agent`'s 1.3.0 fails to install, `logs`' installs."""
+    failing, working = unique_type("Failing"), unique_type("Logs")
+    for type_ in (failing, working):
+        for version in ("1.2.0", "1.3.0"):
+            await fleet.publish_extension_version(PUBLISHER, type_, version)
+    return await scale_set(
+        fleet,
+        [extension("agent", failing), extension("logs", working)],
+        capacity=capacity,
+        faults=FaultSpec(failing_extension_versions=[f"{failing}:1.3.0"]).to_json(),
+    )
+
+
 def unique_type(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:6]}"
 
@@ -222,15 +236,7 @@ async def test_a_failed_install_rolls_back_that_extension_only_and_the_other_sti
     upgrade fails, the second extension is still upgraded". `agent` 1.3.0 fails to install
     everywhere; `logs` 1.3.0 installs. `agent` is reinstalled at 1.2.0 where it failed and stops
     on its own policy breach; `logs` goes on to every instance; the result names both."""
-    failing, working = unique_type("Failing"), unique_type("Logs")
-    for type_ in (failing, working):
-        for version in ("1.2.0", "1.3.0"):
-            await fleet.publish_extension_version(PUBLISHER, type_, version)
-    name = await scale_set(
-        fleet,
-        [extension("agent", failing), extension("logs", working)],
-        faults=FaultSpec(failing_extension_versions=[f"{failing}:1.3.0"]).to_json(),
-    )
+    name = await agent_fails_logs_works(fleet)
 
     report = await run(ts_env, ts_worker, name, ExtensionRequest(name="agent"), ExtensionRequest(name="logs"))
 
@@ -282,16 +288,7 @@ async def test_without_automatic_rollback_a_breach_reinstalls_only_the_extension
 ) -> None:
     """disableAutomaticRollback leaves `agent` failed where it failed to install; its breach
     with rollbackFailedInstancesOnPolicyBreach reinstalls agent there at the end, never logs."""
-    failing, working = unique_type("Failing"), unique_type("Logs")
-    for type_ in (failing, working):
-        for version in ("1.2.0", "1.3.0"):
-            await fleet.publish_extension_version(PUBLISHER, type_, version)
-    name = await scale_set(
-        fleet,
-        [extension("agent", failing), extension("logs", working)],
-        capacity=5,
-        faults=FaultSpec(failing_extension_versions=[f"{failing}:1.3.0"]).to_json(),
-    )
+    name = await agent_fails_logs_works(fleet, capacity=5)
 
     report = await run(
         ts_env,
