@@ -188,31 +188,21 @@ class UpgradeLedger:
 
     # --- planning ---------------------------------------------------------------------------
 
+    def _candidate(self, p: InstanceProgress) -> Candidate:
+        return Candidate(
+            instance_id=p.instance_id,
+            zone=p.zone,
+            update_domain=p.update_domain,
+            unhealthy=p.health != HealthState.HEALTHY,
+            phase=self._phases.get(p.instance_id),
+        )
+
     def candidates(self) -> list[Candidate]:
-        return [
-            Candidate(
-                instance_id=p.instance_id,
-                zone=p.zone,
-                update_domain=p.update_domain,
-                unhealthy=p.health != HealthState.HEALTHY,
-                phase=self._phases.get(p.instance_id),
-            )
-            for p in self.instances.values()
-            if p.state == InstanceState.PENDING
-        ]
+        return [self._candidate(p) for p in self.instances.values() if p.state == InstanceState.PENDING]
 
     def plan(self) -> list[list[Candidate]]:
         """The batches still to come: the one awaiting approval (if any) first."""
-        awaiting = [
-            Candidate(
-                instance_id=p.instance_id,
-                zone=p.zone,
-                update_domain=p.update_domain,
-                unhealthy=p.health != HealthState.HEALTHY,
-                phase=self._phases.get(p.instance_id),
-            )
-            for p in self.in_state(InstanceState.PENDING_APPROVAL)
-        ]
+        awaiting = [self._candidate(p) for p in self.in_state(InstanceState.PENDING_APPROVAL)]
         planned = plan_batches(
             self.candidates(),
             self.total,
