@@ -10,6 +10,7 @@ import ast
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,14 @@ PACKAGES = ("models", "rules", "fleet", "activities", "workflows", "starter", "w
 Graph = dict[str, dict[str, set[str]]]  # package -> imported package -> modules that import it
 # What the pure rules may import besides models (and one another): the standard library, pydantic.
 RULES_MAY_IMPORT = frozenset({"models", "rules", "pydantic", *sys.stdlib_module_names})
+
+
+def parsed(path: Path) -> ast.Module:
+    """The module's syntax tree, parsed on a thread of its own: CPython 3.11 before 3.11.8 may
+    raise "SystemError: AST constructor recursion depth mismatch" when ast.parse runs deep in a
+    busy interpreter (a pytest worker), never on a fresh thread's stack."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(ast.parse, path.read_text(encoding="utf-8"), str(path)).result()
 
 
 def imported(tree: ast.AST) -> Iterator[str]:
@@ -34,7 +43,7 @@ def import_graph(root: Path = ROOT) -> Graph:
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             module = str(path.relative_to(root).with_suffix("")).replace("/", ".")
-            for name in imported(ast.parse(path.read_text(), str(path))):
+            for name in imported(parsed(path)):
                 if name in PACKAGES and name != package:
                     graph[package].setdefault(name, set()).add(module)
     return graph
@@ -45,7 +54,7 @@ def outside_imports(package: str, allowed: frozenset[str], root: Path = ROOT) ->
     found: dict[str, set[str]] = {}
     for path in sorted((root / package).rglob("*.py")):
         module = str(path.relative_to(root).with_suffix("")).replace("/", ".")
-        for name in imported(ast.parse(path.read_text(), str(path))):
+        for name in imported(parsed(path)):
             if name not in allowed:
                 found.setdefault(name, set()).add(module)
     return found
@@ -89,7 +98,7 @@ def imported_modules(path: Path, module: str) -> set[str]:
     module of a package, or only a name in `a`; the caller keeps the modules)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
