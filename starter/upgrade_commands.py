@@ -342,8 +342,8 @@ async def plan(
     nothing."""
     from fleet.azure.backend import AzureFleet
     from models.errors import RefusalCode
+    from rules.refusals import rolled_by_azure
     from starter.plan import ExtensionsRefused, admitted, gate_before, plan_text, resolve_extensions
-    from workflows.admission import rolled_by_azure
 
     request = build_request(
         scale_set,
@@ -382,7 +382,7 @@ async def plan(
     for line in plan_text(ledger, view).splitlines():
         console.print(plain(line, limit=None), soft_wrap=True)
     if refusal := rolled_by_azure(view):
-        fail(f"start would refuse it: {refusal.type}: {refusal.message}")
+        fail(f"start would refuse it: {refusal.code}: {refusal.message}")
     if ledger.candidates() and (breach := gate_before(ledger)):
         fail(f"the upgrade would fault at once, touching nothing: {breach.code}: {breach.message}")
 

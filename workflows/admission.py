@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from models.errors import RefusalCode
     from models.fleet import HealthSource, ScaleSetView
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
-    from rules import presentation
+    from rules import presentation, refusals
     from rules.ledger import UpgradeLedger, UpgradeRules
     from workflows import activity_calls
 
@@ -36,27 +36,11 @@ def refusal_of(err: ActivityError) -> ApplicationError | None:
 
 
 def rolled_by_azure(scale_set: ScaleSetView) -> ApplicationError | None:
-    """A scale set Azure itself rolls when its model or image changes: upgrading it too would
-    run two upgrades at once. The refusal names the field and how to change it."""
-    change = f"az vmss update --resource-group <group> --name {scale_set.name} --set"
-    if scale_set.automatic_os_upgrade:
-        return ApplicationError(
-            f"scale set {scale_set.name!r} has "
-            "upgradePolicy.automaticOSUpgradePolicy.enableAutomaticOSUpgrade on: Azure upgrades its "
-            "OS image by itself. Turn it off to upgrade it here "
-            f"({change} upgradePolicy.automaticOSUpgradePolicy.enableAutomaticOSUpgrade=false)",
-            type=RefusalCode.AUTOMATIC_OS_UPGRADE_ENABLED,
-            non_retryable=True,
-        )
-    if scale_set.upgrade_mode != "Manual":
-        return ApplicationError(
-            f"scale set {scale_set.name!r} has upgradePolicy.mode {scale_set.upgrade_mode}: Azure "
-            "rolls its instances by itself whenever its model changes. Set it to Manual to upgrade "
-            f"it here ({change} upgradePolicy.mode=Manual)",
-            type=RefusalCode.UPGRADE_MODE_NOT_MANUAL,
-            non_retryable=True,
-        )
-    return None
+    """rules.refusals.rolled_by_azure, as the workflows raise it."""
+    refusal = refusals.rolled_by_azure(scale_set)
+    if refusal is None:
+        return None
+    return ApplicationError(str(refusal.message), type=refusal.code, non_retryable=True)
 
 
 def health_source_refusal(scale_set: ScaleSetView) -> ApplicationError | None:
