@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -28,7 +29,14 @@ from models.automatic import (
     RolloutState,
 )
 from models.fleet import FaultSpec, FleetOperation, HealthState, TimingSpec
-from models.upgrade import CANCEL_SIGNAL, CancelRequest, UpgradeReport, WaveReport, upgrade_workflow_id
+from models.upgrade import (
+    CANCEL_SIGNAL,
+    ZONE_PERMIT_SIGNAL,
+    CancelRequest,
+    UpgradeReport,
+    WaveReport,
+    upgrade_workflow_id,
+)
 from rules.waves import RegionWaves
 from tests.helpers import eventually
 from tests.test_automatic import (
@@ -143,6 +151,38 @@ async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_ap
     west_end = max(in_flight(ops[n])[1] for n in west)
     north_start = min(in_flight(ops[n])[0] for n in north)
     assert west_end <= north_start
+    # A set's permit that came right after its reading reads health no second time (ARM's budget).
+    quick, read_again = 0, 0
+    for name in (*west, *north):
+        history = await ts_env.client.get_workflow_handle(upgrade_workflow_id(name)).fetch_history()
+        q, r = reads_after_quick_permits(history.events, timedelta(seconds=5))
+        quick, read_again = quick + q, read_again + r
+    assert quick > 0, "no permit came within a probe interval of the set's reading: nothing was shown"
+    assert read_again == 0, f"{read_again} of {quick} quick permits read health again"
+
+
+def reads_after_quick_permits(events: Any, interval: timedelta) -> tuple[int, int]:
+    """In an upgrade's history: how many zone permits came within `interval` of its last health
+    reading (admission or read_health), and after how many of them health was read again before
+    the next batch."""
+    quick = read_again = 0
+    read_at, waiting = None, False
+    for event in events:
+        kind = EventType.Name(event.event_type)
+        when = event.event_time.ToDatetime()
+        if kind == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED":
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            if name == "read_health" and waiting:
+                read_again += 1
+            if name in ("read_health", "resolve_image", "resolve_extensions"):
+                read_at = when  # (admission: the set described, then the change resolved)
+        elif kind == "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED":
+            if event.workflow_execution_signaled_event_attributes.signal_name == ZONE_PERMIT_SIGNAL:
+                waiting = read_at is not None and when - read_at < interval
+                quick += waiting
+        elif kind == "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED":
+            waiting = False
+    return quick, read_again
 
 
 async def test_a_region_the_version_never_reaches_holds_back_no_other_and_is_skipped_after_the_timeout(
