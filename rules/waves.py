@@ -161,10 +161,14 @@ class RegionWaves:
         waves = zone_waves({m.scale_set: list(m.zones or {}) for m in self.members.values() if m.waiting})
         return waves[0] if waves else None
 
-    def decide(self, *, held: bool, stopping: bool, cancel: Collection[str] = ()) -> Decision:
+    def decide(
+        self, *, held: bool, stopping: bool, cancel: Collection[str] = (), largest_first: bool = False
+    ) -> Decision:
         """What to send now (without sending it): when stopping, a cancel to every set that
         started and was not cancelled yet (else to those of `cancel`); otherwise (and not held)
-        permits for the wave."""
+        permits for the wave, in name order or, `largest_first`, the largest batch first (the
+        permits reach their sets one after another, so the set likely to take longest starts
+        first; and under the region's cap the larger batches go)."""
         decision = Decision()
         decision.cancels = [
             m.scale_set
@@ -184,7 +188,10 @@ class RegionWaves:
         if zone is None:
             return decision
         load = sum(m.in_flight() for m in self.in_flight())
-        for member in (self.members[name] for name in name_order(self.members)):
+        members = [self.members[name] for name in name_order(self.members)]
+        if largest_first:
+            members.sort(key=lambda m: -min(m.batch, m.left_in(zone)))  # (stable: name order within)
+        for member in members:
             if not member.waiting or not member.left_in(zone) or member.cancelled:
                 continue
             need = min(member.batch, member.left_in(zone))

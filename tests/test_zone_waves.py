@@ -355,6 +355,23 @@ def test_the_region_cap_bounds_the_instances_in_flight(cap, batches, permitted):
     assert [name for name, _ in waves.decide(held=False, stopping=False).permits] == permitted
 
 
+@pytest.mark.parametrize(
+    ("cap", "batches", "permitted"),
+    [
+        pytest.param(100, {"a": 2, "b": 5, "c": 3}, ["b", "c", "a"], id="largest batch first"),
+        pytest.param(100, {"b": 3, "a": 3, "c": 4}, ["c", "a", "b"], id="equal batches in name order"),
+        pytest.param(8, {"a": 2, "b": 5, "c": 3}, ["b", "c"], id="under the cap the larger go"),
+        pytest.param(100, {"a": 9, "b": 4}, ["b", "a"], id="only what its zone has left counts"),
+    ],
+)
+def test_largest_first_permits_the_sets_likely_to_take_longest_first(cap, batches, permitted):
+    waves = RegionWaves("eastus", list(batches), max_instances=cap)
+    for name, batch in batches.items():
+        waves.report(report(name, {"1": 3 if batch == 9 else 10}, batch=batch))
+    decision = waves.decide(held=False, stopping=False, largest_first=True)
+    assert [name for name, _ in decision.permits] == permitted
+
+
 def test_regional_instances_make_a_wave_of_their_own_after_the_zones():
     waves = RegionWaves("eastus", ["zonal", "regional"], max_instances=100)
     waves.report(report("zonal", {"2": 1}))

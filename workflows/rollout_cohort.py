@@ -47,6 +47,10 @@ with workflow.unsafe.imports_passed_through():
 # together, in one workflow task, instead of one after another (each waited for the server's
 # acknowledgement: the eighth set of a wave started half a second after the first).
 PERMITS_TOGETHER = "permits-together"
+# 2026-12: a wave's permits go to the sets with the largest batch in the zone first (name order
+# before): the permits reach their sets one after another, and the set likely to take longest
+# should not be the last to start. Decided at the cohort's start.
+LARGEST_FIRST = "largest-first"
 
 
 # Auto-upgrade, like the rollout it belongs to.
@@ -70,6 +74,7 @@ class RolloutCohortWorkflow(SetUpgrades):
         self._hold_told = False  # the rollout holds for it: its resume ends this hold too
         self._sets = {item.scale_set: item for item in request.sets}
         self._waves = RegionWaves(request.region, list(self._sets), request.max_instances_per_region)
+        self._largest_first = False  # (decided when the run starts: LARGEST_FIRST)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -105,6 +110,7 @@ class RolloutCohortWorkflow(SetUpgrades):
 
     @workflow.run
     async def run(self, request: CohortRequest) -> CohortStatus:
+        self._largest_first = workflow.patched(LARGEST_FIRST)
         self._publish()
         await asyncio.gather(self._coordinate(), *(self._member(item) for item in self._sets.values()))
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -149,7 +155,12 @@ class RolloutCohortWorkflow(SetUpgrades):
         """A fault or a cancel stops the sets in flight after their batch (and an opt-out with
         cancel, its set); a newer version or an opt-out only keeps new sets from starting."""
         halting = self._cancelled or self._fault is not None
-        return self._waves.decide(held=self._held(), stopping=halting, cancel=self._cancel_on_start)
+        return self._waves.decide(
+            held=self._held(),
+            stopping=halting,
+            cancel=self._cancel_on_start,
+            largest_first=self._largest_first,
+        )
 
     # --- SetUpgrades' hooks -------------------------------------------------------------------
 
