@@ -541,6 +541,10 @@ class BatchRequest(AzureModel):
         "previous version alone and the others still go ahead (seed 003)",
     )
 
+    @property
+    def change(self) -> Change:
+        return Change(image=self.target_image, extensions=self.extensions)
+
 
 class BatchResult(AzureModel):
     outcomes: list[InstanceOutcome]

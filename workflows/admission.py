@@ -18,8 +18,10 @@ with workflow.unsafe.imports_passed_through():
     from models.status import ApiError
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
     from rules import presentation, refusals
+    from rules.change_kinds import kind_asked
     from rules.ledger import UpgradeLedger, UpgradeRules
     from workflows import activity_calls
+    from workflows.change_kinds import steps_of
 
 # Patch (docs/maintaining.md: "Changing workflow code"), of the preflight and the upgrade
 # (RollingUpgradeWorkflow lists it): 2026-12, the scale set's own
@@ -64,11 +66,7 @@ async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
         scale_set = await activity_calls.describe_scale_set(request.scale_set)
         if refusal := rolled_by_azure(scale_set):
             raise refusal
-        if request.target_image is not None:
-            change = Change(image=await activity_calls.resolve_image(request.target_image, scale_set))
-        else:
-            extensions = await activity_calls.resolve_extensions(request.extensions or [], scale_set)
-            change = Change(extensions=extensions)
+        change = await steps_of(kind_asked(request)).resolve(request, scale_set)
     except ActivityError as err:
         if refusal := refusal_of(err):
             raise refusal from None
