@@ -3,7 +3,7 @@
 One engine applies both (DESIGN.md, "Batch"): the batch child reimages to an image and restores
 the previous OS disk, or installs an extension version and reinstalls the previous one. An
 upgrade carries one kind of change; which one is in `UpgradeRequest.extensions` (None: the OS
-image).
+image). What each kind means for an instance is in rules/change_kinds.py.
 
 Extension versions follow Azure's rules: a major version is never applied by an upgrade (it
 takes a model change, `typeHandlerVersion`), so the newest version of an extension is the newest
@@ -12,7 +12,6 @@ of the model's major version published in the scale set's region.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import Field
@@ -21,7 +20,7 @@ from models.base import AzureModel
 from models.fleet import InstanceView
 from models.image import ImageReference
 
-NOT_INSTALLED = "not installed"  # what `Change.current` says of an extension an instance lacks
+NOT_INSTALLED = "not installed"  # what `ExtensionChange.current` says of an extension an instance lacks
 
 ExtensionVersion = Annotated[str, Field(pattern=r"^\d+(\.\d+){1,3}$", max_length=40)]
 
@@ -80,36 +79,6 @@ class Change(AzureModel):
 
     def __str__(self) -> str:
         return str(self.image) if self.image is not None else describe_extensions(self.extensions)
-
-    @property
-    def kind(self) -> str:
-        return "OS image" if self.image is not None else "extension"
-
-    def on_target(self, view: InstanceView) -> bool:
-        """The instance has the change already (every extension installed and succeeded)."""
-        if self.image is not None:
-            return view.image_reference.same_image(self.image)
-        return all(installed(view, t.name) == t.version for t in self.extensions)
-
-    def current(self, view: InstanceView) -> str:
-        """What the instance has now of what the change moves (`versions_in` reads it back)."""
-        if self.image is not None:
-            return str(view.image_reference)
-        return ", ".join(f"{t.name} {view_version(view, t.name) or NOT_INSTALLED}" for t in self.extensions)
-
-    def versions_in(self, current: str) -> dict[str, str] | None:
-        """The extension versions in a text `current` wrote; None if it reads otherwise."""
-        pattern = ", ".join(f"{re.escape(t.name)} (.+?)" for t in self.extensions)
-        match = re.fullmatch(pattern, current, re.DOTALL) if self.extensions else None
-        if match is None:
-            return None
-        return dict(zip((t.name for t in self.extensions), match.groups(), strict=True))
-
-    def versions_before(self, view: InstanceView) -> dict[str, str] | None:
-        """The installed versions a rollback reinstalls (extension changes only)."""
-        if self.image is not None:
-            return None
-        return {t.name: v for t in self.extensions if (v := installed(view, t.name))}
 
 
 def view_version(view: InstanceView, name: str) -> str | None:

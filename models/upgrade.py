@@ -379,18 +379,25 @@ class InstanceProgress(InstanceResult):
     approval_time: AwareDatetime | None = None
 
     @classmethod
-    def of(cls, view: InstanceView, change: Change | None = None) -> InstanceProgress:
+    def of(
+        cls,
+        view: InstanceView,
+        from_image: str | None = None,
+        previous_extensions: dict[str, str] | None = None,
+    ) -> InstanceProgress:
+        """The instance as read; `from_image` and `previous_extensions` as the change's kind reads
+        them (rules/change_kinds.py; without them, its image)."""
         return cls(
             instance_id=view.instance_id,
             zone=view.zone,
             update_domain=view.platform_update_domain,
             fault_domain=view.platform_fault_domain,
-            from_image=change.current(view) if change else str(view.image_reference),
+            from_image=str(view.image_reference) if from_image is None else from_image,
             health=view.health,
             # What a restore would bring back, as read at admission (or scale-out); the reimage
             # replaces it with what it read just before acting.
             previous_os_disk=view.restore_point,
-            previous_extensions=change.versions_before(view) if change else None,
+            previous_extensions=previous_extensions,
         )
 
     def settle(self, outcome: InstanceOutcome) -> None:
@@ -533,6 +540,10 @@ class BatchRequest(AzureModel):
         description="each extension on its own: one that fails to install is reinstalled at its "
         "previous version alone and the others still go ahead (seed 003)",
     )
+
+    @property
+    def change(self) -> Change:
+        return Change(image=self.target_image, extensions=self.extensions)
 
 
 class BatchResult(AzureModel):

@@ -33,6 +33,7 @@ from models.upgrade import (
     UpgradeRequest,
 )
 from rules.approvals import Approvals, hold, release_due
+from rules.change_kinds import kind_of
 from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
 from rules.planner import Candidate, plan_batches
 
@@ -107,12 +108,13 @@ class UpgradeLedger:
     def add(self, views: Iterable[InstanceView], note: str | None = None) -> list[str]:
         """Instances the ledger does not know yet (all at admission; a scale-out's later)."""
         added = []
+        kind = kind_of(self.change)
         for view in views:
             if view.instance_id in self.instances:
                 continue
-            progress = InstanceProgress.of(view, self.change)
+            progress = InstanceProgress.of(view, kind.current(view), kind.versions_before(view))
             progress.message = note
-            if self.change.on_target(view):
+            if kind.on_target(view):
                 self._skip(progress, SKIP_ALREADY_ON_TARGET, f"already on {self.change}")
             elif view.custom_metrics.skip_upgrade:
                 self._skip(progress, SKIP_CUSTOM_METRIC, "the SkipUpgrade custom metric is set")

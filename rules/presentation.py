@@ -9,11 +9,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from models.change import NOT_INSTALLED, Change, version_key
+from models.change import Change
 from models.markdown import table
 from models.status import UpgradeWait, UpgradeWaitKind
 from models.upgrade import InstanceProgress, InstanceState, UpgradeRequest
 from rules import reporting
+from rules.change_kinds import kind_of
 from rules.ledger import UpgradeLedger
 
 
@@ -29,22 +30,8 @@ def sources_of(instances: Iterable[InstanceProgress]) -> dict[str, int]:
 
 def upgrade_summary(ledger: UpgradeLedger) -> str:
     """One line: the scale set, from what to what (an image's version, or extension versions)."""
-    sources = list(from_images(ledger))
-    change = ledger.change
-    image = change.image
-    if image is not None:
-        target = image.resolved_version
-        same_image = str(image)[: -len(target)]  # only the version, when the image is the same
-    else:
-        target = ", ".join(str(t) for t in change.extensions)
-        same_image = ""
-    source = "nothing to upgrade"
-    if sources:
-        source = sources[0].removeprefix(same_image)
-        source += f" (+{len(sources) - 1} more)" if len(sources) > 1 else ""
-    kind = "" if image is not None else "extension "
-    count = len(ledger.instances)
-    return f"{ledger.request.scale_set}: {kind}{source} → {target} · {count} instances"
+    change = kind_of(ledger.change).summary(list(from_images(ledger)))
+    return f"{ledger.request.scale_set}: {change} · {len(ledger.instances)} instances"
 
 
 def describe_change(change: Change, sources: Mapping[str, int]) -> str:
@@ -52,39 +39,7 @@ def describe_change(change: Change, sources: Mapping[str, int]) -> str:
     Contoso:web-os:2024:2024.11.01 → 2024.12.01`, or `extension agent 1.2.0 → 1.3.0, logs 2.0.1
     → 2.0.3`. `sources` are what the instances to upgrade have now (their `from_image`, most
     common first); extension versions that differ between instances are listed with `/`."""
-    image = change.image
-    if image is not None:
-        target = image.resolved_version
-        if not sources:
-            return f"OS image {image} (nothing to upgrade)"
-        source, *others = sources
-        more = f" (+{len(others)} more)" if others else ""
-        same_image = str(image)[: -len(target)]
-        to = target if same_image and source.startswith(same_image) else str(image)
-        return f"OS image {source}{more} → {to}"
-    if not change.extensions:
-        return "extension: none admitted"
-    if not sources:
-        return f"extension {', '.join(str(t) for t in change.extensions)} (nothing to upgrade)"
-    found = extension_versions(change, sources)
-    moves = []
-    for extension in change.extensions:
-        before = sorted(found.get(extension.name, set()), key=_version_order)
-        moves.append(f"{extension.name} {'/'.join(before) or '?'} → {extension.version}")
-    return "extension " + ", ".join(moves)
-
-
-def extension_versions(change: Change, sources: Iterable[str]) -> dict[str, set[str]]:
-    """Each extension's versions in `sources` (texts `Change.current` wrote)."""
-    found: dict[str, set[str]] = {}
-    for source in sources:
-        for name, version in (change.versions_in(source) or {}).items():
-            found.setdefault(name, set()).add(version)
-    return found
-
-
-def _version_order(version: str) -> tuple[bool, tuple[int, ...]]:
-    return (version == NOT_INSTALLED, version_key(version))
+    return kind_of(change).describe(sources)
 
 
 def change_text(ledger: UpgradeLedger) -> str:

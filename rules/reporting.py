@@ -19,10 +19,10 @@ from models.status import (
     RollingUpgradeStatusCode,
     RollingUpgradeStatusInfo,
     RollingUpgradeStatusProperties,
-    os_rollback_method,
 )
 from models.upgrade import FINAL_FAILURES, InstanceProgress, InstanceState, UpgradeReport
 from rules import failures, gates
+from rules.change_kinds import kind_of
 from rules.ledger import UpgradeLedger
 
 GOES_ON = {
@@ -165,11 +165,7 @@ def rollback_method(ledger: UpgradeLedger) -> RollbackMethod | None:
     """What a rollback does on this scale set: reinstall extension versions, or bring the OS
     back the way the instances' restore points allow (Uniform: a reimage; Flexible: a disk
     swap). None before admission has read the instances."""
-    if ledger.change.extensions:
-        return RollbackMethod.REINSTALL_PREVIOUS_VERSIONS
-    points = (p.previous_os_disk for p in ledger.instances.values() if p.previous_os_disk)
-    point = next(points, None)
-    return os_rollback_method(point) if point else None
+    return kind_of(ledger.change).rollback_method(p.previous_os_disk for p in ledger.instances.values())
 
 
 def restored(instance: InstanceProgress) -> bool | None:

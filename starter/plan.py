@@ -20,6 +20,7 @@ from models.image import ImageReference
 from models.policy import format_duration
 from models.status import ApiError
 from models.upgrade import InstanceState, UpgradeRequest, extension_settings
+from rules.change_kinds import kind_asked
 from rules.gates import in_flight_gate
 from rules.ledger import UpgradeLedger
 from rules.planner import Candidate
@@ -157,7 +158,7 @@ def estimate(request: UpgradeRequest, batches: int, change_time: timedelta = TYP
     pauses = request.policy.pause_time_between_batches * (batches - 1)
     typical = (change_time + healthy_after) * batches + pauses
     longest = (change_time + health.health_wait_timeout) * batches + pauses
-    action = "a reimage" if request.target_image is not None else "an install"
+    action = kind_asked(request).action
     return (
         f"estimate: {batches} batch(es), about {format_duration(typical)} if every instance is healthy "
         f"soon after {action} of about {format_duration(change_time)}; up to "

@@ -14,11 +14,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from models.change import Change
     from models.errors import RefusalCode
-    from models.fleet import HealthSource, ScaleSetView
+    from models.fleet import ScaleSetView
+    from models.status import ApiError
     from models.upgrade import PREFLIGHT_WORKFLOW, InstanceState, Preflight, UpgradeRequest
     from rules import presentation, refusals
+    from rules.change_kinds import kind_asked
     from rules.ledger import UpgradeLedger, UpgradeRules
     from workflows import activity_calls
+    from workflows.change_kinds import steps_of
 
 # Patch (docs/maintaining.md: "Changing workflow code"), of the preflight and the upgrade
 # (RollingUpgradeWorkflow lists it): 2026-12, the scale set's own
@@ -37,62 +40,24 @@ def refusal_of(err: ActivityError) -> ApplicationError | None:
 
 def rolled_by_azure(scale_set: ScaleSetView) -> ApplicationError | None:
     """rules.refusals.rolled_by_azure, as the workflows raise it."""
-    refusal = refusals.rolled_by_azure(scale_set)
-    if refusal is None:
-        return None
-    return ApplicationError(str(refusal.message), type=refusal.code, non_retryable=True)
+    return raised(refusals.rolled_by_azure(scale_set))
 
 
 def health_source_refusal(scale_set: ScaleSetView) -> ApplicationError | None:
-    """Seed 000: automatic OS image upgrades "must use application health probes or Application
-    Health extension", and only one of them. The refusal names the missing (or extra) piece."""
-    where = f"scale set {scale_set.name!r}"
-    if scale_set.health_source == HealthSource.POWER_STATE:
-        return ApplicationError(
-            f"{where} has no health source: automatic OS image upgrades need the Application Health "
-            "extension (ApplicationHealthLinux or ApplicationHealthWindows in "
-            "virtualMachineProfile.extensionProfile) or a load balancer health probe "
-            "(virtualMachineProfile.networkProfile.healthProbe.id). Add one, then enable again",
-            type=RefusalCode.NO_HEALTH_SOURCE,
-            non_retryable=True,
-        )
-    if scale_set.both_health_sources:
-        return ApplicationError(
-            f"{where} has both the Application Health extension and a load balancer health probe "
-            f"({scale_set.health_probe_id}): only one source of health can be used for automatic OS "
-            "image upgrades. Remove one (the extension, or "
-            "virtualMachineProfile.networkProfile.healthProbe), then enable again",
-            type=RefusalCode.NO_HEALTH_SOURCE,
-            non_retryable=True,
-        )
-    return None
+    """rules.refusals.health_source_refusal, as the workflows raise it."""
+    return raised(refusals.health_source_refusal(scale_set))
 
 
 def extension_enrollment_refusal(scale_set: ScaleSetView, name: str) -> ApplicationError | None:
-    """Why the extension `name` of the scale set cannot be enrolled in automatic extension
-    upgrades: the model lacks it, or its enableAutomaticUpgrade is on (Azure's own Automatic
-    Extension Upgrade then upgrades it, at the same time as a rollout would). The refusal names
-    the field and the az command that turns it off."""
-    extension = next((e for e in scale_set.extensions if e.name.lower() == name.lower()), None)
-    if extension is None:
-        known = ", ".join(sorted(e.name for e in scale_set.extensions)) or "none"
-        return ApplicationError(
-            f"--extension: scale set {scale_set.name!r} has no extension {name!r} in its model "
-            f"(its extensions: {known})",
-            type=RefusalCode.EXTENSION_NOT_FOUND,
-            non_retryable=True,
-        )
-    if not extension.enable_automatic_upgrade:
+    """rules.refusals.extension_enrollment_refusal, as the workflows raise it."""
+    return raised(refusals.extension_enrollment_refusal(scale_set, name))
+
+
+def raised(refusal: ApiError | None) -> ApplicationError | None:
+    """A pure rule's refusal as the error a workflow raises (never retried)."""
+    if refusal is None:
         return None
-    return ApplicationError(
-        f"extension {extension.name!r} of scale set {scale_set.name!r} has enableAutomaticUpgrade on: "
-        "Azure upgrades it by itself. Turn it off to enroll it here (az vmss extension set "
-        f"--resource-group <group> --vmss-name {scale_set.name} --name {extension.type_} --publisher "
-        f"{extension.publisher} --extension-instance-name {extension.name} --version "
-        f"{extension.type_handler_version} --enable-auto-upgrade false)",
-        type=RefusalCode.AUTOMATIC_EXTENSION_UPGRADE_ENABLED,
-        non_retryable=True,
-    )
+    return ApplicationError(str(refusal.message), type=refusal.code, non_retryable=True)
 
 
 async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
@@ -101,11 +66,7 @@ async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
         scale_set = await activity_calls.describe_scale_set(request.scale_set)
         if refusal := rolled_by_azure(scale_set):
             raise refusal
-        if request.target_image is not None:
-            change = Change(image=await activity_calls.resolve_image(request.target_image, scale_set))
-        else:
-            extensions = await activity_calls.resolve_extensions(request.extensions or [], scale_set)
-            change = Change(extensions=extensions)
+        change = await steps_of(kind_asked(request)).resolve(request, scale_set)
     except ActivityError as err:
         if refusal := refusal_of(err):
             raise refusal from None

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         WaveCoordination,
         upgrade_workflow_id,
     )
+    from rules.change_kinds import kind_asked
     from workflows import search_attributes
 
 # 2026-11: a set another upgrade holds (its `rolling-upgrade/<set>` lock) waits for its turn,
@@ -119,11 +120,7 @@ def rolled_back(item: RolloutSet, report: UpgradeReport) -> str:
 def upgrade_summary(item: RolloutSet, request: UpgradeRequest, rollout_id: str) -> str:
     """The Web UI's summary of the upgrade a rollout starts on one set: what it moves, whether it
     is a retry, and the rollout."""
-    if request.extensions:
-        [wanted] = request.extensions
-        what = f"extension upgrade of {wanted.name} to {wanted.version}"
-    else:
-        what = f"OS upgrade to {request.target_image}"
+    what = kind_asked(request).asked(request)
     return f"{item.scale_set}: automatic {what}{item.retry_note} (rollout {rollout_id})"
 
 
