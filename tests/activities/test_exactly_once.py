@@ -32,7 +32,7 @@ from models.image import ImageReference
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState, UpgradeReport
 from starter.upgrades import final_report
-from tests.helpers import (
+from tests.helpers.upgrades import (
     INSTANT,
     V2,
     WorkerProcesses,

@@ -16,7 +16,7 @@ import pytest
 from models.notifications import NotificationEvent
 from models.status import RollingUpgradeStatusCode
 from starter import processes
-from tests.helpers import finish, make_scale_set, upgrade
+from tests.helpers.upgrades import finish, make_scale_set, upgrade
 from worker.assembly import build_worker
 
 SECRET = "webhook-secret-for-tests"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
 from models.status import ROLLBACK_DESCRIPTIONS, RollbackMethod
-from starter.history import history_query
-from tests.helpers import INSTANT, eventually
+from tests.helpers.upgrades import INSTANT, eventually
 
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
 # Its own SKU, so the versions it publishes stay out of the gallery other tests read; a reimage
@@ -18,14 +16,6 @@ QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
 V1 = ImageReference.parse("Contoso:web-os:history-test:2024.11.01")
 V2 = ImageReference.parse("Contoso:web-os:history-test:2024.12.01")
 V3 = ImageReference.parse("Contoso:web-os:history-test:2024.12.24")
-
-
-def test_the_default_is_azures_window_of_two_months():
-    now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-    assert history_query("web", everything=False, now=now) == (
-        'WorkflowType = "RollingUpgradeWorkflow" AND ScaleSet = "web" AND StartTime > "2026-09-22T12:00:00Z"'
-    )
-    assert "StartTime" not in history_query("web", everything=True, now=now)
 
 
 async def test_history_lists_completed_faulted_and_cancelled_upgrades_in_azures_shape(upgradectl, fleet):

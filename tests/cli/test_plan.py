@@ -15,9 +15,8 @@ from models.image import ImageReference
 from models.policy import RollingUpgradePolicy
 from starter import processes
 from starter.processes import EmulatorAddress
-from tests.conftest import Result
-from tests.helpers import V1, V2, make_scale_set
-from tests.test_cli_input import assert_harmless
+from tests.helpers.commands import Result, assert_harmless
+from tests.helpers.upgrades import V1, V2, make_scale_set
 
 # Nothing listens here: plan must not need Temporal.
 CLOSED = f"127.0.0.1:{processes.free_port()}"

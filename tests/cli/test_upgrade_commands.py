@@ -12,7 +12,7 @@ import pytest
 from models.fleet import FaultSpec
 from models.policy import RollingUpgradePolicy
 from models.status import ROLLBACK_DESCRIPTIONS, RollbackMethod, RollingUpgradeStatusInfo
-from tests.helpers import V2, make_scale_set
+from tests.helpers.upgrades import V2, make_scale_set
 
 QUICK = ["--health-interval", "1", "--health-wait-timeout", "PT2S"]
 

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from models.fleet import FaultSpec
 from models.upgrade import upgrade_workflow_id
 from starter.upgrades import UpgradeHandle, cancel_upgrade, final_report
-from tests.helpers import V2, eventually, make_scale_set, upgrade, upgrade_paused_after_first_batch
+from tests.helpers.upgrades import V2, eventually, make_scale_set, upgrade, upgrade_paused_after_first_batch
 from workflows import search_attributes
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from models.upgrade import upgrade_workflow_id
 from starter.upgrades import cancel_upgrade, final_report
-from tests.helpers import upgrade_paused_after_first_batch
+from tests.helpers.upgrades import upgrade_paused_after_first_batch
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser

@@ -30,7 +30,7 @@ from starter import processes
 from worker.deployment import DeploymentSettings, MakeCurrent
 from workflows import search_attributes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SEARCH_ATTRIBUTES = {"ScaleSet", "TargetImage", "UpgradeStatus", "StartedBy"}
 PACKAGES = ["models", "rules", "workflows", "activities", "fleet", "worker", "starter"]

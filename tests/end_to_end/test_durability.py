@@ -24,7 +24,7 @@ from models.upgrade import InstanceState, UpgradeReport
 from starter import processes
 from starter.processes import EmulatorAddress
 from starter.upgrades import final_report, get_status
-from tests.helpers import (
+from tests.helpers.upgrades import (
     QUICK_HEALTH,
     V2,
     WorkerProcesses,

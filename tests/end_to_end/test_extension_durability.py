@@ -7,7 +7,7 @@ Every test reads the emulator's log of accepted operations: exactly one install 
 per upgraded instance, exactly one reinstall of the previous version per rolled-back instance,
 and the upgrade's final status as the fault spec makes it (Completed; Faulted after a rollback).
 
-The crashes use worker processes on the session's dev server, as tests/test_exactly_once.py does
+The crashes use worker processes on the session's dev server, as tests/activities/test_exactly_once.py does
 for reimages; the faults on the PATCH itself in-process workers on the same dev server, whose back
 end arms the fault in the emulator just before the PATCH and disarms it after. Each test runs its
 upgrades side by side, to keep the file fast. Last, the activity alone: what an attempt leaves in
@@ -46,7 +46,7 @@ from models.policy import RollingUpgradePolicy
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState, UpgradeReport, UpgradeRequest
 from starter.upgrades import final_report, start_upgrade
-from tests.helpers import QUICK_HEALTH, V1, WorkerProcesses, eventually, product_worker
+from tests.helpers.upgrades import QUICK_HEALTH, V1, WorkerProcesses, eventually, product_worker
 
 PUBLISHER = "Contoso.Monitoring"
 OLD, NEW = "1.2.0", "1.3.0"

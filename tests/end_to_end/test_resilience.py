@@ -21,7 +21,7 @@ from models.upgrade import InstanceState, upgrade_workflow_id
 from rules.failures import SKIP_GONE
 from starter.retries import retrying
 from starter.upgrades import get_status
-from tests.helpers import count_ops, eventually, finish, make_scale_set, product_worker, upgrade
+from tests.helpers.upgrades import count_ops, eventually, finish, make_scale_set, product_worker, upgrade
 from worker.assembly import build_worker
 from workflows.activity_calls import OPERATION_DEADLINE
 

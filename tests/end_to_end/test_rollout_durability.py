@@ -1,8 +1,8 @@
-"""Automatic rollouts on a real dev server with worker processes: a SIGKILL mid-rollout (and
-during zone waves) loses nothing and doubles nothing, the history says Platform, and
-`python -m tests.test_rollout_durability` records the histories of the watcher, a rollout, its
-cohorts and its upgrades for the replay test (`--only waves`: zone waves of zonal sets in two
-regions; `--only extensions`: the histories of automatic extension upgrades, on the
+"""Automatic rollouts on a real dev server with worker processes: a SIGKILL mid-rollout (and during
+zone waves) loses nothing and doubles nothing, the history says Platform, and
+`python -m tests.end_to_end.test_rollout_durability` records the histories of the watcher, a
+rollout, its cohorts and its upgrades for the replay test (`--only waves`: zone waves of zonal sets
+in two regions; `--only extensions`: the histories of automatic extension upgrades, on the
 time-skipping server, since their retry comes an hour after a failure at the least)."""
 
 from __future__ import annotations
@@ -45,8 +45,7 @@ from models.fleet import FaultSpec, FleetOperation, OperationKind, OperationStat
 from models.upgrade import upgrade_workflow_id
 from starter import processes
 from starter.history import upgrade_history
-from tests.helpers import WorkerProcesses, eventually
-from tests.test_automatic import (
+from tests.helpers.automatic import (
     POLICY,
     Images,
     enroll,
@@ -58,14 +57,15 @@ from tests.test_automatic import (
     rollout_of,
     rollout_status,
 )
-from tests.test_automatic_extensions import PUBLISHER, extension, publish, rollout
-from tests.test_automatic_extensions import make_set as make_extension_set
+from tests.helpers.automatic_extensions import PUBLISHER, extension, publish, rollout
+from tests.helpers.automatic_extensions import make_set as make_extension_set
+from tests.helpers.upgrades import WorkerProcesses, eventually
 from worker.assembly import build_worker
 from worker.connection import connect
 from worker.search_attribute_setup import ensure_search_attributes
 
 SLOW = TimingSpec(reimage_seconds=[0.5, 0.5], restore_seconds=[0.2, 0.2], boot_seconds=[0.2, 0.2])
-AUTOMATIC_HISTORIES = Path(__file__).parent / "histories" / "automatic"
+AUTOMATIC_HISTORIES = Path(__file__).resolve().parents[1] / "histories" / "automatic"
 
 
 # A rollout's scale sets: (region, instances, zones) each.

@@ -28,6 +28,7 @@ from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
 from starter import processes
+from tests.helpers.arm import unknown_fields
 
 RG = RESOURCE_GROUP
 UBUNTU = ImageReference.parse("Canonical:ubuntu-24_04-lts:server:1.0.0")
@@ -61,22 +62,6 @@ async def compute(emulator: tuple[str, Path]) -> AsyncIterator[ComputeManagement
         polling_interval=0.2,
     ) as client:
         yield client
-
-
-def unknown_fields(model: Any, document: Any, path: str = "") -> list[str]:
-    """Keys of `document` the SDK model has no field for (they would be lost to a typed reader)."""
-    if isinstance(document, list):
-        return [f for i, item in enumerate(document) for f in unknown_fields(model[i], item, f"{path}[{i}]")]
-    if not isinstance(document, dict) or not hasattr(model, "_attr_to_rest_field"):
-        return []
-    fields = {rf._rest_name: attr for attr, rf in model._attr_to_rest_field.items()}
-    missing = []
-    for key, value in document.items():
-        if key not in fields:
-            missing.append(f"{path}.{key}")
-        elif key != "properties" or not isinstance(getattr(model, fields[key], None), type(None)):
-            missing += unknown_fields(getattr(model, fields[key]), value, f"{path}.{key}")
-    return missing
 
 
 async def raw(emulator: tuple[str, Path], path: str, **params: str) -> Any:

@@ -28,9 +28,8 @@ from models.fleet import (
     ScaleSetSpec,
 )
 from starter.processes import EmulatorAddress
-from tests.test_arm_sdk import unknown_fields
+from tests.helpers.arm import PUBLISHER, agent, unknown_fields
 
-PUBLISHER = "Contoso.Monitoring"
 FAST = {
     "reimageSeconds": [0.2, 0.4],
     "restoreSeconds": [0.2, 0.4],
@@ -67,18 +66,6 @@ async def create(fleet: EmulatorAdmin, name: str, extensions: list[dict[str, Any
         **spec,
     }
     await fleet.create_scale_set(ScaleSetSpec.model_validate(body))
-
-
-def agent(type_: str, version: str = "1.2", **properties: Any) -> dict[str, Any]:
-    return {
-        "name": "agent",
-        "publisher": PUBLISHER,
-        "type": type_,
-        "typeHandlerVersion": version,
-        "autoUpgradeMinorVersion": False,
-        "enableAutomaticUpgrade": True,
-        **properties,
-    }
 
 
 async def until_done(azure: AzureFleet, operation: FleetOperation, timeout: float = 20) -> FleetOperation:
@@ -484,21 +471,3 @@ async def test_the_sdks_own_put_and_poller_install_and_add_extensions(
         (OperationKind.INSTALL_EXTENSION, "agent", "1.3.0"),
         (OperationKind.INSTALL_EXTENSION, "backup", "5.0.1"),
     ]
-
-
-@pytest.mark.parametrize(
-    ("extensions", "says"),
-    [
-        ([{**agent("A"), "name": "HealthExtension"}], "healthExtension"),
-        ([agent("A"), {**agent("B"), "name": "Agent"}], "used twice"),
-        ([agent("A", "latest")], "typeHandlerVersion"),
-    ],
-)
-def test_a_spec_refuses_extensions_it_cannot_hold(extensions: list[dict[str, Any]], says: str) -> None:
-    body = {
-        "name": "web",
-        "imageReference": {"publisher": "p", "offer": "o", "sku": "s"},
-        "extensions": extensions,
-    }
-    with pytest.raises(ValueError, match=says):
-        ScaleSetSpec.model_validate(body)

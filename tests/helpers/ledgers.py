@@ -9,7 +9,7 @@ from models.fleet import HealthState, ScaleSetView
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceOutcome, InstanceState, UpgradeRequest
 from rules.ledger import UpgradeLedger, UpgradeRules
-from tests.helpers import V1, V2
+from tests.helpers.upgrades import V1, V2
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 AGENT = ExtensionTarget(name="agent", publisher="Contoso", type_="Agent", version="1.3.0")

@@ -20,6 +20,7 @@ from models.status import (
     RollingUpgradeStatusInfo,
     RollingUpgradeStatusProperties,
 )
+from tests.helpers.policies import SEED_POLICY
 
 
 def problem(model: type[AzureModel], data: Any, prefix: str = "") -> str:
@@ -207,27 +208,6 @@ def test_status_serializes_as_the_azure_rest_document():
     assert RollingUpgradeStatusInfo.model_validate(document).to_json()["properties"]["error"] == error
 
 
-SEED_POLICY = {
-    # The ARM template block of Azure's automatic OS image upgrade page (seed 000), as written
-    # there, with the automaticOSUpgradePolicy fields of the REST schema added.
-    "upgradePolicy": {
-        "mode": "Automatic",
-        "RollingUpgradePolicy": {
-            "BatchInstancePercent": 20,
-            "MaxUnhealthyInstancePercent": 25,
-            "MaxUnhealthyUpgradedInstancePercent": 25,
-            "PauseTimeBetweenBatches": "PT0S",
-        },
-        "automaticOSUpgradePolicy": {
-            "enableAutomaticOSUpgrade": True,
-            "disableAutomaticRollback": False,
-            "useRollingUpgradePolicy": True,
-            "osRollingUpgradeDeferral": False,
-        },
-    }
-}
-
-
 def test_azures_own_upgrade_policy_block_is_read_and_what_is_not_acted_on_is_noted():
     policy = UpgradePolicy.model_validate(SEED_POLICY)
     rolling = policy.rolling_upgrade_policy
@@ -314,7 +294,7 @@ def test_validation_errors_never_carry_pydantics_documentation_link():
 
 def azure_status_examples() -> list[dict[str, Any]]:
     """The sample responses of the REST reference 'Rolling Upgrades - Get Latest' (seed 002)."""
-    seed = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "002_cef4be0f562f9243.txt"
+    seed = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "002_cef4be0f562f9243.txt"
     text = seed.read_text() if seed.exists() else AZURE_STATUS_EXAMPLES
     decoder = json.JSONDecoder()
     return [decoder.raw_decode(text, m.end())[0] for m in re.finditer(r"Sample response\s*", text)]

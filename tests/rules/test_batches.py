@@ -15,7 +15,7 @@ from models.upgrade import InstanceState, UpgradeRequest
 from rules import reporting
 from rules.ledger import UpgradeLedger
 from rules.planner import Candidate, batch_size_limit, next_batch, plan_batches
-from tests.helpers import V1, V2
+from tests.helpers.upgrades import V1, V2
 
 DEFAULT = RollingUpgradePolicy()
 

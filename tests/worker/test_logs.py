@@ -11,7 +11,7 @@ from temporalio import activity, workflow
 
 from models.fleet import FaultSpec
 from models.upgrade import upgrade_workflow_id
-from tests.helpers import finish, make_scale_set, upgrade
+from tests.helpers.upgrades import finish, make_scale_set, upgrade
 from worker.assembly import build_worker
 from worker.logs import configure_logging
 

@@ -41,15 +41,9 @@ from models.upgrade import (
 from rules import presentation
 from starter.automatic import ensure_watcher
 from starter.upgrades import final_report, get_status
-from tests.helpers import eventually, make_scale_set, upgrade
+from tests.helpers.upgrades import eventually, make_scale_set, upgrade
 from worker.assembly import WORKFLOWS, build_worker
-from worker.deployment import (
-    DeploymentSettings,
-    DeploymentSettingsError,
-    MakeCurrent,
-    package_version,
-    take_current,
-)
+from worker.deployment import DeploymentSettings, MakeCurrent, take_current
 from workflows import automatic_upgrades
 from workflows.rolling_upgrade import RollingUpgradeWorkflow
 
@@ -225,34 +219,3 @@ async def test_the_watcher_moves_to_the_new_build_and_continues_as_new_there(
         assert versioning(new_run) == ("2", VersioningBehavior.AUTO_UPGRADE)
         assert set(await task_builds(client.get_workflow_handle(watcher.id, run_id=new_run.run_id))) == {"2"}
         await watcher.terminate("test over")
-
-
-def test_the_build_is_the_package_version_unless_the_pipeline_names_it():
-    assert DeploymentSettings.from_env("rolling-upgrades", {}) == DeploymentSettings(
-        "rolling-upgrades", package_version(), MakeCurrent.IF_NONE
-    )
-    assert package_version() != "0.0.0-dev"  # the installed package's version
-    env = {
-        "UPGRADE_DEPLOYMENT_NAME": "upgrades",
-        "UPGRADE_BUILD_ID": "abc123",
-        "UPGRADE_MAKE_CURRENT": "never",
-    }
-    assert DeploymentSettings.from_env("rolling-upgrades", env) == DeploymentSettings(
-        "upgrades", "abc123", MakeCurrent.NEVER
-    )
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        (
-            {"UPGRADE_MAKE_CURRENT": "yes"},
-            "UPGRADE_MAKE_CURRENT must be one of if-none, always, never (got 'yes')",
-        ),
-        ({"UPGRADE_DEPLOYMENT_NAME": "a.b"}, "UPGRADE_DEPLOYMENT_NAME must be a name without '.' (got 'a.b'"),
-    ],
-)
-def test_bad_deployment_settings_are_refused_naming_the_variable(env, message):
-    with pytest.raises(DeploymentSettingsError) as caught:
-        DeploymentSettings.from_env("rolling-upgrades", env)
-    assert str(caught.value).startswith(message)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -27,29 +25,21 @@ from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
     CHECK_NOW_SIGNAL,
     ENROLL_UPDATE,
-    ENROLLMENTS_QUERY,
     PLATFORM,
     ROLLOUT_CANCEL_SIGNAL,
-    ROLLOUTS_QUERY,
     Enrollment,
     EnrollRequest,
-    ExtensionEnrollment,
     HoldRequest,
     RolloutSetState,
     RolloutState,
     RolloutStatus,
-    RolloutSummary,
     WithdrawRequest,
-    extension_rollout_id,
     watcher_workflow_id,
 )
-from models.fleet import FaultSpec, FleetOperation, HealthState, OperationKind, ScaleSetSpec, TimingSpec
-from models.image import ImageReference
+from models.fleet import FaultSpec, HealthState, OperationKind
 from models.policy import AutomaticOSUpgradePolicy, RollingUpgradePolicy
 from models.upgrade import UpgradeReport, upgrade_workflow_id
-from starter import processes
-from tests.helpers import V1, eventually
-from tests.test_automatic import (
+from tests.helpers.automatic import (
     POLICY,
     Images,
     assert_availability_first,
@@ -59,112 +49,22 @@ from tests.test_automatic import (
     watcher,
     withdraw,
 )
-from workflows.rollout import details
-
-PUBLISHER = "Contoso.Monitoring"
-INSTANT = TimingSpec(
-    reimage_seconds=[0, 0], restore_seconds=[0, 0], boot_seconds=[0, 0], extension_seconds=[0, 0]
+from tests.helpers.automatic_extensions import (
+    INSTANT,
+    PUBLISHER,
+    enrolled,
+    extension,
+    installed,
+    installs,
+    make_set,
+    publish,
+    rollout,
+    rollouts,
+    unique_type,
+    versions_now,
 )
-
-
-def unique_type(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:6]}"
-
-
-def extension(name: str, type_: str, *, automatic: bool = False) -> dict[str, Any]:
-    """An extension of the model; `automatic`: enableAutomaticUpgrade (Azure upgrades it itself)."""
-    return {
-        "name": name,
-        "publisher": PUBLISHER,
-        "type": type_,
-        "typeHandlerVersion": "1.2",
-        "autoUpgradeMinorVersion": False,
-        "enableAutomaticUpgrade": automatic,
-    }
-
-
-async def make_set(
-    fleet: EmulatorAdmin,
-    location: str,
-    extensions: list[dict[str, Any]],
-    capacity: int = 3,
-    *,
-    zones: list[str] | None = None,
-    faults: FaultSpec | None = None,
-    timing: TimingSpec = INSTANT,
-    image: ImageReference = V1,
-) -> str:
-    """A scale set whose image is pinned (its OS left alone) unless `image` says otherwise."""
-    name = f"autox-{uuid.uuid4().hex[:8]}"
-    await fleet.create_scale_set(
-        ScaleSetSpec.model_validate(
-            {
-                "name": name,
-                "location": location,
-                "capacity": capacity,
-                "zones": zones or [],
-                "updateDomainCount": 1,
-                "imageReference": image.to_json(),
-                "timing": timing.to_json(),
-                "faults": (faults or FaultSpec()).to_json(),
-                "extensions": extensions,
-            }
-        )
-    )
-    return name
-
-
-async def publish(fleet: EmulatorAdmin, type_: str, *versions: str, regions: list[str] | None = None) -> None:
-    for version in versions:
-        await fleet.publish_extension_version(PUBLISHER, type_, version, regions)
-
-
-async def installs(fleet: EmulatorAdmin, name: str) -> list[FleetOperation]:
-    ops = [op for op in await fleet.operations(name) if op.kind == OperationKind.INSTALL_EXTENSION]
-    return sorted(ops, key=lambda op: op.start_time)
-
-
-async def installed(fleet: EmulatorAdmin, name: str) -> dict[tuple[str, str], list[str]]:
-    """Per (instance, extension), the versions installed, in order."""
-    done: dict[tuple[str, str], list[str]] = collections.defaultdict(list)
-    for op in await installs(fleet, name):
-        done[(op.instance_id, op.extension_name or "?")].append(op.extension_version or "?")
-    return dict(done)
-
-
-async def versions_now(fleet: EmulatorAdmin, name: str, extension_name: str) -> dict[str, str | None]:
-    view = await fleet.show_scale_set(name)
-    return {
-        i.instance_id: (e.type_handler_version if (e := i.extension(extension_name)) else None)
-        for i in view.instances
-    }
-
-
-async def rollout(client: Client, type_: str, version: str, retry: int = 0) -> WorkflowHandle[Any, Any]:
-    """The rollout of an extension version, once the watcher started it."""
-    handle = client.get_workflow_handle(
-        extension_rollout_id(f"{PUBLISHER}.{type_}", version, retry), result_type=RolloutStatus
-    )
-
-    async def started() -> bool:
-        try:
-            await handle.describe()
-        except RPCError:
-            return False
-        return True
-
-    await eventually(started, bool)
-    return handle
-
-
-async def enrolled(handle: WorkflowHandle[Any, Any]) -> dict[str, Enrollment]:
-    enrollments: list[Enrollment] = await handle.query(ENROLLMENTS_QUERY, result_type=list[Enrollment])
-    return {e.scale_set: e for e in enrollments}
-
-
-async def rollouts(handle: WorkflowHandle[Any, Any]) -> list[RolloutSummary]:
-    summaries: list[RolloutSummary] = await handle.query(ROLLOUTS_QUERY, result_type=list[RolloutSummary])
-    return summaries
+from tests.helpers.upgrades import eventually
+from workflows.rollout import details
 
 
 async def test_a_new_minor_version_rolls_to_every_opted_in_extension_never_a_major_nor_one_left_off(
@@ -583,53 +483,6 @@ async def test_an_extension_rollout_keeps_availability_first(
     assert len({zone for zone, _ in windows}) == 3
 
 
-def test_the_rollout_details_name_the_extension_and_the_retry() -> None:
-    """The Web UI details of an extension rollout (pure): the extension and version, the retry
-    and the failure it follows, each set's retry; user text escaped."""
-    from models.automatic import RolloutExtension, RolloutRetry, RolloutSet
-
-    retry = RolloutRetry(attempt=2, failed_at=datetime(2026, 11, 30, 12, tzinfo=UTC), reason="**bad** [x](y)")
-    status = RolloutStatus(
-        workflow_id="rollout/ext:Contoso.Monitoring.Agent/1.3.0/retry-2",
-        version="1.3.0",
-        phases=[["westeurope"]],
-        extension=RolloutExtension(publisher="Contoso.Monitoring", type_="Agent", major="1"),
-        retry=retry,
-        sets=[RolloutSet(scale_set="web", region="westeurope", phase=1, retry=retry)],
-    )
-    text = details(status, "default")
-    assert text.startswith("**extension Contoso.Monitoring.Agent 1.3.0**: Running")
-    assert "retry 2 of 1.3.0 after it failed at 2026-11-30 12:00:00 UTC: \\*\\*bad\\*\\* \\[x\\](y)" in text
-    assert "(westeurope): Pending (retry 2)" in text
-
-
-# --- upgradectl ---------------------------------------------------------------------------------
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from starter import cli as cli_module
-
-    code = cli_module.cli(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("PT30M", "--extension-retry-interval: must be from PT1H to PT720H (got PT30M)"),
-        ("P31D", "--extension-retry-interval: must be from PT1H to PT720H (got PT744H)"),
-        ("every few days\x1b[2J", "--extension-retry-interval: must be an ISO 8601 duration from PT1H"),
-    ],
-)
-def test_a_bad_retry_interval_is_one_line_naming_the_option_exit_3(monkeypatch, capsys, value, expected):
-    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{processes.free_port()}")  # never reached
-    code, out, err = cli(capsys, "auto", "settings", "--extension-retry-interval", value)
-    assert code == 3, (out, err)
-    [line] = err.strip().splitlines()
-    assert expected in line and "\x1b" not in line and "Traceback" not in err
-
-
 async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts(
     upgradectl, local_env, local_worker, fleet
 ):
@@ -730,130 +583,3 @@ async def test_upgradectl_shows_each_extensions_automatic_state_and_its_rollouts
             await local_env.client.get_workflow_handle(
                 watcher_workflow_id(local_worker.task_queue)
             ).terminate("the test's watcher")
-
-
-# --- what is due, and how an extension's automatic state reads (pure) -----------------------------
-
-FAILED_AT = datetime(2026, 11, 30, 12, tzinfo=UTC)
-DAY = timedelta(days=1)
-
-
-def agent(**fields: Any) -> ExtensionEnrollment:
-    base: dict[str, Any] = {
-        "name": "agent",
-        "publisher": PUBLISHER,
-        "type_": "Agent",
-        "model_version": "1.2",
-        "automatic": True,
-        "installed": ["1.2.0"],
-    }
-    return ExtensionEnrollment(**{**base, **fields})
-
-
-FAILED = {"failed_version": "1.3.0", "failed_at": FAILED_AT, "failure": "VMExtensionProvisioningError: x"}
-
-
-@pytest.mark.parametrize(
-    ("extension", "now", "due"),
-    [
-        pytest.param(agent(), FAILED_AT, True, id="an instance runs an older version"),
-        pytest.param(agent(installed=["1.2.0", "1.3.0"]), FAILED_AT, True, id="one instance behind"),
-        pytest.param(agent(installed=["", "1.3.0"]), FAILED_AT, True, id="one instance without it"),
-        pytest.param(agent(installed=["1.3.0"]), FAILED_AT, False, id="every instance on it"),
-        pytest.param(agent(installed=["1.4.0"]), FAILED_AT, False, id="every instance newer"),
-        pytest.param(agent(installed=[]), FAILED_AT, False, id="no instances"),
-        pytest.param(agent(applied_version="1.3.0"), FAILED_AT, False, id="a rollout completed it"),
-        pytest.param(agent(note="not enrolled (...)"), FAILED_AT, False, id="not enrolled"),
-        pytest.param(agent(automatic=False), FAILED_AT, True, id="enrolled by name, Azure's flag off"),
-        pytest.param(agent(note="gone"), FAILED_AT, False, id="the set is gone"),
-        pytest.param(agent(**FAILED), FAILED_AT + DAY, False, id="failed: before the interval"),
-        pytest.param(agent(**FAILED), FAILED_AT + 2 * DAY, True, id="failed: the interval passed"),
-        pytest.param(agent(**FAILED, retry=False), FAILED_AT + 9 * DAY, False, id="cancelled: never"),
-        pytest.param(
-            agent(**{**FAILED, "failed_version": "1.2.9"}), FAILED_AT, True, id="a newer one than failed"
-        ),
-    ],
-)
-def test_which_extension_version_is_due(extension: ExtensionEnrollment, now: datetime, due: bool) -> None:
-    assert extension.due("1.3.0", now, 2 * DAY) is due
-
-
-@pytest.mark.parametrize(
-    ("extension", "text"),
-    [
-        (agent(), "following new 1.x versions; installed 1.2.0"),
-        (agent(installed=["", "1.2.0"]), "following new 1.x versions; installed not installed, 1.2.0"),
-        (
-            agent(automatic=False, note="enableAutomaticUpgrade is off: left alone"),
-            "enableAutomaticUpgrade is off",
-        ),
-        (
-            agent(rollout_id="rollout/ext:x/1.3.0", rolling_version="1.3.0"),
-            "rolling to 1.3.0 (rollout/ext:x/1.3.0)",
-        ),
-        (
-            agent(**FAILED, attempts=1),
-            "1.3.0 failed at 2026-11-30 12:00:00 UTC (1 attempt(s)): VMExtensionProvisioningError: x; "
-            "retry 1 at 2026-12-02 12:00:00 UTC",
-        ),
-        (
-            agent(**FAILED, attempts=2, rollout_id="rollout/ext:x/1.3.0/retry-2", rolling_version="1.3.0"),
-            "rolling: retry 2 of 1.3.0 after it failed at 2026-11-30 12:00:00 UTC: "
-            "VMExtensionProvisioningError: x",
-        ),
-        (agent(**{**FAILED, "failure": "cancelled by ops"}, retry=False), "not retried (a newer version"),
-    ],
-)
-def test_an_extensions_automatic_state_reads_as_one_line(extension: ExtensionEnrollment, text: str) -> None:
-    assert text in extension.state_text(2 * DAY)
-
-
-def test_the_watchers_web_ui_details_list_each_extensions_state_escaped() -> None:
-    from models.automatic import AutomaticSettings, AutomaticState
-    from models.policy import UpgradePolicy
-    from rules.watcher import details as watcher_details
-
-    failed = agent(**{**FAILED, "failure": "**bad** [x](y)"}, attempts=1)
-    enrollment = Enrollment(
-        scale_set="web", policy=UpgradePolicy(), location="westeurope", extensions={"agent": failed}
-    )
-    state = AutomaticState(
-        settings=AutomaticSettings(extension_retry_interval=timedelta(hours=1)),
-        enrollments={"web": enrollment},
-    )
-    text = watcher_details(state, "default")
-    assert "| scale set | extension | type | automatic upgrade |" in text
-    assert f"| web | agent | {PUBLISHER}.Agent 1.2 | 1.3.0 failed at 2026-11-30 12:00:00 UTC" in text
-    assert "\\*\\*bad\\*\\* \\[x\\](y); retry 1 at 2026-11-30 13:00:00 UTC" in text
-
-
-def test_an_extension_upgrade_of_a_rollout_follows_the_enrollments_policy_and_says_its_retry() -> None:
-    from models.automatic import RolloutRetry, RolloutSet
-    from models.policy import UpgradePolicy
-    from workflows.set_upgrades import upgrade_request, upgrade_summary
-
-    policy = UpgradePolicy.model_validate(
-        {
-            "rollingUpgradePolicy": {
-                "maxBatchInstancePercent": 50,
-                "maxUnhealthyInstancePercent": 50,
-                "enableCrossZoneUpgrade": True,
-            },
-            "automaticOSUpgradePolicy": {"useRollingUpgradePolicy": True, "osRollingUpgradeDeferral": True},
-        }
-    )
-    enrollment = Enrollment(scale_set="web", policy=policy, not_before_timeout=timedelta(minutes=15))
-    request = upgrade_request(enrollment, "1.3.0", "agent")
-    assert request.target_image is None and [(e.name, e.version) for e in request.extensions or []] == [
-        ("agent", "1.3.0")
-    ]
-    assert request.policy.max_batch_instance_percent == 50 and not request.policy.enable_cross_zone_upgrade
-    assert request.started_by == PLATFORM
-    assert not request.needs_approval  # deferral and notBeforeTimeout are OS image settings
-    item = RolloutSet(
-        scale_set="web", region="westeurope", retry=RolloutRetry(attempt=2, failed_at=FAILED_AT)
-    )
-    rollout_id = "rollout/ext:Contoso.Monitoring.Agent/1.3.0/retry-2"
-    assert upgrade_summary(item, request, rollout_id) == (
-        f"web: automatic extension upgrade of agent to 1.3.0 (retry 2) (rollout {rollout_id})"
-    )

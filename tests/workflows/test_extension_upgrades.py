@@ -18,7 +18,7 @@ from models.fleet import FaultSpec, OperationKind, ScaleSetSpec, TimingSpec
 from models.policy import RollingUpgradePolicy
 from models.upgrade import InstanceState, UpgradeReport, UpgradeRequest
 from starter.upgrades import UpgradeRefused, start_upgrade
-from tests.helpers import QUICK_HEALTH, V1, finish
+from tests.helpers.upgrades import QUICK_HEALTH, V1, finish
 
 PUBLISHER = "Contoso.Monitoring"
 TIMING = TimingSpec(

@@ -10,7 +10,7 @@ from models.fleet import FaultSpec, HealthExtensionSpec, HealthSource, HealthSta
 from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState
-from tests.helpers import V1, count_ops, finish, make_scale_set, upgrade
+from tests.helpers.upgrades import V1, count_ops, finish, make_scale_set, upgrade
 
 HEALTHY, UNHEALTHY = HealthState.HEALTHY, HealthState.UNHEALTHY
 

@@ -17,7 +17,7 @@ from models.fleet import FaultSpec, OperationKind, OperationStatus, ScaleSetView
 from models.status import ROLLBACK_DESCRIPTIONS, ROLLED_BACK_BY, RollbackMethod, RollingUpgradeStatusCode
 from models.upgrade import InstanceState
 from starter.upgrades import UpgradeRefused
-from tests.helpers import V1, V2, count_ops, finish, make_scale_set, upgrade
+from tests.helpers.upgrades import V1, V2, count_ops, finish, make_scale_set, upgrade
 
 MODES = pytest.mark.parametrize("mode", ["Uniform", "Flexible"])
 

@@ -32,7 +32,7 @@ from models.upgrade import (
 from rules.failures import SKIP_GONE
 from rules.planner import next_batch
 from starter.upgrades import get_status
-from tests.helpers import (
+from tests.helpers.upgrades import (
     QUICK_HEALTH,
     V1,
     V2,

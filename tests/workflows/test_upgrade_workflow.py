@@ -15,7 +15,7 @@ from models.policy import ApplicationHealthSettings
 from models.status import RollingUpgradeActionType, RollingUpgradeStatusCode
 from models.upgrade import InstanceState
 from starter.upgrades import UpgradeRefused, cancel_upgrade, get_status
-from tests.helpers import V1, V2, action, count_ops, eventually, finish, make_scale_set, upgrade
+from tests.helpers.upgrades import V1, V2, action, count_ops, eventually, finish, make_scale_set, upgrade
 
 COMPLETED = RollingUpgradeStatusCode.COMPLETED
 FAULTED = RollingUpgradeStatusCode.FAULTED

@@ -26,7 +26,7 @@ from fleet.azure.settings import AzureSettings
 from models import steps
 from models.automatic import AutomaticState, RolloutRequest, watcher_workflow_id
 from starter.processes import EmulatorAddress
-from tests.test_automatic import Images, enroll, make_set, watcher
+from tests.helpers.automatic import Images, enroll, make_set, watcher
 from worker.assembly import build_worker
 from workflows.automatic_upgrades import HISTORY_LIMIT, SURVEY_CHUNK
 

@@ -1,9 +1,9 @@
 """Rollouts at fleet scale on the time-skipping server, through the Azure SDK to the emulator: a
-region's sets upgrade at once in zone waves (never two zones of a region in flight, the sets of
-a wave really together), geo-pairs never together, phase after phase; a region the version never
-reaches holds back no other and is skipped after the replication timeout; a set a user cancels
-holds the rollout; the bake time stops a rollout whose earlier phase turned unhealthy. And the
-zone waves' decisions as a table."""
+region's sets upgrade at once in zone waves (never two zones of a region in flight, the sets of a
+wave really together), geo-pairs never together, phase after phase; a region the version never
+reaches holds back no other and is skipped after the replication timeout; a set a user cancels holds
+the rollout; the bake time stops a rollout whose earlier phase turned unhealthy. (The zone waves'
+decisions as a table: tests/rules/test_waves.py.)"""
 
 from __future__ import annotations
 
@@ -28,10 +28,8 @@ from models.automatic import (
     RolloutState,
 )
 from models.fleet import FaultSpec, FleetOperation, HealthState, TimingSpec
-from models.upgrade import CANCEL_SIGNAL, CancelRequest, UpgradeReport, WaveReport, upgrade_workflow_id
-from rules.waves import RegionWaves
-from tests.helpers import eventually
-from tests.test_automatic import (
+from models.upgrade import CANCEL_SIGNAL, CancelRequest, UpgradeReport, upgrade_workflow_id
+from tests.helpers.automatic import (
     Images,
     enroll,
     finished,
@@ -43,6 +41,7 @@ from tests.test_automatic import (
     rollout_status,
     watcher,
 )
+from tests.helpers.upgrades import eventually
 
 # Long enough that an instance's reimage and boot overlap another set's in the same wave.
 STEADY = TimingSpec(reimage_seconds=[1.0, 1.0], restore_seconds=[0, 0], boot_seconds=[0.5, 0.5])
@@ -272,81 +271,6 @@ async def test_after_the_bake_time_an_earlier_phase_turned_unhealthy_stops_the_r
     assert reimages(await fleet.operations(later)) == []
 
 
-# --- the zone waves' decisions (pure) -------------------------------------------------------
-
-
-def report(name: str, zones: dict[str, int], batch: int = 1, done: str | None = None) -> WaveReport:
-    return WaveReport(scale_set=name, zones=zones, batch=batch, done=done)
-
-
-def test_a_wave_waits_for_every_started_set_to_report_then_goes_zone_by_zone():
-    waves = RegionWaves("westeurope", ["b", "a", "c"], max_instances=100)
-    waves.report(report("a", {"1": 2, "2": 2}))
-    waves.report(report("b", {"2": 1, "": 0}))
-    decision = waves.decide(held=False, stopping=False)
-    assert decision.permits == [("a", "1")]  # zone 1 first: b has nothing there
-    waves.apply(decision)
-    waves.report(report("b", {"2": 1}))
-    assert waves.decide(held=False, stopping=False).permits == []  # zone 1 in flight: b waits
-    waves.report(report("a", {"2": 2}, done="1"))
-    decision = waves.decide(held=False, stopping=False)
-    assert decision.permits == [("a", "2"), ("b", "2")] and waves.zone == "1"
-    waves.apply(decision)
-    assert waves.zone == "2" and waves.waves == 2
-    waves.ended("c")
-    waves.ended("a")
-    waves.ended("b")
-    assert waves.finished
-
-
-@pytest.mark.parametrize(
-    ("cap", "batches", "permitted"),
-    [
-        pytest.param(10, {"a": 4, "b": 4, "c": 4}, ["a", "b"], id="the cap holds the third back"),
-        pytest.param(12, {"a": 4, "b": 4, "c": 4}, ["a", "b", "c"], id="all fit"),
-        pytest.param(3, {"a": 4, "b": 1}, ["a"], id="a batch over the cap still goes, alone"),
-        pytest.param(1, {"a": 1, "b": 1}, ["a"], id="one instance at a time"),
-    ],
-)
-def test_the_region_cap_bounds_the_instances_in_flight(cap, batches, permitted):
-    waves = RegionWaves("eastus", list(batches), max_instances=cap)
-    for name, batch in batches.items():
-        waves.report(report(name, {"1": 10}, batch=batch))
-    assert [name for name, _ in waves.decide(held=False, stopping=False).permits] == permitted
-
-
-def test_regional_instances_make_a_wave_of_their_own_after_the_zones():
-    waves = RegionWaves("eastus", ["zonal", "regional"], max_instances=100)
-    waves.report(report("zonal", {"2": 1}))
-    waves.report(report("regional", {"": 3}))
-    decision = waves.decide(held=False, stopping=False)
-    assert decision.permits == [("zonal", "2")]
-    waves.apply(decision)
-    waves.ended("zonal")
-    assert waves.decide(held=False, stopping=False).permits == [("regional", "")]
-
-
-def test_a_scale_out_into_a_passed_zone_gets_another_wave_of_it():
-    waves = RegionWaves("eastus", ["a"], max_instances=100)
-    waves.report(report("a", {"1": 1, "2": 1}))
-    waves.apply(waves.decide(held=False, stopping=False))
-    waves.report(report("a", {"2": 1}, done="1"))
-    waves.apply(waves.decide(held=False, stopping=False))
-    waves.report(report("a", {"1": 2}, done="2"))  # instances added in zone 1 meanwhile
-    assert waves.decide(held=False, stopping=False).permits == [("a", "1")]
-
-
-def test_held_permits_nothing_and_stopping_cancels_every_started_set_once():
-    waves = RegionWaves("eastus", ["a", "b", "c"], max_instances=100)
-    waves.report(report("a", {"1": 1}))
-    waves.started("b")  # admitting: no report yet
-    assert not waves.decide(held=True, stopping=False)
-    decision = waves.decide(held=False, stopping=True)
-    assert decision.cancels == ["a", "b"] and decision.permits == []
-    waves.apply(decision)
-    assert not waves.decide(held=False, stopping=True)  # asked once
-
-
 async def test_a_fault_in_a_wave_stops_the_sets_in_flight_after_their_batch_and_starts_no_zone_more(
     ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
 ) -> None:
@@ -440,25 +364,3 @@ async def test_no_run_of_a_rollout_grows_with_the_fleet_only_with_a_cohort(
     # (measured: 61, and 50-56 per cohort)
     assert rollout_events <= 40 + 10 * 4, rollout_events
     assert all(events <= 30 + 15 * 3 for events in cohort_events), cohort_events
-
-
-def test_the_web_ui_details_stay_short_at_fleet_scale_and_link_the_cohorts_in_flight():
-    from models.automatic import RolloutSet, RolloutStatus
-    from workflows.rollout import DETAILS_SETS_PER_PHASE, details
-
-    sets = [RolloutSet(scale_set=f"web-{n:03}", region="eastus", phase=1) for n in range(100)]
-    sets[70].state = RolloutSetState.RUNNING
-    sets[71].state = RolloutSetState.FAULTED
-    status = RolloutStatus(
-        workflow_id="rollout/x/1.1.0",
-        version="1.1.0",
-        phases=[["eastus"]],
-        sets=sets,
-        cohorts=["rollout/x/1.1.0/eastus/cohort-4"],
-    )
-    text = details(status, "default")
-    assert "(/namespaces/default/workflows/rollout%2Fx%2F1.1.0%2Feastus%2Fcohort-4)" in text
-    assert f"and {100 - DETAILS_SETS_PER_PHASE} more" in text
-    listed = [line for line in text.splitlines() if line.startswith("- [web-")]
-    assert len(listed) == DETAILS_SETS_PER_PHASE
-    assert listed[0].startswith("- [web-070]") and listed[1].startswith("- [web-071]")  # news first
