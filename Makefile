@@ -1,11 +1,12 @@
-# The two commands: `make demo` and `make test`. Both create .venv and install on first use.
+# The two commands: `make demo` and `make test` (and `make test-fast` while working). All create .venv and
+# install on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test lint install clean histories histories-keep bench
+.PHONY: demo test test-fast lint install clean histories histories-keep bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +26,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Two test files at a time (TEST_WORKERS=0: one process); a file's tests stay together, so its
-# module fixtures (an emulator, a dev server) start once.
+# module fixtures (an emulator, a dev server) start once. The 20 slowest tests are printed last.
 TEST_WORKERS ?= 2
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20 $(ARGS)
+
+# The fast tier, in one process and well under 30 s: the tests marked `fast` (every test of
+# tests/rules/ and tests/models/, and the pure in-process modules elsewhere: command line input,
+# read pacing, the import graph...). No server, no emulator, no lint; `make test` runs them too.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m fast -q --durations=10 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache

@@ -1,15 +1,15 @@
 """Test servers: one fleet emulator process and (for the tests that need a real server) one local
 dev server per session, a time-skipping server per test; a fresh worker and task queue per test,
-so tests never see each other's workflows."""
+so tests never see each other's workflows. And the fast tier (`make test-fast`, `-m fast`): every
+test of tests/rules/ and tests/models/, and the modules marked `fast`, none of which may ask for
+a server."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -21,9 +21,25 @@ from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
 from starter import processes
 from starter.processes import EmulatorAddress
-from tests.helpers import product_worker
+from tests.helpers.commands import Result
+from tests.helpers.upgrades import product_worker
 from worker.search_attribute_setup import ensure_search_attributes
 from workflows import search_attributes
+
+# Wholly pure directories: every test in them is in the fast tier, marked or not.
+FAST_DIRECTORIES = frozenset({"rules", "models"})
+# The fixtures that start a server; every other that needs one asks for one of these, and a fast
+# test asks for none, however indirectly (a test's fixture names include its fixtures' own).
+SERVER_FIXTURES = frozenset({"emulator", "ts_env", "local_env"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name in FAST_DIRECTORIES and item.path.parent.parent.name == "tests":
+            item.add_marker(pytest.mark.fast)
+        servers = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if servers and item.get_closest_marker("fast"):
+            raise pytest.UsageError(f"{item.nodeid} is marked fast but asks for {', '.join(sorted(servers))}")
 
 
 @pytest.fixture(scope="session")
@@ -76,12 +92,12 @@ async def local_env() -> AsyncIterator[WorkflowEnvironment]:
             "history.transferProcessorMaxPollRPS=1000",
             *processes.EAGER_ACTIVITIES,
             *processes.WORKER_VERSIONING,
-            # Every test's worker is a Worker Deployment of its own (tests/helpers.py,
+            # Every test's worker is a Worker Deployment of its own (tests/helpers/upgrades.py,
             # product_worker); a namespace holds 100 by default.
             "--dynamic-config-value",
             "matching.maxDeployments=10000",
             # A version no pinned workflow needs any more shows Drained within seconds, not the
-            # three minutes plus three minutes of the defaults (tests/test_worker_versioning.py).
+            # three minutes plus three minutes of the defaults (tests/worker/test_worker_versioning.py).
             "--dynamic-config-value",
             'matching.wv.VersionDrainageStatusVisibilityGracePeriod="1s"',
             "--dynamic-config-value",
@@ -114,16 +130,6 @@ async def ts_worker(ts_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIter
 async def local_worker(local_env: WorkflowEnvironment, azure: AzureFleet) -> AsyncIterator[Worker]:
     async with product_worker(local_env, azure) as worker:  # versioned, a deployment of its own
         yield worker
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        return json.loads(self.out)
 
 
 @pytest.fixture

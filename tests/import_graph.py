@@ -123,6 +123,26 @@ def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
     }
 
 
+def is_test_module(name: str) -> bool:
+    """A module pytest collects, or a conftest: `tests.cli.test_plan`, `tests.conftest`."""
+    last = name.rpartition(".")[2]
+    return name.startswith("tests.") and (last.startswith("test_") or last == "conftest")
+
+
+def imported_test_modules(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module of tests/ -> the test modules and conftests it imports. Test modules stand alone:
+    what they share is in tests/helpers/ (builders) and the conftests (fixtures, which pytest
+    hands to a test by its name, never by an import)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((root / "tests").rglob("*.py")):
+        if "histories" in path.relative_to(root).parts:
+            continue
+        module = module_of(path, root)
+        if names := {name for name in imported_modules(path, module) if is_test_module(name)}:
+            found[module] = names
+    return found
+
+
 def main() -> None:
     graph = import_graph()
     for package in PACKAGES:

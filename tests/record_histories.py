@@ -39,7 +39,7 @@ from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
 from starter.upgrades import UpgradeHandle, cancel_upgrade, final_report, get_status, start_upgrade
-from tests.helpers import (
+from tests.helpers.upgrades import (
     QUICK_HEALTH,
     V2,
     WorkerProcesses,
@@ -75,7 +75,7 @@ EXT_SLOW = QUICK.model_copy(update={"extension_seconds": [1.5, 1.5]})
 
 def workflow_id_of(path: Path) -> str:
     """`happy-path.json` -> rolling-upgrade/h-happy-path; `happy-path.batch-2.json` -> .../batch-2;
-    under `automatic/` the name is the id with '~' for '/' (tests/test_rollout_durability.py)."""
+    under `automatic/` the name is the id with '~' for '/' (tests/end_to_end/test_rollout_durability.py)."""
     if path.parent.name == "automatic":
         return path.name.removesuffix(".json").replace("~", "/")
     scenario, _, child = path.name.removesuffix(".json").partition(".")

@@ -91,7 +91,7 @@ RETRY_ROLLED_BACK = "retry-rolled-back"
 # 4, ... regions) instead of every region without a geo-pair conflict in phase 1; and the rollout
 # request carries maxSetsPerRegion, maxInstancesPerRegion, phaseBakeTime and replicationTimeout.
 STAGED_PHASES = "staged-phases"
-# 2026-12: runs bounded at fleet scale (measured with 1,000 enrollments, tests/test_watcher_scale.py):
+# 2026-12: runs bounded at fleet scale (1,000 enrollments, tests/workflows/test_watcher_scale.py):
 # a look surveys the enrolled sets SURVEY_CHUNK at a time, one activity call each, instead of all
 # in one call (whose result grew 0.85 KB a set, and whose 2 ARM reads a set outlast the call's
 # one-minute attempt at the paced read budget past about 700 sets); and the run continues as new

@@ -5,7 +5,7 @@
 # retention is set to RETENTION again).
 #
 # The search attributes are declared in workflows/search_attributes.py; keep the two lists equal
-# (tests/test_compose.py checks that they are).
+# (tests/end_to_end/test_compose.py checks that they are).
 set -eu
 
 TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"

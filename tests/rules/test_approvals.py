@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from models.upgrade import InstanceState
-from tests.rules.helpers import NOW, ledger_of
+from tests.helpers.ledgers import NOW, ledger_of
 
 MINUTE = timedelta(minutes=1)
 

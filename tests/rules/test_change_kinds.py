@@ -11,8 +11,8 @@ from models.image import ImageReference
 from models.status import RollbackMethod
 from models.upgrade import UpgradeRequest
 from rules.change_kinds import ChangeKind, ExtensionChange, OsImageChange, kind_asked, kind_of
-from tests.helpers import V1, V2
-from tests.rules.helpers import AGENT, PROBE
+from tests.helpers.ledgers import AGENT, PROBE
+from tests.helpers.upgrades import V1, V2
 
 OS = OsImageChange(V2.at_version(V2.version))
 AGENT_ONLY = ExtensionChange([AGENT])

@@ -14,7 +14,7 @@ from models.status import ApiError
 from models.upgrade import ExtensionOutcome, InstanceOutcome, InstanceState
 from rules import gates
 from rules.ledger import UpgradeRules
-from tests.rules.helpers import AGENT, NOW, PROBE, failed, ledger_of, run_batch, succeeded
+from tests.helpers.ledgers import AGENT, NOW, PROBE, failed, ledger_of, run_batch, succeeded
 
 BEFORE = UpgradeErrorCode.UNHEALTHY_EXCEEDED_BEFORE_UPGRADE
 IN_UPGRADE = UpgradeErrorCode.UNHEALTHY_EXCEEDED_IN_UPGRADE

@@ -1,6 +1,6 @@
 """Geo-pairs in the phases of a rollout (rules/phases.py) as tables: which regions pair, which
 explicit phases are refused and why, and how derived phases keep pairs apart; milliseconds each.
-(The staged derivation's own table is tests/test_phases.py.)"""
+(The staged derivation's own table is tests/rules/test_staged_phases.py.)"""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from models.errors import FailureCause
 from models.fleet import HealthState
 from models.upgrade import InstanceOutcome, InstanceState
 from rules import gates, reporting
-from tests.rules.helpers import NOW, ledger_of
+from tests.helpers.ledgers import NOW, ledger_of
 
 
 def restore(

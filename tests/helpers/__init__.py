@@ -1,0 +1,2 @@
+"""Building blocks the tests share, one module per subject; test modules import these, never one
+another (fixtures are in the conftests)."""
