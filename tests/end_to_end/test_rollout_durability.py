@@ -59,7 +59,7 @@ from tests.helpers.automatic import (
 )
 from tests.helpers.automatic_extensions import PUBLISHER, extension, publish, rollout
 from tests.helpers.automatic_extensions import make_set as make_extension_set
-from tests.helpers.upgrades import WorkerProcesses, eventually
+from tests.helpers.upgrades import WorkerProcesses, eventually, once_started
 from worker.assembly import build_worker
 from worker.connection import connect
 from worker.search_attribute_setup import ensure_search_attributes
@@ -133,18 +133,10 @@ async def roll(
             )
         await fleet.publish_image(images.at("1.1.0"))
         await watcher.signal(CHECK_NOW_SIGNAL)
-        handle = client.get_workflow_handle(
-            rollout_workflow_id(images.latest, "1.1.0"), result_type=RolloutStatus
+        rollout_id = rollout_workflow_id(images.latest, "1.1.0")
+        handle = await once_started(
+            client.get_workflow_handle(rollout_id, result_type=RolloutStatus), timeout=60
         )
-
-        async def started() -> bool:
-            try:
-                await handle.describe()
-            except RPCError:
-                return False
-            return True
-
-        await eventually(started, bool, timeout=60)
         if crash is not None:
 
             async def operations() -> list[list[FleetOperation]]:

@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from fleet.emulator.admin import EmulatorAdmin
@@ -31,7 +30,7 @@ from models.fleet import FaultSpec, FleetOperation, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings, UpgradePolicy
 from starter.automatic import with_cohorts
-from tests.helpers.upgrades import INSTANT, eventually
+from tests.helpers.upgrades import INSTANT, once_started
 
 QUICK = ApplicationHealthSettings(interval_in_seconds=1, health_wait_timeout=timedelta(seconds=5))
 POLICY = UpgradePolicy.model_validate({"applicationHealth": QUICK.to_json()})
@@ -103,19 +102,9 @@ async def withdraw(handle: WorkflowHandle[Any, Any], request: WithdrawRequest) -
 
 
 async def rollout_of(client: Client, images: Images, version: str) -> WorkflowHandle[Any, Any]:
-    handle = client.get_workflow_handle(
-        rollout_workflow_id(images.latest, version), result_type=RolloutStatus
+    return await once_started(
+        client.get_workflow_handle(rollout_workflow_id(images.latest, version), result_type=RolloutStatus)
     )
-
-    async def started() -> bool:
-        try:
-            await handle.describe()
-        except RPCError:
-            return False
-        return True
-
-    await eventually(started, lambda ok: ok)
-    return handle
 
 
 async def rollout_status(handle: WorkflowHandle[Any, Any]) -> RolloutStatus:

@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.automatic import (
@@ -21,7 +20,7 @@ from models.automatic import (
 )
 from models.fleet import FaultSpec, FleetOperation, OperationKind, ScaleSetSpec, TimingSpec
 from models.image import ImageReference
-from tests.helpers.upgrades import V1, eventually
+from tests.helpers.upgrades import V1, once_started
 
 PUBLISHER = "Contoso.Monitoring"
 INSTANT = TimingSpec(
@@ -104,19 +103,11 @@ async def versions_now(fleet: EmulatorAdmin, name: str, extension_name: str) -> 
 
 async def rollout(client: Client, type_: str, version: str, retry: int = 0) -> WorkflowHandle[Any, Any]:
     """The rollout of an extension version, once the watcher started it."""
-    handle = client.get_workflow_handle(
-        extension_rollout_id(f"{PUBLISHER}.{type_}", version, retry), result_type=RolloutStatus
+    return await once_started(
+        client.get_workflow_handle(
+            extension_rollout_id(f"{PUBLISHER}.{type_}", version, retry), result_type=RolloutStatus
+        )
     )
-
-    async def started() -> bool:
-        try:
-            await handle.describe()
-        except RPCError:
-            return False
-        return True
-
-    await eventually(started, bool)
-    return handle
 
 
 async def enrolled(handle: WorkflowHandle[Any, Any]) -> dict[str, Enrollment]:

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -160,6 +161,20 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s; last value: {value!r}")
         await asyncio.sleep(0.1)
+
+
+async def once_started(handle: WorkflowHandle[Any, Any], timeout: float = 30.0) -> WorkflowHandle[Any, Any]:
+    """`handle` once its workflow exists (started by another workflow, say)."""
+
+    async def started() -> bool:
+        try:
+            await handle.describe()
+        except RPCError:
+            return False
+        return True
+
+    await eventually(started, bool, timeout=timeout)
+    return handle
 
 
 async def unhealthy_on_target(fleet: EmulatorAdmin, azure: FleetBackend, name: str, ids: list[str]) -> None:
