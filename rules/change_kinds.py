@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from models.change import NOT_INSTALLED, Change, ExtensionTarget, installed, version_key, view_version
 from models.fleet import InstanceView
@@ -34,9 +35,18 @@ class OsImageChange:
 
     image: ImageReference
     action = "a reimage"  # what `plan`'s estimate says an instance goes through
+    # What one reimage takes on Azure (OS disk written, VM booted), for `plan`'s estimate only:
+    # minutes in practice, depending on the image size and the VM size.
+    typical = timedelta(minutes=3)
+    all_done = "every instance is on the target image or skipped"  # `plan` with no batch
 
     def on_target(self, view: InstanceView) -> bool:
         return view.image_reference.same_image(self.image)
+
+    def plan_line(self, described: str, asked: str) -> str:
+        """`plan`'s line for the change (resolve_image keeps the asked version, 'latest')."""
+        latest = " ('latest' resolved)" if self.image.version != self.image.resolved_version else ""
+        return f"target image: {self.image}{latest}"
 
     def current(self, view: InstanceView) -> str:
         """What the instance has now of what the change moves (an instance's `from_image`)."""
@@ -87,6 +97,12 @@ class ExtensionChange:
 
     extensions: list[ExtensionTarget]
     action = "an install"
+    typical = timedelta(minutes=1)  # one install, for the estimate: on what its handler does
+    all_done = "every instance has these versions or is skipped"
+
+    def plan_line(self, described: str, asked: str) -> str:
+        """`plan`'s line: each to the newest of its model's major version, or the version asked."""
+        return f"change: {described} (asked: {asked})"
 
     def on_target(self, view: InstanceView) -> bool:
         """Every extension installed at its version, and succeeded."""

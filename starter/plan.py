@@ -20,17 +20,11 @@ from models.image import ImageReference
 from models.policy import format_duration
 from models.status import ApiError
 from models.upgrade import InstanceState, UpgradeRequest, extension_settings
-from rules.change_kinds import kind_asked
+from rules.change_kinds import kind_asked, kind_of
 from rules.gates import in_flight_gate
 from rules.ledger import UpgradeLedger
 from rules.planner import Candidate
 from rules.presentation import change_text
-
-# What one reimage of an instance takes on Azure (OS disk written, VM booted), and one install
-# of an extension version, for the estimate only: minutes in practice, depending on the image
-# size and the VM size (the extension: on what its handler does).
-TYPICAL_REIMAGE = timedelta(minutes=3)
-TYPICAL_INSTALL = timedelta(minutes=1)
 
 
 class ExtensionsRefused(Exception):
@@ -90,17 +84,13 @@ def health_line(scale_set: ScaleSetView) -> str:
 def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
     """The plan as plain text: the scale set, the change, what is skipped, every batch, an
     estimate."""
-    request, change = ledger.request, ledger.change
+    request = ledger.request
+    kind = kind_of(ledger.change)
     batches = ledger.plan()
-    image = change.image
     lines = [
         f"scale set {scale_set.name}: {scale_set.orchestration_mode}, {scale_set.location}, "
         f"{len(scale_set.instances)} instances, upgradePolicy.mode {scale_set.upgrade_mode}",
-        # resolve_image keeps the asked version ('latest') and sets the exact one.
-        f"target image: {image}" + (" ('latest' resolved)" if image.version != image.resolved_version else "")
-        if image is not None
-        # Each to the newest of its model's major version, or the version asked.
-        else f"change: {change_text(ledger)} (asked: {request.change_asked})",
+        kind.plan_line(change_text(ledger), request.change_asked),
     ]
     if request.policy_from_scale_set:  # seed 003: "Upgrade policies defined on the scale set are honored"
         lines.append("policy: " + ", ".join(f"{name} {value}" for name, value in request.rolling_policy()))
@@ -122,12 +112,8 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
         ids = ", ".join(c.instance_id for c in batch)
         lines.append(f"batch {number}: {len(batch)} instance(s) {where(batch)}: {ids}")
     if not batches:
-        lines.append(
-            "nothing to upgrade: every instance is on the target image or skipped"
-            if image is not None
-            else "nothing to upgrade: every instance has these versions or is skipped"
-        )
-    lines.append(estimate(request, len(batches), TYPICAL_REIMAGE if image is not None else TYPICAL_INSTALL))
+        lines.append(f"nothing to upgrade: {kind.all_done}")
+    lines.append(estimate(request, len(batches)))
     return "\n".join(lines)
 
 
@@ -148,9 +134,11 @@ def where(batch: list[Candidate]) -> str:
     return f"({'; '.join(parts)})"
 
 
-def estimate(request: UpgradeRequest, batches: int, change_time: timedelta = TYPICAL_REIMAGE) -> str:
+def estimate(request: UpgradeRequest, batches: int) -> str:
     if not batches:
         return "estimate: nothing to do"
+    kind = kind_asked(request)
+    change_time = kind.typical
     health = request.health
     healthy_after = timedelta(
         seconds=max(health.effective_grace_period, health.interval_in_seconds * health.number_of_probes)
@@ -158,7 +146,7 @@ def estimate(request: UpgradeRequest, batches: int, change_time: timedelta = TYP
     pauses = request.policy.pause_time_between_batches * (batches - 1)
     typical = (change_time + healthy_after) * batches + pauses
     longest = (change_time + health.health_wait_timeout) * batches + pauses
-    action = kind_asked(request).action
+    action = kind.action
     return (
         f"estimate: {batches} batch(es), about {format_duration(typical)} if every instance is healthy "
         f"soon after {action} of about {format_duration(change_time)}; up to "

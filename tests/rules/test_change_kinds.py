@@ -253,3 +253,34 @@ def test_reinstalls(
 )
 def test_asked(request_: UpgradeRequest, asked: str) -> None:
     assert kind_asked(request_).asked(request_) == asked
+
+
+LATEST = ImageReference.parse("Contoso:web-os:2024:latest")
+
+
+@pytest.mark.parametrize(
+    ("kind", "line", "all_done", "minutes"),
+    [
+        pytest.param(
+            OS, f"target image: {OS.image}", "every instance is on the target image or skipped", 3, id="image"
+        ),
+        pytest.param(
+            OsImageChange(LATEST.at_version("2024.12.01")),
+            "target image: Contoso:web-os:2024:2024.12.01 ('latest' resolved)",
+            "every instance is on the target image or skipped",
+            3,
+            id="latest, resolved",
+        ),
+        pytest.param(
+            AGENT_ONLY,
+            "change: agent 1.2.0 → 1.3.0 (asked: agent)",
+            "every instance has these versions or is skipped",
+            1,
+            id="extensions",
+        ),
+    ],
+)
+def test_what_plan_says_of_each_kind(kind: ChangeKind, line: str, all_done: str, minutes: int) -> None:
+    assert kind.plan_line("agent 1.2.0 → 1.3.0", "agent") == line
+    assert kind.all_done == all_done
+    assert kind.typical.total_seconds() == minutes * 60
