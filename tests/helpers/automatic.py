@@ -129,14 +129,6 @@ def reimages(ops: list[FleetOperation]) -> list[FleetOperation]:
     return [op for op in ops if op.kind.value == "reimage"]
 
 
-async def versions_sent(fleet: EmulatorAdmin, name: str) -> list[str]:
-    return [
-        op.image_reference.resolved_version
-        for op in reimages(await fleet.operations(name))
-        if op.image_reference is not None
-    ]
-
-
 def in_flight(ops: list[FleetOperation]) -> tuple[float, float]:
     """When a scale set's upgrade touched its instances: first reimage sent to last instance up."""
     start = min(op.start_time for op in ops)
