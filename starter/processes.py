@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-# The upgrade's search attributes (workflows/search_attributes.py), for the dev server's flags.
+# The upgrade's search attributes (models/search_attributes.py), for the dev server's flags.
 SEARCH_ATTRIBUTES = ("ScaleSet", "TargetImage", "UpgradeStatus", "StartedBy")
 
 

@@ -28,6 +28,7 @@ from temporalio.common import VersioningBehavior, WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from models import search_attributes
 from models.errors import RefusalCode
 from models.status import RollingUpgradeStatusCode, RollingUpgradeStatusInfo, RollingUpgradeStatusProperties
 from models.upgrade import (
@@ -53,7 +54,6 @@ from models.upgrade import (
     upgrade_workflow_id,
 )
 from rules import presentation
-from workflows import search_attributes
 
 # `upgradectl`'s exit codes (docs/usage.md: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0

@@ -19,12 +19,12 @@ from temporalio.worker import Worker
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
+from models import search_attributes
 from starter import processes
 from starter.processes import EmulatorAddress
 from tests.helpers.commands import Result
 from tests.helpers.upgrades import product_worker
 from worker.search_attribute_setup import ensure_search_attributes
-from workflows import search_attributes
 
 # Wholly pure directories: every test in them is in the fast tier, marked or not.
 FAST_DIRECTORIES = frozenset({"rules", "models"})

@@ -15,7 +15,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows import search_attributes
+from models import search_attributes
 
 
 class MissingSearchAttributes(RuntimeError):

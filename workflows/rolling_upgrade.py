@@ -25,6 +25,7 @@ from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from models import search_attributes
     from models.errors import ROLLED_BACK_CAUSES, FailureCause
     from models.fleet import HealthReading
     from models.notifications import NotificationEvent
@@ -70,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from rules.failures import internal_error
     from rules.ledger import UpgradeLedger, UpgradeRules
     from rules.planner import Candidate, batch_size_limit, next_batch
-    from workflows import activity_calls, search_attributes
+    from workflows import activity_calls
     from workflows.admission import SETS_OWN_POLICY, admit
     from workflows.batch_upgrade import BatchUpgradeWorkflow
     from workflows.notifier import Notifier

@@ -18,6 +18,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from models import search_attributes
     from models.automatic import PLATFORM, Enrollment, RolloutExtension, RolloutSet, RolloutSetState
     from models.change import ExtensionRequest
     from models.errors import RefusalCode
@@ -33,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         upgrade_workflow_id,
     )
     from rules.change_kinds import kind_asked
-    from workflows import search_attributes
 
 # 2026-11: a set another upgrade holds (its `rolling-upgrade/<set>` lock) waits for its turn,
 # trying again after a timer and steerable meanwhile, instead of being skipped.

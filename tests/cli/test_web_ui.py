@@ -8,11 +8,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
+from models import search_attributes
 from models.fleet import FaultSpec
 from models.upgrade import upgrade_workflow_id
 from starter.upgrades import UpgradeHandle, cancel_upgrade, final_report
 from tests.helpers.upgrades import V2, eventually, make_scale_set, upgrade, upgrade_paused_after_first_batch
-from workflows import search_attributes
 
 
 async def current_details(handle: UpgradeHandle) -> str:

@@ -26,9 +26,9 @@ from temporalio.common import SearchAttributeIndexedValueType
 from fleet.azure.settings import AzureSettings
 from fleet.emulator.arm import RESOURCE_GROUP, SUBSCRIPTION
 from fleet.emulator.tls import ca_file, ensure_certificates
+from models import search_attributes
 from starter import processes
 from worker.deployment import DeploymentSettings, MakeCurrent
-from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -1,4 +1,5 @@
-"""The typed search attributes of an upgrade, declared once, next to the workflow that sets them.
+"""The typed search attributes of an upgrade, declared once, shared by the workflows that set them
+and the command line and worker that read and register them (Temporal's types only, no workflow code).
 
 Operators find upgrades in the Web UI and with `upgradectl history` by these: the scale set, the
 target image, the status (RollingForward, Completed, Faulted, Cancelled) and who started it. They
