@@ -107,6 +107,61 @@ class HealthResult(AzureModel):
     detail: str | None = None
 
 
+# MaxSurge (rollingUpgradePolicy.maxSurge): a batch creates its replacements from the target
+# model, and once they are healthy deletes the instances they replace.
+SURGE_ROOM = "surge_room"
+CREATE_INSTANCES = "create_instances"
+DELETE_INSTANCES = "delete_instances"
+
+
+class SurgeRoomInput(AzureModel):
+    scale_set: str
+    count: int = Field(description="how many new instances the batch would create")
+
+
+class SurgeRoomResult(AzureModel):
+    """The region's core quota for the set's VM size against what the batch's new instances
+    need (the Compute usages API): without room the batch is upgraded in place."""
+
+    room: bool
+    vm_size: str | None = None
+    needed_cores: int = 0
+    available_cores: int | None = Field(
+        default=None, description="the tightest of the family's and the region's"
+    )
+    detail: str | None = Field(default=None, description="why there is no room, naming the quota")
+
+
+class CreateInstancesInput(AzureModel):
+    """Raise the set's capacity by `count`, exactly once: the activity reads the set first and
+    counts the instances not in `known` as already created."""
+
+    scale_set: str
+    count: int
+    known: list[str] = Field(description="every instance id of the set before the batch")
+    image: ImageReference = Field(description="the target: the set's model is brought to it first")
+    operation_id: str
+
+
+class CreateInstancesResult(AzureModel):
+    """The new instances, provisioned (booting: their health is waited for as a reimage's)."""
+
+    instance_ids: list[str]
+    zones: dict[str, str | None] = Field(default_factory=dict, description="by new instance id")
+
+
+class DeleteInstancesInput(AzureModel):
+    """Delete these instances, exactly once: those already gone or deleting are not sent again."""
+
+    scale_set: str
+    instance_ids: list[str]
+    operation_id: str
+
+
+class DeleteInstancesResult(AzureModel):
+    deleted: list[str]
+
+
 # Automatic upgrades: what the watcher reads of the enrolled scale sets and of the image sources.
 SURVEY_SCALE_SETS = "survey_scale_sets"
 LATEST_VERSIONS = "latest_versions"
