@@ -34,6 +34,8 @@ class RefusalCode(StrEnum):
     EXTENSION_VERSION_NOT_FOUND = "ExtensionVersionNotFound"
     # Automatic OS upgrades need one health source: the extension or a load balancer probe.
     NO_HEALTH_SOURCE = "HealthSourceRequired"
+    # maxSurge on a Flexible set (Azure: not yet supported with automatic OS upgrades).
+    MAX_SURGE_NOT_SUPPORTED = "MaxSurgeNotSupported"
 
 
 class FailureCause(StrEnum):

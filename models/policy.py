@@ -95,8 +95,8 @@ class RollingUpgradePolicy(AzureModel):
     """Azure's RollingUpgradePolicy, with its defaults and ranges.
 
     pauseTimeBetweenBatches may be up to PT48H (Azure caps it at 10 minutes, too short for a
-    real soak). maxSurge is Azure's field but instances are upgraded in place, so it must be
-    false.
+    real soak). maxSurge: each batch of an OS image upgrade creates new instances from the
+    target and deletes the old ones once the new are healthy (workflows/surge.py).
     """
 
     max_batch_instance_percent: Percent5To100 = 20
@@ -106,16 +106,10 @@ class RollingUpgradePolicy(AzureModel):
     enable_cross_zone_upgrade: bool = False
     prioritize_unhealthy_instances: bool = False
     rollback_failed_instances_on_policy_breach: bool = False
+    # maxBatchInstancePercent against maxUnhealthyInstancePercent is checked only where a user
+    # gives both (UpgradePolicy.from_user), as Azure checks it: a policy read back (a payload,
+    # with every default written out) must not be refused for a default.
     max_surge: bool = False
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RollingUpgradePolicy:
-        # maxBatchInstancePercent against maxUnhealthyInstancePercent is checked only where a
-        # user gives both (UpgradePolicy.from_user), as Azure checks it: a policy read back (a
-        # payload, with every default written out) must not be refused for a default.
-        if self.max_surge:
-            raise ValueError("maxSurge is not supported: instances are upgraded in place")
-        return self
 
 
 # The settings of Azure's Application Health extension (its model's, not ours, decide them).

@@ -272,7 +272,7 @@ class UpgradeRequest(AzureModel):
             return self
         given = self.policy.to_json()
         merged = {**own.to_json(), **{name: given[name] for name in self.policy_given if name in given}}
-        from_set = [name for name in own.to_json() if name not in self.policy_given and name != "maxSurge"]
+        from_set = [name for name in own.to_json() if name not in self.policy_given]
         return self.model_copy(
             update={"policy": RollingUpgradePolicy.model_validate(merged), "policy_from_scale_set": from_set}
         )
@@ -357,6 +357,11 @@ class InstanceOutcome(InstanceResult):
 
     instance_id: str
     state: InstanceState
+    replaced_by: str | None = Field(
+        default=None,
+        description="maxSurge: the new instance created from the target that replaced this one, "
+        "which was then deleted",
+    )
 
 
 class InstanceProgress(InstanceResult):
@@ -372,6 +377,10 @@ class InstanceProgress(InstanceResult):
     )
     state: InstanceState = InstanceState.PENDING
     batch: int | None = None
+    replaces: str | None = Field(
+        default=None,
+        description="maxSurge: the instance this one, created from the target, replaced (deleted since)",
+    )
     # Deferral: since when it awaited approval, and who approved it when ("notBeforeTimeout"
     # when it was approved on its own).
     pending_approval_since: AwareDatetime | None = None
@@ -518,6 +527,10 @@ class BatchInstance(AzureModel):
     previous_extensions: dict[str, str] | None = None
     restore_extensions: list[str] | None = Field(
         default=None, description="a restore of these extensions only (None: every one of the change)"
+    )
+    replacement: str | None = Field(
+        default=None,
+        description="maxSurge: the new instance created to replace this one (the batch waits for its health)",
     )
 
 

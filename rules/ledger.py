@@ -83,6 +83,8 @@ class UpgradeLedger:
         self.cancelled_by: str | None = None  # who asked for the cancel
         self._phases: dict[str, int | None] = {}
         self._gone: set[str] = set()
+        # maxSurge: instances replaced by new ones (deleted, or being deleted): never a scale-out's.
+        self.replaced: set[str] = set()
         self.notifications: list[NotificationRecord] = []
         timeout = request.upgrade_timeout
         self.deadline: datetime | None = now + timeout if timeout else None
@@ -140,7 +142,8 @@ class UpgradeLedger:
                 continue
             progress.health = health
             self._phases[instance_id] = reading.phases.get(instance_id)
-        return sorted((i for i in reading.health if i not in self.instances), key=natural_key)
+        unknown = (i for i in reading.health if i not in self.instances and i not in self.replaced)
+        return sorted(unknown, key=natural_key)
 
     def _leave(self, progress: InstanceProgress, message: str) -> None:
         self._gone.add(progress.instance_id)
@@ -266,14 +269,27 @@ class UpgradeLedger:
             progress.start_time = now
         return self.batches
 
-    def settle(self, outcomes: Iterable[InstanceOutcome]) -> None:
+    def settle(self, outcomes: Iterable[InstanceOutcome], zones: dict[str, str | None] | None = None) -> None:
+        """`zones`: maxSurge, the zone of each new instance (by id)."""
         for outcome in outcomes:
             progress = self.instances[outcome.instance_id]
             progress.settle(outcome)
+            if outcome.replaced_by is not None:
+                self._replace(progress, outcome.replaced_by, (zones or {}).get(outcome.replaced_by))
+                continue
             if outcome.state == InstanceState.ROLLED_BACK and outcome.health_after_restore:
                 progress.health = outcome.health_after_restore  # what it is now, after the restore
             if self.rules.exact_core and self._deleted_under_us(outcome):
                 self._leave(progress, "the instance was deleted during its batch")
+
+    def _replace(self, progress: InstanceProgress, new_id: str, zone: str | None) -> None:
+        """maxSurge: the new instance carries the old one's progress (one entry per instance the
+        upgrade moves, so counts stay exact); the old id is remembered as replaced."""
+        old_id = progress.instance_id
+        self.replaced.add(old_id)
+        progress.instance_id, progress.replaces, progress.zone = new_id, old_id, zone
+        self.instances = {(new_id if key == old_id else key): p for key, p in self.instances.items()}
+        self._phases[new_id] = self._phases.pop(old_id, None)
 
     @staticmethod
     def _deleted_under_us(outcome: InstanceOutcome) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from models.errors import RefusalCode
 from models.fleet import HealthSource, ScaleSetView
+from models.policy import RollingUpgradePolicy
 from models.status import ApiError
 
 
@@ -75,4 +76,17 @@ def extension_enrollment_refusal(scale_set: ScaleSetView, name: str) -> ApiError
         f"{extension.publisher} --extension-instance-name {extension.name} --version "
         f"{extension.type_handler_version} --enable-auto-upgrade false)",
         code=RefusalCode.AUTOMATIC_EXTENSION_UPGRADE_ENABLED,
+    )
+
+
+def max_surge_refusal(scale_set: ScaleSetView, policy: RollingUpgradePolicy) -> ApiError | None:
+    """Azure: automatic OS upgrades with MaxSurge on Flexible orchestration are "not yet
+    supported"; here a Flexible set is upgraded in place only, whoever starts it."""
+    if not policy.max_surge or scale_set.orchestration_mode != "Flexible":
+        return None
+    return ApiError(
+        message=f"rollingUpgradePolicy.maxSurge: scale set {scale_set.name!r} has Flexible orchestration, "
+        "where MaxSurge is not yet supported (Azure: not with automatic OS upgrades). Upgrade it in place "
+        "(maxSurge false)",
+        code=RefusalCode.MAX_SURGE_NOT_SUPPORTED,
     )

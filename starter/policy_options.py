@@ -27,6 +27,13 @@ RollbackOnBreach = Annotated[
     bool | None,
     typer.Option("--rollback-failed-instances-on-policy-breach/--no-rollback-on-policy-breach"),
 ]
+MaxSurge = Annotated[
+    bool | None,
+    typer.Option(
+        "--max-surge/--no-max-surge",
+        help="Create each batch's new instances from the target, then delete the old ones (OS images).",
+    ),
+]
 HealthProtocol = Annotated[str | None, typer.Option(help="http, https or tcp.")]
 HealthPort = Annotated[int | None, typer.Option(help="1-65535, default 80.")]
 HealthPath = Annotated[str | None, typer.Option(help="requestPath, default /health.")]
@@ -48,6 +55,7 @@ def rolling_flags(
     enable_cross_zone_upgrade: CrossZone = None,
     prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
     rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
+    max_surge: MaxSurge = None,
 ) -> dict[str, Any]:
     """rollingUpgradePolicy as the flags give it: `with_options(rolling_upgrade_policy=rolling_flags)`."""
     return {
@@ -58,6 +66,7 @@ def rolling_flags(
         "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
         "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
         "rollbackFailedInstancesOnPolicyBreach": rollback_failed_instances_on_policy_breach,
+        "maxSurge": max_surge,
     }
 
 

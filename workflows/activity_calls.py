@@ -141,6 +141,45 @@ async def _operation(
     return result.operation
 
 
+async def surge_room(scale_set: str, count: int) -> steps.SurgeRoomResult:
+    result: steps.SurgeRoomResult = await workflow.execute_activity(
+        steps.SURGE_ROOM,
+        steps.SurgeRoomInput(scale_set=scale_set, count=count),
+        result_type=steps.SurgeRoomResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=READ_ATTEMPT,
+        retry_policy=FLEET_RETRY,
+        summary=f"core quota for {count} new instance(s) of {scale_set}",
+    )
+    return result
+
+
+async def create_instances(request: steps.CreateInstancesInput) -> steps.CreateInstancesResult:
+    result: steps.CreateInstancesResult = await workflow.execute_activity(
+        steps.CREATE_INSTANCES,
+        request,
+        result_type=steps.CreateInstancesResult,
+        schedule_to_close_timeout=OPERATION_DEADLINE,
+        heartbeat_timeout=OPERATION_HEARTBEAT,
+        retry_policy=FLEET_RETRY,
+        summary=f"create {request.count} instance(s) of {request.scale_set} on {request.image}",
+    )
+    return result
+
+
+async def delete_instances(request: steps.DeleteInstancesInput) -> steps.DeleteInstancesResult:
+    result: steps.DeleteInstancesResult = await workflow.execute_activity(
+        steps.DELETE_INSTANCES,
+        request,
+        result_type=steps.DeleteInstancesResult,
+        schedule_to_close_timeout=OPERATION_DEADLINE,
+        heartbeat_timeout=OPERATION_HEARTBEAT,
+        retry_policy=FLEET_RETRY,
+        summary=f"delete {request.scale_set}/" + ",".join(request.instance_ids),
+    )
+    return result
+
+
 def start_wait_for_health(
     scale_set: str, instance_id: str, health: ApplicationHealthSettings, grace_remaining: float
 ) -> ActivityHandle[steps.HealthResult]:

@@ -66,6 +66,9 @@ async def admit(request: UpgradeRequest) -> tuple[ScaleSetView, Change]:
         scale_set = await activity_calls.describe_scale_set(request.scale_set)
         if refusal := rolled_by_azure(scale_set):
             raise refusal
+        policy = request.with_scale_sets_policy(scale_set.rolling_upgrade_policy).policy
+        if refusal := raised(refusals.max_surge_refusal(scale_set, policy)):
+            raise refusal
         change = await steps_of(kind_asked(request)).resolve(request, scale_set)
     except ActivityError as err:
         if refusal := refusal_of(err):

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from rules.change_kinds import kind_of
     from rules.failures import HEALTH_FAILURE_CODES
     from workflows import activity_calls
-    from workflows.change_kinds import joined, steps_of
+    from workflows.change_kinds import await_replacement, joined, steps_of
     from workflows.deadlines import DeadlineClock
 
 # Patches (see RollingUpgradeWorkflow's list and docs/maintaining.md).
@@ -75,6 +75,8 @@ class BatchUpgradeWorkflow:
             state=InstanceState.FAILED,
             start_time=workflow.now(),
         )
+        if instance.replacement is not None:  # maxSurge
+            return await await_replacement(self, outcome, instance)
         return await self._steps.apply(self, outcome, instance)
 
     async def settle_health(
@@ -83,7 +85,7 @@ class BatchUpgradeWorkflow:
         """After the change: Healthy by the deadline, or failed (and rolled back if on). `moved`:
         the extensions installed (None: every one of the change)."""
         request = self._request
-        health = await self._wait_for_health(outcome.instance_id)
+        health = await self.wait_for_health(outcome.instance_id)
         outcome.health = health.state
         if health.state == HealthState.HEALTHY:
             return self.end(outcome, InstanceState.SUCCEEDED)
@@ -115,7 +117,7 @@ class BatchUpgradeWorkflow:
         return await self._steps.restore(self, outcome, instance)
 
     async def health_after_rollback(self, outcome: InstanceOutcome, done: str) -> InstanceOutcome:
-        after = await self._wait_for_health(outcome.instance_id)
+        after = await self.wait_for_health(outcome.instance_id)
         outcome.health_after_restore = after.state
         outcome.restored = after.state == HealthState.HEALTHY
         outcome.message = joined(
@@ -123,7 +125,7 @@ class BatchUpgradeWorkflow:
         )
         return self.end(outcome, InstanceState.ROLLED_BACK)
 
-    async def _wait_for_health(self, instance_id: str) -> steps.HealthResult:
+    async def wait_for_health(self, instance_id: str) -> steps.HealthResult:
         """Wait for Healthy until the health-wait deadline, a durable timer.
 
         A prober activity waits out Initializing and the grace period in one go. When it

@@ -24,7 +24,8 @@ with workflow.unsafe.imports_passed_through():
     from models import steps
     from models.change import Change, ExtensionTarget
     from models.errors import EXTENSION_PROVISIONING_ERROR, FailureCause
-    from models.fleet import ScaleSetView
+    from models.fleet import HealthState, ScaleSetView
+    from models.policy import format_duration
     from models.status import ROLLED_BACK_BY, os_rollback_method
     from models.upgrade import (
         BatchInstance,
@@ -35,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         UpgradeRequest,
     )
     from rules.change_kinds import ChangeKind, ExtensionChange, OsImageChange
+    from rules.failures import HEALTH_FAILURE_CODES
     from workflows import activity_calls
 
 
@@ -62,6 +64,8 @@ class Batch(Protocol):
     ) -> InstanceOutcome: ...
 
     async def health_after_rollback(self, outcome: InstanceOutcome, done: str) -> InstanceOutcome: ...
+
+    async def wait_for_health(self, instance_id: str) -> steps.HealthResult: ...
 
     def infrastructure(self, outcome: InstanceOutcome, err: ActivityError, step: str) -> InstanceOutcome: ...
 
@@ -289,6 +293,32 @@ class ExtensionSteps:
             except ActivityError as err:
                 return batch.infrastructure(outcome, err, f"reinstall of {target}")
         return await batch.health_after_rollback(outcome, "reinstalled " + ", ".join(str(t) for t in back))
+
+
+async def await_replacement(
+    batch: Batch, outcome: InstanceOutcome, instance: BatchInstance
+) -> InstanceOutcome:
+    """maxSurge: the upgrade created `instance.replacement` from the target before the batch.
+    Healthy by the deadline, it replaces the instance (which the upgrade then deletes); if not,
+    the upgrade deletes it and the instance stays as it was: nothing touched it, so it counts as
+    a failed upgraded instance that is rolled back."""
+    new = instance.replacement
+    assert new is not None
+    health = await batch.wait_for_health(new)
+    if health.state == HealthState.HEALTHY:
+        outcome.replaced_by = new
+        outcome.health = HealthState.HEALTHY
+        outcome.message = f"replaced by the new instance {new}"
+        return batch.end(outcome, InstanceState.SUCCEEDED)
+    waited = format_duration(batch.request.health.health_wait_timeout)
+    outcome.cause = FailureCause.HEALTH
+    outcome.code = HEALTH_FAILURE_CODES[health.state]
+    outcome.restored = True
+    outcome.message = (
+        f"the new instance {new} was {health.state.value} after the {waited} health wait: it is "
+        "deleted and this instance kept as it was"
+    )
+    return batch.end(outcome, InstanceState.ROLLED_BACK)
 
 
 ChangeSteps = OsImageSteps | ExtensionSteps

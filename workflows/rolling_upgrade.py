@@ -71,10 +71,12 @@ with workflow.unsafe.imports_passed_through():
     from rules.failures import internal_error
     from rules.ledger import UpgradeLedger, UpgradeRules
     from rules.planner import Candidate, batch_size_limit, next_batch
+    from rules.surge import surges
     from workflows import activity_calls
     from workflows.admission import SETS_OWN_POLICY, admit
     from workflows.batch_upgrade import BatchUpgradeWorkflow
     from workflows.notifier import Notifier
+    from workflows.surge import Surge, delete_replaced, replace
 
 T = TypeVar("T")
 
@@ -630,21 +632,40 @@ class RollingUpgradeWorkflow:
                 "instance": [c.instance_id for c in batch],
             },
         )
-        outcomes = await self._through_cancel(
-            self._run_batch(
-                number,
-                BatchAction.UPGRADE,
-                [
-                    BatchInstance(
-                        instance_id=c.instance_id,
-                        previous_os_disk=ledger.instances[c.instance_id].previous_os_disk,
-                        previous_extensions=ledger.instances[c.instance_id].previous_extensions,
-                    )
-                    for c in batch
-                ],
+        surge = await self._through_cancel(self._surge(number, batch))
+        if surge.failed is not None:
+            outcomes = [self._not_replaced(c.instance_id, surge.failed) for c in batch]
+        else:
+            outcomes = await self._through_cancel(
+                self._run_batch(
+                    number,
+                    BatchAction.UPGRADE,
+                    [
+                        BatchInstance(
+                            instance_id=c.instance_id,
+                            previous_os_disk=ledger.instances[c.instance_id].previous_os_disk,
+                            previous_extensions=ledger.instances[c.instance_id].previous_extensions,
+                            replacement=surge.replacements.get(c.instance_id),
+                        )
+                        for c in batch
+                    ],
+                )
             )
-        )
-        ledger.settle(outcomes)
+        for outcome in outcomes:
+            if surge.in_place:
+                outcome.message = (
+                    f"{surge.in_place}; {outcome.message}" if outcome.message else surge.in_place
+                )
+        undeleted = None
+        if surge.replacements:
+            undeleted = await self._through_cancel(
+                delete_replaced(ledger, self._upgrade_id, number, outcomes, surge)
+            )
+        ledger.settle(outcomes, zones=surge.zones)
+        if undeleted is not None:
+            ledger.stopping(undeleted)
+            self._publish()
+            return Stop(undeleted)
         if ledger.rules.exact_core and any(o.cause == FailureCause.HEALTH for o in outcomes):
             await self._read_health()  # an instance deleted during its health wait is gone, not failed
         stop = self._decide(outcomes)
@@ -653,6 +674,36 @@ class RollingUpgradeWorkflow:
         self._publish()
         self._notify(NotificationEvent.BATCH_OUTCOME, key=f"/batch-{number}")
         return stop
+
+    async def _surge(self, number: int, batch: list[Candidate]) -> Surge:
+        """maxSurge: the batch's new instances (none when it is upgraded in place)."""
+        ledger = self._ledger
+        if not surges(ledger.request.policy, ledger.change):
+            return Surge()
+        surge = await replace(ledger, self._upgrade_id, number, batch)
+        workflow.logger.info(
+            "batch %s: %s",
+            number,
+            surge.in_place
+            or (f"not replaced: {surge.failed[1]}" if surge.failed else None)
+            or "created " + ", ".join(surge.replacements.values()),
+            extra={"scale_set": ledger.request.scale_set},
+        )
+        return surge
+
+    def _not_replaced(self, instance_id: str, failure: tuple[str, str]) -> InstanceOutcome:
+        """An instance whose replacement the fleet would not create: failed, untouched."""
+        now = workflow.now()
+        code, message = failure
+        return InstanceOutcome(
+            instance_id=instance_id,
+            state=InstanceState.FAILED,
+            cause=FailureCause.INFRASTRUCTURE,
+            code=code,
+            message=f"its new instance could not be created: {message}",
+            start_time=now,
+            end_time=now,
+        )
 
     def _decide(self, outcomes: list[InstanceOutcome]) -> Stop | None:
         ledger = self._ledger

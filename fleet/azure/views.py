@@ -355,13 +355,12 @@ def health_of(vm: Json, source: HealthSource, probes: dict[str, HealthProbe] | N
 
 
 def rolling_policy_of(section: Any) -> RollingUpgradePolicy | None:
-    """A set's own rollingUpgradePolicy, its fields this product knows (a newer API's others,
-    and maxSurge, which an in-place upgrade cannot follow, left out); None when it has none or
-    it cannot be read."""
+    """A set's own rollingUpgradePolicy, its fields this product knows (a newer API's others
+    left out); None when it has none or it cannot be read."""
     if not isinstance(section, dict):
         return None
     named = UpgradePolicy.normalize({"rollingUpgradePolicy": section})["rollingUpgradePolicy"]
-    known = set(RollingUpgradePolicy.model_json_schema()["properties"]) - {"maxSurge"}
+    known = set(RollingUpgradePolicy.model_json_schema()["properties"])
     try:
         return RollingUpgradePolicy.model_validate({k: v for k, v in named.items() if k in known})
     except ValidationError:

@@ -242,7 +242,7 @@ def test_a_large_batch_alone_is_taken_and_both_inconsistent_are_refused(offline,
     assert_harmless(both)
 
 
-def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, capsys, tmp_path):
+def test_unknown_policy_fields_are_still_refused_by_name_and_max_surge_checked(offline, capsys, tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(
         "upgradePolicy:\n  RollingUpgradePolicy:\n    maxBatchPercent: 10\n    maxSurge: true\n"
@@ -250,9 +250,9 @@ def test_unknown_policy_fields_and_max_surge_are_still_refused_by_name(offline, 
     result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
     assert result.code == 3
     assert "rollingUpgradePolicy.maxBatchPercent: is not a known field" in result.err
-    policy.write_text("upgradePolicy:\n  RollingUpgradePolicy:\n    maxSurge: true\n")
+    policy.write_text("upgradePolicy:\n  RollingUpgradePolicy:\n    maxSurge: often\n")
     result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
-    assert result.code == 3 and "maxSurge is not supported: instances are upgraded in place" in result.err
+    assert result.code == 3 and "rollingUpgradePolicy.maxSurge: Input should be a valid boolean" in result.err
 
 
 def test_a_nested_unknown_field_in_a_policy_or_spec_file_is_refused_by_its_path(offline, capsys, tmp_path):
