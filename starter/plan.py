@@ -25,6 +25,7 @@ from rules.gates import in_flight_gate
 from rules.ledger import UpgradeLedger
 from rules.planner import Candidate
 from rules.presentation import change_text
+from rules.surge import surges
 
 
 class ExtensionsRefused(Exception):
@@ -108,8 +109,11 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
                 for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1]))
             )
         )
+    surge = surges(request.policy, ledger.change)
     for number, batch in enumerate(batches, start=1):
         ids = ", ".join(c.instance_id for c in batch)
+        if surge:  # maxSurge: the new instances first, the old ones deleted once they are healthy
+            ids = f"create {len(batch)} new, then delete {ids}"
         lines.append(f"batch {number}: {len(batch)} instance(s) {where(batch)}: {ids}")
     if not batches:
         lines.append(f"nothing to upgrade: {kind.all_done}")

@@ -161,7 +161,11 @@ def _by_zone(instances: list[InstanceProgress]) -> Table:
     for zone, members in sorted(zones.items()):
         chips = Text()
         for instance in members:
-            chips.append(f" {clean(instance.instance_id)} ", STATE_STYLES[instance.state] + " reverse")
+            # maxSurge: "0→5", the old instance and the new one that replaced it.
+            name = clean(instance.instance_id)
+            if instance.replaces:
+                name = f"{clean(instance.replaces)}→{name}"
+            chips.append(f" {name} ", STATE_STYLES[instance.state] + " reverse")
             chips.append(" ")
         grid.add_row(Text(f"zone {clean(zone)}", "bold"), chips)
     return grid

@@ -51,6 +51,7 @@ from starter.common import (
 from starter.policy_options import (
     CrossZone,
     MaxBatchPercent,
+    MaxSurge,
     MaxUnhealthyPercent,
     PauseBetweenBatches,
     PrioritizeUnhealthy,
@@ -336,13 +337,14 @@ async def plan(
     pause_time_between_batches: PauseBetweenBatches = None,
     enable_cross_zone_upgrade: CrossZone = None,
     prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
+    max_surge: MaxSurge = None,
 ) -> None:
     """Print the batches an upgrade would run now (zones, update domains, phases, skipped
     instances, an estimate): reads the scale set and the image or extension versions, changes
     nothing."""
     from fleet.azure.backend import AzureFleet
     from models.errors import RefusalCode
-    from rules.refusals import rolled_by_azure
+    from rules.refusals import max_surge_refusal, rolled_by_azure
     from starter.plan import ExtensionsRefused, admitted, gate_before, plan_text, resolve_extensions
 
     request = build_request(
@@ -356,6 +358,7 @@ async def plan(
                 "pauseTimeBetweenBatches": pause_time_between_batches,
                 "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
                 "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
+                "maxSurge": max_surge,
             }
         },
         "User",
@@ -381,7 +384,7 @@ async def plan(
     ledger = admitted(request, view, planned, datetime.now(UTC))
     for line in plan_text(ledger, view).splitlines():
         console.print(plain(line, limit=None), soft_wrap=True)
-    if refusal := rolled_by_azure(view):
+    if refusal := rolled_by_azure(view) or max_surge_refusal(view, ledger.request.policy):
         fail(f"start would refuse it: {refusal.code}: {refusal.message}")
     if ledger.candidates() and (breach := gate_before(ledger)):
         fail(f"the upgrade would fault at once, touching nothing: {breach.code}: {breach.message}")
