@@ -35,6 +35,7 @@ from activities.webhooks import WebhookActivities
 from models.base import AzureModel, describe_validation_error
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
+from models.maintenance import MaintenanceConfigurationProperties, MaintenanceWindow
 from models.policy import UpgradePolicy
 from models.upgrade import BatchRequest, UpgradeRequest
 from worker.assembly import WORKFLOWS
@@ -121,6 +122,8 @@ def test_every_model_temporal_carries_is_an_azure_model():
 # Models whose valid documents need more than their required fields.
 LEAVES: dict[type[BaseModel], dict[str, Any]] = {
     ImageReference: {"publisher": "Canonical", "offer": "ubuntu", "sku": "22_04-lts"},
+    MaintenanceWindow: {"startDateTime": "2025-01-31 22:00", "duration": "05:00", "timeZone": "UTC"},
+    MaintenanceConfigurationProperties: {"maintenanceScope": "OSImage"},
 }
 # Fields of which a valid document holds one, never both: a document with each.
 EXCLUSIVE: dict[type[BaseModel], tuple[str, ...]] = {UpgradeRequest: ("targetImage", "extensions")}
@@ -183,7 +186,7 @@ def model_documents(model: type[BaseModel], seen: tuple[type, ...]) -> list[dict
         for name, field in model.model_fields.items()
         if field.is_required() or (models_in(field.annotation) - {*seen, model})
     }
-    first = LEAVES.get(model, {}) | {key: values[0] for key, values in choices.items()}
+    first = {key: values[0] for key, values in choices.items()} | LEAVES.get(model, {})
     variants = [first] + [first | {key: value} for key, values in choices.items() for value in values[1:]]
     exclusive = EXCLUSIVE.get(model, ())
     if exclusive:
