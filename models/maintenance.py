@@ -151,20 +151,9 @@ class MaintenanceWindow(AzureModel):
         return f"daily {start:%H:%M} for {self.duration} ({self.time_zone}) from {start:%Y-%m-%d}{expires}"
 
 
-class MaintenanceConfigurationProperties(AzureModel):
-    maintenance_scope: Annotated[str, BeforeValidator(_scope)]
-    maintenance_window: MaintenanceWindow
-    # Read and left alone: what Azure writes of a configuration besides its window.
-    namespace: str | None = None
-    visibility: str | None = None
-    extension_properties: dict[str, str] | None = None
-    install_patches: dict[str, Any] | None = None
+class _ResourceFields(AzureModel):
+    """What ARM writes of any resource: read and left alone."""
 
-
-class MaintenanceConfiguration(AzureModel):
-    """A `Microsoft.Maintenance/maintenanceConfigurations` resource, as its REST body has it."""
-
-    properties: MaintenanceConfigurationProperties
     id: str | None = None
     name: str | None = None
     type_: str | None = Field(default=None, alias="type")
@@ -173,13 +162,54 @@ class MaintenanceConfiguration(AzureModel):
     system_data: dict[str, Any] | None = None
 
 
+class _OtherProperties(AzureModel):
+    """What Azure writes of a configuration besides its scope and window: read and left alone."""
+
+    namespace: str | None = None
+    visibility: str | None = None
+    extension_properties: dict[str, str] | None = None
+    install_patches: dict[str, Any] | None = None
+
+
+class OSImageScoped(AzureModel):
+    """maintenanceScope, which must be OSImage here."""
+
+    maintenance_scope: Annotated[str, BeforeValidator(_scope)]
+
+
+class MaintenanceConfigurationProperties(_OtherProperties, OSImageScoped):
+    maintenance_window: MaintenanceWindow
+
+
+class MaintenanceConfiguration(_ResourceFields):
+    """A `Microsoft.Maintenance/maintenanceConfigurations` resource, as its REST body has it."""
+
+    properties: MaintenanceConfigurationProperties
+
+
+class _PropertiesOnTop(_ResourceFields, MaintenanceConfigurationProperties):
+    """A configuration with its properties on the top level (as the Azure CLI prints one)."""
+
+
+class _WindowOnTop(_ResourceFields, _OtherProperties, OSImageScoped, MaintenanceWindow):
+    """A configuration with its window's fields on the top level too (the SDK's flattened model,
+    as older Azure CLI versions print one)."""
+
+    @property
+    def window(self) -> MaintenanceWindow:
+        return MaintenanceWindow.model_validate(self.model_dump(include=set(MaintenanceWindow.model_fields)))
+
+
 def window_from_user(document: dict[str, Any]) -> MaintenanceWindow:
-    """The window a user's document holds: a whole maintenance configuration ({"properties":
-    {"maintenanceScope": "OSImage", "maintenanceWindow": {...}}}), its properties, or just the
-    window. Unknown fields are refused; a pydantic ValidationError names each bad field by its
+    """The window a user's document holds: a whole OSImage maintenance configuration as its REST
+    body has it ({"properties": {"maintenanceScope": "OSImage", "maintenanceWindow": {...}}}) or
+    as the Azure CLI prints it (properties, or the window's fields too, on the top level), or just
+    the window. Unknown fields are refused; a pydantic ValidationError names each bad field by its
     path in the document."""
     if "properties" in document:
         return MaintenanceConfiguration.from_user(document).properties.maintenance_window
-    if "maintenanceWindow" in document or "maintenanceScope" in document:
-        return MaintenanceConfigurationProperties.from_user(document).maintenance_window
+    if "maintenanceWindow" in document:
+        return _PropertiesOnTop.from_user(document).maintenance_window
+    if "maintenanceScope" in document:
+        return _WindowOnTop.from_user(document).window
     return MaintenanceWindow.from_user(document)

@@ -50,6 +50,24 @@ CANONICAL = {**WINDOW, "recurEvery": "Day"}
             {"maintenanceScope": "OSImage", "maintenanceWindow": WINDOW}, CANONICAL, id="its properties"
         ),
         pytest.param(
+            {"name": "c", "location": "westus2", "maintenanceScope": "OSImage", "maintenanceWindow": WINDOW},
+            CANONICAL,
+            id="as the Azure CLI prints it: properties on top",
+        ),
+        pytest.param(
+            {
+                "name": "c",
+                "location": "westus2",
+                "maintenanceScope": "OSImage",
+                "namespace": "Microsoft.Maintenance",
+                "systemData": None,
+                **WINDOW,
+                "recurEvery": "Day",
+            },
+            CANONICAL,
+            id="as older Azure CLIs print it: the window's fields on top too",
+        ),
+        pytest.param(
             {**WINDOW, "recurEvery": "1Day", "duration": "5:00", "timeZone": "pacific standard time"},
             CANONICAL,
             id="Azure's other spellings",
@@ -154,6 +172,16 @@ def refusal(document: dict[str, Any]) -> str:
         ),
         pytest.param(
             {**WINDOW, "startTime": "22:00"}, "startTime: is not a known field", id="an unknown field"
+        ),
+        pytest.param(
+            {"maintenanceScope": "OSImage", **WINDOW, "duration": "03:55"},
+            "duration: must be hh:mm from 05:00",
+            id="flattened, named by its field",
+        ),
+        pytest.param(
+            {"maintenanceScope": "InGuestPatch", **WINDOW},
+            "maintenanceScope: must be OSImage",
+            id="flattened, another scope",
         ),
         pytest.param(
             {"duration": "05:00"}, "startDateTime: is required\ntimeZone: is required", id="missing"
