@@ -19,6 +19,7 @@ from pydantic import AfterValidator, AwareDatetime, Field
 from models.base import AzureModel
 from models.change import major_of, version_key
 from models.image import LATEST, ImageReference
+from models.maintenance import MaintenanceWindow
 from models.policy import UpgradePolicy, format_duration
 from models.status import ApiError
 
@@ -315,6 +316,22 @@ class Enrollment(AzureModel):
         default_factory=dict,
         description="automatic extension upgrades: each extension of the model, by its name",
     )
+    maintenance_window: MaintenanceWindow | None = Field(
+        default=None,
+        description="the maintenance window `auto enable` was given: automatic upgrades of the set "
+        "run only inside it (None: none given)",
+    )
+    assigned_maintenance_window: MaintenanceWindow | None = Field(
+        default=None,
+        description="the window of the OSImage maintenance configuration assigned to the set in "
+        "Azure, as the watcher last read it (ScaleSetView.maintenance_window)",
+    )
+
+    @property
+    def effective_maintenance_window(self) -> MaintenanceWindow | None:
+        """The window the set's automatic upgrades keep to: the configuration assigned to it in
+        Azure (what Azure's own automatic OS upgrades would keep to), else the one enrolled."""
+        return self.assigned_maintenance_window or self.maintenance_window
 
     def extension(self, name: str) -> ExtensionEnrollment | None:
         """The extension called `name` (case-insensitive, as Azure names them)."""
@@ -530,6 +547,9 @@ class EnrollRequest(AzureModel):
     not_before_timeout: NotBeforeTimeout | None = None
     policy_given: list[str] | None = Field(
         default=None, description="the rollingUpgradePolicy fields given (Enrollment.policy_given)"
+    )
+    maintenance_window: MaintenanceWindow | None = Field(
+        default=None, description="the set's maintenance window (Enrollment.maintenance_window)"
     )
     by: str = "unknown"
 

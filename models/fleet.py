@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from models.base import AzureModel
 from models.image import ImageReference
+from models.maintenance import MaintenanceWindow
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, whole_number
 
 # Azure's rule for a scale set's name; the one pattern every input naming a scale set checks.
@@ -207,6 +208,11 @@ class ScaleSetView(AzureModel):
         default=None,
         description="the Application Health extension's settings in the model (it probes with "
         "them inside the VM), when it has one",
+    )
+    maintenance_window: MaintenanceWindow | None = Field(
+        default=None,
+        description="the window of the OSImage maintenance configuration assigned to the set "
+        "(its configuration assignment), when it has one",
     )
 
     @property

@@ -12,7 +12,7 @@ Exit codes are `upgradectl`'s (starter/common.py, docs/usage.md: Exit codes): 0 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,10 +23,12 @@ from temporalio.client import Client
 
 from models.automatic import (
     AutomaticSettings,
+    Enrollment,
     EnrollRequest,
     HoldRequest,
     WithdrawRequest,
 )
+from models.maintenance import MaintenanceWindow
 from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
 from starter.common import (
     EXTENSION_NAME,
@@ -41,6 +43,7 @@ from starter.common import (
     scale_set_name,
     with_options,
 )
+from starter.maintenance_options import window_flags
 from starter.policy_options import Section, checked_policy, health_flags, policy_document, rolling_flags
 from starter.terminal import PATH_LIMIT, clean, plain
 
@@ -187,7 +190,9 @@ Extensions = Annotated[
 
 @auto_app.command("enable")
 @run
-@with_options(rolling_upgrade_policy=rolling_flags, application_health=health_flags)
+@with_options(
+    rolling_upgrade_policy=rolling_flags, application_health=health_flags, maintenance_window=window_flags
+)
 async def enable(
     scale_set: Annotated[str, typer.Argument(help="The scale set to opt in.")],
     os_image: OsImage = False,
@@ -223,13 +228,17 @@ async def enable(
     ] = None,
     rolling_upgrade_policy: Section = None,
     application_health: Section = None,
+    maintenance_window: MaintenanceWindow | None = None,
 ) -> None:
     """Opt a scale set in to automatic OS image upgrades (--os-image, the default) and/or
     automatic upgrades of the extensions named (--extension NAME, each enrolled on its own), with
     what it had enrolled already (again: the policy replaced, a failed version forgotten). Its OS
     image is upgraded only when its image reference says 'latest'; an enrolled extension follows
     new minor and patch versions (never a new major), also when the image is pinned. An
-    extension with enableAutomaticUpgrade on is refused: Azure upgrades it itself."""
+    extension with enableAutomaticUpgrade on is refused: Azure upgrades it itself. With a
+    maintenance window (--maintenance-window FILE, or --window-start, --window-duration and
+    --window-time-zone), its automatic upgrades run only inside it; an OSImage maintenance
+    configuration assigned to the set in Azure comes first."""
     name = scale_set_name(scale_set)
     extensions = extension_names(extension)
     timeout = duration(not_before_timeout, "--not-before-timeout", NOT_BEFORE)
@@ -263,6 +272,7 @@ async def enable(
         policy=chosen,
         not_before_timeout=timeout,
         policy_given=given,
+        maintenance_window=maintenance_window,
         by=os_user(),
     )
     enrollment = await enroll(client, task_queue, request)
@@ -287,6 +297,13 @@ async def enable(
         say(f"image: {clean(enrollment.image_reference, None)} in {clean(enrollment.location or '?')}")
     if enrollment.note:
         say(f"note: {enrollment.note}", "yellow")
+    if enrollment.effective_maintenance_window is not None:
+        from starter.auto_view import window_rows
+
+        for label, text in window_rows(enrollment, datetime.now(UTC)):
+            say(f"{label}: {text.plain}")
+    if maintenance_window is not None and enrollment.maintenance_window is None:
+        say("note: the watcher did not keep the maintenance window (its worker predates them)", "yellow")
     for seen in sorted(enrollment.extensions.values(), key=lambda e: e.name.lower()):
         state = "follows new minor and patch versions" if seen.note is None else seen.note
         say(f"extension {seen.name} ({seen.full_type} {seen.model_version}): {state}")
@@ -343,6 +360,19 @@ async def disable(
     )
 
 
+def next_window_json(enrollment: Enrollment) -> dict[str, Any]:
+    """`nextMaintenanceWindow` of `auto show --json`: the occurrence open now or next (UTC), null
+    once the window expired; nothing for a set without a window."""
+    from rules.maintenance_windows import next_window
+
+    window = enrollment.effective_maintenance_window
+    if window is None:
+        return {}
+    found = next_window(window, datetime.now(UTC))
+    times = {"start": found[0].isoformat(), "end": found[1].isoformat()} if found else None
+    return {"nextMaintenanceWindow": times}
+
+
 @auto_app.command("show")
 @run
 async def show(
@@ -366,7 +396,7 @@ async def show(
             {
                 "watcher": "running" if seen.running else "not started",
                 "settings": seen.settings.to_json(),
-                "enrollments": [e.to_json() for e in chosen],
+                "enrollments": [{**e.to_json(), **next_window_json(e)} for e in chosen],
             }
         )
         return

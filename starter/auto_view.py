@@ -1,6 +1,6 @@
 """How automatic upgrades look on a terminal: a rollout (its phases of regions, every scale set,
 why it stopped, its hold, the failure a retry follows), the rollout list, an enrollment (with each
-extension's automatic state) and the watcher's settings.
+extension's automatic state and its maintenance window) and the watcher's settings.
 
 Everything a user, the fleet or a workflow chose (names, images, messages, reasons) is printed
 through `plain`/`clean` (starter/terminal.py): never markup, control characters made visible.
@@ -25,6 +25,7 @@ from models.automatic import (
     RolloutSummary,
 )
 from models.policy import RollingUpgradePolicy, format_duration
+from rules.maintenance_windows import next_window, occurrence_text
 from starter.automatic import source_name
 from starter.progress import clock
 from starter.terminal import clean, plain
@@ -220,8 +221,29 @@ def enrolled_text(enrollment: Enrollment) -> str:
     return ", ".join(enrollment.enrolled_extensions) or "none"
 
 
+def window_rows(enrollment: Enrollment, now: datetime) -> list[tuple[str, Text]]:
+    """The window the set's automatic upgrades keep to, where it comes from, and its next
+    occurrence in the window's time zone and UTC (or the one open now)."""
+    window = enrollment.effective_maintenance_window
+    if window is None:
+        return [("maintenance window", Text("no window: automatic upgrades start when a version is found"))]
+    assigned = enrollment.assigned_maintenance_window is not None
+    source = "the OSImage maintenance configuration assigned to it in Azure" if assigned else "enrolled"
+    rows = [("maintenance window", plain(f"{window.text()} ({source})", limit=None))]
+    enrolled = enrollment.maintenance_window
+    if assigned and enrolled is not None and enrolled != window:
+        rows.append(("not used", plain(f"the enrolled window, {enrolled.text()}", "yellow", None)))
+    found = next_window(window, now)
+    if found is None:
+        rows.append(("next window", Text(f"none: the window expired at {window.expiration_date_time}")))
+    else:
+        label = "open now" if found[0] <= now else "next window"
+        rows.append((label, plain(occurrence_text(window, found), limit=None)))
+    return rows
+
+
 def enrollment_rows(
-    enrollment: Enrollment, retry_interval: timedelta = timedelta(days=3)
+    enrollment: Enrollment, retry_interval: timedelta = timedelta(days=3), now: datetime | None = None
 ) -> list[tuple[str, Text]]:
     automatic = enrollment.policy.automatic_os_upgrade_policy
     use_rolling = bool(automatic.use_rolling_upgrade_policy)
@@ -261,6 +283,7 @@ def enrollment_rows(
             plain(enrollment.failed_version or "-", "red" if enrollment.failed_version else ""),
         ),
         ("enrolled", plain(f"by {enrollment.enrolled_by} at {when(enrollment.enrolled_at)}", limit=None)),
+        *window_rows(enrollment, now or datetime.now(UTC)),
     ]
     for extension in sorted(enrollment.extensions.values(), key=lambda e: e.name.lower()):
         rows.append(extension_row(extension, retry_interval))

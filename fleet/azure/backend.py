@@ -44,6 +44,7 @@ from fleet.azure.views import (
     health_source_of,
     instance_id_of,
     instance_of,
+    maintenance_window_of,
     probe_answers,
     scale_set_of,
 )
@@ -61,6 +62,7 @@ from models.fleet import (
     ScaleSetView,
 )
 from models.image import LATEST, ImageReference
+from models.maintenance import MaintenanceWindow
 from models.policy import ApplicationHealthSettings
 from models.sorting import natural_key
 
@@ -77,6 +79,8 @@ LIST_API_VERSION = "2024-07-01"
 INSTANCE_READ_GAP = 0.25
 # Microsoft.Network's API version of a load balancing rule's per-instance health.
 NETWORK_API_VERSION = "2024-05-01"
+# Microsoft.Maintenance's: a scale set's configuration assignments and their configurations.
+MAINTENANCE_API_VERSION = "2023-04-01"
 
 
 @dataclass(frozen=True)
@@ -287,7 +291,52 @@ class AzureFleet:
             ),
             key=lambda i: natural_key(i.instance_id),
         )
-        return scale_set_of(vmss, instances)
+        view = scale_set_of(vmss, instances)
+        return view.model_copy(update={"maintenance_window": await self._maintenance_window(name)})
+
+    async def _maintenance_window(self, name: str) -> MaintenanceWindow | None:
+        """The window of the OSImage maintenance configuration assigned to the set: its
+        configuration assignments (one paced read), then each configuration they name."""
+        assignments = f"{self._provider}/virtualMachineScaleSets/{quote(name, safe='')}"
+        url: str | None = (
+            f"{assignments}/providers/Microsoft.Maintenance/configurationAssignments"
+            f"?api-version={MAINTENANCE_API_VERSION}"
+        )
+        configurations: list[Json] = []
+        try:
+            while url:
+                page = await self._get_json(url)
+                for assignment in page.get("value") or []:
+                    chosen = dig(assignment, "properties", "maintenanceConfigurationId")
+                    if isinstance(chosen, str) and chosen.startswith("/"):
+                        configurations += await self._maintenance_configuration(chosen)
+                url = page.get("nextLink")
+        except FleetError as err:
+            if err.code == "MissingSubscriptionRegistration":
+                return None  # Microsoft.Maintenance is not registered: nothing can be assigned
+            if err.status == 403:
+                raise FleetRequestError(
+                    err.code,
+                    f"{err.message} (reading scale set {name}'s maintenance configuration needs "
+                    "Microsoft.Maintenance/configurationAssignments/read and "
+                    "Microsoft.Maintenance/maintenanceConfigurations/read)",
+                    403,
+                ) from err
+            raise
+        return maintenance_window_of(name, configurations)
+
+    async def _maintenance_configuration(self, configuration_id: str) -> list[Json]:
+        """An assigned configuration; none when it is gone (an assignment left behind)."""
+        try:
+            return [
+                await self._get_json(
+                    f"{self.settings.endpoint}{quote(configuration_id)}?api-version={MAINTENANCE_API_VERSION}"
+                )
+            ]
+        except FleetError as err:
+            if err.status == 404:
+                return []
+            raise
 
     async def read_health(self, name: str) -> HealthReading:
         flexible, vms = await self._list_vms(name)

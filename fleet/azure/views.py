@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from fleet.errors import FleetRequestError
 from fleet.restore_points import image_restore_point
+from models.base import describe_validation_error
 from models.fleet import (
     CustomMetrics,
     DataDisk,
@@ -27,6 +28,7 @@ from models.fleet import (
     ScaleSetView,
 )
 from models.image import LATEST, ImageReference
+from models.maintenance import OS_IMAGE, MaintenanceWindow
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy, UpgradePolicy
 
 Json = dict[str, Any]
@@ -405,3 +407,29 @@ def arm_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def maintenance_window_of(scale_set: str, configurations: list[Json]) -> MaintenanceWindow | None:
+    """The window of the OSImage maintenance configuration among those assigned to a scale set
+    (configurations of other scopes, such as guest patching, do not govern OS image upgrades).
+    One that breaks Azure's rules for the scope, or two of them, are refused: the set's upgrades
+    cannot keep to a window that cannot be read."""
+    chosen = [c for c in configurations if str(dig(c, "properties", "maintenanceScope")).lower() == "osimage"]
+    if len(chosen) > 1:
+        names = ", ".join(str(c.get("id") or c.get("name")) for c in chosen)
+        raise FleetRequestError(
+            "InvalidMaintenanceConfiguration",
+            f"scale set {scale_set} has {len(chosen)} {OS_IMAGE} maintenance configurations assigned "
+            f"({names}); assign one",
+        )
+    if not chosen:
+        return None
+    try:
+        return MaintenanceWindow.model_validate(dig(chosen[0], "properties", "maintenanceWindow"))
+    except ValidationError as err:
+        problems = "; ".join(describe_validation_error(err, "properties.maintenanceWindow").splitlines())
+        raise FleetRequestError(
+            "InvalidMaintenanceConfiguration",
+            f"the {OS_IMAGE} maintenance configuration assigned to scale set {scale_set} "
+            f"({chosen[0].get('id')}): {problems}",
+        ) from None

@@ -1,4 +1,6 @@
-"""Azure Resource Manager's Compute API over the emulated cloud, as azure-mgmt-compute calls it.
+"""Azure Resource Manager's Compute API over the emulated cloud, as azure-mgmt-compute calls it
+(and, from fleet/emulator/maintenance.py, Microsoft.Maintenance's configurations and their
+assignments to scale sets).
 
 Every route wants `Authorization: Bearer …` (401 AuthenticationFailed), an `api-version` (400
 MissingApiVersionParameter; any value is accepted and recorded), the emulator's subscription and
@@ -20,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from fleet.emulator import resources
 from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, Cloud, CloudError, resource_id
+from fleet.emulator.maintenance import add_maintenance_routes
 from models.fleet import OperationKind
 from models.image import LATEST, ImageReference
 from models.sorting import natural_key
@@ -532,6 +535,7 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
             versions = versions[: int(top)]
         return JSONResponse([resources.extension_version(loc, publisher, type_, v) for v in versions])
 
+    add_maintenance_routes(router, cloud, body_of)
     return router
 
 

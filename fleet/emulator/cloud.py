@@ -281,7 +281,8 @@ class Cloud:
         return self.scale_set_view(name)
 
     def _delete(self, name: str) -> None:
-        for table in ("instances", "os_disks", "operations", "instance_extensions"):
+        tables = ("instances", "os_disks", "operations", "instance_extensions", "configuration_assignments")
+        for table in tables:
             self.db.execute(f"DELETE FROM {table} WHERE scale_set = ?", (name,))
         self.db.execute("DELETE FROM scale_sets WHERE name = ?", (name,))
         for key in [key for key in self.probe_answers if key[0] == name]:

@@ -92,6 +92,18 @@ CREATE TABLE IF NOT EXISTS instance_extensions (
     changed_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (scale_set, instance_id, name)
 );
+-- Microsoft.Maintenance (fleet/emulator/maintenance.py): configurations by lowercased name, and
+-- their assignments to scale sets; each the JSON document a GET answers.
+CREATE TABLE IF NOT EXISTS maintenance_configurations (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS configuration_assignments (
+    scale_set TEXT NOT NULL,
+    name TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (scale_set, name)
+);
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, complete_at);
 CREATE INDEX IF NOT EXISTS operations_by_set ON operations (scale_set, seq);
 """

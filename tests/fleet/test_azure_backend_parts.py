@@ -1,5 +1,6 @@
 """The pure parts of the Azure back end (fleet/azure) on their own: settings, image version choice,
-restore points, custom metrics, coalesced health reads, the credential chain. (Against the
+restore points, custom metrics, coalesced health reads, the credential chain, the maintenance
+window of a set's assigned configurations. (Against the
 emulator's ARM API: tests/fleet/test_azure_backend.py.)"""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from fleet.azure import AzureSettings, AzureSettingsError, parse_restore_point, same_restore_point
 from fleet.azure.images import pick_gallery_version, pick_marketplace_version
 from fleet.azure.set_reads import CoalescingReader
-from fleet.azure.views import custom_metrics
+from fleet.azure.views import custom_metrics, maintenance_window_of
 from fleet.errors import FleetRequestError
 from fleet.restore_points import image_restore_point
 from models.fleet import HealthProbe, HealthState
@@ -223,3 +224,32 @@ async def test_without_a_token_the_credential_is_azures_chain() -> None:
     static = credential_for(AzureSettings(token="abc"))
     assert isinstance(static, StaticTokenCredential)
     assert (await static.get_token("https://management.azure.com/.default")).token == "abc"
+
+
+# --- maintenance configurations -----------------------------------------------------------------
+
+NIGHTLY = {"startDateTime": "2025-01-01 22:00", "duration": "05:00", "timeZone": "UTC", "recurEvery": "Day"}
+
+
+def configuration(scope: str, window: dict[str, Any], name: str = "c") -> dict[str, Any]:
+    return {"id": f"/x/{name}", "properties": {"maintenanceScope": scope, "maintenanceWindow": window}}
+
+
+def test_the_os_image_configuration_is_the_window_other_scopes_are_not() -> None:
+    assert maintenance_window_of("web", []) is None
+    assert maintenance_window_of("web", [configuration("InGuestPatch", {"duration": "03:00"})]) is None
+    found = maintenance_window_of(
+        "web", [configuration("InGuestPatch", {}), configuration("osimage", NIGHTLY)]
+    )
+    assert found is not None and found.to_json() == NIGHTLY
+
+
+def test_an_os_image_window_that_breaks_azure_s_rules_is_refused_naming_the_field() -> None:
+    # Azure's own example has an OSImage configuration recurring weekly: not one an upgrade keeps to.
+    weekly = configuration("OSImage", {**NIGHTLY, "recurEvery": "Week Saturday,Sunday"}, name="weekends")
+    with pytest.raises(FleetRequestError) as refused:
+        maintenance_window_of("web", [weekly])
+    assert refused.value.code == "InvalidMaintenanceConfiguration"
+    assert "scale set web (/x/weekends): properties.maintenanceWindow.recurEvery: must be Day" in (
+        refused.value.message
+    )

@@ -35,6 +35,7 @@ from activities.webhooks import WebhookActivities
 from models.base import AzureModel, describe_validation_error
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
+from models.maintenance import MaintenanceWindow, OSImageScoped
 from models.policy import UpgradePolicy
 from models.upgrade import BatchRequest, UpgradeRequest
 from worker.assembly import WORKFLOWS
@@ -118,10 +119,23 @@ def test_every_model_temporal_carries_is_an_azure_model():
 
 # --- documents and the object paths their schema leads to ----------------------------------------
 
-# Models whose valid documents need more than their required fields.
+# Models whose valid documents need more than their required fields (and their subclasses).
 LEAVES: dict[type[BaseModel], dict[str, Any]] = {
     ImageReference: {"publisher": "Canonical", "offer": "ubuntu", "sku": "22_04-lts"},
+    MaintenanceWindow: {"startDateTime": "2025-01-31 22:00", "duration": "05:00", "timeZone": "UTC"},
+    OSImageScoped: {"maintenanceScope": "OSImage"},
 }
+
+
+def leaves_of(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        key: value
+        for base, leaves in LEAVES.items()
+        if issubclass(model, base)
+        for key, value in leaves.items()
+    }
+
+
 # Fields of which a valid document holds one, never both: a document with each.
 EXCLUSIVE: dict[type[BaseModel], tuple[str, ...]] = {UpgradeRequest: ("targetImage", "extensions")}
 SCALARS: dict[Any, Any] = {
@@ -183,7 +197,7 @@ def model_documents(model: type[BaseModel], seen: tuple[type, ...]) -> list[dict
         for name, field in model.model_fields.items()
         if field.is_required() or (models_in(field.annotation) - {*seen, model})
     }
-    first = LEAVES.get(model, {}) | {key: values[0] for key, values in choices.items()}
+    first = {key: values[0] for key, values in choices.items()} | leaves_of(model)
     variants = [first] + [first | {key: value} for key, values in choices.items() for value in values[1:]]
     exclusive = EXCLUSIVE.get(model, ())
     if exclusive:
