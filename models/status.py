@@ -92,6 +92,7 @@ class UpgradeWaitKind(StrEnum):
     PAUSED = "Paused"  # someone paused it (`upgradectl pause`, a rollout's hold)
     PENDING_APPROVAL = "PendingApproval"  # osRollingUpgradeDeferral: the batch awaits approval
     ZONE_WAVE = "ZoneWave"  # a rollout's zone waves: its next zone waits for the region's turn
+    MAINTENANCE_WINDOW = "MaintenanceWindow"  # outside the set's maintenance window: until it opens
 
 
 class UpgradeWait(AzureModel):

@@ -13,6 +13,7 @@ from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.errors import FailureCause
 from models.fleet import HealthSource, HealthState, InstanceView, ScaleSetName, ScaleSetView
 from models.image import ImageReference
+from models.maintenance import MaintenanceWindow
 from models.notifications import NotificationRecord, Notifications
 from models.policy import (
     ApplicationHealthSettings,
@@ -157,6 +158,15 @@ class UpgradeRequest(AzureModel):
         default=None,
         description="the Application Health extension's settings in the scale set's model (set at "
         "admission): on Azure they, not `health`'s probe settings, decide how it probes",
+    )
+    respect_maintenance_window: bool = Field(
+        default=False,
+        description="batches start only inside the set's maintenance window (OS image upgrades; "
+        "rollouts always, `start` with --respect-maintenance-window): the window of the OSImage "
+        "configuration assigned to the set in Azure, else `maintenanceWindow`",
+    )
+    maintenance_window: MaintenanceWindow | None = Field(
+        default=None, description="the window `auto enable` was given for the set"
     )
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from models.change import Change, ExtensionTarget
 from models.errors import FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
+from models.maintenance import MaintenanceWindow
 from models.notifications import NotificationRecord
 from models.sorting import natural_key
 from models.status import (
@@ -81,6 +82,8 @@ class UpgradeLedger:
         self.approvals = Approvals()  # given (who, when), for instances or every instance
         self.batches = 0
         self.cancelled_by: str | None = None  # who asked for the cancel
+        # The window batches start in (OS image upgrades that respect one), set at admission.
+        self.maintenance_window: MaintenanceWindow | None = None
         self._phases: dict[str, int | None] = {}
         self._gone: set[str] = set()
         # maxSurge: instances replaced by new ones (deleted, or being deleted): never a scale-out's.
@@ -103,6 +106,9 @@ class UpgradeLedger:
         # Only what status shows: no command depends on it, so no patch.
         self.request = self.request.with_scale_sets_health(scale_set)
         self.change = change
+        if self.request.respect_maintenance_window and change.image is not None:
+            # Azure's assignment to the set wins over the window `auto enable` was given.
+            self.maintenance_window = scale_set.maintenance_window or self.request.maintenance_window
         self.resource_id = f"{scale_set.id}/rollingUpgrades/latest"
         self.location = scale_set.location
         self.add(scale_set.instances)

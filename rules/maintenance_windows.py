@@ -20,6 +20,8 @@ now)[0]`. `next_window` is None once the window has expired: it restricts nothin
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from importlib import resources
 from zoneinfo import ZoneInfo
 
 from models.maintenance import MaintenanceWindow
@@ -28,7 +30,15 @@ Occurrence = tuple[datetime, datetime]  # (start, end), aware UTC: open from sta
 
 
 def zone_of(window: MaintenanceWindow) -> ZoneInfo:
-    return ZoneInfo(window.iana_time_zone)
+    return _zone(window.iana_time_zone)
+
+
+@cache
+def _zone(key: str) -> ZoneInfo:
+    """The zone's rules from the pinned tzdata package, never the machine's own files: workflow
+    code computes windows, and every worker (and every replay) must agree on them."""
+    with resources.files("tzdata.zoneinfo").joinpath(*key.split("/")).open("rb") as data:
+        return ZoneInfo.from_file(data, key=key)
 
 
 def _wall(instant: datetime, zone: ZoneInfo) -> datetime:

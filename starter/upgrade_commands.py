@@ -255,6 +255,14 @@ async def start(
             "approval is approved on its own after this long."
         ),
     ] = None,
+    respect_maintenance_window: Annotated[
+        bool,
+        typer.Option(
+            "--respect-maintenance-window",
+            help="OS images: start batches only inside the maintenance window assigned to the set "
+            "in Azure (an OSImage maintenance configuration); ignored by default.",
+        ),
+    ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")
     ] = False,
@@ -284,6 +292,7 @@ async def start(
         started_by,
         deferral=deferral,
         not_before_timeout=not_before_timeout,
+        respect_maintenance_window=respect_maintenance_window,
     )
     if (deferral or not_before_timeout) and not request.needs_approval:
         say(

@@ -152,6 +152,7 @@ class AutomaticOSUpgradesWorkflow:
             enrolled_extensions=enrolled_extensions(previous, request, survey.view),
             not_before_timeout=request.not_before_timeout,
             policy_given=request.policy_given,
+            maintenance_window=request.maintenance_window,
             enrolled_by=request.by,
             enrolled_at=workflow.now(),
             applied_version=previous.applied_version if previous else None,
@@ -526,6 +527,7 @@ class AutomaticOSUpgradesWorkflow:
             return
         enrollment.location = view.location
         enrollment.instance_count = survey.instance_count
+        enrollment.assigned_maintenance_window = view.maintenance_window
         enrollment.image_reference = view.image_reference.model_copy(update={"exact_version": None})
         versions = survey.instance_versions
         refusal = rolled_by_azure(view)

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from rules import gates, presentation, reporting
     from rules.failures import internal_error
     from rules.ledger import UpgradeLedger, UpgradeRules
+    from rules.maintenance_windows import next_window, occurrence_text, window_at
     from rules.planner import Candidate, batch_size_limit, next_batch
     from rules.surge import surges
     from workflows import activity_calls
@@ -119,6 +120,9 @@ INDEPENDENT_EXTENSIONS = "independent-extensions"
 # waited, nothing was touched, and a new reading could say no more. One activity and one ARM
 # read fewer for every set on each zone-wave hand-over (bench scenario 7a).
 FRESH_READING_SERVES = "fresh-reading-serves"
+# 2026-12: OS image upgrades that respect a maintenance window hold before a batch while it is
+# closed (a durable timer until the next one opens). Only upgrades with a window take the path.
+MAINTENANCE_WINDOWS = "maintenance-windows"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -543,7 +547,41 @@ class RollingUpgradeWorkflow:
             if isinstance(resumed, Stop):
                 return resumed
             waited = True
-        return waited
+        if waited or self._cancel_requested:
+            return True  # (the window is checked when the batch is about to start)
+        return await self._await_window()
+
+    async def _await_window(self) -> Stop | bool:
+        """Outside the set's maintenance window: hold until its next occurrence opens (a batch
+        in flight when it closed has finished), then plan again on fresh health. The upgrade
+        timeout still runs. True if the upgrade waited."""
+        ledger = self._ledger
+        window = ledger.maintenance_window
+        now = workflow.now()
+        if window is None or window_at(window, now) is not None:
+            return False
+        upcoming = next_window(window, now)
+        if upcoming is None or not workflow.patched(MAINTENANCE_WINDOWS):
+            return False  # expired: it no longer restricts anything
+        until = upcoming[0] if ledger.deadline is None else min(upcoming[0], ledger.deadline)
+        ledger.wait = UpgradeWait(
+            kind=UpgradeWaitKind.MAINTENANCE_WINDOW,
+            reason=f"waiting for the maintenance window: {occurrence_text(window, upcoming)}",
+            since=now,
+            until=upcoming[0],
+        )
+        self._publish()
+        workflow.logger.info(
+            "outside the maintenance window: waiting until %s",
+            upcoming[0].isoformat(),
+            extra={"scale_set": ledger.request.scale_set},
+        )
+        await self._wait_until(lambda: self._cancel_requested, until, "waiting for the maintenance window")
+        ledger.wait = None
+        if not self._cancel_requested and (breach := gates.deadline_gate(ledger, workflow.now())):
+            return Stop(breach, breach=True)
+        self._publish()
+        return True
 
     async def _await_approval(self, batch: list[Candidate]) -> Stop | bool:
         """Mark the batch pending approval and wait until every one of its instances is

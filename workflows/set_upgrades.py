@@ -101,6 +101,9 @@ def upgrade_request(
         not_before_timeout=enrollment.not_before_timeout,
         waves=waves,
         policy_given=given,
+        # Maintenance windows hold OS image upgrades only (scope OSImage).
+        respect_maintenance_window=True,
+        maintenance_window=enrollment.maintenance_window,
     )
 
 
