@@ -5,6 +5,7 @@ balanced, the core quota, and the emulator's records of capacity."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from typing import Any
@@ -135,6 +136,32 @@ async def test_an_attempt_retried_after_the_raise_was_accepted_waits_for_it_and_
     assert result.instance_ids == ["3", "4", "5"]
     assert count_ops(await fleet.operations(name), OperationKind.CREATE) == {"3": 1, "4": 1, "5": 1}
     assert (await fleet.show_scale_set(name)).capacity == 6
+
+
+async def test_an_attempt_cancelled_while_waiting_resumes_from_its_heartbeat_without_raising_again(
+    fleet, azure
+):
+    name = await make_scale_set(fleet, 2, timing=SLOW)
+    request = create(name, ["0", "1"], 2)
+    first, beats = ActivityEnvironment(), []
+
+    def heartbeat(*details: Any) -> None:
+        beats.append(details[-1])
+        if (details[-1] or {}).get("operation"):
+            first.cancel()  # the worker goes away once the raise is in the heartbeat
+
+    first.on_heartbeat = heartbeat
+    with pytest.raises(asyncio.CancelledError):
+        await first.run(FleetActivities(azure).create_instances, request)
+    sent = beats[-1]["operation"]
+
+    second = ActivityEnvironment()
+    second.info = dataclasses.replace(second.info, attempt=2, heartbeat_details=[beats[-1]])
+    result = await second.run(FleetActivities(azure).create_instances, request)
+
+    assert result.instance_ids == ["2", "3"]
+    assert count_ops(await fleet.operations(name), OperationKind.CREATE) == {"2": 1, "3": 1}
+    assert sent["kind"] == "create" and sent["statusUrl"]
 
 
 @IN_FLIGHT_OR_DONE
