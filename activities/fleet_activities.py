@@ -48,8 +48,12 @@ from models.fleet import (
     InstanceView,
     OperationKind,
     OperationStatus,
+    ScaleSetView,
 )
+from models.image import LATEST, ImageReference
+from models.sorting import natural_key
 from rules.failures import GONE_CODES
+from rules.quota import surge_room
 
 FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
 # Power states (PowerState/… in the instance view) of a VM that is up or coming up, and of one
@@ -57,6 +61,8 @@ FAILING_STATES = (HealthState.UNHEALTHY, HealthState.UNKNOWN)
 RUNNING = ("running", "starting")
 Send = Callable[[], Awaitable[FleetOperation]]
 DEALLOCATED = "deallocated"
+# provisioningState of an instance being created, and of one being deleted.
+CREATING, DELETING = "Creating", "Deleting"
 
 
 def is_disk_swap(restore_point: str) -> bool:
@@ -113,6 +119,9 @@ class FleetActivities:
             self.install_extension,
             self.wait_for_health,
             self.probe_health,
+            self.surge_room,
+            self.create_instances,
+            self.delete_instances,
         ]
 
     @activity.defn(name=steps.DESCRIBE_SCALE_SET)
@@ -504,3 +513,177 @@ class FleetActivities:
             probe = await self.fleet.probe_health(request.scale_set, request.instance_id, request.health)
         activity.heartbeat({"probes": 1, "state": probe.state.value, "detail": probe.detail})
         return steps.HealthResult(state=probe.state, probes=1, detail=probe.detail)
+
+    # --- MaxSurge: new instances from the target model, then the old ones deleted -----------------
+
+    @activity.defn(name=steps.SURGE_ROOM)
+    async def surge_room(self, request: steps.SurgeRoomInput) -> steps.SurgeRoomResult:
+        """Azure's check before each surge batch: room in the region's vCPU quota (the set's VM
+        family and the regional total) for the batch's new instances."""
+        with fleet_errors({"ResourceNotFound": RefusalCode.SCALE_SET_NOT_FOUND}):
+            quota = await self.fleet.core_quota(request.scale_set)
+        result = surge_room(quota, request.count)
+        activity.logger.info(
+            "room for %s new instance(s): %s%s",
+            request.count,
+            result.room,
+            f" ({result.detail})" if result.detail else "",
+            extra={"scale_set": request.scale_set},
+        )
+        return result
+
+    @activity.defn(name=steps.CREATE_INSTANCES)
+    async def create_instances(self, request: steps.CreateInstancesInput) -> steps.CreateInstancesResult:
+        """Raise the set's capacity by `count` exactly once, from a model on the target image,
+        and wait until the new instances are provisioned (their health is the workflow's wait).
+
+        ARM has no idempotency key and a raise computed twice creates twice, so the set is read
+        before anything is sent: instances not in `known` are already created, and a capacity
+        that covers the kept instances plus `count` is a raise already accepted (ours, from an
+        attempt whose answer was lost): it is waited for, never sent again. The raise sent is
+        kept in the heartbeat details, where a retried attempt finds it."""
+        progress = Progress.resumed(OperationKind.CREATE)
+        known = set(request.known)
+        with fleet_errors():
+            while True:
+                view = await self._read_set(request.scale_set, progress)
+                if view is None:
+                    continue
+                live = [i for i in view.instances if i.provisioning_state != DELETING]
+                new = [i for i in live if i.instance_id not in known]
+                wanted = len(live) - len(new) + request.count
+                capacity = len(live) if view.capacity is None else view.capacity
+                if len(new) >= request.count or capacity >= wanted:
+                    creating = [i.instance_id for i in new if i.provisioning_state == CREATING]
+                    if len(new) >= request.count and not creating:
+                        return self._created(request, new, progress)
+                    progress.beat(waiting=f"{len(creating)} instance(s) creating, {len(new)} listed")
+                    await asyncio.sleep(self._poll_wait(progress))
+                    continue
+                if progress.operation is not None and not await self._settled(progress, "the capacity"):
+                    continue
+                if not await self._model_on(view, request.image):
+                    # Desired state, so harmless twice: the next read shows it applied.
+                    await self._send(progress, self.fleet.begin_set_model_image(view.name, request.image))
+                    continue
+                raise_to = self.fleet.begin_scale_out(view.name, wanted, view.vm_size)
+                await self._send(progress, raise_to, f"capacity {wanted}")
+
+    @activity.defn(name=steps.DELETE_INSTANCES)
+    async def delete_instances(self, request: steps.DeleteInstancesInput) -> steps.DeleteInstancesResult:
+        """Delete these instances exactly once and wait until they are gone: the set is read
+        before anything is sent, and only instances still there and not busy (Deleting is busy)
+        are sent; the delete sent is kept in the heartbeat details for a retried attempt."""
+        progress = Progress.resumed(OperationKind.DELETE)
+        wanted = list(dict.fromkeys(request.instance_ids))
+        with fleet_errors():
+            while True:
+                view = await self._read_set(request.scale_set, progress)
+                if view is None:
+                    continue
+                present = [i for i in view.instances if i.instance_id in wanted]
+                if not present:
+                    activity.logger.info(
+                        "%s instance(s) deleted (%s delete(s) sent by this activity)",
+                        len(wanted),
+                        progress.sent,
+                        extra={"scale_set": request.scale_set},
+                    )
+                    return steps.DeleteInstancesResult(deleted=wanted)
+                idle = [i.instance_id for i in present if not i.busy]
+                ours = set(progress.operation.instance_id.split(",")) if progress.operation else set()
+                if not idle:
+                    progress.beat(waiting=f"{len(present)} instance(s) still there, none idle")
+                    await asyncio.sleep(self._poll_wait(progress))
+                elif ours.intersection(idle):
+                    # Sent, accepted, and not shown deleting: the operation says what became of it.
+                    await self._settled(progress, "the instances")
+                else:
+                    await self._send(progress, self.fleet.begin_delete_instances(view.name, idle))
+
+    def _created(
+        self, request: steps.CreateInstancesInput, new: list[InstanceView], progress: Progress
+    ) -> steps.CreateInstancesResult:
+        new = sorted(new, key=lambda i: natural_key(i.instance_id))
+        activity.logger.info(
+            "%s instance(s) created: %s (%s raise(s) sent by this activity)",
+            len(new),
+            ", ".join(i.instance_id for i in new),
+            progress.sent,
+            extra={"scale_set": request.scale_set},
+        )
+        return steps.CreateInstancesResult(
+            instance_ids=[i.instance_id for i in new], zones={i.instance_id: i.zone for i in new}
+        )
+
+    async def _model_on(self, view: ScaleSetView, target: ImageReference) -> bool:
+        """New instances would get the target: the model names it ('latest' resolved)."""
+        model = view.image_reference
+        if model.version == LATEST:
+            model = await self.fleet.resolve_image(model, view.location)
+        return model.same_image(target)
+
+    async def _read_set(self, scale_set: str, progress: Progress) -> ScaleSetView | None:
+        """The set now; None after a transient error (the caller loops)."""
+        try:
+            return await self.fleet.get_scale_set(scale_set)
+        except FleetTransientError as err:
+            progress.beat(waiting=err.code)  # still naming the operation sent
+            await asyncio.sleep(backoff_seconds(err.retry_after, 1))
+            return None
+
+    async def _send(
+        self, progress: Progress, send: Awaitable[FleetOperation | None], detail: object = None
+    ) -> None:
+        """Send one action; an error that leaves it unknown whether it was accepted is settled by
+        the next read of the set, never by sending again blindly."""
+        try:
+            operation = await send
+        except FleetTransientError as err:
+            activity.logger.info(
+                "%s not confirmed (%s); reading the scale set before anything else",
+                progress.kind.value,
+                err.code,
+            )
+            progress.beat(waiting=err.code)
+            await asyncio.sleep(backoff_seconds(err.retry_after, progress.errors))
+            progress.errors += 1
+            return
+        if operation is not None:
+            progress.operation = operation
+            progress.sent += 1
+            progress.mismatches = 0
+            activity.logger.info("%s sent (%s)", progress.kind.value, detail or operation.instance_id)
+        progress.beat()
+
+    async def _settled(self, progress: Progress, what: str) -> bool:
+        """Our accepted operation, which the set does not show: waits while it runs (False),
+        raises if it failed, and once it succeeded gives the set a few reads to show it before
+        raising (False). True when its status URL is gone: the set is all there is to act on."""
+        assert progress.operation is not None
+        operation = await self._poll(progress.operation)
+        if operation is None:  # its status URL is gone: the set is all there is
+            progress.operation = None
+            return True
+        progress.operation = operation
+        if operation.status == OperationStatus.IN_PROGRESS:
+            progress.beat()
+            await asyncio.sleep(poll_seconds(operation.retry_after_seconds))
+            return False
+        if operation.status != OperationStatus.SUCCEEDED:
+            raise operation_failure(operation)
+        progress.mismatches += 1
+        if progress.mismatches > MAX_MISMATCHES:
+            raise ApplicationError(
+                f"{operation.kind.value} on {operation.scale_set} succeeded, but {what} do not show it",
+                type=FLEET_OPERATION_FAILED,
+                non_retryable=True,
+            )
+        progress.beat(waiting="the scale set does not show the operation yet")
+        await asyncio.sleep(MAX_POLL_SECONDS)
+        return False
+
+    @staticmethod
+    def _poll_wait(progress: Progress) -> float:
+        operation = progress.operation
+        return poll_seconds(operation.retry_after_seconds) if operation else MAX_POLL_SECONDS

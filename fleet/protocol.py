@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from models.fleet import (
+    CoreQuota,
     FleetOperation,
     HealthProbe,
     HealthReading,
@@ -67,6 +68,27 @@ class FleetBackend(Protocol):
     async def extension_versions(self, publisher: str, type_: str, location: str) -> list[str]:
         """The versions of an extension published in `location`, in numeric order (1.9 before
         1.10)."""
+
+    async def core_quota(self, scale_set: str) -> CoreQuota:
+        """What the set's new instances would count against: its VM size's vCPUs and quota
+        family, and the region's usage and limit of that family and of all vCPUs."""
+
+    async def begin_set_model_image(self, scale_set: str, image: ImageReference) -> None:
+        """Set the model's imageReference to the image's exact version (new instances are created
+        from the model). Desired state: sending it twice is harmless. MaxSurge only: refused on a
+        Flexible set."""
+
+    async def begin_scale_out(
+        self, scale_set: str, capacity: int, vm_size: str | None = None
+    ) -> FleetOperation:
+        """Send one change of the set's sku.capacity to `capacity`: the new instances are
+        created from the model. The accepted operation (kind create) is done when they are
+        provisioned. Never resent automatically; the caller reconciles against the capacity it
+        reads (a raise computed twice creates twice). Refused on a Flexible set (maxSurge)."""
+
+    async def begin_delete_instances(self, scale_set: str, instance_ids: list[str]) -> FleetOperation:
+        """Send one delete of these instances (kind delete; capacity drops by as many). Never
+        resent automatically. Refused on a Flexible set (maxSurge)."""
 
     async def get_operation(self, operation: FleetOperation) -> FleetOperation:
         """The current state of an operation this back end accepted (polls its status URL)."""

@@ -214,6 +214,11 @@ class ScaleSetView(AzureModel):
         description="the window of the OSImage maintenance configuration assigned to the set "
         "(its configuration assignment), when it has one",
     )
+    # Views recorded before MaxSurge do not have these.
+    vm_size: str | None = Field(default=None, description="sku.name: every instance's VM size")
+    capacity: int | None = Field(
+        default=None, description="sku.capacity: the instances the set has, less those being deleted"
+    )
 
     @property
     def both_health_sources(self) -> bool:
@@ -239,6 +244,10 @@ class OperationKind(StrEnum):
     # .../start): Azure swaps an OS disk only while the VM is deallocated.
     DEALLOCATE = "deallocate"
     START = "start"
+    # MaxSurge: an instance created by a raise of the set's capacity (PATCH sku.capacity), and
+    # one deleted by id (POST .../delete, DELETE .../virtualMachines/{id}).
+    CREATE = "create"
+    DELETE = "delete"
 
 
 class OperationError(AzureModel):
@@ -270,6 +279,41 @@ class FleetOperation(AzureModel):
     )
     extension_name: str | None = Field(default=None, description="installExtension: the extension")
     extension_version: str | None = Field(default=None, description="installExtension: the version asked for")
+
+
+class InstanceRecord(AzureModel):
+    """One instance's life in the emulator (GET /admin/scaleSets/{name}/instanceRecords): when
+    it was created, provisioned (Succeeded), booted, and when its deletion began and ended. An
+    instance serves from `ready` until `delete_started`: a test proves capacity never dropped."""
+
+    instance_id: str
+    zone: str | None = None
+    created: AwareDatetime
+    provisioned: AwareDatetime | None = None
+    ready: AwareDatetime | None = None
+    delete_started: AwareDatetime | None = None
+    deleted: AwareDatetime | None = None
+
+
+class QuotaUsage(AzureModel):
+    """One entry of the Compute usages API: `name` is name.value (a VM family such as
+    standardDSv3Family, or `cores`: every vCPU in the region)."""
+
+    name: str
+    current_value: int
+    limit: int
+
+
+class CoreQuota(AzureModel):
+    """What a scale set's new instances would count against: its VM size's vCPUs and family
+    (the resource SKUs API), and the region's usage of the family and of all cores."""
+
+    location: str
+    vm_size: str | None = None
+    family: str | None = None
+    cores_per_instance: int | None = None
+    family_usage: QuotaUsage | None = None
+    regional_usage: QuotaUsage | None = None
 
 
 class HealthReading(AzureModel):

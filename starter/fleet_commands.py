@@ -1,4 +1,4 @@
-"""`upgradectl fleet serve|create|publish|show|ops`: the fleet emulator. Exit codes:
+"""`upgradectl fleet serve|create|publish|show|ops|quota`: the fleet emulator. Exit codes:
 starter/common.py (docs/usage.md: Exit codes)."""
 
 from __future__ import annotations
@@ -274,7 +274,8 @@ async def fleet_ops(
     name: Annotated[str, typer.Argument()],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The operations log: every reimage and restore, when, by which operation id."""
+    """The operations log: every reimage, restore, instance created and deleted, when, by
+    which operation id."""
     scale_set_name(name, "NAME")
     async with fleet_client() as fleet:
         operations = await fleet.operations(name)
@@ -294,4 +295,36 @@ async def fleet_ops(
             str(op.request_count),
             plain(op.operation_id, limit=None),
         )
+    console.print(table)
+
+
+@fleet_app.command("quota")
+@run
+async def fleet_quota(
+    region: Annotated[str, typer.Argument(help="The region, e.g. westeurope.")],
+    family: Annotated[
+        str | None,
+        typer.Option(help="A VM family (e.g. standardDSv3Family), or cores: the region's total."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=0, help="The family's vCPU limit from now on.")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="The family back to the default limit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The region's vCPU usage and limits, as the Compute usages API reports them; with
+    --family and --limit (or --reset), set one first. New instances (MaxSurge) need room in
+    their VM family's and the region's limit: a short quota makes surge batches upgrade in place."""
+    if (limit is None and not reset) != (family is None) or (limit is not None and reset):
+        fail("--family takes either --limit N or --reset (and they need --family)", EXIT_USAGE)
+    async with fleet_client() as fleet:
+        if family is not None:
+            await fleet.set_core_quota(region, family, None if reset else limit)
+        usages = await fleet.core_usage(region)
+    if as_json:
+        print_json([usage.to_json() for usage in usages])
+        return
+    table = Table(title=plain(f"vCPU quota in {clean(region)}", limit=None))
+    for column in ("quota", "in use", "limit"):
+        table.add_column(column)
+    for usage in usages:
+        table.add_row(plain(usage.name), str(usage.current_value), str(usage.limit))
     console.print(table)

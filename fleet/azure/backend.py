@@ -1,7 +1,8 @@
 """AzureFleet: the FleetBackend on Azure Resource Manager (azure-mgmt-compute's async client).
 
 Reads use the SDK as it is (paging, retries). Actions (reimage, restore, a Flexible VM's
-deallocate and start, extension installs) are sent exactly once:
+deallocate and start, extension installs, MaxSurge's capacity raises and deletes) are sent
+exactly once:
 retries off for the call and no SDK poller; the accepted answer's status URL goes into the
 FleetOperation, and `get_operation` polls it through the client's pipeline (auth, TLS).
 """
@@ -51,6 +52,7 @@ from fleet.azure.views import (
 from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.restore_points import RestorePoint, parse_restore_point, same_restore_point
 from models.fleet import (
+    CoreQuota,
     FleetOperation,
     HealthProbe,
     HealthReading,
@@ -59,6 +61,7 @@ from models.fleet import (
     InstanceView,
     OperationKind,
     OrchestrationMode,
+    QuotaUsage,
     ScaleSetView,
 )
 from models.image import LATEST, ImageReference
@@ -77,6 +80,8 @@ LIST_API_VERSION = "2024-07-01"
 # a batch's watchers, served by one read, look again together: this only keeps stragglers from
 # bringing reads of their own.
 INSTANCE_READ_GAP = 0.25
+# name.value of the usages API's entry counting every vCPU of the region.
+REGIONAL_CORES = "cores"
 # Microsoft.Network's API version of a load balancing rule's per-instance health.
 NETWORK_API_VERSION = "2024-05-01"
 # Microsoft.Maintenance's: a scale set's configuration assignments and their configurations.
@@ -131,6 +136,8 @@ class AzureFleet:
         self._probe_answers = CoalescingReader(self._read_probe_answers, turn=self.read_pacer.acquire_ahead)
         # The health URL of the load balancing rule that uses each probe.
         self._rule_health_urls: dict[str, str] = {}
+        # Each region's VM sizes: quota family and vCPUs, by lower-case size name.
+        self._vm_skus: dict[str, dict[str, tuple[str, int]]] = {}
 
     def _client_for(self, subscription_id: str) -> ComputeManagementClient:
         """One client per subscription (a gallery may live in another), one call counter; its
@@ -584,6 +591,105 @@ class AzureFleet:
                 location, publisher, type_
             )
         return sorted({str(image.name) for image in images if image.name}, key=natural_key)
+
+    # --- MaxSurge: core quota, capacity, deletes -------------------------------------------------
+
+    async def core_quota(self, scale_set: str) -> CoreQuota:
+        vmss = await self._get_set(scale_set)
+        location = str(vmss.get("location") or "")
+        vm_size = dig(vmss, "sku", "name")
+        sku = await self._vm_sku(location, vm_size) if vm_size else None
+        family, cores = sku or (None, None)
+        usages: dict[str, Json] = {}
+        with arm_errors():
+            async for item in self.client.usage.list(location):
+                entry = item.as_dict()
+                usages[str(dig(entry, "name", "value"))] = entry
+
+        def usage(name: str | None) -> QuotaUsage | None:
+            entry = usages.get(name or "")
+            if entry is None:
+                return None
+            current, limit = int(entry.get("currentValue") or 0), int(entry.get("limit") or 0)
+            return QuotaUsage(name=str(name), current_value=current, limit=limit)
+
+        return CoreQuota(
+            location=location,
+            vm_size=vm_size,
+            family=family,
+            cores_per_instance=cores,
+            family_usage=usage(family),
+            regional_usage=usage(REGIONAL_CORES),
+        )
+
+    async def _vm_sku(self, location: str, vm_size: str) -> tuple[str, int] | None:
+        """The quota family and vCPUs of a VM size in a region (the resource SKUs API, read once
+        per region: sizes do not change)."""
+        key = location.lower()
+        if key not in self._vm_skus:
+            found: dict[str, tuple[str, int]] = {}
+            with arm_errors():
+                async for sku in self.client.resource_skus.list(filter=f"location eq '{location}'"):
+                    entry = sku.as_dict()
+                    cores = next(
+                        (c.get("value") for c in entry.get("capabilities") or [] if c.get("name") == "vCPUs"),
+                        None,
+                    )
+                    if entry.get("resourceType") == "virtualMachines" and entry.get("family") and cores:
+                        found[str(entry["name"]).lower()] = (str(entry["family"]), int(cores))
+            self._vm_skus[key] = found
+        return self._vm_skus[key].get(vm_size.lower())
+
+    async def _surge_set(self, scale_set: str) -> None:
+        mode, _ = await self._mode(scale_set)
+        if mode == "Flexible":
+            raise FleetRequestError(
+                "OperationNotAllowed",
+                f"maxSurge: scale set {scale_set} has orchestrationMode Flexible, and Azure does not yet "
+                "support automatic OS upgrades with maxSurge on Flexible orchestration: its instances "
+                "are upgraded in place",
+            )
+
+    async def begin_set_model_image(self, scale_set: str, image: ImageReference) -> None:
+        await self._surge_set(scale_set)
+        version = image.resolved_version
+        if version == LATEST:
+            raise FleetRequestError(
+                "InvalidImageReference", f"the model needs an exact version (got {image})"
+            )
+        reference: dict[str, Any] = (
+            {"id": f"{image.id}/versions/{version}"}
+            if image.id
+            else {"publisher": image.publisher, "offer": image.offer, "sku": image.sku, "version": version}
+        )
+        update = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": reference}}}}
+        await self._send_once(
+            self.client.virtual_machine_scale_sets.begin_update, self._rg, scale_set, update
+        )
+
+    async def begin_scale_out(
+        self, scale_set: str, capacity: int, vm_size: str | None = None
+    ) -> FleetOperation:
+        await self._surge_set(scale_set)
+        sku: dict[str, Any] = {"capacity": capacity}
+        if vm_size:
+            sku["name"] = vm_size
+        response = await self._send_once(
+            self.client.virtual_machine_scale_sets.begin_update, self._rg, scale_set, {"sku": sku}
+        )
+        return accepted(response, kind=OperationKind.CREATE, scale_set=scale_set, instance_id="")
+
+    async def begin_delete_instances(self, scale_set: str, instance_ids: list[str]) -> FleetOperation:
+        await self._surge_set(scale_set)
+        response = await self._send_once(
+            self.client.virtual_machine_scale_sets.begin_delete_instances,
+            self._rg,
+            scale_set,
+            {"instanceIds": instance_ids},
+        )
+        return accepted(
+            response, kind=OperationKind.DELETE, scale_set=scale_set, instance_id=",".join(instance_ids)
+        )
 
     async def get_operation(self, operation: FleetOperation) -> FleetOperation:
         url = operation.status_url

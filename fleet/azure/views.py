@@ -395,6 +395,8 @@ def scale_set_of(vmss: Json, instances: list[InstanceView]) -> ScaleSetView:
         health_source=source,
         health_probe_id=probe_id,
         health_extension=extension,
+        vm_size=dig(vmss, "sku", "name"),
+        capacity=dig(vmss, "sku", "capacity"),
     )
 
 

@@ -17,6 +17,8 @@ from models.fleet import (
     FleetOperation,
     GalleryImageVersion,
     HealthState,
+    InstanceRecord,
+    QuotaUsage,
     ScaleSetSpec,
     ScaleSetView,
 )
@@ -24,6 +26,8 @@ from models.image import ImageReference
 
 _OPERATIONS = TypeAdapter(list[FleetOperation])
 _IMAGES = TypeAdapter(list[GalleryImageVersion])
+_RECORDS = TypeAdapter(list[InstanceRecord])
+_USAGES = TypeAdapter(list[QuotaUsage])
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,22 @@ class EmulatorAdmin:
     async def operations(self, name: str) -> list[FleetOperation]:
         """Every accepted action on the scale set's instances, in order (one per accepted call)."""
         return _OPERATIONS.validate_python(await self._call("GET", f"/admin/scaleSets/{name}/operations"))
+
+    async def instance_records(self, name: str) -> list[InstanceRecord]:
+        """Every instance the set ever had, by creation: when it was created, provisioned, ready
+        (booted), and when its deletion began and ended (InstanceRecord)."""
+        return _RECORDS.validate_python(await self._call("GET", f"/admin/scaleSets/{name}/instanceRecords"))
+
+    # --- core quota -------------------------------------------------------------------------
+
+    async def set_core_quota(self, location: str, family: str, limit: int | None) -> None:
+        """Limit `family`'s vCPUs (e.g. standardDSv3Family; `cores`: the region's total) in
+        `location`; None: back to the emulator's generous default."""
+        await self._call("PUT", f"/admin/quotas/{location}/{family}", {"limit": limit})
+
+    async def core_usage(self, location: str) -> list[QuotaUsage]:
+        """The region's vCPU usage and limits, as the Compute usages API reports them."""
+        return _USAGES.validate_python(await self._call("GET", f"/admin/quotas/{location}"))
 
     # --- instances --------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@
   unhealthy application) answers 502 with `X-Emulated-Connection: refused`: clients read that
   as no connection at all.
 - `/admin/...`: setting up scenarios (scale sets, images, faults, scale-out, an operation from
-  outside, scripted health answers) and reading the operations log.
+  outside, scripted health answers, core quotas) and reading the operations log and every
+  instance's life (created, ready, deleted).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fleet.emulator.faults import ArmFaults, FaultInjector
 from fleet.emulator.store import open_database
 from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from models.base import describe_validation_error
-from models.fleet import FaultSpec, HealthState, ScaleSetSpec
+from models.fleet import FaultSpec, HealthState, QuotaUsage, ScaleSetSpec
 from models.image import ImageReference
 
 
@@ -178,6 +179,24 @@ def create_app(db_path: str | Path) -> FastAPI:
     @app.get("/admin/scaleSets/{name}/operations")
     async def operations(name: str) -> list[dict[str, Any]]:
         return [op.to_json() for op in cloud.operations_log(name)]
+
+    @app.get("/admin/scaleSets/{name}/instanceRecords")
+    async def instance_records(name: str) -> list[dict[str, Any]]:
+        """Every instance the set ever had: created, provisioned, ready, deleteStarted, deleted."""
+        return [record.to_json() for record in cloud.instance_records(name)]
+
+    @app.get("/admin/quotas/{location}")
+    async def quotas(location: str) -> list[dict[str, Any]]:
+        """The region's vCPU usage and limits, as the usages API counts them."""
+        return [
+            QuotaUsage(name=name, current_value=current, limit=limit).to_json()
+            for name, current, limit in cloud.usages(location)
+        ]
+
+    @app.put("/admin/quotas/{location}/{family}", status_code=204)
+    async def set_quota(location: str, family: str, body: dict[str, Any] = Body(...)) -> None:
+        """{"limit": vCPUs} of a VM family (or `cores`, the region's total); null: the default."""
+        cloud.set_core_limit(location, family, body.get("limit"))
 
     @app.delete("/admin/scaleSets/{name}/instances/{instance_id}", status_code=204)
     async def delete_instance(name: str, instance_id: str) -> None:

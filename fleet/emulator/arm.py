@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from fleet.emulator import resources
 from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, Cloud, CloudError, resource_id
 from fleet.emulator.maintenance import add_maintenance_routes
+from fleet.emulator.sizes import VM_SIZES
 from models.fleet import OperationKind
 from models.image import LATEST, ImageReference
 from models.sorting import natural_key
@@ -141,7 +142,8 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
 
     def scale_set_document(name: str) -> dict[str, Any]:
         row = cloud.db.execute("SELECT created_at FROM scale_sets WHERE name = ?", (name,)).fetchone()
-        return resources.scale_set(cloud.spec(name), cloud.etag(name), row["created_at"] if row else 0.0)
+        created = row["created_at"] if row else 0.0
+        return resources.scale_set(cloud.spec(name), cloud.etag(name), created, cloud.capacity(name))
 
     async def body_of(request: Request) -> dict[str, Any]:
         raw = await request.body()
@@ -221,20 +223,55 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
 
     @router.patch(GROUP + "/virtualMachineScaleSets/{vmss}")
     async def update_scale_set(vmss: str, request: Request) -> Response:
-        """Change the model's image (the one update the emulator models), honouring If-Match."""
+        """Change the model's image and sku.capacity (the updates the emulator models),
+        honouring If-Match. A capacity change is long-running: the operation is done when every
+        instance it creates is provisioned (or every one it deletes is gone)."""
         body = await body_of(request)
         profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
         raw = (profile.get("storageProfile") or {}).get("imageReference")
         spec = cloud.spec(vmss)
+        sku = body.get("sku") or {}
+        if sku.get("name") and str(sku["name"]).lower() != spec.vm_size.lower():
+            raise CloudError(
+                409,
+                "OperationNotAllowed",
+                f"sku.name: the emulator cannot change the VM size of {vmss} ({spec.vm_size})",
+            )
         if raw:
             image = image_from_arm(raw)
             cloud.update_model(vmss, image, request.headers.get("if-match"))
         elif (match := request.headers.get("if-match")) is not None:
             cloud.update_model(vmss, spec.image_reference, match)
         operation = cloud.new_arm_operation(vmss)
+        if "capacity" in sku:
+            cloud.set_capacity(vmss, sku["capacity"], operation)
         document = scale_set_document(vmss)
         document["properties"]["provisioningState"] = "Updating"
         return accepted(request, operation, spec.location, status=200, body=document)
+
+    @router.put(GROUP + "/virtualMachineScaleSets/{vmss}")
+    async def put_scale_set(vmss: str, request: Request) -> Response:
+        """Create or update: an existing set takes the image and capacity as a PATCH does (the
+        emulator creates scale sets through its admin API only)."""
+        cloud.spec(vmss)
+        return await update_scale_set(vmss, request)
+
+    @router.post(GROUP + "/virtualMachineScaleSets/{vmss}/delete")
+    async def delete_scale_set_vms(vmss: str, request: Request) -> Response:
+        """Delete instances by id ({"instanceIds": [...]}, begin_delete_instances; on a Flexible
+        set, VM names)."""
+        body = await body_of(request)
+        ids = body.get("instanceIds")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise CloudError(
+                400, "InvalidParameter", "instanceIds: a non-empty list of instance ids is required"
+            )
+        return delete_instances(request, vmss, ids)
+
+    def delete_instances(request: Request, name: str, ids: list[str]) -> Response:
+        operation = cloud.new_arm_operation(name)
+        cloud.begin_delete_instances(name, ids, operation)
+        return accepted(request, operation, cloud.spec(name).location)
 
     @router.post(GROUP + "/virtualMachineScaleSets/{vmss}/manualupgrade")
     async def manual_upgrade(vmss: str, request: Request) -> Response:
@@ -267,6 +304,11 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
     @router.get(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}")
     async def get_scale_set_vm(vmss: str, instance_id: str, request: Request) -> dict[str, Any]:
         return vmss_vm(vmss, instance_id, expanded(request))
+
+    @router.delete(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}")
+    async def delete_scale_set_vm(vmss: str, instance_id: str, request: Request) -> Response:
+        uniform(vmss)
+        return delete_instances(request, vmss, [instance_id])
 
     @router.get(GROUP + "/virtualMachineScaleSets/{vmss}/virtualMachines/{instance_id}/instanceView")
     async def get_scale_set_vm_instance_view(vmss: str, instance_id: str) -> dict[str, Any]:
@@ -349,6 +391,10 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
             cloud.spec(name), cloud.instance_view(name, vm, probe=True), cloud.clock()
         )
 
+    @router.delete(GROUP + "/virtualMachines/{vm}")
+    async def delete_vm(vm: str, request: Request) -> Response:
+        return delete_instances(request, cloud.flexible_scale_set_of(vm), [vm])
+
     @router.post(GROUP + "/virtualMachines/{vm}/reimage")
     async def reimage_vm(vm: str, request: Request) -> Response:
         name = cloud.flexible_scale_set_of(vm)
@@ -406,6 +452,21 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
     @router.patch(GROUP + "/virtualMachines/{vm}/extensions/{extension}")
     async def patch_vm_extension(vm: str, extension: str, request: Request) -> Response:
         return await install_extension(request, cloud.flexible_scale_set_of(vm), vm, extension, put=False)
+
+    # --- quota -------------------------------------------------------------------------------
+
+    @router.get(LOCATIONS + "/usages")
+    async def usages(loc: str) -> dict[str, Any]:
+        """The region's vCPU usage and limits: in all (`cores`) and per VM family."""
+        return {"value": [resources.usage(*entry) for entry in cloud.usages(loc)]}
+
+    @router.get("/subscriptions/{sub}/providers/Microsoft.Compute/skus")
+    async def resource_skus(request: Request) -> dict[str, Any]:
+        """The VM sizes offered ($filter=location eq '<region>': those of one region; the
+        emulator offers every size everywhere)."""
+        where = location_filter(request.query_params.get("$filter"))
+        locations = [where] if where else sorted(resources.REGION_NAMES)
+        return {"value": [resources.resource_sku(name, size, locations) for name, size in VM_SIZES.items()]}
 
     # --- operations -------------------------------------------------------------------------
 
@@ -547,6 +608,16 @@ def scale_set_filter(text: str | None) -> str | None:
     if field.strip().strip("'").lower() != "virtualmachinescaleset/id" or not value:
         raise CloudError(400, "InvalidParameter", f"$filter {text!r} is not supported")
     return value.strip().strip("'").lower()
+
+
+def location_filter(text: str | None) -> str | None:
+    """The region of `location eq '<region>'`, else None."""
+    if not text:
+        return None
+    field, _, value = text.partition(" eq ")
+    if field.strip().lower() != "location" or not value:
+        raise CloudError(400, "InvalidParameter", f"$filter {text!r} is not supported (only location eq)")
+    return value.strip().strip("'")
 
 
 def image_from_arm(raw: dict[str, Any]) -> ImageReference:

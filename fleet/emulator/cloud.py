@@ -14,11 +14,13 @@ import json
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from fleet.emulator.sizes import DEFAULT_CORE_LIMIT, FAMILIES, REGIONAL_CORES, VM_SIZES, size_of
 from models.fleet import (
     CustomMetrics,
     DataDisk,
@@ -30,6 +32,7 @@ from models.fleet import (
     HealthProbe,
     HealthState,
     InstanceExtension,
+    InstanceRecord,
     InstanceView,
     OperationError,
     OperationKind,
@@ -58,6 +61,10 @@ HEALTH_PUBLISHER = "Microsoft.ManagedServices"
 HEALTH_TYPE = "ApplicationHealthLinux"
 # What Azure says when an extension's handler fails to install or enable.
 EXTENSION_ERROR = "VMExtensionProvisioningError"
+# Where an instance is placed: zone, update domain, fault domain.
+Placement = tuple[str | None, int, int]
+# provisioningState of an instance busy with an operation of this kind (else Updating).
+BUSY_STATES = {OperationKind.CREATE.value: "Creating", OperationKind.DELETE.value: "Deleting"}
 
 
 class EndpointAnswer(NamedTuple):
@@ -172,6 +179,12 @@ class Cloud:
         exact version (published on the way, if new), or what 'latest' is in its region now."""
         image = spec.image_reference
         now = self.clock()
+        if size_of(spec.vm_size) is None:
+            raise CloudError(
+                400,
+                "InvalidParameter",
+                f"vmSize: must be one of {', '.join(VM_SIZES)} (got {spec.vm_size!r})",
+            )
         if image.version == LATEST:
             image = self.resolve_image(image, spec.location)  # the model keeps saying 'latest'
         with self._transaction():
@@ -194,12 +207,20 @@ class Cloud:
         healthy: bool,
         ready_at: float,
         now: float,
-    ) -> None:
-        """Place instance `ordinal`: zones round-robin, then update and fault domains in turn
-        within its zone."""
+        placement: Placement | None = None,
+        creating: bool = False,
+    ) -> str:
+        """Place instance `ordinal` where `placement` says; by default zones round-robin, then
+        update and fault domains in turn within its zone. Its id. `creating`: an operation
+        provisions it (its record's provisioned and ready times come then)."""
         zones: Sequence[str | None] = spec.zones or [None]
         instance_id = instance_name(spec, ordinal)
         within_zone = ordinal // len(zones)
+        zone, update_domain, fault_domain = placement or (
+            zones[ordinal % len(zones)],
+            within_zone % spec.update_domain_count,
+            within_zone % spec.fault_domain_count,
+        )
         disk = f"{spec.name}-{instance_id}-osdisk-0"
         data_disks = [
             DataDisk(lun=lun, name=f"{spec.name}-{instance_id}-data-{lun}", disk_size_gb=128)
@@ -216,13 +237,19 @@ class Cloud:
                 spec.name,
                 instance_id,
                 ordinal,
-                zones[ordinal % len(zones)],
-                within_zone % spec.update_domain_count,
-                within_zone % spec.fault_domain_count,
+                zone,
+                update_domain,
+                fault_domain,
                 disk,
                 json.dumps([d.to_json() for d in data_disks]),
                 ready_at,
             ),
+        )
+        provisioned = None if creating else now
+        self.db.execute(
+            "INSERT OR REPLACE INTO instance_records (scale_set, instance_id, zone, created_at,"
+            " provisioned_at, ready_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (spec.name, instance_id, zone, now, provisioned, provisioned and max(ready_at, now)),
         )
         for extension in spec.extensions:
             version = self._initial_extension_version(spec, extension, now)
@@ -231,6 +258,7 @@ class Cloud:
                 " type, version, status, changed_at) VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?)",
                 (spec.name, instance_id, extension.name, extension.publisher, extension.type_, version, now),
             )
+        return instance_id
 
     def _initial_extension_version(self, spec: ScaleSetSpec, extension: ExtensionSpec, now: float) -> str:
         """What a new instance gets: the newest published patch of typeHandlerVersion's
@@ -265,10 +293,7 @@ class Cloud:
         wanted = model_image if image is None else image
         target = wanted if wanted.version != LATEST else self.resolve_image(wanted, spec.location)
         on_model = target.same_image(model_image)
-        # Every instance ever placed keeps its first OS disk: their count is the next ordinal.
-        first = self.db.execute(
-            "SELECT COUNT(DISTINCT instance_id) FROM os_disks WHERE scale_set = ?", (name,)
-        ).fetchone()[0]
+        first = self._next_ordinal(name)
         now = self.clock()
         grown = spec.model_copy(update={"capacity": spec.capacity + count})
         with self._transaction():
@@ -280,8 +305,23 @@ class Cloud:
             self.db.execute("UPDATE scale_sets SET spec = ? WHERE name = ?", (grown.model_dump_json(), name))
         return self.scale_set_view(name)
 
+    def _next_ordinal(self, name: str) -> int:
+        """Every instance ever placed keeps its first OS disk: their count is the next ordinal
+        (so a deleted instance's id is never used again)."""
+        row = self.db.execute(
+            "SELECT COUNT(DISTINCT instance_id) FROM os_disks WHERE scale_set = ?", (name,)
+        ).fetchone()
+        return int(row[0])
+
     def _delete(self, name: str) -> None:
-        tables = ("instances", "os_disks", "operations", "instance_extensions", "configuration_assignments")
+        tables = (
+            "instances",
+            "os_disks",
+            "operations",
+            "instance_extensions",
+            "configuration_assignments",
+            "instance_records",
+        )
         for table in tables:
             self.db.execute(f"DELETE FROM {table} WHERE scale_set = ?", (name,))
         self.db.execute("DELETE FROM scale_sets WHERE name = ?", (name,))
@@ -300,11 +340,22 @@ class Cloud:
         self.db.execute("UPDATE scale_sets SET spec = ? WHERE name = ?", (spec.model_dump_json(), name))
 
     def delete_instance(self, name: str, instance_id: str) -> None:
+        """The instance vanishes at once, from outside (no operation)."""
         self._instance(name, instance_id)
+        with self._transaction():
+            self._remove_instance(name, instance_id, self.clock())
+
+    def _remove_instance(self, name: str, instance_id: str, when: float) -> None:
         self.db.execute("DELETE FROM instances WHERE scale_set = ? AND instance_id = ?", (name, instance_id))
         self.db.execute(
             "DELETE FROM instance_extensions WHERE scale_set = ? AND instance_id = ?", (name, instance_id)
         )
+        self.db.execute(
+            "UPDATE instance_records SET delete_started_at = COALESCE(delete_started_at, ?), deleted_at = ?"
+            " WHERE scale_set = ? AND instance_id = ?",
+            (when, when, name, instance_id),
+        )
+        self.probe_answers.pop((name, instance_id), None)
 
     def force_health(self, name: str, instance_id: str, state: HealthState | None) -> None:
         self._instance(name, instance_id)
@@ -339,6 +390,8 @@ class Cloud:
             rolling_upgrade_policy=spec.rolling_upgrade_policy,
             instances=[self._instance_view(spec, row, probe, installed) for row in rows],
             extensions=self.model_extensions(spec),
+            vm_size=spec.vm_size,
+            capacity=self.capacity(name),
         )
 
     @staticmethod
@@ -388,8 +441,10 @@ class Cloud:
         kind = self._busy_kind(row)
         if kind == OperationKind.DEALLOCATE.value:
             return "deallocating"
-        if kind == OperationKind.START.value:
+        if kind in (OperationKind.START.value, OperationKind.CREATE.value):
             return "starting"
+        if kind == OperationKind.DELETE.value:
+            return "stopping"
         if row["deallocated"]:
             return "deallocated"  # an OS disk swap in flight too: the VM stays deallocated
         if self._stopped(row):
@@ -438,7 +493,9 @@ class Cloud:
         now = self.clock()
         if installed is None:
             installed = self._installed_extensions(spec.name, row["instance_id"])
-        provisioning = "Updating" if row["busy_operation"] else "Failed" if row["error_code"] else "Succeeded"
+        provisioning = "Failed" if row["error_code"] else "Succeeded"
+        if kind := self._busy_kind(row):
+            provisioning = BUSY_STATES.get(kind, "Updating")
         power = self._power_state(row, now)
         if probe:
             reading = self._probe(spec, row, consume=True)
@@ -510,6 +567,8 @@ class Cloud:
         """One probe of the instance's application by its Application Health extension, read
         as the extension reads it (models.health.interpret with the extension's settings). The
         extension itself says unknown while the VM is stopped and initializing while it boots."""
+        if self._busy_kind(row) == OperationKind.CREATE.value:
+            return HealthProbe(state=HealthState.INITIALIZING, detail="the instance is being created")
         if self._stopped(row):
             return HealthProbe(state=HealthState.UNKNOWN, detail="the instance is stopped for an operation")
         if self.clock() < row["ready_at"]:
@@ -1093,6 +1152,204 @@ class Cloud:
         stale = [r for r in rows if not ImageReference.model_validate_json(r["image"]).same_image(target)]
         return [self.begin_reimage(name, r["instance_id"], target, arm_operation) for r in stale]
 
+    # --- capacity (MaxSurge): instances created from the model, deleted by id ----------------
+
+    def _live_instances(self, name: str) -> list[sqlite3.Row]:
+        """The set's instances not being deleted, by ordinal."""
+        return self.db.execute(
+            "SELECT i.* FROM instances i LEFT JOIN operations o ON o.operation_id = i.busy_operation"
+            " WHERE i.scale_set = ? AND (o.kind IS NULL OR o.kind != ?) ORDER BY i.ordinal",
+            (name, OperationKind.DELETE.value),
+        ).fetchall()
+
+    def capacity(self, name: str) -> int:
+        """sku.capacity: the set's instances less those being deleted. Azure raises it when it
+        accepts a scale-out (the new instances exist at once, Creating) and lowers it when it
+        accepts a delete."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM instances i LEFT JOIN operations o ON o.operation_id = i.busy_operation"
+            " WHERE i.scale_set = ? AND (o.kind IS NULL OR o.kind != ?)",
+            (name, OperationKind.DELETE.value),
+        ).fetchone()
+        return int(row[0])
+
+    def set_capacity(self, name: str, capacity: int, arm_operation: str) -> list[str]:
+        """sku.capacity changed (PATCH or PUT of the set). Raised: new instances from the model,
+        once the core quota is checked for all of them. Lowered: the highest ids are deleted.
+        Every request acts anew (no deduplication): a resent raise to capacity + N after the
+        first took effect changes nothing, but a raise by N computed twice creates 2N. The ids
+        created or deleted."""
+        self.settle()
+        spec = self.spec(name)
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 0 <= capacity <= 10_000:
+            wrong = f"sku.capacity: must be from 0 to 10000 (got {capacity!r})"
+            raise CloudError(400, "InvalidParameter", wrong)
+        live = self._live_instances(name)
+        if capacity > len(live):
+            return self._create_instances(spec, capacity - len(live), arm_operation)
+        doomed = [row["instance_id"] for row in reversed(live[capacity:])]
+        return self.begin_delete_instances(name, doomed, arm_operation) if doomed else []
+
+    def _create_instances(self, spec: ScaleSetSpec, count: int, arm_operation: str) -> list[str]:
+        """New instances on the model's image, ids continuing the sequence, each Creating for a
+        reimage's time, then booting; zonal ones where the zones are least filled."""
+        self.check_core_quota(spec, count)
+        image = self.resolve_image(spec.image_reference, spec.location)
+        now, first = self.clock(), self._next_ordinal(spec.name)
+        created = []
+        with self._transaction():
+            for ordinal in range(first, first + count):
+                instance_id = instance_name(spec, ordinal)
+                self._add_instance(
+                    spec,
+                    ordinal,
+                    image,
+                    healthy=self._healthy_on(spec, instance_id, image),
+                    ready_at=now,
+                    now=now,
+                    placement=self._balanced_placement(spec),
+                    creating=True,
+                )
+                seconds = within(spec.timing.reimage_seconds, spec.seed, "create", instance_id)
+                disk = f"{spec.name}-{instance_id}-osdisk-0"
+                self._record_operation(
+                    str(uuid.uuid4()),
+                    OperationKind.CREATE,
+                    spec.name,
+                    instance_id,
+                    None,
+                    seconds,
+                    image=image,
+                    target_disk=disk,
+                    arm_operation=arm_operation,
+                )
+                created.append(instance_id)
+        self.settle()
+        return created
+
+    def _balanced_placement(self, spec: ScaleSetSpec) -> Placement:
+        """Azure's best-effort zone balance: the zone with the fewest instances (ties: the
+        lowest), then its least used update domain (replacements may land in another one)."""
+        live = self._live_instances(spec.name)
+        zones: Sequence[str | None] = spec.zones or [None]
+        per_zone = Counter(row["zone"] for row in live)
+        zone = min(zones, key=lambda z: (per_zone[z], natural_key(z or "")))
+        per_domain = Counter(row["update_domain"] for row in live if row["zone"] == zone)
+        domain = min(range(spec.update_domain_count), key=lambda d: (per_domain[d], d))
+        return zone, domain, domain % spec.fault_domain_count
+
+    def begin_delete_instances(self, name: str, instance_ids: list[str], arm_operation: str) -> list[str]:
+        """Delete instances by id (POST .../delete, DELETE .../virtualMachines/{id}): each one
+        Deleting for a reimage's time, then gone; capacity drops at once. Refused as a whole if
+        one is unknown (404) or busy, being deleted included (409): nothing is deduplicated."""
+        self.settle()
+        spec = self.spec(name)
+        rows = [self._idle_instance(name, instance_id) for instance_id in dict.fromkeys(instance_ids)]
+        now = self.clock()
+        with self._transaction():
+            for row in rows:
+                instance_id = row["instance_id"]
+                seconds = within(spec.timing.reimage_seconds, spec.seed, "delete", instance_id, arm_operation)
+                self._record_operation(
+                    str(uuid.uuid4()),
+                    OperationKind.DELETE,
+                    name,
+                    instance_id,
+                    row["os_disk"],
+                    seconds,
+                    arm_operation=arm_operation,
+                )
+                self.db.execute(
+                    "UPDATE instance_records SET delete_started_at = ?"
+                    " WHERE scale_set = ? AND instance_id = ?",
+                    (now, name, instance_id),
+                )
+        self.settle()
+        return [row["instance_id"] for row in rows]
+
+    def instance_records(self, name: str) -> list[InstanceRecord]:
+        """Every instance the set ever had, by creation: created, provisioned, booted, deletion
+        begun and done (InstanceRecord)."""
+        self.spec(name)
+        self.settle()
+        rows = self.db.execute("SELECT * FROM instance_records WHERE scale_set = ?", (name,)).fetchall()
+        records = [
+            InstanceRecord(
+                instance_id=row["instance_id"],
+                zone=row["zone"],
+                created=row["created_at"],
+                provisioned=row["provisioned_at"],
+                ready=row["ready_at"],
+                delete_started=row["delete_started_at"],
+                deleted=row["deleted_at"],
+            )
+            for row in rows
+        ]
+        return sorted(records, key=lambda r: (r.created, natural_key(r.instance_id)))
+
+    # --- core quota (the Compute usages API) ------------------------------------------------
+
+    def core_usage(self, location: str) -> Counter[str]:
+        """vCPUs in use in `location`, per VM family and in all (REGIONAL_CORES): every
+        instance counts, whatever its state, until it is gone."""
+        used: Counter[str] = Counter()
+        for row in self.db.execute("SELECT scale_set, COUNT(*) FROM instances GROUP BY scale_set"):
+            spec = self.spec(row[0])
+            size = size_of(spec.vm_size)
+            if size is not None and spec.location.lower() == location.lower():
+                used[size.family] += size.cores * row[1]
+                used[REGIONAL_CORES] += size.cores * row[1]
+        return used
+
+    def core_limit(self, location: str, family: str) -> int:
+        row = self.db.execute(
+            "SELECT core_limit FROM core_quotas WHERE location = ? AND family = ?", (location.lower(), family)
+        ).fetchone()
+        return DEFAULT_CORE_LIMIT if row is None else int(row[0])
+
+    def set_core_limit(self, location: str, family: str, limit: int | None) -> None:
+        """A scenario's quota: `limit` vCPUs of `family` (or REGIONAL_CORES) in `location`;
+        None: back to the default."""
+        if family not in (REGIONAL_CORES, *FAMILIES):
+            raise CloudError(
+                400, "InvalidParameter", f"family: must be one of {', '.join([REGIONAL_CORES, *FAMILIES])}"
+            )
+        if limit is None:
+            self.db.execute(
+                "DELETE FROM core_quotas WHERE location = ? AND family = ?", (location.lower(), family)
+            )
+            return
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 10_000_000:
+            raise CloudError(400, "InvalidParameter", f"limit: must be from 0 to 10000000 (got {limit!r})")
+        self.db.execute(
+            "INSERT OR REPLACE INTO core_quotas VALUES (?, ?, ?)", (location.lower(), family, limit)
+        )
+
+    def usages(self, location: str) -> list[tuple[str, int, int]]:
+        """(name.value, currentValue, limit) of the region's total vCPUs and of each family."""
+        self.settle()
+        used = self.core_usage(location)
+        return [(name, used[name], self.core_limit(location, name)) for name in (REGIONAL_CORES, *FAMILIES)]
+
+    def check_core_quota(self, spec: ScaleSetSpec, count: int) -> None:
+        """Azure's refusal of new instances beyond the family's or the region's vCPU quota."""
+        size = size_of(spec.vm_size)
+        if size is None:
+            raise CloudError(400, "InvalidParameter", f"vmSize {spec.vm_size!r} is not offered")
+        needed, used = count * size.cores, self.core_usage(spec.location)
+        for family in (size.family, REGIONAL_CORES):
+            limit = self.core_limit(spec.location, family)
+            if used[family] + needed > limit:
+                quota = "Total Regional" if family == REGIONAL_CORES else family
+                raise CloudError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation could not be completed as it results in exceeding approved {quota} Cores "
+                    f"quota. Additional details - Deployment Model: Resource Manager, Location: "
+                    f"{spec.location}, Current Limit: {limit}, Current Usage: {used[family]}, Additional "
+                    f"Required: {needed}, (Minimum) New Limit Required: {used[family] + needed}.",
+                )
+
     def model_image(self, spec: ScaleSetSpec) -> ImageReference | None:
         """The image the model means now (its newest in the region for 'latest'); None if none.
         Resolved once per answer: a list page asks it of every instance."""
@@ -1161,44 +1418,58 @@ class Cloud:
         instance_id: str,
         current_disk: str,
         seconds: float,
+        **details: Any,
+    ) -> FleetOperation:
+        """Start one operation on one instance (details: _record_operation's keywords)."""
+        with self._transaction():
+            self._record_operation(operation_id, kind, name, instance_id, current_disk, seconds, **details)
+        self.settle()
+        return self.operation(name, operation_id)
+
+    def _record_operation(
+        self,
+        operation_id: str,
+        kind: OperationKind,
+        name: str,
+        instance_id: str,
+        current_disk: str | None,
+        seconds: float,
         *,
         image: ImageReference | None = None,
         target_disk: str | None = None,
         error_code: str | None = None,
         arm_operation: str | None = None,
         extension: tuple[str, str] | None = None,
-    ) -> FleetOperation:
+    ) -> None:
+        """Log an accepted operation and make the instance busy with it (inside a transaction)."""
         now = self.clock()
         extension_name, extension_version = extension or (None, None)
-        with self._transaction():
-            self.db.execute(
-                "INSERT INTO operations (operation_id, kind, scale_set, instance_id, status,"
-                " start_time, complete_at, image, target_disk, previous_os_disk, error_code,"
-                " arm_operation, extension_name, extension_version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    operation_id,
-                    kind.value,
-                    name,
-                    instance_id,
-                    OperationStatus.IN_PROGRESS.value,
-                    now,
-                    now + seconds,
-                    image.model_dump_json() if image else None,
-                    target_disk,
-                    current_disk,
-                    error_code,
-                    arm_operation,
-                    extension_name,
-                    extension_version,
-                ),
-            )
-            self.db.execute(
-                "UPDATE instances SET busy_operation = ? WHERE scale_set = ? AND instance_id = ?",
-                (operation_id, name, instance_id),
-            )
-        self.settle()
-        return self.operation(name, operation_id)
+        self.db.execute(
+            "INSERT INTO operations (operation_id, kind, scale_set, instance_id, status,"
+            " start_time, complete_at, image, target_disk, previous_os_disk, error_code,"
+            " arm_operation, extension_name, extension_version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                operation_id,
+                kind.value,
+                name,
+                instance_id,
+                OperationStatus.IN_PROGRESS.value,
+                now,
+                now + seconds,
+                image.model_dump_json() if image else None,
+                target_disk,
+                current_disk,
+                error_code,
+                arm_operation,
+                extension_name,
+                extension_version,
+            ),
+        )
+        self.db.execute(
+            "UPDATE instances SET busy_operation = ? WHERE scale_set = ? AND instance_id = ?",
+            (operation_id, name, instance_id),
+        )
 
     def operation(self, name: str, operation_id: str) -> FleetOperation:
         self.settle()
@@ -1266,6 +1537,10 @@ class Cloud:
             return self._fail(op, "NotFound", "the instance was deleted during the operation")
         if op["kind"] == OperationKind.INSTALL_EXTENSION.value:
             return self._finish_install(op)
+        if op["kind"] == OperationKind.CREATE.value:
+            return self._finish_create(op, boot)
+        if op["kind"] == OperationKind.DELETE.value:
+            return self._finish_delete(op)
         if op["kind"] in (OperationKind.DEALLOCATE.value, OperationKind.START.value):
             return self._finish_power(op, boot)
         if op["error_code"]:
@@ -1347,6 +1622,27 @@ class Cloud:
             (OperationStatus.SUCCEEDED.value, ended, op["operation_id"]),
         )
         return None
+
+    def _finish_create(self, op: sqlite3.Row, boot: float) -> None:
+        """Provisioned: it boots (Initializing) as a reimaged instance does."""
+        ended = op["complete_at"]
+        self._release(op, ended + boot)
+        self.db.execute(
+            "UPDATE operations SET status = ?, end_time = ?, os_disk = ? WHERE operation_id = ?",
+            (OperationStatus.SUCCEEDED.value, ended, op["target_disk"], op["operation_id"]),
+        )
+        self.db.execute(
+            "UPDATE instance_records SET provisioned_at = ?, ready_at = ?"
+            " WHERE scale_set = ? AND instance_id = ?",
+            (ended, ended + boot, op["scale_set"], op["instance_id"]),
+        )
+
+    def _finish_delete(self, op: sqlite3.Row) -> None:
+        self._remove_instance(op["scale_set"], op["instance_id"], op["complete_at"])
+        self.db.execute(
+            "UPDATE operations SET status = ?, end_time = ? WHERE operation_id = ?",
+            (OperationStatus.SUCCEEDED.value, op["complete_at"], op["operation_id"]),
+        )
 
     def _finish_power(self, op: sqlite3.Row, boot: float) -> None:
         """Deallocated (no host, no application), or started: it boots on its OS disk."""

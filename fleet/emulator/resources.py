@@ -18,6 +18,7 @@ from fleet.emulator.cloud import (
     iso,
     resource_id,
 )
+from fleet.emulator.sizes import VmSize, family_display
 from models.fleet import (
     ExtensionSpec,
     HealthProbe,
@@ -299,7 +300,7 @@ def _vm_resources(spec: ScaleSetSpec, instance: InstanceView) -> list[dict[str, 
     return documents
 
 
-def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any]:
+def scale_set(spec: ScaleSetSpec, etag: int, created_at: float, capacity: int) -> dict[str, Any]:
     flexible = spec.orchestration_mode == "Flexible"
     storage: dict[str, Any] = {
         "imageReference": image_reference(spec.image_reference, exact=False),
@@ -357,7 +358,7 @@ def scale_set(spec: ScaleSetSpec, etag: int, created_at: float) -> dict[str, Any
         "id": resource_id(spec.name),
         "type": "Microsoft.Compute/virtualMachineScaleSets",
         "location": spec.location,
-        "sku": {"name": spec.vm_size, "tier": "Standard", "capacity": spec.capacity},
+        "sku": {"name": spec.vm_size, "tier": "Standard", "capacity": capacity},
         "etag": f'"{etag}"',
         "properties": properties,
     }
@@ -576,6 +577,34 @@ def gallery_version(
         "type": "Microsoft.Compute/galleries/images/versions",
         "location": location,
         "properties": properties,
+    }
+
+
+def usage(name: str, current: int, limit: int) -> dict[str, Any]:
+    """One entry of the Compute usages API (Usage)."""
+    return {
+        "unit": "Count",
+        "currentValue": current,
+        "limit": limit,
+        "name": {"value": name, "localizedValue": family_display(name)},
+    }
+
+
+def resource_sku(name: str, size: VmSize, locations: list[str]) -> dict[str, Any]:
+    """A VM size as the resource SKUs API lists it (ResourceSku): its family and vCPUs."""
+    return {
+        "resourceType": "virtualMachines",
+        "name": name,
+        "tier": "Standard",
+        "size": name.removeprefix("Standard_"),
+        "family": size.family,
+        "locations": locations,
+        "locationInfo": [{"location": location, "zones": ["1", "2", "3"]} for location in locations],
+        "capabilities": [
+            {"name": "vCPUs", "value": str(size.cores)},
+            {"name": "MemoryGB", "value": str(size.memory_gb)},
+        ],
+        "restrictions": [],
     }
 
 

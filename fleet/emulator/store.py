@@ -104,6 +104,26 @@ CREATE TABLE IF NOT EXISTS configuration_assignments (
     document TEXT NOT NULL,
     PRIMARY KEY (scale_set, name)
 );
+-- Every instance's life (MaxSurge: capacity must never drop): created, provisioned, booted,
+-- deletion begun and done. Kept after the instance is gone.
+CREATE TABLE IF NOT EXISTS instance_records (
+    scale_set TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    zone TEXT,
+    created_at REAL NOT NULL,
+    provisioned_at REAL,
+    ready_at REAL,
+    delete_started_at REAL,
+    deleted_at REAL,
+    PRIMARY KEY (scale_set, instance_id)
+);
+-- Core quota limits a scenario set, per region and VM family ('cores': the regional total).
+CREATE TABLE IF NOT EXISTS core_quotas (
+    location TEXT NOT NULL,
+    family TEXT NOT NULL,
+    core_limit INTEGER NOT NULL,
+    PRIMARY KEY (location, family)
+);
 CREATE INDEX IF NOT EXISTS operations_due ON operations (status, complete_at);
 CREATE INDEX IF NOT EXISTS operations_by_set ON operations (scale_set, seq);
 """
@@ -140,3 +160,10 @@ def migrate(db: sqlite3.Connection) -> None:
         present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    # Instances placed before instance_records existed: there since their set was created.
+    db.execute(
+        "INSERT OR IGNORE INTO instance_records (scale_set, instance_id, zone, created_at,"
+        " provisioned_at, ready_at) SELECT i.scale_set, i.instance_id, i.zone, s.created_at,"
+        " s.created_at, MAX(i.ready_at, s.created_at)"
+        " FROM instances i JOIN scale_sets s ON s.name = i.scale_set"
+    )

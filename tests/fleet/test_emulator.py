@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute.aio import ComputeManagementClient
+from azure.mgmt.compute.models import Sku, VirtualMachineScaleSet, VirtualMachineScaleSetUpdate
 
 from fleet.azure.credentials import StaticTokenCredential
 from fleet.emulator.admin import EmulatorAdmin
@@ -164,6 +165,89 @@ async def test_scale_out_and_delete(admin: EmulatorAdmin, compute: ComputeManage
     with pytest.raises(HttpResponseError) as gone:
         await compute.virtual_machine_scale_sets.get(RG, "no-such-set")
     assert gone.value.status_code == 404
+
+
+def capacity(count: int) -> VirtualMachineScaleSetUpdate:
+    return VirtualMachineScaleSetUpdate(sku=Sku(capacity=count))
+
+
+async def test_capacity_changes_and_deletes_are_long_running_and_ids_never_come_back(
+    admin: EmulatorAdmin, compute: ComputeManagementClient
+) -> None:
+    # Zones 1, 2, 1; booting long enough to be seen.
+    name = await new_set(admin, capacity=3, zones=["1", "2"], timing={**FAST, "bootSeconds": [5, 5]})
+    sets = compute.virtual_machine_scale_sets
+
+    async def states() -> dict[str, str]:
+        vms = [vm async for vm in compute.virtual_machine_scale_set_vms.list(RG, name)]
+        return {vm.instance_id: vm.provisioning_state for vm in vms}
+
+    # Raised: the model's capacity at once, the new instances Creating until the LRO is done.
+    raised = await sets.begin_update(RG, name, capacity(5))
+    assert (await sets.get(RG, name)).sku.capacity == 5
+    assert await states() == {
+        "0": "Succeeded",
+        "1": "Succeeded",
+        "2": "Succeeded",
+        "3": "Creating",
+        "4": "Creating",
+    }
+    await raised.result()
+    vm = await compute.virtual_machine_scale_set_vms.get(RG, name, "3", expand="instanceView")
+    assert (vm.provisioning_state, vm.zones) == ("Succeeded", ["2"])  # the emptier zone
+    assert vm.instance_view.vm_health.status.code == "HealthState/initializing"  # booting
+
+    # Deleted by id: Deleting until gone, the capacity down at once; a PUT lowers it too (the
+    # highest ids go). No id is used again.
+    deleted = await sets.begin_delete_instances(RG, name, {"instanceIds": ["0", "3"]})
+    assert (await sets.get(RG, name)).sku.capacity == 3
+    assert (await states())["0"] == "Deleting"
+    await deleted.result()
+    await (await compute.virtual_machine_scale_set_vms.begin_delete(RG, name, "1")).result()
+    lowered = VirtualMachineScaleSet(location="westeurope", sku=Sku(capacity=1))
+    await (await sets.begin_create_or_update(RG, name, lowered)).result()
+    assert await states() == {"2": "Succeeded"}
+    await (await sets.begin_update(RG, name, capacity(2))).result()
+    assert await states() == {"2": "Succeeded", "5": "Succeeded"}
+    kinds = [(op.kind.value, op.instance_id) for op in await admin.operations(name)]
+    assert kinds == [
+        ("create", "3"),
+        ("create", "4"),
+        ("delete", "0"),
+        ("delete", "3"),
+        ("delete", "1"),
+        ("delete", "4"),
+        ("create", "5"),
+    ]
+    with pytest.raises(HttpResponseError) as gone:  # a deleted id: refused, nothing deleted
+        await sets.begin_delete_instances(RG, name, {"instanceIds": ["0", "2"]}, retry_total=0)
+    assert gone.value.status_code == 404 and (await sets.get(RG, name)).sku.capacity == 2
+
+
+async def test_usages_resource_skus_and_a_raise_beyond_the_quota(
+    admin: EmulatorAdmin, compute: ComputeManagementClient
+) -> None:
+    region = f"quota{uuid.uuid4().hex[:8]}"
+    name = await new_set(admin, capacity=2, location=region, vmSize="Standard_F2s_v2")
+    usages = {u.name.value: (u.current_value, u.limit) async for u in compute.usage.list(region)}
+    assert usages["cores"] == (4, 100_000) and usages["standardFSv2Family"] == (4, 100_000)
+    assert usages["standardDSv3Family"] == (0, 100_000)
+    skus = {s.name: s async for s in compute.resource_skus.list(filter=f"location eq '{region}'")}
+    assert skus["Standard_F2s_v2"].family == "standardFSv2Family"
+    assert {c.name: c.value for c in skus["Standard_F2s_v2"].capabilities}["vCPUs"] == "2"
+
+    await admin.set_core_quota(region, "cores", 7)
+    with pytest.raises(HttpResponseError) as refused:
+        await compute.virtual_machine_scale_sets.begin_update(RG, name, capacity(4), retry_total=0)
+    assert (refused.value.status_code, refused.value.error.code) == (409, "OperationNotAllowed")
+    assert "exceeding approved Total Regional Cores quota" in refused.value.error.message
+    assert (await compute.virtual_machine_scale_sets.get(RG, name)).sku.capacity == 2
+    await (await compute.virtual_machine_scale_sets.begin_update(RG, name, capacity(3))).result()
+    assert [u.limit for u in await admin.core_usage(region) if u.name == "cores"] == [7]
+    await admin.set_core_quota(region, "cores", None)
+    with pytest.raises(FleetRequestError) as unknown:
+        await admin.set_core_quota(region, "standardXYZFamily", 1)
+    assert unknown.value.message.startswith("family: must be one of cores, standardBSFamily")
 
 
 async def test_a_429_storm_by_time_and_polls_throttled(

@@ -1,9 +1,13 @@
 """What the tests of the Azure back end and of Azure's own SDK against the emulator share: the
-emulator's subscription, resource group and images, and the fields an SDK model would lose."""
+emulator's subscription, resource group and images, the fields an SDK model would lose, and
+what the emulator's instance records say about capacity."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+from models.fleet import InstanceRecord
 
 # The emulator's subscription and resource group, a gallery image and a marketplace image in them.
 SUB = "00000000-0000-0000-0000-000000000000"
@@ -44,3 +48,24 @@ def unknown_fields(model: Any, document: Any, path: str = "") -> list[str]:
         elif key != "properties" or not isinstance(getattr(model, fields[key], None), type(None)):
             missing += unknown_fields(getattr(model, fields[key]), value, f"{path}.{key}")
     return missing
+
+
+def fewest_serving(records: list[InstanceRecord], *, ready: bool = False) -> int:
+    """The fewest instances of a scale set serving at any instant its records cover (the
+    emulator's InstanceRecords): created (with `ready`, booted) and not yet being deleted. An
+    upgrade that creates before it deletes never drops below the set's size."""
+
+    def start(record: InstanceRecord) -> datetime | None:
+        return record.ready if ready else record.created
+
+    def serving(at: datetime) -> int:
+        return sum(
+            1
+            for r in records
+            if (begun := start(r)) is not None
+            and begun <= at
+            and (r.delete_started is None or at < r.delete_started)
+        )
+
+    instants = {t for r in records for t in (start(r), r.delete_started) if t is not None}
+    return min(serving(at) for at in instants)
