@@ -1,0 +1,100 @@
+"""MaxSurge upgrades (rollingUpgradePolicy.maxSurge) end to end: on the time-skipping server,
+through the Azure SDK to the emulator, asserted from the emulator's instance records and
+operations log: capacity never below the set's size, each new instance created once and each old
+one deleted once, a short core quota falling back in place, failed new instances deleted and the
+old ones kept."""
+
+from __future__ import annotations
+
+import uuid
+
+from fleet.emulator.admin import EmulatorAdmin
+from models.errors import UpgradeErrorCode
+from models.fleet import FaultSpec, OperationKind, TimingSpec
+from models.status import RollingUpgradeStatusCode
+from models.upgrade import InstanceState
+from tests.helpers.arm import fewest_serving
+from tests.helpers.upgrades import V1, V2, count_ops, finish, make_scale_set, upgrade
+
+SURGE = {"maxSurge": True, "maxBatchInstancePercent": 50, "maxUnhealthyInstancePercent": 50}
+TIMING = TimingSpec(reimage_seconds=[0.2, 0.4], restore_seconds=[0, 0], boot_seconds=[0.2, 0.4])
+SIZE = "Standard_D2s_v3"  # 2 vCPUs, standardDSv3Family
+
+
+async def surge_set(fleet: EmulatorAdmin, capacity: int, **spec: object) -> tuple[str, str]:
+    """A set in a region of its own (the quota counts every set of a region)."""
+    region = f"r{uuid.uuid4().hex[:8]}"
+    name = await make_scale_set(
+        fleet,
+        capacity,
+        zones=["1", "2"],
+        update_domains=1,
+        timing=TIMING,
+        location=region,
+        vm_size=SIZE,
+        **spec,
+    )
+    return name, region
+
+
+async def test_a_surge_upgrade_creates_before_it_deletes_each_exactly_once(ts_env, ts_worker, fleet):
+    name, _ = await surge_set(fleet, 4)
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, policy=SURGE)
+    report = await finish(ts_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    assert status.progress.successful_instance_count == 4 and status.progress.failed_instance_count == 0
+    records = await fleet.instance_records(name)
+    assert fewest_serving(records) >= 4 and fewest_serving(records, ready=True) >= 4
+    old = ["0", "1", "2", "3"]
+    replaced = {i.replaces: i.instance_id for i in report.instances}
+    assert sorted(replaced, key=int) == old and not set(replaced.values()) & set(old)
+    ops = await fleet.operations(name)
+    assert count_ops(ops, OperationKind.CREATE) == {new: 1 for new in replaced.values()}
+    assert count_ops(ops, OperationKind.DELETE) == {i: 1 for i in old}
+    assert count_ops(ops, OperationKind.REIMAGE) == {}  # nothing upgraded in place
+    view = await fleet.show_scale_set(name)
+    assert sorted(i.instance_id for i in view.instances) == sorted(replaced.values())
+    assert all(i.image_reference.resolved_version == V2.version for i in view.instances)
+
+
+async def test_a_batch_without_core_quota_for_its_new_instances_is_upgraded_in_place(
+    ts_env, ts_worker, fleet
+):
+    name, region = await surge_set(fleet, 4)
+    await fleet.set_core_quota(region, "standardDSv3Family", 4 * 2 + 1)  # room for no new VM of 2 vCPUs
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, policy=SURGE)
+    report = await finish(ts_env, handle)
+
+    assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    ops = await fleet.operations(name)
+    assert count_ops(ops, OperationKind.CREATE) == {} and count_ops(ops, OperationKind.DELETE) == {}
+    assert count_ops(ops, OperationKind.REIMAGE) == {i: 1 for i in ["0", "1", "2", "3"]}
+    for instance in report.instances:
+        assert instance.replaces is None
+        assert (
+            instance.message
+            and "upgraded in place" in instance.message
+            and "standardDSv3Family" in instance.message
+        )
+
+
+async def test_new_instances_that_fail_health_are_deleted_and_the_old_ones_kept(ts_env, ts_worker, fleet):
+    name, _ = await surge_set(fleet, 4, faults=FaultSpec(unhealthy_images=[V2.version]))
+    handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, policy=SURGE)
+    report = await finish(ts_env, handle)
+
+    status = report.status.properties
+    assert status.running_status.code == RollingUpgradeStatusCode.FAULTED
+    assert status.error is not None and status.error.code == UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED
+    failed = [i for i in report.instances if i.state == InstanceState.ROLLED_BACK]
+    assert len(failed) == 2 and all(i.replaces is None and "deleted" in (i.message or "") for i in failed)
+    ops = await fleet.operations(name)
+    created = count_ops(ops, OperationKind.CREATE)
+    assert len(created) == 2 and count_ops(ops, OperationKind.DELETE) == {new: 1 for new in created}
+    view = await fleet.show_scale_set(name)
+    # The set is as it was: its four instances, on the old image, never fewer than four serving.
+    assert sorted(i.instance_id for i in view.instances) == ["0", "1", "2", "3"]
+    assert all(i.image_reference.resolved_version == V1.version for i in view.instances)
+    assert fewest_serving(await fleet.instance_records(name)) >= 4
