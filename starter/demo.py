@@ -7,7 +7,8 @@ SDK (the AZURE_* settings of EmulatorAddress.env()). Creates a 20-instance scale
 zones in which two instances fail health on the new image, through the emulator's admin API;
 prints the plan (`upgradectl plan`); upgrades it with live progress; prints the final status and
 the Web UI address; then moves its monitoring extension to a new minor version on the same engine
-(`upgradectl start --extensions`), and shows an automatic rollout; stops what it started unless
+(`upgradectl start --extensions`), upgrades a second set with maxSurge (new instances first, the
+old deleted once they are healthy), and shows an automatic rollout; stops what it started unless
 --keep.
 """
 
@@ -38,6 +39,7 @@ from starter.auto_demo import run_automatic_demo
 from starter.plan import admitted, plan_text
 from starter.processes import EmulatorAddress
 from starter.progress import watch
+from starter.surge_demo import upgrade_with_surge
 from starter.upgrades import EXIT_CODES, reported_properties, start_upgrade
 from worker.connection import connect
 
@@ -158,6 +160,9 @@ async def upgrade(console: Console, emulator: EmulatorAddress, instances: int) -
     if code != 0:
         return code
     code = await upgrade_extension(console, client)
+    if code != 0:
+        return code
+    code = await upgrade_with_surge(console, emulator, client, TASK_QUEUE, (CURRENT, TARGET))
     if code != 0:
         return code
     # The third part: the service, not a command. A published version rolls out by itself.

@@ -121,6 +121,16 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
     return "\n".join(lines)
 
 
+def surge_line(room: steps.SurgeRoomResult, largest: int) -> str:
+    """`plan`'s quota check (read now; the upgrade reads it again before every batch)."""
+    if room.room:
+        return (
+            f"maxSurge quota: {room.available_cores} vCPUs free for {room.vm_size}; the largest batch's "
+            f"{largest} new instance(s) need {room.needed_cores}: batches create before they delete"
+        )
+    return f"maxSurge quota: no room ({room.detail}): such batches are upgraded in place"
+
+
 def where(batch: list[Candidate]) -> str:
     """Zones, update domains and phases of a batch, e.g. "(zone 1, UD 0-1, phase 0)"."""
     parts = []

@@ -353,8 +353,17 @@ async def plan(
     nothing."""
     from fleet.azure.backend import AzureFleet
     from models.errors import RefusalCode
+    from rules.quota import surge_room
     from rules.refusals import max_surge_refusal, rolled_by_azure
-    from starter.plan import ExtensionsRefused, admitted, gate_before, plan_text, resolve_extensions
+    from rules.surge import surges
+    from starter.plan import (
+        ExtensionsRefused,
+        admitted,
+        gate_before,
+        plan_text,
+        resolve_extensions,
+        surge_line,
+    )
 
     request = build_request(
         scale_set,
@@ -390,8 +399,13 @@ async def plan(
             )
         else:
             planned = Change(image=await fleet.resolve_image(target, view.location))
-    ledger = admitted(request, view, planned, datetime.now(UTC))
-    for line in plan_text(ledger, view).splitlines():
+        ledger = admitted(request, view, planned, datetime.now(UTC))
+        lines = plan_text(ledger, view).splitlines()
+        batches = ledger.plan()
+        if surges(ledger.request.policy, ledger.change) and batches:
+            largest = max(len(batch) for batch in batches)
+            lines.append(surge_line(surge_room(await fleet.core_quota(view.name), largest), largest))
+    for line in lines:
         console.print(plain(line, limit=None), soft_wrap=True)
     if refusal := rolled_by_azure(view) or max_surge_refusal(view, ledger.request.policy):
         fail(f"start would refuse it: {refusal.code}: {refusal.message}")

@@ -333,3 +333,32 @@ async def test_plan_says_where_health_is_read_and_how_the_extension_probes(emula
         "health: read from the Application Health extension (vmHealth); the extension probes "
         "http :80/health, every 5 s, 1 probe(s) in a row, gracePeriod 5 s, rich states"
     ) in result.out
+
+
+async def test_plan_shows_surge_batches_and_the_quota_check_touching_nothing(emulator, fleet):
+    region = f"r{uuid.uuid4().hex[:8]}"
+    name = await make_scale_set(fleet, 4, update_domains=1, location=region, vm_size="Standard_D2s_v3")
+    args = ("--scale-set", name, "--image", str(V2), "--max-surge")
+    args += ("--max-batch-instance-percent", "50", "--max-unhealthy-instance-percent", "50")
+    result = await plan(emulator, *args)
+    assert result.code == 0, result.err
+    lines = [line for line in result.out.splitlines() if line.startswith("batch ")]
+    assert lines == [
+        "batch 1: 2 instance(s) (UD 0): create 2 new, then delete 0, 1",
+        "batch 2: 2 instance(s) (UD 0): create 2 new, then delete 2, 3",
+    ]
+    assert "maxSurge quota: " in result.out and "need 4: batches create before they delete" in result.out
+    await fleet.set_core_quota(region, "standardDSv3Family", 4 * 2 + 3)  # one new VM's room, not two
+    short = await plan(emulator, *args)
+    assert short.code == 0, short.err
+    assert "maxSurge quota: no room (standardDSv3Family vCPUs" in short.out
+    assert "such batches are upgraded in place" in short.out
+    await untouched(fleet, name)
+
+
+async def test_plan_refuses_max_surge_on_a_flexible_set_as_start_would(emulator, fleet):
+    name = await make_scale_set(fleet, 2, orchestration_mode="Flexible")
+    result = await plan(emulator, "--scale-set", name, "--image", str(V2), "--max-surge")
+    assert result.code == 3, result.out
+    assert "MaxSurgeNotSupported: rollingUpgradePolicy.maxSurge: scale set" in result.err
+    assert_harmless(result)

@@ -7,6 +7,7 @@ old ones kept."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.errors import UpgradeErrorCode
@@ -21,7 +22,7 @@ TIMING = TimingSpec(reimage_seconds=[0.2, 0.4], restore_seconds=[0, 0], boot_sec
 SIZE = "Standard_D2s_v3"  # 2 vCPUs, standardDSv3Family
 
 
-async def surge_set(fleet: EmulatorAdmin, capacity: int, **spec: object) -> tuple[str, str]:
+async def surge_set(fleet: EmulatorAdmin, capacity: int, **spec: Any) -> tuple[str, str]:
     """A set in a region of its own (the quota counts every set of a region)."""
     region = f"r{uuid.uuid4().hex[:8]}"
     name = await make_scale_set(
