@@ -275,6 +275,16 @@ class UpgradeLedger:
             progress.start_time = now
         return self.batches
 
+    def rebatch(self, number: int, instance_ids: list[str], now: datetime) -> None:
+        """maxSurge: batch `number` replaces these instances after all (those its new instances'
+        zones chose); the others planned for it wait for a later batch."""
+        for progress in self.instances.values():
+            if progress.batch == number and progress.instance_id not in instance_ids:
+                progress.state, progress.batch, progress.start_time = InstanceState.PENDING, None, None
+        for instance_id in instance_ids:
+            progress = self.instances[instance_id]
+            progress.state, progress.batch, progress.start_time = InstanceState.IN_PROGRESS, number, now
+
     def settle(self, outcomes: Iterable[InstanceOutcome], zones: dict[str, str | None] | None = None) -> None:
         """`zones`: maxSurge, the zone of each new instance (by id)."""
         for outcome in outcomes:
@@ -292,6 +302,10 @@ class UpgradeLedger:
         """maxSurge: the new instance carries the old one's progress (one entry per instance the
         upgrade moves, so counts stay exact); the old id is remembered as replaced."""
         old_id = progress.instance_id
+        if zone != progress.zone:
+            progress.message = (
+                f"{progress.message}; in zone {zone}, not {progress.zone}: Azure placed it there"
+            )
         self.replaced.add(old_id)
         progress.instance_id, progress.replaces, progress.zone = new_id, old_id, zone
         self.instances = {(new_id if key == old_id else key): p for key, p in self.instances.items()}

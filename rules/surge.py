@@ -22,16 +22,31 @@ def surges(policy: RollingUpgradePolicy, change: Change) -> bool:
     return policy.max_surge and change.image is not None and not change.extensions
 
 
-def pair(old: Sequence[tuple[str, str | None]], new: Sequence[tuple[str, str | None]]) -> dict[str, str]:
-    """Each old instance (id, zone) of a batch with the new instance that replaces it: one in its
-    zone where there is one, else the lowest id left. Old ones beyond the new ones stay unpaired."""
-    left = sorted(new, key=lambda item: natural_key(item[0]))
+def pair(
+    batch: Sequence[tuple[str, str | None]],
+    new: Sequence[tuple[str, str | None]],
+    others: Sequence[tuple[str, str | None]] = (),
+) -> dict[str, str]:
+    """Which old instance (id, zone) each new one replaces: one of the batch in the new one's
+    zone, else another instance still to upgrade in that zone (`others`), else one of the batch.
+    Azure places a Uniform set's new instances where its zones are emptiest, so deleting in the
+    zones they landed in keeps the set's zones as they were; nothing is taken down before its
+    replacement is healthy, so the batch's own zone matters less than the set's balance."""
+
+    def by_id(item: tuple[str, str | None]) -> tuple[tuple[int, int | str], ...]:
+        return natural_key(item[0])
+
+    batch_left = sorted(batch, key=by_id)
+    others_left = sorted((o for o in others if o not in batch), key=by_id)
     pairs: dict[str, str] = {}
-    for old_id, zone in sorted(old, key=lambda item: natural_key(item[0])):
-        same = next((item for item in left if item[1] == zone), None)
-        chosen = same or (left[0] if left else None)
-        if chosen is None:
-            break
-        left.remove(chosen)
-        pairs[old_id] = chosen[0]
+    unmatched = []
+    for new_id, zone in sorted(new, key=by_id):  # first each new instance in its own zone
+        in_zone = [o for o in batch_left if o[1] == zone] or [o for o in others_left if o[1] == zone]
+        if not in_zone:
+            unmatched.append(new_id)
+            continue
+        (batch_left if in_zone[0] in batch_left else others_left).remove(in_zone[0])
+        pairs[in_zone[0][0]] = new_id
+    for new_id, (old_id, _) in zip(unmatched, batch_left, strict=False):  # then the batch's others
+        pairs[old_id] = new_id
     return pairs

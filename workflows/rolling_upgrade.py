@@ -671,6 +671,10 @@ class RollingUpgradeWorkflow:
             },
         )
         surge = await self._through_cancel(self._surge(number, batch))
+        if surge.replacements:  # the old instances in the zones the new ones landed in
+            ledger.rebatch(number, list(surge.replacements), workflow.now())
+            self._publish()
+            batch = [Candidate(instance_id=i) for i in surge.replacements]
         if surge.failed is not None:
             outcomes = [self._not_replaced(c.instance_id, surge.failed) for c in batch]
         else:

@@ -66,7 +66,12 @@ async def replace(ledger: UpgradeLedger, upgrade_id: str, number: int, batch: li
     except ActivityError as err:
         return Surge(failed=activity_calls.infrastructure_failure(err))
     new = [(i, created.zones.get(i)) for i in created.instance_ids]
-    return Surge(replacements=pair([(c.instance_id, c.zone) for c in batch], new), zones=created.zones)
+    # Under deferral only the approved batch may be replaced; otherwise any instance still to
+    # upgrade in the same phase (PhaseOrderingNumber) may take a new instance of its zone.
+    phases = {c.phase for c in batch}
+    others = [] if ledger.request.needs_approval else [c for c in ledger.candidates() if c.phase in phases]
+    pairs = pair([(c.instance_id, c.zone) for c in batch], new, [(c.instance_id, c.zone) for c in others])
+    return Surge(replacements=pairs, zones=created.zones)
 
 
 async def delete_replaced(

@@ -1207,7 +1207,7 @@ class Cloud:
                     healthy=self._healthy_on(spec, instance_id, image),
                     ready_at=now,
                     now=now,
-                    placement=self._balanced_placement(spec),
+                    placement=self._balanced_placement(spec, instance_id),
                     creating=True,
                 )
                 seconds = within(spec.timing.reimage_seconds, spec.seed, "create", instance_id)
@@ -1227,13 +1227,15 @@ class Cloud:
         self.settle()
         return created
 
-    def _balanced_placement(self, spec: ScaleSetSpec) -> Placement:
-        """Azure's best-effort zone balance: the zone with the fewest instances (ties: the
-        lowest), then its least used update domain (replacements may land in another one)."""
+    def _balanced_placement(self, spec: ScaleSetSpec, instance_id: str) -> Placement:
+        """Azure's best-effort zone balance: a zone with the fewest instances (among equals,
+        one Azure picks: here a draw fixed by the set's seed and the new instance's id, so
+        no zone is always first), then its least used update domain (replacements may land
+        in another one)."""
         live = self._live_instances(spec.name)
         zones: Sequence[str | None] = spec.zones or [None]
         per_zone = Counter(row["zone"] for row in live)
-        zone = min(zones, key=lambda z: (per_zone[z], natural_key(z or "")))
+        zone = min(zones, key=lambda z: (per_zone[z], draw(spec.seed, "zone", instance_id, z)))
         per_domain = Counter(row["update_domain"] for row in live if row["zone"] == zone)
         domain = min(range(spec.update_domain_count), key=lambda d: (per_domain[d], d))
         return zone, domain, domain % spec.fault_domain_count

@@ -338,8 +338,10 @@ async def test_plan_says_where_health_is_read_and_how_the_extension_probes(emula
 async def test_plan_shows_surge_batches_and_the_quota_check_touching_nothing(emulator, fleet):
     region = f"r{uuid.uuid4().hex[:8]}"
     name = await make_scale_set(fleet, 4, update_domains=1, location=region, vm_size="Standard_D2s_v3")
-    args = ("--scale-set", name, "--image", str(V2), "--max-surge")
-    args += ("--max-batch-instance-percent", "50", "--max-unhealthy-instance-percent", "50")
+    args = (
+        *("--scale-set", name, "--image", str(V2), "--max-surge"),
+        *("--max-batch-instance-percent", "50", "--max-unhealthy-instance-percent", "50"),
+    )
     result = await plan(emulator, *args)
     assert result.code == 0, result.err
     lines = [line for line in result.out.splitlines() if line.startswith("batch ")]

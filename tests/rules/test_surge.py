@@ -42,6 +42,28 @@ def test_each_old_instance_gets_one_new_one_of_its_zone_first(old, new, pairs):
     assert pair(old, new) == pairs
 
 
+Z = [("0", "1"), ("3", "1"), ("1", "2"), ("4", "2"), ("2", "3"), ("5", "3")]  # two a zone
+
+
+@pytest.mark.parametrize(
+    ("batch", "new", "pairs"),
+    [
+        pytest.param(
+            [("0", "1"), ("3", "1")], [("6", "1"), ("7", "2")], {"0": "6", "1": "7"}, id="a new one in zone 2"
+        ),
+        pytest.param(
+            [("0", "1"), ("3", "1")],
+            [("6", "2"), ("7", "3")],
+            {"1": "6", "2": "7"},
+            id="none in the batch's zone",
+        ),
+        pytest.param([("0", "1")], [("6", "4")], {"0": "6"}, id="a zone with nothing to upgrade"),
+    ],
+)
+def test_a_new_instance_replaces_one_of_its_own_zone_so_the_zones_stay_balanced(batch, new, pairs):
+    assert pair(batch, new, [z for z in Z if z not in batch]) == pairs
+
+
 @pytest.mark.parametrize(
     ("policy", "change", "expected"),
     [

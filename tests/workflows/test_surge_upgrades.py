@@ -7,11 +7,12 @@ old ones kept."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from typing import Any
 
 from fleet.emulator.admin import EmulatorAdmin
 from models.errors import UpgradeErrorCode
-from models.fleet import FaultSpec, OperationKind, TimingSpec
+from models.fleet import FaultSpec, InstanceRecord, OperationKind, TimingSpec
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState
 from tests.helpers.arm import fewest_serving
@@ -22,13 +23,19 @@ TIMING = TimingSpec(reimage_seconds=[0.2, 0.4], restore_seconds=[0, 0], boot_sec
 SIZE = "Standard_D2s_v3"  # 2 vCPUs, standardDSv3Family
 
 
-async def surge_set(fleet: EmulatorAdmin, capacity: int, **spec: Any) -> tuple[str, str]:
+def records_zone(records: list[InstanceRecord], instance_id: str) -> str | None:
+    return next(r.zone for r in records if r.instance_id == instance_id)
+
+
+async def surge_set(
+    fleet: EmulatorAdmin, capacity: int, zones: tuple[str, ...] = ("1", "2"), **spec: Any
+) -> tuple[str, str]:
     """A set in a region of its own (the quota counts every set of a region)."""
     region = f"r{uuid.uuid4().hex[:8]}"
     name = await make_scale_set(
         fleet,
         capacity,
-        zones=["1", "2"],
+        zones=list(zones),
         update_domains=1,
         timing=TIMING,
         location=region,
@@ -39,16 +46,17 @@ async def surge_set(fleet: EmulatorAdmin, capacity: int, **spec: Any) -> tuple[s
 
 
 async def test_a_surge_upgrade_creates_before_it_deletes_each_exactly_once(ts_env, ts_worker, fleet):
-    name, _ = await surge_set(fleet, 4)
+    name, _ = await surge_set(fleet, 6, zones=("1", "2", "3"))
+    before = Counter(i.zone for i in (await fleet.show_scale_set(name)).instances)
     handle, _ = await upgrade(ts_env.client, ts_worker.task_queue, name, policy=SURGE)
     report = await finish(ts_env, handle)
 
     status = report.status.properties
     assert status.running_status.code == RollingUpgradeStatusCode.COMPLETED
-    assert status.progress.successful_instance_count == 4 and status.progress.failed_instance_count == 0
+    assert status.progress.successful_instance_count == 6 and status.progress.failed_instance_count == 0
     records = await fleet.instance_records(name)
-    assert fewest_serving(records) >= 4 and fewest_serving(records, ready=True) >= 4
-    old = ["0", "1", "2", "3"]
+    assert fewest_serving(records) >= 6 and fewest_serving(records, ready=True) >= 6
+    old = ["0", "1", "2", "3", "4", "5"]
     replaced = {i.replaces: i.instance_id for i in report.instances}
     assert sorted(replaced, key=int) == old and not set(replaced.values()) & set(old)
     ops = await fleet.operations(name)
@@ -58,6 +66,14 @@ async def test_a_surge_upgrade_creates_before_it_deletes_each_exactly_once(ts_en
     view = await fleet.show_scale_set(name)
     assert sorted(i.instance_id for i in view.instances) == sorted(replaced.values())
     assert all(i.image_reference.resolved_version == V2.version for i in view.instances)
+    # Azure places new instances where zones are emptiest (among equals, where it likes); each
+    # replaces an old one of its own zone while that zone has one left: no zone is drained.
+    after = Counter(i.zone for i in view.instances)
+    assert before == {"1": 2, "2": 2, "3": 2} and all(abs(after[z] - 2) <= 1 for z in before), after
+    for instance in report.instances:
+        assert instance.zone == records_zone(records, instance.instance_id)
+        moved = instance.zone != records_zone(records, str(instance.replaces))
+        assert moved == ("Azure placed it there" in (instance.message or "")), instance
 
 
 async def test_a_batch_without_core_quota_for_its_new_instances_is_upgraded_in_place(
