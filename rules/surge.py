@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from models.automatic import EnrollRequest
 from models.change import Change
+from models.fleet import ScaleSetView
 from models.policy import RollingUpgradePolicy
 from models.sorting import natural_key
 
@@ -50,3 +52,15 @@ def pair(
     for new_id, (old_id, _) in zip(unmatched, batch_left, strict=False):  # then the batch's others
         pairs[old_id] = new_id
     return pairs
+
+
+def enrolled_surge(request: EnrollRequest, view: ScaleSetView) -> RollingUpgradePolicy:
+    """The rolling policy an enrollment's upgrades would follow, as far as maxSurge goes: under
+    useRollingUpgradePolicy, the given field, else the set's own (admission merges them so)."""
+    policy = request.policy
+    if not policy.automatic_os_upgrade_policy.use_rolling_upgrade_policy:
+        return RollingUpgradePolicy()
+    own = view.rolling_upgrade_policy
+    given = "maxSurge" in (request.policy_given or [])
+    surge = policy.rolling_upgrade_policy.max_surge if given or own is None else own.max_surge
+    return RollingUpgradePolicy(max_surge=surge)

@@ -69,9 +69,16 @@ with workflow.unsafe.imports_passed_through():
     from rules import watcher
     from rules.enrolled import automatic_extensions, by_image_source, enrolled_instances
     from rules.phases import check_phases, flat_phases, plan_phases
+    from rules.refusals import max_surge_refusal
+    from rules.surge import enrolled_surge
     from rules.watcher import details, enrolled_extensions, not_enrolled, os_upgrades_off, withdrawn_from
     from workflows import activity_calls
-    from workflows.admission import extension_enrollment_refusal, health_source_refusal, rolled_by_azure
+    from workflows.admission import (
+        extension_enrollment_refusal,
+        health_source_refusal,
+        raised,
+        rolled_by_azure,
+    )
     from workflows.rollout import RolloutWorkflow
 
 # Continue as new past this many events: a look is about a dozen, so a few hundred looks a run.
@@ -111,6 +118,8 @@ HISTORY_REFUSE = 9_000
 
 # Auto-upgrade: runs for months, so it moves to the current build at its next workflow task
 # (changes to it go behind workflow.patched); each continue-as-new starts on the current build.
+
+
 @workflow.defn(name=AUTOMATIC_UPGRADES_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class AutomaticOSUpgradesWorkflow:
     @workflow.init
@@ -138,6 +147,9 @@ class AutomaticOSUpgradesWorkflow:
             raise refusal  # Azure would roll it at the same time
         if request.os_image and (refusal := health_source_refusal(survey.view)):
             raise refusal  # automatic OS image upgrades need one health source
+        surge = enrolled_surge(request, survey.view)
+        if request.os_image and (refusal := raised(max_surge_refusal(survey.view, surge))):
+            raise refusal  # Azure: MaxSurge with automatic OS upgrades on Flexible, not yet
         for name in request.extensions or []:
             if refusal := extension_enrollment_refusal(survey.view, name):
                 raise refusal  # not in the model, or Azure upgrades it itself

@@ -10,13 +10,19 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+
 from fleet.emulator.admin import EmulatorAdmin
-from models.errors import UpgradeErrorCode
+from models.errors import RefusalCode, UpgradeErrorCode
 from models.fleet import FaultSpec, InstanceRecord, OperationKind, TimingSpec
+from models.policy import UpgradePolicy
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState
 from tests.helpers.arm import fewest_serving
-from tests.helpers.upgrades import V1, V2, count_ops, finish, make_scale_set, upgrade
+from tests.helpers.automatic import enroll, watcher
+from tests.helpers.upgrades import QUICK_HEALTH, V1, V2, count_ops, finish, make_scale_set, upgrade
 
 SURGE = {"maxSurge": True, "maxBatchInstancePercent": 50, "maxUnhealthyInstancePercent": 50}
 TIMING = TimingSpec(reimage_seconds=[0.2, 0.4], restore_seconds=[0, 0], boot_seconds=[0.2, 0.4])
@@ -115,3 +121,23 @@ async def test_new_instances_that_fail_health_are_deleted_and_the_old_ones_kept(
     assert sorted(i.instance_id for i in view.instances) == ["0", "1", "2", "3"]
     assert all(i.image_reference.resolved_version == V1.version for i in view.instances)
     assert fewest_serving(await fleet.instance_records(name)) >= 4
+
+
+async def test_enrolling_a_flexible_set_for_automatic_upgrades_with_max_surge_is_refused_naming_it(
+    ts_env, ts_worker, fleet
+):
+    name = await make_scale_set(fleet, 2, orchestration_mode="Flexible")
+    handle = await watcher(ts_env.client, ts_worker.task_queue)
+    surge = UpgradePolicy.model_validate(
+        {
+            "automaticOSUpgradePolicy": {"useRollingUpgradePolicy": True},
+            "rollingUpgradePolicy": {"maxSurge": True},
+            "applicationHealth": QUICK_HEALTH.to_json(),
+        }
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await enroll(handle, name, surge, policy_given=["maxSurge"])
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == RefusalCode.MAX_SURGE_NOT_SUPPORTED
+    assert cause.message.startswith("rollingUpgradePolicy.maxSurge: scale set")
+    assert (await enroll(handle, name)).scale_set == name  # without maxSurge it enrolls
