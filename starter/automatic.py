@@ -51,6 +51,8 @@ from models.automatic import (
     Enrollment,
     EnrollRequest,
     HoldRequest,
+    RolloutSet,
+    RolloutSetState,
     RolloutStatus,
     RolloutSummary,
     WithdrawRequest,
@@ -58,6 +60,8 @@ from models.automatic import (
     watcher_workflow_id,
 )
 from models.image import ImageReference
+from models.status import RollingUpgradeStatusInfo, UpgradeWaitKind
+from models.upgrade import STATUS_QUERY
 from starter.upgrades import QUERY_TIMEOUT, NoSuchUpgrade, UpgradeFailed, UpgradeRefused
 
 T = TypeVar("T")
@@ -328,9 +332,30 @@ async def with_cohorts(client: Client, status: RolloutStatus) -> RolloutStatus:
     cohorts = [answer for answer in answers if isinstance(answer, CohortStatus)]
     live = {item.scale_set: item for cohort in cohorts for item in cohort.sets}
     waves = {cohort.region: cohort.wave for cohort in cohorts if cohort.wave}
-    return status.model_copy(
-        update={"sets": [live.get(item.scale_set, item) for item in status.sets], "waves": waves}
+    sets = await _with_windows(client, [live.get(item.scale_set, item) for item in status.sets])
+    return status.model_copy(update={"sets": sets, "waves": waves})
+
+
+async def _with_windows(client: Client, sets: list[RolloutSet]) -> list[RolloutSet]:
+    """Each set in flight whose upgrade holds for its maintenance window says until when (the
+    upgrade's own status: the sets in flight are few, bounded per region)."""
+    running = [s for s in sets if s.state == RolloutSetState.RUNNING and s.workflow_id]
+    answers = await asyncio.gather(
+        *(
+            _query(client.get_workflow_handle(str(s.workflow_id)), STATUS_QUERY, RollingUpgradeStatusInfo)
+            for s in running
+        ),
+        return_exceptions=True,
     )
+    waits = {
+        s.scale_set: answer.properties.wait.reason
+        for s, answer in zip(running, answers, strict=True)
+        if isinstance(answer, RollingUpgradeStatusInfo)
+        and answer.properties is not None
+        and answer.properties.wait is not None
+        and answer.properties.wait.kind == UpgradeWaitKind.MAINTENANCE_WINDOW
+    }
+    return [s.model_copy(update={"message": waits[s.scale_set]}) if s.scale_set in waits else s for s in sets]
 
 
 async def running_rollout(

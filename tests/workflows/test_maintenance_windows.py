@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from models.automatic import CHECK_NOW_SIGNAL, RolloutSetState, RolloutState
+from models.maintenance import MaintenanceWindow
 from models.status import RollingUpgradeStatusCode, UpgradeWaitKind
-from models.upgrade import InstanceState
+from models.upgrade import InstanceState, UpgradeReport, upgrade_workflow_id
 from starter.processes import EmulatorAddress
-from starter.upgrades import get_status
+from starter.upgrades import final_report, get_status
+from tests.helpers.automatic import Images, enroll, finished, make_set, rollout_of, rollout_status, watcher
 from tests.helpers.maintenance import MaintenanceArm
 from tests.helpers.upgrades import eventually, finish, make_scale_set, upgrade
 
@@ -73,3 +76,36 @@ async def test_a_manual_start_ignores_the_window_unless_asked(ts_env, ts_worker,
     report = await finish(ts_env, handle)
     assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
     assert all(i.start_time and i.start_time < FIRST_OPENS for i in report.instances)
+
+
+async def test_a_rollout_starts_a_sets_batches_only_in_its_enrolled_window_and_says_so(
+    ts_env, ts_worker, fleet
+):
+    # A window opening three hours from the test server's now (time skips there: other tests
+    # may have moved it on), in UTC; the watcher looks once a day, so little else wakes up.
+    now = await ts_env.get_current_time()
+    opens = (now + timedelta(hours=3)).replace(second=0, microsecond=0)
+    window = {"startDateTime": f"{opens:%Y-%m-%d %H:%M}", "duration": "05:00", "timeZone": "UTC"}
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    name = await make_set(fleet, images.latest, "westeurope", 2)
+    handle = await watcher(ts_env.client, ts_worker.task_queue, poll_interval=timedelta(days=1))
+    enrolled = await enroll(handle, name, maintenance_window=MaintenanceWindow.model_validate(window))
+    assert enrolled.maintenance_window is not None
+
+    await fleet.publish_image(images.at("1.1.0"))
+    await handle.signal(CHECK_NOW_SIGNAL)
+    rollout = await rollout_of(ts_env.client, images, "1.1.0")
+    held = await eventually(
+        lambda: rollout_status(rollout),
+        lambda s: any("waiting for the maintenance window" in (i.message or "") for i in s.sets),
+    )
+    [item] = held.sets
+    assert item.state == RolloutSetState.RUNNING and "UTC" in (item.message or "")
+    assert await fleet.operations(name) == []  # nothing touched outside the window
+
+    ended = await finished(ts_env, rollout)
+    assert ended.state == RolloutState.COMPLETED
+    upgrade = ts_env.client.get_workflow_handle(upgrade_workflow_id(name), result_type=UpgradeReport)
+    report = await final_report(upgrade)
+    assert all(i.start_time and opens <= i.start_time < opens + timedelta(hours=5) for i in report.instances)
