@@ -1,9 +1,11 @@
 """`make histories`: record real upgrade histories into tests/histories/ for the replay test.
 
 Each scenario runs on a fresh dev server against a fresh emulator, with worker processes (so
-"crash-resume" is a real SIGKILL). The parent's history is written to `<scenario>.json`, each
-child's to `<scenario>.<child id suffix>.json`. Workflow ids follow from the file names (see
-`workflow_id_of`), so a file is exactly the history JSON the Web UI or CLI exports.
+"crash-resume" is a real SIGKILL); one whose waits last hours ("window-hold", a maintenance
+window) on a time-skipping server of its own, with the worker in this process. The parent's
+history is written to `<scenario>.json`, each child's to `<scenario>.<child id suffix>.json`.
+Workflow ids follow from the file names (see `workflow_id_of`), so a file is exactly the history
+JSON the Web UI or CLI exports.
 
 The workers reach the fleet as the product does: AzureFleet over HTTPS to the emulator's ARM
 API (the environment of `EmulatorAddress.env()`); scenarios are set up through its admin API.
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
@@ -38,17 +42,23 @@ from models.fleet import ExtensionSpec, FaultSpec, HealthState, OperationKind, O
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
 from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
 from starter import processes
-from starter.upgrades import UpgradeHandle, cancel_upgrade, final_report, get_status, start_upgrade
+from starter.processes import EmulatorAddress
+from starter.upgrades import UpgradeHandle, cancel_upgrade, get_status, start_upgrade
+from tests.helpers.maintenance import NIGHTLY, MaintenanceArm
 from tests.helpers.upgrades import (
+    INSTANT,
     QUICK_HEALTH,
     V2,
     WorkerProcesses,
     eventually,
+    finish,
     make_scale_set,
+    product_worker,
     unhealthy_on_target,
     upgrade,
 )
 from worker.connection import connect
+from worker.search_attribute_setup import ensure_search_attributes
 
 HISTORIES = Path(__file__).parent / "histories"
 PREFIX = "h-"
@@ -71,6 +81,10 @@ LOGS = AGENT.model_copy(update={"name": "logs", "type_": "LogsLinux"})
 AGENT_VERSIONS = [AGENT_OLD, AGENT_NEW, "2.0.0"]
 EXT_QUICK = QUICK.model_copy(update={"extension_seconds": [0.2, 0.2]})
 EXT_SLOW = QUICK.model_copy(update={"extension_seconds": [1.5, 1.5]})
+# maxSurge scenarios: batches of two; the "surge" set in a region of its own, whose core quota
+# the scenario lowers (Standard_D2s_v3, the emulator's default size: 2 vCPUs of standardDSv3Family).
+SURGE = {"maxSurge": True, "maxBatchInstancePercent": 50, "maxUnhealthyInstancePercent": 50}
+SURGE_REGION = "h-surge-region"
 
 
 def workflow_id_of(path: Path) -> str:
@@ -84,13 +98,27 @@ def workflow_id_of(path: Path) -> str:
 
 
 @dataclass
+class Lab:
+    """Where scenarios run: a server (the dev server, or a time-skipping one), the emulator,
+    and the workers on `task_queue` (processes on the dev server, in this process otherwise)."""
+
+    env: WorkflowEnvironment
+    fleet: EmulatorAdmin
+    azure: AzureFleet  # the product's client, for what only ARM does (a reimage)
+    emulator: EmulatorAddress
+    task_queue: str
+    workers: WorkerProcesses | None = None
+
+
+@dataclass
 class Run:
     """What a scenario may do while its upgrade runs."""
 
     client: Client
     fleet: EmulatorAdmin
     azure: AzureFleet  # the product's client, for what only ARM does (a reimage)
-    workers: WorkerProcesses
+    workers: WorkerProcesses | None
+    emulator: EmulatorAddress
     scale_set: str
     handle: UpgradeHandle | None = None
 
@@ -111,6 +139,9 @@ class Scenario:
     extensions: list[ExtensionRequest] | None = None
     model_extensions: list[ExtensionSpec] = field(default_factory=list)
     extension_versions: list[str] = field(default_factory=list)
+    location: str = "westeurope"
+    # Waits of hours (a maintenance window): on a time-skipping server, the worker in this process.
+    time_skipping: bool = False
 
 
 def extension_scenario(**fields: Any) -> Scenario:
@@ -144,6 +175,7 @@ async def kill_the_worker(run: Run) -> None:
         lambda ops: any(op.status == OperationStatus.IN_PROGRESS for op in ops),
         60,
     )
+    assert run.workers is not None  # (worker processes: on the dev server)
     await run.workers.crash()
 
 
@@ -159,6 +191,7 @@ async def kill_the_worker_mid_reinstall(run: Run) -> None:
         ),
         60,
     )
+    assert run.workers is not None  # (worker processes: on the dev server)
     await run.workers.crash()
 
 
@@ -191,6 +224,23 @@ async def recover_once_waiting(run: Run) -> None:
     )
     for instance_id in ("8", "9"):
         await run.fleet.set_health(run.scale_set, instance_id, None)
+
+
+async def no_quota_after_the_first_batch(run: Run) -> None:
+    """Once the first batch's new instances replaced its old ones (deleted), the region's quota
+    leaves no room for more: the next batch, in the pause, falls back to an in-place reimage."""
+    await eventually(
+        lambda: get_status(run.client, run.scale_set),
+        lambda s: s.properties.progress.successful_instance_count >= 2,
+        60,
+    )
+    await run.fleet.set_core_quota(SURGE_REGION, "standardDSv3Family", 4 * 2)
+
+
+async def nightly_window(run: Run) -> None:
+    """The set's maintenance configuration (scope OSImage): 22:00 Pacific for 5 hours, daily."""
+    async with MaintenanceArm(run.emulator) as arm:
+        await arm.configure(run.scale_set, f"{run.scale_set}-nightly", NIGHTLY)
 
 
 def webhook_receiver() -> str:
@@ -286,18 +336,40 @@ SCENARIOS: dict[str, Scenario] = {
         faults=FaultSpec(unhealthy_extension_versions=[f"{AGENT.name}:{AGENT_NEW}"]),
         during=kill_the_worker_mid_reinstall,
     ),
+    # The first batch surges (two new instances, healthy, the old two deleted); then the quota
+    # leaves no room and the second is reimaged in place.
+    "surge": Scenario(
+        capacity=4,
+        zones=["1", "2"],
+        location=SURGE_REGION,
+        options={"policy": {**SURGE, "pauseTimeBetweenBatches": "PT3S"}},
+        during=no_quota_after_the_first_batch,
+    ),
+    # The first batch's new instances never turn healthy: deleted, the old ones kept, Faulted.
+    "surge-rollback": Scenario(
+        capacity=4, faults=FaultSpec(unhealthy_images=[V2.version]), options={"policy": SURGE}
+    ),
+    # Held before a batch while the set's window is closed (before the first unless it starts
+    # inside one, and after the 6-hour pause, which outlasts the 5-hour window), resumed when it opens.
+    "window-hold": Scenario(
+        capacity=4,
+        timing=INSTANT,
+        before=nightly_window,
+        options={
+            "respect_maintenance_window": True,
+            "policy": {
+                "maxBatchInstancePercent": 50,
+                "maxUnhealthyInstancePercent": 50,
+                "pauseTimeBetweenBatches": "PT6H",
+            },
+        },
+        time_skipping=True,
+    ),
 }
 
 
-async def record(
-    name: str,
-    scenario: Scenario,
-    client: Client,
-    fleet: EmulatorAdmin,
-    azure: AzureFleet,
-    workers: WorkerProcesses,
-    out: Path = HISTORIES,
-) -> list[Path]:
+async def record(name: str, scenario: Scenario, lab: Lab, out: Path = HISTORIES) -> list[Path]:
+    client, fleet = lab.env.client, lab.fleet
     for extension in scenario.model_extensions:
         for version in scenario.extension_versions:
             await fleet.publish_extension_version(extension.publisher, extension.type_, version)
@@ -310,21 +382,22 @@ async def record(
         faults=scenario.faults,
         name=PREFIX + name,  # fixed names give the histories stable workflow ids
         extensions=scenario.model_extensions,
+        location=scenario.location,
     )
     for instance_id in scenario.unhealthy_before:
         await fleet.set_health(scale_set, instance_id, HealthState.UNHEALTHY)
-    run = Run(client, fleet, azure, workers, scale_set)
+    run = Run(client, fleet, lab.azure, lab.workers, lab.emulator, scale_set)
     if scenario.before:
         await scenario.before(run)
     written: list[Path] = []
     handle = client.get_workflow_handle(upgrade_workflow_id(scale_set))
     if scenario.refused:
-        written.append(await refuse_both_ways(client, workers.task_queue, name, scale_set, scenario, out))
+        written.append(await refuse_both_ways(client, lab.task_queue, name, scale_set, scenario, out))
     else:
-        run.handle = await start(client, workers.task_queue, scale_set, scenario)
+        run.handle = await start(client, lab.task_queue, scale_set, scenario)
         if scenario.during:
             await scenario.during(run)
-        await final_report(run.handle)
+        await finish(lab.env, run.handle)
     parent = await handle.fetch_history()
     written.append(out / f"{name}.json")
     written[-1].write_text(parent.to_json())
@@ -384,23 +457,46 @@ async def main(names: list[str], out: Path = HISTORIES) -> None:
     emulator_process = processes.start_emulator(fleet_port, workdir / "fleet.db", workdir / "fleet.log")
     emulator = processes.EmulatorAddress.of(fleet_port, workdir / "fleet.db")
     try:
-        client = await connect(f"127.0.0.1:{port}")
+        dev_server = WorkflowEnvironment.from_client(await connect(f"127.0.0.1:{port}"))
         async with (
             EmulatorAdmin(emulator.url, emulator.ca_file) as fleet,
             AzureFleet(AzureSettings.from_env(emulator.env())) as azure,
         ):
             for name in names:
-                workers = WorkerProcesses(f"127.0.0.1:{port}", emulator, workdir)
-                await workers.start()
-                try:
-                    for path in await record(name, SCENARIOS[name], client, fleet, azure, workers, out):
-                        print(f"recorded {path.resolve()}")
-                finally:
-                    workers.stop()
+                if SCENARIOS[name].time_skipping:
+                    paths = await record_time_skipping(name, fleet, azure, emulator, out)
+                else:
+                    workers = WorkerProcesses(f"127.0.0.1:{port}", emulator, workdir)
+                    await workers.start()
+                    try:
+                        lab = Lab(dev_server, fleet, azure, emulator, workers.task_queue, workers)
+                        paths = await record(name, SCENARIOS[name], lab, out)
+                    finally:
+                        workers.stop()
+                for path in paths:
+                    print(f"recorded {path.resolve()}")
     finally:
         processes.stop(emulator_process)
         processes.stop(server)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def record_time_skipping(
+    name: str, fleet: EmulatorAdmin, azure: AzureFleet, emulator: EmulatorAddress, out: Path
+) -> list[Path]:
+    """A scenario on a time-skipping server of its own (its clock jumps), the worker in this process."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=processes.venv_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        await ensure_search_attributes(env.client)
+        async with product_worker(env, azure) as worker:
+            return await record(
+                name, SCENARIOS[name], Lab(env, fleet, azure, emulator, worker.task_queue), out
+            )
+    finally:
+        await env.shutdown()
 
 
 if __name__ == "__main__":
