@@ -17,6 +17,7 @@ from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.maintenance import MaintenanceWindow
 from models.notifications import NotificationRecord
+from models.policy import RollingUpgradePolicy
 from models.sorting import natural_key
 from models.status import (
     ApiError,
@@ -37,6 +38,7 @@ from rules.approvals import Approvals, hold, release_due
 from rules.change_kinds import kind_of
 from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
 from rules.planner import Candidate, plan_batches
+from rules.surge import surges
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,15 @@ class UpgradeLedger:
     def candidates(self) -> list[Candidate]:
         return [self._candidate(p) for p in self.instances.values() if p.state == InstanceState.PENDING]
 
+    @property
+    def planning_policy(self) -> RollingUpgradePolicy:
+        """The policy batches are planned by: with maxSurge a batch may span zones (one update
+        domain per zone), since it takes nothing down; its new instances land across zones."""
+        policy = self.request.policy
+        if surges(policy, self.change) and not policy.enable_cross_zone_upgrade:
+            return policy.model_copy(update={"enable_cross_zone_upgrade": True})
+        return policy
+
     def plan(self) -> list[list[Candidate]]:
         """The batches still to come: the one awaiting approval (if any) first."""
         awaiting = [self._candidate(p) for p in self.in_state(InstanceState.PENDING_APPROVAL)]
@@ -218,7 +229,7 @@ class UpgradeLedger:
             self.candidates(),
             self.total,
             self.unhealthy(),
-            self.request.policy,
+            self.planning_policy,
             within_budget=self.rules.exact_core,
             small_sets_one_at_a_time=self.rules.small_sets_one_at_a_time,
         )

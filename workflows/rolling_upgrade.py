@@ -418,7 +418,7 @@ class RollingUpgradeWorkflow:
             self._candidates(),
             ledger.total,
             len(ledger.unhealthy()),
-            ledger.request.policy,
+            ledger.planning_policy,
             within_budget=ledger.rules.exact_core,
             small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time,
         )
