@@ -742,7 +742,7 @@ class RollingUpgradeWorkflow:
             state=InstanceState.FAILED,
             cause=FailureCause.INFRASTRUCTURE,
             code=code,
-            message=f"its new instance could not be created: {message}",
+            message=f"no new instance was made to replace it: {message}",
             start_time=now,
             end_time=now,
         )

@@ -65,7 +65,8 @@ async def replace(ledger: UpgradeLedger, upgrade_id: str, number: int, batch: li
         )
     except ActivityError as err:
         return Surge(failed=activity_calls.infrastructure_failure(err))
-    new = [(i, created.zones.get(i)) for i in created.instance_ids]
+    # At most the batch's count: an instance someone else added meanwhile is a scale-out's.
+    new = [(i, created.zones.get(i)) for i in created.instance_ids[: len(batch)]]
     # Under deferral only the approved batch may be replaced; otherwise any instance still to
     # upgrade in the same phase (PhaseOrderingNumber) may take a new instance of its zone.
     phases = {c.phase for c in batch}
@@ -80,7 +81,6 @@ async def delete_replaced(
     """Delete each old instance a healthy new one replaced, and each new one that did not come
     up healthy (its old one stays). An error if the fleet would not delete them."""
     doomed = [o.instance_id if o.replaced_by else surge.replacements[o.instance_id] for o in outcomes]
-    doomed += [new for old, new in surge.replacements.items() if old not in {o.instance_id for o in outcomes}]
     if not doomed:
         return None
     try:
