@@ -251,6 +251,8 @@ class UpgradeOperationHistoricalStatusInfoProperties(AzureModel):
     # Not in Azure's OS upgrade history: an extension upgrade's extensions and versions.
     extensions: list[dict[str, str]] | None = None
     rollback_info: RollbackStatusInfo = Field(default_factory=RollbackStatusInfo)
+    # Not in Azure's either: MaxSurge, each old instance and the new one that replaced it.
+    replaced_instances: dict[str, str] | None = None
 
 
 class UpgradeOperationHistoricalStatusInfo(AzureModel):

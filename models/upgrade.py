@@ -522,6 +522,7 @@ class UpgradeReport(AzureModel):
                 target_image_reference=self.target_image.to_json() if self.target_image else None,
                 extensions=[t.to_json() for t in self.extensions] or None,
                 rollback_info=self.rollback_info,
+                replaced_instances={i.replaces: i.instance_id for i in self.instances if i.replaces} or None,
             ),
         )
 

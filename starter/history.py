@@ -36,7 +36,11 @@ def history_target(entry: UpgradeOperationHistoricalStatusInfo) -> str:
             f"{e.get('name', '?')} {e.get('version', '?')}" for e in properties.extensions
         )
     image = properties.target_image_reference or {}
-    return image.get("exactVersion") or image.get("version") or "-"
+    target = image.get("exactVersion") or image.get("version") or "-"
+    replaced = properties.replaced_instances or {}
+    if replaced:  # MaxSurge: `2024.12.01 (created 6, 7; deleted 0, 3)`
+        target += f" (created {', '.join(replaced.values())}; deleted {', '.join(replaced)})"
+    return target
 
 
 async def entry_of(client: Client, execution: WorkflowExecution) -> UpgradeOperationHistoricalStatusInfo:

@@ -20,6 +20,7 @@ from models.fleet import FaultSpec, InstanceRecord, OperationKind, TimingSpec
 from models.policy import UpgradePolicy
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState
+from starter.history import history_target
 from tests.helpers.arm import fewest_serving
 from tests.helpers.automatic import enroll, watcher
 from tests.helpers.upgrades import QUICK_HEALTH, V1, V2, count_ops, finish, make_scale_set, upgrade
@@ -69,6 +70,10 @@ async def test_a_surge_upgrade_creates_before_it_deletes_each_exactly_once(ts_en
     assert count_ops(ops, OperationKind.CREATE) == {new: 1 for new in replaced.values()}
     assert count_ops(ops, OperationKind.DELETE) == {i: 1 for i in old}
     assert count_ops(ops, OperationKind.REIMAGE) == {}  # nothing upgraded in place
+    # `upgradectl history` lists what was created and deleted.
+    entry = report.history_entry(None)
+    assert entry.properties.replaced_instances == replaced
+    assert f"deleted {', '.join(replaced)}" in history_target(entry)
     view = await fleet.show_scale_set(name)
     assert sorted(i.instance_id for i in view.instances) == sorted(replaced.values())
     assert all(i.image_reference.resolved_version == V2.version for i in view.instances)
