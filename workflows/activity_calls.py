@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,6 +26,8 @@ from models.fleet import FleetOperation, HealthReading, ScaleSetView
 from models.image import ImageReference
 from models.notifications import WebhookDelivery
 from models.policy import ApplicationHealthSettings
+
+R = TypeVar("R")
 
 FLEET_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -155,27 +158,26 @@ async def surge_room(scale_set: str, count: int) -> steps.SurgeRoomResult:
 
 
 async def create_instances(request: steps.CreateInstancesInput) -> steps.CreateInstancesResult:
-    result: steps.CreateInstancesResult = await workflow.execute_activity(
-        steps.CREATE_INSTANCES,
-        request,
-        result_type=steps.CreateInstancesResult,
-        schedule_to_close_timeout=OPERATION_DEADLINE,
-        heartbeat_timeout=OPERATION_HEARTBEAT,
-        retry_policy=FLEET_RETRY,
-        summary=f"create {request.count} instance(s) of {request.scale_set} on {request.image}",
-    )
-    return result
+    summary = f"create {request.count} instance(s) of {request.scale_set} on {request.image}"
+    return await _set_action(steps.CREATE_INSTANCES, request, steps.CreateInstancesResult, summary)
 
 
 async def delete_instances(request: steps.DeleteInstancesInput) -> steps.DeleteInstancesResult:
-    result: steps.DeleteInstancesResult = await workflow.execute_activity(
-        steps.DELETE_INSTANCES,
+    summary = f"delete {request.scale_set}/" + ",".join(request.instance_ids)
+    return await _set_action(steps.DELETE_INSTANCES, request, steps.DeleteInstancesResult, summary)
+
+
+async def _set_action(activity: str, request: object, result_type: type[R], summary: str) -> R:
+    """A scale set's long-running action (MaxSurge's capacity raise, its deletes): polled and
+    heartbeated like an instance's operation."""
+    result: R = await workflow.execute_activity(
+        activity,
         request,
-        result_type=steps.DeleteInstancesResult,
+        result_type=result_type,
         schedule_to_close_timeout=OPERATION_DEADLINE,
         heartbeat_timeout=OPERATION_HEARTBEAT,
         retry_policy=FLEET_RETRY,
-        summary=f"delete {request.scale_set}/" + ",".join(request.instance_ids),
+        summary=summary,
     )
     return result
 
