@@ -36,6 +36,13 @@ def batch_lines(report: UpgradeReport) -> list[str]:
             parts.append(
                 f"created {created} (healthy), deleted {', '.join(str(i.replaces) for i in replaced)}"
             )
+        moved = [
+            f"{i.instance_id} in zone {i.zone}"
+            for i in replaced
+            if "Azure placed it there" in (i.message or "")
+        ]
+        if moved:
+            parts.append(f"{', '.join(moved)}: Azure placed it there (the zone had nothing left to replace)")
         kept = [i.instance_id for i in members if i.state == InstanceState.ROLLED_BACK]
         if kept:
             parts.append(f"new instance(s) for {', '.join(kept)} failed health: deleted, the old kept")
