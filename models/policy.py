@@ -91,6 +91,19 @@ HealthWait = Annotated[timedelta, iso_duration(timedelta(seconds=1), timedelta(h
 UpgradeTimeout = Annotated[timedelta, iso_duration(timedelta(minutes=1), timedelta(days=30)), _AS_ISO]
 
 
+BakeTime = Annotated[timedelta, iso_duration(timedelta(0), timedelta(days=7)), _AS_ISO]
+
+
+class Checkpoint(AzureModel):
+    """Not Azure's (AWS instance refresh's checkpoints, Argo Rollouts' steps): once `percent` of
+    the instances to upgrade are done, the upgrade bakes for `bakeTime` (health still read) and,
+    with `approval`, waits for `upgradectl approve` before it goes on."""
+
+    percent: Annotated[int, whole_number(1, 100)]
+    bake_time: BakeTime = timedelta(0)
+    approval: bool = False
+
+
 class RollingUpgradePolicy(AzureModel):
     """Azure's RollingUpgradePolicy, with its defaults and ranges.
 
@@ -110,6 +123,19 @@ class RollingUpgradePolicy(AzureModel):
     # gives both (UpgradePolicy.from_user), as Azure checks it: a policy read back (a payload,
     # with every default written out) must not be refused for a default.
     max_surge: bool = False
+    checkpoints: list[Checkpoint] | None = None
+
+    @model_validator(mode="after")
+    def _checkpoints_rise(self) -> RollingUpgradePolicy:
+        for index, (before, after) in enumerate(
+            zip(self.checkpoints or [], (self.checkpoints or [])[1:], strict=False)
+        ):
+            if after.percent <= before.percent:
+                raise ValueError(
+                    f"checkpoints[{index + 1}].percent: must be above the one before ({before.percent}): "
+                    f"checkpoints are cumulative percentages, such as 5, 25, 100 (got {after.percent})"
+                )
+        return self
 
 
 # The settings of Azure's Application Health extension (its model's, not ours, decide them).

@@ -93,6 +93,7 @@ class UpgradeWaitKind(StrEnum):
     PENDING_APPROVAL = "PendingApproval"  # osRollingUpgradeDeferral: the batch awaits approval
     ZONE_WAVE = "ZoneWave"  # a rollout's zone waves: its next zone waits for the region's turn
     MAINTENANCE_WINDOW = "MaintenanceWindow"  # outside the set's maintenance window: until it opens
+    CHECKPOINT = "Checkpoint"  # a checkpoint reached: baking, or waiting for `approve`
 
 
 class UpgradeWait(AzureModel):

@@ -17,7 +17,7 @@ from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.maintenance import MaintenanceWindow
 from models.notifications import NotificationRecord
-from models.policy import RollingUpgradePolicy
+from models.policy import Checkpoint, RollingUpgradePolicy
 from models.sorting import natural_key
 from models.status import (
     ApiError,
@@ -34,6 +34,7 @@ from models.upgrade import (
     InstanceState,
     UpgradeRequest,
 )
+from rules import checkpoints
 from rules.approvals import Approvals, hold, release_due
 from rules.change_kinds import kind_of
 from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
@@ -84,6 +85,11 @@ class UpgradeLedger:
         self.approvals = Approvals()  # given (who, when), for instances or every instance
         self.batches = 0
         self.cancelled_by: str | None = None  # who asked for the cancel
+        # Checkpoints (rollingUpgradePolicy.checkpoints): how many are behind the upgrade, and the
+        # one waiting for approval (who released the last one, when).
+        self.checkpoints_passed = 0
+        self.checkpoint_waiting: int | None = None
+        self.checkpoint_approved: tuple[str, datetime] | None = None
         # The window batches start in (OS image upgrades that respect one), set at admission.
         self.maintenance_window: MaintenanceWindow | None = None
         self._phases: dict[str, int | None] = {}
@@ -232,8 +238,44 @@ class UpgradeLedger:
             self.planning_policy,
             within_budget=self.rules.exact_core,
             small_sets_one_at_a_time=self.rules.small_sets_one_at_a_time,
+            room=self._room_after,
         )
         return [awaiting, *planned] if awaiting else planned
+
+    def _room_after(self, planned: int) -> int | None:
+        """The checkpoints' room for a batch once `planned` more instances are through."""
+        done, upgradable = self._checkpoint_counts()
+        return checkpoints.room(self._points, self.checkpoints_passed, done + planned, upgradable)
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def _checkpoint_counts(self) -> tuple[int, int]:
+        """(done, upgradable): instances through a batch, and those plus the ones still to do."""
+        done = len(self.in_state(*ATTEMPTED))
+        to_do = len(
+            self.in_state(InstanceState.IN_PROGRESS, InstanceState.PENDING, InstanceState.PENDING_APPROVAL)
+        )
+        return done, done + to_do
+
+    @property
+    def _points(self) -> list[Checkpoint]:
+        return self.request.policy.checkpoints or []
+
+    def checkpoint_room(self) -> int | None:
+        """How many instances the next batch may take before the next checkpoint (None: any)."""
+        return checkpoints.room(self._points, self.checkpoints_passed, *self._checkpoint_counts())
+
+    def checkpoint_reached(self) -> int | None:
+        """The checkpoint the batches so far have just reached, if any (and instances remain)."""
+        if not self.candidates():
+            return None
+        return checkpoints.reached(self._points, self.checkpoints_passed, *self._checkpoint_counts())
+
+    def release_checkpoint(self, by: str, now: datetime) -> bool:
+        if self.checkpoint_waiting is None:
+            return False
+        self.checkpoint_waiting, self.checkpoint_approved = None, (by, now)
+        return True
 
     # --- pause and approval -----------------------------------------------------------------
 

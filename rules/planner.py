@@ -16,7 +16,7 @@ Rules, after Azure's automatic OS image upgrades and rolling upgrade policy:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from models.policy import RollingUpgradePolicy
@@ -138,9 +138,11 @@ def plan_batches(
     *,
     within_budget: bool = True,
     small_sets_one_at_a_time: bool = False,
+    room: Callable[[int], int | None] = lambda planned: None,
 ) -> list[list[Candidate]]:
     """The whole plan, assuming every upgraded instance comes back healthy (and, where the
-    unhealthy instances leave no room for a batch, that they recover)."""
+    unhealthy instances leave no room for a batch, that they recover). `room`: the most a batch
+    may take once `planned` instances are in earlier batches (checkpoints), None for no limit."""
     unhealthy = set(unhealthy_ids)
     remaining = list(candidates)
     plan: list[list[Candidate]] = []
@@ -158,6 +160,8 @@ def plan_batches(
                 break  # cannot happen: one instance always fits when all are healthy
             unhealthy = set()
             continue
+        limit = room(len(candidates) - len(remaining))
+        batch = batch if limit is None else batch[:limit]
         plan.append(batch)
         chosen = {c.instance_id for c in batch}
         unhealthy -= chosen

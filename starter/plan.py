@@ -21,6 +21,7 @@ from models.policy import format_duration
 from models.status import ApiError
 from models.upgrade import InstanceState, UpgradeRequest, extension_settings
 from rules.change_kinds import kind_asked, kind_of
+from rules.checkpoints import count_at
 from rules.gates import in_flight_gate
 from rules.ledger import UpgradeLedger
 from rules.planner import Candidate
@@ -110,15 +111,35 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
             )
         )
     surge = surges(request.policy, ledger.change)
+    stops = checkpoint_stops(ledger)
+    done = 0
     for number, batch in enumerate(batches, start=1):
         ids = ", ".join(c.instance_id for c in batch)
         if surge:  # maxSurge: the new instances first, the old ones deleted once they are healthy
             ids = f"create {len(batch)} new, then delete {ids}"
         lines.append(f"batch {number}: {len(batch)} instance(s) {where(batch)}: {ids}")
+        done += len(batch)
+        if done in stops and number < len(batches):
+            lines.append(stops[done])
     if not batches:
         lines.append(f"nothing to upgrade: {kind.all_done}")
     lines.append(estimate(request, len(batches)))
     return "\n".join(lines)
+
+
+def checkpoint_stops(ledger: UpgradeLedger) -> dict[int, str]:
+    """`plan`'s line after the batch that reaches each checkpoint, by the instances done then."""
+    points = ledger.request.policy.checkpoints or []
+    upgradable = len(ledger.candidates()) + len(ledger.in_state(InstanceState.PENDING_APPROVAL))
+    stops = {}
+    for number, point in enumerate(points, start=1):
+        what = [f"bake {format_duration(point.bake_time)}"] if point.bake_time else []
+        what += ["wait for `upgradectl approve`"] if point.approval else []
+        at = count_at(point.percent, upgradable)
+        stops[at] = f"checkpoint {number} ({point.percent}%, {at} of {upgradable}): " + (
+            ", then ".join(what) or "go on"
+        )
+    return stops
 
 
 def surge_line(room: steps.SurgeRoomResult, largest: int) -> str:

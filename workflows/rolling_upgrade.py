@@ -123,6 +123,10 @@ FRESH_READING_SERVES = "fresh-reading-serves"
 # 2026-12: OS image upgrades that respect a maintenance window hold before a batch while it is
 # closed (a durable timer until the next one opens). Only upgrades with a window take the path.
 MAINTENANCE_WINDOWS = "maintenance-windows"
+# 2026-12: checkpoints (rollingUpgradePolicy.checkpoints): a batch stops at the next one; there
+# the upgrade bakes (health re-read) and waits for `approve` where asked. Only upgrades with
+# checkpoints take the path.
+CHECKPOINTS = "checkpoints"
 
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
@@ -130,6 +134,8 @@ MAX_INSTANCES_PER_CHILD = 100
 WAVE_CHECK = timedelta(hours=1)
 # While unhealthy instances leave no room for a batch: how often health is read again.
 RECOVERY_RECHECK = timedelta(seconds=30)
+# A checkpoint's bake reads health this many times over the bake (history stays bounded).
+BAKE_LOOKS = 50
 
 
 def split(items: list[BatchInstance], size: int) -> list[list[BatchInstance]]:
@@ -226,6 +232,10 @@ class RollingUpgradeWorkflow:
             ", ".join(request.instance_ids) if request.instance_ids is not None else "every instance",
             extra={"scale_set": ledger.request.scale_set, "instance": released},
         )
+        if ledger.release_checkpoint(request.by, workflow.now()):
+            workflow.logger.info(
+                "checkpoint approved by %s", request.by, extra={"scale_set": ledger.request.scale_set}
+            )
         if released and ledger.wait is not None and ledger.wait.kind == UpgradeWaitKind.PENDING_APPROVAL:
             waiting = ledger.pending_approval()
             ledger.wait = ledger.wait.model_copy(
@@ -318,6 +328,8 @@ class RollingUpgradeWorkflow:
                 self._stale = True
                 continue  # time passed: the deadline, health and the plan again
             if stop := await self._batch(batch):
+                return stop
+            if stop := await self._at_checkpoint():
                 return stop
             await self._pause()
 
@@ -414,7 +426,7 @@ class RollingUpgradeWorkflow:
 
     def _plan_next(self) -> list[Candidate]:
         ledger = self._ledger
-        return next_batch(
+        batch = next_batch(
             self._candidates(),
             ledger.total,
             len(ledger.unhealthy()),
@@ -422,6 +434,8 @@ class RollingUpgradeWorkflow:
             within_budget=ledger.rules.exact_core,
             small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time,
         )
+        room = ledger.checkpoint_room()
+        return batch if room is None else batch[:room]  # a batch stops at the next checkpoint
 
     async def _next_batch(self) -> list[Candidate] | Stop:
         """The planner's next batch. When the unhealthy instances leave no room for one within
@@ -550,6 +564,64 @@ class RollingUpgradeWorkflow:
         if waited or self._cancel_requested:
             return True  # (the window is checked when the batch is about to start)
         return await self._await_window()
+
+    async def _at_checkpoint(self) -> Stop | None:
+        """After a batch that reached a checkpoint: bake (health read again every so often, the
+        gates applied), then wait for `approve` where the checkpoint asks for it."""
+        ledger = self._ledger
+        index = ledger.checkpoint_reached()
+        if index is None or not workflow.patched(CHECKPOINTS):
+            return None
+        ledger.checkpoints_passed = index + 1
+        point = (ledger.request.policy.checkpoints or [])[index]
+        done = len(ledger.attempted())
+        label = f"checkpoint {index + 1} ({point.percent}%) reached after {done} instance(s)"
+        workflow.logger.info(label, extra={"scale_set": ledger.request.scale_set})
+        if point.bake_time > timedelta(0) and (stop := await self._bake(point.bake_time, label)):
+            return stop
+        if point.approval and not self._cancel_requested:
+            ledger.checkpoint_waiting = index
+            ledger.wait = UpgradeWait(
+                kind=UpgradeWaitKind.CHECKPOINT,
+                reason=f"{label}: waiting for approval (`upgradectl approve {ledger.request.scale_set}`)",
+                since=workflow.now(),
+                until=ledger.deadline,
+            )
+            self._publish()
+            approved = await self._wait_until(
+                lambda: ledger.checkpoint_waiting is None or self._cancel_requested,
+                ledger.deadline,
+                "waiting for approval at a checkpoint",
+            )
+            ledger.wait = None
+            if not approved and (breach := gates.deadline_gate(ledger, workflow.now())):
+                return Stop(breach, breach=True)
+            self._publish()
+        return None
+
+    async def _bake(self, bake: timedelta, label: str) -> Stop | None:
+        """A checkpoint's bake time: health read every BAKE_LOOKS-th of it (at least every
+        RECOVERY_RECHECK apart, so a long bake stays a few dozen reads), the gates applied."""
+        ledger = self._ledger
+        until = workflow.now() + bake
+        if ledger.deadline is not None:
+            until = min(until, ledger.deadline)
+        every = max(RECOVERY_RECHECK, bake / BAKE_LOOKS)
+        ledger.wait = UpgradeWait(
+            kind=UpgradeWaitKind.CHECKPOINT, reason=f"{label}: baking", since=workflow.now(), until=until
+        )
+        self._publish()
+        while workflow.now() < until and not self._cancel_requested:
+            if await self._sleep(min(every, until - workflow.now()), "checkpoint bake"):
+                break
+            await self._read_health()
+            if breach := gates.in_flight_gate(ledger, before_upgrade=False):
+                return Stop(breach, breach=True)
+            if breach := gates.upgraded_gate(ledger, including_later=True):
+                return Stop(breach, breach=True)
+        ledger.wait = None
+        self._publish()
+        return None
 
     async def _await_window(self) -> Stop | bool:
         """Outside the set's maintenance window: hold until its next occurrence opens (a batch

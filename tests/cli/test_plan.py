@@ -364,3 +364,24 @@ async def test_plan_refuses_max_surge_on_a_flexible_set_as_start_would(emulator,
     assert result.code == 3, result.out
     assert "MaxSurgeNotSupported: rollingUpgradePolicy.maxSurge: scale set" in result.err
     assert_harmless(result)
+
+
+async def test_plan_shows_where_the_checkpoints_stop_the_upgrade(emulator, fleet, tmp_path):
+    name = await make_scale_set(fleet, 10, update_domains=1)
+    policy = tmp_path / "canary.yaml"
+    policy.write_text(
+        "rollingUpgradePolicy:\n  checkpoints:\n    - {percent: 10, approval: true}\n"
+        "    - {percent: 50, bakeTime: PT1H}\n"
+    )
+    result = await plan(emulator, "--scale-set", name, "--image", str(V2), "--policy", str(policy))
+    assert result.code == 0, result.err
+    assert [len(ids) for _, ids in batches(result.out)] == [1, 2, 2, 2, 2, 1]
+    lines = result.out.splitlines()
+    first = lines.index(next(line for line in lines if line.startswith("batch 1:")))
+    assert lines[first + 1] == "checkpoint 1 (10%, 1 of 10): wait for `upgradectl approve`"
+    assert "checkpoint 2 (50%, 5 of 10): bake PT1H" in lines
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollingUpgradePolicy:\n  checkpoints:\n    - {percent: 50}\n    - {percent: 10}\n")
+    refused = await plan(emulator, "--scale-set", name, "--image", str(V2), "--policy", str(bad))
+    assert refused.code == 3 and "checkpoints[1].percent: must be above the one before (50)" in refused.err
+    assert_harmless(refused)
