@@ -74,7 +74,9 @@ def test_a_count_that_is_not_a_number_is_a_usage_error_exit_2(offline, capsys, c
     assert_harmless(result)
 
 
-def test_a_bad_count_in_a_policy_file_names_the_file_and_the_field(offline, capsys, tmp_path: Path):
+def test_a_bad_count_in_a_policy_file_names_the_file_and_the_field(
+    offline: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("upgradePolicy:\n  RollingUpgradePolicy:\n    MaxUnhealthyUpgradedInstanceCount: 2.5\n")
     result = call(capsys, *COMMANDS["start"], "--policy", str(policy))
@@ -86,7 +88,9 @@ def test_a_bad_count_in_a_policy_file_names_the_file_and_the_field(offline, caps
     ]
 
 
-def test_good_counts_reach_the_request_as_given(offline, capsys, tmp_path: Path):
+def test_good_counts_reach_the_request_as_given(
+    offline: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("rollingUpgradePolicy:\n  maxBatchInstanceCount: 3\n  maxUnhealthyInstanceCount: 4\n")
     flags = {"rollingUpgradePolicy": {"maxUnhealthyUpgradedInstanceCount": 0, "maxBatchInstanceCount": 2}}
