@@ -70,7 +70,8 @@ def test_a_count_that_is_not_a_number_is_a_usage_error_exit_2(offline, capsys, c
     result = call(capsys, *COMMANDS[command], option, "many\x1b[2J")
     assert result.code == 2, result
     lines = result.err.splitlines()
-    assert option in lines[0] and len(lines) == 2 and lines[1].startswith("try `upgradectl")
+    assert lines[0].startswith(f"error: Invalid value for '{option}': ") and "integer" in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("try `upgradectl")
     assert_harmless(result)
 
 
