@@ -29,24 +29,24 @@ def most_in_flight(ops: list[FleetOperation]) -> int:
 
 
 async def test_max_batch_instance_count_caps_batches_below_the_percent(ts_env, ts_worker, fleet):
-    # 50% of 12 would be batches of 6; maxBatchInstanceCount 2 keeps 2 in flight at most.
+    # 50% of 12 would be batches of 6; maxBatchInstanceCount 3 keeps 3 in flight at most.
     timing = TimingSpec(reimage_seconds=[0.2, 0.4], restore_seconds=[0, 0], boot_seconds=[0.1, 0.2])
     name = await make_scale_set(fleet, 12, update_domains=1, timing=timing)
     handle, admission = await upgrade(
-        ts_env.client, ts_worker.task_queue, name, policy={**HALF, "maxBatchInstanceCount": 2}
+        ts_env.client, ts_worker.task_queue, name, policy={**HALF, "maxBatchInstanceCount": 3}
     )
-    assert admission.planned_batches == 6
+    assert admission.planned_batches == 4
     report = await finish(ts_env, handle)
 
     status = report.status.properties
     assert status.running_status.code == RollingUpgradeStatusCode.COMPLETED
     assert status.progress.successful_instance_count == 12
-    assert report.batches == 6
+    assert report.batches == 4
     # The status carries the policy it ran with, the count included.
-    assert status.policy.to_json()["maxBatchInstanceCount"] == 2
+    assert status.policy.to_json()["maxBatchInstanceCount"] == 3
     ops = await fleet.operations(name)
     assert count_ops(ops, OperationKind.REIMAGE) == {str(i): 1 for i in range(12)}
-    assert most_in_flight(ops) == 2
+    assert most_in_flight(ops) == 3
 
 
 async def test_max_unhealthy_upgraded_instance_count_stops_within_the_percent(ts_env, ts_worker, fleet):
