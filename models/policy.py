@@ -85,6 +85,8 @@ def iso_duration(low: timedelta, high: timedelta) -> BeforeValidator:
 
 Percent5To100 = Annotated[int, whole_number(5, 100)]
 Percent0To100 = Annotated[int, whole_number(0, 100)]
+InstanceCount1 = Annotated[int, whole_number(1, 10_000)]
+InstanceCount0 = Annotated[int, whole_number(0, 10_000)]
 _AS_ISO = PlainSerializer(format_duration, return_type=str, when_used="json")
 PauseBetweenBatches = Annotated[timedelta, iso_duration(timedelta(0), timedelta(hours=48)), _AS_ISO]
 HealthWait = Annotated[timedelta, iso_duration(timedelta(seconds=1), timedelta(hours=24)), _AS_ISO]
@@ -112,6 +114,9 @@ class RollingUpgradePolicy(AzureModel):
     target and deletes the old ones once the new are healthy (workflows/surge.py).
     """
 
+    # maxBatchInstancePercent against maxUnhealthyInstancePercent is checked only where a user
+    # gives both (UpgradePolicy.from_user), as Azure checks it: a policy read back (a payload,
+    # with every default written out) must not be refused for a default.
     max_batch_instance_percent: Percent5To100 = 20
     max_unhealthy_instance_percent: Percent5To100 = 20
     max_unhealthy_upgraded_instance_percent: Percent0To100 = 20
@@ -119,10 +124,13 @@ class RollingUpgradePolicy(AzureModel):
     enable_cross_zone_upgrade: bool = False
     prioritize_unhealthy_instances: bool = False
     rollback_failed_instances_on_policy_breach: bool = False
-    # maxBatchInstancePercent against maxUnhealthyInstancePercent is checked only where a user
-    # gives both (UpgradePolicy.from_user), as Azure checks it: a policy read back (a payload,
-    # with every default written out) must not be refused for a default.
     max_surge: bool = False
+    # Absolute limits beside the percentages (ours, as Kubernetes' maxUnavailable and Nomad's
+    # max_parallel allow): None, no absolute limit; given, the stricter of the two applies
+    # (rules/planner.py). Up to a scale set's largest capacity.
+    max_batch_instance_count: InstanceCount1 | None = None
+    max_unhealthy_instance_count: InstanceCount0 | None = None
+    max_unhealthy_upgraded_instance_count: InstanceCount0 | None = None
     checkpoints: list[Checkpoint] | None = None
 
     @model_validator(mode="after")
@@ -261,6 +269,9 @@ _ROLLING_FIELDS = {
             "prioritizeUnhealthyInstances",
             "rollbackFailedInstancesOnPolicyBreach",
             "maxSurge",
+            "maxBatchInstanceCount",
+            "maxUnhealthyInstanceCount",
+            "maxUnhealthyUpgradedInstanceCount",
         )
     },
     "batchinstancepercent": "maxBatchInstancePercent",
@@ -296,6 +307,13 @@ def _renamed(section: Any, names: dict[str, str]) -> Any:
 
 def _batch_over_unhealthy(policy: RollingUpgradePolicy) -> bool:
     return policy.max_batch_instance_percent > policy.max_unhealthy_instance_percent
+
+
+def _batch_count_over_unhealthy(policy: RollingUpgradePolicy) -> bool:
+    """Both counts set and the batch above what may be down at once (one instance may always go
+    down when all others are healthy, so a batch of one fits a count of 0)."""
+    batch, unhealthy = policy.max_batch_instance_count, policy.max_unhealthy_instance_count
+    return batch is not None and unhealthy is not None and batch > max(1, unhealthy)
 
 
 def _has_key(document: dict[str, Any], lowered: str) -> bool:
@@ -361,8 +379,9 @@ class UpgradePolicy(AzureModel):
         """A policy a user wrote (a file, flags on top): validated, unknown fields refused;
         maxBatchInstancePercent may not exceed maxUnhealthyInstancePercent when both are given
         (with one given, the other's default refuses nothing: batches stay within the unhealthy
-        limit, and a note says so). Raises ValueError (a pydantic ValidationError for a field on
-        its own)."""
+        limit, and a note says so); nor may maxBatchInstanceCount exceed maxUnhealthyInstanceCount
+        when both are set (a count is None unless given). Raises ValueError (a pydantic
+        ValidationError for a field on its own)."""
         policy = super().from_user(document)
         rolling = cls.normalize(document).get("rollingUpgradePolicy") if isinstance(document, dict) else None
         both = {"maxBatchInstancePercent", "maxUnhealthyInstancePercent"}
@@ -372,6 +391,12 @@ class UpgradePolicy(AzureModel):
                 f"rollingUpgradePolicy.maxBatchInstancePercent ({chosen.max_batch_instance_percent}) may "
                 f"not exceed maxUnhealthyInstancePercent ({chosen.max_unhealthy_instance_percent}): a "
                 "batch counts as unhealthy while it upgrades"
+            )
+        if _batch_count_over_unhealthy(chosen):
+            raise ValueError(
+                f"rollingUpgradePolicy.maxBatchInstanceCount ({chosen.max_batch_instance_count}) may not "
+                f"exceed maxUnhealthyInstanceCount ({chosen.max_unhealthy_instance_count}): a batch "
+                "counts as unhealthy while it upgrades (with 0, one instance at a time)"
             )
         return policy
 

@@ -126,6 +126,9 @@ class ReportedRollingUpgradePolicy(AzureModel):
     prioritize_unhealthy_instances: bool | None = None
     rollback_failed_instances_on_policy_breach: bool | None = None
     max_surge: bool | None = None
+    max_batch_instance_count: int | None = None
+    max_unhealthy_instance_count: int | None = None
+    max_unhealthy_upgraded_instance_count: int | None = None
 
 
 def _every_field_known(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:

@@ -98,6 +98,16 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"  # Azure's spelling
 
 
+def absolute_limits(policy: RollingUpgradePolicy) -> list[tuple[str, str]]:
+    """The absolute limits set, as (name, value) rows (none set: none, as Azure has none)."""
+    counts = {
+        "maxBatchInstanceCount": policy.max_batch_instance_count,
+        "maxUnhealthyInstanceCount": policy.max_unhealthy_instance_count,
+        "maxUnhealthyUpgradedInstanceCount": policy.max_unhealthy_upgraded_instance_count,
+    }
+    return [(name, str(value)) for name, value in counts.items() if value is not None]
+
+
 def extension_settings(health: ApplicationHealthSettings) -> str:
     """An Application Health extension's settings, as `status` and `plan` show them."""
     where = f"{health.protocol} :{health.port}{health.request_path or ''}"
@@ -206,6 +216,7 @@ class UpgradeRequest(AzureModel):
             ("maxBatchInstancePercent", str(policy.max_batch_instance_percent)),
             ("maxUnhealthyInstancePercent", str(policy.max_unhealthy_instance_percent)),
             ("maxUnhealthyUpgradedInstancePercent", str(policy.max_unhealthy_upgraded_instance_percent)),
+            *absolute_limits(policy),
             ("pauseTimeBetweenBatches", format_duration(policy.pause_time_between_batches)),
             ("enableCrossZoneUpgrade", _flag(policy.enable_cross_zone_upgrade)),
             ("prioritizeUnhealthyInstances", _flag(policy.prioritize_unhealthy_instances)),

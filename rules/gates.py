@@ -16,15 +16,10 @@ from models.status import ApiError, ApiErrorBase
 from models.upgrade import ATTEMPTED, FINAL_FAILURES, InstanceProgress, InstanceState
 from rules import failures
 from rules.ledger import UpgradeLedger
-from rules.planner import unhealthy_allowance
+from rules.planner import unhealthy_limit, upgraded_limit
 from rules.waves import zone_text
 
 STOPS = "The upgrade stops: no new batch starts."
-
-
-def exceeds(count: int, total: int, percent: int) -> bool:
-    """More than `percent` of `total`, in whole numbers so 1 of 5 at 20% is allowed."""
-    return count * 100 > total * percent
 
 
 def share(count: int, total: int) -> str:
@@ -44,10 +39,11 @@ def unhealthy_gate(
     before_upgrade: bool,
     source: HealthSource | None = None,
 ) -> ApiError | None:
-    """maxUnhealthyInstancePercent, checked before the upgrade and before every later batch. The
-    message says where health was read (`source`): a wrong source is the usual wrong cause."""
-    limit = policy.max_unhealthy_instance_percent
-    if not exceeds(len(unhealthy), total, limit):
+    """maxUnhealthyInstancePercent (or maxUnhealthyInstanceCount, the stricter), checked before
+    the upgrade and before every later batch. The message says where health was read (`source`):
+    a wrong source is the usual wrong cause."""
+    limit = unhealthy_limit(total, policy)
+    if len(unhealthy) <= limit.allowed:
         return None
     if before_upgrade:
         code = UpgradeErrorCode.UNHEALTHY_EXCEEDED_BEFORE_UPGRADE
@@ -59,7 +55,7 @@ def unhealthy_gate(
         code=code,
         message=(
             f"{len(unhealthy)} of {total} instances ({share(len(unhealthy), total)}) were "
-            f"unhealthy {when}. The policy allows {limit}% (maxUnhealthyInstancePercent). "
+            f"unhealthy {when}. The policy allows {limit}. "
             f"Unhealthy instances: {named(list(unhealthy))}."
             + (f" Health is read from {source.described}." if source else "")
         ),
@@ -78,7 +74,8 @@ def in_flight_gate(ledger: UpgradeLedger, *, before_upgrade: bool) -> ApiError |
 
 
 def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> ApiError | None:
-    """maxUnhealthyUpgradedInstancePercent over the instances upgraded so far.
+    """maxUnhealthyUpgradedInstancePercent (or maxUnhealthyUpgradedInstanceCount, the stricter)
+    over the instances upgraded so far.
 
     `including_later` also counts instances that passed their health wait but have turned
     unhealthy since (Azure: "instances that become unhealthy post an upgrade"). The message
@@ -88,8 +85,8 @@ def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> Ap
     later = ledger.unhealthy_since_upgrade() if including_later else []
     unhealthy = len(failed) + len(later)
     attempted = len(ledger.attempted())
-    limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
-    if not unhealthy or not exceeds(unhealthy, attempted, limit):
+    limit = upgraded_limit(attempted, ledger.request.policy)
+    if not unhealthy or unhealthy <= limit.allowed:
         return None
     if ledger.rules.exact_core:
         pairs = [(p.code, failures.describe(p)) for p in failed]
@@ -102,8 +99,7 @@ def upgraded_gate(ledger: UpgradeLedger, *, including_later: bool = False) -> Ap
         code=UpgradeErrorCode.UPGRADED_UNHEALTHY_EXCEEDED,
         message=(
             f"{unhealthy} of {attempted} upgraded instances ({share(unhealthy, attempted)}) "
-            f"are unhealthy; the policy allows {limit}% "
-            f"(maxUnhealthyUpgradedInstancePercent). {cause}"
+            f"are unhealthy; the policy allows {limit}. {cause}"
             + (f" {STOPS}" if ledger.rules.exact_core else "")
         ),
         details=failure_details(ledger)
@@ -200,12 +196,11 @@ def budget_wait_reason(ledger: UpgradeLedger) -> str:
     """Why no batch can start while instances outside the batch are unhealthy."""
     unhealthy = ledger.unhealthy()
     policy = ledger.request.policy
-    allowed = max(1, unhealthy_allowance(ledger.total, policy.max_unhealthy_instance_percent))
+    limit = unhealthy_limit(ledger.total, policy)
     return (
         f"waiting for health to recover: {len(unhealthy)} of {ledger.total} instances are "
-        f"unhealthy ({named(unhealthy)}) and the policy allows {allowed} down at once "
-        f"(maxUnhealthyInstancePercent {policy.max_unhealthy_instance_percent}%), so the next "
-        "batch would exceed it"
+        f"unhealthy ({named(unhealthy)}) and the policy allows {max(1, limit.allowed)} down at once "
+        f"({limit.field} {limit.shown}), so the next batch would exceed it"
     )
 
 
@@ -230,16 +225,16 @@ def extension_failures(ledger: UpgradeLedger, name: str) -> list[InstanceProgres
 
 
 def extension_gates(ledger: UpgradeLedger) -> dict[str, ApiError]:
-    """maxUnhealthyUpgradedInstancePercent for each extension still going, over the instances it
-    was tried on: an extension past it stops alone (Azure upgrades each extension on its own:
-    "A failure on one extension doesn't affect the other extensions")."""
+    """maxUnhealthyUpgradedInstancePercent (or the count, the stricter) for each extension still
+    going, over the instances it was tried on: an extension past it stops alone (Azure upgrades
+    each extension on its own: "A failure on one extension doesn't affect the other extensions")."""
     if not ledger.rules.independent_extensions:
         return {}
-    limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
     breaches = {}
     for target in ledger.extensions_going():
         tried, failed = ledger.tried(target.name), extension_failures(ledger, target.name)
-        if not failed or not exceeds(len(failed), len(tried), limit):
+        limit = upgraded_limit(len(tried), ledger.request.policy)
+        if not failed or len(failed) <= limit.allowed:
             continue
         outcomes = [(p.extension_outcomes or {})[target.name] for p in failed]
         cause = failures.most_common(
@@ -250,8 +245,8 @@ def extension_gates(ledger: UpgradeLedger) -> dict[str, ApiError]:
             target=target.name,
             message=(
                 f"extension {target}: {len(failed)} of {len(tried)} instances it was tried on "
-                f"({share(len(failed), len(tried))}) failed; the policy allows {limit}% "
-                f"(maxUnhealthyUpgradedInstancePercent). Most common error: {cause}. It stopped "
+                f"({share(len(failed), len(tried))}) failed; the policy allows {limit}. "
+                f"Most common error: {cause}. It stopped "
                 f"after batch {ledger.batches}: no later batch installs {target.name}."
             ),
             details=[

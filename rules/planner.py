@@ -2,9 +2,10 @@
 
 Rules, after Azure's automatic OS image upgrades and rolling upgrade policy:
 - a batch holds at most maxBatchInstancePercent of all instances (at least one; scale sets of
-  five or fewer go one instance at a time);
+  five or fewer go one instance at a time) and at most maxBatchInstanceCount;
 - a batch shrinks so that the instances already unhealthy plus the batch (which is unhealthy
-  while it upgrades) stay within maxUnhealthyInstancePercent (at least one instance down is
+  while it upgrades) stay within maxUnhealthyInstancePercent and maxUnhealthyInstanceCount (each
+  count, when set, beside its percentage: the stricter wins; at least one instance down is
   allowed when all others are healthy); when even one more would exceed it, no batch starts
   (the upgrade waits for health to recover);
 - a batch never spans availability zones unless enableCrossZoneUpgrade, and holds one update
@@ -51,6 +52,55 @@ def batch_size_limit(
 def unhealthy_allowance(total: int, max_unhealthy_instance_percent: int) -> int:
     """How many instances may be unhealthy at once, counting the batch in flight."""
     return total * max_unhealthy_instance_percent // 100
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A limit of the policy over `total` instances: how many it allows, and which field (the
+    percentage or the absolute count, whichever is stricter) gives it, with its value."""
+
+    allowed: int
+    field: str
+    value: int
+
+    @property
+    def shown(self) -> str:
+        """The field's value as the policy states it: "20%" or "3"."""
+        return f"{self.value}%" if self.field.endswith("Percent") else str(self.value)
+
+    def __str__(self) -> str:
+        return f"{self.shown} ({self.field})"
+
+
+def stricter(by_percent: int, percent: int, count: int | None, name: str) -> Limit:
+    """What max<name>Percent allows (`by_percent` instances) or max<name>Count, whichever allows
+    fewer (the count on a tie: it is the one given, and it does not move with the set's size)."""
+    if count is not None and count <= by_percent:
+        return Limit(count, f"max{name}Count", count)
+    return Limit(by_percent, f"max{name}Percent", percent)
+
+
+def batch_limit(total: int, policy: RollingUpgradePolicy, *, small_sets_one_at_a_time: bool = False) -> Limit:
+    """The largest batch for a scale set of `total` instances (see batch_size_limit)."""
+    percent = policy.max_batch_instance_percent
+    by_percent = batch_size_limit(total, percent, small_sets_one_at_a_time=small_sets_one_at_a_time)
+    return stricter(by_percent, percent, policy.max_batch_instance_count, "BatchInstance")
+
+
+def unhealthy_limit(total: int, policy: RollingUpgradePolicy) -> Limit:
+    """How many of `total` instances may be unhealthy at once, counting the batch in flight."""
+    percent = policy.max_unhealthy_instance_percent
+    by_percent = unhealthy_allowance(total, percent)
+    return stricter(by_percent, percent, policy.max_unhealthy_instance_count, "UnhealthyInstance")
+
+
+def upgraded_limit(attempted: int, policy: RollingUpgradePolicy) -> Limit:
+    """How many of the `attempted` upgraded instances may be unhealthy."""
+    percent = policy.max_unhealthy_upgraded_instance_percent
+    by_percent = unhealthy_allowance(attempted, percent)
+    return stricter(
+        by_percent, percent, policy.max_unhealthy_upgraded_instance_count, "UnhealthyUpgradedInstance"
+    )
 
 
 def _priority(candidate: Candidate, policy: RollingUpgradePolicy) -> tuple[int, int]:
@@ -103,10 +153,8 @@ def next_batch(
     ordered = order_candidates(candidates, policy)
     if not ordered:
         return []
-    limit = batch_size_limit(
-        total, policy.max_batch_instance_percent, small_sets_one_at_a_time=small_sets_one_at_a_time
-    )
-    allowance = unhealthy_allowance(total, policy.max_unhealthy_instance_percent)
+    limit = batch_limit(total, policy, small_sets_one_at_a_time=small_sets_one_at_a_time).allowed
+    allowance = unhealthy_limit(total, policy).allowed
     budget = (max(1, allowance) if within_budget else allowance) - unhealthy_count
     first = ordered[0]
     domain_of_zone: dict[str | None, int] = {}

@@ -24,6 +24,7 @@ from models.upgrade import FINAL_FAILURES, InstanceProgress, InstanceState, Upgr
 from rules import failures, gates
 from rules.change_kinds import kind_of
 from rules.ledger import UpgradeLedger
+from rules.planner import upgraded_limit
 
 GOES_ON = {
     RollingUpgradeStatusCode.ROLLING_FORWARD: "so the upgrade goes on",
@@ -58,7 +59,7 @@ def error(ledger: UpgradeLedger) -> ApiError | None:
         return None
     attempted = len(ledger.attempted())
     counted = len(ledger.failed())
-    limit = ledger.request.policy.max_unhealthy_upgraded_instance_percent
+    limit = upgraded_limit(attempted, ledger.request.policy)
     outcome = GOES_ON.get(ledger.code, f"and the upgrade was {ledger.code.value.lower()}")
     summary = (
         f"Most common error: {failures.most_common((p.code, failures.describe(p)) for p in failed)}."
@@ -69,8 +70,7 @@ def error(ledger: UpgradeLedger) -> ApiError | None:
         code=UpgradeErrorCode.IN_PROGRESS_WITH_FAILED_VMS,
         message=(
             f"{counted} of {attempted} upgraded instances ({gates.share(counted, attempted)}) "
-            f"failed, within the {limit}% the policy allows "
-            f"(maxUnhealthyUpgradedInstancePercent), {outcome}. {summary}"
+            f"failed, within the {limit.shown} the policy allows ({limit.field}), {outcome}. {summary}"
         ),
         details=gates.failure_details(ledger),
     )

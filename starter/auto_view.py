@@ -25,6 +25,7 @@ from models.automatic import (
     RolloutSummary,
 )
 from models.policy import RollingUpgradePolicy, format_duration
+from models.upgrade import absolute_limits
 from rules.maintenance_windows import next_window, occurrence_text
 from starter.automatic import source_name
 from starter.progress import clock
@@ -202,6 +203,7 @@ def rolling_summary(policy: RollingUpgradePolicy) -> str:
         f"pauseTimeBetweenBatches {format_duration(policy.pause_time_between_batches)}, "
         f"enableCrossZoneUpgrade {flag(policy.enable_cross_zone_upgrade)}, "
         f"prioritizeUnhealthyInstances {flag(policy.prioritize_unhealthy_instances)}"
+        + "".join(f", {name} {value}" for name, value in absolute_limits(policy))
     )
 
 

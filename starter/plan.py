@@ -24,7 +24,7 @@ from rules.change_kinds import kind_asked, kind_of
 from rules.checkpoints import count_at
 from rules.gates import in_flight_gate
 from rules.ledger import UpgradeLedger
-from rules.planner import Candidate
+from rules.planner import Candidate, batch_limit, unhealthy_limit
 from rules.presentation import change_text
 from rules.surge import surges
 
@@ -110,6 +110,7 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
                 for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1]))
             )
         )
+    lines.append(limits_line(ledger))
     surge = surges(request.policy, ledger.change)
     stops = checkpoint_stops(ledger)
     done = 0
@@ -140,6 +141,22 @@ def checkpoint_stops(ledger: UpgradeLedger) -> dict[int, str]:
             ", then ".join(what) or "go on"
         )
     return stops
+
+
+def limits_line(ledger: UpgradeLedger) -> str:
+    """The policy's limits over this set, as the planner and the gates apply them: each the
+    percentage's or the absolute count's, whichever is stricter."""
+    policy, total = ledger.request.policy, ledger.total
+    batch = batch_limit(total, policy, small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time)
+    down = unhealthy_limit(total, policy)
+    upgraded = f"{policy.max_unhealthy_upgraded_instance_percent}% (maxUnhealthyUpgradedInstancePercent)"
+    if policy.max_unhealthy_upgraded_instance_count is not None:
+        upgraded += f" and {policy.max_unhealthy_upgraded_instance_count} (maxUnhealthyUpgradedInstanceCount)"
+    return (
+        f"limits over {total} instances: batches of at most {batch.allowed} ({batch.field} {batch.shown}); "
+        f"at most {max(1, down.allowed)} unhealthy at once, the batch included ({down.field} "
+        f"{down.shown}); of the instances upgraded, at most {upgraded} unhealthy"
+    )
 
 
 def surge_line(room: steps.SurgeRoomResult, largest: int) -> str:

@@ -19,6 +19,12 @@ MaxBatchPercent = Annotated[int | None, typer.Option(help="5-100, default 20.")]
 MaxUnhealthyPercent = Annotated[int | None, typer.Option(help="5-100, default 20.")]
 MaxUnhealthyUpgradedPercent = Annotated[int | None, typer.Option(help="0-100, default 20.")]
 PauseBetweenBatches = Annotated[str | None, typer.Option(help="ISO 8601, PT0S-PT48H, default PT0S.")]
+# The absolute limits beside the percentages: the stricter wins.
+MaxBatchCount = Annotated[int | None, typer.Option(help="1-10000, default none (the percent alone).")]
+MaxUnhealthyCount = Annotated[int | None, typer.Option(help="0-10000, default none (the percent alone).")]
+MaxUnhealthyUpgradedCount = Annotated[
+    int | None, typer.Option(help="0-10000, default none (the percent alone).")
+]
 CrossZone = Annotated[bool | None, typer.Option("--enable-cross-zone-upgrade/--no-cross-zone-upgrade")]
 PrioritizeUnhealthy = Annotated[
     bool | None, typer.Option("--prioritize-unhealthy-instances/--no-prioritize-unhealthy-instances")
@@ -56,6 +62,9 @@ def rolling_flags(
     prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
     rollback_failed_instances_on_policy_breach: RollbackOnBreach = None,
     max_surge: MaxSurge = None,
+    max_batch_instance_count: MaxBatchCount = None,
+    max_unhealthy_instance_count: MaxUnhealthyCount = None,
+    max_unhealthy_upgraded_instance_count: MaxUnhealthyUpgradedCount = None,
 ) -> dict[str, Any]:
     """rollingUpgradePolicy as the flags give it: `with_options(rolling_upgrade_policy=rolling_flags)`."""
     return {
@@ -67,6 +76,9 @@ def rolling_flags(
         "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
         "rollbackFailedInstancesOnPolicyBreach": rollback_failed_instances_on_policy_breach,
         "maxSurge": max_surge,
+        "maxBatchInstanceCount": max_batch_instance_count,
+        "maxUnhealthyInstanceCount": max_unhealthy_instance_count,
+        "maxUnhealthyUpgradedInstanceCount": max_unhealthy_upgraded_instance_count,
     }
 
 

@@ -50,9 +50,12 @@ from starter.common import (
 )
 from starter.policy_options import (
     CrossZone,
+    MaxBatchCount,
     MaxBatchPercent,
     MaxSurge,
+    MaxUnhealthyCount,
     MaxUnhealthyPercent,
+    MaxUnhealthyUpgradedCount,
     PauseBetweenBatches,
     PrioritizeUnhealthy,
     Section,
@@ -347,6 +350,9 @@ async def plan(
     enable_cross_zone_upgrade: CrossZone = None,
     prioritize_unhealthy_instances: PrioritizeUnhealthy = None,
     max_surge: MaxSurge = None,
+    max_batch_instance_count: MaxBatchCount = None,
+    max_unhealthy_instance_count: MaxUnhealthyCount = None,
+    max_unhealthy_upgraded_instance_count: MaxUnhealthyUpgradedCount = None,
 ) -> None:
     """Print the batches an upgrade would run now (zones, update domains, phases, skipped
     instances, an estimate): reads the scale set and the image or extension versions, changes
@@ -377,6 +383,9 @@ async def plan(
                 "enableCrossZoneUpgrade": enable_cross_zone_upgrade,
                 "prioritizeUnhealthyInstances": prioritize_unhealthy_instances,
                 "maxSurge": max_surge,
+                "maxBatchInstanceCount": max_batch_instance_count,
+                "maxUnhealthyInstanceCount": max_unhealthy_instance_count,
+                "maxUnhealthyUpgradedInstanceCount": max_unhealthy_upgraded_instance_count,
             }
         },
         "User",

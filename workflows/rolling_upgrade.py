@@ -71,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from rules.failures import internal_error
     from rules.ledger import UpgradeLedger, UpgradeRules
     from rules.maintenance_windows import next_window, occurrence_text, window_at
-    from rules.planner import Candidate, batch_size_limit, next_batch
+    from rules.planner import Candidate, batch_limit, next_batch
     from rules.surge import surges
     from workflows import activity_calls
     from workflows.admission import SETS_OWN_POLICY, admit
@@ -495,11 +495,11 @@ class RollingUpgradeWorkflow:
         report = WaveReport(
             scale_set=ledger.request.scale_set,
             zones=left,
-            batch=batch_size_limit(
+            batch=batch_limit(
                 ledger.total,
-                ledger.request.policy.max_batch_instance_percent,
+                ledger.request.policy,
                 small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time,
-            ),
+            ).allowed,
             done=done,
         )
         await self._through_cancel(self._tell_rollout(waves.rollout_id, report))

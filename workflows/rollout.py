@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         upgrade_workflow_id,
     )
     from rules.phases import paired
-    from rules.planner import unhealthy_allowance
+    from rules.planner import upgraded_limit
     from rules.presentation import escaped, workflow_link
     from rules.waves import cohorts
     from workflows import activity_calls
@@ -493,8 +493,8 @@ class RolloutWorkflow(SetUpgrades):
         summaries = await activity_calls.summarize_health([s.scale_set for s in done])
         for item, summary in zip(done, summaries, strict=True):
             policy = rolling_policy(self._enrollments[item.scale_set])
-            allowed = unhealthy_allowance(summary.instances, policy.max_unhealthy_upgraded_instance_percent)
-            if summary.unhealthy > allowed and self._status.stopped_by is None:
+            limit = upgraded_limit(summary.instances, policy)
+            if summary.unhealthy > limit.allowed and self._status.stopped_by is None:
                 percent = 100 * summary.unhealthy // max(1, summary.instances)
                 item.message = f"{item.message or ''}; unhealthy after the bake time".lstrip("; ")
                 self._status.stopped_by = ApiError(
@@ -503,8 +503,7 @@ class RolloutWorkflow(SetUpgrades):
                         f"after the bake time of {format_duration(bake)}, {item.scale_set} in "
                         f"{item.region} (phase {item.phase}) has {summary.unhealthy} of "
                         f"{summary.instances} instances unhealthy ({percent}%); "
-                        "maxUnhealthyUpgradedInstancePercent allows "
-                        f"{policy.max_unhealthy_upgraded_instance_percent}%: phase {phase + 1} not started"
+                        f"{limit.field} allows {limit.shown}: phase {phase + 1} not started"
                     ),
                     target=item.scale_set,
                 )

@@ -178,6 +178,39 @@ async def test_the_scale_sets_own_rolling_policy_is_honoured_under_what_is_given
     await untouched(fleet, name)
 
 
+async def test_plan_prints_the_limits_in_force_and_an_absolute_count_shrinks_its_batches(emulator, fleet):
+    name = await make_scale_set(fleet, 20, update_domains=1)
+    default = await plan(emulator, "--scale-set", name, "--image", str(V2))
+    assert default.code == 0, default
+    assert [len(ids) for _, ids in batches(default.out)] == [4] * 5
+    assert (
+        "limits over 20 instances: batches of at most 4 (maxBatchInstancePercent 20%); at most 4 "
+        "unhealthy at once, the batch included (maxUnhealthyInstancePercent 20%); of the instances "
+        "upgraded, at most 20% (maxUnhealthyUpgradedInstancePercent) unhealthy"
+    ) in default.out.splitlines()
+    # A count below the percent's 4: batches of 3.
+    capped = await plan(emulator, "--scale-set", name, "--image", str(V2), "--max-batch-instance-count", "3")
+    assert capped.code == 0, capped
+    assert [len(ids) for _, ids in batches(capped.out)] == [3, 3, 3, 3, 3, 3, 2]
+    assert "batches of at most 3 (maxBatchInstanceCount 3)" in capped.out
+    # Half the set at once by the percentages, but at most 6 unhealthy: batches of 6; a batch
+    # count above the percent's leaves the percent in force.
+    half = ("--max-batch-instance-percent", "50", "--max-unhealthy-instance-percent", "50")
+    counted = await plan(
+        emulator,
+        *("--scale-set", name, "--image", str(V2), *half),
+        *("--max-unhealthy-instance-count", "6", "--max-unhealthy-upgraded-instance-count", "1"),
+    )
+    assert counted.code == 0, counted
+    assert [len(ids) for _, ids in batches(counted.out)] == [6, 6, 6, 2]
+    assert (
+        "batches of at most 10 (maxBatchInstancePercent 50%); at most 6 unhealthy at once, the batch "
+        "included (maxUnhealthyInstanceCount 6); of the instances upgraded, at most 20% "
+        "(maxUnhealthyUpgradedInstancePercent) and 1 (maxUnhealthyUpgradedInstanceCount) unhealthy"
+    ) in counted.out
+    await untouched(fleet, name)
+
+
 async def test_a_small_set_takes_the_batch_size_its_policy_asks_for(emulator, fleet, tmp_path):
     # Five instances or fewer go one at a time under the default 20% (seed 000); 50% is honoured.
     name = await make_scale_set(fleet, 4, update_domains=1)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.fleet import HealthState, ScaleSetView
 from models.policy import RollingUpgradePolicy
-from models.upgrade import InstanceOutcome, InstanceState, UpgradeRequest
+from models.upgrade import ExtensionOutcome, InstanceOutcome, InstanceState, UpgradeRequest
 from rules.ledger import UpgradeLedger, UpgradeRules
 from tests.helpers.upgrades import V1, V2
 
@@ -71,3 +71,19 @@ def succeeded(instance_id: str) -> InstanceOutcome:
 def run_batch(ledger: UpgradeLedger, outcomes: list[InstanceOutcome]) -> None:
     ledger.start_batch([o.instance_id for o in outcomes], NOW)
     ledger.settle(outcomes)
+
+
+def extension_outcome(instance_id: str, agent: InstanceState, probe: InstanceState) -> InstanceOutcome:
+    """An instance's outcome in an upgrade of AGENT and PROBE: each extension's state."""
+    return InstanceOutcome(
+        instance_id=instance_id,
+        state=InstanceState.SUCCEEDED if InstanceState.SUCCEEDED in (agent, probe) else InstanceState.FAILED,
+        extension_outcomes={
+            "agent": ExtensionOutcome(
+                state=agent, code=None if agent == InstanceState.SUCCEEDED else "Boom", message="a"
+            ),
+            "probe": ExtensionOutcome(
+                state=probe, code=None if probe == InstanceState.SUCCEEDED else "Boom", message="p"
+            ),
+        },
+    )

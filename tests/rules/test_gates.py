@@ -11,10 +11,19 @@ from models.errors import UpgradeErrorCode
 from models.fleet import HealthReading, HealthSource, HealthState
 from models.policy import RollingUpgradePolicy
 from models.status import ApiError
-from models.upgrade import ExtensionOutcome, InstanceOutcome, InstanceState
+from models.upgrade import InstanceOutcome, InstanceState
 from rules import gates
 from rules.ledger import UpgradeRules
-from tests.helpers.ledgers import AGENT, NOW, PROBE, failed, ledger_of, run_batch, succeeded
+from tests.helpers.ledgers import (
+    AGENT,
+    NOW,
+    PROBE,
+    extension_outcome,
+    failed,
+    ledger_of,
+    run_batch,
+    succeeded,
+)
 
 BEFORE = UpgradeErrorCode.UNHEALTHY_EXCEEDED_BEFORE_UPGRADE
 IN_UPGRADE = UpgradeErrorCode.UNHEALTHY_EXCEEDED_IN_UPGRADE
@@ -201,21 +210,6 @@ def test_deadline_gate(
     else:
         assert breach is not None and breach.code == UpgradeErrorCode.TIMEOUT
         assert says in (breach.message or "")
-
-
-def extension_outcome(instance_id: str, agent: InstanceState, probe: InstanceState) -> InstanceOutcome:
-    return InstanceOutcome(
-        instance_id=instance_id,
-        state=InstanceState.SUCCEEDED if InstanceState.SUCCEEDED in (agent, probe) else InstanceState.FAILED,
-        extension_outcomes={
-            "agent": ExtensionOutcome(
-                state=agent, code=None if agent == InstanceState.SUCCEEDED else "Boom", message="a"
-            ),
-            "probe": ExtensionOutcome(
-                state=probe, code=None if probe == InstanceState.SUCCEEDED else "Boom", message="p"
-            ),
-        },
-    )
 
 
 OK, BACK = InstanceState.SUCCEEDED, InstanceState.ROLLED_BACK
