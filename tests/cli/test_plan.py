@@ -364,3 +364,22 @@ async def test_plan_refuses_max_surge_on_a_flexible_set_as_start_would(emulator,
     assert result.code == 3, result.out
     assert "MaxSurgeNotSupported: rollingUpgradePolicy.maxSurge: scale set" in result.err
     assert_harmless(result)
+
+
+async def test_plan_lists_the_alarm_gates_of_a_policy_file(emulator, fleet, tmp_path):
+    name = await make_scale_set(fleet, 4, update_domains=1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "alarms:\n"
+        "  - {name: app, http: {url: 'http://alarms/app'}}\n"
+        "  - {name: errors, prometheus: {url: 'http://prom:9090', query: 'rate(e[5m])', threshold: 0.05}}\n"
+        "  - {name: cpu, azureMonitor: {metricAlert: high-cpu}}\n"
+        "rollbackOnAlarm: false\n"
+    )
+    result = await plan(emulator, "--scale-set", name, "--image", str(V2), "--policy", str(policy))
+    assert result.code == 0, result.err
+    assert (
+        "alarms: app (http http://alarms/app); errors (prometheus rate(e[5m]) > 0.05); "
+        "cpu (azure monitor metric alert high-cpu); rollbackOnAlarm false, alarmUnreachableTimeout PT10M"
+    ) in result.out.splitlines()
+    await untouched(fleet, name)

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from models.alarms import Alarm, AlarmReading, AlarmState, MetricAlertSeries
-from models.errors import AlarmErrorCode
+from models.errors import AlarmErrorCode, FailureCause
 from models.policy import ApplicationHealthSettings
-from rules import alarms
+from models.upgrade import InstanceOutcome, InstanceState
+from rules import alarms, presentation, reporting
+from tests.helpers.ledgers import ledger_of, run_batch, succeeded
 
 FIRING, OK, UNREACHABLE = AlarmState.FIRING, AlarmState.OK, AlarmState.UNREACHABLE
 HTTP = Alarm.model_validate({"name": "app", "http": {"url": "http://alarms/app"}})
@@ -176,3 +178,73 @@ def test_unreachable_alarms_hold_then_fault_naming_the_alarm_and_the_error():
     )
     assert "alarmUnreachableTimeout of PT10M" in error.message
     assert [d.target for d in error.details] == ["app"]
+
+
+def test_the_status_and_the_web_ui_show_each_alarm_as_last_read():
+    ledger = ledger_of(4)
+    read_at = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    ledger.observe_alarms(
+        [
+            AlarmReading(name="app", state=OK, value="ok", read_at=read_at),
+            AlarmReading(name="cpu", state=UNREACHABLE, detail="ResourceNotFound: gone", read_at=read_at),
+        ]
+    )
+    ledger.observe_alarms([AlarmReading(name="app", state=FIRING, value="firing", read_at=read_at)])
+    shown = reporting.status(ledger).to_json()["properties"]["alarms"]
+    at = "2026-12-01T12:00:00Z"
+    assert shown == [
+        {"name": "app", "state": "Firing", "value": "firing", "readAt": at},
+        {
+            "name": "cpu",
+            "state": "Unreachable",
+            "detail": "ResourceNotFound: gone",
+            "readAt": "2026-12-01T12:00:00Z",
+        },
+    ]
+    details = presentation.current_details(ledger)
+    assert "| app | Firing at 2026-12-01T12:00:00+00:00 | firing |" in details
+    assert "| cpu | Unreachable at 2026-12-01T12:00:00+00:00 | ResourceNotFound: gone |" in details
+    assert "alarms" not in reporting.status(ledger_of(4)).to_json()["properties"]
+
+
+def failed_by(instance_id: str, cause: FailureCause) -> InstanceOutcome:
+    return InstanceOutcome(instance_id=instance_id, state=InstanceState.FAILED, cause=cause)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "struck"),
+    [
+        pytest.param([succeeded("2"), succeeded("3")], ["2", "3"], id="healthy instances too"),
+        pytest.param(
+            [
+                succeeded("2"),
+                InstanceOutcome(instance_id="3", state=InstanceState.FAILED, cause=FailureCause.ALARM),
+            ],
+            ["2", "3"],
+            id="one cut short by the alarm",
+        ),
+        pytest.param(
+            [succeeded("2"), InstanceOutcome(instance_id="3", state=InstanceState.ROLLED_BACK)],
+            ["2"],
+            id="one rolled back already",
+        ),
+        pytest.param(
+            [
+                succeeded("2"),
+                InstanceOutcome(
+                    instance_id="3", state=InstanceState.FAILED, cause=FailureCause.INFRASTRUCTURE
+                ),
+            ],
+            ["2"],
+            id="one the fleet failed: nothing to undo",
+        ),
+    ],
+)
+def test_an_alarm_strikes_exactly_the_batch_in_flight(outcomes, struck):
+    ledger = ledger_of(6)
+    run_batch(ledger, [succeeded("0"), succeeded("1")])
+    run_batch(ledger, outcomes)
+    hit = ledger.struck_by_alarm(2, "an alarm fired")
+    assert [p.instance_id for p in hit] == struck
+    assert all(p.state == InstanceState.FAILED and p.cause in (FailureCause.ALARM,) for p in hit)
+    assert [ledger.instances[i].state for i in ("0", "1")] == [InstanceState.SUCCEEDED] * 2
