@@ -61,8 +61,9 @@ class BatchUpgradeWorkflow:
         self._steps = steps_of(kind_of(request.change))
         self._clock = DeadlineClock() if workflow.patched(ONE_DEADLINE_TIMER) else None
         self._cancelled_probers: list[ActivityHandle[steps.HealthResult]] = []
-        # Alarm gates: set by the `alarm` signal, which ends every health wait of the batch.
-        self._alarm: str | None = None
+        # Alarm gates: set by the `alarm` signal, which ends every health wait of the batch (kept
+        # if it came before this line ran).
+        self._alarm: str | None = getattr(self, "_alarm", None) if request.alarms else None
         self._alarmed: asyncio.Future[Any] | None = None
         if request.alarms:
             self._alarmed = asyncio.ensure_future(workflow.wait_condition(lambda: self._alarm is not None))
@@ -78,7 +79,8 @@ class BatchUpgradeWorkflow:
     def alarm(self, signal: AlarmSignal) -> None:
         """An alarm fired (rollbackOnAlarm): no instance waits for health any longer; each
         ends failed with cause Alarm, and the upgrade rolls the batch back."""
-        if self._request.alarms and self._alarm is None:
+        request: BatchRequest | None = getattr(self, "_request", None)
+        if (request is None or request.alarms) and getattr(self, "_alarm", None) is None:
             self._alarm = signal.reason
 
     @property
