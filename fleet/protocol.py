@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from models.alarms import MetricAlertSeries
 from models.fleet import (
     CoreQuota,
     FleetOperation,
@@ -98,6 +99,11 @@ class FleetBackend(Protocol):
     ) -> HealthProbe:
         """The instance's health as its Application Health extension reports it now (vmHealth in
         the instance view). Concurrent calls for one scale set share one read of the set."""
+
+    async def read_metric_alert(self, alert: str) -> list[MetricAlertSeries]:
+        """An Azure Monitor metric alert rule's status, one entry per series it watches (alarm
+        gates); `alert` is its name in the fleet's resource group or its resource id. Raises
+        FleetRequestError ResourceNotFound for a rule that does not exist."""
 
     async def aclose(self) -> None:
         """Release connections."""

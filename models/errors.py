@@ -16,6 +16,13 @@ class UpgradeErrorCode(StrEnum):
     TIMEOUT = "RollingUpgradeTimeoutError"
 
 
+class AlarmErrorCode(StrEnum):
+    """Ours, beside Azure's: an alarm gate stopped the upgrade (models/alarms.py)."""
+
+    FIRED = "AlarmFired"  # an alarm fired: named, with its value
+    UNREACHABLE = "AlarmUnreachable"  # alarms could not be read for alarmUnreachableTimeout
+
+
 class RefusalCode(StrEnum):
     """Why an upgrade was refused before it touched anything."""
 
@@ -46,6 +53,8 @@ class FailureCause(StrEnum):
     # An extension version failed to install or enable on the instance (the change's fault, not
     # the fleet's): rolled back like a health failure.
     INSTALL = "Install"
+    # An alarm fired while the instance's batch was in flight (rollbackOnAlarm rolls it back).
+    ALARM = "Alarm"
 
 
 # The causes a rollback answers: the change broke the instance.

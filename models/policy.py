@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from models.alarms import Alarm, check_alarm_names
 from models.base import AzureModel
 from models.notifications import Notifications
 
@@ -91,6 +92,11 @@ _AS_ISO = PlainSerializer(format_duration, return_type=str, when_used="json")
 PauseBetweenBatches = Annotated[timedelta, iso_duration(timedelta(0), timedelta(hours=48)), _AS_ISO]
 HealthWait = Annotated[timedelta, iso_duration(timedelta(seconds=1), timedelta(hours=24)), _AS_ISO]
 UpgradeTimeout = Annotated[timedelta, iso_duration(timedelta(minutes=1), timedelta(days=30)), _AS_ISO]
+# Alarm gates: how long an alarm that cannot be read may hold the upgrade before it faults.
+AlarmUnreachableTimeout = Annotated[
+    timedelta, iso_duration(timedelta(minutes=1), timedelta(hours=24)), _AS_ISO
+]
+DEFAULT_ALARM_UNREACHABLE_TIMEOUT = timedelta(minutes=10)
 
 
 BakeTime = Annotated[timedelta, iso_duration(timedelta(0), timedelta(days=7)), _AS_ISO]
@@ -253,6 +259,10 @@ _SECTIONS = {
     "notifications": "notifications",
     "upgradetimeout": "upgradeTimeout",
     "mode": "mode",
+    # Alarm gates (models/alarms.py): ours, beside Azure's sections.
+    "alarms": "alarms",
+    "rollbackonalarm": "rollbackOnAlarm",
+    "alarmunreachabletimeout": "alarmUnreachableTimeout",
 }
 # Azure reads property names case-insensitively (the ARM template example writes
 # "RollingUpgradePolicy", "MaxUnhealthyInstancePercent"); its example's "BatchInstancePercent"
@@ -343,6 +353,18 @@ class UpgradePolicy(AzureModel):
         description="the whole upgrade's time limit; when it passes, the batch in flight "
         "settles and the upgrade faults with RollingUpgradeTimeoutError",
     )
+    alarms: list[Alarm] = Field(
+        default_factory=list, description="alarm gates, read before every batch and in its health wait"
+    )
+    rollback_on_alarm: bool = Field(
+        default=True, description="an alarm that fires rolls back the batch in flight"
+    )
+    alarm_unreachable_timeout: AlarmUnreachableTimeout = Field(
+        default=DEFAULT_ALARM_UNREACHABLE_TIMEOUT,
+        description="how long an alarm that cannot be read holds the upgrade before it faults",
+    )
+
+    _alarm_names = field_validator("alarms")(check_alarm_names)
 
     @staticmethod
     def normalize(document: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidatorFunctionWrapHandler, WrapValidator
 
+from models.alarms import AlarmReading
 from models.base import AzureModel
 from models.fleet import IMAGE_RESTORE_POINT_PREFIX
 from models.policy import RollingUpgradePolicy
@@ -94,6 +95,7 @@ class UpgradeWaitKind(StrEnum):
     ZONE_WAVE = "ZoneWave"  # a rollout's zone waves: its next zone waits for the region's turn
     MAINTENANCE_WINDOW = "MaintenanceWindow"  # outside the set's maintenance window: until it opens
     CHECKPOINT = "Checkpoint"  # a checkpoint reached: baking, or waiting for `approve`
+    ALARM_UNREACHABLE = "AlarmUnreachable"  # an alarm cannot be read: hold, read again, then fault
 
 
 class UpgradeWait(AzureModel):
@@ -226,6 +228,8 @@ class RollingUpgradeStatusProperties(AzureModel):
     # Not in Azure's Get Latest: once an instance was rolled back, the rollbacks so far and
     # what a rollback does on this scale set.
     rollback_info: RollbackStatusInfo | None = None
+    # Not in Azure's: the alarm gates as last read (name, state, value, readAt; why, if unreachable).
+    alarms: list[AlarmReading] | None = None
 
 
 class RollingUpgradeStatusInfo(AzureModel):

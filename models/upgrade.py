@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, Field, PlainSerializer, model_validator
 
+from models.alarms import Alarm
 from models.base import AzureModel
 from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.errors import FailureCause
@@ -16,6 +17,8 @@ from models.image import ImageReference
 from models.maintenance import MaintenanceWindow
 from models.notifications import NotificationRecord, Notifications
 from models.policy import (
+    DEFAULT_ALARM_UNREACHABLE_TIMEOUT,
+    AlarmUnreachableTimeout,
     ApplicationHealthSettings,
     RollingUpgradePolicy,
     UpgradePolicy,
@@ -41,6 +44,7 @@ PAUSE_SIGNAL = "pause"  # PauseRequest: the batch in flight finishes, no new one
 RESUME_SIGNAL = "resume"  # ResumeRequest
 APPROVE_SIGNAL = "approve"  # ApproveRequest: Azure's ApproveRollingUpgrade
 ZONE_PERMIT_SIGNAL = "zone_permit"  # ZonePermit: the rollout's zone wave lets it upgrade a zone
+ALARM_SIGNAL = "alarm"  # AlarmSignal, on a batch child: an alarm fired, stop the health waits
 WAVE_REPORT_SIGNAL = "wave_report"  # WaveReport, on the rollout: the zones an upgrade has left
 STATUS_QUERY = "status"
 INSTANCES_QUERY = "instances"
@@ -178,6 +182,16 @@ class UpgradeRequest(AzureModel):
     maintenance_window: MaintenanceWindow | None = Field(
         default=None, description="the window `auto enable` was given for the set"
     )
+    alarms: list[Alarm] = Field(
+        default_factory=list, description="alarm gates: read before every batch and during its health wait"
+    )
+    rollback_on_alarm: bool = Field(
+        default=True, description="an alarm that fires rolls back the batch in flight"
+    )
+    alarm_unreachable_timeout: AlarmUnreachableTimeout = Field(
+        default=DEFAULT_ALARM_UNREACHABLE_TIMEOUT,
+        description="how long alarms that cannot be read hold the upgrade before it faults",
+    )
 
     @model_validator(mode="after")
     def _one_change(self) -> UpgradeRequest:
@@ -278,6 +292,17 @@ class UpgradeRequest(AzureModel):
             ),
             ("startedBy", self.started_by),
             ("webhooks", ", ".join(self.notifications.webhooks) or "none"),
+            *self.alarm_rows(),
+        ]
+
+    def alarm_rows(self) -> list[tuple[str, str]]:
+        """The alarm gates, one row each, then what an alarm does (none: no row)."""
+        if not self.alarms:
+            return []
+        return [
+            *((f"alarm {alarm.name}", alarm.source) for alarm in self.alarms),
+            ("rollbackOnAlarm", _flag(self.rollback_on_alarm)),
+            ("alarmUnreachableTimeout", format_duration(self.alarm_unreachable_timeout)),
         ]
 
     def policy_source(self, name: str) -> str:
@@ -310,6 +335,9 @@ class UpgradeRequest(AzureModel):
             health=policy.application_health,
             upgrade_timeout=policy.upgrade_timeout,
             notifications=policy.notifications,
+            alarms=policy.alarms,
+            rollback_on_alarm=policy.rollback_on_alarm,
+            alarm_unreachable_timeout=policy.alarm_unreachable_timeout,
             **extra,
         )
 
@@ -574,6 +602,11 @@ class BatchRequest(AzureModel):
         default=False,
         description="each extension on its own: one that fails to install is reinstalled at its "
         "previous version alone and the others still go ahead (seed 003)",
+    )
+    alarms: bool = Field(
+        default=False,
+        description="alarm gates with rollbackOnAlarm: the `alarm` signal cuts the health waits "
+        "short (the upgrade then rolls the batch back)",
     )
 
     @property

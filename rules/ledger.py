@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from models.alarms import AlarmReading
 from models.change import Change, ExtensionTarget
-from models.errors import FailureCause
+from models.errors import ROLLED_BACK_CAUSES, FailureCause
 from models.fleet import HealthReading, HealthState, InstanceView, ScaleSetView
 from models.image import ImageReference
 from models.maintenance import MaintenanceWindow
@@ -97,6 +98,8 @@ class UpgradeLedger:
         # maxSurge: instances replaced by new ones (deleted, or being deleted): never a scale-out's.
         self.replaced: set[str] = set()
         self.notifications: list[NotificationRecord] = []
+        # Alarm gates: each alarm as last read, by name.
+        self.alarms: dict[str, AlarmReading] = {}
         timeout = request.upgrade_timeout
         self.deadline: datetime | None = now + timeout if timeout else None
 
@@ -372,11 +375,36 @@ class UpgradeLedger:
             and outcome.code in GONE_CODES
         )
 
-    def settle_restores(self, outcomes: Iterable[InstanceOutcome]) -> None:
-        """Restores after a policy breach: keep why the instance failed, add how it ended."""
+    def observe_alarms(self, readings: Iterable[AlarmReading]) -> None:
+        for reading in readings:
+            self.alarms[reading.name] = reading
+
+    def struck_by_alarm(self, batch: int, why: str) -> list[InstanceProgress]:
+        """The instances batch `batch` left on the change (succeeded, or failed without being
+        rolled back), to roll back because an alarm fired while it was in flight: each failed
+        now, cause Alarm (it keeps the cause of an earlier failure)."""
+        struck = []
+        for progress in self.in_state(InstanceState.SUCCEEDED, InstanceState.FAILED):
+            if progress.batch != batch or progress.instance_id in self._gone:
+                continue
+            if progress.state == InstanceState.FAILED and progress.cause not in (
+                *ROLLED_BACK_CAUSES,
+                FailureCause.ALARM,
+            ):
+                continue  # the fleet failed it: nothing of the change to undo
+            if progress.state == InstanceState.SUCCEEDED:
+                progress.state, progress.cause = InstanceState.FAILED, FailureCause.ALARM
+                progress.code = "AlarmFired"
+                progress.message = f"{progress.message}; {why}" if progress.message else why
+            struck.append(progress)
+        return struck
+
+    def settle_restores(self, outcomes: Iterable[InstanceOutcome], on: str = "the policy breach") -> None:
+        """Restores after a policy breach (or an alarm: `on`): keep why the instance failed, add
+        how it ended."""
         for outcome in outcomes:
             progress = self.instances[outcome.instance_id]
-            progress.message = f"{progress.message}; on the policy breach: {outcome.message}"
+            progress.message = f"{progress.message}; on {on}: {outcome.message}"
             if progress.state == InstanceState.SUCCEEDED:  # only the extensions it left failed
                 for name in outcome.extension_outcomes or {}:
                     if (mine := (progress.extension_outcomes or {}).get(name)) is not None:

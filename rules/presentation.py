@@ -126,11 +126,25 @@ def current_details(ledger: UpgradeLedger, build: Build | None = None) -> str:
     if (wait := ledger.wait) and wait.kind != UpgradeWaitKind.PAUSED:
         until = f" (until {wait.until.isoformat(timespec='seconds')} at the most)" if wait.until else ""
         lines += ["", f"Since {wait.since.isoformat(timespec='seconds')}, {escaped(wait.reason)}{until}."]
+    if ledger.alarms:
+        lines += ["", table(("alarm", "state", "value"), alarm_rows(ledger))]
     if error := reporting.error(ledger):
         lines += ["", f"`{error.code}`: {error.message}"]
     if build is not None:
         lines += ["", running_on(build)]
     return "\n".join(lines)
+
+
+def alarm_rows(ledger: UpgradeLedger) -> list[tuple[str, str, str]]:
+    """Each alarm gate as last read: name, state (and when), value or why it could not be read."""
+    return [
+        (
+            escaped(r.name),
+            r.state.value + (f" at {r.read_at.isoformat(timespec='seconds')}" if r.read_at else ""),
+            escaped(r.value or r.detail or ""),
+        )
+        for r in ledger.alarms.values()
+    ]
 
 
 def running_on(build: Build) -> str:

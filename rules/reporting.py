@@ -95,6 +95,7 @@ def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
             paused=ledger.paused,
             extensions=extension_statuses(ledger),
             rollback_info=rolled_back(ledger),
+            alarms=list(ledger.alarms.values()) or None,
         ),
     )
 

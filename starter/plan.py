@@ -97,6 +97,13 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
     if request.policy_from_scale_set:  # seed 003: "Upgrade policies defined on the scale set are honored"
         lines.append("policy: " + ", ".join(f"{name} {value}" for name, value in request.rolling_policy()))
     lines.append(health_line(scale_set))
+    if request.alarms:  # alarm gates: read before every batch and during its health wait
+        lines.append(
+            "alarms: "
+            + "; ".join(f"{alarm.name} ({alarm.source})" for alarm in request.alarms)
+            + f"; rollbackOnAlarm {str(request.rollback_on_alarm).lower()}, alarmUnreachableTimeout "
+            + format_duration(request.alarm_unreachable_timeout)
+        )
     skipped = ledger.in_state(InstanceState.SKIPPED)
     if skipped:
         # Which instance for which reason: the ids listed under each reason.

@@ -20,6 +20,7 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from models.alarms import AlarmReading, AlarmState
 from models.sorting import natural_key
 from models.status import ExtensionUpgradeStatus, RollingUpgradeStatusCode, UpgradeWait, UpgradeWaitKind
 from models.upgrade import PLAN_QUERY, REPORT_QUERY, InstanceProgress, InstanceState, UpgradeReport
@@ -90,6 +91,13 @@ def wait_text(wait: UpgradeWait) -> str:
     return text + (f", until {_at(wait.until)} at the most)" if wait.until else ")")
 
 
+def alarm_text(reading: AlarmReading) -> str:
+    """An alarm gate as last read: `errors Ok: 0.01 (read 12:00:05)`, or why it could not be."""
+    said = reading.value if reading.state != AlarmState.UNREACHABLE else reading.detail
+    text = f"{reading.name} {reading.state.value}" + (f": {said}" if said else "")
+    return text + (f" (read {_at(reading.read_at)})" if reading.read_at else "")
+
+
 def extension_text(extension: ExtensionUpgradeStatus) -> str:
     """One extension of an extension upgrade, each on its own: `agent → 1.3.0 Faulted: 0
     succeeded, 2 failed, 0 in progress, 8 pending` (its error is in the upgrade's)."""
@@ -137,6 +145,10 @@ def render(report: UpgradeReport, batches_left: int, now: datetime | None = None
     if running and (waiting := properties.wait) and waiting.kind != UpgradeWaitKind.PAUSED:
         parts.append(plain(f"waiting: {wait_text(waiting)}", "cyan", None))
     parts.extend(plain(f"extension {extension_text(e)}", "", None) for e in properties.extensions or [])
+    parts.extend(
+        plain(f"alarm {alarm_text(a)}", "red" if a.state == AlarmState.FIRING else "", None)
+        for a in properties.alarms or []
+    )
     parts.append(_by_zone(report.instances))
     if error := properties.error:
         parts.append(

@@ -465,6 +465,8 @@ async def status(
         table.add_row("paused", plain(progress.paused_text(properties.paused), limit=None))
     if properties.wait and properties.wait.kind != UpgradeWaitKind.PAUSED:
         table.add_row("waiting", plain(progress.wait_text(properties.wait), limit=None))
+    for alarm in properties.alarms or []:  # alarm gates as last read
+        table.add_row("alarm", plain(progress.alarm_text(alarm), limit=None))
     for retry in await retrying(client, scale_set):  # a failed attempt (a bug?) to be tried again
         table.add_row("retrying", plain(retry.text(), limit=None))
     if properties.error:

@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
+from activities.alarms import AlarmActivities
 from activities.automatic_activities import AutomaticActivities
 from activities.fleet_activities import FleetActivities
 from activities.webhooks import WebhookActivities
@@ -67,6 +68,7 @@ def build_worker(
             *FleetActivities(fleet).all(),
             *AutomaticActivities(fleet).all(),
             *WebhookActivities(webhook_secret).all(),
+            *AlarmActivities(fleet).all(),
         ],
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),

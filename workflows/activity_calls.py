@@ -20,6 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 from models import steps
+from models.alarms import READ_ALARMS, Alarm, AlarmReading, ReadAlarmsInput, ReadAlarmsResult
 from models.change import ExtensionRequest, ExtensionTarget
 from models.errors import UNEXPECTED_ERROR, UpgradeErrorCode
 from models.fleet import FleetOperation, HealthReading, ScaleSetView
@@ -242,6 +243,21 @@ async def probe_health(
         summary=f"probe {scale_set}/{instance_id}",
     )
     return result
+
+
+async def read_alarms(alarms: list[Alarm]) -> list[AlarmReading]:
+    """Every alarm's state now. An alarm that cannot be read is a reading (Unreachable), so
+    only a bug or a lost worker fails an attempt: retried as a read is."""
+    result: ReadAlarmsResult = await workflow.execute_activity(
+        READ_ALARMS,
+        ReadAlarmsInput(alarms=alarms),
+        result_type=ReadAlarmsResult,
+        schedule_to_close_timeout=READ_DEADLINE,
+        start_to_close_timeout=timedelta(minutes=1),  # ARM's paced reads may wait for a token
+        retry_policy=FLEET_RETRY,
+        summary="read alarms " + ", ".join(a.name for a in alarms),
+    )
+    return result.readings
 
 
 async def deliver_webhook(delivery: WebhookDelivery) -> None:

@@ -20,11 +20,13 @@ from temporalio.workflow import ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from models import steps
+    from models.alarms import AlarmSignal
     from models.change import ExtensionTarget
-    from models.errors import FailureCause
+    from models.errors import AlarmErrorCode, FailureCause
     from models.fleet import HealthState
     from models.policy import format_duration
     from models.upgrade import (
+        ALARM_SIGNAL,
         BATCH_UPGRADE_WORKFLOW,
         BatchAction,
         BatchInstance,
@@ -59,11 +61,27 @@ class BatchUpgradeWorkflow:
         self._steps = steps_of(kind_of(request.change))
         self._clock = DeadlineClock() if workflow.patched(ONE_DEADLINE_TIMER) else None
         self._cancelled_probers: list[ActivityHandle[steps.HealthResult]] = []
+        # Alarm gates: set by the `alarm` signal, which ends every health wait of the batch (kept
+        # if it came before this line ran).
+        self._alarm: str | None = getattr(self, "_alarm", None) if request.alarms else None
+        self._alarmed: asyncio.Future[Any] | None = None
+        if request.alarms:
+            self._alarmed = asyncio.ensure_future(workflow.wait_condition(lambda: self._alarm is not None))
         step = self._upgrade if request.action == BatchAction.UPGRADE else self._restore_only
         outcomes = await asyncio.gather(*(step(instance) for instance in request.instances))
+        if self._alarmed is not None:
+            self._alarmed.cancel()
         # Probers cancelled at their deadline acknowledge within a heartbeat or so.
         await asyncio.gather(*self._cancelled_probers, return_exceptions=True)
         return BatchResult(outcomes=list(outcomes))
+
+    @workflow.signal(name=ALARM_SIGNAL)
+    def alarm(self, signal: AlarmSignal) -> None:
+        """An alarm fired (rollbackOnAlarm): no instance waits for health any longer; each
+        ends failed with cause Alarm, and the upgrade rolls the batch back."""
+        request: BatchRequest | None = getattr(self, "_request", None)
+        if (request is None or request.alarms) and getattr(self, "_alarm", None) is None:
+            self._alarm = signal.reason
 
     @property
     def request(self) -> BatchRequest:
@@ -85,10 +103,16 @@ class BatchUpgradeWorkflow:
         """After the change: Healthy by the deadline, or failed (and rolled back if on). `moved`:
         the extensions installed (None: every one of the change)."""
         request = self._request
-        health = await self.wait_for_health(outcome.instance_id)
-        outcome.health = health.state
-        if health.state == HealthState.HEALTHY:
+        health = None if self._alarm is not None else await self.wait_for_health(outcome.instance_id, True)
+        if health is not None and health.state == HealthState.HEALTHY:
+            outcome.health = health.state
             return self.end(outcome, InstanceState.SUCCEEDED)
+        if self._alarm is not None:
+            outcome.cause, outcome.code = FailureCause.ALARM, AlarmErrorCode.FIRED
+            outcome.message = joined(outcome.message, f"its health wait was cut short: {self._alarm}")
+            return self.end(outcome, InstanceState.FAILED)
+        assert health is not None
+        outcome.health = health.state
 
         outcome.cause = FailureCause.HEALTH
         outcome.code = HEALTH_FAILURE_CODES[health.state]
@@ -125,13 +149,14 @@ class BatchUpgradeWorkflow:
         )
         return self.end(outcome, InstanceState.ROLLED_BACK)
 
-    async def wait_for_health(self, instance_id: str) -> steps.HealthResult:
+    async def wait_for_health(self, instance_id: str, alarmed: bool = False) -> steps.HealthResult:
         """Wait for Healthy until the health-wait deadline, a durable timer.
 
         A prober activity waits out Initializing and the grace period in one go. When it
         reports the instance Unhealthy, the workflow looks again after a growing pause: the
         instance may still recover before the deadline. Between looks no activity runs, which
         keeps history small and lets a time-skipping test server jump to the deadline.
+        `alarmed`: the `alarm` signal ends the wait too (the caller reads self._alarm).
         """
         health = self._request.health
         scale_set = self._request.scale_set
@@ -144,15 +169,20 @@ class BatchUpgradeWorkflow:
                 workflow.sleep(health.health_wait_timeout, summary="health-wait deadline")
             )
         pause = timedelta(seconds=health.interval_in_seconds)
+        # (An old batch has no alarm future: it waits on exactly what it always did.)
+        cut = [self._alarmed] if alarmed and self._alarmed is not None else []
         while True:
             elapsed = (workflow.now() - started).total_seconds()
             prober = activity_calls.start_wait_for_health(
                 scale_set, instance_id, health, max(0.0, health.effective_grace_period - elapsed)
             )
-            await workflow.wait([prober, deadline], return_when=asyncio.FIRST_COMPLETED)
+            await workflow.wait([prober, deadline, *cut], return_when=asyncio.FIRST_COMPLETED)
             if not prober.done():
                 prober.cancel()
                 self._cancelled_probers.append(prober)
+                if self._alarm is not None:
+                    deadline.cancel()
+                    return steps.HealthResult(state=HealthState.UNKNOWN, detail="an alarm fired")
                 break
             try:
                 if prober.result().state == HealthState.HEALTHY:
@@ -161,7 +191,11 @@ class BatchUpgradeWorkflow:
             except ActivityError:
                 pass  # the prober gave up; look again like after an Unhealthy answer
             look_again = asyncio.ensure_future(workflow.sleep(pause, summary="look again"))
-            await workflow.wait([look_again, deadline], return_when=asyncio.FIRST_COMPLETED)
+            await workflow.wait([look_again, deadline, *cut], return_when=asyncio.FIRST_COMPLETED)
+            if self._alarm is not None:
+                look_again.cancel()
+                deadline.cancel()
+                return steps.HealthResult(state=HealthState.UNKNOWN, detail="an alarm fired")
             if deadline.done():
                 look_again.cancel()
                 break

@@ -15,6 +15,7 @@ Temporal retries until a fixed worker resumes the upgrade.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from models import search_attributes
+    from models.alarms import AlarmReading, AlarmSignal
     from models.errors import ROLLED_BACK_CAUSES, FailureCause
     from models.fleet import HealthReading
     from models.notifications import NotificationEvent
@@ -38,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.upgrade import (
         ADMIT_UPDATE,
+        ALARM_SIGNAL,
         APPROVE_SIGNAL,
         CANCEL_SIGNAL,
         INSTANCES_QUERY,
@@ -67,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
         WaveReport,
         ZonePermit,
     )
-    from rules import gates, presentation, reporting
+    from rules import alarms, gates, presentation, reporting
     from rules.failures import internal_error
     from rules.ledger import UpgradeLedger, UpgradeRules
     from rules.maintenance_windows import next_window, occurrence_text, window_at
@@ -128,6 +131,13 @@ MAINTENANCE_WINDOWS = "maintenance-windows"
 # checkpoints take the path.
 CHECKPOINTS = "checkpoints"
 
+# 2027-02: alarm gates (models/alarms.py): an upgrade whose policy names alarms reads them before
+# every batch and every few seconds of the batch's health wait; one that fires stops it
+# (AlarmFired) and, under rollbackOnAlarm, cuts the batch's health waits short and rolls the batch
+# back; alarms that cannot be read hold it (no new batch), then fault it (AlarmUnreachable).
+# Decided where first needed, and only for upgrades with alarms: others issue what they did.
+ALARM_GATES = "alarm-gates"
+
 # Activities in flight per child workflow stay near the server's buffered-event limit (100).
 MAX_INSTANCES_PER_CHILD = 100
 # While waiting for a rollout's zone wave: how often the rollout hears that the upgrade waits.
@@ -149,6 +159,8 @@ class Stop:
 
     error: ApiError
     breach: bool = False
+    # An alarm fired while this batch was in flight, under rollbackOnAlarm: restore it.
+    alarm_batch: int | None = None
 
 
 # Pinned: an upgrade ends on the code that started it (a new build serves the next one).
@@ -169,6 +181,10 @@ class RollingUpgradeWorkflow:
         self._stale = False  # a hold ended: read health and plan again before the next batch
         self._zone: str | None = None  # in a rollout's zone waves: the zone permitted now
         self._read_at: datetime | None = None  # the last health reading, if after every batch
+        # Alarm gates: since when some alarm cannot be read (None: every one could, last time),
+        # and the alarms that fired while a batch was in flight.
+        self._unreachable_since: datetime | None = None
+        self._fired: list[AlarmReading] = []
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -327,6 +343,12 @@ class RollingUpgradeWorkflow:
             if held:
                 self._stale = True
                 continue  # time passed: the deadline, health and the plan again
+            gated = await self._alarm_gate()
+            if isinstance(gated, Stop):
+                return gated
+            if gated:
+                self._stale = True
+                continue  # held while alarms could not be read: health and the plan again
             if stop := await self._batch(batch):
                 return stop
             if stop := await self._at_checkpoint():
@@ -533,6 +555,106 @@ class RollingUpgradeWorkflow:
         except FailureError as err:  # the rollout ended: nothing more will be permitted
             workflow.logger.warning("rollout %s did not take the wave report: %s", rollout_id, err)
             self.cancel(CancelRequest(by=rollout_id, reason="the rollout ended"))
+
+    # --- alarm gates ---------------------------------------------------------------------------
+
+    def _alarms_on(self) -> bool:
+        """The policy names alarms, and this upgrade reads them (the patch, decided where first
+        needed: upgrades without alarms never ask)."""
+        return bool(self._ledger.request.alarms) and workflow.patched(ALARM_GATES)
+
+    async def _read_alarms(self) -> list[AlarmReading]:
+        """Every alarm now, kept for the status; notes since when some cannot be read."""
+        ledger = self._ledger
+        readings = await self._through_cancel(activity_calls.read_alarms(ledger.request.alarms))
+        ledger.observe_alarms(readings)
+        if not alarms.unreachable_ones(readings):
+            self._unreachable_since = None
+        elif self._unreachable_since is None:
+            self._unreachable_since = workflow.now()
+        self._publish()
+        return readings
+
+    async def _alarm_gate(self) -> Stop | bool:
+        """Before a batch: read the alarms. One that fires stops the upgrade (nothing of the next
+        batch touched). Ones that cannot be read are not firing: the upgrade holds, reading them
+        again every read interval, until they can be read (True: it held, so health and the
+        plan are read again) or until alarmUnreachableTimeout since they could not, when it
+        faults with AlarmUnreachable."""
+        if not self._alarms_on():
+            return False
+        ledger = self._ledger
+        request = ledger.request
+        readings = await self._read_alarms()
+        held = False
+        while not alarms.fired(readings) and alarms.unreachable_ones(readings) and not self._cancel_requested:
+            since = self._unreachable_since
+            assert since is not None
+            until = since + request.alarm_unreachable_timeout
+            if workflow.now() >= until:
+                return Stop(alarms.unreachable_error(readings, since, request.alarm_unreachable_timeout))
+            if not held:
+                workflow.logger.warning(
+                    "alarms cannot be read: holding", extra={"scale_set": request.scale_set}
+                )
+            held = True
+            ledger.wait = UpgradeWait(
+                kind=UpgradeWaitKind.ALARM_UNREACHABLE,
+                reason=alarms.unreachable_reason(readings, until),
+                since=since,
+                until=until,
+            )
+            self._publish()
+            again = min(alarms.read_interval(request.health), until - workflow.now())
+            if await self._sleep(again, "alarms could not be read: reading again"):
+                break  # cancelled
+            readings = await self._read_alarms()
+        if held:
+            ledger.wait = None
+            self._publish()
+        if firing := alarms.fired(readings):
+            return Stop(alarms.fired_error(firing, None, rolled_back=False))
+        return held
+
+    async def _watch_alarms(
+        self, number: int, count: int, work: Awaitable[list[InstanceOutcome]], cut: bool
+    ) -> list[InstanceOutcome]:
+        """While batch `number` (of `count` instances) is in flight: read the alarms every read
+        interval until it settles. Those that fire are kept (the batch then stops the upgrade);
+        with `cut` (rollbackOnAlarm) its children hear of it and end their health waits at once."""
+        if not self._alarms_on():
+            return await work
+        batch = asyncio.ensure_future(work)
+        interval = alarms.read_interval(self._ledger.request.health)
+        while not self._fired:
+            timer = asyncio.ensure_future(workflow.sleep(interval, summary="read the alarms again"))
+            await workflow.wait([batch, timer], return_when=asyncio.FIRST_COMPLETED)
+            if batch.done():
+                timer.cancel()
+                break
+            self._fired = alarms.fired(await self._read_alarms())
+        if self._fired and cut and not batch.done():
+            signal = AlarmSignal(
+                reason="alarm " + ", ".join(alarms.described(r) for r in self._fired) + " fired"
+            )
+            workflow.logger.warning(
+                "%s during batch %s: its health waits end",
+                signal.reason,
+                number,
+                extra={"scale_set": self._ledger.request.scale_set, "batch": number},
+            )
+            await asyncio.gather(
+                *(
+                    self._tell_child(child, signal)
+                    for child in self._child_ids(number, BatchAction.UPGRADE, count)
+                )
+            )
+        return await batch
+
+    async def _tell_child(self, child_id: str, signal: AlarmSignal) -> None:
+        # One that has finished meanwhile has its instances settled: they are restored as they are.
+        with contextlib.suppress(FailureError):
+            await workflow.get_external_workflow_handle(child_id).signal(ALARM_SIGNAL, signal)
 
     # --- holds: approval and pause --------------------------------------------------------------
 
@@ -747,22 +869,27 @@ class RollingUpgradeWorkflow:
             ledger.rebatch(number, list(surge.replacements), workflow.now())
             self._publish()
             batch = [Candidate(instance_id=i) for i in surge.replacements]
+        # rollbackOnAlarm: an alarm cuts the batch short and rolls it back (not maxSurge's, whose
+        # replaced instances are gone once their new ones are healthy: it stops after the batch).
+        cut = bool(ledger.request.alarms) and ledger.request.rollback_on_alarm and not surge.replacements
         if surge.failed is not None:
             outcomes = [self._not_replaced(c.instance_id, surge.failed) for c in batch]
         else:
+            instances = [
+                BatchInstance(
+                    instance_id=c.instance_id,
+                    previous_os_disk=ledger.instances[c.instance_id].previous_os_disk,
+                    previous_extensions=ledger.instances[c.instance_id].previous_extensions,
+                    replacement=surge.replacements.get(c.instance_id),
+                )
+                for c in batch
+            ]
             outcomes = await self._through_cancel(
-                self._run_batch(
+                self._watch_alarms(
                     number,
-                    BatchAction.UPGRADE,
-                    [
-                        BatchInstance(
-                            instance_id=c.instance_id,
-                            previous_os_disk=ledger.instances[c.instance_id].previous_os_disk,
-                            previous_extensions=ledger.instances[c.instance_id].previous_extensions,
-                            replacement=surge.replacements.get(c.instance_id),
-                        )
-                        for c in batch
-                    ],
+                    len(instances),
+                    self._run_batch(number, BatchAction.UPGRADE, instances, alarms=cut),
+                    cut=cut,
                 )
             )
         for outcome in outcomes:
@@ -780,6 +907,11 @@ class RollingUpgradeWorkflow:
             ledger.stopping(undeleted)
             self._publish()
             return Stop(undeleted)
+        if self._fired:
+            error = alarms.fired_error(self._fired, number, rolled_back=cut)
+            ledger.stopping(error)
+            self._publish()
+            return Stop(error, alarm_batch=number if cut else None)
         if ledger.rules.exact_core and any(o.cause == FailureCause.HEALTH for o in outcomes):
             await self._read_health()  # an instance deleted during its health wait is gone, not failed
         stop = self._decide(outcomes)
@@ -880,6 +1012,9 @@ class RollingUpgradeWorkflow:
             await self._close()
             return reporting.report(ledger)
         ledger.stopping(stop.error)
+        if stop.alarm_batch is not None:
+            self._publish()
+            await self._through_cancel(self._restore_struck(stop.alarm_batch))
         if stop.breach and ledger.request.policy.rollback_failed_instances_on_policy_breach:
             self._publish()
             await self._through_cancel(self._restore_failed())
@@ -926,6 +1061,25 @@ class RollingUpgradeWorkflow:
             outcomes = await self._run_batch(self._ledger.batches, BatchAction.RESTORE, stranded)
             self._ledger.settle_restores(outcomes)
             self._publish()
+
+    async def _restore_struck(self, number: int) -> None:
+        """rollbackOnAlarm: restore every instance of batch `number` (in flight when the alarm
+        fired) left on the change, as a policy breach's restore does; earlier batches stay."""
+        ledger = self._ledger
+        struck = ledger.struck_by_alarm(number, "an alarm fired while its batch was in flight")
+        instances = [
+            BatchInstance(
+                instance_id=p.instance_id,
+                previous_os_disk=p.previous_os_disk,
+                previous_extensions=p.previous_extensions,
+            )
+            for p in struck
+            if p.previous_os_disk or p.previous_extensions
+        ]
+        if instances:
+            outcomes = await self._run_batch(number, BatchAction.RESTORE, instances)
+            ledger.settle_restores(outcomes, on="the alarm")
+        self._publish()
 
     async def _close(self) -> None:
         """The outcome for the Web UI, `upgradectl history` and the webhooks; then the end."""
@@ -980,15 +1134,23 @@ class RollingUpgradeWorkflow:
                 self._cancel_requested_by_temporal = True
                 self.cancel()
 
-    async def _run_batch(
-        self, number: int, action: BatchAction, instances: list[BatchInstance]
-    ) -> list[InstanceOutcome]:
-        """One child per part of at most MAX_INSTANCES_PER_CHILD instances, all at once."""
-        ledger = self._ledger
-        parts = split(instances, MAX_INSTANCES_PER_CHILD)
+    @staticmethod
+    def _child_ids(number: int, action: BatchAction, count: int) -> list[str]:
+        """The ids of the children of a batch (or restore) of `count` instances, one per part."""
         base = f"{workflow.info().workflow_id}/" + (
             f"batch-{number}" if action == BatchAction.UPGRADE else "rollback"
         )
+        parts = -(-count // MAX_INSTANCES_PER_CHILD)  # (as `split` cuts them)
+        return [base] if parts == 1 else [f"{base}-part-{index + 1}" for index in range(parts)]
+
+    async def _run_batch(
+        self, number: int, action: BatchAction, instances: list[BatchInstance], alarms: bool = False
+    ) -> list[InstanceOutcome]:
+        """One child per part of at most MAX_INSTANCES_PER_CHILD instances, all at once.
+        `alarms`: the `alarm` signal may cut the children's health waits short."""
+        ledger = self._ledger
+        parts = split(instances, MAX_INSTANCES_PER_CHILD)
+        child_ids = self._child_ids(number, action, len(instances))
         ids = [i.instance_id for i in instances]
         summary = (
             presentation.batch_summary(ledger, number, ids)
@@ -1016,8 +1178,9 @@ class RollingUpgradeWorkflow:
                     health=ledger.request.health,
                     rollback=not ledger.request.disable_automatic_rollback,
                     independent_extensions=ledger.rules.independent_extensions,
+                    alarms=alarms,
                 ),
-                id=base if len(parts) == 1 else f"{base}-part-{index + 1}",
+                id=child_ids[index],
                 result_type=BatchResult,
                 static_summary=summary,
             )

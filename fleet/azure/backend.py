@@ -51,6 +51,7 @@ from fleet.azure.views import (
 )
 from fleet.errors import FleetError, FleetRequestError, FleetTransientError
 from fleet.restore_points import RestorePoint, parse_restore_point, same_restore_point
+from models.alarms import MetricAlertSeries
 from models.fleet import (
     CoreQuota,
     FleetOperation,
@@ -86,6 +87,8 @@ REGIONAL_CORES = "cores"
 NETWORK_API_VERSION = "2024-05-01"
 # Microsoft.Maintenance's: a scale set's configuration assignments and their configurations.
 MAINTENANCE_API_VERSION = "2023-04-01"
+# Microsoft.Insights's Metric Alerts Status (alarm gates: models/alarms.py).
+INSIGHTS_API_VERSION = "2018-03-01"
 
 
 @dataclass(frozen=True)
@@ -344,6 +347,38 @@ class AzureFleet:
             if err.status == 404:
                 return []
             raise
+
+    async def read_metric_alert(self, alert: str) -> list[MetricAlertSeries]:
+        """An Azure Monitor metric alert rule's status (Metric Alerts Status - List: one entry per
+        series it watches), paced like every read. `alert`: its name in the fleet's resource
+        group, or its resource id."""
+        rule = alert
+        if not alert.startswith("/"):
+            subscription = self.settings.subscription_id
+            rule = (
+                f"/subscriptions/{subscription}/resourceGroups/{self._rg}"
+                f"/providers/Microsoft.Insights/metricAlerts/{alert}"
+            )
+        url: str | None = f"{self.settings.endpoint}{quote(rule)}/status?api-version={INSIGHTS_API_VERSION}"
+        series: list[MetricAlertSeries] = []
+        try:
+            while url:
+                page = await self._get_json(url)
+                series += [
+                    MetricAlertSeries.model_validate(entry.get("properties") or {})
+                    for entry in page.get("value") or []
+                    if isinstance(entry, dict)
+                ]
+                url = page.get("nextLink")
+        except FleetError as err:
+            if err.status == 403:
+                raise FleetRequestError(
+                    err.code,
+                    f"{err.message} (reading an alarm gate needs Microsoft.Insights/metricAlerts/read)",
+                    403,
+                ) from err
+            raise
+        return series
 
     async def read_health(self, name: str) -> HealthReading:
         flexible, vms = await self._list_vms(name)

@@ -201,6 +201,32 @@ class EmulatorAdmin:
         body = {"publisher": publisher, "type": type_, "version": version}
         return list((await self._call("POST", "/admin/extensionVersions/fix", body))["scaleSets"])
 
+    # --- Azure Monitor metric alerts (alarm gates) ----------------------------------------------
+
+    async def set_metric_alert(
+        self,
+        name: str,
+        status: str = "Healthy",
+        *,
+        answers: list[str] | None = None,
+        throttle_calls: int = 0,
+        fail_calls: int = 0,
+    ) -> dict[str, Any]:
+        """Create a metric alert rule or change it: fire it (status "Unhealthy") or reset it
+        ("Healthy"); `answers`: the next status reads' answers, one each, then `status`; the next
+        `throttle_calls` reads of it answered 429, then `fail_calls` 500."""
+        body = {
+            "status": status,
+            "answers": answers or [],
+            "throttleCalls": throttle_calls,
+            "failCalls": fail_calls,
+        }
+        return dict(await self._call("PUT", f"/admin/metricAlerts/{name}", body))
+
+    async def metric_alert(self, name: str) -> dict[str, Any]:
+        """{"name", "status", "answers" left, "reads"}: how many times ARM read its status."""
+        return dict(await self._call("GET", f"/admin/metricAlerts/{name}"))
+
     async def api_versions(self) -> dict[str, int]:
         """The api-versions ARM calls carried, with their counts."""
         return dict(await self._call("GET", "/admin/apiVersions"))

@@ -9,7 +9,7 @@
   as no connection at all.
 - `/admin/...`: setting up scenarios (scale sets, images, faults, scale-out, an operation from
   outside, scripted health answers, core quotas) and reading the operations log and every
-  instance's life (created, ready, deleted).
+  instance's life (created, ready, deleted); Azure Monitor metric alert rules to fire and reset.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fleet.emulator.arm import arm_router
 from fleet.emulator.cloud import Cloud, CloudError, EndpointAnswer
 from fleet.emulator.faults import ArmFaults, FaultInjector
+from fleet.emulator.insights import metric_alert, set_metric_alert
 from fleet.emulator.store import open_database
 from fleet.protocol import NO_CONNECTION_HEADER, NO_CONNECTION_VALUE
 from models.base import describe_validation_error
@@ -242,6 +243,17 @@ def create_app(db_path: str | Path) -> FastAPI:
             body.get("excludedFromLatestIn"),
         )
         return version.to_json()
+
+    @app.put("/admin/metricAlerts/{name}")
+    async def put_metric_alert(name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        """An Azure Monitor metric alert rule (alarm gates): {"status": "Healthy"|"Unhealthy",
+        "answers": the next status reads' answers, "throttleCalls", "failCalls"}."""
+        return set_metric_alert(cloud, name, body)
+
+    @app.get("/admin/metricAlerts/{name}")
+    async def get_metric_alert(name: str) -> dict[str, Any]:
+        """The rule's status, answers left and how many times its status was read."""
+        return metric_alert(cloud, name)
 
     @app.get("/admin/images")
     async def list_images() -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Azure Resource Manager's Compute API over the emulated cloud, as azure-mgmt-compute calls it
 (and, from fleet/emulator/maintenance.py, Microsoft.Maintenance's configurations and their
-assignments to scale sets).
+assignments to scale sets; from fleet/emulator/insights.py, Microsoft.Insights metric alert rules
+and their status, for alarm gates).
 
 Every route wants `Authorization: Bearer …` (401 AuthenticationFailed), an `api-version` (400
 MissingApiVersionParameter; any value is accepted and recorded), the emulator's subscription and
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 
 from fleet.emulator import resources
 from fleet.emulator.cloud import PROVIDER, RESOURCE_GROUP, SUBSCRIPTION, Cloud, CloudError, resource_id
+from fleet.emulator.insights import add_insights_routes
 from fleet.emulator.maintenance import add_maintenance_routes
 from fleet.emulator.sizes import VM_SIZES
 from models.fleet import OperationKind
@@ -597,6 +599,7 @@ def arm_router(cloud: Cloud, api_versions: Counter[str]) -> APIRouter:
         return JSONResponse([resources.extension_version(loc, publisher, type_, v) for v in versions])
 
     add_maintenance_routes(router, cloud, body_of)
+    add_insights_routes(router, cloud)
     return router
 
 

@@ -104,6 +104,18 @@ CREATE TABLE IF NOT EXISTS configuration_assignments (
     document TEXT NOT NULL,
     PRIMARY KEY (scale_set, name)
 );
+-- Microsoft.Insights metric alert rules (fleet/emulator/insights.py), by lowercased name: the
+-- status, scripted answers (JSON list) and the rule's own faults.
+CREATE TABLE IF NOT EXISTS metric_alerts (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    answers TEXT NOT NULL DEFAULT '[]',
+    throttle_calls INTEGER NOT NULL DEFAULT 0,
+    fail_calls INTEGER NOT NULL DEFAULT 0,
+    reads INTEGER NOT NULL DEFAULT 0,
+    changed_at REAL NOT NULL
+);
 -- Every instance's life (MaxSurge: capacity must never drop): created, provisioned, booted,
 -- deletion begun and done. Kept after the instance is gone.
 CREATE TABLE IF NOT EXISTS instance_records (

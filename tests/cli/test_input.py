@@ -328,3 +328,37 @@ async def test_connect_waits_for_a_starting_server_but_not_for_a_missing_one(mon
     with pytest.raises(RuntimeError, match="not healthy yet"):
         await connect("127.0.0.1:1")
     assert 1 < len(calls) < 50  # it waited, then gave up at the deadline
+
+
+def test_bad_alarm_gates_in_a_policy_file_are_refused_one_line_per_field(offline, capsys, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "alarms:\n"
+        "  - name: app\n"
+        "  - name: errors\n"
+        "    prometheus: {url: 'ftp://prom', query: 'rate(x[5m])', threshold: high, comparison: '~'}\n"
+        "  - name: cpu\n"
+        "    azureMonitor: {metricAlert: high-cpu}\n"
+        "    http: {url: 'http://alarms/cpu', firing: [red], ok: [red], colour: blue}\n"
+        "rollbackOnAlarm: maybe\n"
+        "alarmUnreachableTimeout: PT5S\n"
+    )
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3, result
+    lines = result.err.splitlines()
+    for expected in (
+        "alarms.0: alarm 'app' needs exactly one source: http, prometheus or azureMonitor (got none)",
+        "alarms.1.prometheus.url: must be an http:// or https:// URL (got 'ftp://prom')",
+        "alarms.1.prometheus.threshold: Input should be a valid number, unable to parse string as a number",
+        "alarms.1.prometheus.comparison: must be one of > >= < <= == != (got '~')",
+        "alarms.2.http.colour: is not a known field",
+        "rollbackOnAlarm: Input should be a valid boolean, unable to interpret input",
+        "alarmUnreachableTimeout: must be from PT1M to PT24H (got PT5S)",
+    ):
+        assert expected in lines, result.err
+    assert_harmless(result)
+
+    policy.write_text("alarms:\n  - {name: cpu, azureMonitor: {metricAlert: a}, http: {url: 'http://x'}}\n")
+    result = call(capsys, "start", "--scale-set", "web", "--image", str(V2), "--policy", str(policy))
+    assert result.code == 3 and "alarms.0: alarm 'cpu' needs exactly one source" in result.err
+    assert "(got http, azureMonitor)" in result.err

@@ -418,3 +418,22 @@ async def test_plan_shows_where_the_checkpoints_stop_the_upgrade(emulator, fleet
     refused = await plan(emulator, "--scale-set", name, "--image", str(V2), "--policy", str(bad))
     assert refused.code == 3 and "checkpoints[1].percent: must be above the one before (50)" in refused.err
     assert_harmless(refused)
+
+
+async def test_plan_lists_the_alarm_gates_of_a_policy_file(emulator, fleet, tmp_path):
+    name = await make_scale_set(fleet, 4, update_domains=1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "alarms:\n"
+        "  - {name: app, http: {url: 'http://alarms/app'}}\n"
+        "  - {name: errors, prometheus: {url: 'http://prom:9090', query: 'rate(e[5m])', threshold: 0.05}}\n"
+        "  - {name: cpu, azureMonitor: {metricAlert: high-cpu}}\n"
+        "rollbackOnAlarm: false\n"
+    )
+    result = await plan(emulator, "--scale-set", name, "--image", str(V2), "--policy", str(policy))
+    assert result.code == 0, result.err
+    assert (
+        "alarms: app (http http://alarms/app); errors (prometheus rate(e[5m]) > 0.05); "
+        "cpu (azure monitor metric alert high-cpu); rollbackOnAlarm false, alarmUnreachableTimeout PT10M"
+    ) in result.out.splitlines()
+    await untouched(fleet, name)

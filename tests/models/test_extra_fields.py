@@ -29,9 +29,11 @@ from temporalio import activity, workflow
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 import models
+from activities.alarms import AlarmActivities
 from activities.automatic_activities import AutomaticActivities
 from activities.fleet_activities import FleetActivities
 from activities.webhooks import WebhookActivities
+from models.alarms import Alarm, HttpAlarm, PrometheusAlarm
 from models.base import AzureModel, describe_validation_error
 from models.fleet import FaultSpec, ScaleSetSpec
 from models.image import ImageReference
@@ -71,6 +73,7 @@ def handlers() -> Iterator[Any]:
         FleetActivities(None).all(),
         AutomaticActivities(None).all(),
         WebhookActivities().all(),
+        AlarmActivities(None).all(),
     ):
         yield from (activity._Definition.must_from_callable(fn).fn for fn in activities)
 
@@ -124,6 +127,8 @@ LEAVES: dict[type[BaseModel], dict[str, Any]] = {
     ImageReference: {"publisher": "Canonical", "offer": "ubuntu", "sku": "22_04-lts"},
     MaintenanceWindow: {"startDateTime": "2025-01-31 22:00", "duration": "05:00", "timeZone": "UTC"},
     OSImageScoped: {"maintenanceScope": "OSImage"},
+    HttpAlarm: {"url": "http://alarms/app"},
+    PrometheusAlarm: {"url": "http://prometheus:9090"},
 }
 
 
@@ -137,7 +142,10 @@ def leaves_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 # Fields of which a valid document holds one, never both: a document with each.
-EXCLUSIVE: dict[type[BaseModel], tuple[str, ...]] = {UpgradeRequest: ("targetImage", "extensions")}
+EXCLUSIVE: dict[type[BaseModel], tuple[str, ...]] = {
+    UpgradeRequest: ("targetImage", "extensions"),
+    Alarm: ("http", "prometheus", "azureMonitor"),  # one source each
+}
 SCALARS: dict[Any, Any] = {
     bool: False,
     int: 1,
