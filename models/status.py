@@ -261,6 +261,8 @@ class UpgradeOperationHistoricalStatusInfoProperties(AzureModel):
     rollback_info: RollbackStatusInfo = Field(default_factory=RollbackStatusInfo)
     # Not in Azure's either: MaxSurge, each old instance and the new one that replaced it.
     replaced_instances: dict[str, str] | None = None
+    # Not in Azure's either: a rollback (`upgradectl rollback`), the upgrade it undid.
+    rollback_of: str | None = None
 
 
 class UpgradeOperationHistoricalStatusInfo(AzureModel):

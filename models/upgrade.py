@@ -173,6 +173,14 @@ class UpgradeRequest(AzureModel):
         description="the Application Health extension's settings in the scale set's model (set at "
         "admission): on Azure they, not `health`'s probe settings, decide how it probes",
     )
+    rollback_of: str | None = Field(
+        default=None,
+        description="a rollback (`upgradectl rollback`): the upgrade whose instances it returns to "
+        "their previous version, by its workflow run",
+    )
+    only_instances: list[str] | None = Field(
+        default=None, description="a rollback: the instances that upgrade moved (the others are skipped)"
+    )
     respect_maintenance_window: bool = Field(
         default=False,
         description="batches start only inside the set's maintenance window (OS image upgrades; "
@@ -562,6 +570,7 @@ class UpgradeReport(AzureModel):
                 extensions=[t.to_json() for t in self.extensions] or None,
                 rollback_info=self.rollback_info,
                 replaced_instances={i.replaces: i.instance_id for i in self.instances if i.replaces} or None,
+                rollback_of=self.request.rollback_of if self.request else None,
             ),
         )
 

@@ -28,6 +28,8 @@ GONE_CODES = frozenset({"NotFound", "ResourceNotFound"})
 SKIP_ALREADY_ON_TARGET = "AlreadyOnTargetImage"
 SKIP_CUSTOM_METRIC = "SkipUpgradeCustomMetric"
 SKIP_GONE = "InstanceNoLongerExists"
+# A rollback moves only the instances the upgrade it rolls back moved.
+SKIP_NOT_MOVED = "NotMovedByTheUpgradeRolledBack"
 UNHEALTHY_SINCE_UPGRADE = "UnhealthySinceUpgrade"
 
 

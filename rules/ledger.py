@@ -38,7 +38,7 @@ from models.upgrade import (
 from rules import checkpoints
 from rules.approvals import Approvals, hold, release_due
 from rules.change_kinds import kind_of
-from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE
+from rules.failures import GONE_CODES, SKIP_ALREADY_ON_TARGET, SKIP_CUSTOM_METRIC, SKIP_GONE, SKIP_NOT_MOVED
 from rules.planner import Candidate, plan_batches
 from rules.surge import surges
 
@@ -123,6 +123,10 @@ class UpgradeLedger:
         self.resource_id = f"{scale_set.id}/rollingUpgrades/latest"
         self.location = scale_set.location
         self.add(scale_set.instances)
+        if (moved := self.request.only_instances) is not None:  # a rollback
+            for progress in self.in_state(InstanceState.PENDING):
+                if progress.instance_id not in moved:
+                    self._skip(progress, SKIP_NOT_MOVED, f"not moved by {self.request.rollback_of}")
 
     def add(self, views: Iterable[InstanceView], note: str | None = None) -> list[str]:
         """Instances the ledger does not know yet (all at admission; a scale-out's later)."""

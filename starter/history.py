@@ -29,14 +29,18 @@ def history_query(scale_set: str, *, everything: bool, now: datetime) -> str:
 
 def history_target(entry: UpgradeOperationHistoricalStatusInfo) -> str:
     """What an upgrade moved to, as `history` lists it: the image's exact version, or
-    `extension agent 1.3.0, logs 2.1.4` for an extension upgrade."""
+    `extension agent 1.3.0, logs 2.1.4` for an extension upgrade; a rollback and a MaxSurge
+    upgrade's instances created and deleted said so."""
     properties = entry.properties
     if properties.extensions:
-        return "extension " + ", ".join(
+        target = "extension " + ", ".join(
             f"{e.get('name', '?')} {e.get('version', '?')}" for e in properties.extensions
         )
-    image = properties.target_image_reference or {}
-    target = image.get("exactVersion") or image.get("version") or "-"
+    else:
+        image = properties.target_image_reference or {}
+        target = image.get("exactVersion") or image.get("version") or "-"
+    if properties.rollback_of:
+        target = f"rollback to {target} of {properties.rollback_of}"
     replaced = properties.replaced_instances or {}
     if replaced:  # MaxSurge: `2024.12.01 (created 6, 7; deleted 0, 3)`
         target += f" (created {', '.join(replaced.values())}; deleted {', '.join(replaced)})"

@@ -78,6 +78,7 @@ from starter.upgrades import (
     reported_properties,
     resume_upgrade,
     running_build,
+    start_rollback,
     start_upgrade,
     upgrade_handle,
 )
@@ -589,6 +590,33 @@ async def ask(
     """Send `request` to the running upgrade (`cancel_upgrade`, ...) and say so."""
     await send(await connect(), scale_set, request)
     say(f"{action} requested for the upgrade of {clean(scale_set)} by {clean(request.by)}{then}")
+
+
+@upgrade_app.command()
+@run
+async def rollback(
+    scale_set: ScaleSetArgument,
+    by: ByOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show live progress until the end; exit 0 only if Completed.")
+    ] = False,
+    task_queue: Annotated[str | None, typer.Option(envvar="UPGRADE_TASK_QUEUE")] = None,
+) -> None:
+    """Return every instance the last upgrade moved (OS image or extensions) to the version it had
+    before, batch by batch under that upgrade's policy and gates: an upgrade of its own in the
+    history (startedBy you). Refused while an upgrade runs, when it moved nothing, or when the
+    previous version no longer exists (naming it)."""
+    client = await connect()
+    who = by_option(by, "who rolls it back")
+    _, admission = await start_rollback(client, scale_set, who, task_queue or Settings().task_queue)
+    target = Change(image=admission.target_image, extensions=admission.extensions)
+    say(
+        f"started the rollback {clean(admission.workflow_id)} (run {admission.run_id}): "
+        f"{admission.to_upgrade} instance(s) back to {clean(target, None)}, "
+        f"about {admission.planned_batches} batches"
+    )
+    if wait:
+        finish(await progress.watch(client, scale_set, errors))
 
 
 @upgrade_app.command()

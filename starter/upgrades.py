@@ -54,6 +54,7 @@ from models.upgrade import (
     upgrade_workflow_id,
 )
 from rules import presentation
+from rules.rollback import RollbackRefused, rollback_request
 
 # `upgradectl`'s exit codes (docs/usage.md: Exit codes), one home for all of them.
 EXIT_COMPLETED = 0
@@ -284,6 +285,26 @@ async def await_admission(handle: UpgradeHandle, timeout: float = ADMISSION_WAIT
         raise UpgradeFailed(
             f"upgrade {handle.id} was not admitted within {timeout:.0f} s: is a worker running?"
         ) from None
+
+
+async def start_rollback(
+    client: Client, scale_set: str, by: str, task_queue: str
+) -> tuple[UpgradeHandle, Admission]:
+    """`upgradectl rollback`: the set's last upgrade, ended, undone by an upgrade of its own (the
+    preflight refuses it, naming the version, when the previous version no longer exists)."""
+    handle = upgrade_handle(client, scale_set)
+    description = await describe_upgrade(handle, scale_set)
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        raise UpgradeRefused(
+            RefusalCode.UPGRADE_IN_PROGRESS,
+            f"the upgrade of {scale_set!r} is still running: cancel it first (upgradectl cancel)",
+        )
+    report = await query_report(handle)
+    try:
+        request = rollback_request(report, f"{description.id} (run {description.run_id})", by)
+    except RollbackRefused as err:
+        raise UpgradeRefused("NothingToRollBack", str(err)) from None
+    return await start_upgrade(client, request, task_queue)
 
 
 async def read_report(
