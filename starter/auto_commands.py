@@ -30,6 +30,7 @@ from models.automatic import (
 )
 from models.maintenance import MaintenanceWindow
 from models.policy import RollingUpgradePolicy, UpgradePolicy, format_duration, iso_duration
+from models.rollback import RollbackState, rollout_rollback_id
 from starter.common import (
     EXTENSION_NAME,
     azure_settings,
@@ -650,6 +651,50 @@ async def resume_rollout(
 ) -> None:
     """Resume a held rollout."""
     await _steer("resume", version, source, "")
+
+
+@rollout_app.command("rollback")
+@run
+async def rollback_rollout(
+    version: Annotated[str, typer.Argument(help="The image or extension version rolled out.")],
+    source: Annotated[str | None, typer.Option("--source", help=SOURCE_HELP)] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Until every phase is rolled back.")] = False,
+) -> None:
+    """Roll an ended rollout back as a whole: each of its scale sets' upgrades undone by a
+    rollback upgrade of its own (`upgradectl rollback`), phase by phase in reverse order. Exit 5
+    if no rollout has that version; 3 if it still runs, a set was upgraded again since, or it
+    left nothing to roll back."""
+    from starter.rollout_rollback import rollback_status, start_rollout_rollback
+
+    wanted = version_of(version)
+    client, task_queue = await connect_and_queue()
+    rollout, request = await start_rollout_rollback(client, task_queue, wanted, source, os_user())
+    console.print(
+        Text.assemble(
+            "rolling back ",
+            plain(rollout.workflow_id),
+            f": {sum(len(p) for p in request.phases)} scale set(s) in {len(request.phases)} phase(s), "
+            "the last first",
+        ),
+        soft_wrap=True,
+    )
+    if not wait:
+        return
+    handle = client.get_workflow_handle(rollout_rollback_id(rollout.workflow_id))
+    await handle.result()
+    status = await rollback_status(client, rollout.workflow_id)
+    for item in status.sets:
+        console.print(
+            Text.assemble(
+                f"phase {item.phase} ",
+                plain(item.scale_set),
+                f" {item.state.value}: ",
+                plain(item.message or ""),
+            ),
+            soft_wrap=True,
+        )
+    if status.state != RollbackState.COMPLETED:
+        raise typer.Exit(1)
 
 
 @rollout_app.command("cancel")

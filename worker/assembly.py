@@ -23,6 +23,7 @@ from workflows.batch_upgrade import BatchUpgradeWorkflow
 from workflows.rolling_upgrade import MAX_INSTANCES_PER_CHILD, RollingUpgradeWorkflow
 from workflows.rollout import RolloutWorkflow
 from workflows.rollout_cohort import RolloutCohortWorkflow
+from workflows.rollout_rollback import RolloutRollbackWorkflow
 
 # Each declares its versioning behavior (a versioned worker refuses a workflow without one):
 # the upgrade, its batches and the preflight are pinned to the build that started them; the
@@ -34,6 +35,7 @@ WORKFLOWS: list[type] = [
     AutomaticOSUpgradesWorkflow,
     RolloutWorkflow,
     RolloutCohortWorkflow,
+    RolloutRollbackWorkflow,
 ]
 
 

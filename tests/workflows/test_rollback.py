@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from models.fleet import FaultSpec, OperationKind
+from models.automatic import CHECK_NOW_SIGNAL, RolloutState
+from models.fleet import FaultSpec, FleetOperation, OperationKind
+from models.rollback import RollbackState, rollout_rollback_id
 from models.status import RollingUpgradeStatusCode
 from models.upgrade import InstanceState
 from starter.history import history_target
+from starter.rollout_rollback import rollback_status, start_rollout_rollback
 from starter.upgrades import UpgradeRefused, start_rollback
+from tests.helpers.automatic import Images, enroll, finished, make_set, rollout_of, watcher
 from tests.helpers.upgrades import V1, V2, count_ops, finish, make_scale_set, upgrade
 
 HALF = {
@@ -62,3 +66,41 @@ async def test_rollback_is_refused_while_an_upgrade_runs_and_when_nothing_was_mo
         nothing.value.code == "NothingToRollBack"
         and "moved no instance that is still on its change" in nothing.value.message
     )
+
+
+async def test_a_rollout_is_rolled_back_as_a_whole_phases_in_reverse_order(ts_env, ts_worker, fleet):
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    west = await make_set(fleet, images.latest, "westeurope", 2)  # the canary: fewest instances
+    east = await make_set(fleet, images.latest, "eastus", 3)
+    watching = await watcher(ts_env.client, ts_worker.task_queue)
+    for name in (west, east):
+        await enroll(watching, name)
+    await fleet.publish_image(images.at("1.1.0"))
+    await watching.signal(CHECK_NOW_SIGNAL)
+    rollout = await finished(ts_env, await rollout_of(ts_env.client, images, "1.1.0"))
+    assert rollout.state == RolloutState.COMPLETED and rollout.phases == [["westeurope"], ["eastus"]]
+
+    _, request = await start_rollout_rollback(ts_env.client, ts_worker.task_queue, "1.1.0", None, "carol")
+    assert [[r.scale_set for r in phase] for phase in request.phases] == [[east], [west]]
+    handle = ts_env.client.get_workflow_handle(rollout_rollback_id(rollout.workflow_id))
+    async with ts_env.time_skipping_unlocked():
+        await handle.result()
+    status = await rollback_status(ts_env.client, rollout.workflow_id)
+    assert status.state == RollbackState.COMPLETED
+    assert {i.scale_set: i.state for i in status.sets} == {
+        west: RollbackState.COMPLETED,
+        east: RollbackState.COMPLETED,
+    }
+
+    def back(ops: list[FleetOperation]) -> list[FleetOperation]:
+        return [op for op in ops if op.image_reference and op.image_reference.resolved_version == "1.0.0"]
+
+    west_back, east_back = back(await fleet.operations(west)), back(await fleet.operations(east))
+    assert sorted(op.instance_id for op in west_back) == ["0", "1"]
+    assert sorted(op.instance_id for op in east_back) == ["0", "1", "2"]
+    # The last phase first: east's instances were back before west's rollback began.
+    assert max(op.end_time or op.start_time for op in east_back) <= min(op.start_time for op in west_back)
+    with pytest.raises(UpgradeRefused) as again:
+        await start_rollout_rollback(ts_env.client, ts_worker.task_queue, "1.1.0", None, "carol")
+    assert again.value.code == "UpgradedSinceTheRollout"
