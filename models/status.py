@@ -230,6 +230,10 @@ class RollingUpgradeStatusProperties(AzureModel):
     rollback_info: RollbackStatusInfo | None = None
     # Not in Azure's: the alarm gates as last read (name, state, value, readAt; why, if unreachable).
     alarms: list[AlarmReading] | None = None
+    # Not in Azure's: the checkpoints passed (rollingUpgradePolicy.checkpoints), each in a line.
+    checkpoints: list[str] | None = None
+    # Not in Azure's: a rollback (`upgradectl rollback`), the upgrade it undoes.
+    rollback_of: str | None = None
 
 
 class RollingUpgradeStatusInfo(AzureModel):

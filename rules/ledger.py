@@ -91,6 +91,7 @@ class UpgradeLedger:
         self.checkpoints_passed = 0
         self.checkpoint_waiting: int | None = None
         self.checkpoint_approved: tuple[str, datetime] | None = None
+        self.checkpoint_log: list[str] = []  # each checkpoint passed, as status shows it
         # The window batches start in (OS image upgrades that respect one), set at admission.
         self.maintenance_window: MaintenanceWindow | None = None
         self._phases: dict[str, int | None] = {}
@@ -282,6 +283,8 @@ class UpgradeLedger:
         if self.checkpoint_waiting is None:
             return False
         self.checkpoint_waiting, self.checkpoint_approved = None, (by, now)
+        if self.checkpoint_log:
+            self.checkpoint_log[-1] += f"; approved by {by} at {now.isoformat(timespec='seconds')}"
         return True
 
     # --- pause and approval -----------------------------------------------------------------

@@ -128,6 +128,10 @@ def current_details(ledger: UpgradeLedger, build: Build | None = None) -> str:
         lines += ["", f"Since {wait.since.isoformat(timespec='seconds')}, {escaped(wait.reason)}{until}."]
     if ledger.alarms:
         lines += ["", table(("alarm", "state", "value"), alarm_rows(ledger))]
+    if ledger.checkpoint_log:
+        lines += ["", *(f"- {escaped(line)}" for line in ledger.checkpoint_log)]
+    if ledger.request.rollback_of:
+        lines += ["", f"A rollback of {escaped(ledger.request.rollback_of)}."]
     if error := reporting.error(ledger):
         lines += ["", f"`{error.code}`: {error.message}"]
     if build is not None:

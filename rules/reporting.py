@@ -96,6 +96,8 @@ def status(ledger: UpgradeLedger) -> RollingUpgradeStatusInfo:
             extensions=extension_statuses(ledger),
             rollback_info=rolled_back(ledger),
             alarms=list(ledger.alarms.values()) or None,
+            checkpoints=ledger.checkpoint_log or None,
+            rollback_of=ledger.request.rollback_of,
         ),
     )
 

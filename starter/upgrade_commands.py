@@ -468,6 +468,10 @@ async def status(
         table.add_row("waiting", plain(progress.wait_text(properties.wait), limit=None))
     for alarm in properties.alarms or []:  # alarm gates as last read
         table.add_row("alarm", plain(progress.alarm_text(alarm), limit=None))
+    for passed in properties.checkpoints or []:
+        table.add_row("checkpoint", plain(passed, limit=None))
+    if properties.rollback_of:
+        table.add_row("rollback of", plain(properties.rollback_of, limit=None))
     for retry in await retrying(client, scale_set):  # a failed attempt (a bug?) to be tried again
         table.add_row("retrying", plain(retry.text(), limit=None))
     if properties.error:

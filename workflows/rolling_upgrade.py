@@ -699,6 +699,7 @@ class RollingUpgradeWorkflow:
         done = len(ledger.attempted())
         label = f"checkpoint {index + 1} ({point.percent}%) reached after {done} instance(s)"
         workflow.logger.info(label, extra={"scale_set": ledger.request.scale_set})
+        ledger.checkpoint_log.append(f"{label} at {workflow.now().isoformat(timespec='seconds')}")
         if point.bake_time > timedelta(0) and (stop := await self._bake(point.bake_time, label)):
             return stop
         if point.approval and not self._cancel_requested:

@@ -41,6 +41,9 @@ async def test_an_upgrade_stops_at_each_checkpoint_bakes_and_resumes_on_approve(
     await handle.signal(APPROVE_SIGNAL, ApproveRequest(by="carol"))
     report = await finish(ts_env, handle)  # time skips through the hour's bake at 50%
     assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
+    passed = report.status.properties.checkpoints or []
+    assert len(passed) == 2 and "checkpoint 1 (10%) reached after 1 instance(s)" in passed[0]
+    assert "approved by carol" in passed[0] and "checkpoint 2 (50%) reached after 5 instance(s)" in passed[1]
     batches: dict[int, list[InstanceProgress]] = {}
     for instance in report.instances:
         batches.setdefault(instance.batch or 0, []).append(instance)

@@ -42,6 +42,7 @@ async def test_rollback_returns_every_instance_the_last_upgrade_moved_exactly_on
     assert report.status.properties.running_status.code == RollingUpgradeStatusCode.COMPLETED
     assert report.request is not None and report.request.started_by == "carol"
     assert report.request.rollback_of and report.request.rollback_of.startswith(f"rolling-upgrade/{name}")
+    assert report.status.properties.rollback_of == report.request.rollback_of  # status and Web UI show it
     assert history_target(report.history_entry(None)).startswith(
         f"rollback to {V1.version} of rolling-upgrade/"
     )
