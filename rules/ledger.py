@@ -90,7 +90,6 @@ class UpgradeLedger:
         # one waiting for approval (who released the last one, when).
         self.checkpoints_passed = 0
         self.checkpoint_waiting: int | None = None
-        self.checkpoint_approved: tuple[str, datetime] | None = None
         self.checkpoint_log: list[str] = []  # each checkpoint passed, as status shows it
         # The window batches start in (OS image upgrades that respect one), set at admission.
         self.maintenance_window: MaintenanceWindow | None = None
@@ -252,12 +251,12 @@ class UpgradeLedger:
 
     def _room_after(self, planned: int) -> int | None:
         """The checkpoints' room for a batch once `planned` more instances are through."""
-        done, upgradable = self._checkpoint_counts()
+        done, upgradable = self.checkpoint_counts()
         return checkpoints.room(self._points, self.checkpoints_passed, done + planned, upgradable)
 
     # --- checkpoints ----------------------------------------------------------------------------
 
-    def _checkpoint_counts(self) -> tuple[int, int]:
+    def checkpoint_counts(self) -> tuple[int, int]:
         """(done, upgradable): instances through a batch, and those plus the ones still to do."""
         done = len(self.in_state(*ATTEMPTED))
         to_do = len(
@@ -271,18 +270,18 @@ class UpgradeLedger:
 
     def checkpoint_room(self) -> int | None:
         """How many instances the next batch may take before the next checkpoint (None: any)."""
-        return checkpoints.room(self._points, self.checkpoints_passed, *self._checkpoint_counts())
+        return checkpoints.room(self._points, self.checkpoints_passed, *self.checkpoint_counts())
 
     def checkpoint_reached(self) -> int | None:
         """The checkpoint the batches so far have just reached, if any (and instances remain)."""
         if not self.candidates():
             return None
-        return checkpoints.reached(self._points, self.checkpoints_passed, *self._checkpoint_counts())
+        return checkpoints.reached(self._points, self.checkpoints_passed, *self.checkpoint_counts())
 
     def release_checkpoint(self, by: str, now: datetime) -> bool:
         if self.checkpoint_waiting is None:
             return False
-        self.checkpoint_waiting, self.checkpoint_approved = None, (by, now)
+        self.checkpoint_waiting = None
         if self.checkpoint_log:
             self.checkpoint_log[-1] += f"; approved by {by} at {now.isoformat(timespec='seconds')}"
         return True

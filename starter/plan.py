@@ -138,7 +138,7 @@ def plan_text(ledger: UpgradeLedger, scale_set: ScaleSetView) -> str:
 def checkpoint_stops(ledger: UpgradeLedger) -> dict[int, str]:
     """`plan`'s line after the batch that reaches each checkpoint, by the instances done then."""
     points = ledger.request.policy.checkpoints or []
-    upgradable = len(ledger.candidates()) + len(ledger.in_state(InstanceState.PENDING_APPROVAL))
+    _, upgradable = ledger.checkpoint_counts()
     stops = {}
     for number, point in enumerate(points, start=1):
         what = [f"bake {format_duration(point.bake_time)}"] if point.bake_time else []

@@ -723,8 +723,8 @@ class RollingUpgradeWorkflow:
         return None
 
     async def _bake(self, bake: timedelta, label: str) -> Stop | None:
-        """A checkpoint's bake time: health read every BAKE_LOOKS-th of it (at least every
-        RECOVERY_RECHECK apart, so a long bake stays a few dozen reads), the gates applied."""
+        """A checkpoint's bake time: the checks before a batch (`_check_health`) every BAKE_LOOKS-th
+        of it (at least RECOVERY_RECHECK apart, so a long bake stays a few dozen reads)."""
         ledger = self._ledger
         until = workflow.now() + bake
         if ledger.deadline is not None:
@@ -737,11 +737,8 @@ class RollingUpgradeWorkflow:
         while workflow.now() < until and not self._cancel_requested:
             if await self._sleep(min(every, until - workflow.now()), "checkpoint bake"):
                 break
-            await self._read_health()
-            if breach := gates.in_flight_gate(ledger, before_upgrade=False):
-                return Stop(breach, breach=True)
-            if breach := gates.upgraded_gate(ledger, including_later=True):
-                return Stop(breach, breach=True)
+            if stop := await self._check_health():  # as before a batch: the deadline, health, the gates
+                return stop
         ledger.wait = None
         self._publish()
         return None
