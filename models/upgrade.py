@@ -68,13 +68,28 @@ NotBeforeTimeout = Annotated[
 REGIONAL = ""  # the zone key of instances without an availability zone
 
 
+class ZoneOpening(AzureModel):
+    """The region's first zone wave, permitted with the upgrade's start: the round trip of a
+    report and a permit is saved where the rollout's sets start at once. A set whose batch is
+    larger than its share of the region's cap reports first, as every set does after its zone."""
+
+    zone: str
+    instances: int = Field(ge=1, description="the most instances the set may have in flight in it")
+
+
 class WaveCoordination(AzureModel):
     """An upgrade a rollout runs in zone waves across the sets of a region: it upgrades a zone
     only while the rollout permits it (`zone_permit`), and tells the rollout (`wave_report` on
-    the rollout's workflow) what zones it has left after admission and after each zone."""
+    the rollout's workflow) what zones it has left after admission (unless its first wave came
+    with its start: `opening`) and after each zone."""
 
     rollout_id: str
     region: str
+    opening: ZoneOpening | None = Field(
+        default=None,
+        description="the first wave's zone, permitted from the start (no report first) to a batch "
+        "of at most its instances",
+    )
 
 
 class ZonePermit(AzureModel):

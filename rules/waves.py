@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from models.sorting import natural_key
 from models.upgrade import REGIONAL, WaveReport
 
+# The zone of a cohort's first wave, permitted to its sets as they start (RegionWaves.open):
+# Azure numbers a region's zones 1, 2, 3, so zone 1 goes first whenever a set has instances
+# there; a set without any reports at once and waits for its zone like every other.
+OPENING_ZONE = "1"
+
 # --- the plan: cohorts of a region's sets, each in zone waves -------------------------------------
 
 
@@ -101,8 +106,13 @@ class Member:
         return (self.zones or {}).get(zone, 0)
 
     def in_flight(self) -> int:
-        """The most instances it may have in flight: its batch, or what its zone has left."""
-        return min(self.batch, self.left_in(self.permitted)) if self.permitted is not None else 0
+        """The most instances it may have in flight: its batch, or what its zone has left (opened
+        at its start, before any report: the share it was given)."""
+        if self.permitted is None:
+            return 0
+        if self.zones is None:
+            return self.batch
+        return min(self.batch, self.left_in(self.permitted))
 
 
 @dataclass
@@ -142,6 +152,30 @@ class RegionWaves:
         member.batch = max(1, report.batch)
         if report.done is None or report.done == member.permitted:
             member.permitted = None
+
+    def open(self, scale_set: str) -> int | None:
+        """A set about to start: the instances it may have in flight in OPENING_ZONE from its
+        start, without a report first (its even share of the region's cap), while no other wave
+        has begun and the cap has room; None: it reports first and waits for a permit."""
+        member = self.members[scale_set]
+        if member.cancelled or self.zone not in (None, OPENING_ZONE):
+            return None
+        if self.zone is not None and not self.in_flight():
+            return None  # the first wave is over: a late set waits for its zone's turn
+        share = max(1, self.max_instances // len(self.members))
+        load = sum(m.in_flight() for m in self.in_flight())
+        if load and load + share > self.max_instances:
+            return None
+        if self.zone is None:
+            self.zone, self.waves = OPENING_ZONE, self.waves + 1
+        member.started, member.permitted, member.batch = True, OPENING_ZONE, share
+        return share
+
+    def close(self, scale_set: str) -> None:
+        """An opened set did not start (another upgrade held the set): it reports first after all."""
+        member = self.members[scale_set]
+        if member.zones is None and member.permitted is not None:
+            member.permitted, member.batch = None, 1
 
     def ended(self, scale_set: str) -> None:
         member = self.members[scale_set]
@@ -216,8 +250,8 @@ class RegionWaves:
         going = self.in_flight()
         waiting = [m for m in self.members.values() if m.waiting and m.left_in(self.zone)]
         where = zone_text(self.zone)
-        instances = sum(m.in_flight() for m in going)
-        return (
-            f"{where} wave: {len(going)} set(s) in flight (up to {instances} instances), "
-            f"{len(waiting)} waiting for room"
-        )
+        known = [m for m in going if m.zones is not None]  # (an opened set has not said its batch yet)
+        sizes = f"up to {sum(m.in_flight() for m in known)} instances"
+        if opened := len(going) - len(known):
+            sizes = f"the first batches of {opened} set(s)" + (f", and {sizes}" if known else "")
+        return f"{where} wave: {len(going)} set(s) in flight ({sizes}), {len(waiting)} waiting for room"

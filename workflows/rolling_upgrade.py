@@ -320,6 +320,8 @@ class RollingUpgradeWorkflow:
             return None  # every instance is on the target already: nothing to do, whatever its health
         if breach := gates.in_flight_gate(ledger, before_upgrade=True):
             return Stop(breach)
+        if (opening := self._opening()) is not None:
+            self._zone = opening  # the rollout permitted its first zone wave with the start
         while True:
             if (ledger.batches or self._stale) and not self._cancel_requested:
                 self._stale = False
@@ -515,14 +517,7 @@ class RollingUpgradeWorkflow:
             left[key] = left.get(key, 0) + 1
         done, self._zone = self._zone, None
         report = WaveReport(
-            scale_set=ledger.request.scale_set,
-            zones=left,
-            batch=batch_limit(
-                ledger.total,
-                ledger.request.policy,
-                small_sets_one_at_a_time=ledger.rules.small_sets_one_at_a_time,
-            ).allowed,
-            done=done,
+            scale_set=ledger.request.scale_set, zones=left, batch=self._batch_size(), done=done
         )
         await self._through_cancel(self._tell_rollout(waves.rollout_id, report))
         since = workflow.now()
@@ -548,6 +543,21 @@ class RollingUpgradeWorkflow:
         ledger.wait = None
         self._publish()
         return True
+
+    def _batch_size(self) -> int:
+        """The most instances a batch of this upgrade takes (the rollout's region cap counts it)."""
+        ledger = self._ledger
+        one_at_a_time = ledger.rules.small_sets_one_at_a_time
+        limit = batch_limit(ledger.total, ledger.request.policy, small_sets_one_at_a_time=one_at_a_time)
+        return limit.allowed
+
+    def _opening(self) -> str | None:
+        """The zone the rollout permitted with the start (its first wave), if this upgrade's
+        batch is within the share of the region's cap it was given; else it reports first."""
+        waves = self._ledger.request.waves
+        if waves is None or waves.opening is None or self._batch_size() > waves.opening.instances:
+            return None
+        return waves.opening.zone
 
     async def _tell_rollout(self, rollout_id: str, report: WaveReport) -> None:
         try:

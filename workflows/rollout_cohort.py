@@ -36,11 +36,12 @@ with workflow.unsafe.imports_passed_through():
         ZONE_PERMIT_SIGNAL,
         WaveCoordination,
         WaveReport,
+        ZoneOpening,
         ZonePermit,
         upgrade_workflow_id,
     )
     from rules.presentation import escaped, workflow_link
-    from rules.waves import Decision, RegionWaves
+    from rules.waves import OPENING_ZONE, Decision, RegionWaves
     from workflows.set_upgrades import SetUpgrades
 
 # Patches (docs/maintaining.md: "Changing workflow code"). 2026-12: a wave's permits go out
@@ -51,6 +52,10 @@ PERMITS_TOGETHER = "permits-together"
 # before): the permits reach their sets one after another, and the set likely to take longest
 # should not be the last to start. Decided at the cohort's start.
 LARGEST_FIRST = "largest-first"
+# 2026-12: the first zone wave is permitted with each set's start (RegionWaves.open), not after
+# its report: a report and a permit less before the first batch of every set of a phase.
+# Decided at the cohort's start.
+OPENING = "zone-opening"
 
 
 # Auto-upgrade, like the rollout it belongs to.
@@ -75,6 +80,7 @@ class RolloutCohortWorkflow(SetUpgrades):
         self._sets = {item.scale_set: item for item in request.sets}
         self._waves = RegionWaves(request.region, list(self._sets), request.max_instances_per_region)
         self._largest_first = False  # (decided when the run starts: LARGEST_FIRST)
+        self._opening = False  # (decided when the run starts: OPENING)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -111,6 +117,7 @@ class RolloutCohortWorkflow(SetUpgrades):
     @workflow.run
     async def run(self, request: CohortRequest) -> CohortStatus:
         self._largest_first = workflow.patched(LARGEST_FIRST)
+        self._opening = workflow.patched(OPENING)
         self._publish()
         await asyncio.gather(self._coordinate(), *(self._member(item) for item in self._sets.values()))
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -120,7 +127,9 @@ class RolloutCohortWorkflow(SetUpgrades):
         """One set: its upgrade, started when the rollout may start sets. (No `finally`: a
         workflow evicted from the worker's cache closes its coroutines outside its loop.)"""
         if await self._may_start(item):
-            waves = WaveCoordination(rollout_id=workflow.info().workflow_id, region=item.region)
+            waves = WaveCoordination(
+                rollout_id=workflow.info().workflow_id, region=item.region, opening=self._open(item)
+            )
             handle = await self._start(item, waves)
             if handle is not None:
                 self._waves.started(item.scale_set)
@@ -150,6 +159,19 @@ class RolloutCohortWorkflow(SetUpgrades):
             else:
                 for permit in permits:
                     await permit
+
+    def _open(self, item: RolloutSet) -> ZoneOpening | None:
+        """The first zone wave, permitted with the set's start when the waves allow (not while
+        held, halting or cancelling it)."""
+        if not self._opening or self._held() or self._cancelled or self._fault is not None:
+            return None
+        if item.scale_set in self._cancel_on_start:
+            return None
+        share = self._waves.open(item.scale_set)
+        return ZoneOpening(zone=OPENING_ZONE, instances=share) if share is not None else None
+
+    def _close_opening(self, item: RolloutSet) -> None:
+        self._waves.close(item.scale_set)
 
     def _decision(self) -> Decision:
         """A fault or a cancel stops the sets in flight after their batch (and an opt-out with

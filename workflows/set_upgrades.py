@@ -203,9 +203,17 @@ class SetUpgrades:
                         item, f"another upgrade holds it ({item.workflow_id}): the watcher tries again later"
                     )
                     return None
+            if request.waves is not None and request.waves.opening is not None:
+                # By the set's turn its first wave may have passed: it reports first after all.
+                self._close_opening(item)
+                waves = request.waves.model_copy(update={"opening": None})
+                request = request.model_copy(update={"waves": waves})
             poll = min(2 * poll, SET_LOCK_POLL[1]) if poll else SET_LOCK_POLL[0]
             if not await self._wait_for_set(item, poll):
                 return None
+
+    def _close_opening(self, item: RolloutSet) -> None:
+        """A set opened at its start (the first zone wave permitted with it) did not start."""
 
     async def _wait_for_set(self, item: RolloutSet, poll: timedelta) -> bool:
         """Another upgrade holds the set: wait `poll` (a hold, a stop or a cancel ends the wait

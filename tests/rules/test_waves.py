@@ -97,3 +97,46 @@ def test_held_permits_nothing_and_stopping_cancels_every_started_set_once():
     assert decision.cancels == ["a", "b"] and decision.permits == []
     waves.apply(decision)
     assert not waves.decide(held=False, stopping=True)  # asked once
+
+
+def test_sets_starting_together_are_opened_into_zone_1_with_an_even_share_of_the_cap():
+    waves = RegionWaves("eastus", ["a", "b", "c", "d"], max_instances=40)
+    assert [waves.open(name) for name in ("a", "b", "c", "d")] == [10, 10, 10, 10]
+    assert waves.zone == "1" and waves.waves == 1
+    assert "the first batches of 4 set(s)" in waves.text()
+    # A set with nothing in zone 1 says so at once and waits; zone 1 goes on without it.
+    waves.report(report("d", {"2": 5}, batch=5, done="1"))
+    assert waves.decide(held=False, stopping=False).permits == []
+    # A batch larger than its share: the set reports first, and waits for room under the cap,
+    # the opened sets counting their shares until they report.
+    waves.report(report("c", {"1": 25}, batch=25))
+    assert waves.decide(held=False, stopping=False).permits == []  # 10 + 10 in flight, + 25 > 40
+    waves.report(report("a", {"2": 3}, batch=3, done="1"))
+    decision = waves.decide(held=False, stopping=False)
+    assert decision.permits == [("c", "1")]  # zone 1 still: c has instances there
+    waves.apply(decision)
+    assert "the first batches of 1 set(s), and up to 25 instances" in waves.text()
+    waves.report(report("b", {"2": 3}, batch=3, done="1"))
+    waves.report(report("c", {"2": 1}, batch=25, done="1"))
+    decision = waves.decide(held=False, stopping=False)
+    assert decision.permits == [("a", "2"), ("b", "2"), ("c", "2"), ("d", "2")]
+
+
+def test_no_opening_once_another_wave_began_nor_past_the_cap_and_a_set_that_waits_for_its_lock_closes_it():
+    waves = RegionWaves("eastus", ["a", "b", "c"], max_instances=2)  # a share of 1 each
+    assert waves.open("a") == 1 and waves.open("b") == 1
+    assert waves.open("c") is None  # the cap is full: c reports first
+    waves.close("b")  # another upgrade held b: it reports first after all
+    assert [m.scale_set for m in waves.in_flight()] == ["a"]
+    waves.report(report("b", {"1": 1, "2": 1}))
+    waves.report(report("c", {"2": 1}))
+    waves.report(report("a", {"2": 1}, done="1"))
+    decision = waves.decide(held=False, stopping=False)
+    assert decision.permits == [("b", "1")]
+    waves.apply(decision)
+    waves.report(report("b", {"2": 1}, done="1"))
+    waves.apply(waves.decide(held=False, stopping=False))
+    assert waves.zone == "2"
+    late = RegionWaves("eastus", ["x"], max_instances=10)
+    late.zone = "2"
+    assert late.open("x") is None  # zone 2 in flight: never zone 1 beside it

@@ -157,6 +157,24 @@ async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_ap
         quick, read_again = quick + q, read_again + r
     assert quick > 0, "no permit came within a probe interval of the set's reading: nothing was shown"
     assert read_again == 0, f"{read_again} of {quick} quick permits read health again"
+    # The first wave came with each set's start: its first batch before any report or permit.
+    for name in (*west, *north):
+        history = await ts_env.client.get_workflow_handle(upgrade_workflow_id(name)).fetch_history()
+        assert messages_before_first_batch(history.events) == [], name
+
+
+def messages_before_first_batch(events: Any) -> list[str]:
+    """The wave reports an upgrade sent and the permits it got before it started its first batch."""
+    seen = []
+    for event in events:
+        kind = EventType.Name(event.event_type)
+        if kind == "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED":
+            return seen
+        if kind == "EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED":
+            seen.append(event.signal_external_workflow_execution_initiated_event_attributes.signal_name)
+        elif kind == "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED":
+            seen.append(event.workflow_execution_signaled_event_attributes.signal_name)
+    return seen
 
 
 def reads_after_quick_permits(events: Any, interval: timedelta) -> tuple[int, int]:
