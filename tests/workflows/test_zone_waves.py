@@ -165,7 +165,7 @@ async def test_the_sets_of_a_region_go_together_zone_by_zone_pairs_and_phases_ap
 
 def messages_before_first_batch(events: Any) -> list[str]:
     """The wave reports an upgrade sent and the permits it got before it started its first batch."""
-    seen = []
+    seen: list[str] = []
     for event in events:
         kind = EventType.Name(event.event_type)
         if kind == "EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED":
