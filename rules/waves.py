@@ -168,7 +168,8 @@ class RegionWaves:
             return None
         if self.zone is None:
             self.zone, self.waves = OPENING_ZONE, self.waves + 1
-        member.started, member.permitted, member.batch = True, OPENING_ZONE, share
+        # (Not `started` yet: until its start succeeds, a cancel would reach another's upgrade.)
+        member.permitted, member.batch = OPENING_ZONE, share
         return share
 
     def close(self, scale_set: str) -> None:

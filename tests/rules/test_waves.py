@@ -126,6 +126,10 @@ def test_no_opening_once_another_wave_began_nor_past_the_cap_and_a_set_that_wait
     waves = RegionWaves("eastus", ["a", "b", "c"], max_instances=2)  # a share of 1 each
     assert waves.open("a") == 1 and waves.open("b") == 1
     assert waves.open("c") is None  # the cap is full: c reports first
+    waves.started("a")
+    # Stopping cancels the sets that started, never one whose start has not succeeded (b's
+    # workflow id may be another upgrade's, which holds the set).
+    assert waves.decide(held=False, stopping=True).cancels == ["a"]
     waves.close("b")  # another upgrade held b: it reports first after all
     assert [m.scale_set for m in waves.in_flight()] == ["a"]
     waves.report(report("b", {"1": 1, "2": 1}))
