@@ -482,7 +482,9 @@ class FleetActivities:
         beat = Heartbeat()
         while True:
             with fleet_errors():
-                probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
+                probe = await self.fleet.probe_health(
+                    request.scale_set, request.instance_id, settings, batch=request.batch
+                )
             probes += 1
             if probe.state == HealthState.HEALTHY:
                 activity.logger.info(
@@ -490,7 +492,7 @@ class FleetActivities:
                     probes,
                     extra={"scale_set": request.scale_set, "instance": request.instance_id},
                 )
-                return steps.HealthResult(state=HealthState.HEALTHY, probes=probes)
+                return steps.HealthResult(state=HealthState.HEALTHY, probes=probes, reading=probe.reading)
             in_grace = time.monotonic() - started < request.grace_remaining_seconds
             if not in_grace and probe.state in FAILING_STATES:
                 return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)
