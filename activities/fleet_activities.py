@@ -482,9 +482,7 @@ class FleetActivities:
         beat = Heartbeat()
         while True:
             with fleet_errors():
-                probe = await self.fleet.probe_health(
-                    request.scale_set, request.instance_id, settings, batch=request.batch
-                )
+                probe = await self.fleet.probe_health(request.scale_set, request.instance_id, settings)
             probes += 1
             if probe.state == HealthState.HEALTHY:
                 activity.logger.info(
@@ -492,7 +490,7 @@ class FleetActivities:
                     probes,
                     extra={"scale_set": request.scale_set, "instance": request.instance_id},
                 )
-                return steps.HealthResult(state=HealthState.HEALTHY, probes=probes, reading=probe.reading)
+                return steps.HealthResult(state=HealthState.HEALTHY, probes=probes)
             in_grace = time.monotonic() - started < request.grace_remaining_seconds
             if not in_grace and probe.state in FAILING_STATES:
                 return steps.HealthResult(state=probe.state, probes=probes, detail=probe.detail)

@@ -10,7 +10,6 @@ started (its status URL) in their heartbeat details, where a retried attempt fin
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Protocol
 
 from models.alarms import MetricAlertSeries
@@ -96,16 +95,10 @@ class FleetBackend(Protocol):
         """The current state of an operation this back end accepted (polls its status URL)."""
 
     async def probe_health(
-        self,
-        scale_set: str,
-        instance_id: str,
-        settings: ApplicationHealthSettings,
-        batch: Collection[str] = (),
+        self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
     ) -> HealthProbe:
         """The instance's health as its Application Health extension reports it now (vmHealth in
-        the instance view). Concurrent calls for one scale set share one read of the set. Given
-        its `batch`, a look that finds the instance and all of the batch healthy carries the
-        set's reading from that read (`reading`)."""
+        the instance view). Concurrent calls for one scale set share one read of the set."""
 
     async def read_metric_alert(self, alert: str) -> list[MetricAlertSeries]:
         """An Azure Monitor metric alert rule's status, one entry per series it watches (alarm

@@ -341,11 +341,6 @@ class HealthProbe(AzureModel):
     state: HealthState
     custom_metrics: CustomMetrics = Field(default_factory=CustomMetrics)
     detail: str | None = None
-    reading: HealthReading | None = Field(
-        default=None,
-        description="the whole set's health from the same look, when it found the instance and every "
-        "other instance of its batch healthy (asked for with the batch)",
-    )
 
 
 class GalleryImageVersion(AzureModel):

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from models.base import AzureModel
 from models.change import ExtensionRequest, ExtensionTarget
-from models.fleet import FleetOperation, HealthReading, HealthState, ScaleSetView
+from models.fleet import FleetOperation, HealthState, ScaleSetView
 from models.image import ImageReference
 from models.policy import ApplicationHealthSettings
 
@@ -99,21 +99,12 @@ class HealthInput(AzureModel):
     instance_id: str
     health: ApplicationHealthSettings
     grace_remaining_seconds: float = 0.0
-    batch: list[str] = Field(
-        default_factory=list,
-        description="the instances of its batch: the look that finds them all healthy returns the "
-        "set's reading",
-    )
 
 
 class HealthResult(AzureModel):
     state: HealthState
     probes: int = 1
     detail: str | None = None
-    reading: HealthReading | None = Field(
-        default=None,
-        description="the set's health as the last look saw it, every instance of the batch healthy",
-    )
 
 
 # MaxSurge (rollingUpgradePolicy.maxSurge): a batch creates its replacements from the target

@@ -12,7 +12,7 @@ from models.alarms import Alarm
 from models.base import AzureModel
 from models.change import Change, ExtensionRequest, ExtensionTarget
 from models.errors import FailureCause
-from models.fleet import HealthReading, HealthSource, HealthState, InstanceView, ScaleSetName, ScaleSetView
+from models.fleet import HealthSource, HealthState, InstanceView, ScaleSetName, ScaleSetView
 from models.image import ImageReference
 from models.maintenance import MaintenanceWindow
 from models.notifications import NotificationRecord, Notifications
@@ -627,11 +627,6 @@ class BatchRequest(AzureModel):
         description="each extension on its own: one that fails to install is reinstalled at its "
         "previous version alone and the others still go ahead (seed 003)",
     )
-    set_reading: bool = Field(
-        default=False,
-        description="the batch's last health look returns the set's reading (a rollout's zone waves: "
-        "the upgrade's gate after the batch reads no more)",
-    )
     alarms: bool = Field(
         default=False,
         description="alarm gates with rollbackOnAlarm: the `alarm` signal cuts the health waits "
@@ -645,6 +640,3 @@ class BatchRequest(AzureModel):
 
 class BatchResult(AzureModel):
     outcomes: list[InstanceOutcome]
-    reading: HealthReading | None = Field(
-        default=None, description="the set's health from the look that found the whole batch healthy"
-    )

@@ -184,11 +184,7 @@ async def _set_action(activity: str, request: object, result_type: type[R], summ
 
 
 def start_wait_for_health(
-    scale_set: str,
-    instance_id: str,
-    health: ApplicationHealthSettings,
-    grace_remaining: float,
-    batch: list[str] | None = None,
+    scale_set: str, instance_id: str, health: ApplicationHealthSettings, grace_remaining: float
 ) -> ActivityHandle[steps.HealthResult]:
     """Probe until Healthy (or Unhealthy after the grace period); the caller enforces the
     deadline with a durable timer.
@@ -204,7 +200,6 @@ def start_wait_for_health(
             instance_id=instance_id,
             health=health,
             grace_remaining_seconds=grace_remaining,
-            batch=batch or [],
         ),
         result_type=steps.HealthResult,
         schedule_to_close_timeout=health.health_wait_timeout + timedelta(minutes=1),

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from models.alarms import AlarmSignal
     from models.change import ExtensionTarget
     from models.errors import AlarmErrorCode, FailureCause
-    from models.fleet import HealthReading, HealthState
+    from models.fleet import HealthState
     from models.policy import format_duration
     from models.upgrade import (
         ALARM_SIGNAL,
@@ -61,7 +61,6 @@ class BatchUpgradeWorkflow:
         self._steps = steps_of(kind_of(request.change))
         self._clock = DeadlineClock() if workflow.patched(ONE_DEADLINE_TIMER) else None
         self._cancelled_probers: list[ActivityHandle[steps.HealthResult]] = []
-        self._reading: HealthReading | None = None  # the set's, from the look that found the batch healthy
         # Alarm gates: set by the `alarm` signal, which ends every health wait of the batch (kept
         # if it came before this line ran).
         self._alarm: str | None = getattr(self, "_alarm", None) if request.alarms else None
@@ -74,7 +73,7 @@ class BatchUpgradeWorkflow:
             self._alarmed.cancel()
         # Probers cancelled at their deadline acknowledge within a heartbeat or so.
         await asyncio.gather(*self._cancelled_probers, return_exceptions=True)
-        return BatchResult(outcomes=list(outcomes), reading=self._reading)
+        return BatchResult(outcomes=list(outcomes))
 
     @workflow.signal(name=ALARM_SIGNAL)
     def alarm(self, signal: AlarmSignal) -> None:
@@ -104,12 +103,9 @@ class BatchUpgradeWorkflow:
         """After the change: Healthy by the deadline, or failed (and rolled back if on). `moved`:
         the extensions installed (None: every one of the change)."""
         request = self._request
-        health = None
-        if self._alarm is None:
-            health = await self.wait_for_health(outcome.instance_id, alarmed=True, batch=True)
+        health = None if self._alarm is not None else await self.wait_for_health(outcome.instance_id, True)
         if health is not None and health.state == HealthState.HEALTHY:
             outcome.health = health.state
-            self._reading = health.reading or self._reading  # (the last look to find the batch healthy)
             return self.end(outcome, InstanceState.SUCCEEDED)
         if self._alarm is not None:
             outcome.cause, outcome.code = FailureCause.ALARM, AlarmErrorCode.FIRED
@@ -153,18 +149,14 @@ class BatchUpgradeWorkflow:
         )
         return self.end(outcome, InstanceState.ROLLED_BACK)
 
-    async def wait_for_health(
-        self, instance_id: str, alarmed: bool = False, batch: bool = False
-    ) -> steps.HealthResult:
+    async def wait_for_health(self, instance_id: str, alarmed: bool = False) -> steps.HealthResult:
         """Wait for Healthy until the health-wait deadline, a durable timer.
 
         A prober activity waits out Initializing and the grace period in one go. When it
         reports the instance Unhealthy, the workflow looks again after a growing pause: the
         instance may still recover before the deadline. Between looks no activity runs, which
         keeps history small and lets a time-skipping test server jump to the deadline.
-        `alarmed`: the `alarm` signal ends the wait too (the caller reads self._alarm). `batch`:
-        where the request asks for the set's reading, the look that finds the whole batch
-        healthy returns it.
+        `alarmed`: the `alarm` signal ends the wait too (the caller reads self._alarm).
         """
         health = self._request.health
         scale_set = self._request.scale_set
@@ -177,17 +169,12 @@ class BatchUpgradeWorkflow:
                 workflow.sleep(health.health_wait_timeout, summary="health-wait deadline")
             )
         pause = timedelta(seconds=health.interval_in_seconds)
-        looking = batch and self._request.set_reading
         # (An old batch has no alarm future: it waits on exactly what it always did.)
         cut = [self._alarmed] if alarmed and self._alarmed is not None else []
         while True:
             elapsed = (workflow.now() - started).total_seconds()
             prober = activity_calls.start_wait_for_health(
-                scale_set,
-                instance_id,
-                health,
-                max(0.0, health.effective_grace_period - elapsed),
-                batch=[i.instance_id for i in self._request.instances] if looking else None,
+                scale_set, instance_id, health, max(0.0, health.effective_grace_period - elapsed)
             )
             await workflow.wait([prober, deadline, *cut], return_when=asyncio.FIRST_COMPLETED)
             if not prober.done():

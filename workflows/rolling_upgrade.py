@@ -123,10 +123,6 @@ INDEPENDENT_EXTENSIONS = "independent-extensions"
 # waited, nothing was touched, and a new reading could say no more. One activity and one ARM
 # read fewer for every set on each zone-wave hand-over (bench scenario 7a).
 FRESH_READING_SERVES = "fresh-reading-serves"
-# 2026-12: in a rollout's zone waves, the set's health from the batch child's last health look
-# (the one that found every instance of the batch healthy) is the reading after the batch: no
-# `read_health` after a batch that succeeded whole. Decided where first needed (such a batch).
-BATCH_LOOK_SERVES = "batch-look-serves"
 # 2026-12: OS image upgrades that respect a maintenance window hold before a batch while it is
 # closed (a durable timer until the next one opens). Only upgrades with a window take the path.
 MAINTENANCE_WINDOWS = "maintenance-windows"
@@ -185,7 +181,6 @@ class RollingUpgradeWorkflow:
         self._stale = False  # a hold ended: read health and plan again before the next batch
         self._zone: str | None = None  # in a rollout's zone waves: the zone permitted now
         self._read_at: datetime | None = None  # the last health reading, if after every batch
-        self._look: HealthReading | None = None  # the set's, from the last batch child's last look
         # Alarm gates: since when some alarm cannot be read (None: every one could, last time),
         # and the alarms that fired while a batch was in flight.
         self._unreachable_since: datetime | None = None
@@ -428,13 +423,10 @@ class RollingUpgradeWorkflow:
         young = workflow.now() - self._read_at < timedelta(seconds=ledger.request.health.interval_in_seconds)
         return young and workflow.patched(FRESH_READING_SERVES)
 
-    async def _read_health(self, reading: HealthReading | None = None) -> None:
-        """Fresh health readings (or `reading`, as fresh); instances a scale-out added are
-        described and join the plan."""
+    async def _read_health(self) -> None:
+        """Fresh health readings; instances a scale-out added are described and join the plan."""
         ledger = self._ledger
-        if reading is None:
-            reading = await self._through_cancel(self._health_reading())
-        added = ledger.observe(reading)
+        added = ledger.observe(await self._through_cancel(self._health_reading()))
         self._read_at = workflow.now()
         if added and ledger.rules.exact_core:
             view = await self._through_cancel(activity_calls.describe_scale_set(ledger.request.scale_set))
@@ -930,23 +922,12 @@ class RollingUpgradeWorkflow:
             return Stop(error, alarm_batch=number if cut else None)
         if ledger.rules.exact_core and any(o.cause == FailureCause.HEALTH for o in outcomes):
             await self._read_health()  # an instance deleted during its health wait is gone, not failed
-        elif look := self._batch_look(outcomes):
-            await self._read_health(look)
         stop = self._decide(outcomes)
         if stop is not None:
             ledger.stopping(stop.error)
         self._publish()
         self._notify(NotificationEvent.BATCH_OUTCOME, key=f"/batch-{number}")
         return stop
-
-    def _batch_look(self, outcomes: list[InstanceOutcome]) -> HealthReading | None:
-        """In a rollout's zone waves, after a batch that succeeded whole: the set's health from
-        its last health look, which found every instance of the batch healthy. The gate after
-        the batch takes it instead of reading again (`_reading_serves`)."""
-        look, self._look = self._look, None
-        if look is None or any(o.state != InstanceState.SUCCEEDED for o in outcomes):
-            return None
-        return look if workflow.patched(BATCH_LOOK_SERVES) else None
 
     async def _surge(self, number: int, batch: list[Candidate]) -> Surge:
         """maxSurge: the batch's new instances (none when it is upgraded in place)."""
@@ -1184,8 +1165,6 @@ class RollingUpgradeWorkflow:
             if action == BatchAction.UPGRADE
             else presentation.restore_summary(ids)
         )
-        # A rollout's batch in one child: its last health look brings the set's reading (_batch_look).
-        looks = action == BatchAction.UPGRADE and ledger.request.waves is not None and len(parts) == 1
         children = [
             # The SDK's typed overloads for a method reference take no result_type, which it
             # accepts (and this workflow has always passed) at run time.
@@ -1207,7 +1186,6 @@ class RollingUpgradeWorkflow:
                     health=ledger.request.health,
                     rollback=not ledger.request.disable_automatic_rollback,
                     independent_extensions=ledger.rules.independent_extensions,
-                    set_reading=looks,
                     alarms=alarms,
                 ),
                 id=child_ids[index],
@@ -1217,5 +1195,4 @@ class RollingUpgradeWorkflow:
             for index, part in enumerate(parts)
         ]
         results = await asyncio.gather(*children)
-        self._look = results[0].reading if looks else None
         return [outcome for result in results for outcome in result.outcomes]

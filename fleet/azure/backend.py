@@ -13,7 +13,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -382,11 +382,7 @@ class AzureFleet:
 
     async def read_health(self, name: str) -> HealthReading:
         flexible, vms = await self._list_vms(name)
-        return await self._reading(name, {instance_id_of(vm, flexible=flexible): vm for vm in vms})
-
-    async def _reading(self, name: str, vms: dict[str, Json], min_gap: float = 0.0) -> HealthReading:
-        """Every instance's health and phase from one read of the set's instances."""
-        health = await self._health(name, vms, min_gap=min_gap)
+        health = await self._health(name, {instance_id_of(vm, flexible=flexible): vm for vm in vms})
         phases = {
             instance_id: probe.custom_metrics.phase_ordering_number
             for instance_id, probe in health.items()
@@ -741,11 +737,7 @@ class AzureFleet:
     # --- health -------------------------------------------------------------------------------
 
     async def probe_health(
-        self,
-        scale_set: str,
-        instance_id: str,
-        settings: ApplicationHealthSettings,
-        batch: Collection[str] = (),
+        self, scale_set: str, instance_id: str, settings: ApplicationHealthSettings
     ) -> HealthProbe:
         # The extension probes inside the VM with its own settings: `settings` are the caller's.
         # At most two reads of the set per probe interval, whatever the number of waiters.
@@ -757,14 +749,4 @@ class AzureFleet:
                 state=HealthState.UNKNOWN,
                 detail=f"instance {instance_id} is gone: not among the instances of scale set {scale_set}",
             )
-        probe = (await self._health(scale_set, {instance_id: vm}, min_gap=gap))[instance_id]
-        if probe.state != HealthState.HEALTHY or not batch:
-            return probe
-        # Healthy: does the same read find the whole batch so? Then it is the set's reading after
-        # the batch (looked at only by a waiter that returns, so once or so a batch).
-        others = {i: instances.vms[i] for i in batch if i in instances.vms}
-        looks = await self._health(scale_set, others, min_gap=gap)
-        if len(others) < len(batch) or any(p.state != HealthState.HEALTHY for p in looks.values()):
-            return probe
-        reading = await self._reading(scale_set, instances.vms, min_gap=gap)
-        return probe.model_copy(update={"reading": reading})
+        return (await self._health(scale_set, {instance_id: vm}, min_gap=gap))[instance_id]

@@ -177,27 +177,3 @@ async def test_an_instance_booting_reads_initializing_and_stopped_reads_unknown(
     assert (await fleet.show_scale_set(name)).instances[0].health == HealthState.INITIALIZING
     assert (await azure.read_health(name)).health["0"] == HealthState.INITIALIZING
     assert (await azure.get_instance(name, "0")).health == HealthState.INITIALIZING
-
-
-async def test_the_look_that_finds_the_whole_batch_healthy_brings_the_sets_reading(fleet, azure):
-    """A rollout's batch asks its probers for the set's reading: the look that finds the instance
-    and every other instance of its batch healthy returns every instance's health (the gate after
-    the batch reads no more); a look with one of the batch not healthy yet returns none."""
-    name = await make_scale_set(fleet, 4)
-    await fleet.set_probe_answers(name, "1", ["Down"])  # its first look: not healthy yet
-    activities = FleetActivities(azure)
-    env = ActivityEnvironment()
-
-    async def wait(instance_id: str, batch: list[str]) -> steps.HealthResult:
-        request = steps.HealthInput(
-            scale_set=name, instance_id=instance_id, health=quick(), grace_remaining_seconds=30, batch=batch
-        )
-        return await env.run(activities.wait_for_health, request)
-
-    first = await wait("0", ["0", "1"])
-    assert (first.state, first.reading) == (HEALTHY, None)  # 1 answered Down in that look
-    last = await wait("1", ["0", "1"])
-    assert last.state == HEALTHY and last.reading is not None
-    assert last.reading.health == dict.fromkeys(["0", "1", "2", "3"], HEALTHY)  # the whole set
-    alone = await wait("2", [])
-    assert (alone.state, alone.reading) == (HEALTHY, None)  # not asked for
