@@ -163,7 +163,7 @@ class RolloutCohortWorkflow(SetUpgrades):
     def _open(self, item: RolloutSet) -> ZoneOpening | None:
         """The first zone wave, permitted with the set's start when the waves allow (not while
         held, halting or cancelling it)."""
-        if not self._opening or self._held() or self._cancelled or self._fault is not None:
+        if not self._opening or self._held() or self._halting():
             return None
         if item.scale_set in self._cancel_on_start:
             return None
@@ -173,13 +173,16 @@ class RolloutCohortWorkflow(SetUpgrades):
     def _close_opening(self, item: RolloutSet) -> None:
         self._waves.close(item.scale_set)
 
+    def _halting(self) -> bool:
+        """The rollout was cancelled or a set of this cohort faulted: no set goes further."""
+        return self._cancelled or self._fault is not None
+
     def _decision(self) -> Decision:
         """A fault or a cancel stops the sets in flight after their batch (and an opt-out with
         cancel, its set); a newer version or an opt-out only keeps new sets from starting."""
-        halting = self._cancelled or self._fault is not None
         return self._waves.decide(
             held=self._held(),
-            stopping=halting,
+            stopping=self._halting(),
             cancel=self._cancel_on_start,
             largest_first=self._largest_first,
         )
