@@ -34,7 +34,7 @@ from fleet.azure.credentials import credential_for
 from fleet.azure.errors import arm_errors, error_of_body, from_status
 from fleet.azure.images import parse_gallery_image_id, pick_gallery_version, pick_marketplace_version
 from fleet.azure.operations import accepted, polled
-from fleet.azure.read_pacing import PACERS, ReadPacer, ReadPacers, ReadPacingPolicy
+from fleet.azure.read_pacing import PACERS, ReadPacer, ReadPacers, ReadPacingPolicy, watching
 from fleet.azure.set_reads import CoalescingReader
 from fleet.azure.settings import AzureSettings
 from fleet.azure.transport import PooledTransport
@@ -730,7 +730,8 @@ class AzureFleet:
         url = operation.status_url
         if not url:
             raise FleetRequestError("NoStatusUrl", f"operation {operation.operation_id} has no status URL")
-        raw, response = await self._read(url, "InvalidStatusUrl")
+        with watching():  # an action's progress: the reads waited for go first
+            raw, response = await self._read(url, "InvalidStatusUrl")
         body = raw.decode("utf-8", "replace")
         return polled(operation, response.status_code, response.headers, body)
 

@@ -11,6 +11,12 @@ every AzureFleet and client of the process (`PACERS`): `AZURE_READS_PER_MINUTE` 
 Actions (POST, PATCH, PUT, DELETE) are not paced: ARM counts writes in buckets of their own, and
 an action is sent once, when the upgrade decides to.
 
+When the budget runs short, a read that something waits for (the look before an action, a health
+gate, a describe) goes ahead of reads that only watch (health probes, an instance's or an
+operation's progress until done: `watching()`): watchers never take the last WATCHING_RESERVE of
+the burst. Watchers ask again every fraction of a second, so a wave of scale sets that starts
+while another wave's sets boot would otherwise queue its every first read behind their polls.
+
 The answers tune the bucket to what Azure says is left, which is also what keeps several worker
 processes of one subscription in line (each paces itself; ARM's counts are everyone's):
 - `x-ms-ratelimit-remaining-subscription-reads` (and `-subscription-global-reads`, every
@@ -33,6 +39,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -58,6 +65,9 @@ LOW_FLOOR = 2
 # A provider policy's rate is inferred only from a capacity at least this large.
 MIN_INFERRED_CAPACITY = 20
 MAX_REMAINING_HOLD = 30.0
+# The share of the burst that reads which only watch leave to the others: room for that many
+# reads waited for ahead of every watcher in line (one a scale set at most: fleet/azure/set_reads.py).
+WATCHING_RESERVE = 0.5
 # A 429 without Retry-After holds reads this long.
 DEFAULT_THROTTLE_HOLD = 1.0
 # Far below every heartbeat timeout (10 s) less the liveness pace of activities/heartbeats.py.
@@ -72,6 +82,8 @@ _WINDOW = re.compile(r"(\d+)\s*min$", re.IGNORECASE)
 T = TypeVar("T")
 # The pacer whose token the task's next read already holds (ReadPacer.acquire_ahead).
 _ahead: ContextVar[ReadPacer | None] = ContextVar("read_token_ahead", default=None)
+# Whether the task's reads only watch (`watching()`).
+_watching: ContextVar[bool] = ContextVar("reads_watching", default=False)
 KeepAlive = Callable[[], None]
 _keep_alive: KeepAlive | None = None
 
@@ -81,6 +93,16 @@ def set_keep_alive(hook: KeepAlive | None) -> None:
     KEEP_ALIVE_SECONDS; None: nothing."""
     global _keep_alive
     _keep_alive = hook
+
+
+@contextmanager
+def watching() -> Iterator[None]:
+    """The reads sent inside only watch: they give way to the reads an action or gate waits for."""
+    token = _watching.set(True)
+    try:
+        yield
+    finally:
+        _watching.reset(token)
 
 
 def keep_alive() -> None:
@@ -104,6 +126,9 @@ class TokenBucket:
     """A token bucket without a timer, in the form of the generic cell rate algorithm: it keeps
     when it would be full again (`full_at`). `reserve(now)` takes a token and says when its read
     may go; readers beyond the burst are spread one `interval` apart, in the order they asked.
+    `reserve(now, keep)` never takes the last `keep` tokens: a later reader that may take them
+    goes before it. (Every read still goes no earlier than full_at less the burst, so any window
+    of t seconds lets at most burst + t / interval through, whatever the order.)
     `hold(until, now)` lets nothing go before `until` and empties the bucket there; reservations
     made before it are void (`epoch` changes; their readers reserve again)."""
 
@@ -118,9 +143,9 @@ class TokenBucket:
         """Tokens left at `now` (negative: reservations waiting)."""
         return self.burst - max(0.0, self.full_at - now) / self.interval
 
-    def reserve(self, now: float) -> float:
+    def reserve(self, now: float, keep: int = 0) -> float:
         self.full_at = max(self.full_at, now) + self.interval
-        return max(now, self.full_at - self.burst * self.interval, self.held_until)
+        return max(now, self.full_at - (self.burst - keep) * self.interval, self.held_until)
 
     def hold(self, until: float, now: float) -> bool:
         """False when an earlier hold lasts as long already."""
@@ -188,12 +213,16 @@ class ReadPacer:
             self.per_minute, self.burst = per_minute, burst
             self.bucket.configure(per_minute, burst, self._clock())
 
-    async def acquire(self) -> float:
-        """Wait for a token; the seconds waited. Calls the keep-alive hook while waiting."""
+    async def acquire(self, watching: bool | None = None) -> float:
+        """Wait for a token; the seconds waited. Calls the keep-alive hook while waiting.
+        `watching` (default: inside `watching()`): a read that gives way to the others."""
+        if watching is None:
+            watching = _watching.get()
+        keep = int(self.bucket.burst * WATCHING_RESERVE) if watching else 0
         started = alive = self._clock()
         while True:
             now = self._clock()
-            at, epoch = self.bucket.reserve(now), self.bucket.epoch
+            at, epoch = self.bucket.reserve(now, keep), self.bucket.epoch
             while now < at and self.bucket.epoch == epoch:
                 await self._sleep(min(at - now, KEEP_ALIVE_SECONDS))
                 now = self._clock()
@@ -208,10 +237,10 @@ class ReadPacer:
             self.waits += 1
         return waited
 
-    async def acquire_ahead(self) -> None:
+    async def acquire_ahead(self, watching: bool = False) -> None:
         """Take the token of this task's next read now: it is sent without waiting again (a
         coalesced read lets callers join while it waits for its turn: fleet/azure/set_reads.py)."""
-        await self.acquire()
+        await self.acquire(watching)
         _ahead.set(self)
 
     def take_ahead(self) -> bool:

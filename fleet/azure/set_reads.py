@@ -10,7 +10,9 @@ reimage finished would show it healthy on its old disk. So callers gather for a 
 callers that arrive while it runs wait for the next one. Reads of one set start at least
 `min_gap` apart (half the callers' probe interval): instances of a batch that began waiting at
 different moments would otherwise each bring a read of their own, several a second on a large
-set.
+set. Callers with a `min_gap` watch (a probe, a look until an action shows done); a read that
+any caller without one joined before its turn came is waited for, and goes ahead of watching
+reads when the read budget runs short (fleet/azure/read_pacing.py).
 """
 
 from __future__ import annotations
@@ -36,17 +38,20 @@ class CoalescingReader(Generic[T]):
         self,
         read: Callable[[str], Awaitable[T]],
         gather_seconds: float = GATHER_SECONDS,
-        turn: Callable[[], Awaitable[object]] | None = None,
+        turn: Callable[[bool], Awaitable[object]] | None = None,
     ) -> None:
         self._read = read
         self._gather = gather_seconds
         # Waits for the read's turn (its token of the read budget, taken ahead): callers keep
-        # joining meanwhile, so a budget that runs short makes reads fewer, not later.
+        # joining meanwhile, so a budget that runs short makes reads fewer, not later. Its
+        # argument: whether every caller so far only watches.
         self._turn = turn
         # The read callers may still join (not started yet), per scale set.
         self._next: dict[str, asyncio.Task[T]] = {}
         # When the last read of each scale set started (time.monotonic()).
         self._started: dict[str, float] = {}
+        # The sets whose next read a caller that does not watch (no min_gap) joined.
+        self._waited_for: set[str] = set()
 
     async def get(self, scale_set: str, min_gap: float = 0.0) -> T:
         task = self._next.get(scale_set)
@@ -55,6 +60,8 @@ class CoalescingReader(Generic[T]):
             self._next[scale_set] = task
             # Its error is retrieved even when every caller was cancelled meanwhile.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if min_gap <= 0:
+            self._waited_for.add(scale_set)
         # Shielded: one caller cancelled (its activity ended) must not cancel the others' read.
         # Kept alive: the read may wait for the subscription's read budget, and only the
         # caller that started it waits inside it (fleet/azure/read_pacing.py).
@@ -65,9 +72,10 @@ class CoalescingReader(Generic[T]):
             since = time.monotonic() - self._started.get(scale_set, float("-inf"))
             await asyncio.sleep(max(self._gather, min_gap - since))
             if self._turn is not None:
-                await self._turn()
+                await self._turn(scale_set not in self._waited_for)
         finally:
             # From here on, new callers need a read that starts after them: the next one.
             del self._next[scale_set]
+            self._waited_for.discard(scale_set)
         self._started[scale_set] = time.monotonic()
         return await self._read(scale_set)

@@ -61,6 +61,29 @@ def test_a_hold_lets_nothing_go_before_it_ends_and_empties_the_bucket() -> None:
     assert bucket.tokens(100) == 5
 
 
+def test_a_read_waited_for_goes_ahead_of_reads_that_only_watch() -> None:
+    # Watchers never take the last half of the burst (WATCHING_RESERVE): four of them queued on
+    # an empty bucket, a read an action waits for takes a token they left and goes first.
+    bucket = TokenBucket(60, 4, now=0)
+    assert [bucket.reserve(0) for _ in range(4)] == [0, 0, 0, 0]  # the burst, used up
+    keep = int(4 * read_pacing.WATCHING_RESERVE)
+    assert [bucket.reserve(0, keep) for _ in range(4)] == [3, 4, 5, 6]
+    assert bucket.reserve(0) == 5  # ahead of the last two watchers in line
+    # The watcher after it queues behind it: over any window of t seconds, still no more than
+    # the burst plus t refills (here 9 reads by 6 s, 10 by 8 s).
+    assert bucket.reserve(0, keep) == 8
+
+
+async def test_a_watching_read_gives_way_in_the_pacer() -> None:
+    paced, _ = pacer(per_minute=60, burst=10)
+    for _ in range(10):
+        await paced.acquire()  # the burst, used up
+    # Inside watching(), reads keep the last half of the burst: the first one waits for it.
+    with read_pacing.watching():
+        assert await paced.acquire() == pytest.approx(6)
+    assert await paced.acquire() == 0  # the next read waited for: a token the watcher left
+
+
 def test_new_limits_keep_the_tokens_used() -> None:
     bucket = TokenBucket(60, 10, now=0)
     for _ in range(10):
@@ -252,7 +275,7 @@ async def test_callers_join_a_read_while_it_waits_for_its_turn() -> None:
         reads.append(scale_set)
         return list(reads)
 
-    async def turn() -> None:
+    async def turn(watching: bool) -> None:
         nonlocal turns
         turns += 1
         await asyncio.sleep(0.4)
@@ -263,3 +286,22 @@ async def test_callers_join_a_read_while_it_waits_for_its_turn() -> None:
     second = await reader.get("web")
     assert await first == second == ["web"] and turns == 1
     assert await reader.get("web") == ["web", "web"]  # asked after it was sent: a read of its own
+
+
+async def test_a_read_is_waited_for_when_any_caller_does_not_watch() -> None:
+    # Callers with a min_gap only watch (probes, looks until done): their read gives way in the
+    # budget, unless a caller without one (a look before an action) joined it before its turn.
+    turns: list[bool] = []
+
+    async def read(scale_set: str) -> str:
+        return scale_set
+
+    async def turn(watching: bool) -> None:
+        turns.append(watching)
+
+    reader: CoalescingReader[str] = CoalescingReader(read, gather_seconds=0.01, turn=turn)
+    await reader.get("web", min_gap=0.5)
+    await asyncio.gather(reader.get("web", min_gap=0.5), reader.get("web"))
+    await reader.get("web")
+    await reader.get("api", min_gap=0.5)
+    assert turns == [True, False, False, True]

@@ -1,8 +1,9 @@
 """ARM reads paced per subscription (fleet/azure/read_pacing.py) through the real path, AzureFleet
-(the Azure SDK) to the emulator over HTTPS: a burst spread out, a 429 holding every read of the
-subscription, subscriptions apart, a low remaining count slowing reads (through a proxy that adds
-Azure's headers, which the emulator sends only with its 429s); and a waiting read keeping its
-activity alive with the same details."""
+(the Azure SDK) to the emulator over HTTPS: a burst spread out, a look before an action going
+ahead of the probes in line, a 429 holding every read of the subscription, subscriptions apart,
+a low remaining count slowing reads (through a proxy that adds Azure's headers, which the
+emulator sends only with its 429s); and a waiting read keeping its activity alive with the same
+details."""
 
 from __future__ import annotations
 
@@ -93,6 +94,32 @@ async def test_a_shared_read_takes_one_token_however_many_join_it(
         assert [i.instance_id for i in (await first, *later)] == ["0", "1", "2", "0"]
         assert azure.read_pacer.reads == 3  # the token taken ahead is not taken again
     assert (await fleet.calls(name)).reads == 3
+
+
+async def test_a_look_before_an_action_goes_ahead_of_the_probes_in_line(
+    emulator: EmulatorAddress, fleet: EmulatorAdmin
+) -> None:
+    # A wave of sets starting while another wave's sets boot: their looks before the reimage
+    # must not queue behind every probe of the booting sets when the budget runs short.
+    watched = [await new_set(fleet, capacity=1) for _ in range(5)]
+    starting = await new_set(fleet, capacity=1)
+    settings = settings_of(emulator, AZURE_READS_PER_MINUTE="600", AZURE_READ_BURST="10")
+    async with AzureFleet(settings, pacers=ReadPacers()) as azure:
+        for name in [*watched, starting]:  # each set's mode and one list: the burst, used up
+            await azure.get_instance(name, "0")
+        done: list[str] = []
+
+        async def look(name: str, watching: bool) -> None:
+            await azure.get_instance(name, "0", watching=watching)
+            done.append(name)
+
+        probes = [asyncio.create_task(look(name, watching=True)) for name in watched]
+        await asyncio.sleep(0.02)  # the probes are in line for their tokens
+        await look(starting, watching=False)
+        await asyncio.gather(*probes)
+    # Without precedence it would wait its turn behind probes that asked before it (0.1 s a token).
+    assert done[0] == starting, done
+    assert (await fleet.calls(starting)).reads == 3
 
 
 async def test_a_429_holds_every_read_of_the_subscription_for_its_retry_after(
