@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import Generic, TypeVar
 
-from fleet.azure.read_pacing import kept_alive
+from fleet.azure.read_pacing import kept_alive, watching
 
 T = TypeVar("T")
 # How long the first caller waits for others to join its read: the probes of one batch, started
@@ -68,14 +69,18 @@ class CoalescingReader(Generic[T]):
         return await kept_alive(task)
 
     async def _gather_then_read(self, scale_set: str, min_gap: float) -> T:
+        watches = True
         try:
             since = time.monotonic() - self._started.get(scale_set, float("-inf"))
             await asyncio.sleep(max(self._gather, min_gap - since))
+            watches = scale_set not in self._waited_for
             if self._turn is not None:
-                await self._turn(scale_set not in self._waited_for)
+                await self._turn(watches)
         finally:
             # From here on, new callers need a read that starts after them: the next one.
             del self._next[scale_set]
             self._waited_for.discard(scale_set)
         self._started[scale_set] = time.monotonic()
-        return await self._read(scale_set)
+        # Its further GETs (the list's next pages, a 202's Location) wait as its first did.
+        with watching() if watches else nullcontext():
+            return await self._read(scale_set)

@@ -291,17 +291,21 @@ async def test_callers_join_a_read_while_it_waits_for_its_turn() -> None:
 async def test_a_read_is_waited_for_when_any_caller_does_not_watch() -> None:
     # Callers with a min_gap only watch (probes, looks until done): their read gives way in the
     # budget, unless a caller without one (a look before an action) joined it before its turn.
+    # The read's further GETs (next pages, a 202's Location) wait the same way (watching()).
     turns: list[bool] = []
+    paced, clock = pacer(per_minute=60, burst=2)
 
-    async def read(scale_set: str) -> str:
-        return scale_set
+    async def read(scale_set: str) -> float:
+        return await paced.acquire()  # what a next page waits, inside the read
 
     async def turn(watching: bool) -> None:
         turns.append(watching)
 
-    reader: CoalescingReader[str] = CoalescingReader(read, gather_seconds=0.01, turn=turn)
-    await reader.get("web", min_gap=0.5)
-    await asyncio.gather(reader.get("web", min_gap=0.5), reader.get("web"))
-    await reader.get("web")
-    await reader.get("api", min_gap=0.5)
-    assert turns == [True, False, False, True]
+    reader: CoalescingReader[float] = CoalescingReader(read, gather_seconds=0.01, turn=turn)
+    clock.now = 100.0  # the bucket full
+    assert await reader.get("web", min_gap=0.5) == 0  # a watcher's read: one of the two tokens
+    assert list(await asyncio.gather(reader.get("web", min_gap=0.5), reader.get("web"))) == [0, 0]
+    # Both tokens used, the fake clock standing still: a read waited for would wait 1 s for the
+    # next token, a watcher waits 2 s, leaving that one to the others.
+    assert await reader.get("api", min_gap=0.5) == pytest.approx(2)
+    assert turns == [True, False, True]
