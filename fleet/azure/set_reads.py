@@ -69,7 +69,6 @@ class CoalescingReader(Generic[T]):
         return await kept_alive(task)
 
     async def _gather_then_read(self, scale_set: str, min_gap: float) -> T:
-        watches = True
         try:
             since = time.monotonic() - self._started.get(scale_set, float("-inf"))
             await asyncio.sleep(max(self._gather, min_gap - since))
