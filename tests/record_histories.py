@@ -37,13 +37,22 @@ from temporalio.testing import WorkflowEnvironment
 from fleet.azure.backend import AzureFleet
 from fleet.azure.settings import AzureSettings
 from fleet.emulator.admin import EmulatorAdmin
+from models.alarms import Alarm
 from models.change import ExtensionRequest
 from models.fleet import ExtensionSpec, FaultSpec, HealthState, OperationKind, OperationStatus, TimingSpec
 from models.policy import ApplicationHealthSettings, RollingUpgradePolicy
-from models.upgrade import PREFLIGHT_WORKFLOW, ROLLING_UPGRADE_WORKFLOW, UpgradeRequest, upgrade_workflow_id
+from models.upgrade import (
+    APPROVE_SIGNAL,
+    PREFLIGHT_WORKFLOW,
+    ROLLING_UPGRADE_WORKFLOW,
+    ApproveRequest,
+    UpgradeRequest,
+    upgrade_workflow_id,
+)
 from starter import processes
 from starter.processes import EmulatorAddress
 from starter.upgrades import UpgradeHandle, cancel_upgrade, get_status, start_upgrade
+from tests.helpers.alarms import AlarmServer, alarm_server
 from tests.helpers.maintenance import NIGHTLY, MaintenanceArm
 from tests.helpers.upgrades import (
     INSTANT,
@@ -243,6 +252,34 @@ async def nightly_window(run: Run) -> None:
         await arm.configure(run.scale_set, f"{run.scale_set}-nightly", NIGHTLY)
 
 
+async def approve_at_the_checkpoint(run: Run) -> None:
+    await eventually(
+        lambda: get_status(run.client, run.scale_set),
+        lambda s: s.properties.wait is not None and "approval" in s.properties.wait.reason,
+        60,
+    )
+    assert run.handle is not None
+    await run.handle.signal(APPROVE_SIGNAL, ApproveRequest(by="carol"))
+
+
+# A local alarm endpoint for the "alarm-fired" scenario, for as long as this process runs (the
+# stack is kept: collected, it would close the server).
+_ALARMS = contextlib.ExitStack()
+ALARM: AlarmServer = _ALARMS.enter_context(alarm_server())
+
+
+async def alarm_quiet(run: Run) -> None:
+    ALARM.state = "ok"
+
+
+async def alarm_fires_mid_batch_2(run: Run) -> None:
+    """Instance 2 of batch 2 upgraded and 3 reimaged, waiting for health: the alarm fires."""
+    await eventually(
+        lambda: run.fleet.operations(run.scale_set), lambda ops: {op.instance_id for op in ops} >= {"2", "3"}
+    )
+    ALARM.state = "firing"
+
+
 def webhook_receiver() -> str:
     """A local endpoint that accepts every notification (for the "notifications" scenario)."""
 
@@ -348,6 +385,30 @@ SCENARIOS: dict[str, Scenario] = {
     # The first batch's new instances never turn healthy: deleted, the old ones kept, Faulted.
     "surge-rollback": Scenario(
         capacity=4, faults=FaultSpec(unhealthy_images=[V2.version]), options={"policy": SURGE}
+    ),
+    # Held at 10% for an approval, baked at 50%, done.
+    "checkpoints": Scenario(
+        capacity=10,
+        during=approve_at_the_checkpoint,
+        options={
+            "policy": {
+                "maxBatchInstancePercent": 20,
+                "checkpoints": [{"percent": 10, "approval": True}, {"percent": 50, "bakeTime": "PT2S"}],
+            }
+        },
+    ),
+    # An HTTP alarm fires while batch 2 waits for health: the batch is rolled back, Faulted.
+    "alarm-fired": Scenario(
+        capacity=10,
+        faults=FaultSpec(unhealthy_after_upgrade=["3"]),
+        before=alarm_quiet,
+        during=alarm_fires_mid_batch_2,
+        options={
+            "health": ApplicationHealthSettings(
+                interval_in_seconds=1, health_wait_timeout=timedelta(minutes=1)
+            ),
+            "alarms": [Alarm.model_validate({"name": "app", "http": {"url": f"{ALARM.url}/state"}})],
+        },
     ),
     # Held before a batch while the set's window is closed (before the first unless it starts
     # inside one, and after the 6-hour pause, which outlasts the 5-hour window), resumed when it opens.
