@@ -421,3 +421,56 @@ async def test_no_run_of_a_rollout_grows_with_the_fleet_only_with_a_cohort(
     # (measured: 61, and 50-56 per cohort)
     assert rollout_events <= 40 + 10 * 4, rollout_events
     assert all(events <= 30 + 15 * 3 for events in cohort_events), cohort_events
+
+
+async def test_a_mixed_layout_keeps_one_zone_of_a_region_in_flight_regional_sets_apart_every_instance_once(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, fleet: EmulatorAdmin
+) -> None:
+    """Sets of one region on different zones (all three, two, one) and regional sets, over a
+    geo-pair and a third region: audited from the emulator's operations log alone."""
+    images = Images()
+    await fleet.publish_image(images.at("1.0.0"))
+    layout: dict[str, list[tuple[int, list[str] | None]]] = {
+        "westeurope": [(3, ZONES), (4, ["2", "3"]), (2, None), (2, ["1"])],
+        "northeurope": [(3, ZONES), (2, None)],
+        "eastus": [(4, ["1", "2"])],
+    }
+    sets: dict[str, list[str]] = {}
+    capacity: dict[str, int] = {}
+    for region, specs in layout.items():
+        for size, zones in specs:
+            name = await make_set(fleet, images.latest, region, size, zones=zones, timing=STEADY)
+            sets.setdefault(region, []).append(name)
+            capacity[name] = size
+    names = [name for region_sets in sets.values() for name in region_sets]
+    _, handle = await roll_out(ts_env, ts_worker, fleet, images, names)
+    rollout = await finished(ts_env, handle)
+
+    assert rollout.state == RolloutState.COMPLETED
+    assert {s.state for s in rollout.sets} == {RolloutSetState.COMPLETED}
+    ops = {name: reimages(await fleet.operations(name)) for name in names}
+    zone_of: dict[tuple[str, str], str | None] = {}
+    for name in names:
+        instances = (await fleet.show_scale_set(name)).instances
+        assert sorted(op.instance_id for op in ops[name]) == sorted(i.instance_id for i in instances)
+        assert len(ops[name]) == capacity[name], name  # every instance exactly once
+        for instance in instances:
+            zone_of[(name, instance.instance_id)] = instance.zone
+    for region, region_sets in sets.items():
+        windows = [(zone_of[(n, op.instance_id)], in_flight([op])) for n in region_sets for op in ops[n]]
+        # One zone of the region in flight at a time; regional sets (zone None) in a wave of their own.
+        for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
+            assert zone_a == zone_b or not overlap(a, b), f"{region}: zones {zone_a} and {zone_b} together"
+    # Zone 2 of westeurope: the set on all three zones and the set on two went together.
+    wave_2 = zone_windows(ops, zone_of, sets["westeurope"])["2"]
+    assert len(wave_2) == 2 and overlap(wave_2[0][1], wave_2[1][1])
+    # Phases one after another; the geo-pair in different phases, never in flight together.
+    phase_of = {region: number for number, phase in enumerate(rollout.phases) for region in phase}
+    assert phase_of["westeurope"] != phase_of["northeurope"]
+    window = {
+        region: in_flight([op for n in region_sets for op in ops[n]]) for region, region_sets in sets.items()
+    }
+    assert not overlap(window["westeurope"], window["northeurope"])
+    for earlier, later in itertools.permutations(sets, 2):
+        if phase_of[earlier] < phase_of[later]:
+            assert window[earlier][1] <= window[later][0], f"{later} began before {earlier} ended"
