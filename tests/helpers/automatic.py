@@ -154,6 +154,12 @@ async def assert_availability_first(
         for instance in (await fleet.show_scale_set(name)).instances:
             zone_of[(name, instance.instance_id)] = instance.zone
     windows = [(zone_of[(name, op.instance_id)], in_flight([op])) for name in region for op in ops[name]]
-    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
-        assert zone_a == zone_b or not overlap(a, b), f"zones {zone_a} and {zone_b} in flight together"
+    assert_one_zone_in_flight(windows)
     return windows
+
+
+def assert_one_zone_in_flight(windows: list[tuple[str | None, tuple[float, float]]], where: str = "") -> None:
+    """Never two zones (None: regional instances) in flight at once among one region's
+    operations, each given as its instance's zone and its window."""
+    for (zone_a, a), (zone_b, b) in itertools.combinations(windows, 2):
+        assert zone_a == zone_b or not overlap(a, b), f"{where}zones {zone_a} and {zone_b} in flight together"
